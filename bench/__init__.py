@@ -1,0 +1,1 @@
+"""Benchmarks. Each script writes its own section of docs/benchmarks.md via bench.report."""

@@ -1,0 +1,60 @@
+"""The ``eddl`` command for people.
+
+Each command group lives in its own module here and exposes ``register(subparsers)``, which adds
+its sub-command(s) with ``set_defaults(func=...)``; ``func(args) -> int`` returns the exit code.
+Add a module to ``COMMAND_MODULES`` to make it reachable. Only this entry point configures logging
+and converts errors into exit codes; library code raises typed exceptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from eddl import __version__
+from eddl.config import ConfigError
+from eddl.log import configure_logging
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "eddl.cli.train",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eddl",
+        description="EDDL: distributed training across edge devices and microcontrollers.",
+    )
+    parser.add_argument("--version", action="version", version=f"eddl {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="log level (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        configure_logging("console", args.log_level)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"eddl: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eddl: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from eddl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,14 @@
+"""The math of EDDL: pure numpy, no I/O, importing nothing else of the project.
+
+Modules:
+
+* ``params``      the ``Params`` type (named arrays) and its validation.
+* ``model``       MLP specs, parameter init, forward pass, prediction.
+* ``activations`` / ``losses``  elementwise activations (and derivatives from outputs), losses.
+* ``trainer``     the ``Trainer`` interface every training algorithm implements.
+* ``sgd``         mini-batch SGD with per-weight gradient buffers (L-SGD's "Algorithm 1").
+* ``lsgd``        L-SGD: per-sample, in-place fused backward+update, ping-pong delta buffers.
+* ``lsgd_q8``     L-SGD on int8 fixed-point weights (integer-only, for fine-tuning).
+* ``tifed``       TIFeD integer-only Direct Feedback Alignment (full-network, single-layer).
+* ``aggregation`` FedAvg, TIFeD's truncating integer mean, FedAsync, FedBuff.
+"""

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for eddl.v1 (see proto/generate.py)."""
