@@ -48,8 +48,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def write_section(name: str, title: str, body: str, command: Sequence[str] | None = None,
-                  path: Path = BENCH_FILE) -> None:
+def write_section(
+    name: str, title: str, body: str, command: Sequence[str] | None = None, path: Path = BENCH_FILE
+) -> None:
     """Replace (or append) section ``name`` of the benchmark report."""
     cmd = shlex.join(command if command is not None else ["python", *sys.argv])
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

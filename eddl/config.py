@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "load_config", "from_mapping"]
+__all__ = ["ConfigError", "from_mapping", "load_config"]
 
 T = TypeVar("T")
 
@@ -130,8 +130,10 @@ def _env_values(cls: type[Any], section: str, environ: Mapping[str, str]) -> dic
         if key.startswith(prefix):
             field = key[len(prefix) :]
             if field not in names:
-                raise ConfigError(f"environment: unknown variable {key}; known: "
-                                  f"{sorted(prefix + n for n in names)}")
+                raise ConfigError(
+                    f"environment: unknown variable {key}; known: "
+                    f"{sorted(prefix + n for n in names)}"
+                )
             found[names[field]] = value
     return found
 

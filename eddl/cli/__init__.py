@@ -19,9 +19,7 @@ from eddl.log import configure_logging
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "eddl.cli.train",
-)
+COMMAND_MODULES: tuple[str, ...] = ("eddl.cli.train",)
 
 
 def build_parser() -> argparse.ArgumentParser:

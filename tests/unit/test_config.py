@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from eddl.config import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class Sample:
+    port: int = 0
+    rate: float = 1.0
+    name: str = "a"
+    debug: bool = False
+    mode: Literal["sync", "async", "auto"] = "auto"
+    leaders: list[str] = field(default_factory=list)
+    state_dir: Path | None = None
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[sample]\nport = 10\nname = "file"\nleaders = ["h:1"]\n')
+    env = {"EDDL_SAMPLE_NAME": "env", "EDDL_SAMPLE_RATE": "2.5", "EDDL_SAMPLE_DEBUG": "yes"}
+    cfg = load_config(Sample, "sample", cfg_file, {"port": 99, "mode": None}, environ=env)
+    assert cfg == Sample(port=99, rate=2.5, name="env", debug=True, leaders=["h:1"])
+
+
+def test_env_lists_and_paths() -> None:
+    env = {"EDDL_SAMPLE_LEADERS": "a:1, b:2", "EDDL_SAMPLE_STATE_DIR": "/var/lib/eddl"}
+    cfg = load_config(Sample, "sample", environ=env)
+    assert cfg.leaders == ["a:1", "b:2"] and cfg.state_dir == Path("/var/lib/eddl")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[sample]\nprot = 1\n", "unknown key"),
+        ("[sample]\nport = 'x'\n", "integer"),
+        ("[sample]\nport = true\n", "integer"),
+        ("[sample]\nmode = 'fast'\n", "not one of"),
+        ("[other]\nport = 1\n", "unknown table"),
+        ("[sample\n", "config file"),
+    ],
+)
+def test_bad_files_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(Sample, "sample", p, environ={})
+
+
+def test_unknown_env_variable_and_missing_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="EDDL_SAMPLE_PORTT"):
+        load_config(Sample, "sample", environ={"EDDL_SAMPLE_PORTT": "1"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Sample, "sample", tmp_path / "none.toml", environ={})
