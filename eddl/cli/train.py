@@ -1,0 +1,134 @@
+"""``eddl train``: a federated run in one process (no network), on the shipped datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eddl.data import DATASETS, DatasetError, PartitionError, parse_partition
+from eddl.learn.aggregation import AggregationError
+from eddl.learn.algorithms import AlgorithmError
+from eddl.learn.params import ParamsError
+from eddl.simulate import ALGO_DEFAULTS, FederatedConfig, RoundResult, RunResult, run_federated
+
+__all__ = ["register"]
+
+
+def _partition(text: str) -> str:
+    try:
+        parse_partition(text)
+    except PartitionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run a federated training job in one process (no network)",
+        description="Federated training of N simulated clients for R rounds, in one process.",
+    )
+    p.add_argument("--algo", choices=sorted(ALGO_DEFAULTS), default="lsgd")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--data-path", help="folder with the 60k MNIST IDX files (--dataset mnist)")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--partition", type=_partition, default="iid", help="iid | dirichlet:ALPHA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: per algo)")
+    p.add_argument("--buffer", type=int, help="samples per client per round (default: per algo)")
+    p.add_argument("--lr", type=float, help="learning rate (float algorithms, default 0.01)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (sgd; tifed default 25)")
+    p.add_argument("--lr-inv", type=int, help="TIFeD inverse learning rate (default 2048)")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.set_defaults(func=run)
+
+
+def _hyper(args: argparse.Namespace) -> dict[str, Any]:
+    hyper: dict[str, Any] = {}
+    if args.lr is not None:
+        hyper["lr"] = args.lr
+    if args.batch_size is not None:
+        hyper["batch_size"] = args.batch_size
+    if args.lr_inv is not None:
+        hyper["lr_inv"] = args.lr_inv
+    return hyper
+
+
+def _summary(result: RunResult) -> Table:
+    table = Table(title=f"eddl train: {result.algo} on {result.dataset}")
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("clients × rounds", f"{result.clients} × {result.rounds}"),
+        ("partition", result.partition),
+        ("local epochs / buffer", f"{result.local_epochs} / {result.buffer or 'whole shard'}"),
+        ("aggregation", result.aggregation.get("name", "?")),
+        ("test accuracy (last)", f"{result.accuracy:.2%}"),
+        ("test accuracy (best)", f"{result.best_accuracy:.2%}"),
+        ("samples trained", f"{result.samples:,}"),
+        ("training state (bytes)", f"{result.train_state_bytes:,}"),
+        ("model (bytes)", f"{result.model_bytes:,}"),
+        ("time", f"{result.seconds:.2f} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    try:
+        cfg = FederatedConfig(
+            algo=args.algo,
+            dataset=args.dataset,
+            clients=args.clients,
+            rounds=args.rounds,
+            partition=args.partition,
+            seed=args.seed,
+            local_epochs=args.local_epochs,
+            buffer=args.buffer,
+            hyper=_hyper(args),
+            dataset_path=args.data_path,
+        )
+        if args.json:
+            result = run_federated(cfg)
+        else:
+            columns = (
+                TextColumn("[bold]round"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("accuracy {task.fields[acc]}"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=err) as progress:
+                task = progress.add_task("train", total=cfg.rounds, acc="  -   ")
+
+                def on_round(r: RoundResult) -> None:
+                    progress.update(task, advance=1, acc=f"{r.accuracy:6.2%}")
+
+                result = run_federated(cfg, on_round)
+    except (
+        ValueError,
+        DatasetError,
+        PartitionError,
+        AlgorithmError,
+        AggregationError,
+        ParamsError,
+    ) as exc:
+        err.print(f"[red]eddl train: {exc}[/red]")
+        return 2
+    if args.json:
+        out = result.to_dict()
+        out["history"] = [{"round": r.round, "accuracy": r.accuracy} for r in result.history]
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        Console().print(_summary(result))
+    return 0

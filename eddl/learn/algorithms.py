@@ -1,0 +1,230 @@
+"""Training algorithms by name: what a leader, a worker or ``eddl train`` needs to run one.
+
+``get_algorithm(name, model, hyper)`` returns an :class:`Algorithm` that knows how to make the
+initial global model, a local :class:`~eddl.learn.trainer.Trainer`, the trainer's input
+representation of uint8 pixels, how to evaluate, and which synchronous aggregation rule fits:
+
+=============== ====================================== ======================= ==========
+name            model                                  inputs                  sync rule
+=============== ====================================== ======================= ==========
+``sgd``         float32 MLP (``MLPSpec``)              ``x / 255`` float32     fedavg
+``lsgd``        float32 MLP, batch 1                   ``x / 255`` float32     fedavg
+``lsgd-q8``     int8 fixed point, from a float model   ``x >> 1`` (Q0.7)       fedavg*
+``tifed``       int32 TIFeD, every client all layers   uint8 (``x - 128``)     intmean
+``tifed-single`` int32 TIFeD, one layer per client     uint8 (``x - 128``)     intmean
+=============== ====================================== ======================= ==========
+
+``model`` is a mapping: ``{"sizes": [...], "activations": [...], "loss": ...}`` for float
+models, ``{"sizes": [...]}`` for TIFeD; :func:`default_model` gives the papers' topologies.
+``hyper`` holds ``lr`` and ``batch_size`` (float), ``lr_inv``, ``batch_size``,
+``feedback_seed`` (TIFeD). Unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eddl.learn import model as mlp
+from eddl.learn import tifed
+from eddl.learn.params import Params
+from eddl.learn.trainer import Trainer
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "AlgorithmError",
+    "FloatAlgorithm",
+    "TifedAlgorithm",
+    "default_model",
+    "get_algorithm",
+]
+
+ALGORITHMS: tuple[str, ...] = ("sgd", "lsgd", "tifed", "tifed-single")
+
+
+class AlgorithmError(ValueError):
+    """An algorithm name, model or hyper-parameter is not valid."""
+
+
+@dataclass(frozen=True)
+class Algorithm(ABC):
+    """One algorithm with its model and hyper-parameters fixed."""
+
+    name: str
+    model: Mapping[str, Any]
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def sync_rule_name(self) -> str:
+        """The synchronous aggregation rule that fits this algorithm's parameters."""
+
+    @property
+    def single_layer(self) -> bool:
+        """Whether each client trains (and uploads) one layer only."""
+        return False
+
+    @abstractmethod
+    def init_params(self, seed: int) -> Params: ...
+
+    @abstractmethod
+    def make_trainer(self, layer: int | None = None) -> Trainer: ...
+
+    @abstractmethod
+    def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
+        """uint8 pixels ``(n, features)`` -> the trainer's input representation."""
+
+    @abstractmethod
+    def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy in [0, 1] on uint8 pixels."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"algo": self.name, "model": dict(self.model), "hyper": dict(self.hyper)}
+
+
+def _check_keys(hyper: Mapping[str, Any], allowed: tuple[str, ...], algo: str) -> None:
+    unknown = sorted(set(hyper) - set(allowed))
+    if unknown:
+        raise AlgorithmError(f"{algo}: unknown hyper-parameter(s) {unknown}; known: {allowed}")
+
+
+def _check_pixels(x_u8: np.ndarray) -> np.ndarray:
+    if not isinstance(x_u8, np.ndarray) or x_u8.dtype != np.uint8 or x_u8.ndim != 2:
+        raise AlgorithmError("inputs must be uint8 pixels of shape (n, features)")
+    return x_u8
+
+
+@dataclass(frozen=True)
+class FloatAlgorithm(Algorithm):
+    """``sgd`` and ``lsgd`` on a float32 MLP."""
+
+    def __post_init__(self) -> None:
+        _check_keys(self.hyper, ("lr", "batch_size"), self.name)
+        try:
+            self.spec  # noqa: B018 - validates the model now rather than at first use
+        except ValueError as exc:
+            raise AlgorithmError(f"{self.name}: {exc}") from exc
+
+    @property
+    def spec(self) -> mlp.MLPSpec:
+        d = dict(self.model)
+        return mlp.MLPSpec(tuple(d["sizes"]), tuple(d["activations"]), str(d["loss"]))
+
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def sync_rule_name(self) -> str:
+        return "fedavg"
+
+    def init_params(self, seed: int) -> Params:
+        return mlp.init_params(self.spec, seed)
+
+    def make_trainer(self, layer: int | None = None) -> Trainer:
+        from eddl.learn.lsgd import LSGDTrainer
+        from eddl.learn.sgd import SGDTrainer
+
+        if layer is not None:
+            raise AlgorithmError(f"{self.name} trains the whole network; layer must be None")
+        lr = float(self.hyper.get("lr", 0.01))
+        if self.name == "lsgd":
+            return LSGDTrainer(self.spec, lr)
+        return SGDTrainer(self.spec, lr, int(self.hyper.get("batch_size", 1)))
+
+    def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
+        return _check_pixels(x_u8).astype(np.float32) / np.float32(255.0)
+
+    def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
+        return mlp.accuracy(self.spec, params, self.prepare_inputs(x_u8), y)
+
+
+@dataclass(frozen=True)
+class TifedAlgorithm(Algorithm):
+    """``tifed`` (full network) and ``tifed-single`` (one layer per client)."""
+
+    def __post_init__(self) -> None:
+        _check_keys(self.hyper, ("lr_inv", "batch_size", "feedback_seed"), self.name)
+        unknown = sorted(set(self.model) - {"sizes"})
+        if unknown:
+            raise AlgorithmError(f"{self.name}: unknown model key(s) {unknown}; TIFeD takes sizes")
+        try:
+            self.config  # noqa: B018 - validates now
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AlgorithmError(f"{self.name}: {exc}") from exc
+
+    @property
+    def config(self) -> tifed.TifedConfig:
+        return tifed.TifedConfig(
+            sizes=tuple(int(s) for s in self.model["sizes"]),
+            lr_inv=int(self.hyper.get("lr_inv", 2048)),
+            batch_size=int(self.hyper.get("batch_size", 25)),
+            feedback_seed=int(self.hyper.get("feedback_seed", 0)),
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def sync_rule_name(self) -> str:
+        return "intmean"
+
+    @property
+    def single_layer(self) -> bool:
+        return self.name == "tifed-single"
+
+    def init_params(self, seed: int) -> Params:
+        return tifed.init_params(self.config)
+
+    def make_trainer(self, layer: int | None = None) -> Trainer:
+        if self.single_layer and layer is None:
+            raise AlgorithmError("tifed-single needs the layer this client trains")
+        if not self.single_layer and layer is not None:
+            raise AlgorithmError("tifed trains every layer; use tifed-single for one layer")
+        return tifed.TifedTrainer(self.config, layer=layer)
+
+    def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
+        return _check_pixels(x_u8)
+
+    def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
+        return tifed.accuracy(params, _check_pixels(x_u8), y, self.config)
+
+
+def default_model(name: str, num_features: int, num_classes: int = 10) -> dict[str, Any]:
+    """The papers' topologies, with the input width of the dataset at hand.
+
+    Float algorithms: L-SGD's ``in-40-32-10`` (tanh, tanh, sigmoid, BCE). TIFeD: ``in-200-10``
+    for MNIST-sized inputs, ``in-64-10`` for small ones (digits).
+    """
+    if name in ("sgd", "lsgd", "lsgd-q8"):
+        return {
+            "sizes": [num_features, 40, 32, num_classes],
+            "activations": ["tanh", "tanh", "sigmoid"],
+            "loss": "bce",
+        }
+    if name in ("tifed", "tifed-single"):
+        hidden = 200 if num_features >= 256 else 64
+        return {"sizes": [num_features, hidden, num_classes]}
+    raise AlgorithmError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
+
+
+def get_algorithm(
+    name: str, model: Mapping[str, Any], hyper: Mapping[str, Any] | None = None
+) -> Algorithm:
+    """The :class:`Algorithm` called ``name`` for ``model`` and ``hyper``."""
+    h = dict(hyper or {})
+    if name in ("sgd", "lsgd"):
+        return FloatAlgorithm(name, dict(model), h)
+    if name in ("tifed", "tifed-single"):
+        return TifedAlgorithm(name, dict(model), h)
+    raise AlgorithmError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}")

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eddl.simulate import FederatedConfig, RoundResult, run_federated
+
+
+def test_lsgd_on_digits_learns_and_reports_every_round() -> None:
+    seen: list[RoundResult] = []
+    result = run_federated(
+        FederatedConfig(algo="lsgd", dataset="digits", clients=4, rounds=3), seen.append
+    )
+    assert [r.round for r in seen] == [1, 2, 3]
+    assert result.accuracy == seen[-1].accuracy > 0.8
+    assert result.samples == 3 * 1438
+    assert result.aggregation["name"] == "fedavg"
+    assert 0 < result.train_state_bytes < result.model_bytes
+
+
+def test_runs_are_deterministic_for_a_seed() -> None:
+    cfg = FederatedConfig(algo="tifed", dataset="digits", clients=3, rounds=2, seed=5)
+    a, b = run_federated(cfg), run_federated(cfg)
+    assert [r.accuracy for r in a.history] == [r.accuracy for r in b.history]
+
+
+def test_tifed_single_layer_uses_integer_mean_over_layer_groups() -> None:
+    result = run_federated(
+        FederatedConfig(algo="tifed-single", dataset="digits", clients=4, rounds=4)
+    )
+    assert result.aggregation["name"] == "intmean"
+    assert result.buffer == 50 and result.local_epochs == 5
+    assert result.best_accuracy > 0.5
+
+
+def test_dirichlet_partition_runs() -> None:
+    result = run_federated(
+        FederatedConfig(
+            algo="sgd", dataset="digits", clients=3, rounds=1, partition="dirichlet:0.3"
+        )
+    )
+    assert np.isfinite(result.accuracy)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"algo": "adam"}, {"clients": 0}, {"rounds": 0}, {"local_epochs": 0}, {"buffer": 0}],
+)
+def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FederatedConfig(**kwargs)  # type: ignore[arg-type]
