@@ -1,0 +1,161 @@
+"""FedBuff (Nguyen et al.): buffer K client deltas, then apply their staleness-weighted mean.
+
+A delta is ``params - base`` where ``base`` is the global model the client started from. The
+rule computes deltas itself, from full client parameters, so a caller cannot mix up models
+and deltas: it gets the base of an older version through ``base_lookup(version)``, a callable
+the leader provides over the versions it keeps; an update based on the current version uses
+the ``global_params`` of the call. A base version the lookup cannot provide (returns ``None``
+or raises ``LookupError``) refuses the update rather than mixing it against the wrong base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from eddl.learn.aggregation.base import AggregationError, AsyncRule, ClientUpdate
+from eddl.learn.aggregation.checks import (
+    cast_back,
+    check_bool,
+    check_global,
+    check_positive_int,
+    check_real,
+    check_single,
+    check_version,
+)
+from eddl.learn.aggregation.staleness import Polynomial, Staleness
+from eddl.learn.params import Params, ParamsError, check_like
+
+__all__ = ["BaseLookup", "FedBuff"]
+
+BaseLookup = Callable[[int], Mapping[str, np.ndarray] | None]
+
+
+class FedBuff(AsyncRule):
+    """Buffered asynchronous aggregation.
+
+    Each update contributes ``w_i = S(s_i)`` (times ``num_samples`` with
+    ``weight_by_samples``) and its delta ``d_i``; when ``buffer_size`` (K) updates are in,
+    ``x = x + server_lr * sum_i w_i d_i / sum_i w_i`` per name, over the updates holding that
+    name, and the buffer empties. The default ``S`` is ``1/sqrt(1+s)``.
+
+    The buffer keeps running float64 sums, not the K deltas, so its memory does not grow
+    with K. Integer models are updated in float64, truncated toward zero and saturated at
+    their dtype's range; a float result that overflows its dtype is refused.
+    """
+
+    name = "fedbuff"
+
+    def __init__(
+        self,
+        *,
+        base_lookup: BaseLookup,
+        buffer_size: int = 10,
+        server_lr: float = 1.0,
+        staleness: Staleness | None = None,
+        weight_by_samples: bool = False,
+        allow_partial: bool = False,
+    ) -> None:
+        if not callable(base_lookup):
+            raise AggregationError("fedbuff needs base_lookup, a callable version -> params")
+        self.base_lookup = base_lookup
+        self.buffer_size = check_positive_int(buffer_size, "buffer_size", minimum=1)
+        self.server_lr = check_real(server_lr, "server_lr", low=0.0, high=1e6, low_open=True)
+        if staleness is None:
+            staleness = Polynomial(a=0.5)
+        if not isinstance(staleness, Staleness):
+            raise TypeError(f"staleness must be a Staleness, got {type(staleness).__name__}")
+        self.staleness = staleness
+        self.weight_by_samples = check_bool(weight_by_samples, "weight_by_samples")
+        self.allow_partial = check_bool(allow_partial, "allow_partial")
+        self._sums: dict[str, np.ndarray] = {}
+        self._weights: dict[str, float] = {}
+        self._count = 0
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "buffer_size": self.buffer_size,
+            "server_lr": self.server_lr,
+            "staleness": self.staleness.name,
+            **self.staleness.params(),
+            "weight_by_samples": self.weight_by_samples,
+            "allow_partial": self.allow_partial,
+        }
+
+    def pending(self) -> int:
+        return self._count
+
+    def update_weight(self, update: ClientUpdate, staleness: int) -> float:
+        weight = self.staleness(staleness)
+        return weight * update.num_samples if self.weight_by_samples else weight
+
+    def submit(self, global_params: Params, update: ClientUpdate, version: int) -> Params | None:
+        v = check_version(version)
+        check_global(global_params)
+        s = check_single(global_params, update, v, allow_partial=self.allow_partial, what="update")
+        base = global_params if s == 0 else self._base(update.base_version, global_params)
+        weight = self.update_weight(update, s)
+        # New dicts and arrays: the committed buffer is untouched until nothing can fail.
+        sums = dict(self._sums)
+        weights = dict(self._weights)
+        for name, arr in update.params.items():
+            delta = arr.astype(np.float64) - base[name].astype(np.float64)
+            sums[name] = sums[name] + weight * delta if name in sums else weight * delta
+            weights[name] = weights.get(name, 0.0) + weight
+        count = self._count + 1
+        if count < self.buffer_size:
+            self._sums, self._weights, self._count = sums, weights, count
+            return None
+        result = self._apply(global_params, sums, weights)
+        self._clear()
+        return result
+
+    def flush(self, global_params: Params) -> Params | None:
+        if self._count == 0:
+            return None
+        check_global(global_params)
+        names = sorted(set(self._sums) - set(global_params))
+        if names:
+            raise AggregationError(f"flush: buffered parameter(s) {names} not in the global model")
+        for name, acc in self._sums.items():
+            if acc.shape != global_params[name].shape:
+                raise AggregationError(
+                    f"flush: {name} has shape {global_params[name].shape}, buffered {acc.shape}"
+                )
+        result = self._apply(global_params, self._sums, self._weights)
+        self._clear()
+        return result
+
+    def _clear(self) -> None:
+        self._sums, self._weights, self._count = {}, {}, 0
+
+    def _base(self, base_version: int, global_params: Params) -> Mapping[str, np.ndarray]:
+        try:
+            base = self.base_lookup(base_version)
+        except LookupError:
+            base = None
+        if base is None:
+            raise AggregationError(
+                f"update: base model version {base_version} is not available, so its delta "
+                "cannot be computed"
+            )
+        try:
+            check_like(global_params, base, what=f"base model version {base_version}")
+        except ParamsError as exc:
+            raise AggregationError(str(exc)) from exc
+        return base
+
+    def _apply(
+        self, global_params: Params, sums: Mapping[str, np.ndarray], weights: Mapping[str, float]
+    ) -> Params:
+        out: Params = {}
+        for name, current in global_params.items():
+            if name not in sums or weights[name] <= 0.0:
+                # No update for this name, or only ones whose weight underflowed to 0.
+                out[name] = current.copy()
+                continue
+            step = (self.server_lr / weights[name]) * sums[name]
+            out[name] = cast_back(current.astype(np.float64) + step, current.dtype, name)
+        return out
