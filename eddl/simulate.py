@@ -9,6 +9,10 @@ Samples per round: with ``buffer`` set, a client trains each round on the next `
 samples of its shard (TIFeD's set-up: buffer 50, so 1,000 samples per client make 20 rounds per
 pass over the data), wrapping around; without it, on its whole shard (one round = one pass).
 In single-layer mode client ``c`` trains layer ``c mod L`` and uploads only that layer.
+
+``lsgd-q8`` fine-tunes a trained model: the run first trains a float model with L-SGD for
+``pretrain_rounds`` federated rounds, quantizes it to int8 (the accuracy before and after
+quantization is reported), then fine-tunes the int8 model for ``rounds`` rounds.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from eddl.data import load_dataset, partition
 from eddl.learn.aggregation import ClientUpdate, SyncRule, make_rule
-from eddl.learn.algorithms import Algorithm, default_model, get_algorithm
+from eddl.learn.algorithms import Algorithm, Q8Algorithm, default_model, get_algorithm
 from eddl.learn.params import Params, clone
 
 __all__ = ["ALGO_DEFAULTS", "FederatedConfig", "RoundResult", "RunResult", "run_federated"]
@@ -51,11 +55,12 @@ class FederatedConfig:
     model: dict[str, Any] | None = None
     hyper: dict[str, Any] = field(default_factory=dict)
     dataset_path: str | None = None
+    pretrain_rounds: int = 2
 
     def __post_init__(self) -> None:
         if self.algo not in ALGO_DEFAULTS:
             raise ValueError(f"unknown algorithm {self.algo!r}; known: {', '.join(ALGO_DEFAULTS)}")
-        for name in ("clients", "rounds"):
+        for name in ("clients", "rounds", "pretrain_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.local_epochs is not None and self.local_epochs < 1:
@@ -90,6 +95,8 @@ class RunResult:
     buffer: int | None
     aggregation: dict[str, Any]
     history: list[RoundResult]
+    # lsgd-q8 only: accuracy of the float model after pre-training, and of its int8 copy.
+    pretrain: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,11 +120,63 @@ def _client_update(
     version: int,
 ) -> tuple[ClientUpdate, int]:
     local = clone(global_params)
-    trainer = algo.make_trainer(layer=layer)
+    trainer = algo.make_trainer(layer=layer, seed=int(rng.integers(0, 2**32)))
     stats = trainer.train(local, x, y, epochs=epochs, rng=rng)
     if layer is not None:
         local = {k: local[k] for k in (f"W{layer}", f"b{layer}")}
     return ClientUpdate(params=local, num_samples=len(y), base_version=version), stats.state_bytes
+
+
+class _Rounds:
+    """The federated loop over fixed client shards, for one algorithm."""
+
+    def __init__(
+        self, cfg: FederatedConfig, shards: list[np.ndarray], epochs: int, buffer: int | None
+    ) -> None:
+        self.cfg, self.shards, self.epochs, self.buffer = cfg, shards, epochs, buffer
+        self.data = load_dataset(cfg.dataset, cfg.dataset_path)
+        self.state_bytes = 0
+        self.samples = 0
+
+    def run(
+        self,
+        algo: Algorithm,
+        params: Params,
+        rounds: int,
+        on_round: Callable[[RoundResult], None] | None,
+        history: list[RoundResult] | None = None,
+    ) -> Params:
+        rule = make_rule(algo.sync_rule_name)
+        assert isinstance(rule, SyncRule)
+        x_train = algo.prepare_inputs(self.data.x_train)
+        for rnd in range(rounds):
+            t_round = time.perf_counter()
+            updates = []
+            for c, shard in enumerate(self.shards):
+                idx = _round_slice(shard, self.buffer, rnd)
+                rng = np.random.default_rng([self.cfg.seed, rnd, c])
+                layer = c % algo.num_layers if algo.single_layer else None
+                update, sb = _client_update(
+                    algo,
+                    params,
+                    layer,
+                    x_train[idx],
+                    self.data.y_train[idx],
+                    self.epochs,
+                    rng,
+                    rnd,
+                )
+                updates.append(update)
+                self.state_bytes = max(self.state_bytes, sb)
+                self.samples += len(idx) * self.epochs
+            params = rule.aggregate(params, updates, version=rnd + 1)
+            acc = algo.evaluate(params, self.data.x_test, self.data.y_test)
+            result = RoundResult(rnd + 1, acc, time.perf_counter() - t_round, self.samples)
+            if history is not None:
+                history.append(result)
+            if on_round is not None:
+                on_round(result)
+        return params
 
 
 def run_federated(
@@ -129,36 +188,32 @@ def run_federated(
     epochs = cfg.local_epochs if cfg.local_epochs is not None else defaults["local_epochs"]
     buffer = cfg.buffer if cfg.buffer is not None else defaults["buffer"]
     model = cfg.model or default_model(cfg.algo, data.num_features, data.num_classes)
-    algo = get_algorithm(cfg.algo, model, cfg.hyper)
-    rule = make_rule(algo.sync_rule_name)
-    assert isinstance(rule, SyncRule)
     shards = partition(cfg.partition, data.y_train, cfg.clients, cfg.seed)
-    x_train = algo.prepare_inputs(data.x_train)
-    global_params = algo.init_params(cfg.seed)
-    model_bytes = sum(v.nbytes for v in global_params.values())
+    loop = _Rounds(cfg, shards, epochs, buffer)
     history: list[RoundResult] = []
-    state_bytes = 0
-    samples_total = 0
+    pretrain: dict[str, float] | None = None
     t0 = time.perf_counter()
-    for rnd in range(cfg.rounds):
-        t_round = time.perf_counter()
-        updates = []
-        for c, shard in enumerate(shards):
-            idx = _round_slice(shard, buffer, rnd)
-            rng = np.random.default_rng([cfg.seed, rnd, c])
-            layer = c % algo.num_layers if algo.single_layer else None
-            update, sb = _client_update(
-                algo, global_params, layer, x_train[idx], data.y_train[idx], epochs, rng, rnd
-            )
-            updates.append(update)
-            state_bytes = max(state_bytes, sb)
-            samples_total += len(idx) * epochs
-        global_params = rule.aggregate(global_params, updates, version=rnd + 1)
-        acc = algo.evaluate(global_params, data.x_test, data.y_test)
-        result = RoundResult(rnd + 1, acc, time.perf_counter() - t_round, samples_total)
-        history.append(result)
-        if on_round is not None:
-            on_round(result)
+    algo: Algorithm
+    if cfg.algo == "lsgd-q8":
+        hyper = dict(cfg.hyper)
+        float_hyper = {k: hyper.pop(k) for k in ("lr",) if k in hyper}
+        float_algo = get_algorithm("lsgd", model, float_hyper)
+        float_params = loop.run(
+            float_algo, float_algo.init_params(cfg.seed), cfg.pretrain_rounds, None
+        )
+        algo, global_params = Q8Algorithm.from_float(model, float_params, hyper)
+        pretrain = {
+            "rounds": float(cfg.pretrain_rounds),
+            "float_accuracy": float_algo.evaluate(float_params, data.x_test, data.y_test),
+            "quantized_accuracy": algo.evaluate(global_params, data.x_test, data.y_test),
+        }
+        loop.state_bytes = loop.samples = 0
+    else:
+        algo = get_algorithm(cfg.algo, model, cfg.hyper)
+        global_params = algo.init_params(cfg.seed)
+    model_bytes = sum(v.nbytes for v in global_params.values())
+    rule = make_rule(algo.sync_rule_name)
+    global_params = loop.run(algo, global_params, cfg.rounds, on_round, history)
     return RunResult(
         algo=cfg.algo,
         dataset=cfg.dataset,
@@ -166,14 +221,15 @@ def run_federated(
         rounds=cfg.rounds,
         accuracy=history[-1].accuracy,
         best_accuracy=max(r.accuracy for r in history),
-        train_state_bytes=state_bytes,
+        train_state_bytes=loop.state_bytes,
         model_bytes=model_bytes,
         seconds=time.perf_counter() - t0,
-        samples=samples_total,
+        samples=loop.samples,
         partition=cfg.partition,
         seed=cfg.seed,
         local_epochs=epochs,
         buffer=buffer,
         aggregation=rule.describe(),
         history=history,
+        pretrain=pretrain,
     )

@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
     p.add_argument("--lr", type=float, help="learning rate (float algorithms, default 0.01)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (sgd; tifed default 25)")
     p.add_argument("--lr-inv", type=int, help="TIFeD inverse learning rate (default 2048)")
+    p.add_argument("--lr-shift", type=int, help="lsgd-q8 learning rate 2^-N (default 7)")
+    p.add_argument(
+        "--pretrain-rounds",
+        type=int,
+        default=2,
+        help="lsgd-q8: float L-SGD rounds before quantizing and fine-tuning (default 2)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=run)
 
@@ -58,6 +65,8 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
         hyper["batch_size"] = args.batch_size
     if args.lr_inv is not None:
         hyper["lr_inv"] = args.lr_inv
+    if args.lr_shift is not None:
+        hyper["lr_shift"] = args.lr_shift
     return hyper
 
 
@@ -77,6 +86,15 @@ def _summary(result: RunResult) -> Table:
         ("model (bytes)", f"{result.model_bytes:,}"),
         ("time", f"{result.seconds:.2f} s"),
     ]
+    if result.pretrain is not None:
+        rows.insert(
+            4,
+            (
+                "float pre-train → int8",
+                f"{result.pretrain['float_accuracy']:.2%} → "
+                f"{result.pretrain['quantized_accuracy']:.2%}",
+            ),
+        )
     for k, v in rows:
         table.add_row(k, v)
     return table
@@ -96,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             buffer=args.buffer,
             hyper=_hyper(args),
             dataset_path=args.data_path,
+            pretrain_rounds=args.pretrain_rounds,
         )
         if args.json:
             result = run_federated(cfg)

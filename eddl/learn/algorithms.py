@@ -9,15 +9,16 @@ name            model                                  inputs                  s
 =============== ====================================== ======================= ==========
 ``sgd``         float32 MLP (``MLPSpec``)              ``x / 255`` float32     fedavg
 ``lsgd``        float32 MLP, batch 1                   ``x / 255`` float32     fedavg
-``lsgd-q8``     int8 fixed point, from a float model   ``x >> 1`` (Q0.7)       fedavg*
+``lsgd-q8``     int8 fixed point, from a float model   uint8 (``x >> 1``)      fedavg
 ``tifed``       int32 TIFeD, every client all layers   uint8 (``x - 128``)     intmean
 ``tifed-single`` int32 TIFeD, one layer per client     uint8 (``x - 128``)     intmean
 =============== ====================================== ======================= ==========
 
 ``model`` is a mapping: ``{"sizes": [...], "activations": [...], "loss": ...}`` for float
 models, ``{"sizes": [...]}`` for TIFeD; :func:`default_model` gives the papers' topologies.
-``hyper`` holds ``lr`` and ``batch_size`` (float), ``lr_inv``, ``batch_size``,
-``feedback_seed`` (TIFeD). Unknown keys are refused.
+``hyper`` holds ``lr`` and ``batch_size`` (float), ``lr_shift`` (lsgd-q8), ``lr_inv``,
+``batch_size``, ``feedback_seed`` (TIFeD). Unknown keys are refused. FedAvg of integer models
+is the exact sample-weighted mean truncated toward zero (see ``eddl.learn.aggregation``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from eddl.learn import lsgd_q8, tifed
 from eddl.learn import model as mlp
-from eddl.learn import tifed
 from eddl.learn.params import Params
 from eddl.learn.trainer import Trainer
 
@@ -39,12 +40,13 @@ __all__ = [
     "Algorithm",
     "AlgorithmError",
     "FloatAlgorithm",
+    "Q8Algorithm",
     "TifedAlgorithm",
     "default_model",
     "get_algorithm",
 ]
 
-ALGORITHMS: tuple[str, ...] = ("sgd", "lsgd", "tifed", "tifed-single")
+ALGORITHMS: tuple[str, ...] = ("sgd", "lsgd", "lsgd-q8", "tifed", "tifed-single")
 
 
 class AlgorithmError(ValueError):
@@ -77,7 +79,9 @@ class Algorithm(ABC):
     def init_params(self, seed: int) -> Params: ...
 
     @abstractmethod
-    def make_trainer(self, layer: int | None = None) -> Trainer: ...
+    def make_trainer(self, layer: int | None = None, seed: int = 0) -> Trainer:
+        """A fresh local trainer; ``seed`` keys any randomness inside the kernel (lsgd-q8's
+        stochastic rounding), so a client-round gets reproducible updates."""
 
     @abstractmethod
     def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
@@ -130,7 +134,7 @@ class FloatAlgorithm(Algorithm):
     def init_params(self, seed: int) -> Params:
         return mlp.init_params(self.spec, seed)
 
-    def make_trainer(self, layer: int | None = None) -> Trainer:
+    def make_trainer(self, layer: int | None = None, seed: int = 0) -> Trainer:
         from eddl.learn.lsgd import LSGDTrainer
         from eddl.learn.sgd import SGDTrainer
 
@@ -186,7 +190,7 @@ class TifedAlgorithm(Algorithm):
     def init_params(self, seed: int) -> Params:
         return tifed.init_params(self.config)
 
-    def make_trainer(self, layer: int | None = None) -> Trainer:
+    def make_trainer(self, layer: int | None = None, seed: int = 0) -> Trainer:
         if self.single_layer and layer is None:
             raise AlgorithmError("tifed-single needs the layer this client trains")
         if not self.single_layer and layer is not None:
@@ -198,6 +202,76 @@ class TifedAlgorithm(Algorithm):
 
     def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
         return tifed.accuracy(params, _check_pixels(x_u8), y, self.config)
+
+
+@dataclass(frozen=True)
+class Q8Algorithm(Algorithm):
+    """``lsgd-q8``: L-SGD on int8 fixed-point weights, fine-tuning a trained float model.
+
+    ``model`` is the float spec plus ``"format": {"weight_frac": [...], "bias_frac": [...]}``
+    (see :mod:`eddl.learn.lsgd_q8`); build both the algorithm and the int8 model from a trained
+    float model with :meth:`from_float`. ``hyper``: ``lr_shift`` (learning rate 2^-lr_shift).
+    """
+
+    def __post_init__(self) -> None:
+        _check_keys(self.hyper, ("lr_shift",), self.name)
+        try:
+            lsgd_q8.check_spec(self.spec)
+            self.fmt  # noqa: B018 - validates now
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AlgorithmError(f"{self.name}: {exc}") from exc
+
+    @classmethod
+    def from_float(
+        cls, model: Mapping[str, Any], params: Params, hyper: Mapping[str, Any] | None = None
+    ) -> tuple[Q8Algorithm, Params]:
+        """Quantize a trained float model: the algorithm (with its format) and the int8 model."""
+        spec = mlp.MLPSpec.from_dict({k: model[k] for k in ("sizes", "activations", "loss")})
+        q8, fmt = lsgd_q8.quantize(spec, params)
+        full = {
+            **spec.to_dict(),
+            "format": {"weight_frac": list(fmt.weight_frac), "bias_frac": list(fmt.bias_frac)},
+        }
+        return cls("lsgd-q8", full, dict(hyper or {})), q8
+
+    @property
+    def spec(self) -> mlp.MLPSpec:
+        return mlp.MLPSpec.from_dict({k: self.model[k] for k in ("sizes", "activations", "loss")})
+
+    @property
+    def fmt(self) -> lsgd_q8.Q8Format:
+        f = self.model["format"]
+        return lsgd_q8.Q8Format(
+            tuple(int(v) for v in f["weight_frac"]), tuple(int(v) for v in f["bias_frac"])
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def sync_rule_name(self) -> str:
+        return "fedavg"
+
+    def init_params(self, seed: int) -> Params:
+        raise AlgorithmError(
+            "lsgd-q8 fine-tunes a trained model; quantize one with Q8Algorithm.from_float"
+        )
+
+    def make_trainer(self, layer: int | None = None, seed: int = 0) -> Trainer:
+        return lsgd_q8.LSGDQ8Trainer(
+            self.spec,
+            self.fmt,
+            lr_shift=int(self.hyper.get("lr_shift", 7)),
+            seed=seed & 0xFFFFFFFF,
+            layer=layer,
+        )
+
+    def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
+        return _check_pixels(x_u8)
+
+    def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
+        return lsgd_q8.accuracy(self.spec, self.fmt, params, _check_pixels(x_u8), y)
 
 
 def default_model(name: str, num_features: int, num_classes: int = 10) -> dict[str, Any]:
@@ -227,4 +301,6 @@ def get_algorithm(
         return FloatAlgorithm(name, dict(model), h)
     if name in ("tifed", "tifed-single"):
         return TifedAlgorithm(name, dict(model), h)
+    if name == "lsgd-q8":
+        return Q8Algorithm(name, dict(model), h)
     raise AlgorithmError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}")

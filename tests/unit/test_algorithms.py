@@ -63,3 +63,26 @@ def test_non_pixel_inputs_are_refused() -> None:
     algo = get_algorithm("lsgd", default_model("lsgd", 64))
     with pytest.raises(AlgorithmError, match="uint8"):
         algo.prepare_inputs(PIXELS.astype(np.float32))
+
+
+def test_lsgd_q8_fine_tunes_a_quantized_float_model() -> None:
+    from eddl.learn.algorithms import Q8Algorithm
+
+    model = default_model("lsgd-q8", 64)
+    float_algo = get_algorithm("lsgd", model)
+    float_params = float_algo.init_params(seed=2)
+    float_algo.make_trainer().train(float_params, float_algo.prepare_inputs(PIXELS), LABELS)
+    algo, q8 = Q8Algorithm.from_float(model, float_params, {"lr_shift": 6})
+    assert all(v.dtype == np.int8 for v in q8.values())
+    assert algo.sync_rule_name == "fedavg"
+    before = {k: v.copy() for k, v in q8.items()}
+    algo.make_trainer(seed=1).train(q8, algo.prepare_inputs(PIXELS), LABELS)
+    assert any(not np.array_equal(before[k], q8[k]) for k in q8)
+    # Same seed, same start: the stochastic rounding is reproducible.
+    again = {k: v.copy() for k, v in before.items()}
+    algo.make_trainer(seed=1).train(again, PIXELS, LABELS)
+    assert all(np.array_equal(again[k], q8[k]) for k in q8)
+    with pytest.raises(AlgorithmError, match="fine-tunes"):
+        algo.init_params(0)
+    with pytest.raises(AlgorithmError, match="unknown hyper"):
+        Q8Algorithm.from_float(model, float_params, {"lr": 0.1})

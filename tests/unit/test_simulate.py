@@ -49,3 +49,15 @@ def test_dirichlet_partition_runs() -> None:
 def test_bad_configs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FederatedConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lsgd_q8_pretrains_float_then_fine_tunes_int8() -> None:
+    result = run_federated(
+        FederatedConfig(algo="lsgd-q8", dataset="digits", clients=4, rounds=2, pretrain_rounds=1)
+    )
+    assert result.pretrain is not None
+    # Quantization keeps the float model's accuracy within a few points, and fine-tuning the
+    # int8 model improves on it.
+    assert abs(result.pretrain["quantized_accuracy"] - result.pretrain["float_accuracy"]) < 0.05
+    assert result.accuracy > result.pretrain["quantized_accuracy"]
+    assert result.model_bytes == sum((64 * 40 + 40, 40 * 32 + 32, 32 * 10 + 10))
