@@ -7,18 +7,23 @@ import pkgutil
 
 import pytest
 
-import eddl
-
 SKIP_PREFIXES = ("eddl.proto.v1.",)  # generated code
 
 
+# eddl.leader, eddl.worker and eddl.profiler live in their own folders (package-dir mapping),
+# so they are walked from their own paths.
+ROOTS = ("eddl", "eddl.leader", "eddl.worker", "eddl.profiler")
+
+
 def _modules() -> list[str]:
-    names = ["eddl"]
-    for info in pkgutil.walk_packages(eddl.__path__, prefix="eddl."):
-        if info.name.startswith(SKIP_PREFIXES) or info.name.endswith("__main__"):
-            continue
-        names.append(info.name)
-    return sorted(names)
+    names = list(ROOTS)
+    for root in ROOTS:
+        package = importlib.import_module(root)
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{root}."):
+            if info.name.startswith(SKIP_PREFIXES) or info.name.endswith("__main__"):
+                continue
+            names.append(info.name)
+    return sorted(set(names))
 
 
 @pytest.mark.parametrize("name", _modules())
