@@ -5,9 +5,11 @@ and returns a :class:`~eddl.learn.aggregation.ClientUpdate`; the algorithm's syn
 (FedAvg for float models, TIFeD's truncating integer mean) makes the next global model, which
 is evaluated on the dataset's test split.
 
-Samples per round: with ``buffer`` set, a client trains each round on the next ``buffer``
-samples of its shard (TIFeD's set-up: buffer 50, so 1,000 samples per client make 20 rounds per
-pass over the data), wrapping around; without it, on its whole shard (one round = one pass).
+Samples per round: without ``buffer``, a client trains each round on its whole shard (one
+round = one pass). With ``buffer`` set, it keeps a buffer of its ``buffer`` newest samples and
+adds its next ``new_per_round`` samples to it each round (default: ``buffer``, i.e. a fresh
+buffer every round); the buffer starts empty at each pass over the shard. TIFeD's set-up is
+buffer 50 with 10 new samples per round: 1,000 samples per client make 100 rounds per pass.
 In single-layer mode client ``c`` trains layer ``c mod L`` and uploads only that layer.
 
 ``lsgd-q8`` fine-tunes a trained model: the run first trains a float model with L-SGD for
@@ -37,8 +39,8 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"local_epochs": 1, "buffer": None},
     "lsgd": {"local_epochs": 1, "buffer": None},
     "lsgd-q8": {"local_epochs": 1, "buffer": None},
-    "tifed": {"local_epochs": 5, "buffer": 50},
-    "tifed-single": {"local_epochs": 5, "buffer": 50},
+    "tifed": {"local_epochs": 5, "buffer": 50, "new_per_round": 10},
+    "tifed-single": {"local_epochs": 5, "buffer": 50, "new_per_round": 10},
 }
 
 
@@ -52,6 +54,7 @@ class FederatedConfig:
     seed: int = 0
     local_epochs: int | None = None
     buffer: int | None = None
+    new_per_round: int | None = None
     model: dict[str, Any] | None = None
     hyper: dict[str, Any] = field(default_factory=dict)
     dataset_path: str | None = None
@@ -67,6 +70,8 @@ class FederatedConfig:
             raise ValueError("local_epochs must be >= 1")
         if self.buffer is not None and self.buffer < 1:
             raise ValueError("buffer must be >= 1")
+        if self.new_per_round is not None and self.new_per_round < 1:
+            raise ValueError("new_per_round must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class RunResult:
     seed: int
     local_epochs: int
     buffer: int | None
+    new_per_round: int | None
     aggregation: dict[str, Any]
     history: list[RoundResult]
     # lsgd-q8 only: accuracy of the float model after pre-training, and of its int8 copy.
@@ -102,11 +108,13 @@ class RunResult:
         return asdict(self)
 
 
-def _round_slice(shard: np.ndarray, buffer: int | None, rnd: int) -> np.ndarray:
+def _round_slice(shard: np.ndarray, buffer: int | None, new: int | None, rnd: int) -> np.ndarray:
+    """The samples a client trains on in round ``rnd`` (see the module docstring)."""
     if buffer is None or buffer >= len(shard):
         return shard
-    start = (rnd * buffer) % len(shard)
-    return np.take(shard, np.arange(start, start + buffer), mode="wrap")
+    step = new if new is not None else buffer
+    end = (rnd * step) % len(shard) + step
+    return np.take(shard, np.arange(max(0, end - buffer), end), mode="wrap")
 
 
 def _client_update(
@@ -131,9 +139,15 @@ class _Rounds:
     """The federated loop over fixed client shards, for one algorithm."""
 
     def __init__(
-        self, cfg: FederatedConfig, shards: list[np.ndarray], epochs: int, buffer: int | None
+        self,
+        cfg: FederatedConfig,
+        shards: list[np.ndarray],
+        epochs: int,
+        buffer: int | None,
+        new_per_round: int | None,
     ) -> None:
-        self.cfg, self.shards, self.epochs, self.buffer = cfg, shards, epochs, buffer
+        self.cfg, self.shards, self.epochs = cfg, shards, epochs
+        self.buffer, self.new_per_round = buffer, new_per_round
         self.data = load_dataset(cfg.dataset, cfg.dataset_path)
         self.state_bytes = 0
         self.samples = 0
@@ -153,7 +167,7 @@ class _Rounds:
             t_round = time.perf_counter()
             updates = []
             for c, shard in enumerate(self.shards):
-                idx = _round_slice(shard, self.buffer, rnd)
+                idx = _round_slice(shard, self.buffer, self.new_per_round, rnd)
                 rng = np.random.default_rng([self.cfg.seed, rnd, c])
                 layer = c % algo.num_layers if algo.single_layer else None
                 update, sb = _client_update(
@@ -187,9 +201,14 @@ def run_federated(
     defaults = ALGO_DEFAULTS[cfg.algo]
     epochs = cfg.local_epochs if cfg.local_epochs is not None else defaults["local_epochs"]
     buffer = cfg.buffer if cfg.buffer is not None else defaults["buffer"]
+    new = cfg.new_per_round if cfg.new_per_round is not None else defaults.get("new_per_round")
+    if buffer is None:
+        new = None
+    elif new is not None:
+        new = min(new, buffer)
     model = cfg.model or default_model(cfg.algo, data.num_features, data.num_classes)
     shards = partition(cfg.partition, data.y_train, cfg.clients, cfg.seed)
-    loop = _Rounds(cfg, shards, epochs, buffer)
+    loop = _Rounds(cfg, shards, epochs, buffer, new)
     history: list[RoundResult] = []
     pretrain: dict[str, float] | None = None
     t0 = time.perf_counter()
@@ -211,6 +230,11 @@ def run_federated(
     else:
         algo = get_algorithm(cfg.algo, model, cfg.hyper)
         global_params = algo.init_params(cfg.seed)
+        if algo.single_layer and cfg.clients < algo.num_layers:
+            raise ValueError(
+                f"{cfg.algo} needs at least one client per layer: "
+                f"{cfg.clients} clients for {algo.num_layers} layers"
+            )
     model_bytes = sum(v.nbytes for v in global_params.values())
     rule = make_rule(algo.sync_rule_name)
     global_params = loop.run(algo, global_params, cfg.rounds, on_round, history)
@@ -229,6 +253,7 @@ def run_federated(
         seed=cfg.seed,
         local_epochs=epochs,
         buffer=buffer,
+        new_per_round=new,
         aggregation=rule.describe(),
         history=history,
         pretrain=pretrain,

@@ -42,7 +42,14 @@ def register(sub: Any) -> None:
     p.add_argument("--partition", type=_partition, default="iid", help="iid | dirichlet:ALPHA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local-epochs", type=int, help="local epochs per round (default: per algo)")
-    p.add_argument("--buffer", type=int, help="samples per client per round (default: per algo)")
+    p.add_argument(
+        "--buffer", type=int, help="samples a client holds per round (default: per algo)"
+    )
+    p.add_argument(
+        "--new-per-round",
+        type=int,
+        help="new samples entering the buffer each round (default: per algo; tifed 10)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (float algorithms, default 0.01)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (sgd; tifed default 25)")
     p.add_argument("--lr-inv", type=int, help="TIFeD inverse learning rate (default 2048)")
@@ -70,6 +77,14 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     return hyper
 
 
+def _buffer(result: RunResult) -> str:
+    if result.buffer is None:
+        return "whole shard"
+    if result.new_per_round is None or result.new_per_round == result.buffer:
+        return f"{result.buffer} (fresh each round)"
+    return f"{result.buffer} ({result.new_per_round} new per round)"
+
+
 def _summary(result: RunResult) -> Table:
     table = Table(title=f"eddl train: {result.algo} on {result.dataset}")
     table.add_column("", style="bold")
@@ -77,7 +92,7 @@ def _summary(result: RunResult) -> Table:
     rows = [
         ("clients × rounds", f"{result.clients} × {result.rounds}"),
         ("partition", result.partition),
-        ("local epochs / buffer", f"{result.local_epochs} / {result.buffer or 'whole shard'}"),
+        ("local epochs / buffer", f"{result.local_epochs} / {_buffer(result)}"),
         ("aggregation", result.aggregation.get("name", "?")),
         ("test accuracy (last)", f"{result.accuracy:.2%}"),
         ("test accuracy (best)", f"{result.best_accuracy:.2%}"),
@@ -112,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             local_epochs=args.local_epochs,
             buffer=args.buffer,
+            new_per_round=args.new_per_round,
             hyper=_hyper(args),
             dataset_path=args.data_path,
             pretrain_rounds=args.pretrain_rounds,

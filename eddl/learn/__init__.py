@@ -9,6 +9,9 @@ Modules:
 * ``sgd``         mini-batch SGD with per-weight gradient buffers (L-SGD's "Algorithm 1").
 * ``lsgd``        L-SGD: per-sample, in-place fused backward+update, ping-pong delta buffers.
 * ``lsgd_q8``     L-SGD on int8 fixed-point weights (integer-only, for fine-tuning).
+* ``fixedpoint``  integer helpers of TIFeD and L-SGD-q8: floor division, round-half-away
+  shifts, saturation, pixel/label checks.
 * ``tifed``       TIFeD integer-only Direct Feedback Alignment (full-network, single-layer).
-* ``aggregation`` FedAvg, TIFeD's truncating integer mean, FedAsync, FedBuff.
+* ``aggregation`` FedAvg, TIFeD's truncating integer mean, FedAsync, FedBuff, EDDL's mix.
+* ``algorithms``  algorithms by name: model init, trainer, input representation, evaluation.
 """

@@ -61,3 +61,22 @@ def test_lsgd_q8_pretrains_float_then_fine_tunes_int8() -> None:
     assert abs(result.pretrain["quantized_accuracy"] - result.pretrain["float_accuracy"]) < 0.05
     assert result.accuracy > result.pretrain["quantized_accuracy"]
     assert result.model_bytes == sum((64 * 40 + 40, 40 * 32 + 32, 32 * 10 + 10))
+
+
+def test_sliding_buffer_keeps_the_newest_samples_and_restarts_each_pass() -> None:
+    from eddl.simulate import _round_slice
+
+    shard = np.arange(1000) + 5000
+    assert _round_slice(shard, 50, 10, 0).tolist() == list(range(5000, 5010))
+    assert _round_slice(shard, 50, 10, 4).tolist() == list(range(5000, 5050))
+    assert _round_slice(shard, 50, 10, 99).tolist() == list(range(5950, 6000))
+    # Round 100 starts the second pass with an empty buffer.
+    assert _round_slice(shard, 50, 10, 100).tolist() == list(range(5000, 5010))
+    # A fresh buffer each round, and the whole shard without a buffer.
+    assert _round_slice(shard, 50, None, 3).tolist() == list(range(5150, 5200))
+    assert _round_slice(shard, None, None, 7) is shard
+
+
+def test_single_layer_needs_a_client_per_layer() -> None:
+    with pytest.raises(ValueError, match="one client per layer"):
+        run_federated(FederatedConfig(algo="tifed-single", dataset="digits", clients=1, rounds=1))
