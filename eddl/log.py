@@ -17,6 +17,14 @@ __all__ = ["configure_logging", "get_logger"]
 NAMESPACE = "eddl"
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows its name, for ``add_logger_name``."""
+
+    def __init__(self, file: Any, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
 def get_logger(name: str = "", **initial: Any) -> Any:
     """Return a bound structlog logger under the ``eddl`` namespace (``eddl.<name>``)."""
     logger_name = f"{NAMESPACE}.{name}" if name else NAMESPACE
@@ -53,7 +61,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *args: _NamedPrintLogger(out, str(args[0]) if args else NAMESPACE),
         cache_logger_on_first_use=False,
     )
     logging.getLogger(NAMESPACE).setLevel(level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -16,8 +17,6 @@ def _reap_children() -> Iterator[None]:
     me = psutil.Process(os.getpid())
     children = me.children(recursive=True)
     for child in children:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(children, timeout=5)
