@@ -19,7 +19,13 @@ from eddl.log import configure_logging
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ("eddl.cli.train",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "eddl.cli.train",
+    "eddl.cli.mcu",
+    "eddl.cli.profile",
+    "eddl.cli.jobs",
+    "eddl.cli.local",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

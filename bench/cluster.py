@@ -1,0 +1,467 @@
+"""Cluster benchmarks: heterogeneity, sync/async/auto policies, wire overhead and scale.
+
+    python -m bench.cluster [--part hetero|policies|scale|all] [--quick] [--no-write]
+
+Every run uses real processes (``eddl-leader``/``eddl-worker`` via :class:`LocalCluster`) or,
+for the scale part, one leader process and light asyncio clients over real gRPC. Throttles
+emulate heterogeneous devices (a worker with throttle F idles (F-1)x its training time); they
+are multiplied by ``--scale`` so that two worker processes per core do not compete for CPU.
+Times come from the leader's own event stamps (job_started -> job_completed). Results go to
+docs/benchmarks.md (sections cluster-hetero, cluster-policies, cluster-scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import psutil
+
+from bench.report import markdown_table, write_section
+from eddl.cli.jobs import submit_job, watch_job
+from eddl.cli.local import LocalCluster, _wait_workers
+from eddl.data import load_dataset
+from eddl.learn.algorithms import get_algorithm
+from eddl.net import Reassembler, encode_tensors, open_channel, params_nbytes
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+
+__all__ = ["main"]
+
+# The auto policy's window and dwell are shortened to fit jobs of tens of seconds.
+POLICY = {"window_s": 6.0, "min_dwell_s": 3.0}
+MODEL = {"sizes": [784, 128, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"}
+HYPER = {"lr": 0.1, "batch_size": 8}
+
+
+def _job(**changes: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "dataset": "mnist-10k",
+        "algorithm": "sgd",
+        "model": MODEL,
+        "hyper": HYPER,
+        "task_seconds": 0.5,
+        "round_deadline": 10.0,
+        "max_task_samples": 8192,
+    }
+    job.update(changes)
+    return job
+
+
+async def _run_job(cluster: LocalCluster, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``spec``, wait for its end; seconds from the leader's start/end event stamps."""
+    events: list[admin_pb2.JobEvent] = []
+    job_id = await submit_job(cluster.address, spec)
+    await asyncio.wait_for(watch_job(cluster.address, job_id, events.append), 900)
+    start = next(e.at for e in events if e.kind in ("job_started", "job_resumed"))
+    end = events[-1]
+    return {
+        "job_id": job_id,
+        "seconds": end.at - start,
+        "end": end.message,
+        "switches": [e.message for e in events if e.kind == "policy_switched"],
+    }
+
+
+def _base_sps() -> float:
+    """Samples/s of one unthrottled worker's kernel (this machine, one process)."""
+    ds = load_dataset("mnist-10k")
+    algo = get_algorithm("sgd", MODEL, HYPER)
+    params = algo.init_params(0)
+    x = algo.prepare_inputs(ds.x_train[:2000])
+    trainer = algo.make_trainer()
+    trainer.train(params, x[:200], ds.y_train[:200])
+    start = time.perf_counter()
+    trainer.train(params, x, ds.y_train[:2000])
+    return 2000 / (time.perf_counter() - start)
+
+
+# -- 1. heterogeneity ---------------------------------------------------------------------------
+
+
+async def _sample_rates(address: str, rates: dict[str, float], stop: asyncio.Event) -> None:
+    """Keep each worker's latest samples/s as the leader measures it during a job."""
+    async with open_channel(address) as ch:
+        stub = admin_pb2_grpc.AdminStub(ch)
+        while not stop.is_set():
+            reply = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
+            for node in reply.nodes:
+                if node.samples_per_second > 0:
+                    rates[node.node_id] = node.samples_per_second
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
+async def hetero(scale: float, tmp: Path) -> str:
+    rel = [1.0, 1.0, 2.0, 4.0]
+    throttles = [scale * r for r in rel]
+    base = _base_sps()
+    n = len(load_dataset("mnist-10k").y_train)
+    ideal_kernel = n / sum(base / t for t in throttles)
+    # Static tasks are default_task_samples long; 250 keeps their round trips from dominating.
+    # A 4x-slower worker's first task (before its speed is known) may come back many versions
+    # later: max_staleness 64 keeps that work instead of refusing it.
+    common = {
+        "rounds": 10**6,
+        "max_epochs": 1.0,
+        "aggregation": "async",
+        "async_rule": "fedasync",
+        "eval_every": 10**6,
+        "default_task_samples": 250,
+        "max_staleness": 64,
+    }
+    rates: dict[str, float] = {}
+    with LocalCluster(tmp / "hetero", throttles) as cluster:
+        await asyncio.to_thread(cluster.start)
+        await _wait_workers(cluster.address, len(throttles), 120, cluster)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample_rates(cluster.address, rates, stop))
+        dynamic = await _run_job(cluster, _job(**common, distribution="dynamic"))
+        stop.set()
+        await sampler
+        static = await _run_job(cluster, _job(**common, distribution="static"))
+    # The in-run ideal uses the speeds the leader measured on this (shared) machine during
+    # the dynamic run; the kernel ideal uses one unloaded process's speed divided by throttle.
+    ideal = n / sum(rates.values()) if len(rates) == len(throttles) else ideal_kernel
+    dyn, sta = dynamic["seconds"], static["seconds"]
+    rows = [
+        ["ideal, speeds measured in the run", f"{ideal:.2f}", "1.00", "-"],
+        [
+            "ideal, kernel speed / throttle",
+            f"{ideal_kernel:.2f}",
+            f"{ideal_kernel / ideal:.2f}",
+            "-",
+        ],
+        ["dynamic (EDDL)", f"{dyn:.2f}", f"{dyn / ideal:.2f}", f"{sta / dyn:.2f}"],
+        ["static equal shards", f"{sta:.2f}", f"{sta / ideal:.2f}", "1.00"],
+    ]
+    measured = ", ".join(f"{k} {v:.0f}" for k, v in sorted(rates.items()))
+    return (
+        f"One epoch of mnist-10k ({n} samples), 4 worker processes throttled "
+        f"{','.join(f'{r:g}' for r in rel)} (x{scale:g}), sgd 784-128-10, async (FedAsync) "
+        f"aggregation (max staleness 64), task target 0.5 s. Unthrottled kernel: "
+        f"{base:.0f} samples/s; speeds "
+        f"the leader measured during the dynamic run (samples/s): {measured or 'n/a'}.\n\n"
+        + markdown_table(["distribution", "seconds", "x ideal", "speed-up vs static"], rows)
+        + "\n\nTargets: dynamic <= 1.25x ideal, >= 1.8x faster than static."
+    )
+
+
+# -- 2. policies --------------------------------------------------------------------------------
+
+
+async def _churn(cluster: LocalCluster, index: int, period: float, stop: asyncio.Event) -> int:
+    flips = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), period)
+            break
+        except TimeoutError:
+            pass
+        await asyncio.to_thread(cluster.stop_worker, index)
+        flips += 1
+        await asyncio.sleep(min(2.0, period / 4))
+        cluster.start_worker(index)
+    return flips
+
+
+async def policies(scale: float, tmp: Path, churn_period: float, target: float) -> str:
+    scenarios = {
+        "one 4x straggler": ([scale, scale, scale, 4 * scale], False),
+        "churn": ([scale] * 4, True),
+        "homogeneous": ([scale] * 4, False),
+    }
+    rows = []
+    for name, (throttles, churn) in scenarios.items():
+        times: dict[str, float] = {}
+        notes: list[str] = []
+        with LocalCluster(tmp / name.replace(" ", "-"), throttles) as cluster:
+            await asyncio.to_thread(cluster.start)
+            await _wait_workers(cluster.address, len(throttles), 120, cluster)
+            for policy in ("sync", "async", "auto"):
+                stop = asyncio.Event()
+                churner = (
+                    asyncio.create_task(_churn(cluster, 3, churn_period, stop)) if churn else None
+                )
+                result = await _run_job(
+                    cluster,
+                    _job(
+                        target_accuracy=target,
+                        max_epochs=20.0,
+                        aggregation=policy,
+                        async_rule="fedbuff",
+                    ),
+                )
+                stop.set()
+                if churner is not None:
+                    await churner
+                    if cluster.procs["worker-3"].poll() is not None:
+                        cluster.start_worker(3)
+                times[policy] = result["seconds"]
+                if policy == "auto" and result["switches"]:
+                    notes.append("; ".join(result["switches"]))
+                if "target" not in result["end"]:
+                    notes.append(f"{policy}: {result['end']}")
+        best = min(times["sync"], times["async"])
+        rows.append(
+            [
+                name,
+                f"{times['sync']:.1f}",
+                f"{times['async']:.1f}",
+                f"{times['auto']:.1f}",
+                f"{times['auto'] / best:.2f}",
+                " / ".join(notes) or "-",
+            ]
+        )
+    return (
+        f"Time (s) to {target:.0%} test accuracy on mnist-10k, sgd 784-128-10, 4 worker "
+        f"processes (throttle x{scale:g}); async = FedBuff; churn: worker 3 leaves and rejoins "
+        f"every {churn_period:g} s; auto policy window {POLICY['window_s']:g} s, dwell "
+        f"{POLICY['min_dwell_s']:g} s.\n\n"
+        + markdown_table(
+            ["scenario", "sync", "async", "auto", "auto / best fixed", "auto switches / notes"],
+            rows,
+        )
+        + "\n\nTarget: auto within 10% of the better fixed policy (auto / best <= 1.10)."
+    )
+
+
+# -- 3. overhead and scale ----------------------------------------------------------------------
+
+
+class _Client:
+    def __init__(self, address: str, token: str, node_id: str, job_id: str, term: int) -> None:
+        self.address, self.token, self.node_id, self.job_id = address, token, node_id, job_id
+        self.term = term
+        self.params: dict[str, np.ndarray] | None = None
+        self.version = -1
+        self.updates = 0
+        self.refused = 0
+        self.sync_times: list[float] = []
+
+    def env(self, version: int = 0) -> common_pb2.Envelope:
+        return common_pb2.Envelope(
+            job_id=self.job_id, model_version=version, term=self.term, node_id=self.node_id
+        )
+
+    async def run(self, until: float) -> None:
+        async with open_channel(self.address) as ch:
+            stub = cluster_pb2_grpc.ClusterStub(ch)
+            await stub.Join(
+                cluster_pb2.JoinRequest(envelope=self.env(), role="worker", join_token=self.token),
+                timeout=30,
+            )
+            beats = asyncio.create_task(self._beat(stub, until))
+            try:
+                while time.monotonic() < until:
+                    reply = await stub.GetTask(
+                        cluster_pb2.GetTaskRequest(envelope=self.env(), wait_ms=500), timeout=30
+                    )
+                    if reply.WhichOneof("outcome") != "task":
+                        continue
+                    task = reply.task
+                    start = time.perf_counter()
+                    base = task.envelope.model_version
+                    if self.params is None or self.version != base:
+                        self.params = await _pull(stub, self.env(base))
+                        self.version = base
+                    try:
+                        await stub.PushUpdate(
+                            _update(self.env(base), task, self.params), timeout=30
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        # Too stale for the rule in force: refused, as it should be.
+                        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                            raise
+                        self.refused += 1
+                        continue
+                    self.sync_times.append(time.perf_counter() - start)
+                    self.updates += 1
+            finally:
+                beats.cancel()
+
+    async def _beat(self, stub: cluster_pb2_grpc.ClusterStub, until: float) -> None:
+        while time.monotonic() < until:
+            await stub.Heartbeat(cluster_pb2.HeartbeatRequest(envelope=self.env()), timeout=30)
+            await asyncio.sleep(1.0)
+
+
+async def _pull(
+    stub: cluster_pb2_grpc.ClusterStub, env: common_pb2.Envelope
+) -> dict[str, np.ndarray]:
+    reassembler: Reassembler | None = None
+    async for m in stub.PullModel(cluster_pb2.PullModelRequest(envelope=env), timeout=30):
+        if m.WhichOneof("body") == "header":
+            reassembler = Reassembler(
+                m.header.num_tensors, m.header.total_bytes, max_total_bytes=2**30
+            )
+        elif reassembler is not None:
+            reassembler.add(m.chunk)
+    assert reassembler is not None
+    return reassembler.finish()
+
+
+def _update_messages(
+    env: common_pb2.Envelope, task: cluster_pb2.Task, params: dict[str, np.ndarray]
+) -> list[cluster_pb2.UpdateChunk]:
+    header = cluster_pb2.UpdateHeader(
+        envelope=env,
+        task_id=task.task_id,
+        num_samples=len(task.indexes),
+        num_tensors=len(params),
+        total_bytes=params_nbytes(params),
+        stats=cluster_pb2.TaskStats(samples=len(task.indexes), seconds=0.001),
+    )
+    return [cluster_pb2.UpdateChunk(header=header)] + [
+        cluster_pb2.UpdateChunk(chunk=c) for c in encode_tensors(params)
+    ]
+
+
+async def _update(
+    env: common_pb2.Envelope, task: cluster_pb2.Task, params: dict[str, np.ndarray]
+) -> Any:
+    for m in _update_messages(env, task, params):
+        yield m
+
+
+def _wire_ratio(params: dict[str, np.ndarray]) -> tuple[int, int, float]:
+    task = cluster_pb2.Task(task_id="job-x:1.00001.123", indexes=list(range(256)))
+    env = common_pb2.Envelope(job_id="job-x", model_version=123, term=1, node_id="worker-00")
+    payload = 0
+    for m in _update_messages(env, task, params):
+        size = m.ByteSize() + 5  # gRPC length-prefixed message
+        payload += size + 9 * math.ceil(size / 16384)  # HTTP/2 DATA frame headers
+    model = params_nbytes(params)
+    return payload, model, payload / model
+
+
+async def scale(tmp: Path, sizes: Sequence[int], seconds: float) -> str:
+    rows = []
+    ratio_line = ""
+    for n in sizes:
+        # A patient leader: beats of clients sharing one loaded event loop may come late.
+        with LocalCluster(tmp / f"scale-{n}", [], heartbeat_s=5.0) as cluster:
+            await asyncio.to_thread(cluster.start)
+            job_id = await submit_job(
+                cluster.address,
+                _job(
+                    rounds=10**7,
+                    max_epochs=10**6,
+                    aggregation="async",
+                    async_rule="fedasync",
+                    eval_every=10**6,
+                    checkpoint_every=100,
+                    max_staleness=4 * n,
+                    task_seconds=0.05,
+                    default_task_samples=32,
+                    min_task_samples=8,
+                    max_task_samples=64,
+                ),
+            )
+            leader = psutil.Process(cluster.procs["leader"].pid)
+            status = await _status(cluster.address, job_id)
+            term = status.envelope.term
+            clients = [
+                _Client(cluster.address, cluster.token, f"c{i:02d}", job_id, term) for i in range(n)
+            ]
+            # Warm-up: every client joined and pushed once before measuring.
+            until = time.monotonic() + seconds + 2.0
+            runs = [asyncio.create_task(c.run(until)) for c in clients]
+            await asyncio.sleep(2.0)
+            cpu0 = sum(leader.cpu_times()[:2])
+            counted0 = sum(c.updates for c in clients)
+            t0 = time.monotonic()
+            await asyncio.gather(*runs)
+            elapsed = time.monotonic() - t0
+            cpu = sum(leader.cpu_times()[:2]) - cpu0
+            updates = sum(c.updates for c in clients) - counted0
+            t_sync = statistics.fmean(t for c in clients for t in c.sync_times[1:] or c.sync_times)
+            if not ratio_line and clients[0].params is not None:
+                payload, model, ratio = _wire_ratio(clients[0].params)
+                ratio_line = (
+                    f"Bytes on the wire per aggregated update: {payload} for a "
+                    f"{model}-byte model = **{ratio:.4f}x** (protobuf + gRPC prefix + "
+                    "HTTP/2 DATA frame headers; target <= 1.05)."
+                )
+            rows.append(
+                [
+                    n,
+                    f"{updates / elapsed:.1f}",
+                    f"{1000 * cpu / max(updates, 1):.2f}",
+                    f"{1000 * t_sync:.1f}",
+                    f"{n / t_sync:.1f}",
+                    sum(c.refused for c in clients),
+                ]
+            )
+    return (
+        f"One leader process, 101,770-parameter model (784-128-10 float32, 407 KB), async "
+        f"FedAsync aggregation, light asyncio clients in one process doing GetTask -> "
+        f"(PullModel when the version moved) -> PushUpdate over real gRPC for {seconds:g} s "
+        f"after a 2 s warm-up (max_staleness 4n; staler updates are refused and counted). "
+        f"The clients share the machine's cores with the leader.\n\n"
+        + ratio_line
+        + "\n\n"
+        + markdown_table(
+            [
+                "clients n",
+                "updates/s",
+                "leader CPU ms/update",
+                "t_sync ms (mean)",
+                "BUC = n / t_sync (1/s)",
+                "stale refusals",
+            ],
+            rows,
+        )
+    )
+
+
+async def _status(address: str, job_id: str) -> admin_pb2.JobStatusReply:
+    from eddl.cli.jobs import job_status
+
+    return await job_status(address, job_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=["hetero", "policies", "scale", "all"], default="all")
+    p.add_argument("--scale", type=float, default=4.0, help="throttle multiplier")
+    p.add_argument("--churn-period", type=float, default=4.0, help="seconds between churns")
+    p.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
+    p.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
+    args = p.parse_args(argv)
+    command = ["python", "-m", "bench.cluster", *(argv if argv is not None else sys.argv[1:])]
+
+    def emit(name: str, title: str, body: str) -> None:
+        # Written as soon as a part is done: a later failure must not lose earlier results.
+        print(f"## {title}\n\n{body}\n", flush=True)
+        if not args.no_write:
+            write_section(name, title, body, command=command)
+
+    with tempfile.TemporaryDirectory(prefix="eddl-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.part in ("hetero", "all"):
+            body = asyncio.run(hetero(24 * args.scale, tmp))
+            emit("cluster-hetero", "Cluster: heterogeneous workers", body)
+        if args.part in ("policies", "all"):
+            target = 0.85 if args.quick else 0.9
+            body = asyncio.run(policies(16 * args.scale, tmp, args.churn_period, target))
+            emit("cluster-policies", "Cluster: sync vs async vs auto", body)
+        if args.part in ("scale", "all"):
+            sizes = [4, 8] if args.quick else [4, 8, 16, 32]
+            body = asyncio.run(scale(tmp, sizes, 3.0 if args.quick else 8.0))
+            emit("cluster-scale", "Cluster: wire overhead and leader scale", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

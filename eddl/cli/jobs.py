@@ -1,0 +1,289 @@
+"""``eddl submit | status | watch | cancel``: talk to a running leader's Admin service.
+
+Every command takes ``--leader HOST:PORT`` (default ``$EDDL_CLI_LEADER`` or 127.0.0.1:50051).
+``status`` and ``submit`` print JSON with ``--json``. Exit codes: 0 ok, 1 the leader refused or
+could not be reached (its message is printed), 2 a bad job file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from eddl.net import open_channel
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = [
+    "FINAL_EVENTS",
+    "JobFileError",
+    "describe_event",
+    "job_status",
+    "list_nodes",
+    "read_job_file",
+    "register",
+    "status_dict",
+    "submit_job",
+    "watch_job",
+]
+
+DEFAULT_LEADER = "127.0.0.1:50051"
+FINAL_EVENTS = frozenset({"job_completed", "job_cancelled", "job_failed"})
+
+
+class JobFileError(ValueError):
+    """A job file cannot be read or has no ``[job]`` table."""
+
+
+def read_job_file(path: str | Path) -> dict[str, Any]:
+    """The ``[job]`` table of a TOML job file (the leader validates its keys and values)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise JobFileError(f"{p}: no such file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise JobFileError(f"{p}: {exc}") from exc
+    extra = sorted(set(raw) - {"job"})
+    if extra or not isinstance(raw.get("job"), dict):
+        raise JobFileError(f"{p}: expected one [job] table, found {sorted(raw)}")
+    job: dict[str, Any] = raw["job"]
+    return job
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+
+async def submit_job(address: str, spec: dict[str, Any], admin_token: str = "") -> str:
+    async with open_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        reply = await stub.SubmitJob(
+            admin_pb2.SubmitJobRequest(spec_json=json.dumps(spec), admin_token=admin_token),
+            timeout=30,
+        )
+        return str(reply.envelope.job_id)
+
+
+async def job_status(address: str, job_id: str = "") -> admin_pb2.JobStatusReply:
+    async with open_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        reply: admin_pb2.JobStatusReply = await stub.JobStatus(
+            admin_pb2.JobStatusRequest(job_id=job_id), timeout=10
+        )
+        return reply
+
+
+async def list_nodes(address: str) -> admin_pb2.ListNodesReply:
+    async with open_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        reply: admin_pb2.ListNodesReply = await stub.ListNodes(
+            admin_pb2.ListNodesRequest(), timeout=10
+        )
+        return reply
+
+
+async def cancel_job(address: str, job_id: str, admin_token: str = "") -> str:
+    async with open_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        reply = await stub.CancelJob(
+            admin_pb2.CancelJobRequest(job_id=job_id, admin_token=admin_token), timeout=10
+        )
+        return str(reply.state)
+
+
+async def watch_job(
+    address: str,
+    job_id: str,
+    on_event: Callable[[admin_pb2.JobEvent], None],
+    *,
+    timeout_s: float | None = None,
+) -> admin_pb2.JobEvent | None:
+    """Stream the job's events to ``on_event`` until it ends; return the final event."""
+    async with open_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        stream = stub.WatchJob(admin_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s)
+        event: admin_pb2.JobEvent
+        async for event in stream:
+            on_event(event)
+            if event.kind in FINAL_EVENTS:
+                return event
+    return None
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def status_dict(
+    status: admin_pb2.JobStatusReply, nodes: admin_pb2.ListNodesReply
+) -> dict[str, Any]:
+    detail = json.loads(status.detail_json) if status.detail_json else {}
+    return {
+        "job_id": status.envelope.job_id,
+        "term": status.envelope.term,
+        "state": status.state,
+        "model_version": status.envelope.model_version,
+        "round": status.round,
+        "accuracy": status.accuracy,
+        "policy": status.policy,
+        "policy_reason": status.policy_reason,
+        "rule": status.rule,
+        "workers": status.workers,
+        "samples_trained": status.samples_trained,
+        "detail": detail,
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "role": n.role,
+                "state": n.state,
+                "last_seen_s": round(n.last_seen_s, 3),
+                "samples_per_second": round(n.samples_per_second, 1),
+                "current_task": n.current_task,
+                "tasks_done": n.tasks_done,
+                "profile": json.loads(n.profile_json) if n.profile_json else {},
+            }
+            for n in nodes.nodes
+        ],
+    }
+
+
+def describe_event(event: admin_pb2.JobEvent) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at)) if event.at > 1e9 else ""
+    return f"{stamp} v{event.model_version} {event.kind}: {event.message}".strip()
+
+
+def _print_status(info: dict[str, Any], console: Console) -> None:
+    acc = info["accuracy"]
+    console.print(
+        f"job [bold]{info['job_id'] or '-'}[/] {info['state']}  version {info['model_version']}  "
+        f"round {info['round']}  accuracy {'-' if acc < 0 else f'{acc:.2%}'}  term {info['term']}"
+    )
+    console.print(
+        f"policy [bold]{info['policy'] or '-'}[/] ({info['policy_reason'] or '-'}); "
+        f"rule {info['rule'] or '-'}"
+    )
+    table = Table("node", "role", "state", "seen (s)", "samples/s", "task", "done")
+    for n in info["nodes"]:
+        table.add_row(
+            n["node_id"],
+            n["role"],
+            n["state"],
+            f"{n['last_seen_s']:.1f}",
+            f"{n['samples_per_second']:.0f}",
+            n["current_task"] or "-",
+            str(n["tasks_done"]),
+        )
+    console.print(table)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        return asyncio.run(coro)
+    except grpc.aio.AioRpcError as exc:
+        print(f"eddl: leader refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        spec = read_job_file(args.job_file)
+    except JobFileError as exc:
+        print(f"eddl: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        job_id = await submit_job(args.leader, spec, args.admin_token)
+        if args.json:
+            print(json.dumps({"job_id": job_id}))
+        else:
+            print(f"submitted {job_id}")
+        if args.watch:
+            await watch_job(args.leader, job_id, lambda e: print(describe_event(e), flush=True))
+        return 0
+
+    return _run(go())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        try:
+            job = await job_status(args.leader, args.job)
+        except grpc.aio.AioRpcError as exc:
+            # No job yet is still a status worth showing (the nodes); a named job must exist.
+            if exc.code() != grpc.StatusCode.NOT_FOUND or args.job:
+                raise
+            job = admin_pb2.JobStatusReply(state="no job", accuracy=-1.0)
+        info = status_dict(job, await list_nodes(args.leader))
+        if args.json:
+            print(json.dumps(info, indent=2, sort_keys=True))
+        else:
+            _print_status(info, Console())
+        return 0
+
+    return _run(go())
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        job_id = args.job or (await job_status(args.leader)).envelope.job_id
+        final = await watch_job(args.leader, job_id, lambda e: print(describe_event(e), flush=True))
+        return 0 if final is None or final.kind == "job_completed" else 1
+
+    return _run(go())
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        state = await cancel_job(args.leader, args.job, args.admin_token)
+        print(f"{args.job}: {state}")
+        return 0
+
+    return _run(go())
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--leader",
+        default=os.environ.get("EDDL_CLI_LEADER", DEFAULT_LEADER),
+        help="leader address HOST:PORT (default: $EDDL_CLI_LEADER or %(default)s)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("submit", help="submit a job file ([job] table) to a leader")
+    p.add_argument("job_file")
+    p.add_argument("--admin-token", default=os.environ.get("EDDL_CLI_ADMIN_TOKEN", ""))
+    p.add_argument("--watch", action="store_true", help="then stream the job's events")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=_cmd_submit)
+
+    p = subparsers.add_parser("status", help="job state, policy and why, nodes and profiles")
+    p.add_argument("--job", default="", help="job id (default: the latest job)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=_cmd_status)
+
+    p = subparsers.add_parser("watch", help="stream a job's events until it ends")
+    p.add_argument("--job", default="", help="job id (default: the latest job)")
+    _common(p)
+    p.set_defaults(func=_cmd_watch)
+
+    p = subparsers.add_parser("cancel", help="cancel a job")
+    p.add_argument("job")
+    p.add_argument("--admin-token", default=os.environ.get("EDDL_CLI_ADMIN_TOKEN", ""))
+    _common(p)
+    p.set_defaults(func=_cmd_cancel)

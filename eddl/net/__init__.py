@@ -1,0 +1,43 @@
+"""gRPC plumbing shared by every EDDL daemon.
+
+* ``chunks``  tensors to/from ``TensorChunk`` records with a declared size and CRC-32, and the
+  reassembler that checks them (missing, duplicate, oversized or truncated chunks are refused).
+* ``tensors`` one array to/from a ``Tensor`` record (samples, small payloads).
+* ``server``  ``grpc.aio`` server factory: bind, health checking, reflection, port read back.
+* ``channel`` ``grpc.aio`` channel factory with EDDL's message limits.
+* ``status``  typed exception -> gRPC status code mapping used by every servicer.
+"""
+
+from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options, open_channel
+from eddl.net.chunks import (
+    DEFAULT_CHUNK_BYTES,
+    ChunkError,
+    ChunkTooLargeError,
+    Reassembler,
+    encode_tensors,
+    params_nbytes,
+)
+from eddl.net.server import RunningServer, start_server
+from eddl.net.status import REASON_KEY, abort_for, register_status, status_for
+from eddl.net.tensors import TensorError, array_from_tensor, tensor_from_array
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "REASON_KEY",
+    "ChunkError",
+    "ChunkTooLargeError",
+    "Reassembler",
+    "RunningServer",
+    "TensorError",
+    "abort_for",
+    "array_from_tensor",
+    "channel_options",
+    "encode_tensors",
+    "open_channel",
+    "params_nbytes",
+    "register_status",
+    "start_server",
+    "status_for",
+    "tensor_from_array",
+]

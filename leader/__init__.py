@@ -1,0 +1,60 @@
+"""The leader (``eddl-leader``): membership, jobs, scheduling, aggregation, checkpoints.
+
+The logic is plain, synchronous classes testable without gRPC; the servicers only translate.
+
+* ``coordinator`` ``Coordinator``: what the servicers call (join, heartbeat, leave, tick,
+  submit/cancel/status of jobs, next_task, submit_update, model, samples, events).
+* ``jobqueue``    ``JobQueue``: jobs run one at a time in submission order; resume after restart.
+* ``run``         ``JobRun``: one running job (deadlines, late updates, the end of the job).
+* ``rounds``      ``SyncRound``: who got a task in a sync round and when it may close.
+* ``membership``  nodes, join tokens, heartbeats with a patience of 2 missed beats, expiry.
+* ``jobs``        ``JobSpec``: a submitted job, its validation, parsing from TOML or a dict.
+* ``runtime``     ``JobRuntime``: the model, data and evaluation a job gets from eddl.learn/data.
+* ``scheduler``   EDDL's dynamic distribution of index ranges sized from runtime profiles
+  (and the static-shards baseline).
+* ``aggregator``  the global model and version; sync rounds and async rules of eddl.learn.
+* ``policy``      the automatic sync/async switch with hysteresis (DESIGN §3).
+* ``store``       the checkpoint store, gathered from ``checkpoint`` (interface, records),
+  ``sqlite_store`` (the state directory's SQLite file) and ``memory_store`` (in-memory twin).
+* ``events``      typed, numbered job events for logs, ``eddl watch`` and ``eddl status``.
+* ``errors``      typed errors, each with the gRPC status code it maps to.
+* ``config``, ``server``, ``servicers``, ``main``  the daemon around the logic (wire side).
+"""
+
+from eddl.leader.coordinator import Coordinator, HeartbeatReply, JoinReply, ModelSnapshot
+from eddl.leader.errors import LeaderError
+from eddl.leader.events import Event, EventKind
+from eddl.leader.jobs import JobSpec, load_job_file, parse_job_toml
+from eddl.leader.membership import Membership, NodeProfile, Role
+from eddl.leader.policy import AutoPolicy, PolicyConfig
+from eddl.leader.run import UpdateAck, Wait
+from eddl.leader.runtime import JobRuntime, build_runtime
+from eddl.leader.scheduler import Scheduler, Task
+from eddl.leader.store import CheckpointStore, MemoryStore, SqliteStore
+
+__all__ = [
+    "AutoPolicy",
+    "CheckpointStore",
+    "Coordinator",
+    "Event",
+    "EventKind",
+    "HeartbeatReply",
+    "JobRuntime",
+    "JobSpec",
+    "JoinReply",
+    "LeaderError",
+    "Membership",
+    "MemoryStore",
+    "ModelSnapshot",
+    "NodeProfile",
+    "PolicyConfig",
+    "Role",
+    "Scheduler",
+    "SqliteStore",
+    "Task",
+    "UpdateAck",
+    "Wait",
+    "build_runtime",
+    "load_job_file",
+    "parse_job_toml",
+]

@@ -1,0 +1,144 @@
+"""The checkpoint store's interface, its records, and helpers shared by the implementations."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from eddl.leader.errors import StoreError
+from eddl.leader.events import Event
+from eddl.learn.params import Params
+
+__all__ = [
+    "JOB_STATUSES",
+    "STORE_FILE",
+    "CheckpointStore",
+    "JobRecord",
+    "JobStatusName",
+    "VersionRecord",
+    "check_next_version",
+    "dumps",
+    "dumps_value",
+    "json_copy",
+]
+
+JobStatusName = Literal["queued", "running", "completed", "cancelled", "failed"]
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "completed", "cancelled", "failed")
+STORE_FILE = "leader.sqlite3"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    spec: Mapping[str, Any]
+    status: str
+    created_at: float
+    updated_at: float
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    job_id: str
+    version: int
+    params: Params
+    meta: Mapping[str, Any]
+    saved_at: float
+
+
+class CheckpointStore(ABC):
+    """Durable state of the root leader. Every method is one atomic, synchronous call."""
+
+    @abstractmethod
+    def add_job(self, job_id: str, spec: Mapping[str, Any], status: str, at: float) -> None:
+        """Record a new job; an existing id is a :class:`StoreError`."""
+
+    @abstractmethod
+    def set_job_status(
+        self, job_id: str, status: str, at: float, result: Mapping[str, Any] | None = None
+    ) -> None:
+        """Change a job's status (and result); an unknown id is a :class:`StoreError`."""
+
+    @abstractmethod
+    def job(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def jobs(self) -> list[JobRecord]:
+        """All jobs, oldest first."""
+
+    @abstractmethod
+    def save_version(
+        self, job_id: str, version: int, params: Params, meta: Mapping[str, Any], at: float
+    ) -> None:
+        """Store model ``version`` of a known job; it must exceed the latest stored version."""
+
+    @abstractmethod
+    def load_version(self, job_id: str, version: int) -> VersionRecord | None: ...
+
+    @abstractmethod
+    def versions(self, job_id: str) -> list[int]:
+        """Stored versions of a job, ascending."""
+
+    @abstractmethod
+    def prune(self, job_id: str, keep: int) -> int:
+        """Delete all but the newest ``keep`` versions; returns how many were deleted."""
+
+    @abstractmethod
+    def append_events(self, events: Sequence[Event]) -> None:
+        """Store events; a (job, seq) already stored is a :class:`StoreError`."""
+
+    @abstractmethod
+    def events(self, job_id: str, since: int = 0) -> list[Event]:
+        """Events of a job with ``seq > since``, in order."""
+
+    @abstractmethod
+    def get_value(self, key: str) -> Any:
+        """A small JSON value kept by the leader itself (its term), or ``None``."""
+
+    @abstractmethod
+    def set_value(self, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- derived -----------------------------------------------------------------------------
+    def latest_version(self, job_id: str) -> VersionRecord | None:
+        versions = self.versions(job_id)
+        return self.load_version(job_id, versions[-1]) if versions else None
+
+    def last_event_seq(self, job_id: str) -> int:
+        events = self.events(job_id)
+        return events[-1].seq if events else 0
+
+    def _check_status(self, status: str) -> None:
+        if status not in JOB_STATUSES:
+            raise StoreError(f"unknown job status {status!r}; known: {JOB_STATUSES}")
+
+
+def check_next_version(job_id: str, version: int, latest: int | None) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise StoreError(f"version must be an int >= 0, got {version!r}")
+    if latest is not None and version <= latest:
+        raise StoreError(f"job {job_id}: version {version} is not above the stored {latest}")
+
+
+def dumps(value: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(value), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"not storable as JSON: {exc}") from exc
+
+
+def dumps_value(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"not storable as JSON: {exc}") from exc
+
+
+def json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(dumps(value))
+    return out

@@ -1,0 +1,60 @@
+"""``LeaderConfig``: what an ``eddl-leader`` daemon needs, from TOML ``[leader]``, env, flags."""
+
+from __future__ import annotations
+
+import math
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eddl.config import ConfigError
+
+__all__ = ["LeaderConfig"]
+
+
+@dataclass
+class LeaderConfig:
+    """Settings of one leader daemon (``EDDL_LEADER_<FIELD>`` in the environment).
+
+    ``join_token`` admits workers; it is required (a leader with no token would accept anyone).
+    ``admin_token``, when set, must accompany SubmitJob/CancelJob. ``leaders`` is the list of
+    leader addresses handed to joining nodes (empty: this leader's own address). ``port_file``
+    receives the bound port once the
+    server listens (how tests and ``eddl local`` find a port chosen by the OS).
+    """
+
+    bind: str = "127.0.0.1:50051"
+    state_dir: Path = field(default_factory=lambda: Path("eddl-state"))
+    join_token: str = ""
+    admin_token: str = ""
+    leader_id: str = field(default_factory=socket.gethostname)
+    leaders: list[str] = field(default_factory=list)
+    port_file: Path | None = None
+    heartbeat_interval_s: float = 1.0
+    heartbeat_jitter: float = 0.1
+    patience: int = 2
+    chunk_bytes: int = 1 << 20
+    max_update_bytes: int = 512 * 1024 * 1024
+    max_fetch_samples: int = 65536
+    task_wait_ms: int = 1000
+    grace_s: float = 2.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"leader.bind: {self.bind!r} is not HOST:PORT")
+        if not self.join_token:
+            raise ConfigError("leader.join_token is required (workers present it to join)")
+        if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:
+            raise ConfigError("leader.heartbeat_interval_s must be > 0")
+        if not 0 <= self.heartbeat_jitter < 1:
+            raise ConfigError("leader.heartbeat_jitter must be in [0, 1)")
+        if self.patience < 1:
+            raise ConfigError("leader.patience must be >= 1")
+        if not 1024 <= self.chunk_bytes <= 3 << 20:
+            raise ConfigError("leader.chunk_bytes must be within 1 KiB .. 3 MiB")
+        if self.max_update_bytes <= 0 or self.max_fetch_samples <= 0:
+            raise ConfigError("leader.max_update_bytes and max_fetch_samples must be positive")
+        if self.task_wait_ms < 0 or self.grace_s < 0:
+            raise ConfigError("leader.task_wait_ms and grace_s must be >= 0")

@@ -1,0 +1,418 @@
+"""The coordinator: what the leader's servicers call, as one plain synchronous class.
+
+It owns the membership, the job queue (:mod:`eddl.leader.jobqueue`: one job runs at a time,
+the others wait in submission order), the checkpoint store and the leader's term, and delegates
+the work of the running job to a :class:`~eddl.leader.run.JobRun`. Servicers decode the wire
+format, call one method here and map a :class:`~eddl.leader.errors.LeaderError` to its
+``code``.
+
+Concurrency: every public method is **synchronous, short and non-blocking** apart from small
+SQLite writes (one per model version and per event), and they are serialised by one re-entrant
+lock, so they may be called straight from a grpc.aio event loop or from worker threads alike.
+Long-polls (``GetTask`` with ``wait_ms``) and timers belong to the servicer: it calls
+:meth:`Coordinator.tick` periodically (every ~100 ms) and retries :meth:`next_task` after
+``Wait.retry_after``. :meth:`subscribe` notifies listeners of a job's events (``WatchJob``).
+
+Every call that carries a term checks it (:class:`StaleTermError` for any other); calls that
+carry a job id check it (:class:`UnknownJobError`, :class:`JobNotActiveError`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eddl.leader.errors import (
+    InvalidArgumentError,
+    JobNotActiveError,
+    StaleTermError,
+    UnknownJobError,
+)
+from eddl.leader.events import Event, EventKind, Listener
+from eddl.leader.jobqueue import JobQueue
+from eddl.leader.jobs import JobSpec
+from eddl.leader.membership import Membership, Node, NodeProfile, Role
+from eddl.leader.run import UpdateAck, Wait
+from eddl.leader.runtime import RuntimeFactory, build_runtime
+from eddl.leader.scheduler import EstimatorFactory, Task
+from eddl.leader.store import CheckpointStore
+from eddl.learn.params import Params
+from eddl.profiler.estimator import RuntimeEstimator
+
+__all__ = [
+    "Coordinator",
+    "HeartbeatReply",
+    "JoinReply",
+    "ModelSnapshot",
+    "Task",
+    "UpdateAck",
+    "Wait",
+]
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    node_id: str
+    session: int
+    term: int
+    heartbeat_interval: float
+    heartbeat_jitter: float
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    term: int
+    heartbeat_interval: float
+    job_id: str | None
+    model_version: int | None
+    cancel_task: bool  # the node's task is void (taken back, or its job is over)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    job_id: str
+    version: int
+    params: Params
+
+
+class Coordinator:
+    """Plain-class leader logic; see the module docstring for the calling conventions."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        *,
+        membership: Membership | None = None,
+        term: int = 1,
+        runtime_factory: RuntimeFactory = build_runtime,
+        estimator_factory: EstimatorFactory = RuntimeEstimator,
+        now: Callable[[], float] = time.monotonic,
+        link_capacity_bps: float | None = None,
+    ) -> None:
+        if term < 1:
+            raise ValueError("term must be >= 1")
+        self.store = store
+        # A restarted leader claims a term above any it held before, so messages of its
+        # previous incarnation are recognisably stale.
+        stored = store.get_value("term")
+        if isinstance(stored, int) and term <= stored:
+            term = stored + 1
+        store.set_value("term", term)
+        self.term = term
+        self.membership = membership if membership is not None else Membership(now=now)
+        self.membership.on_gone(self._on_gone)
+        self._now = now
+        self._link_capacity = link_capacity_bps
+        self._lock = threading.RLock()
+        # Task ids carry the term and a random tag of this incarnation, so a task id of a
+        # previous leader (or a standby) never matches one of ours.
+        incarnation = uuid.uuid4().hex[:6]
+        self._listeners: dict[str, list[Listener]] = {}
+        self.job_queue = JobQueue(
+            store,
+            runtime_factory=runtime_factory,
+            estimator_factory=estimator_factory,
+            now=now,
+            workers=self._workers,
+            task_prefix=lambda job_id: f"{job_id}:{self.term}.{incarnation}.",
+            on_event=self._notify,
+        )
+
+    # -- start-up ----------------------------------------------------------------------------
+    def resume(self) -> list[str]:
+        """Reload unfinished jobs from the store: the running one continues from its last
+        checkpointed version, queued ones wait again. Call once before serving."""
+        with self._lock:
+            return self.job_queue.resume()
+
+    # -- membership ------------------------------------------------------------------------
+    def join(
+        self,
+        node_id: str,
+        token: str,
+        *,
+        role: Role | str = Role.WORKER,
+        profile: NodeProfile | None = None,
+        address: str = "",
+        term: int | None = None,
+    ) -> JoinReply:
+        """Admit a node. ``term`` is the last term the node knew; any older one is fine here
+        (the node is learning the new term), a newer one means this leader is stale."""
+        with self._lock:
+            if term is not None and term > self.term:
+                raise StaleTermError(f"node knows term {term}, this leader is at {self.term}")
+            try:
+                node = self.membership.join(
+                    node_id, token, role=role, profile=profile, address=address
+                )
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from exc
+            run = self.job_queue.active
+            if run is not None:
+                run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
+                run.node_joined()
+                run.set_workers(self._worker_ids())
+                run.events.append(
+                    EventKind.NODE_JOINED,
+                    self._now(),
+                    f"{node.role.value} {node_id} joined",
+                    node_id=node_id,
+                    session=node.session,
+                    benchmark_sps=node.profile.benchmark_sps,
+                )
+            return JoinReply(
+                node_id,
+                node.session,
+                self.term,
+                self.membership.heartbeat_interval,
+                self.membership.jitter,
+                None if run is None else run.spec.job_id,
+            )
+
+    def heartbeat(
+        self, node_id: str, *, profile: NodeProfile | None = None, term: int | None = None
+    ) -> HeartbeatReply:
+        with self._lock:
+            self._check_term(term)
+            node = self.membership.heartbeat(node_id, profile=profile)
+            self.tick()
+            run = self.job_queue.active
+            if run is not None and profile is not None and profile.benchmark_sps:
+                run.scheduler.set_prior(node_id, profile.benchmark_sps)
+            return HeartbeatReply(
+                self.term,
+                self.membership.heartbeat_interval,
+                None if run is None else run.spec.job_id,
+                None if run is None else run.version,
+                cancel_task=self._task_void(node),
+            )
+
+    def leave(self, node_id: str, *, term: int | None = None) -> int:
+        """A clean goodbye; returns how many tasks went back to the queue."""
+        with self._lock:
+            self._check_term(term)
+            run = self.job_queue.active
+            held = None if run is None else run.task_of(node_id)
+            self.membership.leave(node_id)  # its task goes back through _on_gone
+            return 0 if held is None else 1
+
+    def tick(self) -> None:
+        """Expire silent nodes (their tasks go back at once), then round deadlines and policy."""
+        with self._lock:
+            self.membership.expire()
+            run = self.job_queue.active
+            if run is not None:
+                run.tick(self._link_capacity)
+                self.job_queue.advance()
+
+    # -- admin -----------------------------------------------------------------------------
+    def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
+        """Validate and queue a job (it starts at once if nothing runs); returns its status.
+
+        The spec is checked by building its model and data, so a bad one is refused with
+        :class:`JobSpecError` before anything is stored.
+        """
+        with self._lock:
+            if not isinstance(spec, JobSpec):
+                spec = JobSpec.from_mapping(spec)
+            stored = self.job_queue.submit(spec)
+            return self.job_status(stored.job_id)
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
+        with self._lock:
+            self.job_queue.cancel(job_id, reason)
+            return self.job_status(job_id)
+
+    def job_status(self, job_id: str | None = None) -> dict[str, Any]:
+        """Status of ``job_id`` (default: the running job, else the latest one)."""
+        with self._lock:
+            if job_id is None:
+                active = self.job_queue.active
+                if active is not None:
+                    job_id = active.spec.job_id
+                else:
+                    jobs = self.store.jobs()
+                    if not jobs:
+                        raise UnknownJobError("no job was ever submitted")
+                    job_id = jobs[-1].job_id
+            run = self.job_queue.run_for(job_id)
+            if run is None:
+                return self.job_queue.stored_status(job_id)
+            out = run.summary()
+            out["workers"] = len(self._workers())
+            return out
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self.job_status(r.job_id) for r in self.store.jobs()]
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            run = self.job_queue.active
+            out = []
+            for node in self.membership.nodes():
+                row = node.to_dict()
+                if run is not None:
+                    row["samples_per_second"] = run.scheduler.samples_per_second(node.node_id)
+                    task = run.task_of(node.node_id)
+                    row["task"] = None if task is None else task.task_id
+                out.append(row)
+            return out
+
+    def events(self, job_id: str, since: int = 0) -> list[Event]:
+        with self._lock:
+            if self.store.job(job_id) is None:
+                raise UnknownJobError(f"no job {job_id!r}")
+            return self.store.events(job_id, since)
+
+    def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        """Hear every new event of ``job_id`` (also after it starts or resumes)."""
+        with self._lock:
+            if self.store.job(job_id) is None:
+                raise UnknownJobError(f"no job {job_id!r}")
+            self._listeners.setdefault(job_id, []).append(listener)
+
+            def unsubscribe() -> None:
+                with self._lock:
+                    group = self._listeners.get(job_id, [])
+                    if listener in group:
+                        group.remove(listener)
+
+            return unsubscribe
+
+    # -- work ------------------------------------------------------------------------------
+    def next_task(
+        self, node_id: str, *, job_id: str | None = None, term: int | None = None
+    ) -> Task | Wait:
+        with self._lock:
+            self._check_term(term)
+            # A node asking for work is alive: that counts as a beat (before expiry runs).
+            node = self.membership.heartbeat(node_id)
+            self.tick()
+            run = self.job_queue.active
+            if job_id:
+                self.job_queue.require(job_id)
+            if run is None or (job_id and run.spec.job_id != job_id):
+                if job_id:
+                    record = self.store.job(job_id)
+                    status = "unknown" if record is None else record.status
+                    return Wait(f"job {job_id} is {status}", 1.0, done=status != "queued")
+                return Wait("no job is running", 0.5)
+            return run.next_task(node)
+
+    def submit_update(
+        self,
+        node_id: str,
+        task_id: str,
+        params: Params,
+        *,
+        job_id: str,
+        base_version: int,
+        num_samples: int | None = None,
+        seconds: float | None = None,
+        term: int | None = None,
+        wire_bytes: int = 0,
+    ) -> UpdateAck:
+        with self._lock:
+            self._check_term(term)
+            node = self.membership.heartbeat(node_id)
+            run = self.job_queue.running(job_id)
+            ack = run.submit(
+                node,
+                task_id,
+                params,
+                base_version=base_version,
+                num_samples=num_samples,
+                seconds=seconds,
+            )
+            run.record_bytes(wire_bytes)
+            self.job_queue.advance()
+            return ack
+
+    def record_transfer(self, job_id: str, nbytes: int) -> None:
+        """Count bytes the leader sent or received for a job (model pulls, samples), for the
+        auto policy's bandwidth signal (used when ``link_capacity_bps`` is set)."""
+        with self._lock:
+            run = self.job_queue.active
+            if run is not None and run.spec.job_id == job_id:
+                run.record_bytes(nbytes)
+
+    def model(self, job_id: str, version: int | None = None) -> ModelSnapshot:
+        """The current global model of a job, or its ``version``: a recent one kept in memory,
+        version 0 (rebuilt from the job's seed), or one still in the store."""
+        with self._lock:
+            run = self.job_queue.run_for(job_id)
+            if run is not None:
+                kept = run.model_at(version)
+                if kept is not None:
+                    return ModelSnapshot(job_id, kept[0], kept[1])
+            self.job_queue.require(job_id)
+            record = (
+                self.store.latest_version(job_id)
+                if version is None
+                else self.store.load_version(job_id, version)
+            )
+            if record is None:
+                raise JobNotActiveError(f"job {job_id!r} has no stored version {version}")
+            return ModelSnapshot(job_id, record.version, record.params)
+
+    def samples(self, job_id: str, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training samples by index, for workers that lack the dataset."""
+        with self._lock:
+            run = self.job_queue.running(job_id)
+            fetch = run.runtime.samples
+            if fetch is None:
+                raise JobNotActiveError(f"job {job_id!r} serves no samples")
+            idx = np.asarray(indexes)
+            if idx.ndim != 1 or idx.dtype.kind not in "iu":
+                raise InvalidArgumentError("indexes must be a 1-d integer array")
+            if idx.size and (idx.min() < 0 or idx.max() >= run.runtime.num_train):
+                raise InvalidArgumentError(
+                    f"indexes must lie in [0, {run.runtime.num_train}), got "
+                    f"[{idx.min()}, {idx.max()}]"
+                )
+            return fetch(idx.astype(np.int64))
+
+    # -- internals -------------------------------------------------------------------------
+    def _check_term(self, term: int | None) -> None:
+        if term is not None and term != self.term:
+            raise StaleTermError(f"message carries term {term}; this leader is at {self.term}")
+
+    def _workers(self) -> list[Node]:
+        return [n for n in self.membership.alive() if n.role is not Role.LEADER]
+
+    def _worker_ids(self) -> list[str]:
+        return [n.node_id for n in self._workers()]
+
+    def _task_void(self, node: Node) -> bool:
+        for run in self.job_queue.runs():
+            task = run.task_of(node.node_id)
+            if task is not None and (task.session != node.session or run.status != "running"):
+                return True
+        return False
+
+    def _notify(self, event: Event) -> None:
+        for listener in list(self._listeners.get(event.job_id, [])):
+            listener(event)
+
+    def _on_gone(self, node: Node, kind: str) -> None:
+        run = self.job_queue.active
+        if run is None:
+            return
+        run.set_workers(self._worker_ids())
+        run.node_gone(node, kind)
+        event_kind = EventKind.NODE_LEFT if kind == "left" else EventKind.NODE_EXPIRED
+        run.events.append(
+            event_kind,
+            self._now(),
+            f"{node.node_id} {kind} ({node.gone_reason})",
+            node_id=node.node_id,
+            session=node.session,
+        )

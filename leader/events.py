@@ -1,0 +1,124 @@
+"""Typed events of a job: what ``eddl watch`` streams, ``eddl status`` shows and the store keeps.
+
+An :class:`Event` is immutable and numbered per job (``seq`` starts at 1 and has no gaps), so a
+watcher that reconnects asks for ``since(seq)`` and misses nothing. Per-task bookkeeping is not
+an event (it would flood the log); rounds, versions, membership changes, re-queued work,
+refused updates and policy switches are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Event", "EventKind", "EventLog", "Listener"]
+
+
+class EventKind(StrEnum):
+    JOB_SUBMITTED = "job_submitted"
+    JOB_STARTED = "job_started"
+    JOB_RESUMED = "job_resumed"
+    JOB_COMPLETED = "job_completed"
+    JOB_CANCELLED = "job_cancelled"
+    NODE_JOINED = "node_joined"
+    NODE_LEFT = "node_left"
+    NODE_EXPIRED = "node_expired"
+    TASK_REQUEUED = "task_requeued"
+    UPDATE_REFUSED = "update_refused"
+    ROUND_CLOSED = "round_closed"
+    MODEL_UPDATED = "model_updated"
+    EPOCH_COMPLETED = "epoch_completed"
+    POLICY_SWITCHED = "policy_switched"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a job, at leader time ``at`` (seconds of the injected clock)."""
+
+    job_id: str
+    seq: int
+    at: float
+    kind: EventKind
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "seq": self.seq,
+            "at": self.at,
+            "kind": self.kind.value,
+            "message": self.message,
+            "data": dict(self.data),
+        }
+
+    def data_json(self) -> str:
+        return json.dumps(dict(self.data), sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Event:
+        return cls(
+            job_id=str(raw["job_id"]),
+            seq=int(raw["seq"]),
+            at=float(raw["at"]),
+            kind=EventKind(raw["kind"]),
+            message=str(raw["message"]),
+            data=dict(raw.get("data", {})),
+        )
+
+
+Listener = Callable[[Event], None]
+
+
+class EventLog:
+    """The numbered events of one job, kept in memory; listeners hear each new one.
+
+    ``first_seq`` lets a resumed job continue numbering after the events already stored.
+    Only the most recent ``keep`` events stay in memory; the store holds them all.
+    """
+
+    def __init__(self, job_id: str, *, first_seq: int = 1, keep: int = 10_000) -> None:
+        if first_seq < 1:
+            raise ValueError("first_seq must be >= 1")
+        self.job_id = job_id
+        self._next = first_seq
+        self._keep = keep
+        self._events: list[Event] = []
+        self._listeners: list[Listener] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self._next - 1
+
+    def append(self, kind: EventKind, at: float, message: str, **data: Any) -> Event:
+        event = Event(self.job_id, self._next, at, kind, message, data)
+        self._next += 1
+        self._events.append(event)
+        if len(self._events) > self._keep:
+            del self._events[: len(self._events) - self._keep]
+        for listener in list(self._listeners):
+            listener(event)
+        return event
+
+    def since(self, seq: int = 0) -> list[Event]:
+        """Events with ``event.seq > seq`` still held in memory, oldest first."""
+        return [e for e in self._events if e.seq > seq]
+
+    def last(self, kind: EventKind) -> Event | None:
+        for event in reversed(self._events):
+            if event.kind is kind:
+                return event
+        return None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every new event; returns the function that unsubscribes."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe

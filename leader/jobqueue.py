@@ -1,0 +1,215 @@
+"""The job queue: jobs run one at a time, in submission order, each as a :class:`JobRun`.
+
+It validates and stores submitted jobs, starts the next one when the running one ends, resumes
+unfinished jobs from the checkpoint store after a restart, and keeps the last few finished runs
+in memory (older ones are answered from the store). A job that can no longer be built (its data
+is gone, its spec no longer valid) fails with the reason instead of blocking the queue.
+The :class:`~eddl.leader.coordinator.Coordinator` owns one and serialises calls to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from eddl.leader.aggregator import Aggregator
+from eddl.leader.errors import JobNotActiveError, JobSpecError, StoreError, UnknownJobError
+from eddl.leader.events import EventKind, EventLog, Listener
+from eddl.leader.jobs import JobSpec
+from eddl.leader.membership import Node
+from eddl.leader.run import JobRun
+from eddl.leader.runtime import JobRuntime, RuntimeFactory
+from eddl.leader.scheduler import EstimatorFactory
+from eddl.leader.store import CheckpointStore, VersionRecord
+from eddl.log import get_logger
+
+__all__ = ["JobQueue"]
+
+log = get_logger("leader.jobs")
+
+KEEP_FINISHED = 4
+
+
+class JobQueue:
+    """Queued, running and recently finished jobs."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        *,
+        runtime_factory: RuntimeFactory,
+        estimator_factory: EstimatorFactory,
+        now: Callable[[], float],
+        workers: Callable[[], list[Node]],
+        task_prefix: Callable[[str], str],
+        on_event: Listener,
+    ) -> None:
+        self.store = store
+        self._runtime_factory = runtime_factory
+        self._estimator_factory = estimator_factory
+        self._now = now
+        self._workers = workers
+        self._task_prefix = task_prefix
+        self._on_event = on_event
+        self.active: JobRun | None = None
+        self._queue: list[tuple[JobSpec, JobRuntime]] = []
+        self._finished: dict[str, JobRun] = {}
+        self._submitted_logs: dict[str, EventLog] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def resume(self) -> list[str]:
+        """Reload unfinished jobs: the running one continues from its latest stored version."""
+        resumed: list[str] = []
+        for record in self.store.jobs():
+            if record.status not in ("running", "queued"):
+                continue
+            try:
+                spec = JobSpec.from_mapping(record.spec)
+                runtime = self._runtime_factory(spec)
+            except JobSpecError as exc:
+                self._fail(record.job_id, f"cannot resume: {exc}")
+                continue
+            if record.status == "queued" or self.active is not None:
+                self._queue.append((spec, runtime))
+                continue
+            latest = self.store.latest_version(spec.job_id)
+            if latest is None:
+                raise StoreError(f"running job {spec.job_id} has no stored version")
+            self.active = self._make_run(spec, runtime, latest)
+            resumed.append(spec.job_id)
+        self.advance()
+        return resumed
+
+    def submit(self, spec: JobSpec) -> JobSpec:
+        """Validate (by building the job's model, data and rules), store and queue ``spec``.
+
+        Returns the spec as stored: with the model the job really runs (defaults filled in
+        from the dataset), so workers and a restarted leader build exactly the same one.
+        """
+        if self.store.job(spec.job_id) is not None:
+            raise JobSpecError(f"job id {spec.job_id!r} is already taken")
+        runtime = self._runtime_factory(spec)
+        try:  # the same rule checks the run will do
+            Aggregator(
+                runtime.initial_params,
+                0,
+                sync_rule=runtime.sync_rule,
+                async_rule=spec.async_rule,
+                async_params=spec.async_params,
+                max_staleness=spec.max_staleness,
+                partial=runtime.single_layer,
+            )
+        except ValueError as exc:
+            raise JobSpecError(f"job aggregation: {exc}") from exc
+        resolved = runtime.info.get("model")
+        if isinstance(resolved, dict) and resolved != dict(spec.model):
+            spec = replace(spec, model=resolved)
+        now = self._now()
+        self.store.add_job(spec.job_id, spec.to_dict(), "queued", now)
+        events = EventLog(spec.job_id)
+        events.subscribe(lambda e: self.store.append_events([e]))
+        events.append(
+            EventKind.JOB_SUBMITTED,
+            now,
+            f"job {spec.job_id} submitted",
+            algorithm=spec.algorithm,
+            dataset=spec.dataset,
+            aggregation=spec.aggregation,
+        )
+        self._submitted_logs[spec.job_id] = events
+        self._queue.append((spec, runtime))
+        self.advance()
+        return spec
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        run = self.active
+        if run is not None and run.spec.job_id == job_id:
+            run.cancel(reason)
+            self.advance()
+            return
+        for entry in self._queue:
+            if entry[0].job_id == job_id:
+                self._queue.remove(entry)
+                self.store.set_job_status(job_id, "cancelled", self._now(), {"reason": reason})
+                return
+        self.require(job_id)
+        raise JobNotActiveError(f"job {job_id!r} is already over")
+
+    def advance(self) -> None:
+        """Retire the running job once it ended, then start the next queued one, if any."""
+        run = self.active
+        if run is not None and run.status != "running":
+            self.store.set_job_status(run.spec.job_id, run.status, self._now(), run.result)
+            self._finished[run.spec.job_id] = run
+            while len(self._finished) > KEEP_FINISHED:
+                del self._finished[next(iter(self._finished))]
+            self.active = None
+        if self.active is None and self._queue:
+            # Queued jobs keep the runtime built when they were checked, ready to start.
+            spec, runtime = self._queue.pop(0)
+            self.store.set_job_status(spec.job_id, "running", self._now())
+            self.active = self._make_run(spec, runtime)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def require(self, job_id: str) -> None:
+        if self.store.job(job_id) is None:
+            raise UnknownJobError(f"no job {job_id!r}")
+
+    def running(self, job_id: str) -> JobRun:
+        run = self.active
+        if run is not None and run.spec.job_id == job_id:
+            return run
+        self.require(job_id)
+        raise JobNotActiveError(f"job {job_id!r} is not running")
+
+    def run_for(self, job_id: str) -> JobRun | None:
+        """The live or recently finished run of ``job_id`` (None: ask the store)."""
+        run = self.active
+        if run is not None and run.spec.job_id == job_id:
+            return run
+        return self._finished.get(job_id)
+
+    def runs(self) -> list[JobRun]:
+        return [r for r in (self.active, *self._finished.values()) if r is not None]
+
+    def stored_status(self, job_id: str) -> dict[str, Any]:
+        record = self.store.job(job_id)
+        if record is None:
+            raise UnknownJobError(f"no job {job_id!r}")
+        versions = self.store.versions(job_id)
+        return {
+            "job_id": job_id,
+            "status": record.status,
+            "version": versions[-1] if versions else 0,
+            "result": dict(record.result),
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+    def _fail(self, job_id: str, reason: str) -> None:
+        log.warning("job_failed", job_id=job_id, reason=reason)
+        self.store.set_job_status(job_id, "failed", self._now(), {"reason": reason})
+
+    def _make_run(
+        self, spec: JobSpec, runtime: JobRuntime, latest: VersionRecord | None = None
+    ) -> JobRun:
+        first = self.store.last_event_seq(spec.job_id) + 1
+        submitted = self._submitted_logs.pop(spec.job_id, None)
+        if submitted is not None:
+            first = max(first, submitted.last_seq + 1)
+        run = JobRun(
+            spec,
+            runtime,
+            self.store,
+            now=self._now,
+            resume_from=latest,
+            first_event_seq=first,
+            estimator_factory=self._estimator_factory,
+            task_prefix=self._task_prefix(spec.job_id),
+        )
+        run.events.subscribe(self._on_event)
+        workers = self._workers()
+        for node in workers:
+            run.scheduler.set_prior(node.node_id, node.profile.benchmark_sps)
+        run.set_workers([n.node_id for n in workers])
+        return run

@@ -1,0 +1,80 @@
+"""``eddl-leader``: serve the Cluster and Admin services until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from eddl.config import ConfigError, load_config
+from eddl.leader.config import LeaderConfig
+from eddl.leader.errors import LeaderError
+from eddl.leader.server import LeaderDaemon
+from eddl.log import configure_logging, get_logger
+from eddl.net.server import ServerStartError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eddl-leader", description="EDDL leader daemon.")
+    p.add_argument("--config", help="TOML file with a [leader] table")
+    p.add_argument("--bind", help="HOST:PORT to listen on (port 0: the OS picks)")
+    p.add_argument("--state-dir", help="directory of the checkpoint store")
+    p.add_argument("--join-token", help="token workers present to join")
+    p.add_argument("--admin-token", help="token required by submit/cancel (default: none)")
+    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        dest="heartbeat_interval_s",
+        help="seconds between worker heartbeats",
+    )
+    p.add_argument("--leader-id", help="this leader's id (default: hostname)")
+    p.add_argument("--log-level", help="log level (default INFO)")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "bind": args.bind,
+        "state_dir": args.state_dir,
+        "join_token": args.join_token,
+        "admin_token": args.admin_token,
+        "port_file": args.port_file,
+        "heartbeat_interval_s": args.heartbeat_interval_s,
+        "leader_id": args.leader_id,
+        "log_level": args.log_level,
+    }
+
+
+async def _serve(config: LeaderConfig) -> None:
+    daemon = LeaderDaemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    await daemon.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
+        configure_logging("json", config.log_level)
+    except (ConfigError, ValueError) as exc:
+        print(f"eddl-leader: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log = get_logger("leader")
+    try:
+        asyncio.run(_serve(config))
+    except (ServerStartError, LeaderError) as exc:
+        log.error("leader failed", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""``AdminServicer``: the Admin service (the ``eddl`` CLI -> root leader)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from eddl.leader.config import LeaderConfig
+from eddl.leader.coordinator import Coordinator
+from eddl.leader.errors import InvalidArgumentError, JobSpecError
+from eddl.leader.events import Event, EventKind
+from eddl.leader.servicers.cluster import ClusterServicer
+from eddl.leader.servicers.common import guarded, guarded_stream, jsonable
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+
+__all__ = ["AdminServicer"]
+
+_FINAL = {EventKind.JOB_COMPLETED.value, EventKind.JOB_CANCELLED.value}
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(
+        self, coordinator: Coordinator, config: LeaderConfig, cluster: ClusterServicer
+    ) -> None:
+        self.coordinator = coordinator
+        self.config = config
+        self.cluster = cluster
+        # Leader time (monotonic) -> wall time, for event stamps people can read.
+        self._wall_offset = time.time() - time.monotonic()
+
+    def _check_admin(self, token: str) -> None:
+        want = self.config.admin_token
+        if want and not hmac.compare_digest(token.encode(), want.encode()):
+            raise PermissionError("admin token missing or wrong")
+
+    def _envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
+        return common_pb2.Envelope(job_id=job_id, model_version=version, term=self.coordinator.term)
+
+    def _event(self, event: Event) -> admin_pb2.JobEvent:
+        data = dict(event.data)
+        version = data.get("version", 0)
+        return admin_pb2.JobEvent(
+            job_id=event.job_id,
+            seq=event.seq,
+            at=event.at + self._wall_offset,
+            kind=event.kind.value,
+            model_version=int(version) if isinstance(version, int) else 0,
+            message=event.message,
+            data_json=json.dumps(jsonable(data), sort_keys=True),
+        )
+
+    async def SubmitJob(
+        self, request: admin_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SubmitJobReply:
+        async def call() -> admin_pb2.SubmitJobReply:
+            self._check_admin(request.admin_token)
+            try:
+                spec = json.loads(request.spec_json)
+            except json.JSONDecodeError as exc:
+                raise JobSpecError(f"spec_json is not JSON: {exc}") from exc
+            if not isinstance(spec, dict):
+                raise JobSpecError("spec_json must be a JSON object (the [job] table)")
+            # Building the job loads its data and model: off the event loop.
+            status = await asyncio.to_thread(self.coordinator.submit_job, spec)
+            self.cluster.notifier.notify()
+            return admin_pb2.SubmitJobReply(
+                envelope=self._envelope(str(status["job_id"]), int(status.get("version", 0)))
+            )
+
+        return await guarded(context, call())
+
+    async def JobStatus(
+        self, request: admin_pb2.JobStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.JobStatusReply:
+        async def call() -> admin_pb2.JobStatusReply:
+            status = self.coordinator.job_status(request.job_id or None)
+            return status_reply(
+                status, self._envelope(str(status["job_id"]), int(status.get("version", 0)))
+            )
+
+        return await guarded(context, call())
+
+    async def WatchJob(
+        self, request: admin_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb2.JobEvent]:
+        async def stream() -> AsyncIterator[admin_pb2.JobEvent]:
+            job_id = request.job_id or str(self.coordinator.job_status()["job_id"])
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Event] = asyncio.Queue()
+
+            def listener(event: Event) -> None:
+                # Events may be raised from a thread (job submission runs in one).
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+            # Subscribe before reading the history so nothing falls in between.
+            unsubscribe = self.coordinator.subscribe(job_id, listener)
+            try:
+                last = request.after_seq
+                for event in self.coordinator.events(job_id, last):
+                    if event.seq > last:
+                        last = event.seq
+                        yield self._event(event)
+                        if event.kind.value in _FINAL:
+                            return
+                while True:
+                    event = await queue.get()
+                    if event.seq <= last:
+                        continue
+                    last = event.seq
+                    yield self._event(event)
+                    if event.kind.value in _FINAL:
+                        return
+            finally:
+                unsubscribe()
+
+        async for item in guarded_stream(context, stream):
+            yield item
+
+    async def ListNodes(
+        self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListNodesReply:
+        async def call() -> admin_pb2.ListNodesReply:
+            now = time.monotonic()
+            nodes = []
+            for row in self.coordinator.list_nodes():
+                node_id = str(row["node_id"])
+                sps = row.get("samples_per_second")
+                nodes.append(
+                    admin_pb2.NodeStatus(
+                        node_id=node_id,
+                        role=str(row.get("role", "")),
+                        state="alive" if row.get("alive") else f"gone ({row.get('gone_reason')})",
+                        last_seen_s=max(0.0, now - float(row.get("last_seen", now))),
+                        samples_per_second=float(sps) if sps else 0.0,
+                        current_task=str(row.get("task") or ""),
+                        profile_json=json.dumps(
+                            jsonable({**self.cluster.profiles.get(node_id, {}), "node": row}),
+                            sort_keys=True,
+                        ),
+                    )
+                )
+            return admin_pb2.ListNodesReply(envelope=self._envelope(), nodes=nodes)
+
+        return await guarded(context, call())
+
+    async def CancelJob(
+        self, request: admin_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CancelJobReply:
+        async def call() -> admin_pb2.CancelJobReply:
+            self._check_admin(request.admin_token)
+            if not request.job_id:
+                raise InvalidArgumentError("job_id is required")
+            status = self.coordinator.cancel_job(request.job_id)
+            self.cluster.notifier.notify()
+            return admin_pb2.CancelJobReply(
+                envelope=self._envelope(request.job_id, int(status.get("version", 0))),
+                state=str(status.get("status", "")),
+            )
+
+        return await guarded(context, call())
+
+
+def status_reply(status: dict[str, Any], envelope: common_pb2.Envelope) -> admin_pb2.JobStatusReply:
+    accuracy = status.get("accuracy")
+    aggregation = status.get("aggregation") or {}
+    # The rule in force with its parameters; the rest of the aggregator's state is in detail.
+    rule: Any = aggregation.get("rule", "") if isinstance(aggregation, dict) else aggregation
+    if not isinstance(rule, str):
+        rule = json.dumps(jsonable(rule), sort_keys=True)
+    return admin_pb2.JobStatusReply(
+        envelope=envelope,
+        state=str(status.get("status", "")),
+        round=int(status.get("version", 0)),
+        accuracy=-1.0 if accuracy is None else float(accuracy),
+        policy=str(status.get("mode") or ""),
+        policy_reason=str(status.get("mode_reason") or ""),
+        rule=str(rule),
+        workers=int(status.get("workers") or 0),
+        samples_trained=int(status.get("samples_trained") or 0),
+        detail_json=json.dumps(jsonable(status), sort_keys=True),
+    )

@@ -1,0 +1,133 @@
+"""What both servicers share: refusing bad envelopes, mapping errors, waking long-polls."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from eddl.leader.errors import (
+    InvalidArgumentError,
+    LeaderError,
+    NodeExpiredError,
+    StaleTermError,
+    UnknownNodeError,
+)
+from eddl.log import get_logger
+from eddl.net import ChunkError, TensorError, abort_for
+from eddl.proto.v1 import common_pb2
+
+__all__ = ["Notifier", "check_envelope", "guarded", "guarded_stream", "refuse"]
+
+log = get_logger("leader.rpc")
+T = TypeVar("T")
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+# Errors that mean "you are not (or no longer) a member / talking to an old leader: join again".
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (UnknownNodeError, "unknown-node"),
+    (NodeExpiredError, "unknown-node"),
+    (StaleTermError, "stale-term"),
+)
+_EXPECTED = (LeaderError, ChunkError, TensorError, ValueError, KeyError, PermissionError)
+
+
+def check_envelope(
+    envelope: common_pb2.Envelope,
+    *,
+    term: int,
+    node: bool = True,
+    job: bool = False,
+    check_term: bool = True,
+) -> None:
+    """Refuse a malformed envelope before anything else looks at the request."""
+    if node and not _ID.match(envelope.node_id):
+        raise InvalidArgumentError(f"envelope.node_id {envelope.node_id!r} is empty or malformed")
+    if job and not envelope.job_id:
+        raise InvalidArgumentError("envelope.job_id is required")
+    if envelope.job_id and not _ID.match(envelope.job_id):
+        raise InvalidArgumentError(f"envelope.job_id {envelope.job_id!r} is malformed")
+    if check_term and envelope.term != term:
+        raise StaleTermError(f"message carries term {envelope.term}; this leader is at {term}")
+
+
+def check_finite(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(f"{name} must be finite and >= 0, got {value!r}")
+    return value
+
+
+async def refuse(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "")
+    log.info("request refused", error=type(exc).__name__, detail=str(exc), reason=reason)
+    await abort_for(context, exc, reason=reason)
+
+
+async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Await ``call``; typed errors become their status code, anything else INTERNAL."""
+    try:
+        return await call
+    except grpc.aio.AbortError:
+        raise
+    except _EXPECTED as exc:
+        await refuse(context, exc)
+    except Exception as exc:
+        log.exception("internal error")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        raise
+
+
+async def guarded_stream(
+    context: grpc.aio.ServicerContext, stream: Callable[[], AsyncIterator[T]]
+) -> AsyncIterator[T]:
+    """The streaming twin of :func:`guarded`."""
+    try:
+        async for item in stream():
+            yield item
+    except grpc.aio.AbortError:
+        raise
+    except _EXPECTED as exc:
+        await refuse(context, exc)
+    except Exception as exc:
+        log.exception("internal error")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        raise
+
+
+class Notifier:
+    """Wakes long-polls when something changed (an update arrived, a node joined or left)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> bool:
+        """True if notified within ``seconds``."""
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and other oddities turned into JSON-friendly types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return jsonable(value.item())
+    return str(value)

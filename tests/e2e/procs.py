@@ -1,0 +1,161 @@
+"""Start ``eddl-leader`` / ``eddl-worker`` console scripts as real processes, and stop them.
+
+Ports are chosen by the OS (``--bind 127.0.0.1:0``) and read back from ``--port-file``. Every
+wait is bounded; every process is killed in the caller's ``finally`` (and by the session's
+reaper in ``tests/conftest.py`` if a test dies first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TOKEN = "e2e-token"
+
+
+def script(name: str) -> str:
+    """The console script next to this interpreter (falls back to PATH)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"console script {name} is not installed (pip install -e .)")
+    return found
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines so far (non-JSON lines skipped)."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                out.append(value)
+        return out
+
+    def kill9(self) -> None:
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, grace: float = 10.0) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        return int(self.popen.returncode)
+
+
+def spawn(name: str, argv: Sequence[str], log: Path) -> Proc:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+    return Proc(name, popen, log)
+
+
+def wait_for(predicate: Callable[[], bool], within: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        time.sleep(step)
+
+
+def start_leader(
+    tmp: Path,
+    *,
+    state_dir: Path | None = None,
+    heartbeat: float = 0.5,
+    tag: str = "leader",
+    extra: Sequence[str] = (),
+) -> tuple[Proc, str]:
+    port_file = tmp / f"{tag}.port"
+    port_file.unlink(missing_ok=True)
+    argv = [
+        script("eddl-leader"),
+        "--bind",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state_dir or tmp / "state"),
+        "--join-token",
+        TOKEN,
+        "--port-file",
+        str(port_file),
+        "--heartbeat-interval",
+        str(heartbeat),
+        *extra,
+    ]
+    proc = spawn(tag, argv, tmp / f"{tag}.log")
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"leader exited early:\n{proc.log.read_text()[-3000:]}")
+        return port_file.exists() and port_file.read_text().strip().isdigit()
+
+    wait_for(ready, 60, "the leader's port file")
+    return proc, f"127.0.0.1:{int(port_file.read_text())}"
+
+
+def start_worker(
+    tmp: Path, address: str, node_id: str, *, throttle: float = 1.0, extra: Sequence[str] = ()
+) -> Proc:
+    argv = [
+        script("eddl-worker"),
+        "--leader",
+        address,
+        "--node-id",
+        node_id,
+        "--join-token",
+        TOKEN,
+        "--throttle",
+        str(throttle),
+        *extra,
+    ]
+    return spawn(node_id, argv, tmp / f"{node_id}.log")
+
+
+def eddl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [script("eddl"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def status(address: str) -> dict[str, Any]:
+    done = eddl("status", "--json", "--leader", address, timeout=30)
+    if done.returncode != 0:
+        raise AssertionError(f"eddl status failed: {done.stderr}")
+    value: dict[str, Any] = json.loads(done.stdout)
+    return value

@@ -1,0 +1,402 @@
+"""The worker daemon: join, beat, pull the model, train tasks, push updates, leave.
+
+Two loops run in one ``asyncio.TaskGroup``: heartbeats (interval from the leader, with jitter)
+and tasks (long-poll ``GetTask``, fetch the model version the task starts from, train in a
+thread, push the update in chunks). Both share one :class:`LeaderLink`. When the leader is away
+(``UNAVAILABLE``) or has forgotten the node (unknown node, new term), the next call joins again,
+moving down the leader list with backoff. :meth:`WorkerDaemon.request_stop` (SIGTERM/SIGINT)
+stops both loops and sends ``Leave`` so the leader requeues the node's task at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import psutil
+
+from eddl import __version__
+from eddl.data import load_dataset
+from eddl.learn.params import Params
+from eddl.log import get_logger
+from eddl.net import (
+    REASON_KEY,
+    ChunkError,
+    array_from_tensor,
+    params_nbytes,
+)
+from eddl.profiler import collect_static, dynamic_to_proto, static_to_proto
+from eddl.profiler.dynamic import DynamicCollector
+from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, profile_pb2
+from eddl.worker.config import WorkerConfig
+from eddl.worker.data import SampleSource, SampleSourceError
+from eddl.worker.link import Backoff, LeaderLink
+from eddl.worker.training import TaskError, TaskResult, TaskRunner
+from eddl.worker.transfer import receive_model, update_stream
+
+__all__ = ["JoinRefusedError", "WorkerDaemon"]
+
+log = get_logger("worker")
+T = TypeVar("T")
+
+_REJOIN_REASONS = {"unknown-node", "stale-term"}
+_LINK_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class JoinRefusedError(RuntimeError):
+    """The leader refused the node (wrong join token): retrying cannot help."""
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    for key, value in exc.trailing_metadata() or ():
+        if key == REASON_KEY:
+            return str(value)
+    return ""
+
+
+class WorkerDaemon:
+    def __init__(self, config: WorkerConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+        self.link = LeaderLink(
+            config.leaders, Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
+        )
+        self.runner = TaskRunner(config.throttle)
+        self.samples = SampleSource(config.datasets, self._fetch_samples)
+        self.term = 0
+        self.heartbeat_s = 1.0
+        self.jitter = 0.1
+        self.state = "idle"
+        self.tasks_done = 0
+        self.samples_done = 0
+        self.samples_per_second = 0.0
+        self._joined = asyncio.Event()
+        self._join_lock = asyncio.Lock()
+        self._link_broken = False
+        self._stop = asyncio.Event()
+        self._model: tuple[str, int, Params] | None = None
+        self._current: asyncio.Task[None] | None = None
+        self._dynamic = DynamicCollector()
+        self._static: profile_pb2.StaticProfile | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        """Work until :meth:`request_stop`; then leave the cluster and close the channel."""
+        log.info(
+            "worker starting",
+            node=self.config.node_id,
+            leaders=self.link.leaders,
+            throttle=self.config.throttle,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._prefetch())
+                beats = tg.create_task(self._heartbeat_loop())
+                work = tg.create_task(self._task_loop())
+                await self._stop.wait()
+                beats.cancel()
+                work.cancel()
+        finally:
+            try:
+                if self._joined.is_set():
+                    await self._leave()
+            finally:
+                await self.link.close()
+        log.info("worker stopped", node=self.config.node_id, tasks_done=self.tasks_done)
+
+    async def _prefetch(self) -> None:
+        """Load the local datasets now, so the first task does not wait for the disk."""
+        for name in self.config.datasets:
+            try:
+                await asyncio.to_thread(load_dataset, name)
+            except (ValueError, OSError) as exc:
+                log.warning("cannot prefetch dataset", dataset=name, error=str(exc))
+
+    # -- envelope and join ---------------------------------------------------------------------
+
+    def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
+        return common_pb2.Envelope(
+            job_id=job_id, model_version=version, term=self.term, node_id=self.config.node_id
+        )
+
+    def _node_info(self) -> cluster_pb2.NodeInfo:
+        return cluster_pb2.NodeInfo(
+            hostname=socket.gethostname(),
+            cpu_count=os.cpu_count() or 1,
+            memory_bytes=psutil.virtual_memory().total,
+            datasets=list(self.config.datasets),
+            throttle=self.config.throttle,
+            version=__version__,
+        )
+
+    def _lost(self, reason: str, *, link_down: bool) -> None:
+        if self._joined.is_set():
+            log.info("lost the leader", reason=reason, leader=self.link.address)
+        self._joined.clear()
+        self._link_broken = self._link_broken or link_down
+
+    async def _ensure_joined(self) -> None:
+        if self._joined.is_set():
+            return
+        async with self._join_lock:
+            while not self._joined.is_set():
+                if self._link_broken:
+                    await self.link.next_leader("rpc failed")
+                    self._link_broken = False
+                if self._static is None:
+                    static = await asyncio.to_thread(collect_static, self.config.node_id, "worker")
+                    self._static = static_to_proto(static)
+                request = cluster_pb2.JoinRequest(
+                    envelope=self.envelope(),
+                    role="worker",
+                    join_token=self.config.join_token,
+                    info=self._node_info(),
+                    profile=profile_pb2.Profile(static=self._static),
+                )
+                try:
+                    reply = await self.link.stub.Join(request, timeout=self.config.rpc_timeout_s)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        raise JoinRefusedError(f"join refused: {exc.details()}") from exc
+                    if exc.code() in _LINK_DOWN:
+                        self._link_broken = True
+                        continue
+                    raise
+                self.term = reply.envelope.term
+                self.heartbeat_s = max(0.05, reply.heartbeat_interval_ms / 1000.0)
+                self.jitter = min(max(reply.heartbeat_jitter, 0.0), 0.5)
+                self.link.learn_leaders(list(reply.leaders))
+                self.link.succeeded()
+                self._joined.set()
+                log.info(
+                    "joined", leader=self.link.address, term=self.term, heartbeat_s=self.heartbeat_s
+                )
+
+    async def _call(self, fn: Callable[[cluster_pb2_grpc.ClusterStub], Awaitable[T]]) -> T:
+        """Run ``fn`` against the leader, joining (again) first when needed."""
+        while True:
+            await self._ensure_joined()
+            try:
+                result = await fn(self.link.stub)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _LINK_DOWN:
+                    self._lost(f"{exc.code().name}: {exc.details()}", link_down=True)
+                    continue
+                if _reason(exc) in _REJOIN_REASONS:
+                    self._lost(exc.details() or "rejoin", link_down=False)
+                    continue
+                raise
+            self.link.succeeded()
+            return result
+
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._ensure_joined()
+            request = cluster_pb2.HeartbeatRequest(
+                envelope=self.envelope(),
+                dynamic=dynamic_to_proto(self._dynamic.sample()),
+                load=cluster_pb2.NodeLoad(
+                    cpu_percent=psutil.cpu_percent(interval=None),
+                    memory_used_bytes=psutil.Process().memory_info().rss,
+                    samples_per_second=self.samples_per_second,
+                    state=self.state,
+                ),
+            )
+            try:
+                reply = await self.link.stub.Heartbeat(request, timeout=self.config.rpc_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _LINK_DOWN:
+                    self._lost(f"heartbeat {exc.code().name}", link_down=True)
+                elif _reason(exc) in _REJOIN_REASONS:
+                    self._lost(exc.details() or "rejoin", link_down=False)
+                else:
+                    log.warning("heartbeat refused", code=exc.code().name, detail=exc.details())
+            else:
+                if not reply.known:
+                    self._lost("leader does not know this node", link_down=False)
+                    continue
+                if reply.cancel_task and self._current is not None:
+                    self._current.cancel()
+                if reply.heartbeat_interval_ms:
+                    self.heartbeat_s = max(0.05, reply.heartbeat_interval_ms / 1000.0)
+                self.link.learn_leaders(list(reply.leaders))
+            delay = self.heartbeat_s * (1 + self._rng.uniform(-self.jitter, self.jitter))
+            await asyncio.sleep(delay)
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def _get_task(self, stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.GetTaskReply:
+        # Built per attempt: a rejoin in between changes the term the envelope carries.
+        wait_ms = self.config.poll_ms
+        request = cluster_pb2.GetTaskRequest(envelope=self.envelope(), wait_ms=wait_ms)
+        reply: cluster_pb2.GetTaskReply = await stub.GetTask(
+            request, timeout=wait_ms / 1000.0 + self.config.rpc_timeout_s
+        )
+        return reply
+
+    async def _task_loop(self) -> None:
+        while True:
+            reply = await self._call(self._get_task)
+            outcome = reply.WhichOneof("outcome")
+            if outcome == "task":
+                await self._run_cancellable(reply.task)
+            elif outcome == "retry_after_ms":
+                await asyncio.sleep(min(reply.retry_after_ms, 5000) / 1000.0)
+            else:
+                await asyncio.sleep(self.config.poll_ms / 1000.0)
+
+    async def _run_cancellable(self, task: cluster_pb2.Task) -> None:
+        """Run ``task``; a heartbeat reply with ``cancel_task`` (the leader took the task back,
+        or its job ended) cancels it, so no time goes into work that would be refused."""
+        job = asyncio.create_task(self._run_task(task))
+        self._current = job
+        try:
+            await job
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # the daemon is stopping
+            log.info("task cancelled by the leader", task=task.task_id)
+        finally:
+            self._current = None
+            self.state = "idle"
+
+    async def _run_task(self, task: cluster_pb2.Task) -> None:
+        job_id, version = task.envelope.job_id, task.envelope.model_version
+        log.info("task", task=task.task_id, job=job_id, version=version, samples=len(task.indexes))
+        try:
+            self.state = "training"
+            algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+            params = await self._pull_model(job_id, version)
+            x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
+            result = await self.runner.run(
+                algo,
+                params,
+                x,
+                y,
+                epochs=max(1, task.epochs),
+                layer=task.layer,
+                seed=task.seed,
+            )
+            self.state = "pushing"
+            reply = await self._push(task, result)
+        except (TaskError, SampleSourceError, ChunkError) as exc:
+            log.error("task failed", task=task.task_id, error=str(exc))
+            return
+        except grpc.aio.AioRpcError as exc:
+            # The leader refused this task's model or update (stale version, cancelled job):
+            # the task is void, the next GetTask brings a fresh one.
+            log.warning(
+                "task refused", task=task.task_id, code=exc.code().name, detail=exc.details()
+            )
+            return
+        finally:
+            self.state = "idle"
+        self.tasks_done += 1
+        self.samples_done += len(task.indexes)
+        if result.busy_seconds > 0:
+            rate = result.samples / result.busy_seconds
+            self.samples_per_second = (
+                rate if self.samples_per_second == 0 else 0.7 * self.samples_per_second + 0.3 * rate
+            )
+        log.info(
+            "update pushed",
+            task=task.task_id,
+            outcome=reply.outcome,
+            version=reply.envelope.model_version,
+            busy_s=round(result.busy_seconds, 3),
+        )
+
+    async def _pull_model(self, job_id: str, version: int) -> Params:
+        cached = self._model
+        if cached is not None and cached[0] == job_id and cached[1] == version:
+            return cached[2]
+
+        async def pull(stub: cluster_pb2_grpc.ClusterStub) -> tuple[int, Params]:
+            request = cluster_pb2.PullModelRequest(
+                envelope=self.envelope(job_id, version), max_chunk_bytes=self.config.chunk_bytes
+            )
+            return await receive_model(
+                stub.PullModel(request, timeout=self.config.rpc_timeout_s),
+                self.config.max_model_bytes,
+            )
+
+        got_version, params = await self._call(pull)
+        self._model = (job_id, got_version, params)
+        return params
+
+    async def _push(
+        self,
+        task: cluster_pb2.Task,
+        result: TaskResult,
+    ) -> cluster_pb2.PushUpdateReply:
+        params = result.params
+        # The reported seconds include the throttle's idle time: the leader schedules on the
+        # wall time it observes, which is what makes a throttled worker look slow.
+        header = cluster_pb2.UpdateHeader(
+            task_id=task.task_id,
+            num_samples=len(task.indexes),
+            num_tensors=len(params),
+            total_bytes=params_nbytes(params),
+            stats=cluster_pb2.TaskStats(
+                samples=result.samples,
+                steps=result.steps,
+                seconds=result.busy_seconds,
+                state_bytes=result.state_bytes,
+            ),
+            layer=task.layer,
+        )
+        job_id, version = task.envelope.job_id, task.envelope.model_version
+        chunk_bytes = self.config.chunk_bytes
+
+        async def push(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:
+            header.envelope.CopyFrom(self.envelope(job_id, version))
+            reply: cluster_pb2.PushUpdateReply = await stub.PushUpdate(
+                update_stream(header, params, chunk_bytes), timeout=self.config.rpc_timeout_s
+            )
+            return reply
+
+        return await self._call(push)
+
+    async def _fetch_samples(
+        self, job_id: str, dataset: str, indexes: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        async def fetch(stub: cluster_pb2_grpc.ClusterStub) -> tuple[np.ndarray, np.ndarray]:
+            request = cluster_pb2.FetchSamplesRequest(
+                envelope=self.envelope(job_id), dataset=dataset, indexes=list(indexes)
+            )
+            xs: list[np.ndarray] = []
+            ys: list[np.ndarray] = []
+            async for batch in stub.FetchSamples(request, timeout=self.config.rpc_timeout_s):
+                xs.append(array_from_tensor(batch.x))
+                ys.append(array_from_tensor(batch.y))
+            if not xs:
+                raise SampleSourceError(f"{dataset}: the leader sent no samples")
+            return np.concatenate(xs), np.concatenate(ys)
+
+        return await self._call(fetch)
+
+    async def _leave(self) -> None:
+        try:
+            await self.link.stub.Leave(
+                cluster_pb2.LeaveRequest(envelope=self.envelope(), reason="shutdown"), timeout=2.0
+            )
+            log.info("left the cluster", leader=self.link.address)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("leave failed", code=exc.code().name, detail=exc.details())

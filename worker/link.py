@@ -1,0 +1,91 @@
+"""The worker's connection to its leader: one channel, the leader list, backoff on failure.
+
+``LeaderLink`` holds a channel to the current leader and the stubs on it. When a call fails with
+``UNAVAILABLE`` (leader away or restarting) the daemon calls :meth:`LeaderLink.next_leader`,
+which closes the channel, moves to the next address of the list and waits an exponentially
+growing, jittered delay, bounded by ``backoff_max_s``. A successful call resets the delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import grpc
+
+from eddl.log import get_logger
+from eddl.net import open_channel
+from eddl.proto.v1 import cluster_pb2_grpc
+
+__all__ = ["Backoff", "LeaderLink"]
+
+log = get_logger("worker.link")
+
+
+class Backoff:
+    """Exponential backoff with full jitter: delay_n is uniform in [d/2, d], d = min(max, i·2^n)."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2**self.attempt))
+        self.attempt += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class LeaderLink:
+    def __init__(self, leaders: list[str], backoff: Backoff) -> None:
+        if not leaders:
+            raise ValueError("no leader addresses")
+        self.leaders = list(leaders)
+        self.backoff = backoff
+        self._index = 0
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: cluster_pb2_grpc.ClusterStub | None = None
+
+    @property
+    def address(self) -> str:
+        return self.leaders[self._index]
+
+    @property
+    def stub(self) -> cluster_pb2_grpc.ClusterStub:
+        if self._stub is None:
+            self._channel = open_channel(self.address)
+            self._stub = cluster_pb2_grpc.ClusterStub(self._channel)
+        return self._stub
+
+    def learn_leaders(self, leaders: list[str]) -> None:
+        """Adopt the leader list a leader sent, keeping the current one first if it is listed."""
+        valid = [a for a in leaders if a]
+        if not valid:
+            return
+        current = self.address
+        self.leaders = valid if current in valid else [current, *valid]
+        self._index = self.leaders.index(current)
+
+    async def next_leader(self, reason: str) -> None:
+        await self.close()
+        self._index = (self._index + 1) % len(self.leaders)
+        delay = self.backoff.next_delay()
+        log.info(
+            "leader unreachable, backing off",
+            reason=reason,
+            next=self.address,
+            delay_s=round(delay, 3),
+        )
+        await asyncio.sleep(delay)
+
+    def succeeded(self) -> None:
+        self.backoff.reset()
+
+    async def close(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()

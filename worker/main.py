@@ -1,0 +1,92 @@
+"""``eddl-worker``: run a worker daemon until SIGTERM/SIGINT, then leave the cluster cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from eddl.config import ConfigError, load_config
+from eddl.log import configure_logging, get_logger
+from eddl.worker.config import WorkerConfig
+from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eddl-worker", description="EDDL worker daemon.")
+    p.add_argument("--config", help="TOML file with a [worker] table")
+    p.add_argument(
+        "--leader",
+        action="append",
+        dest="leaders",
+        metavar="HOST:PORT",
+        help="leader address (repeat for a list, first preferred)",
+    )
+    p.add_argument("--node-id", help="node id (default: hostname-pid)")
+    p.add_argument("--join-token", help="the cluster's join token")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        dest="datasets",
+        metavar="NAME",
+        help="a dataset held locally (repeat); others are fetched from the leader",
+    )
+    p.add_argument(
+        "--no-local-data",
+        action="store_true",
+        help="hold no dataset locally: fetch every sample from the leader",
+    )
+    p.add_argument("--throttle", type=float, help="behave F times slower (F >= 1)")
+    p.add_argument("--log-level", help="log level (default INFO)")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "leaders": args.leaders,
+        "node_id": args.node_id,
+        "join_token": args.join_token,
+        "datasets": [] if args.no_local_data else args.datasets,
+        "throttle": args.throttle,
+        "log_level": args.log_level,
+    }
+
+
+async def _serve(config: WorkerConfig) -> None:
+    daemon = WorkerDaemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    await daemon.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(WorkerConfig, "worker", args.config, _overrides(args))
+        configure_logging("json", config.log_level)
+    except (ConfigError, ValueError) as exc:
+        print(f"eddl-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log = get_logger("worker")
+    try:
+        asyncio.run(_serve(config))
+    except Exception as exc:
+        # The daemon's TaskGroup reports a failed loop inside an ExceptionGroup.
+        errors = list(exc.exceptions) if isinstance(exc, ExceptionGroup) else [exc]
+        refused = [e for e in errors if isinstance(e, JoinRefusedError)]
+        if refused:
+            log.error("join refused", error=str(refused[0]))
+            return 3
+        log.error("worker failed", error=repr(errors[0]))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

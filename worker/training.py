@@ -1,0 +1,127 @@
+"""Run one task with ``eddl.learn``: train a copy of the global model on the task's samples.
+
+Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``) and the event
+loop keeps sending heartbeats meanwhile. ``throttle`` F makes the worker behave F times slower:
+after training n samples it idles for (F - 1)·n·p, p being the median training time per sample
+over its recent tasks. (Scaling the last task's own time instead would multiply every hiccup of
+a shared machine by F.) This is how heterogeneous clusters are emulated on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eddl.learn.params import Params, clone
+
+__all__ = ["TaskError", "TaskResult", "TaskRunner"]
+
+
+class TaskError(ValueError):
+    """A task cannot be run: unknown algorithm, bad model spec or hyper-parameters."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    params: Params  # what to upload: all layers, or the task's layer only
+    samples: int
+    steps: int
+    train_seconds: float  # the training itself
+    busy_seconds: float  # training plus the throttle's idle time
+    state_bytes: int
+
+
+def _load_json(text: str, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskError(f"task {what} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise TaskError(f"task {what} must be a JSON object")
+    return value
+
+
+class TaskRunner:
+    def __init__(self, throttle: float = 1.0) -> None:
+        if throttle < 1.0:
+            raise TaskError(f"throttle {throttle} must be >= 1")
+        self.throttle = throttle
+        self._per_sample: deque[float] = deque(maxlen=16)
+        self._algorithms: dict[tuple[str, str, str], Any] = {}
+
+    def algorithm(self, name: str, model_json: str, hyper_json: str) -> Any:
+        key = (name, model_json, hyper_json)
+        algo = self._algorithms.get(key)
+        if algo is None:
+            from eddl.learn.algorithms import get_algorithm  # the math, loaded on first task
+
+            model = _load_json(model_json, "model")
+            hyper = _load_json(hyper_json, "hyper-parameters")
+            try:
+                algo = get_algorithm(name, model, hyper)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise TaskError(f"algorithm {name!r}: {exc}") from exc
+            self._algorithms[key] = algo
+        return algo
+
+    def _train(
+        self,
+        algo: Any,
+        params: Mapping[str, np.ndarray],
+        x_u8: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        layer: int,
+        seed: int,
+    ) -> tuple[Params, Any, float]:
+        local = clone(params)
+        trainer = algo.make_trainer(None if layer < 0 else layer)
+        x = algo.prepare_inputs(x_u8)
+        rng = np.random.default_rng(seed)
+        start = time.perf_counter()
+        stats = trainer.train(local, x, y, epochs=epochs, rng=rng)
+        return local, stats, time.perf_counter() - start
+
+    async def run(
+        self,
+        algo: Any,
+        params: Mapping[str, np.ndarray],
+        x_u8: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int = 1,
+        layer: int = -1,
+        seed: int = 0,
+    ) -> TaskResult:
+        if epochs < 1:
+            raise TaskError(f"task asks for {epochs} epochs")
+        trained, stats, seconds = await asyncio.to_thread(
+            self._train, algo, params, x_u8, y, epochs=epochs, layer=layer, seed=seed
+        )
+        samples = max(1, int(stats.samples))
+        self._per_sample.append(seconds / samples)
+        idle = (self.throttle - 1.0) * samples * statistics.median(self._per_sample)
+        if idle > 0:
+            await asyncio.sleep(idle)
+        if layer >= 0:
+            names = {f"W{layer}", f"b{layer}"}
+            trained = {k: v for k, v in trained.items() if k in names}
+        return TaskResult(
+            params=trained,
+            samples=int(stats.samples),
+            steps=int(stats.steps),
+            train_seconds=seconds,
+            busy_seconds=seconds + idle,
+            state_bytes=int(getattr(stats, "state_bytes", 0)),
+        )

@@ -1,0 +1,46 @@
+"""Tensor streams of the worker: an update as a client stream, the model from a server stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from eddl.learn.params import Params
+from eddl.net import ChunkError, Reassembler, encode_tensors
+from eddl.proto.v1 import cluster_pb2
+
+__all__ = ["receive_model", "update_stream"]
+
+
+async def update_stream(
+    header: cluster_pb2.UpdateHeader, params: Params, chunk_bytes: int
+) -> AsyncIterator[cluster_pb2.UpdateChunk]:
+    yield cluster_pb2.UpdateChunk(header=header)
+    for chunk in encode_tensors(params, chunk_bytes):
+        yield cluster_pb2.UpdateChunk(chunk=chunk)
+
+
+async def receive_model(
+    stream: AsyncIterator[cluster_pb2.ModelChunk], max_bytes: int
+) -> tuple[int, Params]:
+    """Reassemble a ``PullModel`` stream into (version, params); refuse a malformed stream."""
+    reassembler: Reassembler | None = None
+    version = 0
+    async for message in stream:
+        kind = message.WhichOneof("body")
+        if kind == "header":
+            if reassembler is not None:
+                raise ChunkError("model stream holds two headers")
+            header = message.header
+            version = header.envelope.model_version
+            reassembler = Reassembler(
+                header.num_tensors, header.total_bytes, max_total_bytes=max_bytes
+            )
+        elif kind == "chunk":
+            if reassembler is None:
+                raise ChunkError("model stream: chunk before the header")
+            reassembler.add(message.chunk)
+        else:
+            raise ChunkError("model stream: empty message")
+    if reassembler is None:
+        raise ChunkError("model stream ended without a header")
+    return version, reassembler.finish()
