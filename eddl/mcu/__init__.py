@@ -1,0 +1,35 @@
+"""Microcontroller workers: the serial protocol, the device driver, and device launchers.
+
+* ``crc``       CRC-32 of the frames (as zlib and the firmware).
+* ``framing``   COBS byte stuffing, frame encode/decode, a delimiter-cutting reader.
+* ``protocol``  message types, error codes, payload layouts (mirrors ``firmware/src/proto.h``).
+* ``driver``    :class:`Device`: stop-and-wait requests over any pyserial URL with timeouts,
+  bounded retransmission and duplicate-safe retries.
+* ``aio``       :class:`AsyncDevice`: the driver for asyncio code (I/O in worker threads).
+* ``session``   :class:`DeviceModel`: typed upload/download of weights, samples, accuracy.
+* ``training``  the host loop that trains a dataset on one device (``eddl mcu train``).
+* ``launch``    firmware builds, the host simulator (TCP or pty) and QEMU, with bounded lifetimes.
+* ``faults``    a fault-injecting TCP proxy for link tests.
+"""
+
+from .aio import AsyncDevice
+from .driver import Device, DeviceError, LinkError, McuError
+from .protocol import Algo, ErrorCode, Hello, MsgType, ProtocolError, SetupSpec, Stats
+from .session import DeviceModel, McuInputError
+
+__all__ = [
+    "Algo",
+    "AsyncDevice",
+    "Device",
+    "DeviceError",
+    "DeviceModel",
+    "ErrorCode",
+    "Hello",
+    "LinkError",
+    "McuError",
+    "McuInputError",
+    "MsgType",
+    "ProtocolError",
+    "SetupSpec",
+    "Stats",
+]

@@ -1,0 +1,261 @@
+"""Build the firmware and start devices: the host simulator (TCP or pty) and QEMU mps2-an385.
+
+Every started process has a bounded lifetime (a watchdog kills it) and :meth:`Launched.close`
+terminates it, then kills it if it lingers; use the launchers as context managers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import tty
+from pathlib import Path
+from types import TracebackType
+
+from eddl.log import get_logger
+
+__all__ = [
+    "BOARDS",
+    "FirmwareError",
+    "Launched",
+    "build_firmware",
+    "firmware_dir",
+    "qemu_available",
+    "qemu_image",
+    "sim_binary",
+    "start_qemu",
+    "start_sim",
+]
+
+log = get_logger("mcu.launch")
+
+# Board name -> (make BOARD, description). The images are built by `make -C firmware qemu`.
+BOARDS = {
+    "due": "Arduino Due (SAM3X8E Cortex-M3): 512 KB flash, 96 KB SRAM",
+    "mps2": "Arm MPS2 with AN385 (Cortex-M3): 4 MB code SSRAM, 4 MB data SSRAM",
+    "ram64": "a Cortex-M3 with 64 KB RAM (size studies)",
+    "ram256": "a Cortex-M3 with 256 KB RAM (size studies)",
+}
+
+
+class FirmwareError(RuntimeError):
+    """The firmware cannot be built or a device process cannot be started."""
+
+
+def firmware_dir() -> Path:
+    """The ``firmware/`` folder of the source checkout EDDL runs from."""
+    path = Path(__file__).resolve().parents[2] / "firmware"
+    if not (path / "Makefile").is_file():
+        raise FirmwareError(f"no firmware sources at {path} (needs a source checkout)")
+    return path
+
+
+def build_firmware(*targets: str, timeout: float = 300.0, **make_vars: str) -> None:
+    """Run ``make -C firmware TARGETS VAR=value...`` with a hard timeout."""
+    cmd = ["make", "-s", "-C", str(firmware_dir()), *targets]
+    cmd += [f"{k}={v}" for k, v in make_vars.items()]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirmwareError(f"{' '.join(cmd)} failed: {exc}") from exc
+    if proc.returncode != 0:
+        raise FirmwareError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def sim_binary(build: bool = True) -> Path:
+    path = firmware_dir() / "build" / "host" / "eddl-mcu-sim"
+    if build:
+        build_firmware("host")
+    if not path.is_file():
+        raise FirmwareError(f"{path} missing; run make -C firmware host")
+    return path
+
+
+def qemu_image(board: str = "due", kernels: str = "all", build: bool = True) -> Path:
+    if board not in BOARDS:
+        raise FirmwareError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    path = firmware_dir() / "build" / f"{board}-{kernels}" / "eddl-fw.elf"
+    if build:
+        build_firmware("image", BOARD=board, KERNELS=kernels)
+    if not path.is_file():
+        raise FirmwareError(f"{path} missing; run make -C firmware qemu")
+    return path
+
+
+def qemu_available() -> bool:
+    return all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc", "make"))
+
+
+class Launched:
+    """A running device process and the pyserial URL that reaches it."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        url: str,
+        lifetime: float,
+        keep_fds: tuple[int, ...] = (),
+    ) -> None:
+        self.proc = proc
+        self.url = url
+        self._keep_fds = keep_fds
+        self._watchdog = threading.Timer(lifetime, self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _expire(self) -> None:
+        log.warning("device lifetime over, killing", pid=self.proc.pid, url=self.url)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self, grace: float = 3.0) -> None:
+        self._watchdog.cancel()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(grace)
+        for fd in self._keep_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._keep_fds = ()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> Launched:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def start_sim(
+    transport: str = "tcp",
+    *,
+    lifetime: float = 600.0,
+    binary: Path | None = None,
+    port: int = 0,
+) -> Launched:
+    """Start the host simulator; ``transport`` is ``"tcp"`` (127.0.0.1) or ``"pty"``."""
+    exe = str(binary or sim_binary())
+    if transport == "tcp":
+        proc = subprocess.Popen(
+            [exe, "--tcp", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        line = _read_line(proc, 10.0)
+        if not line.startswith("LISTENING "):
+            proc.kill()
+            proc.wait(5)
+            raise FirmwareError(f"simulator did not start: {line!r}")
+        return Launched(proc, f"socket://127.0.0.1:{int(line.split()[1])}", lifetime)
+    if transport == "pty":
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        try:
+            proc = subprocess.Popen([exe], stdin=master, stdout=master, stderr=subprocess.DEVNULL)
+        finally:
+            os.close(master)
+        # Our slave fd keeps the pty open until close(); the driver opens it again by name.
+        return Launched(proc, os.ttyname(slave), lifetime, keep_fds=(slave,))
+    raise FirmwareError(f"unknown transport {transport!r}: tcp or pty")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_qemu(
+    board: str = "due",
+    *,
+    kernels: str = "all",
+    lifetime: float = 600.0,
+    image: Path | None = None,
+    attempts: int = 5,
+) -> Launched:
+    """Boot the firmware in ``qemu-system-arm -M mps2-an385 -icount shift=0`` on a TCP serial.
+
+    The port is chosen by binding port 0; if QEMU loses the race for it, another is tried.
+    """
+    if not qemu_available():
+        raise FirmwareError("qemu-system-arm or arm-none-eabi-gcc is not installed")
+    elf = str(image or qemu_image(board, kernels))
+    last = ""
+    for _ in range(attempts):
+        port = _free_port()
+        cmd = [
+            "qemu-system-arm",
+            "-M",
+            "mps2-an385",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-icount",
+            "shift=0",
+            "-kernel",
+            elf,
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-serial",
+            f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on",
+        ]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            # QEMU accepts one client at a time and returns to listening when it leaves.
+            if _port_open(port):
+                return Launched(proc, f"socket://127.0.0.1:{port}", lifetime)
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        last = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.stderr and proc.stderr.close()
+        log.info("qemu start failed, retrying", port=port, stderr=last.strip()[:200])
+    raise FirmwareError(f"QEMU did not start after {attempts} attempts: {last.strip()}")

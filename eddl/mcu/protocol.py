@@ -1,0 +1,286 @@
+"""Message types, error codes and payload layouts of the serial protocol (DESIGN.md section 5).
+
+The firmware's ``firmware/src/proto.h`` holds the same numbers. A request of type ``T`` is
+answered by ``T | REPLY_BIT`` or by ``ERROR`` (``{code u8, request type u8, detail u16}``), both
+carrying the request's sequence number. All integers are little endian.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "LAYER_ALL",
+    "MAX_LAYERS",
+    "PROTO_VERSION",
+    "REPLY_BIT",
+    "TENSOR_Q8STATE",
+    "TENSOR_X",
+    "TENSOR_Y",
+    "Act",
+    "Algo",
+    "ErrorCode",
+    "Hello",
+    "Loss",
+    "MsgType",
+    "ProtocolError",
+    "SetupSpec",
+    "Stats",
+    "TensorKind",
+    "load_payload",
+    "parse_error",
+    "parse_hello",
+    "parse_stats",
+    "read_payload",
+    "setup_payload",
+    "tensor_id",
+    "train_payload",
+]
+
+PROTO_VERSION = 1
+REPLY_BIT = 0x80
+MAX_LAYERS = 4
+LAYER_ALL = 0xFF
+TENSOR_X = 0xF0
+TENSOR_Y = 0xF1
+TENSOR_Q8STATE = 0xF2  # lsgd-q8 {u32 seed, u32 counter}
+
+
+class ProtocolError(ValueError):
+    """A payload cannot be built or parsed (bad argument, wrong length)."""
+
+
+class MsgType(enum.IntEnum):
+    HELLO = 0x01
+    SETUP = 0x02
+    LOAD = 0x03
+    TRAIN = 0x04
+    READ = 0x05
+    STATS = 0x06
+    PREDICT = 0x07
+    LINKTEST = 0x08
+    ERROR = 0x7F
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_CRC = 1
+    BAD_FRAME = 2
+    OVERSIZED = 3
+    BAD_VERSION = 4
+    UNKNOWN_TYPE = 5
+    BAD_ARG = 6
+    NO_MEMORY = 7
+    NOT_READY = 8
+    UNSUPPORTED = 9
+    NOT_FINITE = 10
+
+    @property
+    def is_link_error(self) -> bool:
+        """The request was damaged on the way: nothing was applied, retransmitting is safe."""
+        return self in (ErrorCode.BAD_CRC, ErrorCode.BAD_FRAME, ErrorCode.OVERSIZED)
+
+
+class Algo(enum.IntEnum):
+    TIFED = 1
+    LSGD = 2
+    SGD = 3
+    LSGD_Q8 = 4
+
+
+class Act(enum.IntEnum):
+    LINEAR = 0
+    TANH = 1
+    SIGMOID = 2
+    RELU = 3
+    SOFTMAX = 4
+
+
+class Loss(enum.IntEnum):
+    BCE = 0
+    CE = 1
+    MSE = 2
+
+
+class TensorKind(enum.IntEnum):
+    """Offset of a layer's tensor within its block of four ids."""
+
+    W = 0
+    B = 1
+    FEEDBACK = 2
+    FORMAT = 3
+
+
+def tensor_id(layer: int, kind: TensorKind) -> int:
+    if not 0 <= layer < MAX_LAYERS:
+        raise ProtocolError(f"layer {layer} out of range 0..{MAX_LAYERS - 1}")
+    return 4 * layer + int(kind)
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Device capabilities from HELLO."""
+
+    proto_version: int
+    firmware_version: str
+    ram_bytes: int
+    flash_bytes: int
+    arena_bytes: int
+    max_payload: int
+    kernels: tuple[str, ...]
+    tick_hz: int
+    max_layers: int
+    board: str
+
+
+_HELLO = struct.Struct("<BBBBIIIHHIBB")
+
+
+def parse_hello(payload: bytes) -> Hello:
+    if len(payload) < _HELLO.size:
+        raise ProtocolError(f"HELLO reply of {len(payload)} bytes is too short")
+    (
+        proto,
+        major,
+        minor,
+        patch,
+        ram,
+        flash,
+        arena,
+        max_payload,
+        kernels,
+        tick_hz,
+        layers,
+        name_len,
+    ) = _HELLO.unpack_from(payload)
+    name = payload[_HELLO.size : _HELLO.size + name_len]
+    if len(name) != name_len:
+        raise ProtocolError("HELLO reply truncated in the board name")
+    names = {Algo.TIFED: "tifed", Algo.LSGD: "lsgd", Algo.SGD: "sgd", Algo.LSGD_Q8: "lsgd-q8"}
+    built = tuple(n for a, n in names.items() if kernels & (1 << a))
+    return Hello(
+        proto,
+        f"{major}.{minor}.{patch}",
+        ram,
+        flash,
+        arena,
+        max_payload,
+        built,
+        tick_hz,
+        layers,
+        name.decode("ascii", "replace"),
+    )
+
+
+@dataclass(frozen=True)
+class Stats:
+    samples: int
+    kernel_ticks: int
+    last_train_ticks: int
+    train_calls: int
+    frames_ok: int
+    frames_bad: int
+    duplicates: int
+    errors: int
+    arena_used: int
+
+
+_STATS = struct.Struct("<IQIIIIIII")
+
+
+def parse_stats(payload: bytes) -> Stats:
+    if len(payload) != _STATS.size:
+        raise ProtocolError(f"STATS reply of {len(payload)} bytes, expected {_STATS.size}")
+    return Stats(*_STATS.unpack(payload))
+
+
+def parse_error(payload: bytes) -> tuple[ErrorCode | int, int, int]:
+    """``(code, request type, detail)`` of an ERROR payload (unknown codes stay ints)."""
+    if len(payload) != 4:
+        raise ProtocolError(f"ERROR payload of {len(payload)} bytes, expected 4")
+    code, req, detail = struct.unpack("<BBH", payload)
+    try:
+        return ErrorCode(code), req, detail
+    except ValueError:
+        return code, req, detail
+
+
+@dataclass(frozen=True)
+class SetupSpec:
+    """What SETUP allocates: algorithm, layer widths, sample buffer and mini-batch capacity."""
+
+    algo: Algo
+    sizes: tuple[int, ...]
+    capacity: int
+    max_batch: int = 1
+    activations: tuple[Act, ...] = ()
+    loss: Loss = Loss.BCE
+    target: int = 16
+    act_shift: int = 8
+
+    def __post_init__(self) -> None:
+        layers = len(self.sizes) - 1
+        if not 1 <= layers <= MAX_LAYERS:
+            raise ProtocolError(f"need 1..{MAX_LAYERS} layers, got sizes {self.sizes}")
+        if any(not 1 <= s <= 0xFFFF for s in self.sizes):
+            raise ProtocolError(f"layer widths must be in 1..65535: {self.sizes}")
+        if self.activations and len(self.activations) != layers:
+            raise ProtocolError("one activation per layer")
+        if not 1 <= self.max_batch <= self.capacity <= 0xFFFF:
+            raise ProtocolError("need 1 <= max_batch <= capacity <= 65535")
+
+
+def setup_payload(spec: SetupSpec) -> bytes:
+    layers = len(spec.sizes) - 1
+    acts = spec.activations or tuple(Act.LINEAR for _ in range(layers))
+    return (
+        struct.pack(
+            "<BBBBBBHH",
+            spec.algo,
+            layers,
+            spec.loss,
+            spec.target,
+            spec.act_shift,
+            0,
+            spec.capacity,
+            spec.max_batch,
+        )
+        + struct.pack(f"<{layers + 1}H", *spec.sizes)
+        + bytes(int(a) for a in acts)
+    )
+
+
+def load_payload(tensor: int, offset: int, data: bytes) -> bytes:
+    if not data:
+        raise ProtocolError("LOAD needs at least one byte")
+    return struct.pack("<BI", tensor, offset) + data
+
+
+def read_payload(tensor: int, offset: int, length: int) -> bytes:
+    if not 1 <= length <= 0xFFFF:
+        raise ProtocolError(f"READ length {length} out of range")
+    return struct.pack("<BIH", tensor, offset, length)
+
+
+def train_payload(
+    n: int,
+    *,
+    batch: int = 1,
+    epochs: int = 1,
+    layer: int | None = None,
+    lr_inv: int = 0,
+    lr: float = 0.0,
+) -> bytes:
+    if not 1 <= n <= 0xFFFF or not 1 <= batch <= 0xFFFF or not 1 <= epochs <= 0xFF:
+        raise ProtocolError(f"TRAIN n={n} batch={batch} epochs={epochs} out of range")
+    if layer is not None and not 0 <= layer < MAX_LAYERS:
+        raise ProtocolError(f"layer {layer} out of range")
+    if not 0 <= lr_inv <= 0xFFFFFFFF:
+        raise ProtocolError(f"lr_inv {lr_inv} out of range")
+    if not math.isfinite(lr):
+        raise ProtocolError(f"learning rate must be finite, got {lr}")
+    return struct.pack(
+        "<HHBBHIf", n, batch, epochs, LAYER_ALL if layer is None else layer, 0, lr_inv, lr
+    )

@@ -1,0 +1,11 @@
+/* CRC-32 (IEEE 802.3, reflected, as zlib.crc32): a 16-entry table keeps flash use small. */
+#ifndef EDDL_CRC32_H
+#define EDDL_CRC32_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n);
+uint32_t crc32(const uint8_t *p, size_t n);
+
+#endif

@@ -1,0 +1,28 @@
+/* The protocol state machine: feed it link bytes, it answers with frames through the HAL. */
+#ifndef EDDL_DEVICE_H
+#define EDDL_DEVICE_H
+
+#include <stdint.h>
+
+#ifndef FW_VERSION_MAJOR
+#define FW_VERSION_MAJOR 0
+#define FW_VERSION_MINOR 1
+#define FW_VERSION_PATCH 0
+#endif
+#ifndef BOARD_NAME
+#define BOARD_NAME "host"
+#endif
+#ifndef RAM_BYTES
+#define RAM_BYTES 0u
+#endif
+#ifndef FLASH_BYTES
+#define FLASH_BYTES 0u
+#endif
+
+void device_feed(uint8_t byte);
+/* Forget a partial frame (the link dropped); model, weights and the reply cache survive. */
+void device_link_reset(void);
+/* Read bytes until the link closes. */
+void device_run(void);
+
+#endif

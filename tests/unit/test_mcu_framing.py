@@ -1,0 +1,105 @@
+"""COBS, CRC-32 and the frame layer of the serial protocol."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eddl.mcu import framing
+from eddl.mcu.crc import CHECK_VALUE, crc32
+from eddl.mcu.framing import (
+    FrameError,
+    FrameReader,
+    cobs_decode,
+    cobs_encode,
+    decode_frame,
+    encode_frame,
+)
+
+
+def test_crc32_check_value() -> None:
+    assert crc32(b"123456789") == CHECK_VALUE
+    assert crc32(b"6789", crc32(b"12345")) == CHECK_VALUE
+
+
+@pytest.mark.parametrize(
+    "raw,encoded",
+    [
+        (b"", b"\x01"),
+        (b"\x00", b"\x01\x01"),
+        (b"\x00\x00", b"\x01\x01\x01"),
+        (b"\x11\x22\x00\x33", b"\x03\x11\x22\x02\x33"),
+        (b"\x11\x22\x33\x44", b"\x05\x11\x22\x33\x44"),
+        (bytes(range(1, 255)), b"\xff" + bytes(range(1, 255))),
+        (bytes(range(1, 256)), b"\xff" + bytes(range(1, 255)) + b"\x02\xff"),
+    ],
+)
+def test_cobs_known_vectors(raw: bytes, encoded: bytes) -> None:
+    assert cobs_encode(raw) == encoded
+    assert cobs_decode(encoded) == raw
+
+
+@given(st.binary(max_size=2000))
+def test_cobs_round_trip_has_no_zero_and_bounded_overhead(data: bytes) -> None:
+    enc = cobs_encode(data)
+    assert 0 not in enc
+    assert len(enc) <= len(data) + len(data) // 254 + 1
+    assert cobs_decode(enc) == data
+
+
+@pytest.mark.parametrize("bad", [b"\x00", b"\x05\x01\x02", b"\x03\x01\x00"])
+def test_cobs_decode_refuses_malformed(bad: bytes) -> None:
+    with pytest.raises(FrameError):
+        cobs_decode(bad)
+
+
+@given(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=1100))
+def test_frame_round_trip(type_: int, seq: int, payload: bytes) -> None:
+    wire = encode_frame(1, type_, seq, payload)
+    assert wire.endswith(b"\x00") and 0 not in wire[:-1]
+    frame = decode_frame(wire[:-1])
+    assert (frame.version, frame.type, frame.seq, frame.payload) == (1, type_, seq, payload)
+
+
+def test_frame_layout_is_header_payload_crc() -> None:
+    raw = cobs_decode(encode_frame(1, 0x05, 0x1234, b"ab")[:-1])
+    assert raw[:6] == bytes([1, 5, 0x34, 0x12, 2, 0])
+    assert raw[6:8] == b"ab"
+    assert struct.unpack("<I", raw[8:])[0] == crc32(raw[:8])
+
+
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 10_000))
+def test_any_single_bit_flip_is_detected(payload: bytes, where: int) -> None:
+    raw = bytearray(cobs_decode(encode_frame(1, 3, 7, payload)[:-1]))
+    bit = where % (len(raw) * 8)
+    raw[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(FrameError):
+        decode_frame(cobs_encode(bytes(raw)))
+
+
+def test_decode_refuses_short_and_inconsistent_frames() -> None:
+    with pytest.raises(FrameError, match="shorter"):
+        decode_frame(cobs_encode(b"\x01\x02\x03"))
+    body = framing.HEADER.pack(1, 1, 1, 9)
+    with pytest.raises(FrameError, match="length"):
+        decode_frame(cobs_encode(body + struct.pack("<I", crc32(body))))
+
+
+def test_encode_refuses_bad_seq_and_huge_payload() -> None:
+    with pytest.raises(ValueError):
+        encode_frame(1, 1, 0x10000, b"")
+    with pytest.raises(ValueError):
+        encode_frame(1, 1, 0, bytes(0x10000))
+
+
+def test_reader_splits_stream_and_reports_overflow() -> None:
+    reader = FrameReader(max_encoded=8)
+    assert reader.feed(b"\x00abc") == []
+    assert reader.feed(b"d\x00\x00ef\x00") == [b"abcd", b"ef"]
+    assert reader.feed(b"0123456789\x00gh\x00") == [None, b"gh"]
+    reader.feed(b"partial")
+    reader.reset()
+    assert reader.feed(b"x\x00") == [b"x"]
