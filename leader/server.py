@@ -23,16 +23,18 @@ from eddl.leader.membership import Membership, Role
 from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
 from eddl.leader.store import SqliteStore
 from eddl.log import get_logger
-from eddl.net import RunningServer, start_server
-from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc
+from eddl.net import RunningServer, start_server, write_port_file
+from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, probe_pb2_grpc
 
-__all__ = ["TICK_S", "LeaderDaemon", "claim_term", "write_port_file"]
+__all__ = ["TICK_S", "LeaderDaemon", "claim_term"]
 
 log = get_logger("leader")
 TICK_S = 0.1
 SERVICE_NAMES = (
     cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    PROBE_SERVICE_NAME,
 )
 
 
@@ -50,14 +52,6 @@ def claim_term(state_dir: Path) -> int:
     tmp.write_text(f"{term}\n")
     tmp.replace(path)
     return term
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Write atomically, so a reader never sees a half-written port."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
 
 
 class LeaderDaemon:
@@ -95,6 +89,8 @@ class LeaderDaemon:
             [
                 (cluster_pb2_grpc.add_ClusterServicer_to_server, cluster),
                 (admin_pb2_grpc.add_AdminServicer_to_server, admin),
+                # Workers and peers measure their bandwidth and RTT to this leader.
+                (probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer()),
             ],
             SERVICE_NAMES,
         )

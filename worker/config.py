@@ -40,6 +40,11 @@ class WorkerConfig:
     backoff_max_s: float = 5.0
     rpc_timeout_s: float = 30.0
     log_level: str = "INFO"
+    # The worker's own endpoint: gRPC health (SERVING while joined to a leader), reflection
+    # and the Probe service, so leaders and operators can check it and measure its link.
+    # An empty string serves nothing.
+    bind: str = "127.0.0.1:0"
+    port_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.leaders:
@@ -62,3 +67,7 @@ class WorkerConfig:
             raise ConfigError("worker: need 0 < backoff_initial_s <= backoff_max_s")
         if self.rpc_timeout_s <= 0:
             raise ConfigError("worker.rpc_timeout_s must be positive")
+        if self.bind:
+            host, sep, port = self.bind.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"worker.bind: {self.bind!r} is not HOST:PORT")

@@ -15,6 +15,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -28,12 +29,16 @@ from eddl.log import get_logger
 from eddl.net import (
     REASON_KEY,
     ChunkError,
+    RunningServer,
     array_from_tensor,
     params_nbytes,
+    start_server,
+    write_port_file,
 )
 from eddl.profiler import collect_static, dynamic_to_proto, static_to_proto
 from eddl.profiler.dynamic import DynamicCollector
-from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, profile_pb2
+from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
+from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc, profile_pb2
 from eddl.worker.config import WorkerConfig
 from eddl.worker.data import SampleSource, SampleSourceError
 from eddl.worker.link import Backoff, LeaderLink
@@ -77,6 +82,8 @@ class WorkerDaemon:
         self.samples_done = 0
         self.samples_per_second = 0.0
         self._joined = asyncio.Event()
+        self._membership_changed = asyncio.Event()
+        self.endpoint: RunningServer | None = None
         self._join_lock = asyncio.Lock()
         self._link_broken = False
         self._stop = asyncio.Event()
@@ -102,21 +109,47 @@ class WorkerDaemon:
             leaders=self.link.leaders,
             throttle=self.config.throttle,
         )
+        if self.config.bind:
+            self.endpoint = await start_server(
+                self.config.bind,
+                [(probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer())],
+                [PROBE_SERVICE_NAME],
+            )
+            await self.endpoint.set_serving(False)
+            if self.config.port_file:
+                write_port_file(Path(self.config.port_file), self.endpoint.port)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._prefetch())
                 beats = tg.create_task(self._heartbeat_loop())
                 work = tg.create_task(self._task_loop())
+                health = tg.create_task(self._health_loop()) if self.endpoint else None
                 await self._stop.wait()
                 beats.cancel()
                 work.cancel()
+                if health is not None:
+                    health.cancel()
         finally:
             try:
                 if self._joined.is_set():
                     await self._leave()
             finally:
                 await self.link.close()
+                if self.endpoint is not None:
+                    await self.endpoint.stop(grace=1.0)
         log.info("worker stopped", node=self.config.node_id, tasks_done=self.tasks_done)
+
+    async def _health_loop(self) -> None:
+        """Mirror membership in the endpoint's health: SERVING while joined to a leader."""
+        assert self.endpoint is not None
+        serving: bool | None = None
+        while True:
+            self._membership_changed.clear()
+            joined = self._joined.is_set()
+            if joined != serving:
+                await self.endpoint.set_serving(joined)
+                serving = joined
+            await self._membership_changed.wait()
 
     async def _prefetch(self) -> None:
         """Load the local datasets now, so the first task does not wait for the disk."""
@@ -147,6 +180,7 @@ class WorkerDaemon:
         if self._joined.is_set():
             log.info("lost the leader", reason=reason, leader=self.link.address)
         self._joined.clear()
+        self._membership_changed.set()
         self._link_broken = self._link_broken or link_down
 
     async def _ensure_joined(self) -> None:
@@ -182,6 +216,7 @@ class WorkerDaemon:
                 self.link.learn_leaders(list(reply.leaders))
                 self.link.succeeded()
                 self._joined.set()
+                self._membership_changed.set()
                 log.info(
                     "joined", leader=self.link.address, term=self.term, heartbeat_s=self.heartbeat_s
                 )

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold no dataset locally: fetch every sample from the leader",
     )
     p.add_argument("--throttle", type=float, help="behave F times slower (F >= 1)")
+    p.add_argument(
+        "--bind",
+        help="HOST:PORT of this worker's health/reflection/probe endpoint "
+        "(default 127.0.0.1:0; '' serves nothing)",
+    )
+    p.add_argument("--port-file", help="write the endpoint's bound port here once serving")
     p.add_argument("--log-level", help="log level (default INFO)")
     return p
 
@@ -54,6 +60,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "datasets": [] if args.no_local_data else args.datasets,
         "throttle": args.throttle,
         "log_level": args.log_level,
+        "bind": args.bind,
+        "port_file": args.port_file,
     }
 
 

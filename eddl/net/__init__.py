@@ -17,7 +17,7 @@ from eddl.net.chunks import (
     encode_tensors,
     params_nbytes,
 )
-from eddl.net.server import RunningServer, start_server
+from eddl.net.server import RunningServer, start_server, write_port_file
 from eddl.net.status import REASON_KEY, abort_for, register_status, status_for
 from eddl.net.tensors import TensorError, array_from_tensor, tensor_from_array
 
@@ -40,4 +40,5 @@ __all__ = [
     "start_server",
     "status_for",
     "tensor_from_array",
+    "write_port_file",
 ]

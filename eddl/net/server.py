@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from eddl.log import get_logger
 from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
-__all__ = ["Registration", "RunningServer", "ServerStartError", "start_server"]
+__all__ = [
+    "Registration",
+    "RunningServer",
+    "ServerStartError",
+    "start_server",
+    "write_port_file",
+]
 
 log = get_logger("net")
 
@@ -102,3 +109,11 @@ async def start_server(
     await running.set_serving(True)
     log.info("server started", address=running.address, services=list(names))
     return running
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write a daemon's bound port atomically, so a reader never sees half a number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
