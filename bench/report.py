@@ -48,11 +48,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
+def _invocation() -> list[str]:
+    """How this process was started, as a person would type it from the repository root."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.parent.name == "bench":
+        return ["python", "-m", f"bench.{script.stem}", *sys.argv[1:]]
+    return ["python", *sys.argv]
+
+
 def write_section(
     name: str, title: str, body: str, command: Sequence[str] | None = None, path: Path = BENCH_FILE
 ) -> None:
     """Replace (or append) section ``name`` of the benchmark report."""
-    cmd = shlex.join(command if command is not None else ["python", *sys.argv])
+    cmd = shlex.join(command if command is not None else _invocation())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- bench:{name}:begin -->\n## {title}\n\n"
