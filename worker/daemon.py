@@ -14,9 +14,10 @@ import asyncio
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import grpc
 import numpy as np
@@ -35,7 +36,8 @@ from eddl.net import (
     start_server,
     write_port_file,
 )
-from eddl.profiler import collect_static, dynamic_to_proto, static_to_proto
+from eddl.profiler import LinkTracker, collect_static, dynamic_to_proto, static_to_proto
+from eddl.profiler.convert import link_to_proto
 from eddl.profiler.dynamic import DynamicCollector
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc, profile_pb2
@@ -90,6 +92,8 @@ class WorkerDaemon:
         self._model: tuple[str, int, Params] | None = None
         self._current: asyncio.Task[None] | None = None
         self._dynamic = DynamicCollector()
+        # Passive link estimates from the model pulls and update pushes this worker makes.
+        self.links = LinkTracker()
         self._static: profile_pb2.StaticProfile | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -246,6 +250,9 @@ class WorkerDaemon:
             request = cluster_pb2.HeartbeatRequest(
                 envelope=self.envelope(),
                 dynamic=dynamic_to_proto(self._dynamic.sample()),
+                network=profile_pb2.NetworkProfile(
+                    links=[link_to_proto(e) for e in self.links.estimates(time.time())]
+                ),
                 load=cluster_pb2.NodeLoad(
                     cpu_percent=psutil.cpu_percent(interval=None),
                     memory_used_bytes=psutil.Process().memory_info().rss,
@@ -372,9 +379,17 @@ class WorkerDaemon:
                 self.config.max_model_bytes,
             )
 
+        started = time.monotonic()
         got_version, params = await self._call(pull)
+        self._observe_transfer("download", params_nbytes(params), time.monotonic() - started)
         self._model = (job_id, got_version, params)
         return params
+
+    def _observe_transfer(
+        self, direction: Literal["upload", "download"], nbytes: int, seconds: float
+    ) -> None:
+        if seconds > 0 and nbytes > 0:
+            self.links.observe_transfer(self.link.address, direction, nbytes, seconds, time.time())
 
     async def _push(
         self,
@@ -407,7 +422,10 @@ class WorkerDaemon:
             )
             return reply
 
-        return await self._call(push)
+        started = time.monotonic()
+        reply = await self._call(push)
+        self._observe_transfer("upload", params_nbytes(params), time.monotonic() - started)
+        return reply
 
     async def _fetch_samples(
         self, job_id: str, dataset: str, indexes: Sequence[int]

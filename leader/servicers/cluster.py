@@ -45,9 +45,22 @@ from eddl.leader.servicers.common import (
 from eddl.net import ChunkError, ChunkTooLargeError, Reassembler, encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
 from eddl.net.tensors import tensor_from_array
+from eddl.profiler.convert import link_from_proto
+from eddl.profiler.profiles import LinkEstimate
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 
 __all__ = ["ClusterServicer"]
+
+
+def _bandwidth_bps(links: list[LinkEstimate]) -> float | None:
+    """The node's slower direction over its best-measured link, in bits per second."""
+    rates = [
+        min(r for r in (link.upload_bytes_per_second, link.download_bytes_per_second) if r)
+        for link in links
+        if link.upload_bytes_per_second or link.download_bytes_per_second
+    ]
+    return 8.0 * max(rates) if rates else None
+
 
 # A sample batch message stays near 1 MiB, like tensor chunks.
 _SAMPLE_BATCH_BYTES = 1 << 20
@@ -138,11 +151,12 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             for name in ("cpu_percent", "samples_per_second"):
                 check_finite(f"load.{name}", getattr(load, name))
             known = self._node_profiles.get(node_id, NodeProfile())
+            links = [link_from_proto(link) for link in request.network.links]  # validates
             profile = NodeProfile(
                 benchmark_sps=known.benchmark_sps,
                 static=known.static,
                 dynamic=MessageToDict(request.dynamic) if request.HasField("dynamic") else None,
-                bandwidth_bps=known.bandwidth_bps,
+                bandwidth_bps=_bandwidth_bps(links) or known.bandwidth_bps,
             )
             try:
                 reply = self.coordinator.heartbeat(
@@ -156,6 +170,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             self._node_profiles[node_id] = profile
             entry = self.profiles.setdefault(node_id, {})
             entry["load"] = MessageToDict(load)
+            if links:
+                entry["network"] = MessageToDict(request.network)
             return cluster_pb2.HeartbeatReply(
                 envelope=self._envelope(reply.job_id or "", reply.model_version or 0, node_id),
                 known=True,

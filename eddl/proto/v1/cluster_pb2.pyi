@@ -242,6 +242,7 @@ class HeartbeatRequest(_message.Message):
     LOAD_FIELD_NUMBER: _builtins.int
     DYNAMIC_FIELD_NUMBER: _builtins.int
     COMPUTE_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope: ...
     @_builtins.property
@@ -252,6 +253,10 @@ class HeartbeatRequest(_message.Message):
     def compute(self) -> _profile_pb2.ComputeProfile:
         """runtime throughput estimates"""
 
+    @_builtins.property
+    def network(self) -> _profile_pb2.NetworkProfile:
+        """link estimates from this node's real transfers (and probes)"""
+
     def __init__(
         self,
         *,
@@ -259,10 +264,11 @@ class HeartbeatRequest(_message.Message):
         load: Global___NodeLoad | None = ...,
         dynamic: _profile_pb2.DynamicProfile | None = ...,
         compute: _profile_pb2.ComputeProfile | None = ...,
+        network: _profile_pb2.NetworkProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "envelope", b"envelope", "load", b"load"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "envelope", b"envelope", "load", b"load", "network", b"network"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "envelope", b"envelope", "load", b"load"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "envelope", b"envelope", "load", b"load", "network", b"network"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
