@@ -22,6 +22,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from eddl.config import ConfigError
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
@@ -219,11 +220,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     async def go() -> int:
+        wanted = _job_of(args)
         try:
-            job = await job_status(args.leader, args.job)
+            job = await job_status(args.leader, wanted)
         except grpc.aio.AioRpcError as exc:
             # No job yet is still a status worth showing (the nodes); a named job must exist.
-            if exc.code() != grpc.StatusCode.NOT_FOUND or args.job:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or wanted:
                 raise
             job = admin_pb2.JobStatusReply(state="no job", accuracy=-1.0)
         info = status_dict(job, await list_nodes(args.leader))
@@ -238,7 +240,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     async def go() -> int:
-        job_id = args.job or (await job_status(args.leader)).envelope.job_id
+        job_id = _job_of(args) or (await job_status(args.leader)).envelope.job_id
         final = await watch_job(args.leader, job_id, lambda e: print(describe_event(e), flush=True))
         return 0 if final is None or final.kind == "job_completed" else 1
 
@@ -262,6 +264,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _job_argument(p: argparse.ArgumentParser) -> None:
+    """The job id, positional or as ``--job`` (default: the latest job)."""
+    p.add_argument("job_id", nargs="?", default="", help="job id (default: the latest job)")
+    p.add_argument("--job", dest="job_option", default="", help="job id, as an option")
+
+
+def _job_of(args: argparse.Namespace) -> str:
+    if args.job_id and args.job_option and args.job_id != args.job_option:
+        raise ConfigError(f"two different job ids: {args.job_id} and {args.job_option}")
+    return str(args.job_id or args.job_option)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("submit", help="submit a job file ([job] table) to a leader")
     p.add_argument("job_file")
@@ -272,13 +286,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_submit)
 
     p = subparsers.add_parser("status", help="job state, policy and why, nodes and profiles")
-    p.add_argument("--job", default="", help="job id (default: the latest job)")
+    _job_argument(p)
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=_cmd_status)
 
     p = subparsers.add_parser("watch", help="stream a job's events until it ends")
-    p.add_argument("--job", default="", help="job id (default: the latest job)")
+    _job_argument(p)
     _common(p)
     p.set_defaults(func=_cmd_watch)
 
