@@ -1,6 +1,6 @@
 """Cluster benchmarks: heterogeneity, sync/async/auto policies, wire overhead and scale.
 
-    python -m bench.cluster [--part hetero|policies|scale|all] [--quick] [--no-write]
+    python -m bench.cluster [--part hetero|policies|scale|all] [--reps N] [--quick] [--no-write]
 
 Every run uses real processes (``eddl-leader``/``eddl-worker`` via :class:`LocalCluster`) or,
 for the scale part, one leader process and light asyncio clients over real gRPC. Throttles
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -38,8 +39,6 @@ from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_gr
 
 __all__ = ["main"]
 
-# The auto policy's window and dwell are shortened to fit jobs of tens of seconds.
-POLICY = {"window_s": 6.0, "min_dwell_s": 3.0}
 MODEL = {"sizes": [784, 128, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"}
 HYPER = {"lr": 0.1, "batch_size": 8}
 
@@ -69,7 +68,9 @@ async def _run_job(cluster: LocalCluster, spec: dict[str, Any]) -> dict[str, Any
         "job_id": job_id,
         "seconds": end.at - start,
         "end": end.message,
-        "switches": [e.message for e in events if e.kind == "policy_switched"],
+        "switches": [
+            f"at {e.at - start:.1f} s: {e.message}" for e in events if e.kind == "policy_switched"
+        ],
     }
 
 
@@ -102,7 +103,7 @@ async def _sample_rates(address: str, rates: dict[str, float], stop: asyncio.Eve
                 await asyncio.wait_for(stop.wait(), 0.25)
 
 
-async def hetero(scale: float, tmp: Path) -> str:
+async def hetero(scale: float, tmp: Path, reps: int) -> str:
     rel = [1.0, 1.0, 2.0, 4.0]
     throttles = [scale * r for r in rel]
     base = _base_sps()
@@ -120,47 +121,91 @@ async def hetero(scale: float, tmp: Path) -> str:
         "default_task_samples": 250,
         "max_staleness": 64,
     }
-    rates: dict[str, float] = {}
+    runs: list[tuple[float, float, float]] = []  # (ideal from measured speeds, dynamic, static)
+    measured = ""
     with LocalCluster(tmp / "hetero", throttles) as cluster:
         await asyncio.to_thread(cluster.start)
         await _wait_workers(cluster.address, len(throttles), 120, cluster)
-        stop = asyncio.Event()
-        sampler = asyncio.create_task(_sample_rates(cluster.address, rates, stop))
-        dynamic = await _run_job(cluster, _job(**common, distribution="dynamic"))
-        stop.set()
-        await sampler
-        static = await _run_job(cluster, _job(**common, distribution="static"))
-    # The in-run ideal uses the speeds the leader measured on this (shared) machine during
-    # the dynamic run; the kernel ideal uses one unloaded process's speed divided by throttle.
-    ideal = n / sum(rates.values()) if len(rates) == len(throttles) else ideal_kernel
-    dyn, sta = dynamic["seconds"], static["seconds"]
+        for rep in range(reps):
+            rates: dict[str, float] = {}
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(_sample_rates(cluster.address, rates, stop))
+            dynamic = await _run_job(cluster, _job(**common, distribution="dynamic", seed=rep))
+            stop.set()
+            await sampler
+            static = await _run_job(cluster, _job(**common, distribution="static", seed=rep))
+            # The in-run ideal uses the speeds the leader measured on this (shared) machine
+            # during the dynamic run; the kernel ideal uses one unloaded process's speed / throttle.
+            ideal = n / sum(rates.values()) if len(rates) == len(throttles) else ideal_kernel
+            runs.append((ideal, dynamic["seconds"], static["seconds"]))
+            measured = ", ".join(f"{k} {v:.0f}" for k, v in sorted(rates.items()))
+            print(
+                f"hetero rep {rep}: ideal {ideal:.2f} dynamic {dynamic['seconds']:.2f} "
+                f"static {static['seconds']:.2f}",
+                flush=True,
+            )
+    ideal = statistics.median(r[0] for r in runs)
+    dyn = statistics.median(r[1] for r in runs)
+    sta = statistics.median(r[2] for r in runs)
+    dyn_x = statistics.median(r[1] / r[0] for r in runs)
+    speedup = statistics.median(r[2] / r[1] for r in runs)
+
+    def each(values: list[float]) -> str:
+        return ", ".join(f"{v:.2f}" for v in values)
+
     rows = [
-        ["ideal, speeds measured in the run", f"{ideal:.2f}", "1.00", "-"],
+        [
+            "ideal, speeds measured in the run",
+            f"{ideal:.2f}",
+            "1.00",
+            "-",
+            each([r[0] for r in runs]),
+        ],
         [
             "ideal, kernel speed / throttle",
             f"{ideal_kernel:.2f}",
             f"{ideal_kernel / ideal:.2f}",
             "-",
+            "-",
         ],
-        ["dynamic (EDDL)", f"{dyn:.2f}", f"{dyn / ideal:.2f}", f"{sta / dyn:.2f}"],
-        ["static equal shards", f"{sta:.2f}", f"{sta / ideal:.2f}", "1.00"],
+        [
+            "dynamic (EDDL)",
+            f"{dyn:.2f}",
+            f"{dyn_x:.2f}",
+            f"{speedup:.2f}",
+            each([r[1] for r in runs]),
+        ],
+        [
+            "static equal shards",
+            f"{sta:.2f}",
+            f"{sta / ideal:.2f}",
+            "1.00",
+            each([r[2] for r in runs]),
+        ],
     ]
-    measured = ", ".join(f"{k} {v:.0f}" for k, v in sorted(rates.items()))
     return (
         f"One epoch of mnist-10k ({n} samples), 4 worker processes throttled "
         f"{','.join(f'{r:g}' for r in rel)} (x{scale:g}), sgd 784-128-10, async (FedAsync) "
-        f"aggregation (max staleness 64), task target 0.5 s. Unthrottled kernel: "
-        f"{base:.0f} samples/s; speeds "
-        f"the leader measured during the dynamic run (samples/s): {measured or 'n/a'}.\n\n"
-        + markdown_table(["distribution", "seconds", "x ideal", "speed-up vs static"], rows)
+        f"aggregation (max staleness 64), task target 0.5 s; {reps} repetitions (dynamic and "
+        f"static alternate on the same workers, seed = repetition), medians; 'x ideal' and "
+        f"'speed-up' are medians of the per-repetition ratios. Unthrottled kernel: "
+        f"{base:.0f} samples/s; speeds the leader measured during the last dynamic run "
+        f"(samples/s): {measured or 'n/a'}.\n\n"
+        + markdown_table(
+            ["distribution", "seconds (median)", "x ideal", "speed-up vs static", "each run (s)"],
+            rows,
+        )
         + "\n\nTargets: dynamic <= 1.25x ideal, >= 1.8x faster than static."
     )
 
 
 # -- 2. policies --------------------------------------------------------------------------------
 
+POLICIES = ("sync", "async", "auto")
+
 
 async def _churn(cluster: LocalCluster, index: int, period: float, stop: asyncio.Event) -> int:
+    """Worker ``index`` leaves every ``period`` s and is started again 2 s later."""
     flips = 0
     while not stop.is_set():
         try:
@@ -175,65 +220,107 @@ async def _churn(cluster: LocalCluster, index: int, period: float, stop: asyncio
     return flips
 
 
-async def policies(scale: float, tmp: Path, churn_period: float, target: float) -> str:
+async def policies(scale: float, tmp: Path, churn_period: float, target: float, reps: int) -> str:
     scenarios = {
         "one 4x straggler": ([scale, scale, scale, 4 * scale], False),
         "churn": ([scale] * 4, True),
         "homogeneous": ([scale] * 4, False),
     }
     rows = []
+    details: list[str] = []
+    load_start = os.getloadavg()[0]
     for name, (throttles, churn) in scenarios.items():
-        times: dict[str, float] = {}
+        times: dict[str, list[float]] = {p: [] for p in POLICIES}
         notes: list[str] = []
+        switched: list[str] = []
+        flips: list[int] = []
         with LocalCluster(tmp / name.replace(" ", "-"), throttles) as cluster:
             await asyncio.to_thread(cluster.start)
             await _wait_workers(cluster.address, len(throttles), 120, cluster)
-            for policy in ("sync", "async", "auto"):
-                stop = asyncio.Event()
-                churner = (
-                    asyncio.create_task(_churn(cluster, 3, churn_period, stop)) if churn else None
-                )
-                result = await _run_job(
-                    cluster,
-                    _job(
-                        target_accuracy=target,
-                        max_epochs=20.0,
-                        aggregation=policy,
-                        async_rule="fedbuff",
-                    ),
-                )
-                stop.set()
-                if churner is not None:
-                    await churner
-                    if cluster.procs["worker-3"].poll() is not None:
-                        cluster.start_worker(3)
-                times[policy] = result["seconds"]
-                if policy == "auto" and result["switches"]:
-                    notes.append("; ".join(result["switches"]))
-                if "target" not in result["end"]:
-                    notes.append(f"{policy}: {result['end']}")
-        best = min(times["sync"], times["async"])
+            for rep in range(reps):
+                # Rotate the order so no policy always runs first (or last) in a repetition.
+                for policy in POLICIES[rep % 3 :] + POLICIES[: rep % 3]:
+                    stop = asyncio.Event()
+                    churner = (
+                        asyncio.create_task(_churn(cluster, 3, churn_period, stop))
+                        if churn
+                        else None
+                    )
+                    result = await _run_job(
+                        cluster,
+                        _job(
+                            target_accuracy=target,
+                            max_epochs=20.0,
+                            aggregation=policy,
+                            async_rule="fedbuff",
+                            seed=rep,
+                        ),
+                    )
+                    stop.set()
+                    if churner is not None:
+                        flips.append(await churner)
+                        if cluster.procs["worker-3"].poll() is not None:
+                            cluster.start_worker(3)
+                        await _wait_workers(cluster.address, len(throttles), 60, cluster)
+                    times[policy].append(result["seconds"])
+                    print(
+                        f"{name} rep {rep} {policy}: {result['seconds']:.1f} s; "
+                        f"{result['end']}; {result['switches']}",
+                        flush=True,
+                    )
+                    if policy == "auto":
+                        switched.append(
+                            " then ".join(_short(m) for m in result["switches"]) or "none"
+                        )
+                        if result["switches"] and not _details_has(details, name):
+                            details.append(f"* {name}: {result['switches'][0]}")
+                    if "target" not in result["end"]:
+                        notes.append(f"{policy} rep {rep}: {result['end']}")
+        med = {p: statistics.median(v) for p, v in times.items()}
+        best = min(med["sync"], med["async"])
+        churn_note = f"; worker 3 left {sum(flips)} times" if churn else ""
         rows.append(
             [
                 name,
-                f"{times['sync']:.1f}",
-                f"{times['async']:.1f}",
-                f"{times['auto']:.1f}",
-                f"{times['auto'] / best:.2f}",
-                " / ".join(notes) or "-",
+                *(f"{med[p]:.1f} ({', '.join(f'{v:.1f}' for v in times[p])})" for p in POLICIES),
+                f"{med['auto'] / best:.2f}",
+                "; ".join(switched) + churn_note + (" / " + " / ".join(notes) if notes else ""),
             ]
         )
+    load_end = os.getloadavg()[0]
     return (
         f"Time (s) to {target:.0%} test accuracy on mnist-10k, sgd 784-128-10, 4 worker "
-        f"processes (throttle x{scale:g}); async = FedBuff; churn: worker 3 leaves and rejoins "
-        f"every {churn_period:g} s; auto policy window {POLICY['window_s']:g} s, dwell "
-        f"{POLICY['min_dwell_s']:g} s.\n\n"
+        f"processes (throttle x{scale:g}); async = FedBuff (buffer 3); churn: worker 3 leaves "
+        f"every {churn_period:g} s and rejoins 2 s later; auto with the default policy "
+        f"(`PolicyConfig()`, see leader-logic.md). {reps} repetitions per policy, the order "
+        f"rotated each repetition, seed = repetition for every policy; the table gives the "
+        f"median and each run. 1-minute load average {load_start:.1f} at the start, "
+        f"{load_end:.1f} at the end (2 cores).\n\n"
         + markdown_table(
-            ["scenario", "sync", "async", "auto", "auto / best fixed", "auto switches / notes"],
+            [
+                "scenario",
+                "sync",
+                "async",
+                "auto",
+                "auto / best fixed (medians)",
+                "auto's switches per run / notes",
+            ],
             rows,
         )
-        + "\n\nTarget: auto within 10% of the better fixed policy (auto / best <= 1.10)."
+        + "\n\nTarget: auto within 10% of the better fixed policy (auto / best <= 1.10).\n\n"
+        + "First switch of auto, with its logged reason, per scenario:\n\n"
+        + ("\n".join(details) or "(none)")
     )
+
+
+def _short(switch: str) -> str:
+    """``at 3.1 s: sync -> async: ...`` -> ``sync -> async at 3.1 s``."""
+    at, _, rest = switch.partition(": ")
+    return f"{rest.split(':')[0]} {at}"
+
+
+def _details_has(details: list[str], name: str) -> bool:
+    return any(d.startswith(f"* {name}:") for d in details)
 
 
 # -- 3. overhead and scale ----------------------------------------------------------------------
@@ -435,7 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["hetero", "policies", "scale", "all"], default="all")
     p.add_argument("--scale", type=float, default=4.0, help="throttle multiplier")
-    p.add_argument("--churn-period", type=float, default=4.0, help="seconds between churns")
+    p.add_argument("--churn-period", type=float, default=10.0, help="seconds between churns")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (the median is reported)")
     p.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
     p.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
     args = p.parse_args(argv)
@@ -450,11 +538,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="eddl-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if args.part in ("hetero", "all"):
-            body = asyncio.run(hetero(24 * args.scale, tmp))
+            body = asyncio.run(hetero(24 * args.scale, tmp, 1 if args.quick else args.reps))
             emit("cluster-hetero", "Cluster: heterogeneous workers", body)
         if args.part in ("policies", "all"):
             target = 0.85 if args.quick else 0.9
-            body = asyncio.run(policies(16 * args.scale, tmp, args.churn_period, target))
+            # Throttled far enough that the slowest policy takes ~30-60 s to the target, so
+            # the policy (not start-up) decides the time.
+            body = asyncio.run(
+                policies(
+                    (16 if args.quick else 80) * args.scale,
+                    tmp,
+                    args.churn_period,
+                    target,
+                    1 if args.quick else args.reps,
+                )
+            )
             emit("cluster-policies", "Cluster: sync vs async vs auto", body)
         if args.part in ("scale", "all"):
             sizes = [4, 8] if args.quick else [4, 8, 16, 32]

@@ -392,6 +392,13 @@ class Coordinator:
         return [n.node_id for n in self._workers()]
 
     def _task_void(self, node: Node) -> bool:
+        active = self.job_queue.active
+        if active is not None and active.status == "running":
+            held = active.task_of(node.node_id)
+            if held is not None and held.session == node.session:
+                # The node works for the running job: a task a finished job still lists for
+                # it is over and done with, and must not cancel this one.
+                return False
         for run in self.job_queue.runs():
             task = run.task_of(node.node_id)
             if task is not None and (task.session != node.session or run.status != "running"):

@@ -1,21 +1,39 @@
-"""The automatic sync/async switch (DESIGN §3), with hysteresis.
+"""The automatic sync/async switch (DESIGN §3), measured on what each mode costs.
 
 A job under ``aggregation = "auto"`` starts synchronous. :class:`AutoPolicy` watches, over a
 sliding window of ``window_s`` seconds:
 
-* **spread** = slowest / median task time (from hand-out to the update's arrival; a task taken
-  back at a round deadline or from a dead worker counts with the time it had been out). In a
-  synchronous round everyone waits for the slowest, so a spread of 3 means two thirds of the
-  round is spent waiting;
-* **churn** = joins + leaves + expiries. A worker that leaves mid-round stalls a synchronous
-  round until its task is re-done elsewhere; asynchronous aggregation does not care;
+* **idle** = the fraction of worker-time spent *not* holding a task: from the arrival of a
+  worker's update to the hand-out of its next task, plus the whole time of tasks that were lost
+  (taken back at a deadline, from a dead worker, or refused as too stale). In synchronous mode
+  this is the barrier's cost, measured: a worker that finished early waits for the round to
+  close. In asynchronous mode it is only the cost of asking for the next task;
+* **barrier** (asynchronous mode only) = what synchronous rounds *would* idle with the task
+  times seen now: consecutive tasks are grouped into virtual rounds of one task per live
+  worker, and each round idles ``1 − mean / slowest``; the predicted idle is that plus the
+  idle measured in async (the cost of asking, which sync pays too);
+* **spread** = slowest / median task time (hand-out to arrival), at least ``min_tasks`` tasks,
+  used in async to confirm that task times are even before returning to sync;
+* **staleness** = mean number of versions between the model an update started from and the
+  model it is applied to: what asynchronous aggregation costs (an update computed on an old model
+  is worth less; FedBuff weights it ``1/sqrt(1+s)``);
+* **churn** = joins + leaves + expiries. A worker that leaves mid-round costs sync its task's
+  time and a stalled round; async does not care;
 * **bandwidth utilisation** of the leader's link (0..1), when the link's capacity is known.
-  Synchronous rounds push every update at once; buffered async spreads the load.
 
-It switches to async when any signal crosses its *high* threshold, and back to sync only when
-every signal is below its *low* threshold; a switch also needs ``min_dwell_s`` since the
-previous one. Two thresholds plus the dwell time are what keep it from flapping. Each switch is
-returned as a :class:`Switch` with a human-readable reason; the coordinator turns it into a
+Rule. In sync it switches to async when **any** of: idle ≥ ``idle_high``, churn ≥
+``churn_high``, link ≥ ``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers
+shorter tasks on purpose and a worker's first task is a short probe, so there spread measures
+the schedule, not a straggler; what a straggler costs sync shows in idle.) In async it switches back
+when **all** of: predicted idle ≤ ``idle_low``, spread ≤ ``spread_low``, churn ≤ ``churn_low``,
+link ≤ ``bandwidth_low`` — or when staleness ≥ ``staleness_high`` while sync is predicted no
+worse than its own trigger (predicted idle < ``idle_high``, spread < ``spread_high``, churn <
+``churn_high``). Either return is blocked for ``memory_s`` after sync was last *measured* idle
+≥ ``idle_high``: a prediction made from async task times cannot see everything a real round
+costs, and a measurement beats a prediction until it is old. A switch also needs ``min_dwell_s``
+since the previous switch (the first switch needs only enough evidence). Two thresholds per
+signal, the dwell time and the memory are what keep it from flapping. Each switch is returned as
+a :class:`Switch` with a human-readable reason; the coordinator turns it into a
 ``policy_switched`` event.
 """
 
@@ -37,7 +55,12 @@ class PolicyConfig:
     """Thresholds of the auto policy. ``*_high`` enters async, ``*_low`` returns to sync."""
 
     window_s: float = 20.0
-    min_tasks: int = 6
+    min_tasks: int = 8
+    # Workers idle 25% of the time in sync rounds: async would do 1.33x more work per second,
+    # and at the staleness async shows with a handful of workers (about one version) an update
+    # is worth nearly a fresh one. Below 10% the barrier costs less than a stale update may.
+    idle_high: float = 0.25
+    idle_low: float = 0.1
     # Task times on shared machines are noisy (1.5x between identical tasks is common), so
     # the band is wide: only a real straggler (2.5x the median) flips the mode.
     spread_high: float = 2.5
@@ -46,19 +69,26 @@ class PolicyConfig:
     churn_low: int = 0
     bandwidth_high: float = 0.85
     bandwidth_low: float = 0.5
+    # Updates 4 versions old on average: async is mostly averaging old models.
+    staleness_high: float = 4.0
     min_dwell_s: float = 20.0
+    memory_s: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.min_dwell_s < 0:
-            raise ValueError("window_s must be > 0 and min_dwell_s >= 0")
+        if self.window_s <= 0 or self.min_dwell_s < 0 or self.memory_s < 0:
+            raise ValueError("window_s must be > 0, min_dwell_s and memory_s >= 0")
         if self.min_tasks < 2:
             raise ValueError("min_tasks must be >= 2")
+        if not 0.0 <= self.idle_low < self.idle_high <= 1.0:
+            raise ValueError("need 0 <= idle_low < idle_high <= 1")
         if not 1.0 <= self.spread_low < self.spread_high:
             raise ValueError("need 1 <= spread_low < spread_high")
         if not 0 <= self.churn_low < self.churn_high:
             raise ValueError("need 0 <= churn_low < churn_high")
         if not 0.0 <= self.bandwidth_low < self.bandwidth_high <= 1.0:
             raise ValueError("need 0 <= bandwidth_low < bandwidth_high <= 1")
+        if not self.staleness_high > 0:
+            raise ValueError("need staleness_high > 0")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> PolicyConfig:
@@ -82,13 +112,16 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class PolicyMetrics:
-    """What the policy saw over its window at ``at``."""
+    """What the policy saw over its window at ``at`` (``None``: not enough evidence)."""
 
     at: float
     tasks: int
     spread: float | None
     churn: int
     bandwidth: float | None
+    idle: float | None = None
+    barrier: float | None = None
+    staleness: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +139,8 @@ class Switch:
 
 
 class AutoPolicy:
-    """Decides between sync and async from observed task times, churn and bandwidth.
+    """Decides between sync and async from observed idle time, task times, churn, staleness
+    and bandwidth.
 
     Time comes from the caller (``at`` / ``now`` arguments), so tests replay synthetic
     sequences without sleeping.
@@ -118,18 +152,36 @@ class AutoPolicy:
         self.config = config or PolicyConfig()
         self.mode: Mode = start
         self.reason = "start synchronous (DESIGN §3)" if start == "sync" else f"start {start}"
-        self._last_switch_at = started_at
+        self._last_switch_at: float | None = None
+        self._started_at = started_at
         self._tasks: deque[tuple[float, float]] = deque()
+        self._lost: deque[tuple[float, float]] = deque()
+        self._waits: deque[tuple[float, float]] = deque()
+        self._stale: deque[tuple[float, int]] = deque()
         self._churn: deque[float] = deque()
         self._bandwidth: deque[tuple[float, float]] = deque()
+        self._workers = 0
+        # When sync was last measured too costly (idle >= idle_high), and how costly.
+        self._sync_costly: tuple[float, float] | None = None
         self.switches: list[Switch] = []
 
     # -- observations ------------------------------------------------------------------
-    def observe_task(self, seconds: float, at: float) -> None:
-        """A task came back (or was taken back) ``seconds`` after it was handed out."""
-        if seconds < 0 or seconds != seconds:
-            raise ValueError(f"task time must be a non-negative number, got {seconds!r}")
-        self._tasks.append((at, seconds))
+    def observe_task(self, seconds: float, at: float, *, lost: bool = False) -> None:
+        """A task came back ``seconds`` after it was handed out; ``lost``: it was taken back
+        (its time is wasted, and counts as idle)."""
+        _check_seconds(seconds)
+        (self._lost if lost else self._tasks).append((at, seconds))
+
+    def observe_wait(self, seconds: float, at: float) -> None:
+        """A worker held no task for ``seconds`` (update sent -> next task handed out)."""
+        _check_seconds(seconds)
+        self._waits.append((at, seconds))
+
+    def observe_staleness(self, versions: int, at: float) -> None:
+        """An update was applied ``versions`` versions after the one it started from."""
+        if versions < 0:
+            raise ValueError(f"staleness must be >= 0, got {versions!r}")
+        self._stale.append((at, int(versions)))
 
     def observe_churn(self, at: float) -> None:
         """A node joined, left or expired."""
@@ -141,66 +193,129 @@ class AutoPolicy:
             raise ValueError(f"utilisation must be in [0, 1], got {utilisation!r}")
         self._bandwidth.append((at, utilisation))
 
+    def set_workers(self, count: int) -> None:
+        """Live workers: the size of a virtual round when predicting sync's barrier."""
+        self._workers = max(0, int(count))
+
     # -- decision ----------------------------------------------------------------------
     def metrics(self, now: float) -> PolicyMetrics:
         self._trim(now)
+        c = self.config
         times = [s for _, s in self._tasks]
         spread: float | None = None
-        if len(times) >= self.config.min_tasks:
+        if len(times) >= c.min_tasks:
             median = statistics.median(times)
             spread = max(times) / median if median > 0 else None
+        idle: float | None = None
+        lost = sum(s for _, s in self._lost)
+        if len(times) + len(self._lost) >= c.min_tasks and len(self._waits) >= c.min_tasks // 2:
+            waited = sum(s for _, s in self._waits) + lost
+            total = waited + sum(times)
+            idle = waited / total if total > 0 else None
+        barrier: float | None = None
+        if self.mode == "async" and len(times) >= c.min_tasks:
+            barrier = _barrier(times, max(2, self._workers))
+            if idle is not None:
+                barrier = min(1.0, barrier + idle)
+        stale = statistics.fmean(s for _, s in self._stale) if self._stale else None
         bandwidth = statistics.fmean(u for _, u in self._bandwidth) if self._bandwidth else None
-        return PolicyMetrics(now, len(times), spread, len(self._churn), bandwidth)
+        return PolicyMetrics(
+            now, len(times), spread, len(self._churn), bandwidth, idle, barrier, stale
+        )
 
     def decide(self, now: float) -> Switch | None:
         """Switch mode if the signals say so; returns the switch, or None to stay."""
         m = self.metrics(now)
         c = self.config
-        if now - self._last_switch_at < c.min_dwell_s:
+        if self.mode == "sync" and m.idle is not None and m.idle >= c.idle_high:
+            self._sync_costly = (now, m.idle)
+        if self._last_switch_at is not None and now - self._last_switch_at < c.min_dwell_s:
             return None
-        reason: str | None = None
-        target: Mode = self.mode
-        if self.mode == "sync":
-            reasons = []
-            if m.spread is not None and m.spread >= c.spread_high:
-                reasons.append(
-                    f"task-time spread {m.spread:.2f} >= {c.spread_high} over {m.tasks} tasks"
-                )
-            if m.churn >= c.churn_high:
-                reasons.append(f"churn {m.churn} >= {c.churn_high} joins/leaves")
-            if m.bandwidth is not None and m.bandwidth >= c.bandwidth_high:
-                reasons.append(f"leader link {m.bandwidth:.0%} busy >= {c.bandwidth_high:.0%}")
-            if reasons:
-                target = "async"
-                reason = "; ".join(reasons) + f" in the last {c.window_s:g} s"
-        else:
-            calm_spread = m.spread is not None and m.spread <= c.spread_low
-            calm_churn = m.churn <= c.churn_low
-            calm_bw = m.bandwidth is None or m.bandwidth <= c.bandwidth_low
-            if calm_spread and calm_churn and calm_bw:
-                target = "sync"
-                reason = (
-                    f"spread {m.spread:.2f} <= {c.spread_low}, churn {m.churn} <= "
-                    f"{c.churn_low}"
-                    + ("" if m.bandwidth is None else f", link {m.bandwidth:.0%} busy")
-                    + f" in the last {c.window_s:g} s"
-                )
-        if reason is None or target == self.mode:
+        reason = self._to_async(m) if self.mode == "sync" else self._to_sync(m, now)
+        if reason is None:
             return None
+        target: Mode = "async" if self.mode == "sync" else "sync"
+        reason += f" in the last {c.window_s:g} s"
         switch = Switch(now, self.mode, target, reason, m)
         self.mode = target
         self.reason = reason
         self._last_switch_at = now
-        # Task times measured under the old mode say little about the new one.
-        self._tasks.clear()
+        # Observations made under the old mode say little about the new one.
+        for queue in (self._tasks, self._lost, self._waits, self._stale):
+            queue.clear()
         self.switches.append(switch)
         return switch
 
+    def _to_async(self, m: PolicyMetrics) -> str | None:
+        c = self.config
+        reasons = []
+        if m.idle is not None and m.idle >= c.idle_high:
+            spread = "" if m.spread is None else f"; task-time spread {m.spread:.2f}"
+            reasons.append(
+                f"sync barrier: workers idle {m.idle:.0%} >= {c.idle_high:.0%} of the time "
+                f"waiting for rounds to close{spread}"
+            )
+        if m.churn >= c.churn_high:
+            reasons.append(f"churn {m.churn} >= {c.churn_high} joins/leaves")
+        if m.bandwidth is not None and m.bandwidth >= c.bandwidth_high:
+            reasons.append(f"leader link {m.bandwidth:.0%} busy >= {c.bandwidth_high:.0%}")
+        return "; ".join(reasons) or None
+
+    def _to_sync(self, m: PolicyMetrics, now: float) -> str | None:
+        c = self.config
+        if self._sync_costly is not None and now - self._sync_costly[0] < c.memory_s:
+            return None  # sync was measured costly recently; a prediction does not overrule it
+        if m.barrier is None or m.spread is None:
+            return None
+        link = "" if m.bandwidth is None else f", link {m.bandwidth:.0%} busy"
+        calm = (
+            m.barrier <= c.idle_low
+            and m.spread <= c.spread_low
+            and m.churn <= c.churn_low
+            and (m.bandwidth is None or m.bandwidth <= c.bandwidth_low)
+        )
+        if calm:
+            return (
+                f"predicted sync idle {m.barrier:.0%} <= {c.idle_low:.0%}, spread "
+                f"{m.spread:.2f} <= {c.spread_low}, churn {m.churn} <= {c.churn_low}{link}"
+            )
+        sync_no_worse = (
+            m.barrier < c.idle_high
+            and m.spread < c.spread_high
+            and m.churn < c.churn_high
+            and (m.bandwidth is None or m.bandwidth < c.bandwidth_high)
+        )
+        if m.staleness is not None and m.staleness >= c.staleness_high and sync_no_worse:
+            return (
+                f"async staleness {m.staleness:.1f} >= {c.staleness_high:g} versions while "
+                f"predicted sync idle is {m.barrier:.0%} < {c.idle_high:.0%} (spread "
+                f"{m.spread:.2f}, churn {m.churn}{link})"
+            )
+        return None
+
     def _trim(self, now: float) -> None:
         horizon = now - self.config.window_s
-        while self._tasks and self._tasks[0][0] < horizon:
-            self._tasks.popleft()
+        for queue in (self._tasks, self._lost, self._waits, self._stale, self._bandwidth):
+            while queue and queue[0][0] < horizon:
+                queue.popleft()
         while self._churn and self._churn[0] < horizon:
             self._churn.popleft()
-        while self._bandwidth and self._bandwidth[0][0] < horizon:
-            self._bandwidth.popleft()
+
+
+def _check_seconds(seconds: float) -> None:
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"task time must be a non-negative number, got {seconds!r}")
+
+
+def _barrier(times: list[float], group: int) -> float:
+    """Idle fraction of sync rounds made of consecutive groups of ``group`` task times."""
+    waited = total = 0.0
+    for i in range(0, len(times) - group + 1, group):
+        chunk = times[i : i + group]
+        slowest = max(chunk)
+        waited += sum(slowest - t for t in chunk)
+        total += slowest * len(chunk)
+    if total <= 0:
+        slowest = max(times)
+        return 0.0 if slowest <= 0 else 1.0 - statistics.fmean(times) / slowest
+    return waited / total

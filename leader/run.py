@@ -130,6 +130,8 @@ class JobRun:
         self._saved_version = version if resume_from else -1
         self._bytes = 0
         self._bytes_since = now()
+        # When each worker's last update arrived: the wait until its next task is idle time.
+        self._free_since: dict[str, float] = {}
         if resume_from and self.policy is not None:
             self.policy.reason = f"resumed in {start} mode, the mode at the checkpoint"
         if resume_from:
@@ -230,6 +232,9 @@ class JobRun:
         task.meta["deadline_seconds"] = self.spec.round_deadline
         if self.mode == "sync":
             self._round.handed(node.node_id, task.task_id, now)
+        free_since = self._free_since.pop(node.node_id, None)
+        if self.policy is not None and free_since is not None:
+            self.policy.observe_wait(max(0.0, now - free_since), now)
         return task
 
     def submit(
@@ -273,6 +278,10 @@ class JobRun:
             # Too old to use: the data is done again by someone else.
             self.scheduler.take_back(task_id, "update too stale")
             self._round.settle(task_id)
+            now = self._now()
+            self._free_since[node.node_id] = now
+            if self.policy is not None:
+                self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
             self._event(
                 EventKind.UPDATE_REFUSED,
                 f"task {task_id} of {node.node_id}: {exc}",
@@ -288,12 +297,15 @@ class JobRun:
             raise
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
+        staleness = self.version - task.base_version
         # The aggregator validates again and refuses before it changes anything; only once it
         # has taken the update is the task marked done (so a refusal never loses the data).
         produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         self.scheduler.complete(task_id, seconds=seconds)
+        self._free_since[node.node_id] = self._now()
         if self.policy is not None:
             self.policy.observe_task(took, self._now())
+            self.policy.observe_staleness(staleness, self._now())
         if self.mode == "sync":
             self._round.settle(task_id)
             produced = produced or self._maybe_close_round("every task of the round is back")
@@ -313,8 +325,12 @@ class JobRun:
 
     def node_gone(self, node: Node, kind: str) -> None:
         """A node left or expired: its in-flight task goes back to the queue at once."""
+        self._free_since.pop(node.node_id, None)
+        now = self._now()
         for task in self.scheduler.take_back_node(node.node_id, f"node {kind}"):
             self._round.settle(task.task_id)
+            if self.policy is not None:
+                self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
             self._event(
                 EventKind.TASK_REQUEUED,
                 f"task {task.task_id} of {node.node_id} re-queued ({kind})",
@@ -338,6 +354,8 @@ class JobRun:
         """The live workers (a sync round waits for each of them to ask, for a while)."""
         self._workers = set(node_ids)
         self.scheduler.set_static_workers(node_ids)
+        if self.policy is not None:
+            self.policy.set_workers(len(self._workers))
 
     def record_bytes(self, nbytes: int) -> None:
         self._bytes += max(0, int(nbytes))
@@ -352,7 +370,7 @@ class JobRun:
             self.scheduler.take_back(task.task_id, f"out for more than {lease:g} s")
             self._round.settle(task.task_id)
             if self.policy is not None:
-                self.policy.observe_task(now - task.issued_at, now)
+                self.policy.observe_task(now - task.issued_at, now, lost=True)
             self._event(
                 EventKind.TASK_REQUEUED,
                 f"task {task.task_id} of {task.node_id} re-queued (out for more than {lease:g} s)",

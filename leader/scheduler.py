@@ -8,8 +8,10 @@ estimated speed: ``samples = samples_per_second × task_seconds`` (rounded down 
 :class:`~eddl.profiler.estimator.RuntimeEstimator`, fed with the real duration of each finished
 task. Until then the micro-benchmark the worker reported when it joined stands in, for a first
 *probe* task of ``probe_fraction`` of the target time (a benchmark ran alone and errs fast);
-with neither, a task has ``default_samples``. Fast workers therefore take bigger ranges and never
-wait for slow ones, and a join or a leave needs no repartitioning.
+with neither, a probe of ``probe_fraction × default_samples``. Fast workers therefore take bigger
+ranges and never wait for slow ones, and a join or a leave needs no repartitioning. Near the end
+of the job's data (an epoch limit), tasks shrink so that every worker finishes the last of it
+at about the same moment (:meth:`Scheduler._tail`).
 
 Work taken back (a worker left or expired, a task ran far past its deadline, an update was
 refused) goes to the front of a re-queue and is handed out before the cursor moves on, split if
@@ -188,7 +190,12 @@ class Scheduler:
             return self.default_samples
         sps = self.samples_per_second(node_id)
         if sps is None:
-            return self.default_samples
+            # Nothing known about the node: a probe-sized first task. The default size is a
+            # guess for a typical device; on a slow one a full default task could take many
+            # times the target, and its speed is known after this one.
+            probe = self.default_samples * self.probe_fraction
+            size = math.floor(probe / self.granularity + 1e-6) * self.granularity
+            return max(self.min_samples, min(self.default_samples, size))
         want = sps * (self.task_seconds if seconds is None else seconds)
         if not self.measured(node_id):
             # Only the micro-benchmark so far: it ran alone, without the device's load,
@@ -221,7 +228,7 @@ class Scheduler:
         ``None`` when the epoch limit is reached, or in static mode when the worker's shard is
         used up until the epoch ends.
         """
-        size = self.size_for(node_id, seconds)
+        size = self._tail(node_id, self.size_for(node_id, seconds))
         rng = self._take(node_id, size)
         if rng is None:
             return None
@@ -231,6 +238,46 @@ class Scheduler:
         task = Task(task_id, node_id, session, rng, indexes, self._now())
         self._in_flight[task_id] = task
         return task
+
+    def _tail(self, node_id: str, size: int) -> int:
+        """Near the end of the job's data, shrink the task so that every worker finishes
+        the last of it at about the same moment.
+
+        With ``left`` samples still to hand out, live workers of speeds ``sps_w`` each free at
+        ``f_w`` (now, or the expected end of its task in flight), they all finish together at
+        ``E = (left + Σ sps_w·(f_w − now)) / Σ sps_w`` from now; the asking worker gets
+        ``sps·E`` samples when that is less than its usual task. Without an epoch limit there
+        is no end to balance (the next epoch follows at once). Workers with no speed estimate
+        yet are left out of the sum.
+        """
+        if self.distribution != "dynamic" or self._limit is None:
+            return size
+        own = self.samples_per_second(node_id)
+        if own is None:
+            return size
+        now = self._now()
+        handed = self._epoch * self.num_samples + self._cursor
+        left = sum(len(r) for r in self._requeued) + max(0, self._limit - handed)
+        busy_until: dict[str, float] = {}
+        for task in self._in_flight.values():
+            sps = self.samples_per_second(task.node_id)
+            if task.node_id == node_id or sps is None:
+                continue
+            end = task.issued_at + task.num_samples / sps
+            busy_until[task.node_id] = max(busy_until.get(task.node_id, now), end)
+        total_rate = own
+        backlog = 0.0
+        for worker in set(self._static_workers) - {node_id}:
+            sps = self.samples_per_second(worker)
+            if sps is None:
+                continue
+            total_rate += sps
+            backlog += sps * (busy_until.get(worker, now) - now)
+        want = own * (left + backlog) / total_rate
+        if want >= size:
+            return size
+        shrunk = math.floor(want / self.granularity + 1e-6) * self.granularity
+        return max(self.min_samples, min(size, shrunk))
 
     def _take(self, node_id: str, size: int) -> Range | None:
         if self.distribution == "static":

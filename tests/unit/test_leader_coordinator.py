@@ -662,3 +662,21 @@ def test_status_nodes_and_cancelled_task_are_reported() -> None:
     assert reply.cancel_task and reply.job_id is None
     with pytest.raises(JobNotActiveError):
         c.submit_update("w0", t0.task_id, c.model("job1").params, job_id="job1", base_version=0)
+
+
+def test_a_finished_jobs_stale_task_does_not_cancel_the_next_jobs_task() -> None:
+    clock = Clock()
+    c = coordinator(clock)
+    join(c, 40)
+    c.submit_job(spec(job_id="a", rounds=5))
+    c.submit_job(spec(job_id="b", rounds=5))
+    stale = task(c, "w0")  # held when job a ends
+    c.cancel_job("a")
+    assert c.heartbeat("w0").cancel_task  # the worker must drop job a's task
+    fresh = task(c, "w0")
+    assert fresh.task_id != stale.task_id and c.job_status()["job_id"] == "b"
+    # Job a still lists the old task; it must not void the task of the running job b.
+    for _ in range(3):
+        clock.advance(0.2)
+        reply = c.heartbeat("w0")
+        assert not reply.cancel_task and reply.job_id == "b"

@@ -1,4 +1,4 @@
-"""The auto sync/async policy: thresholds, reasons, and no flapping (hysteresis)."""
+"""The auto sync/async policy: what each mode costs, thresholds, reasons, and no flapping."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from eddl.leader.policy import AutoPolicy, PolicyConfig
 CFG = PolicyConfig(
     window_s=10.0,
     min_tasks=4,
+    idle_high=0.3,
+    idle_low=0.1,
     spread_high=2.0,
     spread_low=1.4,
     churn_high=2,
     churn_low=0,
     bandwidth_high=0.85,
     bandwidth_low=0.5,
+    staleness_high=4.0,
     min_dwell_s=10.0,
+    memory_s=30.0,
 )
 
 
@@ -29,51 +33,166 @@ def feed(policy: AutoPolicy, times: list[float], start: float, step: float = 0.5
     return t
 
 
-def test_starts_sync_and_stays_with_even_tasks() -> None:
+def rounds(
+    policy: AutoPolicy, busy: list[float], waits: list[float], start: float, count: int
+) -> float:
+    """``count`` rounds: worker i works ``busy[i]`` s, then waits ``waits[i]`` s for the next."""
+    t = start
+    for _ in range(count):
+        t += max(b + w for b, w in zip(busy, waits, strict=True))
+        for b, w in zip(busy, waits, strict=True):
+            policy.observe_task(b, t)
+            policy.observe_wait(w, t)
+    return t
+
+
+def test_starts_sync_and_stays_when_rounds_waste_little() -> None:
     p = AutoPolicy(CFG, started_at=0.0)
-    t = feed(p, [1.0, 1.1, 0.9, 1.0, 1.05, 0.95], start=20.0)
+    t = rounds(p, [1.0, 1.0, 0.95, 1.05], [0.05, 0.05, 0.1, 0.0], start=0.0, count=3)
     assert p.decide(t) is None and p.mode == "sync"
-    assert p.metrics(t).spread == pytest.approx(1.1 / 1.0)
+    m = p.metrics(t)
+    assert m.idle == pytest.approx(0.2 / 4.2) and m.tasks == 12
 
 
-def test_straggler_spread_switches_to_async_with_a_reason_then_back() -> None:
+def test_measured_barrier_cost_switches_to_async_at_once_with_its_reason() -> None:
+    """No dwell before the first switch: enough evidence is enough."""
     p = AutoPolicy(CFG, started_at=0.0)
-    t = feed(p, [1.0, 1.0, 1.0, 4.0, 1.0, 4.0], start=20.0)
+    # Every round, three workers finish in 1 s and wait 1 s for the fourth: 37.5% idle.
+    t = rounds(p, [1.0, 1.0, 1.0, 2.0], [1.0, 1.0, 1.0, 0.0], start=0.0, count=2)
     switch = p.decide(t)
     assert switch is not None and switch.mode == "async" and switch.previous == "sync"
-    assert "spread 4.00 >= 2.0" in switch.reason and switch.metrics.tasks == 6
-    # Spread falls (the straggler recovered): back to sync once the dwell time is over.
-    t = feed(p, [1.0, 1.1, 1.0, 1.2, 1.0], start=t + 11.0)
+    assert "workers idle 38% >= 30%" in switch.reason and "spread 2.00" in switch.reason
+    assert switch.metrics.idle == pytest.approx(3.0 / 8.0)
+    assert p.reason == switch.reason
+
+
+def test_lost_tasks_count_as_idle() -> None:
+    p = AutoPolicy(CFG, started_at=0.0)
+    for i in range(4):
+        p.observe_task(1.0, float(i))
+        p.observe_wait(0.0, float(i))
+    p.observe_task(3.0, 4.0, lost=True)  # a task taken back after 3 s: all of it wasted
+    assert p.metrics(4.0).idle == pytest.approx(3.0 / 7.0)
+    assert p.decide(4.0) is not None and p.mode == "async"
+
+
+def test_async_returns_to_sync_when_the_predicted_barrier_is_low() -> None:
+    p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(4)
+    t = rounds(p, [1.0, 1.02, 0.98, 1.0], [0.01] * 4, start=0.0, count=2)
+    m = p.metrics(t)
+    assert m.barrier is not None and m.barrier < 0.1
     back = p.decide(t)
-    assert back is not None and back.mode == "sync" and "spread 1.20 <= 1.4" in back.reason
-    assert [s.mode for s in p.switches] == ["async", "sync"]
+    assert back is not None and back.mode == "sync" and "predicted sync idle" in back.reason
+
+
+def test_async_stays_while_sync_would_idle_behind_a_straggler() -> None:
+    p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(4)
+    t = rounds(p, [1.0, 1.0, 1.0, 1.3], [0.01] * 4, start=0.0, count=3)
+    m = p.metrics(t)
+    assert m.barrier is not None and 0.1 < m.barrier < 0.3  # in the band: no decision
+    assert p.decide(t) is None and p.mode == "async"
+
+
+def test_a_measured_costly_sync_is_not_returned_to_before_memory_s() -> None:
+    """Sync measured wasteful; async task times then look even: the prediction cannot see what
+    made rounds costly, so the measurement wins until it is ``memory_s`` old."""
+    p = AutoPolicy(CFG, started_at=0.0)
+    t = rounds(p, [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], start=0.0, count=2)
+    assert p.decide(t) is not None and p.mode == "async"
+    costly_at = t
+    p.set_workers(4)
+    while t < costly_at + CFG.memory_s - 1.0:
+        t = rounds(p, [1.0] * 4, [0.01] * 4, start=t, count=1)
+        assert p.decide(t) is None, t
+    t = rounds(p, [1.0] * 4, [0.01] * 4, start=costly_at + CFG.memory_s, count=1)
+    back = p.decide(t)
+    assert back is not None and back.mode == "sync"
+
+
+def test_high_staleness_returns_to_sync_only_if_sync_is_no_worse() -> None:
+    p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(4)
+    t = rounds(p, [1.0, 1.0, 1.0, 1.3], [0.01] * 4, start=0.0, count=3)
+    for _ in range(6):
+        p.observe_staleness(6, t)
+    back = p.decide(t)
+    assert back is not None and back.mode == "sync" and "staleness 6.0 >= 4" in back.reason
+    q = AutoPolicy(CFG, start="async", started_at=0.0)
+    q.set_workers(4)
+    t = rounds(q, [1.0, 1.0, 1.0, 3.0], [0.01] * 4, start=0.0, count=3)  # a real straggler
+    for _ in range(6):
+        q.observe_staleness(6, t)
+    assert q.decide(t) is None and q.mode == "async"
+
+
+def test_spread_alone_does_not_leave_sync() -> None:
+    """In sync, rounds give late askers shorter tasks and first tasks are short probes: task
+    times differ by design. Only what that costs (idle) counts."""
+    p = AutoPolicy(CFG, started_at=0.0)
+    t = 0.0
+    for _ in range(4):
+        t += 1.0
+        for busy in (1.0, 0.25, 0.3, 0.3):
+            p.observe_task(busy, t)
+            p.observe_wait(0.02, t)
+    m = p.metrics(t)
+    assert m.spread is not None and m.spread >= CFG.spread_high and m.idle is not None
+    assert m.idle < CFG.idle_high and p.decide(t) is None and p.mode == "sync"
 
 
 def test_no_flapping_on_a_sequence_between_the_thresholds() -> None:
-    """Spread oscillating between the low and high thresholds never changes the mode."""
-    p = AutoPolicy(CFG, started_at=0.0)
-    t = 20.0
-    for i in range(200):
-        p.observe_task(1.0, t)
-        p.observe_task(1.5 if i % 2 else 1.9, t)  # spread 1.5-1.9: inside the band
-        t += 0.5
-        assert p.decide(t) is None
-    assert p.switches == []
+    """Idle and spread oscillating inside their bands never change the mode, in either mode."""
+    for start in ("sync", "async"):
+        p = AutoPolicy(CFG, start=start, started_at=0.0)
+        p.set_workers(2)
+        t = 0.0
+        for i in range(400):
+            slow = 1.25 if i % 2 else 1.35  # a sync round of (1.0, slow) idles 10-13%
+            p.observe_task(1.0, t)
+            p.observe_task(slow, t)
+            p.observe_wait(slow - 1.0 + 0.1, t)
+            p.observe_wait(0.1, t)
+            t += 0.5
+            assert p.decide(t) is None, (start, i, p.metrics(t))
+        assert p.switches == []
 
 
 def test_dwell_time_bounds_switches_on_a_wildly_alternating_sequence() -> None:
     """Stragglers come and go every second: at most one switch per dwell period."""
-    p = AutoPolicy(CFG, started_at=0.0)
+    cfg = PolicyConfig(**{**CFG.to_dict(), "memory_s": 0.0})
+    p = AutoPolicy(cfg, started_at=0.0)
+    p.set_workers(2)
     t = 0.0
     for i in range(400):  # 200 s of synthetic task times
         slow = 5.0 if (i // 2) % 2 else 1.0
         p.observe_task(1.0, t)
         p.observe_task(slow, t)
+        p.observe_wait(slow - 1.0, t)
+        p.observe_wait(0.0, t)
         p.decide(t)
         t += 0.5
     times = [s.at for s in p.switches]
-    assert len(times) <= 200 / CFG.min_dwell_s
-    assert all(b - a >= CFG.min_dwell_s for a, b in itertools.pairwise(times))
+    assert 1 <= len(times) <= 1 + 200 / cfg.min_dwell_s
+    assert all(b - a >= cfg.min_dwell_s for a, b in itertools.pairwise(times))
+
+
+def test_memory_caps_switches_at_one_cycle_per_memory_period() -> None:
+    """Sync measured costly, then async looks calm: with the memory, the policy goes back at
+    most once per ``memory_s`` instead of once per dwell."""
+    p = AutoPolicy(CFG, started_at=0.0)
+    p.set_workers(4)
+    t = 0.0
+    for _ in range(200):
+        if p.mode == "sync":  # rounds stall on the barrier whatever the task times
+            t = rounds(p, [1.0] * 4, [1.0] * 4, start=t, count=1)
+        else:
+            t = rounds(p, [1.0] * 4, [0.01] * 4, start=t, count=1)
+        p.decide(t)
+    to_sync = [s.at for s in p.switches if s.mode == "sync"]
+    assert to_sync and all(b - a >= CFG.memory_s for a, b in itertools.pairwise(to_sync))
+    assert len(to_sync) <= t / CFG.memory_s
 
 
 def test_churn_and_bandwidth_trigger_async() -> None:
@@ -90,6 +209,7 @@ def test_churn_and_bandwidth_trigger_async() -> None:
 
 def test_churn_keeps_async_until_the_window_is_calm() -> None:
     p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(2)
     feed(p, [1.0] * 6, start=15.0)
     p.observe_churn(18.0)
     assert p.decide(20.0) is None  # one leave in the window: not calm yet
@@ -97,16 +217,19 @@ def test_churn_keeps_async_until_the_window_is_calm() -> None:
     assert p.decide(31.5) is not None  # churn aged out of the 10 s window
 
 
-def test_few_tasks_give_no_spread() -> None:
+def test_few_observations_give_no_signal() -> None:
     p = AutoPolicy(CFG, started_at=0.0)
     feed(p, [1.0, 9.0, 1.0], start=20.0)
-    assert p.metrics(22.0).spread is None and p.decide(22.0) is None
+    p.observe_wait(5.0, 21.0)
+    m = p.metrics(22.0)
+    assert m.spread is None and m.idle is None and p.decide(22.0) is None
 
 
 def test_old_observations_leave_the_window() -> None:
     p = AutoPolicy(CFG, started_at=0.0)
-    feed(p, [1.0, 1.0, 1.0, 9.0, 9.0, 1.0], start=20.0)
-    assert p.metrics(40.0).tasks == 0 and p.decide(40.0) is None
+    rounds(p, [1.0, 9.0], [8.0, 0.0], start=20.0, count=3)
+    m = p.metrics(60.0)
+    assert m.tasks == 0 and m.idle is None and p.decide(60.0) is None
 
 
 def test_bad_observations_and_config_are_refused() -> None:
@@ -116,11 +239,19 @@ def test_bad_observations_and_config_are_refused() -> None:
     with pytest.raises(ValueError):
         p.observe_task(float("nan"), 0.0)
     with pytest.raises(ValueError):
+        p.observe_wait(-0.5, 0.0)
+    with pytest.raises(ValueError):
+        p.observe_staleness(-1, 0.0)
+    with pytest.raises(ValueError):
         p.observe_bandwidth(1.5, 0.0)
     for bad in (
         {"spread_low": 2.0, "spread_high": 2.0},
+        {"idle_low": 0.4, "idle_high": 0.3},
+        {"idle_high": 1.5},
         {"churn_low": 3, "churn_high": 2},
         {"window_s": 0.0},
+        {"memory_s": -1.0},
+        {"staleness_high": 0.0},
         {"min_tasks": 1},
         {"bandwidth_high": 1.5},
     ):

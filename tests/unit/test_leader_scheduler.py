@@ -202,3 +202,64 @@ def test_bad_settings_are_refused() -> None:
         Scheduler(10, min_samples=5, default_samples=4)
     with pytest.raises(ValueError):
         Scheduler(10, distribution="random")  # type: ignore[arg-type]
+
+
+def _run_to_the_end(s: Scheduler, clock: Clock, speeds: dict[str, float]) -> dict[str, float]:
+    """Event loop: each worker asks again as soon as its task is done; returns when each
+    worker finished its last task (virtual seconds)."""
+    free = dict.fromkeys(speeds, 0.0)
+    last: dict[str, float] = {}
+    held: dict[str, Task] = {}
+    for _ in range(10_000):  # bounded
+        if s.exhausted:
+            break
+        node = min(free, key=lambda n: (free[n], n))
+        clock.t = free[node]
+        if node in held:
+            s.complete(held.pop(node).task_id)
+            last[node] = clock.t
+        task = s.assign(node)
+        if task is None:
+            free[node] = float("inf")
+            continue
+        held[node] = task
+        free[node] = clock.t + task.num_samples / speeds[node]
+    return last
+
+
+def test_tasks_shrink_at_the_end_so_the_last_ones_finish_together() -> None:
+    speeds = {"a": 100.0, "b": 100.0, "c": 25.0}
+    ideal = 1000 / sum(speeds.values())
+    clock = Clock(0.0)
+    s = make(clock, n=1000, limit_epochs=1.0, task_seconds=1.0)
+    s.set_static_workers(list(speeds))
+    for node, sps in speeds.items():
+        s.set_prior(node, sps)
+    last = _run_to_the_end(s, clock, speeds)
+    assert s.completed_epochs == 1
+    assert max(last.values()) - min(last.values()) < 0.25  # they finish together
+    assert max(last.values()) < ideal + 0.25
+    # Without an epoch limit there is no end to balance: tasks keep their full size.
+    t = make(Clock(0.0), n=1000, task_seconds=1.0)
+    t.set_static_workers(list(speeds))
+    t.set_prior("a", 100.0)
+    t.set_prior("b", 100.0)
+    sizes = [t.assign("a").num_samples for _ in range(10)]  # type: ignore[union-attr]
+    assert sizes == [100] * 10
+
+
+def test_a_worker_busy_with_a_long_task_is_counted_when_shrinking_the_tail() -> None:
+    clock = Clock(0.0)
+    s = make(clock, n=300, limit_epochs=1.0, task_seconds=1.0)
+    s.set_static_workers(["a", "b"])
+    s.set_prior("a", 100.0)
+    s.set_prior("b", 100.0)
+    first = s.assign("b")  # b is busy for 1 s with 100 samples
+    assert first is not None and first.num_samples == 100
+    # 200 left: a alone would take 2 s; with b free at 1 s, both end at 1.5 s: a takes 150.
+    # That is above a's 1 s task (100), so a still gets its usual size...
+    assert s.assign("a").num_samples == 100  # type: ignore[union-attr]
+    clock.t = 1.0
+    s.complete(first.task_id)
+    # ...then 100 left, a busy until 1.0 + 0 (its task ends at 1.0): b gets half of it.
+    assert s.assign("b").num_samples == 50  # type: ignore[union-attr]
