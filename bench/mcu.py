@@ -11,7 +11,7 @@ Run ``python -m bench.mcu`` (needs qemu-system-arm and arm-none-eabi-gcc). It wr
 * flash and RAM of every build configuration (``make -C firmware size``) and the widest TIFeD
   784-H-10 that SETUP accepts on 64 KB and 256 KB boards;
 * LOAD and READ payload throughput against the raw link rate of the same transport (LINKTEST),
-  on QEMU's TCP serial and on the host simulator (median of interleaved repetitions).
+  on QEMU's TCP serial and on the host simulator (median and range of interleaved repetitions).
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def largest_tifed(board: str, buffer: int, batch: int) -> tuple[int, int]:
 
 
 def throughput(url: str, nbytes: int, reps: int) -> dict[str, float]:
-    """Median payload and raw rates (bytes/s) and the median per-repetition ratio.
+    """Median payload and raw rates (bytes/s), the median and range of the per-repetition
+    ratios, and the device's frame payload.
 
     Each repetition moves the same ``nbytes`` framed (LOAD, READ) and raw (LINKTEST), one right
     after the other, so a ratio compares measurements taken under the same machine load.
@@ -177,9 +178,14 @@ def throughput(url: str, nbytes: int, reps: int) -> dict[str, float]:
             rates["read"].append(nbytes / (time.perf_counter() - t))
             rates["raw_down"].append(nbytes / dev.linktest_download(nbytes))
             ratio_down.append(rates["read"][-1] / rates["raw_down"][-1])
-    out = {k: statistics.median(v) for k, v in rates.items()}
-    out["ratio_up"] = statistics.median(ratio_up)
-    out["ratio_down"] = statistics.median(ratio_down)
+        out = {k: statistics.median(v) for k, v in rates.items()}
+        for name, ratios in (("up", ratio_up), ("down", ratio_down)):
+            q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+            out[f"ratio_{name}"] = median
+            out[f"ratio_{name}_q1"], out[f"ratio_{name}_q3"] = q1, q3
+            out[f"ratio_{name}_min"], out[f"ratio_{name}_max"] = min(ratios), max(ratios)
+        out["frame"] = dev.max_payload
+        out["retransmits"] = dev.link.retransmits
     return out
 
 
@@ -198,7 +204,7 @@ def size_table() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=25, help="training samples per kernel")
-    parser.add_argument("--reps", type=int, default=7, help="throughput repetitions")
+    parser.add_argument("--reps", type=int, default=15, help="throughput repetitions")
     args = parser.parse_args(argv)
     build_firmware("host", "qemu", timeout=600)
     data = load_dataset("mnist-10k")
@@ -219,33 +225,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             h, arena = largest_tifed(board, buffer, batch)
             fits.append([f"{ram} KB", arena, f"{buffer} / {batch}", f"784-{h}-10"])
 
-    nbytes = 30_000
     link_rows = []
-    launchers: tuple[tuple[str, Callable[[], Launched]], ...] = (
-        ("QEMU mps2-an385 UART0 over TCP", lambda: start_qemu("mps2")),
-        ("host simulator over TCP", lambda: start_sim("tcp")),
+    # Transfers long enough to span many frames and a second or more of QEMU's UART; the host
+    # simulator's loopback moves megabytes in milliseconds, so it gets more bytes.
+    launchers: tuple[tuple[str, int, Callable[[], Launched]], ...] = (
+        ("QEMU mps2-an385 UART0 over TCP", 64_000, lambda: start_qemu("mps2", lifetime=900.0)),
+        ("host simulator over TCP", 4_000_000, lambda: start_sim("tcp")),
     )
-    for name, launch in launchers:
+    for name, nbytes, launch in launchers:
         with launch() as device:
             r = throughput(device.url, nbytes, args.reps)
-        link_rows.append(
-            [
-                name,
-                "LOAD (host to device)",
-                f"{r['load'] / 1e3:.1f}",
-                f"{r['raw_up'] / 1e3:.1f}",
-                f"{r['ratio_up']:.0%}",
-            ]
-        )
-        link_rows.append(
-            [
-                name,
-                "READ (device to host)",
-                f"{r['read'] / 1e3:.1f}",
-                f"{r['raw_down'] / 1e3:.1f}",
-                f"{r['ratio_down']:.0%}",
-            ]
-        )
+        for way, label, payload, raw in (
+            ("up", "LOAD (host to device)", "load", "raw_up"),
+            ("down", "READ (device to host)", "read", "raw_down"),
+        ):
+            link_rows.append(
+                [
+                    name,
+                    label,
+                    f"{nbytes:,}",
+                    f"{int(r['frame']):,}",
+                    f"{r[payload] / 1e3:,.1f}",
+                    f"{r[raw] / 1e3:,.1f}",
+                    f"**{r[f'ratio_{way}']:.0%}**",
+                    f"{r[f'ratio_{way}_q1']:.0%}–{r[f'ratio_{way}_q3']:.0%}",
+                    f"{r[f'ratio_{way}_min']:.0%}–{r[f'ratio_{way}_max']:.0%}",
+                ]
+            )
 
     body = f"""
 Cortex-M3 image (`firmware/`, `make qemu`, `-O2`, soft float) under
@@ -292,18 +298,36 @@ sample buffer of uint8 pixels counted in the arena):
 
 {markdown_table(["board RAM", "arena bytes", "buffer / batch", "largest network"], fits)}
 
-Serial throughput: payload bytes/s of LOAD and READ (1,024-byte frames, {WINDOW} requests
-in flight) against the raw rate of the same transport (LINKTEST: the same {nbytes:,} bytes,
-unframed, moved right after), medians of {args.reps} repetitions; the ratio is the median of the
-per-repetition ratios; target >= 80%. The QEMU UART is the slow link this target is about. Its
-device-to-host raw burst is slower than framed READs: QEMU's TCP serial sends one TCP segment per
-guest byte, and one long burst stalls on the receiver more than 1 KB replies do (4 KB bursts
-reach about 200 kB/s). On the host simulator the loopback socket is so fast that the per-frame
-work (COBS, CRC, a Python round trip per window) dominates, so there the ratio shows what the
-protocol costs on a fast link. Timings come from a shared machine (2 cores, several users) and
-vary between runs by tens of percent.
+Serial throughput: payload bytes/s of LOAD and READ ({WINDOW} requests in flight, frames of
+the payload size the device advertises in HELLO) against the raw rate of the same transport
+(LINKTEST: the same bytes, unframed, moved right after on the same connection, written by the
+host in frame-sized writes and swallowed or sent by the device as fast as its link code takes
+them), medians of {args.reps} repetitions; the ratio is the median of the per-repetition
+ratios, with their middle half (quartiles) and range; target >= 80%. The QEMU UART is the slow
+link this target is about: there the link itself (QEMU moves one byte per UART access and one
+TCP segment per guest byte) costs far more than framing, and a ratio can exceed 100% when the
+raw burst happens to stall longer than the framed one. On the host simulator the raw rate is a
+memory copy through a loopback socket; LOAD and READ pay COBS and CRC-32 in Python for every
+byte, so there the ratio measures the Python framing cost against a memory copy, not a link
+limit (the payload is random bytes; READ of zero-heavy data decodes slower, one Python step per
+zero). Timings come from a shared machine (2 cores, other jobs running), hence the ranges.
 
-{markdown_table(["link", "direction", "payload kB/s", "raw kB/s", "payload / raw"], link_rows)}
+{
+        markdown_table(
+            [
+                "link",
+                "direction",
+                "bytes / transfer",
+                "frame payload",
+                "payload kB/s",
+                "raw kB/s",
+                "payload / raw",
+                "middle half",
+                "range",
+            ],
+            link_rows,
+        )
+    }
 """
     write_section(
         "mcu",

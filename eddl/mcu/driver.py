@@ -141,8 +141,8 @@ class Device:
         _no_delay(port)
         dev = cls(port, timeout=timeout, retries=retries, window=window)
         try:
-            # A first frame can be lost while a TCP serial backend (QEMU) finishes accepting
-            # the connection, so the opening HELLO retries quickly.
+            # A link that was just (re)opened may miss its first frame (a board resetting on
+            # open, a TCP serial backend still switching clients), so HELLO retries quickly.
             dev.info = parse_hello(dev.request(MsgType.HELLO, timeout=min(timeout, 0.3)))
             if dev.info.proto_version != PROTO_VERSION:
                 raise ProtocolError(f"device speaks protocol {dev.info.proto_version}")
@@ -198,7 +198,7 @@ class Device:
             return body
         raise LinkError(f"{type_.name}: no valid reply after {self.retries + 1} attempts")
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         try:
             self.port.write(data)
             self.port.flush()
@@ -309,6 +309,10 @@ class Device:
         replies: dict[int, bytes] = {}
         inflight: dict[int, tuple[int, bytes, int, float]] = {}  # seq -> (index, frame, tries, t)
         nxt = 0
+        # The requests of a window queue behind each other on the link: the oldest one's clock
+        # starts when it was sent or when the previous reply came in, whichever is later, so a
+        # deep window of large frames on a slow link is not mistaken for lost frames.
+        progress = time.monotonic()
         while len(replies) < len(payloads):
             while nxt < len(payloads) and len(inflight) < self.window:
                 self._seq = (self._seq + 1) & 0xFFFF
@@ -318,10 +322,11 @@ class Device:
                 inflight[self._seq] = (nxt, frame, 0, time.monotonic())
                 nxt += 1
             oldest = min(inflight, key=lambda s: inflight[s][3])
-            wait = inflight[oldest][3] + self.timeout - time.monotonic()
+            wait = max(inflight[oldest][3], progress) + self.timeout - time.monotonic()
             got = self._await_any(set(inflight), wait) if wait > 0 else None
             if got is not None:
                 seq, rtype, body = got
+                progress = time.monotonic()
                 index = inflight.pop(seq)[0]
                 if rtype == MsgType.ERROR:
                     code, req, detail = parse_error(body)
@@ -372,9 +377,11 @@ class Device:
         """Seconds to push ``nbytes`` raw bytes (no framing) to the device: the raw link rate."""
         self.request(MsgType.LINKTEST, struct.pack("<BI", 0, nbytes))
         seq = self._seq
-        blob = bytes(range(1, 256)) * (nbytes // 255 + 1)
+        blob = memoryview(bytes(range(1, 256)) * (nbytes // 255 + 1))
         start = time.perf_counter()
-        step = 4096
+        # One write per frame's worth of bytes, as LOAD makes: the comparison is then about
+        # what framing costs, not about how many system calls each side was allowed.
+        step = self.max_payload
         for k in range(0, nbytes, step):
             self._write(blob[k : min(nbytes, k + step)])
         if self._await(seq, timeout) is None:

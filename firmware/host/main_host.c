@@ -24,10 +24,11 @@
 
 static int s_in = 0;
 static int s_out = 1;
-static uint8_t s_buf[4096];
+static uint8_t s_buf[65536]; /* one read() per socket buffer, not per frame */
 static size_t s_len, s_pos;
 
-int hal_getc(void)
+/* Refill s_buf when it is used up; 0 when the link closed. */
+static int fill(void)
 {
     if (s_pos == s_len) {
         ssize_t n;
@@ -35,12 +36,40 @@ int hal_getc(void)
             n = read(s_in, s_buf, sizeof s_buf);
         } while (n < 0 && errno == EINTR);
         if (n <= 0) {
-            return -1;
+            return 0;
         }
         s_len = (size_t)n;
         s_pos = 0;
     }
-    return s_buf[s_pos++];
+    return 1;
+}
+
+int hal_getc(void) { return fill() ? s_buf[s_pos++] : -1; }
+
+size_t hal_skip(size_t n)
+{
+    if (!fill()) {
+        return 0u;
+    }
+    const size_t k = n < s_len - s_pos ? n : s_len - s_pos;
+    s_pos += k;
+    return k;
+}
+
+/* device_run with whole reads: frame bytes go in by runs, not one call per byte. */
+static void run_link(void)
+{
+    for (;;) {
+        if (!fill()) {
+            device_link_reset();
+            return;
+        }
+        s_pos += device_feed_run(s_buf + s_pos, s_len - s_pos);
+        if (s_pos < s_len) { /* at a delimiter */
+            s_pos++;
+            device_feed(0u);
+        }
+    }
 }
 
 void hal_write(const uint8_t *p, size_t n)
@@ -104,7 +133,7 @@ static int serve_tcp(long port)
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         s_in = s_out = c;
         s_len = s_pos = 0;
-        device_run();
+        run_link();
         close(c);
     }
 }
@@ -125,6 +154,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [--tcp PORT]\n", argv[0]);
         return 2;
     }
-    device_run();
+    run_link();
     return 0;
 }

@@ -1,5 +1,7 @@
 #include "cobs.h"
 
+#include <string.h>
+
 size_t cobs_encode(const uint8_t *in, size_t n, uint8_t *out)
 {
     size_t code_at = 0, w = 1;
@@ -26,18 +28,15 @@ long cobs_decode(const uint8_t *in, size_t n, uint8_t *out)
 {
     size_t r = 0, w = 0;
     while (r < n) {
-        uint8_t code = in[r++];
-        if (code == 0u) {
+        const size_t len = (size_t)in[r++] - 1u; /* bytes in this group */
+        if (len == (size_t)-1 || len > n - r || memchr(in + r, 0, len) != NULL) {
             return -1;
         }
-        for (uint8_t i = 1; i < code; ++i) {
-            if (r >= n || in[r] == 0u) {
-                return -1;
-            }
-            out[w++] = in[r++];
-        }
+        memmove(out + w, in + r, len); /* out may be in: w never passes r */
+        w += len;
+        r += len;
         /* A group shorter than 0xFF implies a zero, except after the last group. */
-        if (code != 0xFFu && r < n) {
+        if (len != 0xFEu && r < n) {
             out[w++] = 0u;
         }
     }

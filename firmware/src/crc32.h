@@ -1,4 +1,5 @@
-/* CRC-32 (IEEE 802.3, reflected, as zlib.crc32): a 16-entry table keeps flash use small. */
+/* CRC-32 (IEEE 802.3, reflected, as zlib.crc32): a 256-entry table, one lookup per
+ * byte. */
 #ifndef EDDL_CRC32_H
 #define EDDL_CRC32_H
 

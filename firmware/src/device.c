@@ -31,7 +31,8 @@ static stats_t s_stats;
 static uint8_t s_rx[MAX_ENCODED_FRAME];
 static size_t s_rx_len;
 static uint8_t s_rx_overflow;
-static uint8_t s_frame[MAX_RAW_FRAME];
+/* Decoding never lengthens: sized to s_rx, so an over-long frame is measured, not overflowed. */
+static uint8_t s_frame[MAX_ENCODED_FRAME];
 static uint8_t s_reply[MAX_RAW_FRAME]; /* doubles as the cache of the last reply */
 static size_t s_reply_len;
 static uint8_t s_have_last;
@@ -271,9 +272,14 @@ static long on_predict(const uint8_t *p, size_t n, uint8_t *out)
         return -ERR_NOT_READY;
     }
     const uint16_t count = get16(p);
-    if (count < 1u || count > m->capacity || count > MAX_PAYLOAD) {
+    if (count < 1u || count > m->capacity) {
         return -ERR_BAD_ARG;
     }
+#if MAX_PAYLOAD < 0xFFFFu /* otherwise every u16 count fits the reply */
+    if (count > MAX_PAYLOAD) {
+        return -ERR_BAD_ARG;
+    }
+#endif
 #if WITH_Q8
     if (m->algo == ALGO_LSGD_Q8 && q8_check_formats() != 0) {
         return -ERR_BAD_ARG;
@@ -340,17 +346,20 @@ static void on_linktest(const uint8_t *p, size_t n, uint16_t seq)
     if (p[0] == 0u) {
         out[0] = 0u;
         (void)seal_and_send(s_reply, MSG_LINKTEST | REPLY_BIT, seq, 1u);
-        for (uint32_t k = 0; k < count; ++k) {
-            if (hal_getc() < 0) {
+        for (uint32_t k = 0; k < count;) {
+            const size_t got = hal_skip(count - k);
+            if (got == 0u) {
                 return;
             }
+            k += (uint32_t)got;
         }
     } else {
-        uint8_t fill[64];
-        memset(fill, 0x55, sizeof fill);
-        for (uint32_t k = 0; k < count; k += sizeof fill) {
-            const uint32_t chunk = count - k < sizeof fill ? count - k : (uint32_t)sizeof fill;
-            hal_write(fill, chunk);
+        /* The transmit buffer is the fill: raw bursts go out in writes as large as a frame's,
+         * so the raw rate is not held back by more write calls than a framed READ makes. */
+        memset(s_tx, 0x55, sizeof s_tx);
+        for (uint32_t k = 0; k < count; k += (uint32_t)sizeof s_tx) {
+            const uint32_t chunk = count - k < sizeof s_tx ? count - k : (uint32_t)sizeof s_tx;
+            hal_write(s_tx, chunk);
         }
     }
     out[0] = 1u;
@@ -423,6 +432,10 @@ static void on_frame(void)
         link_error(ERR_BAD_FRAME, 0xFFFFu);
         return;
     }
+    if ((size_t)n > MAX_RAW_FRAME) {
+        link_error(ERR_OVERSIZED, 0xFFFFu);
+        return;
+    }
     if ((size_t)n < HEADER_BYTES + CRC_BYTES) {
         link_error(ERR_BAD_FRAME, 0xFFFFu);
         return;
@@ -459,6 +472,21 @@ void device_feed(uint8_t byte)
     } else {
         s_rx_overflow = 1u;
     }
+}
+
+size_t device_feed_run(const uint8_t *p, size_t n)
+{
+    const uint8_t *zero = memchr(p, 0, n);
+    const size_t len = zero != NULL ? (size_t)(zero - p) : n;
+    if (!s_rx_overflow) {
+        if (len <= sizeof s_rx - s_rx_len) {
+            memcpy(s_rx + s_rx_len, p, len);
+            s_rx_len += len;
+        } else {
+            s_rx_overflow = 1u;
+        }
+    }
+    return len;
 }
 
 void device_link_reset(void)

@@ -7,6 +7,9 @@
 
 /* Next byte from the link, blocking; -1 when the link closed (host: peer hung up). */
 int hal_getc(void);
+/* Discard up to n received bytes, at least one (blocking); returns how many, 0 when the link
+ * closed. Lets LINKTEST swallow a raw burst as fast as the link takes it in. */
+size_t hal_skip(size_t n);
 void hal_write(const uint8_t *p, size_t n);
 /* Free-running tick counter (wraps at 2^32) and its rate. */
 uint32_t hal_ticks(void);

@@ -49,7 +49,7 @@ def test_info_prints_hello(sim_url: str) -> None:
     hello = json.loads(out.stdout)
     assert hello["board"] == "host-sim" and "tifed" in hello["kernels"]
     human = run("mcu", "info", sim_url)
-    assert "max_payload" in human.stdout and "1024" in human.stdout
+    assert "max_payload" in human.stdout and "65535" in human.stdout
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from eddl.mcu.session import DeviceModel
 from .conftest import RawLink
 
 TIFED = SetupSpec(Algo.TIFED, (8, 4, 3), capacity=4, max_batch=2)
+SIM_MAX_PAYLOAD = 0xFFFF  # firmware/Makefile HOST_MAX_PAYLOAD: the largest a u16 length holds
 
 
 def _error(link: RawLink) -> ErrorCode | int:
@@ -54,7 +55,7 @@ def test_hello_reports_capabilities(sim: Launched) -> None:
         info = dev.info
     assert info is not None
     assert info.proto_version == 1 and info.board == "host-sim"
-    assert info.arena_bytes > 0 and info.max_payload == 1024
+    assert info.arena_bytes > 0 and info.max_payload == SIM_MAX_PAYLOAD
     assert {"tifed", "lsgd", "sgd"} <= set(info.kernels)
     assert info.tick_hz == 1_000_000 and info.max_layers == 4
 
@@ -84,11 +85,45 @@ def test_malformed_truncated_and_bad_cobs_frames_get_errors(raw: RawLink) -> Non
     assert raw.recv().type == MsgType.HELLO | REPLY_BIT
 
 
+def _unchecked_frame(type_: int, seq: int, payload: bytes) -> bytes:
+    """A frame with any payload size (the length field keeps its low 16 bits)."""
+    body = HEADER.pack(1, type_, seq, len(payload) & 0xFFFF) + payload
+    return b"\x00" + cobs_encode(body + struct.pack("<I", crc32(body))) + b"\x00"
+
+
 def test_oversized_frame_is_refused_whole(raw: RawLink) -> None:
-    raw.frame(MsgType.LOAD, 12, b"\x01" * 3000)
+    raw.send(_unchecked_frame(MsgType.LOAD, 12, b"\x01" * (SIM_MAX_PAYLOAD + 1)))
     assert _error(raw) == ErrorCode.OVERSIZED
     raw.frame(MsgType.HELLO, 13)
     assert raw.recv().type == MsgType.HELLO | REPLY_BIT
+
+
+def test_largest_advertised_frame_works_and_one_byte_more_changes_nothing(raw: RawLink) -> None:
+    spec = SetupSpec(Algo.TIFED, (700, 2, 2), capacity=100)  # X holds 70,000 bytes
+    raw.frame(MsgType.SETUP, 30, setup_payload(spec))
+    assert raw.recv().type == MsgType.SETUP | REPLY_BIT
+    data = np.random.default_rng(5).integers(0, 256, SIM_MAX_PAYLOAD - 5, np.uint8).tobytes()
+    raw.frame(MsgType.LOAD, 31, load_payload(TENSOR_X, 0, data))
+    reply = raw.recv()
+    assert reply.type == MsgType.LOAD | REPLY_BIT
+    assert struct.unpack("<I", reply.payload) == (len(data),)
+    raw.send(_unchecked_frame(MsgType.LOAD, 32, load_payload(TENSOR_X, 0, bytes(len(data) + 1))))
+    assert _error(raw) == ErrorCode.OVERSIZED
+    raw.frame(MsgType.READ, 33, struct.pack("<BIH", TENSOR_X, 0, SIM_MAX_PAYLOAD))
+    back = raw.recv()
+    assert back.type == MsgType.READ | REPLY_BIT and back.payload[: len(data)] == data
+
+
+def test_frame_that_decodes_longer_than_the_limit_is_refused(raw: RawLink) -> None:
+    """Every 0x01 decodes to a zero: the receive buffer's worth of them would decode to more
+    bytes than a frame may hold; the device measures it and refuses it as OVERSIZED."""
+    max_raw = 6 + SIM_MAX_PAYLOAD + 4
+    raw.frame(MsgType.STATS, 34)
+    before = raw.recv()
+    raw.send(b"\x00" + b"\x01" * (max_raw + max_raw // 254 + 2) + b"\x00")
+    assert _error(raw) == ErrorCode.OVERSIZED
+    raw.frame(MsgType.STATS, 34)  # the reply cache survived
+    assert raw.recv() == before
 
 
 def test_unknown_type_and_bad_version(raw: RawLink) -> None:

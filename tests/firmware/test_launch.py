@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from eddl.mcu.driver import Device
-from eddl.mcu.launch import FirmwareError, Launched, qemu_image, start_qemu, start_sim
+from eddl.mcu.launch import (
+    FirmwareError,
+    Launched,
+    _listening,
+    qemu_image,
+    start_qemu,
+    start_sim,
+)
 from eddl.mcu.protocol import Algo, SetupSpec
 from eddl.mcu.session import DeviceModel
 
@@ -40,6 +50,21 @@ def test_unknown_board_and_transport_are_refused(sim_exe: object) -> None:
 
 
 @pytest.mark.qemu
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_listening_check_sees_only_the_processs_own_listener(sim: Launched) -> None:
+    """QEMU's port is found listening without connecting to it, and only in QEMU's process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert _listening(os.getpid(), port) is False  # bound, not listening
+        s.listen(1)
+        assert _listening(os.getpid(), port) is True
+        assert _listening(sim.proc.pid, port) is False  # someone else's listener
+    sim_port = int(sim.url.rsplit(":", 1)[1])
+    assert _listening(sim.proc.pid, sim_port) is True
+    assert _listening(os.getpid(), sim_port) is False
+
+
 def test_qemu_board_reports_its_size(qemu_elf: object) -> None:
     with start_qemu("due", lifetime=60) as launched, Device.open(launched.url) as dev:
         assert dev.info is not None

@@ -164,6 +164,75 @@ def test_load_and_read_are_chunked_to_max_payload() -> None:
     assert len(port.seen) > 4
 
 
+def test_chunks_follow_the_max_payload_hello_advertises() -> None:
+    store = bytearray(40_000)
+    hello = struct.pack("<BBBBIIIHHIBB", 1, 0, 1, 0, 1, 1, 1, 8192, 2, 1, 4, 0)
+
+    def handler(f: Frame, a: int) -> list[bytes]:
+        if f.type == MsgType.HELLO:
+            return [reply(f, hello)]
+        if f.type == MsgType.LOAD:
+            off = struct.unpack_from("<I", f.payload, 1)[0]
+            data = f.payload[5:]
+            store[off : off + len(data)] = data
+            return [reply(f, struct.pack("<I", off + len(data)))]
+        _, off, n = struct.unpack("<BIH", f.payload)
+        return [reply(f, bytes(store[off : off + n]))]
+
+    dev, port = make(handler)
+    assert dev.hello().max_payload == 8192 == dev.max_payload
+    blob = random.Random(4).randbytes(40_000)
+    dev.load(0, blob)
+    assert dev.read(0, 40_000) == blob
+    loads = [f for f in port.seen if f.type == MsgType.LOAD]
+    assert len(loads) == 5 and max(len(f.payload) for f in loads) <= 8192
+    with pytest.raises(ProtocolError):
+        dev.request(MsgType.LOAD, bytes(8193))  # over the advertised limit: never sent
+    assert port.seen[-1].type == MsgType.READ
+
+
+class QueuedLink(FakeSerial):
+    """A slow link: each reply becomes readable ``per_frame`` s after the one before it, as
+    frames queued behind each other on a serial line."""
+
+    def __init__(self, handler: Handler, per_frame: float) -> None:
+        super().__init__(handler)
+        self.per_frame = per_frame
+        self.queue: list[tuple[float, bytes]] = []
+
+    def write(self, data: bytes) -> int:
+        before = len(self.rx)
+        super().write(data)
+        if len(self.rx) > before:
+            start = max([time.monotonic(), *(t for t, _ in self.queue[-1:])])
+            self.queue.append((start + self.per_frame, bytes(self.rx[before:])))
+            del self.rx[before:]
+        return len(data)
+
+    def read(self, n: int) -> bytes:
+        while self.queue and self.queue[0][0] <= time.monotonic():
+            self.rx += self.queue.pop(0)[1]
+        return super().read(n)
+
+
+def test_a_window_queued_on_a_slow_link_is_not_retransmitted() -> None:
+    """Four replies 0.6 timeouts apart: the last comes 2.4 timeouts after it was sent, but
+    each came within a timeout of the one before, so nothing was lost and nothing is resent."""
+    port = QueuedLink(lambda f, a: [reply(f, bytes(8))], per_frame=0.06)
+    dev = Device(port, timeout=0.1, retries=3, window=4, rng=random.Random(2))  # type: ignore[arg-type]
+    bodies = dev.pipeline(MsgType.READ, [struct.pack("<BIH", 0, 8 * k, 8) for k in range(4)])
+    assert bodies == [bytes(8)] * 4
+    assert dev.link.retransmits == 0 and len(port.seen) == 4
+
+
+def test_a_silent_link_still_times_out_in_a_window() -> None:
+    dev, _ = make(lambda f, a: [], retries=2)
+    dev.window = 4
+    with pytest.raises(LinkError):
+        dev.pipeline(MsgType.READ, [struct.pack("<BIH", 0, 0, 8)] * 3)
+    assert dev.link.retransmits == 2 * 3  # each of the three, in turn, up to its retries
+
+
 async def test_async_device_runs_requests_off_the_loop() -> None:
     dev, _ = make(lambda f, a: [reply(f, struct.pack("<IQIIIIIII", 3, 9, 0, 1, 0, 0, 0, 0, 0))])
     adev = AsyncDevice(dev)

@@ -50,6 +50,46 @@ def test_cobs_round_trip_has_no_zero_and_bounded_overhead(data: bytes) -> None:
     assert cobs_decode(enc) == data
 
 
+def _cobs_by_bytes(data: bytes) -> bytes:
+    """The textbook byte-at-a-time encoder, as the firmware's cobs.c."""
+    out = bytearray([0])
+    code_at, code = 0, 1
+    for i, b in enumerate(data):
+        if b == 0:
+            out[code_at] = code
+            code_at, code = len(out), 1
+            out.append(0)
+        else:
+            out.append(b)
+            code += 1
+            if code == 0xFF and i + 1 < len(data):
+                out[code_at] = code
+                code_at, code = len(out), 1
+                out.append(0)
+    out[code_at] = code
+    return bytes(out)
+
+
+# Zero-heavy (the vector path), zero-free runs across the 254-byte group limit (both paths).
+_SPARSE = st.lists(st.tuples(st.integers(0, 600), st.integers(0, 3)), max_size=12).map(
+    lambda parts: b"".join(b"\x07" * run + b"\x00" * zeros for run, zeros in parts)
+)
+
+
+@given(st.one_of(st.binary(max_size=3000), _SPARSE, st.binary(max_size=600).map(lambda b: b * 5)))
+def test_cobs_encoders_agree_with_the_byte_loop(data: bytes) -> None:
+    assert cobs_encode(data) == _cobs_by_bytes(data)
+    assert framing._cobs_encode_np(data) == _cobs_by_bytes(data)
+
+
+@pytest.mark.parametrize("n", [253, 254, 255, 508, 509, 65535])
+@pytest.mark.parametrize("fill", [b"\x00", b"\x05", b"\x00\x00\x00\x09"])
+def test_cobs_large_frames_on_both_paths(n: int, fill: bytes) -> None:
+    data = (fill * n)[:n]
+    assert cobs_encode(data) == _cobs_by_bytes(data) == framing._cobs_encode_np(data)
+    assert cobs_decode(cobs_encode(data)) == data
+
+
 @pytest.mark.parametrize("bad", [b"\x00", b"\x05\x01\x02", b"\x03\x01\x00"])
 def test_cobs_decode_refuses_malformed(bad: bytes) -> None:
     with pytest.raises(FrameError):

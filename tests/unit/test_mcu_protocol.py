@@ -89,6 +89,19 @@ def test_hello_and_stats_parsing() -> None:
         p.parse_stats(b"\x00" * 39)
 
 
+@pytest.mark.parametrize("max_payload", [0, 13, p.MIN_MAX_PAYLOAD - 1])
+def test_hello_with_a_too_small_max_payload_is_refused(max_payload: int) -> None:
+    raw = struct.pack("<BBBBIIIHHIBB", 1, 0, 1, 0, 1, 1, 1, max_payload, 2, 1, 4, 0)
+    with pytest.raises(p.ProtocolError, match="max payload"):
+        p.parse_hello(raw)
+
+
+@pytest.mark.parametrize("max_payload", [p.MIN_MAX_PAYLOAD, 1024, 0xFFFF])
+def test_hello_carries_any_max_payload_a_u16_holds(max_payload: int) -> None:
+    raw = struct.pack("<BBBBIIIHHIBB", 1, 0, 1, 0, 1, 1, 1, max_payload, 2, 1, 4, 0)
+    assert p.parse_hello(raw).max_payload == max_payload
+
+
 def test_error_codes() -> None:
     assert p.parse_error(bytes([7, 2, 0, 0])) == (p.ErrorCode.NO_MEMORY, 2, 0)
     assert p.parse_error(bytes([200, 2, 1, 0]))[0] == 200
