@@ -23,10 +23,11 @@ is the exact sample-weighted mean truncated toward zero (see ``eddl.learn.aggreg
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -108,20 +109,25 @@ def _check_pixels(x_u8: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class FloatAlgorithm(Algorithm):
-    """``sgd`` and ``lsgd`` on a float32 MLP."""
+class _MLPAlgorithm(Algorithm):
+    """An algorithm on an :class:`~eddl.learn.model.MLPSpec` model, aggregated by FedAvg.
 
-    def __post_init__(self) -> None:
-        _check_keys(self.hyper, ("lr", "batch_size"), self.name)
+    ``model`` holds the spec's keys (checked strictly: an unknown key is an error) plus the
+    ``extra_model_keys`` of the subclass.
+    """
+
+    extra_model_keys: ClassVar[tuple[str, ...]] = ()
+
+    @functools.cached_property
+    def spec(self) -> mlp.MLPSpec:
+        known = set(self.extra_model_keys)
+        return mlp.MLPSpec.from_dict({k: v for k, v in self.model.items() if k not in known})
+
+    def _check_spec(self) -> None:
         try:
-            self.spec  # noqa: B018 - validates the model now rather than at first use
+            self.spec  # noqa: B018 - builds (and so validates) the model now, not at first use
         except ValueError as exc:
             raise AlgorithmError(f"{self.name}: {exc}") from exc
-
-    @property
-    def spec(self) -> mlp.MLPSpec:
-        d = dict(self.model)
-        return mlp.MLPSpec(tuple(d["sizes"]), tuple(d["activations"]), str(d["loss"]))
 
     @property
     def num_layers(self) -> int:
@@ -130,6 +136,15 @@ class FloatAlgorithm(Algorithm):
     @property
     def sync_rule_name(self) -> str:
         return "fedavg"
+
+
+@dataclass(frozen=True)
+class FloatAlgorithm(_MLPAlgorithm):
+    """``sgd`` and ``lsgd`` on a float32 MLP."""
+
+    def __post_init__(self) -> None:
+        _check_keys(self.hyper, ("lr", "batch_size"), self.name)
+        self._check_spec()
 
     def init_params(self, seed: int) -> Params:
         return mlp.init_params(self.spec, seed)
@@ -205,7 +220,7 @@ class TifedAlgorithm(Algorithm):
 
 
 @dataclass(frozen=True)
-class Q8Algorithm(Algorithm):
+class Q8Algorithm(_MLPAlgorithm):
     """``lsgd-q8``: L-SGD on int8 fixed-point weights, fine-tuning a trained float model.
 
     ``model`` is the float spec plus ``"format": {"weight_frac": [...], "bias_frac": [...]}``
@@ -213,8 +228,11 @@ class Q8Algorithm(Algorithm):
     float model with :meth:`from_float`. ``hyper``: ``lr_shift`` (learning rate 2^-lr_shift).
     """
 
+    extra_model_keys = ("format",)
+
     def __post_init__(self) -> None:
         _check_keys(self.hyper, ("lr_shift",), self.name)
+        self._check_spec()
         try:
             lsgd_q8.check_spec(self.spec)
             self.fmt  # noqa: B018 - validates now
@@ -235,23 +253,11 @@ class Q8Algorithm(Algorithm):
         return cls("lsgd-q8", full, dict(hyper or {})), q8
 
     @property
-    def spec(self) -> mlp.MLPSpec:
-        return mlp.MLPSpec.from_dict({k: self.model[k] for k in ("sizes", "activations", "loss")})
-
-    @property
     def fmt(self) -> lsgd_q8.Q8Format:
         f = self.model["format"]
         return lsgd_q8.Q8Format(
             tuple(int(v) for v in f["weight_frac"]), tuple(int(v) for v in f["bias_frac"])
         )
-
-    @property
-    def num_layers(self) -> int:
-        return self.spec.num_layers
-
-    @property
-    def sync_rule_name(self) -> str:
-        return "fedavg"
 
     def init_params(self, seed: int) -> Params:
         raise AlgorithmError(

@@ -86,3 +86,9 @@ def test_lsgd_q8_fine_tunes_a_quantized_float_model() -> None:
         algo.init_params(0)
     with pytest.raises(AlgorithmError, match="unknown hyper"):
         Q8Algorithm.from_float(model, float_params, {"lr": 0.1})
+
+
+def test_unknown_float_model_keys_are_refused() -> None:
+    model = {**default_model("lsgd", 64), "dropout": 0.5}
+    with pytest.raises(AlgorithmError, match="dropout"):
+        get_algorithm("lsgd", model)
