@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "from_mapping", "load_config"]
+__all__ = ["ConfigError", "check_address", "from_mapping", "load_config"]
 
 T = TypeVar("T")
 
@@ -103,6 +103,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a path, got {value!r}")
         return Path(value)
     raise ConfigError(f"{where}: unsupported config type {tp!r}")
+
+
+def check_address(value: str, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is ``HOST:PORT`` with a numeric port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{where}: {value!r} is not HOST:PORT")
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:

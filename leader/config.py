@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eddl.config import ConfigError
+from eddl.config import ConfigError, check_address
 
 __all__ = ["LeaderConfig"]
 
@@ -41,9 +41,7 @@ class LeaderConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ConfigError(f"leader.bind: {self.bind!r} is not HOST:PORT")
+        check_address(self.bind, "leader.bind")
         if not self.join_token:
             raise ConfigError("leader.join_token is required (workers present it to join)")
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:

@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from eddl.config import ConfigError
+from eddl.config import ConfigError, check_address
 
 __all__ = ["WorkerConfig"]
 
@@ -50,9 +50,7 @@ class WorkerConfig:
         if not self.leaders:
             raise ConfigError("worker.leaders: at least one leader address is needed")
         for address in self.leaders:
-            host, sep, port = address.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ConfigError(f"worker.leaders: {address!r} is not HOST:PORT")
+            check_address(address, "worker.leaders")
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError(f"worker.node_id: {self.node_id!r} must be non-empty, no spaces")
         if not math.isfinite(self.throttle) or self.throttle < 1.0:
@@ -68,6 +66,4 @@ class WorkerConfig:
         if self.rpc_timeout_s <= 0:
             raise ConfigError("worker.rpc_timeout_s must be positive")
         if self.bind:
-            host, sep, port = self.bind.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ConfigError(f"worker.bind: {self.bind!r} is not HOST:PORT")
+            check_address(self.bind, "worker.bind")

@@ -57,3 +57,13 @@ def test_unknown_env_variable_and_missing_file_are_refused(tmp_path: Path) -> No
         load_config(Sample, "sample", environ={"EDDL_SAMPLE_PORTT": "1"})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Sample, "sample", tmp_path / "none.toml", environ={})
+
+
+@pytest.mark.parametrize("bad", ["host", ":80", "host:", "host:http", "host:70000"])
+def test_check_address_refuses_what_is_not_host_port(bad: str) -> None:
+    from eddl.config import check_address
+
+    with pytest.raises(ConfigError, match="not HOST:PORT"):
+        check_address(bad, "x.bind")
+    check_address("127.0.0.1:0", "x.bind")
+    check_address("[::1]:50051", "x.bind")
