@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from eddl.leader.capability import McuCapabilities
 from eddl.leader.errors import (
     InvalidArgumentError,
     JobNotActiveError,
@@ -142,6 +143,7 @@ class Coordinator:
         profile: NodeProfile | None = None,
         address: str = "",
         term: int | None = None,
+        mcu: McuCapabilities | None = None,
     ) -> JoinReply:
         """Admit a node. ``term`` is the last term the node knew; any older one is fine here
         (the node is learning the new term), a newer one means this leader is stale."""
@@ -150,7 +152,7 @@ class Coordinator:
                 raise StaleTermError(f"node knows term {term}, this leader is at {self.term}")
             try:
                 node = self.membership.join(
-                    node_id, token, role=role, profile=profile, address=address
+                    node_id, token, role=role, profile=profile, address=address, mcu=mcu
                 )
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from exc
@@ -158,7 +160,7 @@ class Coordinator:
             if run is not None:
                 run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
                 run.node_joined()
-                run.set_workers(self._worker_ids())
+                run.set_nodes(self._workers())
                 run.events.append(
                     EventKind.NODE_JOINED,
                     self._now(),
@@ -194,13 +196,14 @@ class Coordinator:
                 cancel_task=self._task_void(node),
             )
 
-    def leave(self, node_id: str, *, term: int | None = None) -> int:
-        """A clean goodbye; returns how many tasks went back to the queue."""
+    def leave(self, node_id: str, *, term: int | None = None, reason: str = "") -> int:
+        """A clean goodbye (``reason``: the node's, e.g. a gateway's "device lost"); returns
+        how many tasks went back to the queue."""
         with self._lock:
             self._check_term(term)
             run = self.job_queue.active
             held = None if run is None else run.task_of(node_id)
-            self.membership.leave(node_id)  # its task goes back through _on_gone
+            self.membership.leave(node_id, reason)  # its task goes back through _on_gone
             return 0 if held is None else 1
 
     def tick(self) -> None:
@@ -413,13 +416,13 @@ class Coordinator:
         run = self.job_queue.active
         if run is None:
             return
-        run.set_workers(self._worker_ids())
+        run.set_nodes(self._workers())
         run.node_gone(node, kind)
         event_kind = EventKind.NODE_LEFT if kind == "left" else EventKind.NODE_EXPIRED
         run.events.append(
             event_kind,
             self._now(),
-            f"{node.node_id} {kind} ({node.gone_reason})",
+            f"{node.node_id} {kind} ({node.leave_reason or node.gone_reason})",
             node_id=node.node_id,
             session=node.session,
         )

@@ -16,6 +16,7 @@ __all__ = [
     "JobSpecError",
     "JoinRefusedError",
     "LeaderError",
+    "NoCapableNodeError",
     "NodeExpiredError",
     "StaleTermError",
     "StaleVersionError",
@@ -111,6 +112,16 @@ class DuplicateUpdateError(LeaderError):
 
 class JobNotActiveError(LeaderError):
     """The job exists but is not running (queued, finished or cancelled)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class NoCapableNodeError(LeaderError):
+    """Nodes are joined but none of them can run the submitted job (algorithm or memory).
+
+    The job itself is valid, so this is not a :class:`JobSpecError`: the cluster, as it is,
+    cannot run it. With no node joined at all a job is accepted (nodes may join later).
+    """
 
     code = "FAILED_PRECONDITION"
 

@@ -3,7 +3,8 @@
 An :class:`Event` is immutable and numbered per job (``seq`` starts at 1 and has no gaps), so a
 watcher that reconnects asks for ``since(seq)`` and misses nothing. Per-task bookkeeping is not
 an event (it would flood the log); rounds, versions, membership changes, re-queued work,
-refused updates and policy switches are.
+refused updates, policy switches and
+changes of the single-layer groups are.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class EventKind(StrEnum):
     MODEL_UPDATED = "model_updated"
     EPOCH_COMPLETED = "epoch_completed"
     POLICY_SWITCHED = "policy_switched"
+    LAYER_GROUPS = "layer_groups"  # single-layer mode: a node got a layer or left its group
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from eddl.leader import capability
 from eddl.leader.aggregator import Aggregator
-from eddl.leader.errors import JobNotActiveError, JobSpecError, StoreError, UnknownJobError
+from eddl.leader.errors import (
+    JobNotActiveError,
+    JobSpecError,
+    NoCapableNodeError,
+    StoreError,
+    UnknownJobError,
+)
 from eddl.leader.events import EventKind, EventLog, Listener
 from eddl.leader.jobs import JobSpec
 from eddl.leader.membership import Node
@@ -29,6 +36,8 @@ __all__ = ["JobQueue"]
 log = get_logger("leader.jobs")
 
 KEEP_FINISHED = 4
+# Nodes named in a NoCapableNodeError message (a large fleet of one board says the same).
+_SHOW_REASONS = 8
 
 
 class JobQueue:
@@ -86,6 +95,11 @@ class JobQueue:
 
         Returns the spec as stored: with the model the job really runs (defaults filled in
         from the dataset), so workers and a restarted leader build exactly the same one.
+
+        When nodes are joined and none of them can run the job (a cluster of microcontrollers
+        whose firmware lacks the algorithm or whose arena is too small), the job is refused
+        with :class:`NoCapableNodeError`, saying why for each node. An empty cluster accepts
+        any valid job: nodes may join later.
         """
         if self.store.job(spec.job_id) is not None:
             raise JobSpecError(f"job id {spec.job_id!r} is already taken")
@@ -103,6 +117,7 @@ class JobQueue:
         except ValueError as exc:
             raise JobSpecError(f"job aggregation: {exc}") from exc
         resolved = runtime.info.get("model")
+        self._check_capable(spec, resolved if isinstance(resolved, dict) else dict(spec.model))
         if isinstance(resolved, dict) and resolved != dict(spec.model):
             spec = replace(spec, model=resolved)
         now = self._now()
@@ -186,6 +201,22 @@ class JobQueue:
         }
 
     # -- internals ---------------------------------------------------------------------------
+    def _check_capable(self, spec: JobSpec, model: dict[str, Any]) -> None:
+        nodes = self._workers()
+        reasons = []
+        for node in nodes:
+            why = capability.unable(node, spec.algorithm, model, spec.hyper)
+            if why is None:
+                return
+            reasons.append(f"{capability.describe_node(node)}: {why}")
+        if not reasons:
+            return  # nobody joined yet
+        shown = "; ".join(reasons[:_SHOW_REASONS])
+        more = len(reasons) - _SHOW_REASONS
+        if more > 0:
+            shown += f"; and {more} more"
+        raise NoCapableNodeError(f"no node can run this job ({spec.algorithm}): {shown}")
+
     def _fail(self, job_id: str, reason: str) -> None:
         log.warning("job_failed", job_id=job_id, reason=reason)
         self.store.set_job_status(job_id, "failed", self._now(), {"reason": reason})
@@ -211,5 +242,5 @@ class JobQueue:
         workers = self._workers()
         for node in workers:
             run.scheduler.set_prior(node.node_id, node.profile.benchmark_sps)
-        run.set_workers([n.node_id for n in workers])
+        run.set_nodes(workers)
         return run

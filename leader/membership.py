@@ -8,6 +8,9 @@ declares such nodes gone and calls the ``on_gone`` callbacks at once (the coordi
 their tasks there). A gone node that calls again gets :class:`NodeExpiredError`, the explicit
 answer that tells it to rejoin; rejoining opens a new *session*, so anything tied to the old
 session (a task, a late update) is recognisably stale.
+
+Nodes of role ``mcu`` are microcontrollers joined by their gateway; they must bring their
+:class:`~eddl.leader.capability.McuCapabilities` (what jobs they can run), and no other role may.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from eddl.leader.errors import JoinRefusedError, NodeExpiredError, UnknownNodeError
+from eddl.leader.capability import McuCapabilities
+from eddl.leader.errors import (
+    InvalidArgumentError,
+    JoinRefusedError,
+    NodeExpiredError,
+    UnknownNodeError,
+)
 from eddl.log import get_logger
 
 __all__ = ["GoneCallback", "Membership", "Node", "NodeProfile", "Role"]
@@ -51,6 +60,8 @@ class NodeProfile:
 
 @dataclass
 class Node:
+    """One member. ``mcu`` is set exactly for role ``mcu`` (fixed for the session)."""
+
     node_id: str
     role: Role
     session: int
@@ -61,6 +72,8 @@ class Node:
     alive: bool = True
     gone_at: float | None = None
     gone_reason: str = ""
+    leave_reason: str = ""  # what the node said when it left (a gateway: "device lost: ...")
+    mcu: McuCapabilities | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +86,8 @@ class Node:
             "address": self.address,
             "benchmark_sps": self.profile.benchmark_sps,
             "gone_reason": self.gone_reason,
+            "leave_reason": self.leave_reason,
+            "mcu": None if self.mcu is None else self.mcu.to_dict(),
         }
 
 
@@ -126,14 +141,24 @@ class Membership:
         role: Role | str = Role.WORKER,
         profile: NodeProfile | None = None,
         address: str = "",
+        mcu: McuCapabilities | None = None,
     ) -> Node:
         """Admit ``node_id``; a node already present rejoins with a new session.
 
         Raises :class:`JoinRefusedError` for a wrong token and ``ValueError`` for a bad id or
-        role; nothing changes in either case.
+        role, or an ``mcu`` role without capabilities (or capabilities on another role);
+        nothing changes in any case.
         """
         role = _role(role)
         _check_node_id(node_id)
+        if role is Role.MCU and mcu is None:
+            raise InvalidArgumentError(
+                f"node {node_id!r}: role mcu needs an McuProfile (arena, algorithms, layers)"
+            )
+        if role is not Role.MCU and mcu is not None:
+            raise InvalidArgumentError(
+                f"node {node_id!r}: an McuProfile is only for role mcu, not {role.value}"
+            )
         self._check_token(token, role)
         now = self._now()
         self._sessions += 1
@@ -141,7 +166,9 @@ class Membership:
         if previous is not None and previous.alive:
             # The old session is over: whatever it held goes back before the new one starts.
             self._mark_gone(previous, "left", now, "rejoined")
-        node = Node(node_id, role, self._sessions, now, now, profile or NodeProfile(), address)
+        node = Node(
+            node_id, role, self._sessions, now, now, profile or NodeProfile(), address, mcu=mcu
+        )
         self._nodes[node_id] = node
         log.info("node_joined", node_id=node_id, role=role.value, session=node.session)
         return node
@@ -154,10 +181,14 @@ class Membership:
             node.profile = profile
         return node
 
-    def leave(self, node_id: str) -> Node:
-        """A clean goodbye: the node's work goes back to the queue at once."""
+    def leave(self, node_id: str, reason: str = "") -> Node:
+        """A clean goodbye: the node's work goes back to the queue at once.
+
+        ``reason`` is kept (at most 200 printable characters) for status and events.
+        """
         node = self.require(node_id)
-        self._mark_gone(node, "left", self._now(), "left")
+        node.leave_reason = "".join(c for c in reason[:200] if c.isprintable())
+        self._mark_gone(node, "left", self._now(), node.leave_reason or "left")
         return node
 
     # -- queries -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from eddl.leader import capability
 from eddl.leader.aggregator import Aggregator, NewVersion
 from eddl.leader.errors import (
     DuplicateUpdateError,
@@ -125,7 +126,11 @@ class JobRun:
         self.accuracy: float | None = meta.get("accuracy")
         self.best_accuracy: float | None = meta.get("best_accuracy")
         self._round = SyncRound(version)
+        # Single-layer mode: node -> the layer it trains, fixed while the node stays.
         self._layers: dict[str, int] = {}
+        # node -> (session, why it cannot run this job or None): computed once per session.
+        self._fit: dict[str, tuple[int, str | None]] = {}
+        self._model_spec: dict[str, Any] = dict(runtime.info.get("model") or spec.model)
         self._workers: set[str] = set()
         self._saved_version = version if resume_from else -1
         self._bytes = 0
@@ -207,12 +212,47 @@ class JobRun:
             if self.mode == "sync"
             else None,
             "result": dict(self.result),
+            "layer_groups": self.layer_groups() if self.runtime.single_layer else None,
+            "unable_nodes": {n: r for n, (_, r) in sorted(self._fit.items()) if r is not None},
         }
+
+    def layer_groups(self) -> dict[int, list[str]]:
+        """Single-layer mode: the nodes training each layer (every layer listed)."""
+        groups: dict[int, list[str]] = {i: [] for i in range(self.runtime.num_layers)}
+        for node_id, layer in sorted(self._layers.items()):
+            groups.setdefault(layer, []).append(node_id)
+        return groups
+
+    def unable(self, node: Node) -> str | None:
+        """Why ``node`` cannot run this job (None: it can); decided once per node session.
+
+        The one place the capability rule is applied to a running job: task hand-out, the
+        sync round's roll of expected workers and the static shards all ask here.
+        """
+        known = self._fit.get(node.node_id)
+        if known is not None and known[0] == node.session:
+            return known[1]
+        reason = capability.unable(node, self.spec.algorithm, self._model_spec, self.spec.hyper)
+        self._fit[node.node_id] = (node.session, reason)
+        if reason is not None:
+            log.info(
+                "node_cannot_run_job",
+                job_id=self.spec.job_id,
+                node_id=node.node_id,
+                node=capability.describe_node(node),
+                reason=reason,
+            )
+        return reason
 
     # -- work ------------------------------------------------------------------------------
     def next_task(self, node: Node) -> Task | Wait:
         if self.status != "running":
             return Wait(f"job {self.spec.job_id} is {self.status}", 1.0, done=True)
+        cannot = self.unable(node)
+        if cannot is not None:
+            # Nothing of this job will ever suit the node; it keeps polling for the next job.
+            who = capability.describe_node(node)
+            return Wait(f"{who} cannot run job {self.spec.job_id}: {cannot}", 1.0)
         held = self.task_of(node.node_id)
         if held is not None and held.session == node.session:
             return held  # a retried GetTask gets the same task, never a second one
@@ -228,7 +268,7 @@ class JobRun:
                 self._round.nothing_for(node.node_id)
             return Wait("no data left to hand out for now", self._retry())
         task.base_version = self.version
-        task.layer = self._layer_of(node.node_id)
+        task.layer = self._layer_of(node)
         task.meta["deadline_seconds"] = self.spec.round_deadline
         if self.mode == "sync":
             self._round.handed(node.node_id, task.task_id, now)
@@ -324,8 +364,16 @@ class JobRun:
         return UpdateAck(task_id, outcome, self.version)
 
     def node_gone(self, node: Node, kind: str) -> None:
-        """A node left or expired: its in-flight task goes back to the queue at once."""
+        """A node left or expired: its in-flight task goes back to the queue at once, and its
+        place in a layer group is free."""
         self._free_since.pop(node.node_id, None)
+        self._fit.pop(node.node_id, None)
+        if self._layers.pop(node.node_id, None) is not None:
+            self._event(
+                EventKind.LAYER_GROUPS,
+                f"{node.node_id} left its layer group",
+                groups=self.layer_groups(),
+            )
         now = self._now()
         for task in self.scheduler.take_back_node(node.node_id, f"node {kind}"):
             self._round.settle(task.task_id)
@@ -349,6 +397,10 @@ class JobRun:
     def node_joined(self) -> None:
         if self.policy is not None:
             self.policy.observe_churn(self._now())
+
+    def set_nodes(self, nodes: list[Node]) -> None:
+        """The live nodes; only those that can run this job count as its workers."""
+        self.set_workers([n.node_id for n in nodes if self.unable(n) is None])
 
     def set_workers(self, node_ids: list[str]) -> None:
         """The live workers (a sync round waits for each of them to ask, for a while)."""
@@ -417,12 +469,39 @@ class JobRun:
     def _retry(self) -> float:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
 
-    def _layer_of(self, node_id: str) -> int | None:
+    def _layer_of(self, node: Node) -> int | None:
+        """Single-layer mode: the layer ``node`` trains, chosen at its first task and kept.
+
+        Among the layers the node can train, the one whose group has the lowest summed speed
+        (measured, else the benchmark prior); empty groups first, so every layer has a group
+        before any has two; then fewer members (speeds may be unknown), then the lower index.
+        """
         if not self.runtime.single_layer:
             return None
-        if node_id not in self._layers:
-            self._layers[node_id] = len(self._layers) % self.runtime.num_layers
-        return self._layers[node_id]
+        held = self._layers.get(node.node_id)
+        if held is not None:
+            return held
+        layers = capability.trainable_layers(
+            node, self.spec.algorithm, self._model_spec, self.spec.hyper, self.runtime.num_layers
+        )
+        groups = self.layer_groups()
+
+        def load(layer: int) -> tuple[bool, float, int, int]:
+            members = groups.get(layer, [])
+            speed = sum(self.scheduler.samples_per_second(m) or 0.0 for m in members)
+            return (bool(members), speed, len(members), layer)
+
+        # Not empty: next_task hands nothing to a node that cannot run the job.
+        layer = min(layers, key=load)
+        self._layers[node.node_id] = layer
+        self._event(
+            EventKind.LAYER_GROUPS,
+            f"{node.node_id} trains layer {layer}",
+            node_id=node.node_id,
+            layer=layer,
+            groups=self.layer_groups(),
+        )
+        return layer
 
     def _maybe_close_round(self, why: str, *, deadline: bool = False) -> NewVersion | None:
         r = self._round

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from eddl.config import ConfigError, check_address
 
-__all__ = ["WorkerConfig"]
+__all__ = ["WorkerConfig", "mcu_names"]
 
 
 def _default_node_id() -> str:
@@ -26,6 +26,14 @@ class WorkerConfig:
     dataset it fetches samples by index from the leader. ``throttle`` F >= 1 makes the worker
     F times slower (it idles (F - 1) x the training time after each task): an aid for demos and
     benchmarks of heterogeneity.
+
+    ``mcu`` turns the daemon into a gateway: for each serial URL (a device path such as
+    ``/dev/eddl/mcu-0``, ``socket://HOST:PORT``, any pyserial URL) it speaks to the
+    microcontroller there and joins the cluster on its behalf as a node of its own, named
+    ``<node_id>.<device name>``; a gateway trains nothing itself. ``mcu_baud`` applies to real
+    serial ports, ``mcu_reply_timeout_s`` to one request, ``mcu_train_timeout_s`` to one TRAIN,
+    ``mcu_max_buffer`` caps the samples per TRAIN (the arena caps it too), and a lost device is
+    looked for again every ``mcu_retry_s``.
     """
 
     leaders: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
@@ -45,6 +53,12 @@ class WorkerConfig:
     # An empty string serves nothing.
     bind: str = "127.0.0.1:0"
     port_file: str | None = None
+    mcu: list[str] = field(default_factory=list)
+    mcu_baud: int = 115200
+    mcu_reply_timeout_s: float = 2.0
+    mcu_train_timeout_s: float = 120.0
+    mcu_max_buffer: int = 250
+    mcu_retry_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.leaders:
@@ -67,3 +81,37 @@ class WorkerConfig:
             raise ConfigError("worker.rpc_timeout_s must be positive")
         if self.bind:
             check_address(self.bind, "worker.bind")
+        self._check_mcu()
+
+    def _check_mcu(self) -> None:
+        if len(set(self.mcu)) != len(self.mcu):
+            raise ConfigError(f"worker.mcu: a device is listed twice: {self.mcu}")
+        for url in self.mcu:
+            if not url or any(c.isspace() for c in url):
+                raise ConfigError(f"worker.mcu: {url!r} is not a serial URL or device path")
+        names = mcu_names(self.mcu)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"worker.mcu: two devices would share a node name: {names}")
+        if self.mcu_baud <= 0:
+            raise ConfigError("worker.mcu_baud must be positive")
+        for name in ("mcu_reply_timeout_s", "mcu_train_timeout_s", "mcu_retry_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"worker.{name} must be a positive number, got {value}")
+        if not 1 <= self.mcu_max_buffer <= 0xFFFF:
+            raise ConfigError("worker.mcu_max_buffer must be within 1..65535 samples")
+
+    def mcu_node_ids(self) -> list[str]:
+        """The cluster node id of each device in ``mcu``, in order."""
+        return [f"{self.node_id}.{name}" for name in mcu_names(self.mcu)]
+
+
+def mcu_names(urls: list[str]) -> list[str]:
+    """A short name per device: the file name of a device path (``/dev/eddl/mcu-0`` ->
+    ``mcu-0``, stable when a udev rule names the device), else ``mcu<position>``."""
+    names = []
+    for i, url in enumerate(urls):
+        base = url.rstrip("/").rsplit("/", 1)[-1] if "://" not in url else ""
+        ok = base and not base.isdigit() and all(c.isalnum() or c in "._-" for c in base)
+        names.append(base if ok else f"mcu{i}")
+    return names

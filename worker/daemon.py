@@ -68,8 +68,27 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
 
 
 class WorkerDaemon:
-    def __init__(self, config: WorkerConfig, rng: random.Random | None = None) -> None:
+    """One cluster node: a Python worker that trains with ``eddl.learn``.
+
+    Subclasses speak for other kinds of node (:class:`eddl.worker.gateway.McuAgent` joins a
+    microcontroller on its behalf) by overriding :meth:`join_request`, :meth:`beat_request`
+    and :meth:`execute`; the membership, task, transfer and reconnection logic is shared.
+    """
+
+    role = "worker"
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        rng: random.Random | None = None,
+        *,
+        node_id: str | None = None,
+        serve: bool = True,
+    ) -> None:
         self.config = config
+        self.node_id = node_id or config.node_id
+        self._serve = serve and bool(config.bind)
+        self.leave_reason = "shutdown"
         self._rng = rng or random.Random()
         self.link = LeaderLink(
             config.leaders, Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
@@ -109,11 +128,11 @@ class WorkerDaemon:
         """Work until :meth:`request_stop`; then leave the cluster and close the channel."""
         log.info(
             "worker starting",
-            node=self.config.node_id,
+            node=self.node_id,
             leaders=self.link.leaders,
             throttle=self.config.throttle,
         )
-        if self.config.bind:
+        if self._serve:
             self.endpoint = await start_server(
                 self.config.bind,
                 [(probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer())],
@@ -141,7 +160,7 @@ class WorkerDaemon:
                 await self.link.close()
                 if self.endpoint is not None:
                     await self.endpoint.stop(grace=1.0)
-        log.info("worker stopped", node=self.config.node_id, tasks_done=self.tasks_done)
+        log.info("worker stopped", node=self.node_id, tasks_done=self.tasks_done)
 
     async def _health_loop(self) -> None:
         """Mirror membership in the endpoint's health: SERVING while joined to a leader."""
@@ -167,7 +186,7 @@ class WorkerDaemon:
 
     def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
         return common_pb2.Envelope(
-            job_id=job_id, model_version=version, term=self.term, node_id=self.config.node_id
+            job_id=job_id, model_version=version, term=self.term, node_id=self.node_id
         )
 
     def _node_info(self) -> cluster_pb2.NodeInfo:
@@ -195,16 +214,7 @@ class WorkerDaemon:
                 if self._link_broken:
                     await self.link.next_leader("rpc failed")
                     self._link_broken = False
-                if self._static is None:
-                    static = await asyncio.to_thread(collect_static, self.config.node_id, "worker")
-                    self._static = static_to_proto(static)
-                request = cluster_pb2.JoinRequest(
-                    envelope=self.envelope(),
-                    role="worker",
-                    join_token=self.config.join_token,
-                    info=self._node_info(),
-                    profile=profile_pb2.Profile(static=self._static),
-                )
+                request = await self.join_request()
                 try:
                     reply = await self.link.stub.Join(request, timeout=self.config.rpc_timeout_s)
                 except grpc.aio.AioRpcError as exc:
@@ -224,6 +234,19 @@ class WorkerDaemon:
                 log.info(
                     "joined", leader=self.link.address, term=self.term, heartbeat_s=self.heartbeat_s
                 )
+
+    async def join_request(self) -> cluster_pb2.JoinRequest:
+        """What this node says about itself when it joins (again)."""
+        if self._static is None:
+            static = await asyncio.to_thread(collect_static, self.node_id, self.role)
+            self._static = static_to_proto(static)
+        return cluster_pb2.JoinRequest(
+            envelope=self.envelope(),
+            role=self.role,
+            join_token=self.config.join_token,
+            info=self._node_info(),
+            profile=profile_pb2.Profile(static=self._static),
+        )
 
     async def _call(self, fn: Callable[[cluster_pb2_grpc.ClusterStub], Awaitable[T]]) -> T:
         """Run ``fn`` against the leader, joining (again) first when needed."""
@@ -247,19 +270,7 @@ class WorkerDaemon:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._ensure_joined()
-            request = cluster_pb2.HeartbeatRequest(
-                envelope=self.envelope(),
-                dynamic=dynamic_to_proto(self._dynamic.sample()),
-                network=profile_pb2.NetworkProfile(
-                    links=[link_to_proto(e) for e in self.links.estimates(time.time())]
-                ),
-                load=cluster_pb2.NodeLoad(
-                    cpu_percent=psutil.cpu_percent(interval=None),
-                    memory_used_bytes=psutil.Process().memory_info().rss,
-                    samples_per_second=self.samples_per_second,
-                    state=self.state,
-                ),
-            )
+            request = await self.beat_request()
             try:
                 reply = await self.link.stub.Heartbeat(request, timeout=self.config.rpc_timeout_s)
             except grpc.aio.AioRpcError as exc:
@@ -280,6 +291,22 @@ class WorkerDaemon:
                 self.link.learn_leaders(list(reply.leaders))
             delay = self.heartbeat_s * (1 + self._rng.uniform(-self.jitter, self.jitter))
             await asyncio.sleep(delay)
+
+    async def beat_request(self) -> cluster_pb2.HeartbeatRequest:
+        """One heartbeat: load, dynamic profile and the link estimates of real transfers."""
+        return cluster_pb2.HeartbeatRequest(
+            envelope=self.envelope(),
+            dynamic=dynamic_to_proto(self._dynamic.sample()),
+            network=profile_pb2.NetworkProfile(
+                links=[link_to_proto(e) for e in self.links.estimates(time.time())]
+            ),
+            load=cluster_pb2.NodeLoad(
+                cpu_percent=psutil.cpu_percent(interval=None),
+                memory_used_bytes=psutil.Process().memory_info().rss,
+                samples_per_second=self.samples_per_second,
+                state=self.state,
+            ),
+        )
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -321,31 +348,34 @@ class WorkerDaemon:
 
     async def _run_task(self, task: cluster_pb2.Task) -> None:
         job_id, version = task.envelope.job_id, task.envelope.model_version
-        log.info("task", task=task.task_id, job=job_id, version=version, samples=len(task.indexes))
+        log.info(
+            "task",
+            node=self.node_id,
+            task=task.task_id,
+            job=job_id,
+            version=version,
+            samples=len(task.indexes),
+        )
         try:
             self.state = "training"
-            algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+            self.check_task(task)
             params = await self._pull_model(job_id, version)
             x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
-            result = await self.runner.run(
-                algo,
-                params,
-                x,
-                y,
-                epochs=max(1, task.epochs),
-                layer=task.layer,
-                seed=task.seed,
-            )
+            result = await self.execute(task, params, x, y)
             self.state = "pushing"
             reply = await self._push(task, result)
         except (TaskError, SampleSourceError, ChunkError) as exc:
-            log.error("task failed", task=task.task_id, error=str(exc))
+            log.error("task failed", node=self.node_id, task=task.task_id, error=str(exc))
             return
         except grpc.aio.AioRpcError as exc:
             # The leader refused this task's model or update (stale version, cancelled job):
             # the task is void, the next GetTask brings a fresh one.
             log.warning(
-                "task refused", task=task.task_id, code=exc.code().name, detail=exc.details()
+                "task refused",
+                node=self.node_id,
+                task=task.task_id,
+                code=exc.code().name,
+                detail=exc.details(),
             )
             return
         finally:
@@ -359,10 +389,25 @@ class WorkerDaemon:
             )
         log.info(
             "update pushed",
+            node=self.node_id,
             task=task.task_id,
             outcome=reply.outcome,
             version=reply.envelope.model_version,
             busy_s=round(result.busy_seconds, 3),
+            link_s=round(result.link_seconds, 3),
+        )
+
+    def check_task(self, task: cluster_pb2.Task) -> None:
+        """Refuse (:class:`TaskError`) a task this node cannot run, before any transfer."""
+        self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+
+    async def execute(
+        self, task: cluster_pb2.Task, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> TaskResult:
+        """Train ``task`` on ``(x, y)`` from the global model ``params``."""
+        algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+        return await self.runner.run(
+            algo, params, x, y, epochs=max(1, task.epochs), layer=task.layer, seed=task.seed
         )
 
     async def _pull_model(self, job_id: str, version: int) -> Params:
@@ -448,7 +493,8 @@ class WorkerDaemon:
     async def _leave(self) -> None:
         try:
             await self.link.stub.Leave(
-                cluster_pb2.LeaveRequest(envelope=self.envelope(), reason="shutdown"), timeout=2.0
+                cluster_pb2.LeaveRequest(envelope=self.envelope(), reason=self.leave_reason),
+                timeout=2.0,
             )
             log.info("left the cluster", leader=self.link.address)
         except grpc.aio.AioRpcError as exc:

@@ -13,6 +13,7 @@ from eddl.config import ConfigError, load_config
 from eddl.log import configure_logging, get_logger
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
+from eddl.worker.gateway import Gateway
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 127.0.0.1:0; '' serves nothing)",
     )
     p.add_argument("--port-file", help="write the endpoint's bound port here once serving")
+    p.add_argument(
+        "--mcu",
+        action="append",
+        dest="mcu",
+        metavar="URL",
+        help="gateway mode: a microcontroller's serial URL or device path (repeat); each joins "
+        "the cluster as a node of its own",
+    )
     p.add_argument("--log-level", help="log level (default INFO)")
     return p
 
@@ -62,15 +71,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_level": args.log_level,
         "bind": args.bind,
         "port_file": args.port_file,
+        "mcu": args.mcu,
     }
 
 
 async def _serve(config: WorkerConfig) -> None:
-    daemon = WorkerDaemon(config)
+    daemon: WorkerDaemon | Gateway = Gateway(config) if config.mcu else WorkerDaemon(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     await daemon.run()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_serve(config))
     except Exception as exc:
-        # The daemon's TaskGroup reports a failed loop inside an ExceptionGroup.
-        errors = list(exc.exceptions) if isinstance(exc, ExceptionGroup) else [exc]
+        # The daemons' TaskGroups report a failed loop inside (nested) ExceptionGroups.
+        errors = _leaves(exc)
         refused = [e for e in errors if isinstance(e, JoinRefusedError)]
         if refused:
             log.error("join refused", error=str(refused[0]))

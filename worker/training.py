@@ -37,6 +37,8 @@ class TaskResult:
     train_seconds: float  # the training itself
     busy_seconds: float  # training plus the throttle's idle time
     state_bytes: int
+    link_seconds: float = 0.0  # of busy_seconds, moving data over a device link (gateways)
+    kernel_ticks: int = 0  # device timer ticks inside the training kernel (gateways)
 
 
 def _load_json(text: str, what: str) -> dict[str, Any]:

@@ -29,7 +29,9 @@ from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 __all__ = [
     "FINAL_EVENTS",
     "JobFileError",
+    "describe_device",
     "describe_event",
+    "job_placement",
     "job_status",
     "list_nodes",
     "read_job_file",
@@ -142,20 +144,56 @@ def status_dict(
         "workers": status.workers,
         "samples_trained": status.samples_trained,
         "detail": detail,
-        "nodes": [
-            {
-                "node_id": n.node_id,
-                "role": n.role,
-                "state": n.state,
-                "last_seen_s": round(n.last_seen_s, 3),
-                "samples_per_second": round(n.samples_per_second, 1),
-                "current_task": n.current_task,
-                "tasks_done": n.tasks_done,
-                "profile": json.loads(n.profile_json) if n.profile_json else {},
-            }
-            for n in nodes.nodes
-        ],
+        "nodes": [_node_dict(n) for n in nodes.nodes],
     }
+
+
+def _node_dict(n: admin_pb2.NodeStatus) -> dict[str, Any]:
+    profile = json.loads(n.profile_json) if n.profile_json else {}
+    row = profile.get("node") if isinstance(profile, dict) else None
+    mcu = row.get("mcu") if isinstance(row, dict) else None
+    return {
+        "node_id": n.node_id,
+        "role": n.role,
+        "state": n.state,
+        "last_seen_s": round(n.last_seen_s, 3),
+        "samples_per_second": round(n.samples_per_second, 1),
+        "current_task": n.current_task,
+        "tasks_done": n.tasks_done,
+        # A microcontroller: its gateway, board, arena and the job algorithms it runs.
+        "mcu": mcu if isinstance(mcu, dict) else None,
+        "profile": profile,
+    }
+
+
+def job_placement(detail: dict[str, Any]) -> list[str]:
+    """Lines on who trains what: single-layer groups, and nodes that cannot run the job."""
+    lines = []
+    groups = detail.get("layer_groups")
+    if isinstance(groups, dict) and groups:
+        parts = [
+            f"{layer}: {', '.join(members) if members else '-'}"
+            for layer, members in sorted(groups.items(), key=lambda kv: int(kv[0]))
+        ]
+        lines.append("layer groups  " + "; ".join(parts))
+    unable = detail.get("unable_nodes")
+    if isinstance(unable, dict):
+        lines.extend(f"cannot run this job: {node}: {why}" for node, why in sorted(unable.items()))
+    return lines
+
+
+def describe_device(node: dict[str, Any]) -> str:
+    """What kind of node this is, in a few words: an MCU's board, arena, algorithms, gateway."""
+    mcu = node.get("mcu")
+    if not isinstance(mcu, dict):
+        return "-"
+    algorithms = mcu.get("algorithms") or []
+    arena = mcu.get("arena_bytes") or 0
+    return (
+        f"{mcu.get('board') or '?'}, arena {int(arena):,} B, "
+        f"{'/'.join(str(a) for a in algorithms) or 'no job algorithm'} "
+        f"via {mcu.get('gateway_id') or '?'}"
+    )
 
 
 def describe_event(event: admin_pb2.JobEvent) -> str:
@@ -173,11 +211,12 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
         f"policy [bold]{info['policy'] or '-'}[/] ({info['policy_reason'] or '-'}); "
         f"rule {info['rule'] or '-'}"
     )
-    table = Table("node", "role", "state", "seen (s)", "samples/s", "task", "done")
+    table = Table("node", "role", "device", "state", "seen (s)", "samples/s", "task", "done")
     for n in info["nodes"]:
         table.add_row(
             n["node_id"],
             n["role"],
+            describe_device(n),
             n["state"],
             f"{n['last_seen_s']:.1f}",
             f"{n['samples_per_second']:.0f}",
@@ -185,6 +224,8 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
             str(n["tasks_done"]),
         )
     console.print(table)
+    for line in job_placement(info.get("detail") or {}):
+        console.print(line, markup=False)
 
 
 # -- commands -------------------------------------------------------------------------------

@@ -7,6 +7,15 @@ starts ``eddl-leader`` on a loopback port chosen by the OS, N ``eddl-worker`` pr
 default job (digits, shipped with EDDL; or ``--job FILE``), shows live progress (version,
 accuracy, aggregation policy, workers), prints the result and shuts every process down with
 SIGTERM (SIGKILL after a grace period). ``--json`` prints only the final result as JSON.
+
+    eddl local --workers 2 --mcu 2 [--mcu-kind host|qemu]
+
+adds a gateway worker bridging N emulated microcontrollers (the firmware's host simulator, or
+QEMU boards with 64 KB of RAM) and trains the MCU job instead: TIFeD on digits, a network that
+fits a 64 KB arena, trained by the Python workers with the numpy reference and by the MCUs
+with the firmware, aggregated together. Emulated devices need a source checkout (the
+firmware is built with ``make``; QEMU also needs ``qemu-system-arm`` and
+``gcc-arm-none-eabi``).
 """
 
 from __future__ import annotations
@@ -29,10 +38,18 @@ from typing import Any
 import grpc
 
 from eddl.cli.jobs import read_job_file, submit_job, watch_job
+from eddl.mcu.launch import FirmwareError, Launched, start_qemu, start_sim
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
-__all__ = ["DEFAULT_JOB", "LocalCluster", "LocalClusterError", "parse_throttles", "register"]
+__all__ = [
+    "DEFAULT_JOB",
+    "MCU_JOB",
+    "LocalCluster",
+    "LocalClusterError",
+    "parse_throttles",
+    "register",
+]
 
 DEFAULT_JOB: dict[str, Any] = {
     "dataset": "digits",
@@ -45,6 +62,23 @@ DEFAULT_JOB: dict[str, Any] = {
     "task_seconds": 0.25,
     "round_deadline": 5.0,
 }
+# The job of a cluster with MCUs: integer TIFeD, 64-32-10 (8x8 digits), which with its
+# mini-batch and a 250-sample buffer needs about 35 KB of arena: it fits a board with 64 KB of
+# RAM. A 784-input MNIST network would leave room for only 3 hidden units there.
+MCU_JOB: dict[str, Any] = {
+    "dataset": "digits",
+    "algorithm": "tifed",
+    "model": {"sizes": [64, 32, 10]},
+    "hyper": {"lr_inv": 2048, "batch_size": 25},
+    "target_accuracy": 0.9,
+    "max_epochs": 30.0,
+    "aggregation": "auto",
+    "task_seconds": 1.0,
+    "round_deadline": 10.0,
+    "min_task_samples": 25,
+}
+MCU_KINDS = ("host", "qemu")
+MCU_BOARD = "ram64"
 _NOTABLE = {
     "policy_switched",
     "node_joined",
@@ -95,6 +129,15 @@ class LocalCluster:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     address: str = ""
+    mcus: int = 0
+    mcu_kind: str = "host"
+    device_lifetime_s: float = 3600.0
+    devices: list[Launched] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> int:
+        """Cluster nodes once everything joined: the workers and one per MCU."""
+        return len(self.workers) + self.mcus
 
     @property
     def log_dir(self) -> Path:
@@ -139,6 +182,46 @@ class LocalCluster:
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
         for i in range(len(self.workers)):
             self.start_worker(i)
+        if self.mcus:
+            self.devices.extend(self._launch_device() for _ in range(self.mcus))
+            self.start_gateway()
+
+    def _launch_device(self, port: int = 0) -> Launched:
+        try:
+            if self.mcu_kind == "qemu":
+                return start_qemu(MCU_BOARD, lifetime=self.device_lifetime_s, port=port)
+            return start_sim("tcp", lifetime=self.device_lifetime_s, port=port)
+        except FirmwareError as exc:
+            raise LocalClusterError(f"cannot start an emulated MCU: {exc}") from exc
+
+    def start_gateway(self) -> None:
+        """Start the gateway worker, one ``--mcu`` per emulated device."""
+        argv = [
+            *_daemon("eddl.worker.main"),
+            "--leader",
+            self.address,
+            "--node-id",
+            "gateway",
+            "--join-token",
+            self.token,
+        ]
+        for device in self.devices:
+            argv += ["--mcu", device.url]
+        self._spawn("gateway", argv)
+
+    def kill_device(self, index: int) -> None:
+        """The device vanishes (its process is killed), like a pulled cable."""
+        device = self.devices[index]
+        device.proc.kill()
+        device.close()
+
+    def restart_device(self, index: int) -> None:
+        """Start device ``index`` again where its gateway looks for it (same URL)."""
+        old = self.devices[index]
+        if old.alive:
+            raise LocalClusterError(f"device {index} is still running")
+        port = int(old.url.rsplit(":", 1)[1])
+        self.devices[index] = self._launch_device(port)
 
     def start_worker(self, index: int) -> None:
         """Start (or restart) worker ``index`` with its throttle."""
@@ -197,6 +280,8 @@ class LocalCluster:
                     proc.kill()
                     proc.wait(timeout=10)
                 codes[name] = int(proc.returncode)
+        for device in self.devices:
+            device.close()
         return codes
 
     def __enter__(self) -> LocalCluster:
@@ -216,7 +301,7 @@ async def _wait_workers(address: str, count: int, timeout_s: float, cluster: Loc
                 return
             cluster.check_alive()
             if time.monotonic() > deadline:
-                raise LocalClusterError(f"only {len(nodes.nodes)} of {count} workers joined")
+                raise LocalClusterError(f"only {len(nodes.nodes)} of {count} nodes joined")
             await asyncio.sleep(0.1)
 
 
@@ -240,7 +325,8 @@ async def _progress(address: str, job_id: str, quiet: bool, every_s: float = 0.5
 
 async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
     quiet = bool(args.json)
-    spec = read_job_file(args.job) if args.job else dict(DEFAULT_JOB)
+    default = MCU_JOB if cluster.mcus else DEFAULT_JOB
+    spec = read_job_file(args.job) if args.job else dict(default)
     started = time.monotonic()
     await asyncio.to_thread(cluster.start)
     if not quiet:
@@ -250,7 +336,13 @@ async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str
             f"{cluster.log_dir}",
             flush=True,
         )
-    await _wait_workers(cluster.address, len(cluster.workers), args.timeout, cluster)
+        if cluster.mcus:
+            print(
+                f"gateway with {cluster.mcus} emulated MCUs ({cluster.mcu_kind}): "
+                + ", ".join(d.url for d in cluster.devices),
+                flush=True,
+            )
+    await _wait_workers(cluster.address, cluster.nodes, args.timeout, cluster)
     job_id = await submit_job(cluster.address, spec)
     if not quiet:
         print(
@@ -290,6 +382,7 @@ async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str
         "policy_switches": switches,
         "epochs": detail.get("epochs"),
         "workers": len(cluster.workers),
+        "mcus": cluster.mcus,
         "throttle": cluster.workers,
         "seconds": round(time.monotonic() - started, 2),
         "final_event": final.message if final is not None else "",
@@ -308,7 +401,19 @@ def _cmd_local(args: argparse.Namespace) -> int:
             if args.state_dir
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="eddl-local-")))
         )
-        cluster = stack.enter_context(LocalCluster(state, throttles, args.heartbeat))
+        if args.mcu < 0:
+            print("eddl local: --mcu must be >= 0", file=sys.stderr)
+            return 2
+        cluster = stack.enter_context(
+            LocalCluster(
+                state,
+                throttles,
+                args.heartbeat,
+                mcus=args.mcu,
+                mcu_kind=args.mcu_kind,
+                device_lifetime_s=args.timeout + 120.0,
+            )
+        )
         try:
             result = asyncio.run(run_local(args, cluster))
         except (LocalClusterError, grpc.aio.AioRpcError) as exc:
@@ -339,6 +444,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=3, help="number of worker processes")
     p.add_argument("--throttle", help="per-worker slow-down factors, e.g. 1,1,2,4")
     p.add_argument("--job", help="job file ([job] table); default: digits, auto aggregation")
+    p.add_argument(
+        "--mcu", type=int, default=0, help="add a gateway with N emulated microcontrollers"
+    )
+    p.add_argument(
+        "--mcu-kind",
+        choices=MCU_KINDS,
+        default="host",
+        help="host: the firmware's native simulator; qemu: Cortex-M3 boards with 64 KB RAM",
+    )
     p.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval (s)")
     p.add_argument("--state-dir", help="keep state and logs here (default: a temporary dir)")
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this long (s)")

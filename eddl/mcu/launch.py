@@ -22,6 +22,7 @@ from eddl.log import get_logger
 
 __all__ = [
     "BOARDS",
+    "SIM_BAUD_RANGE",
     "FirmwareError",
     "Launched",
     "build_firmware",
@@ -163,18 +164,33 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return buf.decode(errors="replace").strip()
 
 
+# The simulator's --baud range: from the slowest rate a UART is set to up to 100 Mbaud.
+SIM_BAUD_RANGE = (50, 100_000_000)
+
+
 def start_sim(
     transport: str = "tcp",
     *,
     lifetime: float = 600.0,
     binary: Path | None = None,
     port: int = 0,
+    baud: int | None = None,
 ) -> Launched:
-    """Start the host simulator; ``transport`` is ``"tcp"`` (127.0.0.1) or ``"pty"``."""
+    """Start the host simulator; ``transport`` is ``"tcp"`` (127.0.0.1) or ``"pty"``.
+
+    With ``baud``, the simulator paces its link like a UART at that rate with 8N1 framing (10
+    bits per byte): it sends ``baud / 10`` bytes/s and takes in at most as many, so transfer
+    times look like a real serial line's. Without it, the link runs as fast as the transport.
+    """
+    if baud is not None and not SIM_BAUD_RANGE[0] <= baud <= SIM_BAUD_RANGE[1]:
+        raise ValueError(f"baud must be in {SIM_BAUD_RANGE[0]}..{SIM_BAUD_RANGE[1]}, got {baud}")
+    if transport not in ("tcp", "pty"):
+        raise FirmwareError(f"unknown transport {transport!r}: tcp or pty")
     exe = str(binary or sim_binary())
+    pacing = [] if baud is None else ["--baud", str(baud)]
     if transport == "tcp":
         proc = subprocess.Popen(
-            [exe, "--tcp", str(port)],
+            [exe, "--tcp", str(port), *pacing],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -185,16 +201,16 @@ def start_sim(
             proc.wait(5)
             raise FirmwareError(f"simulator did not start: {line!r}")
         return Launched(proc, f"socket://127.0.0.1:{int(line.split()[1])}", lifetime)
-    if transport == "pty":
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        try:
-            proc = subprocess.Popen([exe], stdin=master, stdout=master, stderr=subprocess.DEVNULL)
-        finally:
-            os.close(master)
-        # Our slave fd keeps the pty open until close(); the driver opens it again by name.
-        return Launched(proc, os.ttyname(slave), lifetime, keep_fds=(slave,))
-    raise FirmwareError(f"unknown transport {transport!r}: tcp or pty")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        proc = subprocess.Popen(
+            [exe, *pacing], stdin=master, stdout=master, stderr=subprocess.DEVNULL
+        )
+    finally:
+        os.close(master)
+    # Our slave fd keeps the pty open until close(); the driver opens it again by name.
+    return Launched(proc, os.ttyname(slave), lifetime, keep_fds=(slave,))
 
 
 def _free_port() -> int:
@@ -243,17 +259,21 @@ def start_qemu(
     lifetime: float = 600.0,
     image: Path | None = None,
     attempts: int = 5,
+    port: int = 0,
 ) -> Launched:
     """Boot the firmware in ``qemu-system-arm -M mps2-an385 -icount shift=0`` on a TCP serial.
 
-    The port is chosen by binding port 0; if QEMU loses the race for it, another is tried.
+    With ``port`` 0 the port is chosen by binding port 0, and if QEMU loses the race for it,
+    another is tried; a given ``port`` (a board restarted where its gateway looks for it) is
+    tried ``attempts`` times.
     """
     if not qemu_available():
         raise FirmwareError("qemu-system-arm or arm-none-eabi-gcc is not installed")
     elf = str(image or qemu_image(board, kernels))
     last = ""
+    fixed = port
     for _ in range(attempts):
-        port = _free_port()
+        port = fixed or _free_port()
         cmd = [
             "qemu-system-arm",
             "-M",

@@ -135,7 +135,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     admin_pb2.NodeStatus(
                         node_id=node_id,
                         role=str(row.get("role", "")),
-                        state="alive" if row.get("alive") else f"gone ({row.get('gone_reason')})",
+                        state="alive" if row.get("alive") else f"gone ({_why_gone(row)})",
                         last_seen_s=max(0.0, now - float(row.get("last_seen", now))),
                         samples_per_second=float(sps) if sps else 0.0,
                         current_task=str(row.get("task") or ""),
@@ -164,6 +164,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             )
 
         return await guarded(context, call())
+
+
+def _why_gone(row: dict[str, Any]) -> str:
+    # A node's own word when it left (a gateway: "device lost: ..."), else how it went.
+    return str(row.get("leave_reason") or row.get("gone_reason") or "")
 
 
 def status_reply(status: dict[str, Any], envelope: common_pb2.Envelope) -> admin_pb2.JobStatusReply:

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
+from eddl.leader.capability import McuCapabilities
 from eddl.leader.config import LeaderConfig
 from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import (
@@ -115,6 +116,13 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 benchmark_sps=sps or None,
                 static=MessageToDict(request.profile.static) if request.profile.static else None,
             )
+            # A microcontroller's gateway says what the device can run; membership refuses
+            # role "mcu" without it and any other role with it.
+            mcu = (
+                McuCapabilities.from_proto(request.profile.mcu)
+                if request.profile.HasField("mcu")
+                else None
+            )
             node_id = request.envelope.node_id
             reply = self.coordinator.join(
                 node_id,
@@ -123,6 +131,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 profile=profile,
                 address=context.peer(),
                 term=request.envelope.term or None,
+                mcu=mcu,
             )
             self._node_profiles[node_id] = profile
             self.profiles[node_id] = {
@@ -188,7 +197,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def call() -> cluster_pb2.LeaveReply:
             check_envelope(request.envelope, term=self.term)
             node_id = request.envelope.node_id
-            requeued = self.coordinator.leave(node_id, term=request.envelope.term)
+            requeued = self.coordinator.leave(
+                node_id, term=request.envelope.term, reason=request.reason
+            )
             self._node_profiles.pop(node_id, None)
             self.notifier.notify()
             return cluster_pb2.LeaveReply(

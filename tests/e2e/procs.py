@@ -159,3 +159,15 @@ def status(address: str) -> dict[str, Any]:
         raise AssertionError(f"eddl status failed: {done.stderr}")
     value: dict[str, Any] = json.loads(done.stdout)
     return value
+
+
+def wait_done(address: str, within: float = 150) -> dict[str, Any]:
+    """Poll ``eddl status`` until the current job is no longer running; its last status."""
+    box: dict[str, Any] = {}
+
+    def finished() -> bool:
+        box.update(status(address))
+        return box["state"] != "running"
+
+    wait_for(finished, within, "the job to finish", step=0.5)
+    return box

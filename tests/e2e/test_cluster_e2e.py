@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.procs import Proc, eddl, start_leader, start_worker, status, wait_for
+from tests.e2e.procs import (
+    Proc,
+    eddl,
+    start_leader,
+    start_worker,
+    status,
+    wait_done,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -45,17 +53,6 @@ def _submit(tmp: Path, address: str, stop: str) -> str:
     return str(json.loads(done.stdout)["job_id"])
 
 
-def _wait_done(address: str, within: float = 150) -> dict[str, Any]:
-    box: dict[str, Any] = {}
-
-    def finished() -> bool:
-        box.update(status(address))
-        return box["state"] != "running"
-
-    wait_for(finished, within, "the job to finish", step=0.5)
-    return box
-
-
 def _events(address: str, job_id: str) -> list[str]:
     done = eddl("watch", "--job", job_id, "--leader", address, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -76,7 +73,7 @@ def test_leader_and_three_workers_train_digits_past_90_percent(tmp_path: Path) -
         procs.append(start_worker(tmp_path, address, "w2", extra=["--no-local-data"]))
         wait_for(lambda: len(status(address)["nodes"]) == 3, 60, "3 workers joined", step=0.3)
         job_id = _submit(tmp_path, address, "target_accuracy = 0.9")
-        final = _wait_done(address)
+        final = wait_done(address)
         assert final["state"] == "completed", final
         assert final["accuracy"] >= 0.9
         for worker in procs[1:]:
@@ -108,7 +105,7 @@ def test_killed_worker_task_is_requeued_and_job_completes(tmp_path: Path) -> Non
 
         wait_for(victim_busy, 60, "the victim to hold a task", step=0.2)
         victim.kill9()
-        final = _wait_done(address)
+        final = wait_done(address)
         assert final["state"] == "completed", final
         lines = _events(address, job_id)
         assert any("node_expired" in line and "victim" in line for line in lines), lines
@@ -139,7 +136,7 @@ def test_killed_leader_restarts_and_resumes_from_its_checkpoint(tmp_path: Path) 
         assert resumed["job_id"] == job_id
         assert resumed["term"] == 2
         assert resumed["model_version"] >= before
-        final = _wait_done(address)
+        final = wait_done(address)
         assert final["state"] == "completed", final
         assert final["model_version"] >= 25
         lines = _events(address, job_id)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from eddl.leader.errors import JoinRefusedError, NodeExpiredError, UnknownNodeError
+from eddl.leader.capability import McuCapabilities
+from eddl.leader.errors import (
+    InvalidArgumentError,
+    JoinRefusedError,
+    NodeExpiredError,
+    UnknownNodeError,
+)
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
 from tests.unit.test_leader_support import Clock
 
@@ -117,3 +123,58 @@ def test_bad_settings_are_refused() -> None:
         Membership(patience=0)
     with pytest.raises(ValueError):
         Membership(jitter=1.0)
+
+
+def _mcu(arena: int = 53_248) -> McuCapabilities:
+    return McuCapabilities(
+        gateway_id="pi1",
+        device="/dev/ttyACM0",
+        board="ram64",
+        arena_bytes=arena,
+        algorithms=("tifed", "tifed-single"),
+        max_layers=4,
+        ram_bytes=65_536,
+    )
+
+
+def test_mcu_node_keeps_its_capabilities_across_heartbeats() -> None:
+    clock = Clock()
+    m, _ = make(clock)
+    node = m.join("pi1.mcu0", "w-secret", role="mcu", mcu=_mcu())
+    assert node.role is Role.MCU and node.mcu == _mcu()
+    clock.advance(0.5)
+    # A microcontroller has no psutil: its gateway's beats carry no dynamic profile.
+    m.heartbeat("pi1.mcu0", profile=NodeProfile(benchmark_sps=120.0))
+    assert m.require("pi1.mcu0").mcu == _mcu()
+    row = node.to_dict()
+    assert row["role"] == "mcu" and row["mcu"]["board"] == "ram64"
+    assert row["mcu"]["algorithms"] == ["tifed", "tifed-single"]
+    assert m.join("w1", "w-secret").to_dict()["mcu"] is None
+
+
+def test_mcu_role_without_capabilities_and_capabilities_on_a_worker_are_refused() -> None:
+    clock = Clock()
+    m, gone = make(clock)
+    with pytest.raises(InvalidArgumentError, match="role mcu needs an McuProfile"):
+        m.join("pi1.mcu0", "w-secret", role="mcu")
+    with pytest.raises(InvalidArgumentError, match="only for role mcu, not worker"):
+        m.join("w1", "w-secret", role="worker", mcu=_mcu())
+    assert m.nodes() == [] and gone == []
+    # A present node is not disturbed by a refused rejoin.
+    first = m.join("pi1.mcu0", "w-secret", role="mcu", mcu=_mcu())
+    with pytest.raises(InvalidArgumentError):
+        m.join("pi1.mcu0", "w-secret", role="mcu")
+    assert m.require("pi1.mcu0") is first and gone == []
+
+
+def test_mcu_rejoins_after_leaving_with_a_new_session() -> None:
+    clock = Clock()
+    m, gone = make(clock)
+    old = m.join("pi1.mcu0", "w-secret", role="mcu", mcu=_mcu())
+    m.leave("pi1.mcu0", "device lost: no reply\x00 to HELLO")
+    assert gone == [("pi1.mcu0", "left")]
+    assert old.to_dict()["leave_reason"] == "device lost: no reply to HELLO"
+    with pytest.raises(UnknownNodeError, match="left; join again"):
+        m.require("pi1.mcu0")
+    new = m.join("pi1.mcu0", "w-secret", role="mcu", mcu=_mcu(arena=40_000))
+    assert new.session > old.session and new.mcu is not None and new.mcu.arena_bytes == 40_000

@@ -131,7 +131,7 @@ class JoinRequest(_message.Message):
     INFO_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     role: _builtins.str
-    """"worker" (gateway and sub-leader roles come later)"""
+    """"worker", or "mcu" for a microcontroller joined by its gateway"""
     join_token: _builtins.str
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope:

@@ -407,6 +407,84 @@ class NetworkProfile(_message.Message):
 Global___NetworkProfile: _TypeAlias = NetworkProfile  # noqa: Y015
 
 @_typing.final
+class McuProfile(_message.Message):
+    """A microcontroller bridged into the cluster by a gateway worker over a serial link: what its
+    firmware says in HELLO plus what the gateway measured. Set only for nodes of role "mcu".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    BOARD_FIELD_NUMBER: _builtins.int
+    FIRMWARE_VERSION_FIELD_NUMBER: _builtins.int
+    RAM_BYTES_FIELD_NUMBER: _builtins.int
+    FLASH_BYTES_FIELD_NUMBER: _builtins.int
+    ARENA_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_PAYLOAD_FIELD_NUMBER: _builtins.int
+    ALGORITHMS_FIELD_NUMBER: _builtins.int
+    TICK_HZ_FIELD_NUMBER: _builtins.int
+    MAX_LAYERS_FIELD_NUMBER: _builtins.int
+    LINK_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    TICKS_PER_SAMPLE_FIELD_NUMBER: _builtins.int
+    BENCHMARK_MODEL_FIELD_NUMBER: _builtins.int
+    MAX_BUFFER_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    """node id of the gateway that speaks for the device"""
+    device: _builtins.str
+    """the device's serial URL on the gateway"""
+    board: _builtins.str
+    """board name from HELLO"""
+    firmware_version: _builtins.str
+    ram_bytes: _builtins.int
+    flash_bytes: _builtins.int
+    arena_bytes: _builtins.int
+    """the static arena models are allocated in"""
+    max_payload: _builtins.int
+    """largest frame payload the device accepts"""
+    tick_hz: _builtins.int
+    """kernel timer rate"""
+    max_layers: _builtins.int
+    link_bytes_per_second: _builtins.float
+    """measured payload rate host -> device (0: unknown)"""
+    ticks_per_sample: _builtins.float
+    """measured on `benchmark_model` (0: unknown)"""
+    benchmark_model: _builtins.str
+    """algorithm and layer sizes, e.g. "tifed 64-32-10" """
+    max_buffer: _builtins.int
+    """sample buffer the gateway uses (samples per TRAIN)"""
+    @_builtins.property
+    def algorithms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """job algorithms this device runs through its gateway"""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        device: _builtins.str = ...,
+        board: _builtins.str = ...,
+        firmware_version: _builtins.str = ...,
+        ram_bytes: _builtins.int = ...,
+        flash_bytes: _builtins.int = ...,
+        arena_bytes: _builtins.int = ...,
+        max_payload: _builtins.int = ...,
+        algorithms: _abc.Iterable[_builtins.str] | None = ...,
+        tick_hz: _builtins.int = ...,
+        max_layers: _builtins.int = ...,
+        link_bytes_per_second: _builtins.float = ...,
+        ticks_per_sample: _builtins.float = ...,
+        benchmark_model: _builtins.str = ...,
+        max_buffer: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "arena_bytes", b"arena_bytes", "benchmark_model", b"benchmark_model", "board", b"board", "device", b"device", "firmware_version", b"firmware_version", "flash_bytes", b"flash_bytes", "gateway_id", b"gateway_id", "link_bytes_per_second", b"link_bytes_per_second", "max_buffer", b"max_buffer", "max_layers", b"max_layers", "max_payload", b"max_payload", "ram_bytes", b"ram_bytes", "tick_hz", b"tick_hz", "ticks_per_sample", b"ticks_per_sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McuProfile: _TypeAlias = McuProfile  # noqa: Y015
+
+@_typing.final
 class Profile(_message.Message):
     """Everything a node reports about itself."""
 
@@ -416,6 +494,7 @@ class Profile(_message.Message):
     DYNAMIC_FIELD_NUMBER: _builtins.int
     COMPUTE_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    MCU_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def static(self) -> Global___StaticProfile: ...
     @_builtins.property
@@ -424,6 +503,10 @@ class Profile(_message.Message):
     def compute(self) -> Global___ComputeProfile: ...
     @_builtins.property
     def network(self) -> Global___NetworkProfile: ...
+    @_builtins.property
+    def mcu(self) -> Global___McuProfile:
+        """set for microcontrollers behind a gateway"""
+
     def __init__(
         self,
         *,
@@ -431,10 +514,11 @@ class Profile(_message.Message):
         dynamic: Global___DynamicProfile | None = ...,
         compute: Global___ComputeProfile | None = ...,
         network: Global___NetworkProfile | None = ...,
+        mcu: Global___McuProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "network", b"network", "static", b"static"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "mcu", b"mcu", "network", b"network", "static", b"static"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "network", b"network", "static", b"static"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "dynamic", b"dynamic", "mcu", b"mcu", "network", b"network", "static", b"static"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

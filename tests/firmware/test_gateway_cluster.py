@@ -1,0 +1,81 @@
+"""A gateway in a running cluster (in-process leader on 127.0.0.1:0, host-simulator MCUs).
+
+The end-to-end tests with real processes and QEMU boards are in tests/e2e/test_gateway_e2e.py;
+these check the gateway's behaviour in detail: MCU nodes join with their device profile,
+train TIFeD next to a Python worker, and a device that vanishes is reported gone and rejoins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eddl.cli.local import MCU_JOB
+from eddl.mcu.launch import start_sim
+from eddl.worker.gateway import Gateway
+from tests.integration.cluster_support import running_cluster, wait_until
+
+# The MCU job of ``eddl local --mcu``, with small tasks so every node takes part.
+TIFED_JOB: dict[str, Any] = {
+    **MCU_JOB,
+    "aggregation": "sync",
+    "target_accuracy": 0.85,
+    "task_seconds": 0.3,
+    "round_deadline": 5.0,
+    "default_task_samples": 100,
+}
+
+
+@contextlib.asynccontextmanager
+async def _gateway(cluster: Any, urls: list[str], **overrides: Any) -> Any:
+    config = cluster.worker_config("gw", mcu=urls, bind="", mcu_retry_s=0.3, **overrides)
+    gateway = Gateway(config)
+    task = asyncio.create_task(gateway.run())
+    try:
+        yield gateway
+    finally:
+        gateway.request_stop()
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.slow
+async def test_mcus_train_tifed_next_to_a_python_worker(tmp_path: Path) -> None:
+    with start_sim("tcp", lifetime=120) as a, start_sim("tcp", lifetime=120) as b:
+        async with running_cluster(tmp_path) as cluster:
+            await cluster.add_worker("py1")
+            async with _gateway(cluster, [a.url, b.url]) as gateway:
+                ids = ["gw.mcu0", "gw.mcu1"]
+                await wait_until(
+                    lambda: all(i in cluster.coordinator.membership for i in ids), 20, "MCUs"
+                )
+                job = await cluster.submit(TIFED_JOB)
+                status = await cluster.wait_job(job, 120)
+                counters = {i: gateway.agents[i].counters for i in ids if gateway.agents[i]}
+        assert status["status"] == "completed", status
+        assert status["accuracy"] >= 0.85
+        assert all(c.tasks > 0 and c.kernel_ticks > 0 for c in counters.values()), counters
+
+
+@pytest.mark.slow
+async def test_a_vanished_device_is_reported_gone_and_rejoins(tmp_path: Path) -> None:
+    first = start_sim("tcp", lifetime=120)
+    port = int(first.url.rsplit(":", 1)[1])
+    try:
+        async with running_cluster(tmp_path) as cluster, _gateway(cluster, [first.url]) as gateway:
+            members = cluster.coordinator.membership
+            await wait_until(lambda: "gw.mcu0" in members, 20, "the MCU to join")
+            first.close()  # the device vanishes
+            await wait_until(lambda: "gw.mcu0" not in members, 10, "the MCU to be gone")
+            await wait_until(lambda: gateway.losses["gw.mcu0"] == 1, 10, "the loss counted")
+            again = start_sim("tcp", port=port, lifetime=120)
+            try:
+                await wait_until(lambda: "gw.mcu0" in members, 20, "the MCU to rejoin")
+                assert gateway.joins["gw.mcu0"] == 2
+            finally:
+                again.close()
+    finally:
+        first.close()
