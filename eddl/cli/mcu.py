@@ -1,6 +1,7 @@
 """``eddl mcu``: start a simulated or emulated device, show its HELLO, train on it.
 
-eddl mcu sim [--transport tcp|pty]        host simulator; prints its URL, runs until Ctrl-C
+eddl mcu sim [--transport tcp|pty] [--baud N]
+                                          host simulator; prints its URL, runs until Ctrl-C
 eddl mcu qemu [--board due|mps2]          the firmware under QEMU mps2-an385; prints its URL
 eddl mcu info URL [--json]                the device's capabilities
 eddl mcu train URL --algo ALGO --dataset NAME [--json]
@@ -15,7 +16,14 @@ import time
 from dataclasses import asdict
 
 from eddl.mcu.driver import Device, McuError
-from eddl.mcu.launch import BOARDS, FirmwareError, Launched, start_qemu, start_sim
+from eddl.mcu.launch import (
+    BOARDS,
+    SIM_BAUD_RANGE,
+    FirmwareError,
+    Launched,
+    start_qemu,
+    start_sim,
+)
 from eddl.mcu.training import ALGORITHMS, TrainOptions, train_on_device
 
 __all__ = ["register"]
@@ -30,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sim.add_argument("--transport", choices=("tcp", "pty"), default="tcp")
     sim.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     sim.add_argument("--lifetime", type=float, default=3600.0, help="seconds before it stops")
+    sim.add_argument(
+        "--baud",
+        type=_baud,
+        default=None,
+        help="pace the link like a UART at this rate, 8N1 (baud/10 bytes/s each way); "
+        "default: as fast as the transport",
+    )
     sim.set_defaults(func=_cmd_sim)
 
     qemu = sub.add_parser("qemu", help="boot the firmware in QEMU mps2-an385 and print its URL")
@@ -82,6 +97,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.set_defaults(func=_cmd_train)
 
 
+def _baud(text: str) -> int:
+    lo, hi = SIM_BAUD_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+    return value
+
+
 def _serve(launch: Launched, what: str) -> int:
     print(launch.url, flush=True)
     print(f"{what} running (pid {launch.proc.pid}); Ctrl-C stops it", file=sys.stderr)
@@ -97,7 +123,7 @@ def _serve(launch: Launched, what: str) -> int:
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     try:
-        launch = start_sim(args.transport, lifetime=args.lifetime, port=args.port)
+        launch = start_sim(args.transport, lifetime=args.lifetime, port=args.port, baud=args.baud)
     except FirmwareError as exc:
         print(f"eddl mcu sim: {exc}", file=sys.stderr)
         return 1

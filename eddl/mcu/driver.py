@@ -11,13 +11,17 @@ again, so a retry can never apply a command twice. Blocking I/O runs in the call
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
+import os
 import random
 import select
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +54,10 @@ log = get_logger("mcu.driver")
 
 # Upper bound of the firmware's receive buffer before HELLO told us the real one.
 _DEFAULT_MAX_PAYLOAD = 1024
+# Bytes taken per read: a few frames of the largest size, so a fast link needs few calls.
+_READ_MAX = 1 << 18
+# Seconds a write may wait for the link to take any byte before the link counts as dead.
+_STALL_MIN = 5.0
 
 
 class McuError(Exception):
@@ -116,6 +124,7 @@ class Device:
         self._seq = (rng or random.Random()).randrange(0x10000)
         self._reader = FrameReader(2 * (HEADER.size + 0xFFFF + CRC_BYTES))
         self._backlog: collections.deque[bytes | None] = collections.deque()
+        self._direct = _direct_io(port)
 
     @classmethod
     def open(
@@ -178,7 +187,7 @@ class Device:
             )
         self._seq = (self._seq + 1) & 0xFFFF
         seq = self._seq
-        frame = b"\x00" + encode_frame(PROTO_VERSION, int(type_), seq, payload)
+        frame = encode_frame(PROTO_VERSION, int(type_), seq, payload, lead=True)
         wait = self.timeout if timeout is None else timeout
         self.link.requests += 1
         for attempt in range(self.retries + 1):
@@ -198,16 +207,52 @@ class Device:
             return body
         raise LinkError(f"{type_.name}: no valid reply after {self.retries + 1} attempts")
 
-    def _write(self, data: bytes | memoryview) -> None:
-        try:
-            self.port.write(data)
-            self.port.flush()
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"write failed: {exc}") from exc
+    def _write(self, data: bytes | memoryview, idle: Callable[[], bool] | None = None) -> None:
+        """Write all of ``data``. While the link cannot take more, ``idle()`` is called to do
+        other work (it returns False when it has none) before waiting for the link."""
+        direct = self._direct
+        if direct is None:
+            try:
+                self.port.write(data)
+                self.port.flush()
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(f"write failed: {exc}") from exc
+            return
+        fd, send = direct.fd, direct.send
+        view = memoryview(data)
+        # A link that takes nothing for as long as every retry would wait for a reply (and at
+        # least _STALL_MIN: a slow UART frees its buffer in steps) is dead.
+        stall = max(self.timeout * (self.retries + 1), _STALL_MIN)
+        while view:
+            try:
+                n = send(view)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                raise LinkError(f"write failed: {exc}") from exc
+            if n:
+                view = view[n:]
+                continue
+            if idle is not None and idle():
+                continue
+            try:
+                ready = select.select([], [fd], [], stall)[1]
+            except (OSError, ValueError) as exc:
+                raise LinkError(f"write failed: {exc}") from exc
+            if not ready:
+                raise LinkError(f"write stalled: the link took nothing for {stall:.1f} s")
 
     def _read_some(self, wait: float) -> bytes:
         """Whatever bytes have arrived, waiting up to ``wait`` seconds for the first one."""
+        direct = self._direct
         try:
+            if direct is not None:
+                data = self._recv(direct)
+                if not data and select.select([direct.fd], [], [], wait)[0]:
+                    data = self._recv(direct)
+                    if not data:
+                        raise LinkError("the link closed")
+                return data
             data = bytes(self.port.read(65536))
             if data:
                 return data
@@ -218,8 +263,25 @@ class Device:
                 return b""
             select.select([fd], [], [], wait)
             return bytes(self.port.read(65536))
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"read failed: {exc}") from exc
+
+    @staticmethod
+    def _recv(direct: _DirectIO) -> bytes:
+        """Everything that has arrived, up to ``_READ_MAX`` bytes: a tty hands out at most a
+        few KB per read, so this reads until nothing is left rather than returning once."""
+        chunks: list[bytes] = []
+        total = 0
+        while total < _READ_MAX:
+            try:
+                chunk = direct.recv(_READ_MAX - total)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:  # end of stream: the caller finds out on its next read
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
 
     def _await(self, seq: int, wait: float) -> tuple[int, bytes] | None:
         """The reply (type, payload) to ``seq``, or None to retransmit (timeout, link error)."""
@@ -308,19 +370,39 @@ class Device:
                 raise ProtocolError(f"{len(p)}-byte payload exceeds {self.max_payload}")
         replies: dict[int, bytes] = {}
         inflight: dict[int, tuple[int, bytes, int, float]] = {}  # seq -> (index, frame, tries, t)
-        nxt = 0
+        # Frames are encoded up to a window ahead, in the time this thread would otherwise
+        # block: while a write waits for the link to take more bytes (a pty or a UART takes
+        # them only as fast as the device reads) and before waiting for a reply. Encoding and
+        # transfer then overlap instead of taking turns.
+        ahead: collections.deque[tuple[int, bytes]] = collections.deque()
+        nxt = 0  # the next payload to encode
+
+        def encode_one() -> bool:
+            nonlocal nxt
+            if nxt >= len(payloads) or len(ahead) >= self.window:
+                return False
+            self._seq = (self._seq + 1) & 0xFFFF
+            frame = encode_frame(PROTO_VERSION, int(type_), self._seq, payloads[nxt], lead=True)
+            ahead.append((self._seq, frame))
+            nxt += 1
+            return True
+
+        sent = 0
         # The requests of a window queue behind each other on the link: the oldest one's clock
         # starts when it was sent or when the previous reply came in, whichever is later, so a
         # deep window of large frames on a slow link is not mistaken for lost frames.
         progress = time.monotonic()
         while len(replies) < len(payloads):
-            while nxt < len(payloads) and len(inflight) < self.window:
-                self._seq = (self._seq + 1) & 0xFFFF
-                frame = b"\x00" + encode_frame(PROTO_VERSION, int(type_), self._seq, payloads[nxt])
+            while sent < len(payloads) and len(inflight) < self.window:
+                if not ahead:
+                    encode_one()
+                seq, frame = ahead.popleft()
                 self.link.requests += 1
-                self._write(frame)
-                inflight[self._seq] = (nxt, frame, 0, time.monotonic())
-                nxt += 1
+                self._write(frame, idle=encode_one)
+                inflight[seq] = (sent, frame, 0, time.monotonic())
+                sent += 1
+            while encode_one():
+                pass
             oldest = min(inflight, key=lambda s: inflight[s][3])
             wait = max(inflight[oldest][3], progress) + self.timeout - time.monotonic()
             got = self._await_any(set(inflight), wait) if wait > 0 else None
@@ -393,10 +475,8 @@ class Device:
         self._seq = (self._seq + 1) & 0xFFFF
         seq = self._seq
         start = time.perf_counter()
-        self._write(
-            b"\x00"
-            + encode_frame(PROTO_VERSION, MsgType.LINKTEST, seq, struct.pack("<BI", 1, nbytes))
-        )
+        request = struct.pack("<BI", 1, nbytes)
+        self._write(encode_frame(PROTO_VERSION, MsgType.LINKTEST, seq, request, lead=True))
         got = 0
         deadline = time.monotonic() + timeout
         while got < nbytes:
@@ -409,6 +489,37 @@ class Device:
         if self._await(seq, timeout) is None:
             raise LinkError("LINKTEST download: no completion frame")
         return time.perf_counter() - start
+
+
+class _DirectIO(NamedTuple):
+    """Non-blocking system calls on a port's descriptor: ``send`` returns how many bytes
+    went out, ``recv`` what has arrived (b"" if nothing has)."""
+
+    fd: int
+    send: Callable[[memoryview], int]
+    recv: Callable[[int], bytes]
+
+
+def _direct_io(port: serial.SerialBase) -> _DirectIO | None:
+    """Direct I/O on ``port`` when it is a TCP socket or a POSIX tty (both of which pyserial
+    opens non-blocking), or None for other transports (which go through ``port.read/write``).
+
+    Writing directly lets the driver do useful work while the link is full; it also skips
+    ``port.write``'s copy of the unsent rest after each partial write, and ``flush()``, which
+    on a tty waits until every byte has left (on a UART, until the last bit is on the wire) and
+    so would leave the link idle between frames. Reading directly takes what has arrived in
+    one system call and one copy, where ``port.read`` copies it twice.
+    """
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket) and sock.gettimeout() == 0.0:
+        return _DirectIO(sock.fileno(), sock.send, sock.recv)
+    fd = getattr(port, "fd", None)
+    if isinstance(port, serial.Serial) and isinstance(fd, int) and hasattr(os, "get_blocking"):
+        with contextlib.suppress(OSError):
+            if not os.get_blocking(fd):
+                write, read = functools.partial(os.write, fd), functools.partial(os.read, fd)
+                return _DirectIO(fd, write, read)
+    return None
 
 
 def _no_delay(port: serial.SerialBase) -> None:

@@ -4,6 +4,8 @@
  *   eddl-mcu-sim --tcp PORT listen on 127.0.0.1:PORT (0 picks a free port); prints
  *                           "LISTENING <port>" on stderr and serves one client after another;
  *                           the model survives reconnects, like a board on a cable.
+ *   --baud N                (with either) pace the link like a UART at N baud, 8N1: 10 bits
+ *                           per byte, so N/10 bytes/s out and at most N/10 bytes/s in.
  * Ticks are microseconds of CLOCK_MONOTONIC (tick_hz = 1e6).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,19 +30,57 @@ static int s_out = 1;
 static uint8_t s_buf[65536]; /* one read() per socket buffer, not per frame */
 static size_t s_len, s_pos;
 
-/* Refill s_buf when it is used up; 0 when the link closed. */
+/* UART pacing (--baud): seconds per byte on the line, 0 when unpaced; bytes moved per step
+ * (about 2 ms of line time, so a step's sleep is long enough to be kept); the times at which
+ * each direction's line is free again. */
+static double s_byte_time;
+static size_t s_step = sizeof s_buf;
+static double s_rx_free, s_tx_free;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_until(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+/* Refill s_buf when it is used up; 0 when the link closed. Paced: at most one step per read,
+ * handed over only when a UART would have finished receiving it. */
 static int fill(void)
 {
     if (s_pos == s_len) {
         ssize_t n;
+        struct pollfd pfd = {s_in, POLLIN, 0};
+        /* Nothing waiting: the line is idle, and its clock restarts when bytes come. */
+        const int idle = s_byte_time > 0.0 && poll(&pfd, 1, 0) == 0;
         do {
-            n = read(s_in, s_buf, sizeof s_buf);
+            n = read(s_in, s_buf, s_step);
         } while (n < 0 && errno == EINTR);
         if (n <= 0) {
             return 0;
         }
         s_len = (size_t)n;
         s_pos = 0;
+        if (s_byte_time > 0.0) {
+            /* Bytes that were already waiting follow the previous ones on the line; after an
+             * idle line, or a pause longer than a step (the device was busy and the bytes
+             * queued in the sender), they start arriving now. */
+            const double t = now_s();
+            const double start = idle || s_rx_free < t - s_byte_time * (double)s_step ?
+                                     t :
+                                     s_rx_free;
+            s_rx_free = start + s_byte_time * (double)n;
+            sleep_until(s_rx_free);
+        }
     }
     return 1;
 }
@@ -72,7 +113,7 @@ static void run_link(void)
     }
 }
 
-void hal_write(const uint8_t *p, size_t n)
+static void write_all(const uint8_t *p, size_t n)
 {
     while (n > 0u) {
         const ssize_t w = write(s_out, p, n);
@@ -84,6 +125,24 @@ void hal_write(const uint8_t *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
+    }
+}
+
+/* Paced: one step at a time, returning when a UART would have shifted out the last bit. */
+void hal_write(const uint8_t *p, size_t n)
+{
+    if (s_byte_time <= 0.0) {
+        write_all(p, n);
+        return;
+    }
+    while (n > 0u) {
+        const size_t k = n < s_step ? n : s_step;
+        const double t = now_s();
+        write_all(p, k);
+        s_tx_free = (s_tx_free > t ? s_tx_free : t) + s_byte_time * (double)k;
+        sleep_until(s_tx_free);
+        p += k;
+        n -= k;
     }
 }
 
@@ -138,21 +197,43 @@ static int serve_tcp(long port)
     }
 }
 
+static int usage(const char *argv0)
+{
+    fprintf(stderr, "usage: %s [--tcp PORT] [--baud N]\n", argv0);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 3 && strcmp(argv[1], "--tcp") == 0) {
-        char *end;
-        const long port = strtol(argv[2], &end, 10);
-        if (*end != '\0' || port < 0 || port > 65535) {
-            fprintf(stderr, "bad port %s\n", argv[2]);
-            return 2;
+    long port = -1;
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            return usage(argv[0]);
         }
-        return serve_tcp(port);
+        char *end;
+        const long v = strtol(argv[i + 1], &end, 10);
+        if (strcmp(argv[i], "--tcp") == 0) {
+            if (*end != '\0' || end == argv[i + 1] || v < 0 || v > 65535) {
+                fprintf(stderr, "bad port %s\n", argv[i + 1]);
+                return 2;
+            }
+            port = v;
+        } else if (strcmp(argv[i], "--baud") == 0) {
+            /* Up to 100 Mbaud; from 50 baud, the slowest rate a UART is ever set to. */
+            if (*end != '\0' || end == argv[i + 1] || v < 50 || v > 100000000) {
+                fprintf(stderr, "bad baud rate %s (50 to 100000000)\n", argv[i + 1]);
+                return 2;
+            }
+            s_byte_time = 10.0 / (double)v;
+            s_step = (size_t)(0.002 / s_byte_time);
+            s_step = s_step < 1u ? 1u : (s_step > sizeof s_buf ? sizeof s_buf : s_step);
+        } else {
+            return usage(argv[0]);
+        }
     }
-    if (argc != 1) {
-        fprintf(stderr, "usage: %s [--tcp PORT]\n", argv[0]);
-        return 2;
+    if (port >= 0) {
+        return serve_tcp(port);
     }
     run_link();
     return 0;

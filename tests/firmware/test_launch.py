@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +23,7 @@ from eddl.mcu.launch import (
     start_qemu,
     start_sim,
 )
-from eddl.mcu.protocol import Algo, SetupSpec
+from eddl.mcu.protocol import TENSOR_X, Algo, SetupSpec
 from eddl.mcu.session import DeviceModel
 
 
@@ -92,3 +96,94 @@ def test_qemu_kernel_ticks_are_deterministic(qemu: Launched) -> None:
             assert after.kernel_ticks - before.kernel_ticks == t == after.last_train_ticks
             ticks.append(t)
     assert max(ticks) - min(ticks) <= 1, ticks
+
+
+def _boundary_blob() -> bytes:
+    """Zero runs and zero-free runs on both sides of COBS's 254-byte group limit."""
+    runs = [b"\x00" * 3, bytes(range(1, 255)), b"\x00", bytes(range(1, 256)), b"\x09" * 508]
+    runs += [b"\x00" * 300, b"\x07" * 253, b"\x00", b"\x05" * 509, b"\x00" * 2]
+    blob = b"".join(runs) * 40
+    return blob[: len(blob) - len(blob) % 100]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pty"])
+def test_frames_at_cobs_group_boundaries_cross_the_simulator_intact(
+    sim_exe: object, transport: str
+) -> None:
+    """The simulator's C COBS and CRC decode what the driver encodes and the other way round,
+    for the byte patterns where encoders differ if one is wrong."""
+    blob = _boundary_blob()
+    with start_sim(transport, lifetime=60) as launched, Device.open(launched.url) as dev:
+        dev.setup(SetupSpec(Algo.TIFED, (len(blob) // 100, 2, 2), 100))
+        dev.load(TENSOR_X, blob)
+        assert dev.read(TENSOR_X, len(blob)) == blob
+        dev.load(TENSOR_X, blob[::-1])
+        assert dev.read(TENSOR_X, len(blob)) == blob[::-1]
+        assert dev.link.bad_frames == 0 and dev.link.retransmits == 0
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pty"])
+def test_paced_simulator_moves_about_baud_over_ten_bytes_per_second(
+    sim_exe: object, transport: str
+) -> None:
+    """``--baud`` paces both directions like a UART at 8N1. The rate check is loose (a factor
+    of two) on purpose: it tells a paced link from an unpaced one (thousands of times faster)
+    and from a wrong bits-per-byte, not how precise the pacing is on a busy machine."""
+    baud = 230_400
+    nbytes = 11_500  # half a second each way at 23,040 bytes/s
+    blob = np.random.default_rng(1).integers(0, 256, nbytes).astype(np.uint8).tobytes()
+    with (
+        start_sim(transport, lifetime=60, baud=baud) as launched,
+        Device.open(launched.url, timeout=5.0) as dev,
+    ):
+        up = nbytes / dev.linktest_upload(nbytes)
+        down = nbytes / dev.linktest_download(nbytes)
+        for rate in (up, down):
+            assert baud / 10 / 2 < rate < baud / 10 * 2, (up, down)
+        dev.setup(SetupSpec(Algo.TIFED, (nbytes // 100, 2, 2), 100))
+        start = time.monotonic()
+        dev.load(TENSOR_X, blob)
+        assert dev.read(TENSOR_X, nbytes) == blob
+        assert time.monotonic() - start > 2 * nbytes / (baud / 10) / 2
+
+
+def test_bad_baud_rates_are_refused(sim_exe: Path) -> None:
+    for baud in (0, 49, 100_000_001):
+        with pytest.raises(ValueError):
+            start_sim("tcp", baud=baud)
+    for arg in ("10", "9600x", ""):
+        out = subprocess.run(
+            [str(sim_exe), "--baud", arg], capture_output=True, timeout=10, check=False
+        )
+        assert out.returncode == 2 and b"baud" in out.stderr
+    cli = subprocess.run(
+        [sys.executable, "-m", "eddl.cli", "mcu", "sim", "--baud", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 2 and "--baud" in cli.stderr
+
+
+def test_eddl_mcu_sim_serves_a_paced_link(sim_exe: object) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eddl.cli", "mcu", "sim", "--baud", "1000000", "--lifetime", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready, "eddl mcu sim printed no URL"
+        url = proc.stdout.readline().strip()
+        with Device.open(url, timeout=5.0) as dev:
+            rate = 20_000 / dev.linktest_download(20_000)
+        assert 100_000 / 2 < rate < 100_000 * 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
+from eddl.mcu import driver
 from eddl.mcu.aio import AsyncDevice
 from eddl.mcu.driver import Device, DeviceError, LinkError
 from eddl.mcu.framing import Frame, FrameReader, decode_frame, encode_frame
@@ -280,3 +283,115 @@ def test_pipeline_raises_device_error_and_link_error() -> None:
     with pytest.raises(LinkError):
         dev.pipeline(MsgType.READ, [b"a", b"b"])
     assert len(port.seen) <= 2 + 2  # two first tries, one retry of the oldest at most each
+
+
+class SocketPort:
+    """Just enough of pyserial's ``socket://`` port for the driver's direct, non-blocking
+    writes: the ``_socket`` it sends on (one end of a real socket pair)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._socket = sock
+        self.timeout: float | None = 0
+
+    def write(self, data: bytes) -> int:
+        raise AssertionError("the driver writes to the socket itself")
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def _small_pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return a, b
+
+
+def test_a_full_link_runs_idle_work_and_delivers_every_byte_in_order() -> None:
+    ours, theirs = _small_pair()
+    dev = Device(SocketPort(ours), timeout=1.0, retries=2)  # type: ignore[arg-type]
+    blob = random.Random(5).randbytes(400_000)  # far more than both socket buffers hold
+    got = bytearray()
+
+    def drain() -> None:
+        theirs.settimeout(5.0)
+        time.sleep(0.05)  # let the writer find the link full first
+        while len(got) < len(blob):
+            chunk = theirs.recv(65536)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    idle_calls = 0
+
+    def idle() -> bool:
+        nonlocal idle_calls
+        idle_calls += 1
+        return idle_calls <= 3  # some work, then none: the write must wait for the link
+
+    dev._write(blob, idle=idle)
+    reader.join(10.0)
+    assert bytes(got) == blob
+    assert idle_calls >= 4
+    dev.close()
+    theirs.close()
+
+
+def test_a_link_that_takes_nothing_is_a_link_error_not_a_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(driver, "_STALL_MIN", 0.1)
+    ours, theirs = _small_pair()
+    dev = Device(SocketPort(ours), timeout=0.05, retries=1)  # type: ignore[arg-type]
+    start = time.monotonic()
+    with pytest.raises(LinkError, match="stalled"):
+        dev._write(bytes(1_000_000))
+    assert time.monotonic() - start < 5.0
+    dev.close()
+    theirs.close()
+
+
+def test_pipeline_sends_consecutive_sequence_numbers_in_order() -> None:
+    dev, port = make(lambda f, a: [reply(f, struct.pack("<I", 0))])
+    dev.window = 3
+    payloads = [struct.pack("<BI", 0, 8 * k) + bytes(8) for k in range(10)]
+    dev.pipeline(MsgType.LOAD, payloads)
+    seqs = [f.seq for f in port.seen]
+    assert seqs == [(seqs[0] + k) & 0xFFFF for k in range(10)]
+    assert [f.payload for f in port.seen] == payloads
+    dev.request(MsgType.STATS)  # the next request takes the next number
+    assert port.seen[-1].seq == (seqs[-1] + 1) & 0xFFFF
+
+
+def test_a_refused_pipeline_leaves_the_driver_usable() -> None:
+    def handler(f: Frame, a: int) -> list[bytes]:
+        if f.type == MsgType.LOAD and f.payload[1] == 3:
+            return [error(f, ErrorCode.BAD_ARG)]
+        return [reply(f, struct.pack("<I", 0))]
+
+    dev, port = make(handler)
+    dev.window = 2
+    with pytest.raises(DeviceError):
+        dev.pipeline(MsgType.LOAD, [struct.pack("<BI", 0, k) + bytes(4) for k in range(8)])
+    assert dev.request(MsgType.STATS) == struct.pack("<I", 0)
+    assert port.seen[-1].seq not in {f.seq for f in port.seen[:-1]}
+
+
+def test_direct_reads_return_what_arrived_and_report_a_closed_link() -> None:
+    ours, theirs = socket.socketpair()
+    dev = Device(SocketPort(ours), timeout=0.5, retries=1)  # type: ignore[arg-type]
+    assert dev._read_some(0.01) == b""  # nothing yet: waits, then returns empty
+    theirs.sendall(b"abc\x00def")
+    got = b""
+    deadline = time.monotonic() + 5.0
+    while len(got) < 7 and time.monotonic() < deadline:
+        got += dev._read_some(0.1)
+    assert got == b"abc\x00def"
+    theirs.close()
+    with pytest.raises(LinkError, match="closed"):
+        dev._read_some(1.0)
+    dev.close()

@@ -79,21 +79,77 @@ _SPARSE = st.lists(st.tuples(st.integers(0, 600), st.integers(0, 3)), max_size=1
 @given(st.one_of(st.binary(max_size=3000), _SPARSE, st.binary(max_size=600).map(lambda b: b * 5)))
 def test_cobs_encoders_agree_with_the_byte_loop(data: bytes) -> None:
     assert cobs_encode(data) == _cobs_by_bytes(data)
-    assert framing._cobs_encode_np(data) == _cobs_by_bytes(data)
+    assert b"".join(framing._cobs_parts_np(data)) == _cobs_by_bytes(data)
 
 
 @pytest.mark.parametrize("n", [253, 254, 255, 508, 509, 65535])
 @pytest.mark.parametrize("fill", [b"\x00", b"\x05", b"\x00\x00\x00\x09"])
 def test_cobs_large_frames_on_both_paths(n: int, fill: bytes) -> None:
     data = (fill * n)[:n]
-    assert cobs_encode(data) == _cobs_by_bytes(data) == framing._cobs_encode_np(data)
+    assert cobs_encode(data) == _cobs_by_bytes(data) == b"".join(framing._cobs_parts_np(data))
     assert cobs_decode(cobs_encode(data)) == data
 
 
-@pytest.mark.parametrize("bad", [b"\x00", b"\x05\x01\x02", b"\x03\x01\x00"])
+def _uncobs_by_bytes(data: bytes) -> bytes:
+    """The textbook decoder, one group at a time."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        code = data[i]
+        out += data[i + 1 : i + code]
+        i += code
+        if code != 0xFF and i < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+# Runs of non-zero bytes around the 254-byte group limit, and runs of zeros, in any order.
+_RUNS = st.lists(
+    st.one_of(
+        st.integers(0, 600).map(lambda n: b"\x07" * n),
+        st.sampled_from([253, 254, 255, 508, 509]).map(lambda n: bytes(range(1, 256))[:n] * 2),
+        st.integers(1, 300).map(bytes),
+    ),
+    max_size=10,
+).map(b"".join)
+
+
+@given(st.one_of(st.binary(max_size=3000), _RUNS, _SPARSE))
+def test_cobs_decoders_agree_with_the_byte_loop(data: bytes) -> None:
+    encoded = _cobs_by_bytes(data)
+    assert _uncobs_by_bytes(encoded) == data
+    assert cobs_decode(encoded) == data  # the loop (short) or the vector path (long)
+    assert cobs_decode(memoryview(encoded)) == data
+
+
+@pytest.mark.parametrize("n", [0, 1, 253, 254, 255, 256, 507, 508, 509, 65535])
+@pytest.mark.parametrize("fill", [b"\x00", b"\x05", b"\x00\x00\x00\x09", b"\x01\x00"])
+def test_cobs_round_trip_at_group_boundaries(n: int, fill: bytes) -> None:
+    data = (fill * n)[:n]
+    for tail in (b"", b"\x00", b"\x08" * 254, b"\x08" * 255):
+        assert cobs_decode(cobs_encode(data + tail)) == data + tail
+        assert cobs_encode(data + tail) == _cobs_by_bytes(data + tail)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x00",
+        b"\x05\x01\x02",
+        b"\x03\x01\x00",
+        b"\xff" + b"\x01" * 200,  # long enough for the vector path, group past the end
+        b"\x02\x01" * 200 + b"\x00\x01",  # a zero inside a long frame
+        b"\x02\x01" * 200 + b"\x09",
+    ],
+)
 def test_cobs_decode_refuses_malformed(bad: bytes) -> None:
     with pytest.raises(FrameError):
         cobs_decode(bad)
+
+
+def test_encode_frame_with_a_leading_delimiter() -> None:
+    plain = encode_frame(1, 2, 3, b"\x00abc" * 100)
+    assert encode_frame(1, 2, 3, b"\x00abc" * 100, lead=True) == b"\x00" + plain
 
 
 @given(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=1100))
