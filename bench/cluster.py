@@ -202,6 +202,8 @@ async def hetero(scale: float, tmp: Path, reps: int) -> str:
 # -- 2. policies --------------------------------------------------------------------------------
 
 POLICIES = ("sync", "async", "auto")
+# Three heartbeats (LocalCluster's 0.5 s): long enough for every stale task to be cancelled.
+_SETTLE_S = 1.5
 
 
 async def _churn(cluster: LocalCluster, index: int, period: float, stop: asyncio.Event) -> int:
@@ -237,6 +239,12 @@ async def policies(scale: float, tmp: Path, churn_period: float, target: float, 
         with LocalCluster(tmp / name.replace(" ", "-"), throttles) as cluster:
             await asyncio.to_thread(cluster.start)
             await _wait_workers(cluster.address, len(throttles), 120, cluster)
+            # A short job first, not timed: a worker's first tasks pay its cold start (imports,
+            # loading the dataset; a throttled worker multiplies its first, slow training call
+            # until a few tasks set its median), which would land on whichever policy runs
+            # first. Sync rounds make every worker finish each of its 8 tasks.
+            await _run_job(cluster, _job(rounds=8, aggregation="sync", seed=10**6))
+            await asyncio.sleep(_SETTLE_S)
             for rep in range(reps):
                 # Rotate the order so no policy always runs first (or last) in a repetition.
                 for policy in POLICIES[rep % 3 :] + POLICIES[: rep % 3]:
@@ -262,6 +270,10 @@ async def policies(scale: float, tmp: Path, churn_period: float, target: float, 
                         if cluster.procs["worker-3"].poll() is not None:
                             cluster.start_worker(3)
                         await _wait_workers(cluster.address, len(throttles), 60, cluster)
+                    # An async job ends with every worker mid-task; those tasks run on until a
+                    # heartbeat cancels them. Without a pause the next job (always the same
+                    # policy, the rotation keeps the cyclic order) would start late.
+                    await asyncio.sleep(_SETTLE_S)
                     times[policy].append(result["seconds"])
                     print(
                         f"{name} rep {rep} {policy}: {result['seconds']:.1f} s; "
@@ -293,8 +305,9 @@ async def policies(scale: float, tmp: Path, churn_period: float, target: float, 
         f"processes (throttle x{scale:g}); async = FedBuff (buffer 3); churn: worker 3 leaves "
         f"every {churn_period:g} s and rejoins 2 s later; auto with the default policy "
         f"(`PolicyConfig()`, see leader-logic.md). {reps} repetitions per policy, the order "
-        f"rotated each repetition, seed = repetition for every policy; the table gives the "
-        f"median and each run. 1-minute load average {load_start:.1f} at the start, "
+        f"rotated each repetition, seed = repetition for every policy, after one untimed "
+        f"warm-up job per cluster and with a {_SETTLE_S:g} s pause after each job; the table "
+        f"gives the median and each run. 1-minute load average {load_start:.1f} at the start, "
         f"{load_end:.1f} at the end (2 cores).\n\n"
         + markdown_table(
             [

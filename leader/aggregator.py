@@ -103,6 +103,8 @@ class Aggregator:
         self._keep_history = async_rule == "fedbuff"
         self.mode: Mode = mode
         self._round: list[tuple[str, ClientUpdate]] = []
+        # Samples in the async rule's buffer, so a version says how much data it holds.
+        self._buffered_samples = 0
         self._remember()
 
     # -- reading ---------------------------------------------------------------------------
@@ -118,6 +120,12 @@ class Aggregator:
     def kept(self, version: int) -> Params | None:
         """Parameters of a recent ``version`` if still kept (for FedBuff's deltas)."""
         return self._history.get(version)
+
+    @property
+    def updates_per_version(self) -> int:
+        """How many updates the async rule folds into one version (FedBuff's K, else 1)."""
+        size = getattr(self.async_rule, "buffer_size", 1)
+        return size if isinstance(size, int) and size >= 1 else 1
 
     def round_size(self) -> int:
         """Updates collected for the open sync round."""
@@ -177,13 +185,17 @@ class Aggregator:
             self._round.append((task_id, update))
             return None
         update = self._update(params, int(num_samples), base_version)
+        buffered = self.async_rule.pending()
         try:
             result = self.async_rule.submit(self._params, update, self._version)
         except AggregationError as exc:
             raise UpdateRejectedError(str(exc)) from exc
         if result is None:
+            self._buffered_samples += int(num_samples)
             return None
-        return self._commit(result, 1, int(num_samples), f"{self.async_rule.name} (async)")
+        samples = self._buffered_samples + int(num_samples)
+        self._buffered_samples = 0
+        return self._commit(result, buffered + 1, samples, f"{self.async_rule.name} (async)")
 
     def close_round(self) -> NewVersion | None:
         """Aggregate the open sync round; ``None`` if it holds no update."""
@@ -213,10 +225,11 @@ class Aggregator:
                 flushed = self.async_rule.flush(self._params)
             except AggregationError as exc:
                 raise UpdateRejectedError(str(exc)) from exc
+            samples, self._buffered_samples = self._buffered_samples, 0
             produced = (
                 None
                 if flushed is None
-                else self._commit(flushed, buffered, 0, f"{self.async_rule.name} flush")
+                else self._commit(flushed, buffered, samples, f"{self.async_rule.name} flush")
             )
         self.mode = mode
         return produced

@@ -320,6 +320,7 @@ class Coordinator:
         base_version: int,
         num_samples: int | None = None,
         seconds: float | None = None,
+        overhead: float = 0.0,
         term: int | None = None,
         wire_bytes: int = 0,
     ) -> UpdateAck:
@@ -334,6 +335,7 @@ class Coordinator:
                 base_version=base_version,
                 num_samples=num_samples,
                 seconds=seconds,
+                overhead=overhead,
             )
             run.record_bytes(wire_bytes)
             self.job_queue.advance()

@@ -17,35 +17,56 @@ sliding window of ``window_s`` seconds:
 * **staleness** = mean number of versions between the model an update started from and the
   model it is applied to: what asynchronous aggregation costs (an update computed on an old model
   is worth less; FedBuff weights it ``1/sqrt(1+s)``);
-* **churn** = joins + leaves + expiries. A worker that leaves mid-round costs sync its task's
-  time and a stalled round; async does not care;
-* **bandwidth utilisation** of the leader's link (0..1), when the link's capacity is known.
+* **churn** = joins + leaves + expiries, and of those the **expiries** (workers that vanished
+  without a goodbye). An expiry stalls a sync round until the worker is declared dead (the
+  heartbeat patience) while every other worker waits; async does not care. A clean leave costs
+  sync no more than async (in either mode its task is re-queued at once, and a round then
+  closes with the rest), and a join costs sync nothing (the newcomer gets a task sized to the
+  time left in the round). So only expiries push towards async (the task time a leave wastes
+  counts as idle anyway), while any churn keeps async from returning;
+* **bandwidth utilisation** of the leader's link (0..1), when the link's capacity is known;
+* **staleness cost** = ``1 − 1/sqrt(1 + s)``, the share of an update's worth that FedBuff's own
+  discount takes away at staleness ``s``: what async loses per update, as idle is what sync
+  loses per worker-second. In async ``s`` is the measured staleness; in sync it is the staleness
+  async would show, ``(workers − 1) / K`` (with ``K`` updates per version, each update waits
+  on average for the other workers' updates to make ``(workers − 1) / K`` versions; ``K = 1``
+  for FedAsync and EDDL's mix). With four workers and FedBuff's K = 3 it is 29%.
 
-Rule. In sync it switches to async when **any** of: idle ≥ ``idle_high``, churn ≥
-``churn_high``, link ≥ ``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers
-shorter tasks on purpose and a worker's first task is a short probe, so there spread measures
-the schedule, not a straggler; what a straggler costs sync shows in idle.) In async it switches back
-when **all** of: predicted idle ≤ ``idle_low``, spread ≤ ``spread_low``, churn ≤ ``churn_low``,
-link ≤ ``bandwidth_low`` — or when staleness ≥ ``staleness_high`` while sync is predicted no
-worse than its own trigger (predicted idle < ``idle_high``, spread < ``spread_high``, churn <
-``churn_high``). Either return is blocked for ``memory_s`` after sync was last *measured* idle
-≥ ``idle_high``: a prediction made from async task times cannot see everything a real round
-costs, and a measurement beats a prediction until it is old. A switch also needs ``min_dwell_s``
-since the previous switch (the first switch needs only enough evidence). Two thresholds per
-signal, the dwell time and the memory are what keep it from flapping. Each switch is returned as
-a :class:`Switch` with a human-readable reason; the coordinator turns it into a
-``policy_switched`` event.
+Warm-up is no evidence. A worker's first task in a job is a *probe* (a quarter of the target
+time, sized before its speed is known) and it carries the worker's cold start; in a sync round
+the worker then idles three quarters of the round. That is the cost of measuring, paid once per
+worker, not the cost of the barrier, so the caller reports such tasks with ``warmup=True``: they
+are kept out of idle and spread (a warm-up task that is *lost* still counts, its time is
+wasted either way).
+
+Rule. In sync it switches to async when **any** of: idle ≥ ``max(idle_high, staleness cost)``
+(the barrier costs more than staleness would), expiries ≥ ``churn_high``, link ≥
+``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers shorter tasks on
+purpose and a worker's first task is a short probe, so there spread measures the schedule, not a
+straggler; what a straggler costs sync shows in idle.) In async it switches back when **all**
+of: predicted idle ≤ ``idle_low``, spread ≤ ``spread_low``, churn ≤ ``churn_low``, link ≤
+``bandwidth_low`` — or when async's own cost is the larger, staleness cost ≥ predicted idle +
+(``idle_high`` − ``idle_low``) (the same band as the idle thresholds) or staleness ≥
+``staleness_high``, while sync is predicted no worse than its own trigger (predicted idle <
+``idle_high``, spread < ``spread_high``, expiries < ``churn_high``). Either return is blocked
+for ``memory_s`` after sync was last *measured* above its trigger: a prediction made from async
+task times cannot see everything a real round costs, and a measurement beats a prediction until
+it is old. A switch also needs ``min_dwell_s`` since the previous switch (the first switch needs
+only enough evidence). Two thresholds per signal, the dwell time and the memory are what keep it
+from flapping. Each switch is returned as a :class:`Switch` with a human-readable reason; the
+coordinator turns it into a ``policy_switched`` event.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["AutoPolicy", "Mode", "PolicyConfig", "PolicyMetrics", "Switch"]
+__all__ = ["AutoPolicy", "Mode", "PolicyConfig", "PolicyMetrics", "Switch", "staleness_cost"]
 
 Mode = Literal["sync", "async"]
 
@@ -55,16 +76,21 @@ class PolicyConfig:
     """Thresholds of the auto policy. ``*_high`` enters async, ``*_low`` returns to sync."""
 
     window_s: float = 20.0
-    min_tasks: int = 8
-    # Workers idle 25% of the time in sync rounds: async would do 1.33x more work per second,
-    # and at the staleness async shows with a handful of workers (about one version) an update
-    # is worth nearly a fresh one. Below 10% the barrier costs less than a stale update may.
+    # Four rounds of four workers. The first rounds of a job are noisy (workers start at
+    # different moments, the leader is busy starting the job): over two rounds a cluster whose
+    # rounds idle 12-18% in steady state was measured anywhere from 19% to 46%.
+    min_tasks: int = 16
+    # Workers idle 25% of the time in sync rounds: async would do 1.33x more work per second.
+    # That is the floor; the staleness cost raises the bar when async would pay more than this
+    # (an update one version stale is worth 71% of a fresh one under FedBuff's discount).
+    # Below 10% the barrier costs less than a stale update may.
     idle_high: float = 0.25
     idle_low: float = 0.1
     # Task times on shared machines are noisy (1.5x between identical tasks is common), so
     # the band is wide: only a real straggler (2.5x the median) flips the mode.
     spread_high: float = 2.5
     spread_low: float = 1.5
+    # Expiries (not clean leaves or joins, which cost sync nothing async does not pay too).
     churn_high: int = 2
     churn_low: int = 0
     bandwidth_high: float = 0.85
@@ -122,6 +148,8 @@ class PolicyMetrics:
     idle: float | None = None
     barrier: float | None = None
     staleness: float | None = None
+    expiries: int = 0
+    staleness_cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,9 +175,18 @@ class AutoPolicy:
     """
 
     def __init__(
-        self, config: PolicyConfig | None = None, *, start: Mode = "sync", started_at: float = 0.0
+        self,
+        config: PolicyConfig | None = None,
+        *,
+        start: Mode = "sync",
+        started_at: float = 0.0,
+        async_buffer: int = 1,
     ) -> None:
+        if isinstance(async_buffer, bool) or not isinstance(async_buffer, int) or async_buffer < 1:
+            raise ValueError(f"async_buffer must be an integer >= 1, got {async_buffer!r}")
         self.config = config or PolicyConfig()
+        # Updates per version of the job's async rule (FedBuff's K; 1 for FedAsync, EDDL mix).
+        self.async_buffer = async_buffer
         self.mode: Mode = start
         self.reason = "start synchronous (DESIGN §3)" if start == "sync" else f"start {start}"
         self._last_switch_at: float | None = None
@@ -158,24 +195,32 @@ class AutoPolicy:
         self._lost: deque[tuple[float, float]] = deque()
         self._waits: deque[tuple[float, float]] = deque()
         self._stale: deque[tuple[float, int]] = deque()
-        self._churn: deque[float] = deque()
+        self._churn: deque[tuple[float, bool]] = deque()
         self._bandwidth: deque[tuple[float, float]] = deque()
         self._workers = 0
-        # When sync was last measured too costly (idle >= idle_high), and how costly.
+        # When sync was last measured too costly (idle above its trigger), and how costly.
         self._sync_costly: tuple[float, float] | None = None
         self.switches: list[Switch] = []
 
     # -- observations ------------------------------------------------------------------
-    def observe_task(self, seconds: float, at: float, *, lost: bool = False) -> None:
+    def observe_task(
+        self, seconds: float, at: float, *, lost: bool = False, warmup: bool = False
+    ) -> None:
         """A task came back ``seconds`` after it was handed out; ``lost``: it was taken back
-        (its time is wasted, and counts as idle)."""
+        (its time is wasted, and counts as idle); ``warmup``: a worker's probe task, which
+        says nothing about the barrier (ignored unless lost)."""
         _check_seconds(seconds)
-        (self._lost if lost else self._tasks).append((at, seconds))
+        if lost:
+            self._lost.append((at, seconds))
+        elif not warmup:
+            self._tasks.append((at, seconds))
 
-    def observe_wait(self, seconds: float, at: float) -> None:
-        """A worker held no task for ``seconds`` (update sent -> next task handed out)."""
+    def observe_wait(self, seconds: float, at: float, *, warmup: bool = False) -> None:
+        """A worker held no task for ``seconds`` (update sent -> next task handed out);
+        ``warmup``: the wait followed a probe task (ignored, see the module docstring)."""
         _check_seconds(seconds)
-        self._waits.append((at, seconds))
+        if not warmup:
+            self._waits.append((at, seconds))
 
     def observe_staleness(self, versions: int, at: float) -> None:
         """An update was applied ``versions`` versions after the one it started from."""
@@ -183,9 +228,9 @@ class AutoPolicy:
             raise ValueError(f"staleness must be >= 0, got {versions!r}")
         self._stale.append((at, int(versions)))
 
-    def observe_churn(self, at: float) -> None:
-        """A node joined, left or expired."""
-        self._churn.append(at)
+    def observe_churn(self, at: float, *, expiry: bool = False) -> None:
+        """A node joined or left (``expiry=False``), or expired (``expiry=True``)."""
+        self._churn.append((at, expiry))
 
     def observe_bandwidth(self, utilisation: float, at: float) -> None:
         """The leader's link was ``utilisation`` (0..1) busy over the last sampling period."""
@@ -219,15 +264,30 @@ class AutoPolicy:
                 barrier = min(1.0, barrier + idle)
         stale = statistics.fmean(s for _, s in self._stale) if self._stale else None
         bandwidth = statistics.fmean(u for _, u in self._bandwidth) if self._bandwidth else None
+        expiries = sum(1 for _, expired in self._churn if expired)
+        if self.mode == "sync":
+            expected = max(0, self._workers - 1) / self.async_buffer
+            cost: float | None = staleness_cost(expected)
+        else:
+            cost = None if stale is None else staleness_cost(stale)
         return PolicyMetrics(
-            now, len(times), spread, len(self._churn), bandwidth, idle, barrier, stale
+            now,
+            len(times),
+            spread,
+            len(self._churn),
+            bandwidth,
+            idle,
+            barrier,
+            stale,
+            expiries,
+            cost,
         )
 
     def decide(self, now: float) -> Switch | None:
         """Switch mode if the signals say so; returns the switch, or None to stay."""
         m = self.metrics(now)
         c = self.config
-        if self.mode == "sync" and m.idle is not None and m.idle >= c.idle_high:
+        if self.mode == "sync" and m.idle is not None and m.idle >= self._idle_bar(m):
             self._sync_costly = (now, m.idle)
         if self._last_switch_at is not None and now - self._last_switch_at < c.min_dwell_s:
             return None
@@ -246,17 +306,31 @@ class AutoPolicy:
         self.switches.append(switch)
         return switch
 
+    def _idle_bar(self, m: PolicyMetrics) -> float:
+        """Idle at which sync costs more than async: idle_high, or the staleness cost."""
+        return max(self.config.idle_high, m.staleness_cost or 0.0)
+
     def _to_async(self, m: PolicyMetrics) -> str | None:
         c = self.config
         reasons = []
-        if m.idle is not None and m.idle >= c.idle_high:
+        bar = self._idle_bar(m)
+        if m.idle is not None and m.idle >= bar:
             spread = "" if m.spread is None else f"; task-time spread {m.spread:.2f}"
+            why = (
+                f"{bar:.0%}"
+                if bar <= c.idle_high
+                else f"{bar:.0%} (what staleness would cost async: {self._workers} workers, "
+                f"{self.async_buffer} update(s) per version)"
+            )
             reasons.append(
-                f"sync barrier: workers idle {m.idle:.0%} >= {c.idle_high:.0%} of the time "
+                f"sync barrier: workers idle {m.idle:.0%} >= {why} of the time "
                 f"waiting for rounds to close{spread}"
             )
-        if m.churn >= c.churn_high:
-            reasons.append(f"churn {m.churn} >= {c.churn_high} joins/leaves")
+        if m.expiries >= c.churn_high:
+            reasons.append(
+                f"churn: {m.expiries} >= {c.churn_high} workers expired without leaving "
+                f"({m.churn} joins/leaves/expiries in all)"
+            )
         if m.bandwidth is not None and m.bandwidth >= c.bandwidth_high:
             reasons.append(f"leader link {m.bandwidth:.0%} busy >= {c.bandwidth_high:.0%}")
         return "; ".join(reasons) or None
@@ -282,24 +356,42 @@ class AutoPolicy:
         sync_no_worse = (
             m.barrier < c.idle_high
             and m.spread < c.spread_high
-            and m.churn < c.churn_high
+            and m.expiries < c.churn_high
             and (m.bandwidth is None or m.bandwidth < c.bandwidth_high)
         )
-        if m.staleness is not None and m.staleness >= c.staleness_high and sync_no_worse:
+        if m.staleness is None or m.staleness_cost is None or not sync_no_worse:
+            return None
+        band = c.idle_high - c.idle_low
+        tail = (
+            f" while predicted sync idle is {m.barrier:.0%} < {c.idle_high:.0%} (spread "
+            f"{m.spread:.2f}, churn {m.churn}{link})"
+        )
+        if m.staleness >= c.staleness_high:
+            return f"async staleness {m.staleness:.1f} >= {c.staleness_high:g} versions" + tail
+        if m.staleness_cost >= m.barrier + band:
             return (
-                f"async staleness {m.staleness:.1f} >= {c.staleness_high:g} versions while "
-                f"predicted sync idle is {m.barrier:.0%} < {c.idle_high:.0%} (spread "
-                f"{m.spread:.2f}, churn {m.churn}{link})"
+                f"async staleness {m.staleness:.1f} versions costs {m.staleness_cost:.0%} of "
+                f"each update >= predicted sync idle {m.barrier:.0%} + {band:.0%}" + tail
             )
         return None
 
     def _trim(self, now: float) -> None:
         horizon = now - self.config.window_s
-        for queue in (self._tasks, self._lost, self._waits, self._stale, self._bandwidth):
+        for queue in (
+            self._tasks,
+            self._lost,
+            self._waits,
+            self._stale,
+            self._bandwidth,
+            self._churn,
+        ):
             while queue and queue[0][0] < horizon:
                 queue.popleft()
-        while self._churn and self._churn[0] < horizon:
-            self._churn.popleft()
+
+
+def staleness_cost(staleness: float) -> float:
+    """Share of an update's worth lost at ``staleness`` versions: ``1 − 1/sqrt(1 + s)``."""
+    return 1.0 - 1.0 / math.sqrt(1.0 + max(0.0, staleness))
 
 
 def _check_seconds(seconds: float) -> None:

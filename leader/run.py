@@ -119,7 +119,12 @@ class JobRun:
         if "scheduler" in meta:
             self.scheduler.restore(meta["scheduler"])
         self.policy = (
-            AutoPolicy(spec.policy, start=start, started_at=now())
+            AutoPolicy(
+                spec.policy,
+                start=start,
+                started_at=now(),
+                async_buffer=self.aggregator.updates_per_version,
+            )
             if spec.aggregation == "auto"
             else None
         )
@@ -128,6 +133,9 @@ class JobRun:
         self._round = SyncRound(version)
         # Single-layer mode: node -> the layer it trains, fixed while the node stays.
         self._layers: dict[str, int] = {}
+        # Nodes whose layer was chosen before their own speed was measured: chosen once more
+        # when it is (a first guess must not pin a fast node to a crowded group).
+        self._provisional: set[str] = set()
         # node -> (session, why it cannot run this job or None): computed once per session.
         self._fit: dict[str, tuple[int, str | None]] = {}
         self._model_spec: dict[str, Any] = dict(runtime.info.get("model") or spec.model)
@@ -135,8 +143,9 @@ class JobRun:
         self._saved_version = version if resume_from else -1
         self._bytes = 0
         self._bytes_since = now()
-        # When each worker's last update arrived: the wait until its next task is idle time.
-        self._free_since: dict[str, float] = {}
+        # When each worker's last update arrived: the wait until its next task is idle time
+        # (unless that update was a warm-up probe's).
+        self._free_since: dict[str, tuple[float, bool]] = {}
         if resume_from and self.policy is not None:
             self.policy.reason = f"resumed in {start} mode, the mode at the checkpoint"
         if resume_from:
@@ -262,6 +271,9 @@ class JobRun:
             if node.node_id in self._round.asked:
                 return Wait(f"waiting for round {self.version} to close", self._retry())
             seconds = self._round.budget(now, self.spec.task_seconds)
+        # A worker's first task is a probe sized before its speed is known, and carries its
+        # cold start: the auto policy does not take it (or the wait after it) as evidence.
+        warmup = not self.scheduler.measured(node.node_id)
         task = self.scheduler.assign(node.node_id, node.session, seconds=seconds)
         if task is None:
             if self.mode == "sync":
@@ -270,11 +282,13 @@ class JobRun:
         task.base_version = self.version
         task.layer = self._layer_of(node)
         task.meta["deadline_seconds"] = self.spec.round_deadline
+        if warmup:
+            task.meta["warmup"] = True
         if self.mode == "sync":
             self._round.handed(node.node_id, task.task_id, now)
         free_since = self._free_since.pop(node.node_id, None)
         if self.policy is not None and free_since is not None:
-            self.policy.observe_wait(max(0.0, now - free_since), now)
+            self.policy.observe_wait(max(0.0, now - free_since[0]), now, warmup=free_since[1])
         return task
 
     def submit(
@@ -286,6 +300,7 @@ class JobRun:
         base_version: int,
         num_samples: int | None = None,
         seconds: float | None = None,
+        overhead: float = 0.0,
     ) -> UpdateAck:
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
@@ -319,7 +334,7 @@ class JobRun:
             self.scheduler.take_back(task_id, "update too stale")
             self._round.settle(task_id)
             now = self._now()
-            self._free_since[node.node_id] = now
+            self._free_since[node.node_id] = (now, False)
             if self.policy is not None:
                 self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
             self._event(
@@ -341,10 +356,11 @@ class JobRun:
         # The aggregator validates again and refuses before it changes anything; only once it
         # has taken the update is the task marked done (so a refusal never loses the data).
         produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
-        self.scheduler.complete(task_id, seconds=seconds)
-        self._free_since[node.node_id] = self._now()
+        self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
+        warmup = bool(task.meta.get("warmup"))
+        self._free_since[node.node_id] = (self._now(), warmup)
         if self.policy is not None:
-            self.policy.observe_task(took, self._now())
+            self.policy.observe_task(took, self._now(), warmup=warmup)
             self.policy.observe_staleness(staleness, self._now())
         if self.mode == "sync":
             self._round.settle(task_id)
@@ -368,6 +384,7 @@ class JobRun:
         place in a layer group is free."""
         self._free_since.pop(node.node_id, None)
         self._fit.pop(node.node_id, None)
+        self._provisional.discard(node.node_id)
         if self._layers.pop(node.node_id, None) is not None:
             self._event(
                 EventKind.LAYER_GROUPS,
@@ -388,7 +405,8 @@ class JobRun:
             )
         self._round.forget(node.node_id)
         if self.policy is not None:
-            self.policy.observe_churn(self._now())
+            # A clean leave costs sync no more than async; an expiry stalled the round.
+            self.policy.observe_churn(self._now(), expiry=kind != "left")
         if self.mode == "sync":
             produced = self._maybe_close_round("the rest of the round is back")
             if produced:
@@ -470,33 +488,50 @@ class JobRun:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
 
     def _layer_of(self, node: Node) -> int | None:
-        """Single-layer mode: the layer ``node`` trains, chosen at its first task and kept.
+        """Single-layer mode: the layer ``node`` trains, chosen at its first task, chosen once
+        more when its own speed is first measured, then kept while the node stays.
 
         Among the layers the node can train, the one whose group has the lowest summed speed
         (measured, else the benchmark prior); empty groups first, so every layer has a group
-        before any has two; then fewer members (speeds may be unknown), then the lower index.
+        before any has two; then fewer members, then the lower index. A member whose speed is
+        not known yet counts as fast as the fastest known one: taking it for 0 would pile the
+        new nodes (a Python worker sends no benchmark) into one group.
         """
         if not self.runtime.single_layer:
             return None
         held = self._layers.get(node.node_id)
-        if held is not None:
+        measured = self.scheduler.measured(node.node_id)
+        if held is not None and (node.node_id not in self._provisional or not measured):
             return held
+        if held is not None:
+            del self._layers[node.node_id]  # choose again, now with its measured speed
+        self._provisional.discard(node.node_id)
+        if not measured:
+            self._provisional.add(node.node_id)
         layers = capability.trainable_layers(
             node, self.spec.algorithm, self._model_spec, self.spec.hyper, self.runtime.num_layers
         )
         groups = self.layer_groups()
+        speeds = {m: self.scheduler.samples_per_second(m) for g in groups.values() for m in g}
+        fastest = max((v for v in speeds.values() if v is not None), default=1.0)
+
+        def speed_of(member: str) -> float:
+            known = speeds[member]
+            return fastest if known is None else known
 
         def load(layer: int) -> tuple[bool, float, int, int]:
             members = groups.get(layer, [])
-            speed = sum(self.scheduler.samples_per_second(m) or 0.0 for m in members)
-            return (bool(members), speed, len(members), layer)
+            return (bool(members), sum(map(speed_of, members)), len(members), layer)
 
         # Not empty: next_task hands nothing to a node that cannot run the job.
         layer = min(layers, key=load)
         self._layers[node.node_id] = layer
+        if held == layer:
+            return layer
+        moved = "" if held is None else f" (was {held}; its speed is now measured)"
         self._event(
             EventKind.LAYER_GROUPS,
-            f"{node.node_id} trains layer {layer}",
+            f"{node.node_id} trains layer {layer}{moved}",
             node_id=node.node_id,
             layer=layer,
             groups=self.layer_groups(),

@@ -3,8 +3,12 @@
 There are no static partitions. Every epoch is a seeded permutation of the training set's
 indexes (``order(epoch)``), consumed front to back by a cursor. A worker that asks for work gets
 the next range of that order, sized so the task takes about ``task_seconds`` at the worker's
-estimated speed: ``samples = samples_per_second × task_seconds`` (rounded down to a multiple of
-``granularity``, clamped to ``[min_samples, max_samples]``). The speed is the worker's
+estimated speed: ``samples = samples_per_second × (task_seconds - overhead)`` (rounded down to a
+multiple of ``granularity``, clamped to ``[min_samples, max_samples]``). ``overhead`` is the
+worker's fixed cost per task as it reports it (moving the model in and the update out: small
+over a LAN, most of a microcontroller's task over a serial link), smoothed per worker; at least
+``min_compute_fraction`` of the target goes to training, so a worker whose transfers alone take
+longer than the target still trains a useful amount per transfer. The speed is the worker's
 :class:`~eddl.profiler.estimator.RuntimeEstimator`, fed with the real duration of each finished
 task. Until then the micro-benchmark the worker reported when it joined stands in, for a first
 *probe* task of ``probe_fraction`` of the target time (a benchmark ran alone and errs fast);
@@ -116,6 +120,7 @@ class Scheduler:
         task_prefix: str = "t",
         limit_epochs: float | None = None,
         probe_fraction: float = 0.25,
+        min_compute_fraction: float = 0.25,
     ) -> None:
         if num_samples < 1:
             raise ValueError("the training set is empty")
@@ -136,6 +141,10 @@ class Scheduler:
         if not 0 < probe_fraction <= 1:
             raise ValueError("probe_fraction must be in (0, 1]")
         self.probe_fraction = probe_fraction
+        if not 0 < min_compute_fraction <= 1:
+            raise ValueError("min_compute_fraction must be in (0, 1]")
+        self.min_compute_fraction = min_compute_fraction
+        self._overheads: dict[str, float] = {}
         self._estimator_factory = estimator_factory
         self._now = now
         self._prefix = task_prefix
@@ -196,7 +205,9 @@ class Scheduler:
             probe = self.default_samples * self.probe_fraction
             size = math.floor(probe / self.granularity + 1e-6) * self.granularity
             return max(self.min_samples, min(self.default_samples, size))
-        want = sps * (self.task_seconds if seconds is None else seconds)
+        target = self.task_seconds if seconds is None else seconds
+        budget = max(target - self.overhead(node_id), target * self.min_compute_fraction)
+        want = sps * budget
         if not self.measured(node_id):
             # Only the micro-benchmark so far: it ran alone, without the device's load,
             # throttling or data path, so it errs fast. A first task of a fraction of the
@@ -206,6 +217,10 @@ class Scheduler:
         # The small epsilon keeps 49.999... from becoming 49.
         size = math.floor(want / self.granularity + 1e-6) * self.granularity
         return max(self.min_samples, min(self.max_samples, size))
+
+    def overhead(self, node_id: str) -> float:
+        """The node's fixed cost per task in seconds (0 until it reported one)."""
+        return self._overheads.get(node_id, 0.0)
 
     # -- handing out -------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -337,18 +352,24 @@ class Scheduler:
             raise DuplicateUpdateError(f"task {task_id} is over ({self._finished[task_id]})")
         raise UnknownTaskError(f"task {task_id!r} was never handed out")
 
-    def complete(self, task_id: str, *, seconds: float | None = None) -> Task:
+    def complete(
+        self, task_id: str, *, seconds: float | None = None, overhead: float = 0.0
+    ) -> Task:
         """Mark a task done and learn the worker's speed from it; returns the task.
 
         ``seconds`` is the training time the worker reports; by default the wall time since the
-        task was handed out (what the schedule really costs). A second completion of the same
-        task raises :class:`DuplicateUpdateError`.
+        task was handed out (what the schedule really costs). ``overhead`` is the task's fixed
+        cost the worker reports beside it (transfers), smoothed into :meth:`overhead`. A second
+        completion of the same task raises :class:`DuplicateUpdateError`.
         """
         task = self.get(task_id)
         now = self._now()
         took = now - task.issued_at if seconds is None else seconds
         if took > 0 and task.num_samples > 0:
             self.estimator(task.node_id).observe(task.num_samples, took, max(now, 0.0))
+        if math.isfinite(overhead) and overhead >= 0:
+            old = self._overheads.get(task.node_id)
+            self._overheads[task.node_id] = overhead if old is None else 0.7 * old + 0.3 * overhead
         del self._in_flight[task_id]
         self._finished[task_id] = "done"
         self._count_done(task.range)

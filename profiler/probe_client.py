@@ -162,9 +162,13 @@ class ProbeClient:
             raise ProbeTimeout(self.peer, f"no result within {self.config.timeout_s} s")
         return left
 
-    def _error(self, exc: grpc.aio.AioRpcError) -> ProbeError:
+    def _error(self, exc: grpc.aio.AioRpcError, *, streaming: bool = False) -> ProbeError:
         code = exc.code()
         detail = exc.details() or code.name
+        if streaming and code == grpc.StatusCode.INTERNAL:
+            # A client-stream write that fails because the connection went away surfaces as
+            # INTERNAL "Internal error from Core" in grpc aio (grpc/grpc#36066).
+            return ProbeUnavailable(self.peer, f"connection lost while streaming: {detail}", code)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ProbeTimeout(
                 self.peer, f"no answer within {self.config.timeout_s} s ({detail})", code
@@ -205,7 +209,7 @@ class ProbeClient:
         try:
             reply = await self._stub.Upload(chunks(), timeout=self._time_left())
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, streaming=True) from exc
         seconds = time.perf_counter() - t0
         if reply.bytes_received != total_bytes:
             raise ProbeError(

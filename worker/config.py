@@ -33,7 +33,9 @@ class WorkerConfig:
     ``<node_id>.<device name>``; a gateway trains nothing itself. ``mcu_baud`` applies to real
     serial ports, ``mcu_reply_timeout_s`` to one request, ``mcu_train_timeout_s`` to one TRAIN,
     ``mcu_max_buffer`` caps the samples per TRAIN (the arena caps it too), and a lost device is
-    looked for again every ``mcu_retry_s``.
+    looked for again every ``mcu_retry_s``. ``mcu_verify`` re-runs every device task with the
+    numpy reference on the gateway and pushes nothing that differs (for commissioning boards:
+    it costs the gateway the training time of every task).
     """
 
     leaders: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
@@ -59,6 +61,7 @@ class WorkerConfig:
     mcu_train_timeout_s: float = 120.0
     mcu_max_buffer: int = 250
     mcu_retry_s: float = 2.0
+    mcu_verify: bool = False
 
     def __post_init__(self) -> None:
         if not self.leaders:

@@ -47,7 +47,7 @@ from eddl.worker.link import Backoff, LeaderLink
 from eddl.worker.training import TaskError, TaskResult, TaskRunner
 from eddl.worker.transfer import receive_model, update_stream
 
-__all__ = ["JoinRefusedError", "WorkerDaemon"]
+__all__ = ["JoinRefusedError", "WorkerDaemon", "start_endpoint"]
 
 log = get_logger("worker")
 T = TypeVar("T")
@@ -65,6 +65,20 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
         if key == REASON_KEY:
             return str(value)
     return ""
+
+
+async def start_endpoint(config: WorkerConfig) -> RunningServer:
+    """The node's own gRPC endpoint on ``config.bind``: health (NOT_SERVING until joined),
+    reflection and the Probe service; its port goes to ``config.port_file`` when set."""
+    endpoint = await start_server(
+        config.bind,
+        [(probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer())],
+        [PROBE_SERVICE_NAME],
+    )
+    await endpoint.set_serving(False)
+    if config.port_file:
+        write_port_file(Path(config.port_file), endpoint.port)
+    return endpoint
 
 
 class WorkerDaemon:
@@ -114,11 +128,20 @@ class WorkerDaemon:
         # Passive link estimates from the model pulls and update pushes this worker makes.
         self.links = LinkTracker()
         self._static: profile_pb2.StaticProfile | None = None
+        # The last task's model pull (0 when cached) and the last update push, in seconds:
+        # the fixed cost per task the leader sizes tasks around.
+        self._pull_s = 0.0
+        self._push_s = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def joined(self) -> bool:
+        """Whether the node is joined to a leader right now."""
+        return self._joined.is_set()
 
     @property
     def stopping(self) -> bool:
@@ -133,14 +156,7 @@ class WorkerDaemon:
             throttle=self.config.throttle,
         )
         if self._serve:
-            self.endpoint = await start_server(
-                self.config.bind,
-                [(probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer())],
-                [PROBE_SERVICE_NAME],
-            )
-            await self.endpoint.set_serving(False)
-            if self.config.port_file:
-                write_port_file(Path(self.config.port_file), self.endpoint.port)
+            self.endpoint = await start_endpoint(self.config)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._prefetch())
@@ -359,6 +375,7 @@ class WorkerDaemon:
         try:
             self.state = "training"
             self.check_task(task)
+            self._pull_s = 0.0
             params = await self._pull_model(job_id, version)
             x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
             result = await self.execute(task, params, x, y)
@@ -394,7 +411,9 @@ class WorkerDaemon:
             outcome=reply.outcome,
             version=reply.envelope.model_version,
             busy_s=round(result.busy_seconds, 3),
+            train_s=round(result.train_seconds, 3),
             link_s=round(result.link_seconds, 3),
+            samples=result.samples,
         )
 
     def check_task(self, task: cluster_pb2.Task) -> None:
@@ -426,7 +445,8 @@ class WorkerDaemon:
 
         started = time.monotonic()
         got_version, params = await self._call(pull)
-        self._observe_transfer("download", params_nbytes(params), time.monotonic() - started)
+        self._pull_s = time.monotonic() - started
+        self._observe_transfer("download", params_nbytes(params), self._pull_s)
         self._model = (job_id, got_version, params)
         return params
 
@@ -443,7 +463,10 @@ class WorkerDaemon:
     ) -> cluster_pb2.PushUpdateReply:
         params = result.params
         # The reported seconds include the throttle's idle time: the leader schedules on the
-        # wall time it observes, which is what makes a throttled worker look slow.
+        # wall time it observes, which is what makes a throttled worker look slow. Transfers
+        # (this task's pull, the previous push, a device's model in and update out) are the
+        # task's fixed cost, reported apart.
+        overhead = result.overhead_seconds + self._pull_s + self._push_s
         header = cluster_pb2.UpdateHeader(
             task_id=task.task_id,
             num_samples=len(task.indexes),
@@ -452,8 +475,9 @@ class WorkerDaemon:
             stats=cluster_pb2.TaskStats(
                 samples=result.samples,
                 steps=result.steps,
-                seconds=result.busy_seconds,
+                seconds=max(0.0, result.busy_seconds - result.overhead_seconds),
                 state_bytes=result.state_bytes,
+                overhead_seconds=overhead,
             ),
             layer=task.layer,
         )
@@ -469,7 +493,8 @@ class WorkerDaemon:
 
         started = time.monotonic()
         reply = await self._call(push)
-        self._observe_transfer("upload", params_nbytes(params), time.monotonic() - started)
+        self._push_s = time.monotonic() - started
+        self._observe_transfer("upload", params_nbytes(params), self._push_s)
         return reply
 
     async def _fetch_samples(

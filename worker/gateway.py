@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import serial
@@ -31,9 +32,10 @@ from eddl.log import get_logger
 from eddl.mcu.driver import Device, McuError
 from eddl.mcu.plan import MCU_ALGORITHMS
 from eddl.mcu.protocol import Hello, ProtocolError
+from eddl.net import RunningServer
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.worker.config import WorkerConfig
-from eddl.worker.daemon import WorkerDaemon
+from eddl.worker.daemon import WorkerDaemon, start_endpoint
 from eddl.worker.mcu_runner import BenchmarkResult, McuTaskRunner, benchmark_device
 from eddl.worker.training import TaskError, TaskResult
 
@@ -60,6 +62,8 @@ class McuCounters:
     train_seconds: float = 0.0
     kernel_ticks: int = 0
     task_seconds: list[float] = field(default_factory=list)
+    verified: int = 0  # tasks checked against the numpy reference (``mcu_verify``)
+    mismatches: int = 0
 
 
 class McuAgent(WorkerDaemon):
@@ -183,6 +187,8 @@ class McuAgent(WorkerDaemon):
             except LINK_FAILURES as exc:
                 self._device_lost(f"{type(exc).__name__}: {exc}")
                 raise DeviceLostError(f"device lost during task {task.task_id}: {exc}") from exc
+        if self.config.mcu_verify:
+            await self._verify(task, algo, params, x, y, result)
         c = self.counters
         c.tasks += 1
         c.samples += result.samples
@@ -192,6 +198,28 @@ class McuAgent(WorkerDaemon):
         c.kernel_ticks += result.kernel_ticks
         c.task_seconds.append(result.busy_seconds)
         return result
+
+    async def _verify(
+        self,
+        task: cluster_pb2.Task,
+        algo: Any,
+        params: Params,
+        x: np.ndarray,
+        y: np.ndarray,
+        result: TaskResult,
+    ) -> None:
+        """Train the task again with the numpy reference; a device that differs is faulty."""
+        reference = await self.runner.run(
+            algo, params, x, y, epochs=max(1, task.epochs), layer=task.layer, seed=task.seed
+        )
+        same = sorted(reference.params) == sorted(result.params) and all(
+            np.array_equal(reference.params[k], result.params[k]) for k in reference.params
+        )
+        self.counters.verified += 1
+        if not same:
+            self.counters.mismatches += 1
+            self._device_lost("its update differs from the numpy reference")
+            raise DeviceLostError(f"task {task.task_id}: the device's update is wrong")
 
     def _device_lost(self, reason: str) -> None:
         if self.lost is None:
@@ -212,6 +240,7 @@ class Gateway:
         self.joins: dict[str, int] = dict.fromkeys(config.mcu_node_ids(), 0)
         self.losses: dict[str, int] = dict.fromkeys(config.mcu_node_ids(), 0)
         self._stop = asyncio.Event()
+        self.endpoint: RunningServer | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -220,11 +249,41 @@ class Gateway:
                 agent.request_stop()
 
     async def run(self) -> None:
+        """Bridge every device until :meth:`request_stop`; each joined device leaves then.
+
+        With ``bind`` set, the gateway serves health (SERVING while at least one device is
+        joined to a leader), reflection and the Probe service, like a worker.
+        """
         log.info("gateway starting", node=self.config.node_id, devices=self.config.mcu)
-        async with asyncio.TaskGroup() as tg:
-            for url, node_id in zip(self.config.mcu, self.config.mcu_node_ids(), strict=True):
-                tg.create_task(self._keep(url, node_id))
+        if self.config.bind:
+            self.endpoint = await start_endpoint(self.config)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                health = tg.create_task(self._health_loop()) if self.endpoint else None
+                devices = zip(self.config.mcu, self.config.mcu_node_ids(), strict=True)
+                keepers = [tg.create_task(self._keep(url, node)) for url, node in devices]
+                await asyncio.gather(*keepers)
+                if health is not None:
+                    health.cancel()
+        finally:
+            if self.endpoint is not None:
+                await self.endpoint.stop(grace=1.0)
         log.info("gateway stopped", node=self.config.node_id)
+
+    @property
+    def joined(self) -> list[str]:
+        """Node ids of the devices joined to a leader right now."""
+        return [n for n, a in self.agents.items() if a is not None and a.joined]
+
+    async def _health_loop(self, period_s: float = 0.5) -> None:
+        assert self.endpoint is not None
+        serving: bool | None = None
+        while True:
+            now = bool(self.joined)
+            if now != serving:
+                await self.endpoint.set_serving(now)
+                serving = now
+            await asyncio.sleep(period_s)
 
     async def _open(self, url: str) -> Device:
         cfg = self.config

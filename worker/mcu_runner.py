@@ -132,7 +132,7 @@ class McuTaskRunner:
         started = time.perf_counter()
         model = self._prepare(config)
         model.load_params(dict(params))
-        link = time.perf_counter() - started
+        link = fixed = time.perf_counter() - started
         train = 0.0
         ticks = steps = 0
         n = int(x.shape[0])
@@ -160,6 +160,7 @@ class McuTaskRunner:
         names = None if layer < 0 else [f"W{layer}", f"b{layer}"]
         update = model.read_params(names)
         link += time.perf_counter() - t0
+        fixed += time.perf_counter() - t0
         return TaskResult(
             params=update,
             samples=n * epochs,
@@ -168,5 +169,6 @@ class McuTaskRunner:
             busy_seconds=time.perf_counter() - started,
             state_bytes=model.arena_used,
             link_seconds=link,
+            overhead_seconds=fixed,
             kernel_ticks=ticks,
         )

@@ -131,6 +131,7 @@ class LocalCluster:
     address: str = ""
     mcus: int = 0
     mcu_kind: str = "host"
+    mcu_baud: int | None = None  # host simulators paced like a UART at this rate
     device_lifetime_s: float = 3600.0
     devices: list[Launched] = field(default_factory=list)
 
@@ -190,7 +191,7 @@ class LocalCluster:
         try:
             if self.mcu_kind == "qemu":
                 return start_qemu(MCU_BOARD, lifetime=self.device_lifetime_s, port=port)
-            return start_sim("tcp", lifetime=self.device_lifetime_s, port=port)
+            return start_sim("tcp", lifetime=self.device_lifetime_s, port=port, baud=self.mcu_baud)
         except FirmwareError as exc:
             raise LocalClusterError(f"cannot start an emulated MCU: {exc}") from exc
 
@@ -404,6 +405,12 @@ def _cmd_local(args: argparse.Namespace) -> int:
         if args.mcu < 0:
             print("eddl local: --mcu must be >= 0", file=sys.stderr)
             return 2
+        if args.mcu_baud is not None and (args.mcu_kind != "host" or args.mcu_baud <= 0):
+            print(
+                "eddl local: --mcu-baud takes a positive rate, with --mcu-kind host",
+                file=sys.stderr,
+            )
+            return 2
         cluster = stack.enter_context(
             LocalCluster(
                 state,
@@ -411,6 +418,7 @@ def _cmd_local(args: argparse.Namespace) -> int:
                 args.heartbeat,
                 mcus=args.mcu,
                 mcu_kind=args.mcu_kind,
+                mcu_baud=args.mcu_baud,
                 device_lifetime_s=args.timeout + 120.0,
             )
         )
@@ -452,6 +460,11 @@ def register(subparsers: Any) -> None:
         choices=MCU_KINDS,
         default="host",
         help="host: the firmware's native simulator; qemu: Cortex-M3 boards with 64 KB RAM",
+    )
+    p.add_argument(
+        "--mcu-baud",
+        type=int,
+        help="pace the host-simulator MCUs' links like a UART at this baud rate (8N1)",
     )
     p.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval (s)")
     p.add_argument("--state-dir", help="keep state and logs here (default: a temporary dir)")

@@ -10,6 +10,7 @@ changes state. ``GetTask`` is a long-poll: it waits up to ``wait_ms`` for work, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import zlib
@@ -307,6 +308,16 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         context: grpc.aio.ServicerContext,
     ) -> cluster_pb2.PushUpdateReply:
         async def call() -> cluster_pb2.PushUpdateReply:
+            try:
+                return await take()
+            except Exception:
+                # Read what the client is still sending (bounded) before refusing: a grpc aio
+                # client whose write fails after the status arrived reports INTERNAL instead
+                # of our status (grpc/grpc#36066), and the worker acts on the status code.
+                await drain(request_iterator, self.config.max_update_bytes)
+                raise
+
+        async def take() -> cluster_pb2.PushUpdateReply:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("body") != "header":
                 raise ChunkError("an update stream must start with its header")
@@ -316,6 +327,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             if not header.task_id:
                 raise InvalidArgumentError("update header: task_id is required")
             seconds = check_finite("stats.seconds", header.stats.seconds)
+            overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
             # Refuse a stranger before reading megabytes from it.
             self.coordinator.membership.require(env.node_id)
             if header.total_bytes > self.config.max_update_bytes:
@@ -347,6 +359,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 base_version=env.model_version,
                 num_samples=header.num_samples or None,
                 seconds=seconds or None,
+                overhead=overhead,
                 term=env.term,
                 wire_bytes=wire_bytes,
             )
@@ -422,3 +435,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
         async for item in guarded_stream(context, stream):
             yield item
+
+
+async def drain(
+    messages: AsyncIterator[cluster_pb2.UpdateChunk], max_bytes: int, max_seconds: float = 5.0
+) -> None:
+    """Consume the rest of a refused stream, up to ``max_bytes`` or ``max_seconds``."""
+    seen = 0
+
+    async def consume() -> None:
+        nonlocal seen
+        async for message in messages:
+            seen += message.ByteSize()
+            if seen > max_bytes:
+                return
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consume(), max_seconds)

@@ -159,3 +159,40 @@ def test_killed_mcu_task_is_reassigned_and_the_board_rejoins(
         assert sum(1 for e in found if e["node"] == "gw.mcu0") == 2
     finally:
         _stop_all(procs)
+
+
+@pytest.mark.parametrize("kind", ["host", pytest.param("qemu", marks=pytest.mark.qemu)])
+def test_eddl_local_with_emulated_mcus(tmp_path: Path, kind: str) -> None:
+    if kind == "qemu" and not qemu_available():
+        pytest.skip("SKIPPED LOUDLY: qemu-system-arm / arm-none-eabi-gcc not installed")
+    done = eddl(
+        "local",
+        "--workers",
+        "2",
+        "--mcu",
+        "2",
+        "--mcu-kind",
+        kind,
+        "--json",
+        "--state-dir",
+        str(tmp_path),
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "completed" and result["accuracy"] >= 0.9
+    assert result["mcus"] == 2
+    assert set(result["exit_codes"]) == {"leader", "worker-0", "worker-1", "gateway"}
+    assert set(result["exit_codes"].values()) == {0}, result["exit_codes"]
+    gateway = (tmp_path / "logs" / "gateway.log").read_text()
+    for node in ("gateway.mcu0", "gateway.mcu1"):
+        assert f'"node": "{node}"' in gateway and "device found" in gateway
+
+
+def test_eddl_local_refuses_bad_mcu_options() -> None:
+    done = eddl("local", "--mcu", "-1", timeout=30)
+    assert done.returncode == 2 and "--mcu" in done.stderr
+    done = eddl("local", "--mcu", "1", "--mcu-kind", "qemu", "--mcu-baud", "9600", timeout=30)
+    assert done.returncode == 2 and "--mcu-baud" in done.stderr
+    done = eddl("local", "--mcu", "1", "--mcu-baud", "0", timeout=30)
+    assert done.returncode == 2 and "--mcu-baud" in done.stderr

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eddl.cli.local import MCU_JOB
+from eddl.mcu.faults import FaultPlan, FaultProxy
 from eddl.mcu.launch import start_sim
+from eddl.net import open_channel
 from eddl.worker.gateway import Gateway
 from tests.integration.cluster_support import running_cluster, wait_until
 
@@ -32,7 +35,8 @@ TIFED_JOB: dict[str, Any] = {
 
 @contextlib.asynccontextmanager
 async def _gateway(cluster: Any, urls: list[str], **overrides: Any) -> Any:
-    config = cluster.worker_config("gw", mcu=urls, bind="", mcu_retry_s=0.3, **overrides)
+    values = {"bind": "", "mcu_retry_s": 0.3, **overrides}
+    config = cluster.worker_config("gw", mcu=urls, **values)
     gateway = Gateway(config)
     task = asyncio.create_task(gateway.run())
     try:
@@ -79,3 +83,66 @@ async def test_a_vanished_device_is_reported_gone_and_rejoins(tmp_path: Path) ->
                 again.close()
     finally:
         first.close()
+
+
+@pytest.mark.slow
+async def test_serial_corruption_never_reaches_the_model(tmp_path: Path) -> None:
+    """A running cluster whose MCU link flips, truncates, drops and injects bytes: every update
+    the gateway pushes equals the numpy reference's for the same task (``mcu_verify``)."""
+    plan = FaultPlan(rate=0.05, max_faults=150, seed=7)
+    with (
+        start_sim("tcp", lifetime=120) as sim,
+        FaultProxy.for_url(sim.url, plan, lifetime=110) as proxy,
+    ):
+        async with (
+            running_cluster(tmp_path) as cluster,
+            _gateway(cluster, [proxy.url], mcu_verify=True, mcu_reply_timeout_s=0.3) as gateway,
+        ):
+            await wait_until(lambda: "gw.mcu0" in cluster.coordinator.membership, 20, "the MCU")
+            agent = gateway.agents["gw.mcu0"]
+            assert agent is not None
+            job = await cluster.submit({**TIFED_JOB, "target_accuracy": 0.8})
+            status = await cluster.wait_job(job, 90)
+    assert status["status"] == "completed", status
+    assert agent.counters.tasks > 0
+    assert agent.counters.verified == agent.counters.tasks
+    assert agent.counters.mismatches == 0
+    assert gateway.losses["gw.mcu0"] == 0
+    assert plan.total > 0, "no fault was injected"
+    assert agent.device.link.retransmits > 0 or agent.device.link.bad_frames > 0
+
+
+async def test_gateway_endpoint_is_serving_while_a_device_is_joined(tmp_path: Path) -> None:
+    first = start_sim("tcp", lifetime=60)
+    try:
+        async with (
+            running_cluster(tmp_path) as cluster,
+            _gateway(
+                cluster, [first.url], bind="127.0.0.1:0", port_file=str(tmp_path / "gw.port")
+            ) as gateway,
+        ):
+            await wait_until(lambda: gateway.endpoint is not None, 10, "the endpoint")
+            assert gateway.endpoint is not None
+            address = f"127.0.0.1:{gateway.endpoint.port}"
+            assert (tmp_path / "gw.port").read_text().strip() == str(gateway.endpoint.port)
+            await wait_until(lambda: gateway.joined == ["gw.mcu0"], 20, "the MCU to join")
+            await wait_until(lambda: _health(address, SERVING), 10, "the gateway to report SERVING")
+            first.close()
+            await wait_until(lambda: not gateway.joined, 20, "the MCU to be gone")
+            await wait_until(
+                lambda: _health(address, NOT_SERVING), 10, "the gateway to report NOT_SERVING"
+            )
+    finally:
+        first.close()
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _health(address: str, want: int) -> bool:
+    async with open_channel(address) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    return bool(reply.status == want)

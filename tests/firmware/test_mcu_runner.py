@@ -7,6 +7,7 @@ the same order, same mini-batches, same integer steps, so the same update, bit f
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from eddl.learn.algorithms import get_algorithm
 from eddl.learn.tifed import init_params
 from eddl.mcu.driver import Device
 from eddl.mcu.launch import Launched
+from eddl.proto.v1 import cluster_pb2
+from eddl.worker.config import WorkerConfig
+from eddl.worker.gateway import DeviceLostError, McuAgent
 from eddl.worker.mcu_runner import McuTaskRunner, benchmark_device
 from eddl.worker.training import TaskError, TaskRunner
 
@@ -57,6 +61,7 @@ def test_device_task_equals_python_task(
     assert device.samples == python.samples == 130 * epochs
     assert device.steps == python.steps
     assert device.kernel_ticks > 0 and 0 < device.link_seconds < device.busy_seconds
+    assert 0 < device.overhead_seconds < device.link_seconds
 
 
 def test_runner_refuses_what_the_device_cannot_do(sim: Launched) -> None:
@@ -86,3 +91,23 @@ def test_benchmark_measures_ticks_and_link(sim: Launched) -> None:
     assert bench is not None and bench.model == "tifed 64-32-10"
     assert bench.ticks_per_sample > 0
     assert bench.samples_per_second > 0 and bench.link_bytes_per_second > 0
+
+
+async def test_verify_refuses_an_update_that_differs_from_the_reference(sim: Launched) -> None:
+    algo = get_algorithm("tifed", {"sizes": [64, 32, 10]}, {"batch_size": 25})
+    x, y = _task_data(60)
+    params = init_params(algo.config)
+    task = cluster_pb2.Task(task_id="t1", algorithm="tifed", layer=-1, seed=5, epochs=1)
+    config = WorkerConfig(node_id="gw", mcu=[sim.url], mcu_verify=True, bind="")
+    with Device.open(sim.url) as dev:
+        agent = McuAgent(config, "gw.mcu0", sim.url, dev, None)
+        good = agent.mcu.run("tifed", algo.config, params, x, y, epochs=1, layer=-1, seed=5)
+        await agent._verify(task, algo, params, x, y, good)
+        assert agent.counters.verified == 1 and agent.lost is None
+        bad_w = good.params["W0"].copy()
+        bad_w[3, 4] += 1
+        bad = replace(good, params={**good.params, "W0": bad_w})
+        with pytest.raises(DeviceLostError):
+            await agent._verify(task, algo, params, x, y, bad)
+    assert agent.counters.mismatches == 1
+    assert agent.lost is not None and "reference" in agent.lost

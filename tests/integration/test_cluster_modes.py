@@ -53,14 +53,51 @@ async def test_auto_switches_to_async_under_churn_and_says_why(tmp_path: Path) -
         await cluster.add_worker("steady", throttle=3)
         job_id = await cluster.submit(job)
         assert cluster.status(job_id)["mode"] == "sync"
-        for i in range(3):  # churn: workers come and go
+        for i in range(3):  # churn: workers come and crash (each one stalls a round)
             await cluster.add_worker(f"c{i}")
-            await cluster.stop_worker(f"c{i}")
+            await cluster.kill_worker(f"c{i}")
         await wait_until(lambda: cluster.status(job_id)["mode"] == "async", 20, "switch")
         switch = [
             e for e in cluster.coordinator.events(job_id) if e.kind.value == "policy_switched"
         ]
         assert switch and "churn" in switch[0].message.lower()
+
+
+@pytest.mark.slow
+async def test_auto_takes_no_evidence_from_probes_joins_or_leaves_and_leaves_sync_on_expiries(
+    tmp_path: Path,
+) -> None:
+    # A high idle bar keeps the mode on churn alone; a long window keeps every observation.
+    policy = {"window_s": 120.0, "min_tasks": 4, "idle_high": 0.95, "idle_low": 0.5}
+    job = _without_target(aggregation="auto", rounds=100000, max_epochs=100000.0, policy=policy)
+    async with running_cluster(tmp_path) as cluster:
+        await cluster.add_worker("a")
+        job_id = await cluster.submit(job)
+        for name in ("b", "c", "d"):
+            await cluster.add_worker(name)  # joins: churn, but nothing sync pays more for
+        run = cluster.coordinator.job_queue.active
+        assert run is not None and run.policy is not None
+        await wait_until(lambda: run.version >= 6, 30, "six versions")
+        # Read between awaits: the servicers run on this loop, so nothing moves meanwhile.
+        aggregated = sum(
+            int(e.data["updates"])
+            for e in cluster.coordinator.events(job_id)
+            if e.kind.value == "model_updated"
+        )
+        m = run.policy.metrics(cluster.coordinator._now())
+        assert run.mode == "sync" and m.expiries == 0 and m.churn >= 3
+        # Every update is in the policy's figures except each worker's first (its probe).
+        assert m.tasks + 4 == aggregated + run.aggregator.round_size()
+        await cluster.stop_worker("b")  # a clean leave: its task is re-queued, nothing stalls
+        m = run.policy.metrics(cluster.coordinator._now())
+        assert run.mode == "sync" and m.expiries == 0 and m.churn >= 4
+        await cluster.kill_worker("c")
+        await cluster.kill_worker("d")
+        await wait_until(lambda: cluster.status(job_id)["mode"] == "async", 20, "switch")
+        switch = [
+            e for e in cluster.coordinator.events(job_id) if e.kind.value == "policy_switched"
+        ]
+        assert len(switch) == 1 and "2 >= 2 workers expired" in switch[0].message
 
 
 @pytest.mark.slow

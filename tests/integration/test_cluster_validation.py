@@ -208,6 +208,18 @@ async def test_bad_updates_are_refused_and_change_nothing(cluster: Cluster) -> N
         truncated = _update(cluster, task, good)[:-1]
         cases: list[tuple[str, list[cluster_pb2.UpdateChunk], grpc.StatusCode]] = [
             ("nan", _update(cluster, task, nan), grpc.StatusCode.INVALID_ARGUMENT),
+            (
+                "nan overhead",
+                _update(
+                    cluster, task, good, stats=cluster_pb2.TaskStats(overhead_seconds=float("nan"))
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                "negative overhead",
+                _update(cluster, task, good, stats=cluster_pb2.TaskStats(overhead_seconds=-1.0)),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
             ("shape", _update(cluster, task, wrong_shape), grpc.StatusCode.INVALID_ARGUMENT),
             ("dtype", _update(cluster, task, wrong_dtype), grpc.StatusCode.INVALID_ARGUMENT),
             ("missing", _update(cluster, task, missing), grpc.StatusCode.INVALID_ARGUMENT),

@@ -105,8 +105,9 @@ def test_refused_updates_change_nothing(
 def test_fedbuff_applies_every_k_updates_with_stale_bases() -> None:
     agg = Aggregator(g(), mode="async", async_rule="fedbuff", async_params={"buffer_size": 2})
     assert agg.add("a", g(2.0), 5, 0) is None and agg.pending() == 1
-    new = agg.add("b", g(4.0), 5, 0)
+    new = agg.add("b", g(4.0), 7, 0)
     assert new is not None and new.version == 1 and agg.pending() == 0
+    assert (new.updates, new.samples) == (2, 12)  # the whole buffer, not the last update
     np.testing.assert_allclose(agg.params["W0"], 3.0)
     # based on version 0 while the model is at 1: its delta is taken against version 0
     assert agg.add("c", g(1.0), 5, 0) is None
@@ -133,6 +134,7 @@ def test_switches_close_the_round_and_flush_the_buffer() -> None:
     assert agg.pending() == 1
     produced = agg.switch("sync")
     assert produced is not None and agg.version == 2 and agg.pending() == 0
+    assert (produced.updates, produced.samples) == (1, 5)
     np.testing.assert_allclose(agg.params["W0"], 4.0)
     assert agg.switch("sync") is None
     with pytest.raises(ValueError):

@@ -229,6 +229,63 @@ def test_layers_go_to_the_group_with_the_least_speed_and_every_layer_gets_one_fi
     assert c.job_status("job1")["layer_groups"] == {0: ["a"], 1: ["b", "c", "d"]}
 
 
+def test_nodes_of_unknown_speed_do_not_pile_into_one_group() -> None:
+    c = coordinator(Clock())
+    c.submit_job(job(algorithm="tifed-single"))
+    join_mcu(c, "mcu1", SINGLE, sps=30.0)
+    join_mcu(c, "mcu0", SINGLE, sps=20.0)
+    c.join("py0", "tok")  # Python workers send no benchmark: speed unknown
+    c.join("py1", "tok")
+    got = {}
+    for n in ("mcu1", "mcu0", "py0", "py1"):
+        task = c.next_task(n)
+        assert isinstance(task, Task)
+        got[n] = task.layer
+    # mcu1 -> 0, mcu0 -> 1 (empty groups first); py0 counts as fast as the fastest known
+    # node: 0 holds 30, 1 holds 20 -> 1; py1: 0 holds 30, 1 holds 20 + 30 -> 0.
+    assert got == {"mcu1": 0, "mcu0": 1, "py0": 1, "py1": 0}
+
+
+def test_a_layer_chosen_before_the_node_was_measured_is_chosen_again() -> None:
+    clock = Clock()
+    c = coordinator(clock)
+    c.submit_job(job(algorithm="tifed-single", aggregation="async"))
+    c.join("py1", "tok")
+    join_mcu(c, "mcu1", SINGLE, sps=40.0)
+    c.join("py0", "tok")
+    join_mcu(c, "mcu0", SINGLE, sps=40.0)
+    first = {n: c.next_task(n) for n in ("py1", "mcu1", "py0", "mcu0")}
+    assert {n: t.layer for n, t in first.items() if isinstance(t, Task)} == {
+        "py1": 0,
+        "mcu1": 1,
+        "py0": 0,  # its speed is unknown: taken as the fastest known (40), a tie, index 0
+        "mcu0": 1,
+    }
+    for name in ("py1", "py0"):  # the Python workers turn out 1000x faster than the MCUs
+        task = first[name]
+        assert isinstance(task, Task)
+        c.submit_update(
+            name,
+            task.task_id,
+            {
+                n: np.zeros_like(v)
+                for n, v in c.model("job1", task.base_version).params.items()
+                if n.endswith("0")
+            },
+            job_id="job1",
+            base_version=task.base_version,
+            num_samples=task.num_samples,
+            seconds=task.num_samples / 40_000.0,
+        )
+    second = {n: c.next_task(n) for n in ("py1", "py0")}
+    # Both measured now. py1 is chosen again: layer 0 holds py0 (40,000/s), layer 1 80/s -> 1.
+    # py0 is chosen again: without it layer 0 would be empty -> it stays on 0.
+    assert {n: t.layer for n, t in second.items() if isinstance(t, Task)} == {"py1": 1, "py0": 0}
+    assert c.job_status("job1")["layer_groups"] == {0: ["py0"], 1: ["mcu0", "mcu1", "py1"]}
+    moved = [e.message for e in c.events("job1") if e.kind == EventKind.LAYER_GROUPS]
+    assert any("py1 trains layer 1 (was 0" in m for m in moved), moved
+
+
 def test_layer_is_kept_while_the_node_stays_and_freed_when_it_leaves() -> None:
     c = coordinator(Clock())
     c.submit_job(job(algorithm="tifed-single"))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
-from eddl.leader.policy import AutoPolicy, PolicyConfig
+from eddl.leader.policy import AutoPolicy, PolicyConfig, staleness_cost
 
 CFG = PolicyConfig(
     window_s=10.0,
@@ -127,6 +128,66 @@ def test_high_staleness_returns_to_sync_only_if_sync_is_no_worse() -> None:
     assert q.decide(t) is None and q.mode == "async"
 
 
+def test_staleness_cost_is_fedbuffs_discount() -> None:
+    assert staleness_cost(0) == 0.0
+    assert staleness_cost(1) == pytest.approx(1 - 1 / math.sqrt(2))
+    assert staleness_cost(3) == pytest.approx(0.5)
+
+
+def test_expected_staleness_raises_the_bar_for_leaving_sync() -> None:
+    """With 7 workers and FedAsync (one update per version) async would run 6 versions stale,
+    costing half of each update: 37% idle is worth less than that, 55% is not."""
+    p = AutoPolicy(CFG, started_at=0.0, async_buffer=1)
+    p.set_workers(7)
+    t = rounds(p, [1.0] * 6 + [1.6], [0.6] * 6 + [0.0], start=0.0, count=2)
+    m = p.metrics(t)
+    assert m.staleness_cost == pytest.approx(1 - 1 / math.sqrt(7))
+    assert m.idle is not None and m.staleness_cost is not None
+    assert CFG.idle_high < m.idle < m.staleness_cost
+    assert p.decide(t) is None and p.mode == "sync"
+    # The same cluster under FedBuff with K = 6 would run one version stale: 29% < idle.
+    q = AutoPolicy(CFG, started_at=0.0, async_buffer=6)
+    q.set_workers(7)
+    rounds(q, [1.0] * 6 + [1.6], [0.6] * 6 + [0.0], start=0.0, count=2)
+    switch = q.decide(t)
+    assert switch is not None and switch.mode == "async"
+    assert "what staleness would cost async" not in switch.reason  # idle_high is the bar
+    # Rounds bad enough beat the staleness cost, and the reason names it.
+    r = AutoPolicy(CFG, started_at=0.0, async_buffer=1)
+    r.set_workers(7)
+    t = rounds(r, [1.0] * 6 + [4.0], [3.0] * 6 + [0.0], start=0.0, count=2)
+    switch = r.decide(t)
+    assert switch is not None and "what staleness would cost async: 7 workers" in switch.reason
+
+
+def test_async_returns_when_staleness_costs_more_than_the_predicted_barrier() -> None:
+    p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(4)
+    # Not calm (spread 1.5), rounds would idle ~26%, but three versions stale cost 50%.
+    t = rounds(p, [1.0, 1.0, 1.0, 1.5], [0.01] * 4, start=0.0, count=3)
+    for _ in range(6):
+        p.observe_staleness(3, t)
+    back = p.decide(t)
+    assert back is not None and back.mode == "sync"
+    assert "costs 50% of each update >= predicted sync idle 26% + 20%" in back.reason
+    # One version stale (29%) is not worth returning to the same rounds: inside the band.
+    q = AutoPolicy(CFG, start="async", started_at=0.0)
+    q.set_workers(4)
+    t = rounds(q, [1.0, 1.0, 1.0, 1.5], [0.01] * 4, start=0.0, count=3)
+    for _ in range(6):
+        q.observe_staleness(1, t)
+    m = q.metrics(t)
+    assert m.barrier is not None and m.staleness_cost is not None
+    assert m.staleness_cost < m.barrier + (CFG.idle_high - CFG.idle_low)
+    assert q.decide(t) is None and q.mode == "async"
+
+
+def test_async_buffer_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="async_buffer"):
+            AutoPolicy(CFG, async_buffer=bad)  # type: ignore[arg-type]
+
+
 def test_spread_alone_does_not_leave_sync() -> None:
     """In sync, rounds give late askers shorter tasks and first tasks are short probes: task
     times differ by design. Only what that costs (idle) counts."""
@@ -195,16 +256,73 @@ def test_memory_caps_switches_at_one_cycle_per_memory_period() -> None:
     assert len(to_sync) <= t / CFG.memory_s
 
 
-def test_churn_and_bandwidth_trigger_async() -> None:
+def test_expiries_and_bandwidth_trigger_async() -> None:
     p = AutoPolicy(CFG, started_at=0.0)
-    p.observe_churn(20.0)
-    p.observe_churn(21.0)
+    p.observe_churn(19.0)
+    p.observe_churn(20.0, expiry=True)
+    p.observe_churn(21.0, expiry=True)
     switch = p.decide(22.0)
-    assert switch is not None and "churn 2 >= 2" in switch.reason
+    assert switch is not None and "churn: 2 >= 2 workers expired without leaving" in switch.reason
+    assert switch.metrics.expiries == 2 and switch.metrics.churn == 3
     q = AutoPolicy(CFG, started_at=0.0)
     q.observe_bandwidth(0.95, 30.0)
     switch = q.decide(30.0)
     assert switch is not None and "link 95% busy" in switch.reason
+
+
+def test_joins_and_clean_leaves_alone_do_not_leave_sync() -> None:
+    """A newcomer costs a round nothing (it gets a task sized to the time left); a clean leave
+    costs sync what it costs async (the task, re-queued at once): neither favours async."""
+    p = AutoPolicy(CFG, started_at=0.0)
+    for at in (20.0, 20.5, 21.0, 21.5, 21.6):
+        p.observe_churn(at)
+    p.observe_churn(21.7, expiry=True)
+    m = p.metrics(22.0)
+    assert m.churn == 6 and m.expiries == 1
+    assert p.decide(22.0) is None and p.mode == "sync"
+
+
+def test_a_join_keeps_async_from_returning_until_the_window_is_calm() -> None:
+    p = AutoPolicy(CFG, start="async", started_at=0.0)
+    p.set_workers(2)
+    feed(p, [1.0] * 6, start=15.0)
+    p.observe_churn(18.0)
+    assert p.decide(20.0) is None
+    feed(p, [1.0] * 6, start=28.5)
+    assert p.decide(31.5) is not None
+
+
+def test_warmup_tasks_and_the_waits_after_them_are_no_evidence() -> None:
+    """Probe tasks are a quarter of a round by design: the idle they leave is not the barrier's."""
+    p = AutoPolicy(CFG, started_at=0.0)
+    # Round 0: four probes of 0.25 s, then each worker idles 0.75 s for the round to close.
+    for i in range(4):
+        p.observe_task(0.25, 1.0 + 0.01 * i, warmup=True)
+    for i in range(4):
+        p.observe_wait(0.75, 1.1 + 0.01 * i, warmup=True)
+    assert p.metrics(1.2).tasks == 0 and p.metrics(1.2).idle is None
+    # Then an even round: 5% idle, no switch, and the probes left no trace in the figures.
+    t = rounds(p, [1.0, 1.0, 1.0, 1.0], [0.05, 0.05, 0.05, 0.05], start=1.2, count=1)
+    m = p.metrics(t)
+    assert m.tasks == 4 and m.idle == pytest.approx(0.05 / 1.05)
+    assert p.decide(t) is None and p.mode == "sync"
+    # Fed as evidence, the same probes would have flipped the mode.
+    q = AutoPolicy(CFG, started_at=0.0)
+    for i in range(4):
+        q.observe_task(0.25, 1.0 + 0.01 * i)
+        q.observe_wait(0.75, 1.1 + 0.01 * i)
+    rounds(q, [1.0, 1.0, 1.0, 1.0], [0.05, 0.05, 0.05, 0.05], start=1.2, count=1)
+    assert q.metrics(t).idle == pytest.approx(3.2 / 8.2)
+    assert q.decide(t) is not None and q.mode == "async"
+
+
+def test_a_lost_warmup_task_still_counts_as_idle() -> None:
+    p = AutoPolicy(CFG, started_at=0.0)
+    for i in range(4):
+        p.observe_task(1.0, float(i))
+        p.observe_wait(0.0, float(i))
+    p.observe_task(3.0, 4.0, lost=True, warmup=True)
+    assert p.metrics(4.0).idle == pytest.approx(3.0 / 7.0)
 
 
 def test_churn_keeps_async_until_the_window_is_calm() -> None:

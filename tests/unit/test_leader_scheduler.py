@@ -62,6 +62,33 @@ def test_measured_task_times_override_the_prior() -> None:
     assert s.size_for("a") == pytest.approx(25, abs=2)
 
 
+def test_a_fixed_cost_per_task_leaves_less_time_for_samples() -> None:
+    clock = Clock()
+    s = make(clock)
+    s.set_prior("serial", 100.0)
+    task = s.assign("serial")
+    assert task is not None and task.num_samples == 100
+    clock.advance(1.6)
+    # 100 samples took 1.0 s of training plus 0.6 s moving the model in and the update out.
+    s.complete(task.task_id, seconds=1.0, overhead=0.6)
+    assert s.overhead("serial") == pytest.approx(0.6)
+    assert s.size_for("serial") == 40  # 0.4 s of the 1 s target left for samples
+    # Transfers longer than the target: a quarter of the target still goes to training.
+    task = s.assign("serial")
+    assert task is not None
+    s.complete(task.task_id, seconds=task.num_samples / 100.0, overhead=5.0)
+    assert s.size_for("serial") == 25
+    smoothed = 0.7 * 0.6 + 0.3 * 5.0
+    assert s.overhead("serial") == pytest.approx(smoothed)
+    # Garbage never moves the estimate (the servicer refuses it before it gets here).
+    task = s.assign("serial")
+    assert task is not None
+    s.complete(task.task_id, seconds=0.25, overhead=float("nan"))
+    assert s.overhead("serial") == pytest.approx(smoothed)
+    with pytest.raises(ValueError):
+        make(clock, min_compute_fraction=0.0)
+
+
 def test_sizes_are_clamped_and_rounded_to_the_granularity() -> None:
     s = make(Clock(), min_samples=8, max_samples=64, default_samples=16, granularity=8)
     s.set_prior("huge", 1e6)

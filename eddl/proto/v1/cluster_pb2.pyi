@@ -443,13 +443,19 @@ class TaskStats(_message.Message):
     SECONDS_FIELD_NUMBER: _builtins.int
     LOSS_FIELD_NUMBER: _builtins.int
     STATE_BYTES_FIELD_NUMBER: _builtins.int
+    OVERHEAD_SECONDS_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     steps: _builtins.int
     seconds: _builtins.float
-    """wall time of the training itself"""
+    """wall time of the training itself (the part that grows with samples)"""
     loss: _builtins.float
     """NaN-free mean loss when the algorithm reports one, else 0"""
     state_bytes: _builtins.int
+    overhead_seconds: _builtins.float
+    """The task's fixed cost, not part of `seconds`: moving the model in and the update out (over
+    gRPC, and for a microcontroller over its serial link). The scheduler sizes tasks so that
+    overhead + samples / speed is about the target time.
+    """
     def __init__(
         self,
         *,
@@ -458,10 +464,11 @@ class TaskStats(_message.Message):
         seconds: _builtins.float = ...,
         loss: _builtins.float = ...,
         state_bytes: _builtins.int = ...,
+        overhead_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "overhead_seconds", b"overhead_seconds", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
