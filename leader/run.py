@@ -29,6 +29,7 @@ from eddl.leader.errors import (
 )
 from eddl.leader.events import EventKind, EventLog
 from eddl.leader.jobs import JobSpec
+from eddl.leader.layers import LayerGroups
 from eddl.leader.membership import Node
 from eddl.leader.policy import AutoPolicy, Mode
 from eddl.leader.rounds import SyncRound
@@ -132,10 +133,7 @@ class JobRun:
         self.best_accuracy: float | None = meta.get("best_accuracy")
         self._round = SyncRound(version)
         # Single-layer mode: node -> the layer it trains, fixed while the node stays.
-        self._layers: dict[str, int] = {}
-        # Nodes whose layer was chosen before their own speed was measured: chosen once more
-        # when it is (a first guess must not pin a fast node to a crowded group).
-        self._provisional: set[str] = set()
+        self.layers = LayerGroups(runtime.num_layers)  # single-layer mode only
         # node -> (session, why it cannot run this job or None): computed once per session.
         self._fit: dict[str, tuple[int, str | None]] = {}
         self._model_spec: dict[str, Any] = dict(runtime.info.get("model") or spec.model)
@@ -227,10 +225,7 @@ class JobRun:
 
     def layer_groups(self) -> dict[int, list[str]]:
         """Single-layer mode: the nodes training each layer (every layer listed)."""
-        groups: dict[int, list[str]] = {i: [] for i in range(self.runtime.num_layers)}
-        for node_id, layer in sorted(self._layers.items()):
-            groups.setdefault(layer, []).append(node_id)
-        return groups
+        return self.layers.groups()
 
     def unable(self, node: Node) -> str | None:
         """Why ``node`` cannot run this job (None: it can); decided once per node session.
@@ -384,8 +379,7 @@ class JobRun:
         place in a layer group is free."""
         self._free_since.pop(node.node_id, None)
         self._fit.pop(node.node_id, None)
-        self._provisional.discard(node.node_id)
-        if self._layers.pop(node.node_id, None) is not None:
+        if self.layers.release(node.node_id):
             self._event(
                 EventKind.LAYER_GROUPS,
                 f"{node.node_id} left its layer group",
@@ -488,54 +482,30 @@ class JobRun:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
 
     def _layer_of(self, node: Node) -> int | None:
-        """Single-layer mode: the layer ``node`` trains, chosen at its first task, chosen once
-        more when its own speed is first measured, then kept while the node stays.
-
-        Among the layers the node can train, the one whose group has the lowest summed speed
-        (measured, else the benchmark prior); empty groups first, so every layer has a group
-        before any has two; then fewer members, then the lower index. A member whose speed is
-        not known yet counts as fast as the fastest known one: taking it for 0 would pile the
-        new nodes (a Python worker sends no benchmark) into one group.
-        """
+        """Single-layer mode: the layer ``node`` trains (:class:`~eddl.leader.layers.LayerGroups`
+        chooses among the layers the node can train, by group speed)."""
         if not self.runtime.single_layer:
             return None
-        held = self._layers.get(node.node_id)
-        measured = self.scheduler.measured(node.node_id)
-        if held is not None and (node.node_id not in self._provisional or not measured):
-            return held
-        if held is not None:
-            del self._layers[node.node_id]  # choose again, now with its measured speed
-        self._provisional.discard(node.node_id)
-        if not measured:
-            self._provisional.add(node.node_id)
-        layers = capability.trainable_layers(
+        new = node.node_id not in self.layers
+        trainable = capability.trainable_layers(
             node, self.spec.algorithm, self._model_spec, self.spec.hyper, self.runtime.num_layers
         )
-        groups = self.layer_groups()
-        speeds = {m: self.scheduler.samples_per_second(m) for g in groups.values() for m in g}
-        fastest = max((v for v in speeds.values() if v is not None), default=1.0)
-
-        def speed_of(member: str) -> float:
-            known = speeds[member]
-            return fastest if known is None else known
-
-        def load(layer: int) -> tuple[bool, float, int, int]:
-            members = groups.get(layer, [])
-            return (bool(members), sum(map(speed_of, members)), len(members), layer)
-
         # Not empty: next_task hands nothing to a node that cannot run the job.
-        layer = min(layers, key=load)
-        self._layers[node.node_id] = layer
-        if held == layer:
-            return layer
-        moved = "" if held is None else f" (was {held}; its speed is now measured)"
-        self._event(
-            EventKind.LAYER_GROUPS,
-            f"{node.node_id} trains layer {layer}{moved}",
-            node_id=node.node_id,
-            layer=layer,
-            groups=self.layer_groups(),
+        layer, was = self.layers.assign(
+            node.node_id,
+            trainable,
+            self.scheduler.samples_per_second,
+            self.scheduler.measured(node.node_id),
         )
+        if new or was is not None:
+            moved = "" if was is None else f" (was {was}; its speed is now measured)"
+            self._event(
+                EventKind.LAYER_GROUPS,
+                f"{node.node_id} trains layer {layer}{moved}",
+                node_id=node.node_id,
+                layer=layer,
+                groups=self.layer_groups(),
+            )
         return layer
 
     def _maybe_close_round(self, why: str, *, deadline: bool = False) -> NewVersion | None:
