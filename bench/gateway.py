@@ -75,10 +75,8 @@ async def _one(kind: str, mcus: int, rounds: int, tmp: Path) -> dict[str, Any]:
         job_id = await submit_job(cluster.address, spec)
         await asyncio.wait_for(watch_job(cluster.address, job_id, events.append), 900)
         cluster.stop()
-    started = next(e.at for e in events if e.kind == "job_started")
     closed = [e.at for e in events if e.kind == "round_closed"]
     gaps = [b - a for a, b in itertools.pairwise(closed)]
-    first_round_end = closed[0] - started if closed else float("nan")
     # Tasks pushed after the first round: steady state, the devices already set up.
     mcu = [p for p in _pushes(cluster.log_dir / "gateway.log") if p.get("version", 0) >= 1]
     python = [
@@ -92,7 +90,6 @@ async def _one(kind: str, mcus: int, rounds: int, tmp: Path) -> dict[str, Any]:
         "mcus": mcus,
         "rounds": len(closed),
         "round_s": statistics.median(gaps) if gaps else float("nan"),
-        "first_round_s": first_round_end,
         "mcu_tasks": len(mcu),
         "mcu_task_s": statistics.median(p["busy_s"] for p in mcu) if mcu else float("nan"),
         "mcu_link_s": statistics.median(p["link_s"] for p in mcu) if mcu else float("nan"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ class DeviceLostError(TaskError):
 
 @dataclass
 class McuCounters:
-    """What one device did since its agent joined (for ``eddl status`` and benchmarks)."""
+    """What one device did since its agent joined (kept in memory; the logs carry each task)."""
 
     tasks: int = 0
     samples: int = 0
@@ -61,7 +61,6 @@ class McuCounters:
     link_seconds: float = 0.0
     train_seconds: float = 0.0
     kernel_ticks: int = 0
-    task_seconds: list[float] = field(default_factory=list)
     verified: int = 0  # tasks checked against the numpy reference (``mcu_verify``)
     mismatches: int = 0
 
@@ -196,7 +195,6 @@ class McuAgent(WorkerDaemon):
         c.link_seconds += result.link_seconds
         c.train_seconds += result.train_seconds
         c.kernel_ticks += result.kernel_ticks
-        c.task_seconds.append(result.busy_seconds)
         return result
 
     async def _verify(

@@ -187,11 +187,11 @@ class LocalCluster:
             self.devices.extend(self._launch_device() for _ in range(self.mcus))
             self.start_gateway()
 
-    def _launch_device(self, port: int = 0) -> Launched:
+    def _launch_device(self) -> Launched:
         try:
             if self.mcu_kind == "qemu":
-                return start_qemu(MCU_BOARD, lifetime=self.device_lifetime_s, port=port)
-            return start_sim("tcp", lifetime=self.device_lifetime_s, port=port, baud=self.mcu_baud)
+                return start_qemu(MCU_BOARD, lifetime=self.device_lifetime_s)
+            return start_sim("tcp", lifetime=self.device_lifetime_s, baud=self.mcu_baud)
         except FirmwareError as exc:
             raise LocalClusterError(f"cannot start an emulated MCU: {exc}") from exc
 
@@ -209,20 +209,6 @@ class LocalCluster:
         for device in self.devices:
             argv += ["--mcu", device.url]
         self._spawn("gateway", argv)
-
-    def kill_device(self, index: int) -> None:
-        """The device vanishes (its process is killed), like a pulled cable."""
-        device = self.devices[index]
-        device.proc.kill()
-        device.close()
-
-    def restart_device(self, index: int) -> None:
-        """Start device ``index`` again where its gateway looks for it (same URL)."""
-        old = self.devices[index]
-        if old.alive:
-            raise LocalClusterError(f"device {index} is still running")
-        port = int(old.url.rsplit(":", 1)[1])
-        self.devices[index] = self._launch_device(port)
 
     def start_worker(self, index: int) -> None:
         """Start (or restart) worker ``index`` with its throttle."""
