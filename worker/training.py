@@ -2,9 +2,14 @@
 
 Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``) and the event
 loop keeps sending heartbeats meanwhile. ``throttle`` F makes the worker behave F times slower:
-after training n samples it idles for (F - 1)·n·p, p being the median training time per sample
-over its recent tasks. (Scaling the last task's own time instead would multiply every hiccup of
-a shared machine by F.) This is how heterogeneous clusters are emulated on one machine.
+after training n samples it idles for (F - 1)·n·p, p being the median CPU time per sample of the
+training thread over its recent tasks. This is how heterogeneous clusters are emulated on one
+machine, so p is CPU time, not wall time: time spent waiting for a core that another emulated
+device holds is not work this device does, and multiplied by F it would make co-located workers
+slow each other down F-fold, most of all when they start tasks together (sync rounds). Scaling
+the last task's own time instead of a median would likewise multiply every hiccup by F. The
+CPU clock sees the training thread only, so a worker that is throttled should run its BLAS
+single-threaded (``eddl local`` starts its workers so).
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ class TaskRunner:
         epochs: int,
         layer: int,
         seed: int,
-    ) -> tuple[Params, Any, float]:
+    ) -> tuple[Params, Any, float, float]:
         local = clone(params)
         trainer = algo.make_trainer(None if layer < 0 else layer)
         x = algo.prepare_inputs(x_u8)
@@ -100,9 +105,9 @@ class TaskRunner:
             trainer.train(clone(params), x[:16], y[:16], epochs=1)
             self._warm.add(id(algo))
         rng = np.random.default_rng(seed)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         stats = trainer.train(local, x, y, epochs=epochs, rng=rng)
-        return local, stats, time.perf_counter() - start
+        return local, stats, time.perf_counter() - start, time.thread_time() - cpu
 
     async def run(
         self,
@@ -117,11 +122,12 @@ class TaskRunner:
     ) -> TaskResult:
         if epochs < 1:
             raise TaskError(f"task asks for {epochs} epochs")
-        trained, stats, seconds = await asyncio.to_thread(
+        trained, stats, seconds, cpu = await asyncio.to_thread(
             self._train, algo, params, x_u8, y, epochs=epochs, layer=layer, seed=seed
         )
         samples = max(1, int(stats.samples))
-        self._per_sample.append(seconds / samples)
+        # A platform whose thread clock cannot see a short task falls back to wall time.
+        self._per_sample.append((cpu if cpu > 0 else seconds) / samples)
         idle = (self.throttle - 1.0) * samples * statistics.median(self._per_sample)
         if idle > 0:
             await asyncio.sleep(idle)

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -79,6 +80,9 @@ MCU_JOB: dict[str, Any] = {
 }
 MCU_KINDS = ("host", "qemu")
 MCU_BOARD = "ram64"
+# Thread-pool sizes of the BLAS libraries numpy may be built with.
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 _NOTABLE = {
     "policy_switched",
     "node_joined",
@@ -146,9 +150,14 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Each process stands for one device: one BLAS thread each, so N emulated devices do
+        # not fight over this machine's cores with N thread pools, and a throttled worker's
+        # CPU clock (the training thread's) sees all of its training.
+        env = {**os.environ, **{k: os.environ.get(k, "1") for k in _BLAS_THREADS}}
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 argv,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
