@@ -4,7 +4,7 @@
 
 Every run uses real processes (``eddl-leader``/``eddl-worker`` via :class:`LocalCluster`) or,
 for the scale part, one leader process and light asyncio clients over real gRPC. Throttles
-emulate heterogeneous devices (a worker with throttle F idles (F-1)x its training time); they
+emulate heterogeneous devices (a worker with throttle F idles (F-1)x its training CPU time); they
 are multiplied by ``--scale`` so that two worker processes per core do not compete for CPU.
 Times come from the leader's own event stamps (job_started -> job_completed). Results go to
 docs/benchmarks.md (sections cluster-hetero, cluster-policies, cluster-scale).
@@ -290,12 +290,13 @@ async def policies(scale: float, tmp: Path, churn_period: float, target: float, 
                         notes.append(f"{policy} rep {rep}: {result['end']}")
         med = {p: statistics.median(v) for p, v in times.items()}
         best = min(med["sync"], med["async"])
+        low, high = _ratio_interval(times)
         churn_note = f"; worker 3 left {sum(flips)} times" if churn else ""
         rows.append(
             [
                 name,
                 *(f"{med[p]:.1f} ({', '.join(f'{v:.1f}' for v in times[p])})" for p in POLICIES),
-                f"{med['auto'] / best:.2f}",
+                f"{med['auto'] / best:.2f} ({low:.2f}-{high:.2f})",
                 "; ".join(switched) + churn_note + (" / " + " / ".join(notes) if notes else ""),
             ]
         )
@@ -315,15 +316,33 @@ async def policies(scale: float, tmp: Path, churn_period: float, target: float, 
                 "sync",
                 "async",
                 "auto",
-                "auto / best fixed (medians)",
+                "auto / best fixed (medians; 90% interval)",
                 "auto's switches per run / notes",
             ],
             rows,
         )
-        + "\n\nTarget: auto within 10% of the better fixed policy (auto / best <= 1.10).\n\n"
+        + "\n\nTarget: auto within 10% of the better fixed policy (auto / best <= 1.10). The "
+        "interval is a bootstrap of the ratio of medians (each policy's runs resampled with "
+        f"replacement, {_BOOTSTRAP} times): how far run-to-run noise alone moves it.\n\n"
         + "First switch of auto, with its logged reason, per scenario:\n\n"
         + ("\n".join(details) or "(none)")
     )
+
+
+_BOOTSTRAP = 2000
+
+
+def _ratio_interval(times: dict[str, list[float]]) -> tuple[float, float]:
+    """5th and 95th percentiles of median(auto) / min(median(sync), median(async)) when each
+    policy's runs are resampled with replacement."""
+    rng = np.random.default_rng(0)
+    runs = {p: np.asarray(v, dtype=float) for p, v in times.items()}
+    ratios = np.empty(_BOOTSTRAP)
+    for i in range(_BOOTSTRAP):
+        med = {p: float(np.median(rng.choice(v, size=v.size))) for p, v in runs.items()}
+        ratios[i] = med["auto"] / min(med["sync"], med["async"])
+    low, high = np.percentile(ratios, [5, 95])
+    return float(low), float(high)
 
 
 def _short(switch: str) -> str:
