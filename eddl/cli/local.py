@@ -148,12 +148,14 @@ class LocalCluster:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], *, device: bool = False) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # Each process stands for one device: one BLAS thread each, so N emulated devices do
-        # not fight over this machine's cores with N thread pools, and a throttled worker's
-        # CPU clock (the training thread's) sees all of its training.
-        env = {**os.environ, **{k: os.environ.get(k, "1") for k in _BLAS_THREADS}}
+        env = None
+        if device:
+            # A worker stands for one device: one BLAS thread each, so N emulated devices do
+            # not fight over this machine's cores with N thread pools, and a throttled
+            # worker's CPU clock (the training thread's) sees all of its training.
+            env = {**os.environ, **{k: os.environ.get(k, "1") for k in _BLAS_THREADS}}
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 argv,
@@ -236,7 +238,7 @@ class LocalCluster:
             "--throttle",
             str(self.workers[index]),
         ]
-        self._spawn(name, argv)
+        self._spawn(name, argv, device=True)
 
     def stop_worker(self, index: int, grace_s: float = 10.0) -> int:
         """SIGTERM worker ``index`` (it leaves cleanly) and wait for it."""
