@@ -19,11 +19,15 @@ sliding window of ``window_s`` seconds:
   is worth less; FedBuff weights it ``1/sqrt(1+s)``);
 * **churn** = joins + leaves + expiries, and of those the **expiries** (workers that vanished
   without a goodbye). An expiry stalls a sync round until the worker is declared dead (the
-  heartbeat patience) while every other worker waits; async does not care. A clean leave costs
-  sync no more than async (in either mode its task is re-queued at once, and a round then
-  closes with the rest), and a join costs sync nothing (the newcomer gets a task sized to the
-  time left in the round). So only expiries push towards async (the task time a leave wastes
-  counts as idle anyway), while any churn keeps async from returning;
+  heartbeat patience) while every other worker waits; async does not care. That stall is
+  measured where it is paid, as idle (the waits it causes and the lost task), and weighed
+  against staleness like any barrier cost: a count of expiries is no trigger of its own (with
+  a short patience the stall costs less than async's staleness; switching on two expiries
+  made jobs 1.44x slower, see docs/leader-logic.md). A clean leave costs sync no more than
+  async (in either mode its task is re-queued at once, and a round then closes with the
+  rest), and a join costs sync nothing (the newcomer gets a task sized to the time left in
+  the round). Any churn keeps async from returning, and expiries at ``churn_high`` mean sync
+  is not "no worse";
 * **bandwidth utilisation** of the leader's link (0..1), when the link's capacity is known;
 * **staleness cost** = ``1 − 1/sqrt(1 + s)``, the share of an update's worth that FedBuff's own
   discount takes away at staleness ``s``: what async loses per update, as idle is what sync
@@ -40,8 +44,8 @@ are kept out of idle and spread (a warm-up task that is *lost* still counts, its
 wasted either way).
 
 Rule. In sync it switches to async when **any** of: idle ≥ ``max(idle_high, staleness cost)``
-(the barrier costs more than staleness would), expiries ≥ ``churn_high``, link ≥
-``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers shorter tasks on
+(the barrier, stragglers' and expiries' stalls included, costs more than staleness would), link
+≥ ``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers shorter tasks on
 purpose and a worker's first task is a short probe, so there spread measures the schedule, not a
 straggler; what a straggler costs sync shows in idle.) In async it switches back when **all**
 of: predicted idle ≤ ``idle_low``, spread ≤ ``spread_low``, churn ≤ ``churn_low``, link ≤
@@ -90,7 +94,8 @@ class PolicyConfig:
     # the band is wide: only a real straggler (2.5x the median) flips the mode.
     spread_high: float = 2.5
     spread_low: float = 1.5
-    # Expiries (not clean leaves or joins, which cost sync nothing async does not pay too).
+    # Expiries in the window at which sync is not "no worse" (blocks a return to sync; the
+    # stalls they cause in sync are measured as idle). Clean leaves and joins do not count.
     churn_high: int = 2
     churn_low: int = 0
     bandwidth_high: float = 0.85
@@ -322,14 +327,14 @@ class AutoPolicy:
                 else f"{bar:.0%} (what staleness would cost async: {self._workers} workers, "
                 f"{self.async_buffer} update(s) per version)"
             )
+            expired = (
+                ""
+                if not m.expiries
+                else f"; {m.expiries} worker(s) expired without leaving, each stalling a round"
+            )
             reasons.append(
                 f"sync barrier: workers idle {m.idle:.0%} >= {why} of the time "
-                f"waiting for rounds to close{spread}"
-            )
-        if m.expiries >= c.churn_high:
-            reasons.append(
-                f"churn: {m.expiries} >= {c.churn_high} workers expired without leaving "
-                f"({m.churn} joins/leaves/expiries in all)"
+                f"waiting for rounds to close{spread}{expired}"
             )
         if m.bandwidth is not None and m.bandwidth >= c.bandwidth_high:
             reasons.append(f"leader link {m.bandwidth:.0%} busy >= {c.bandwidth_high:.0%}")

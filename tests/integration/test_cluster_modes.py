@@ -60,11 +60,13 @@ async def test_auto_switches_to_async_under_churn_and_says_why(tmp_path: Path) -
         switch = [
             e for e in cluster.coordinator.events(job_id) if e.kind.value == "policy_switched"
         ]
-        assert switch and "churn" in switch[0].message.lower()
+        # Each crash stalled a round until the worker was declared dead: measured as idle.
+        assert switch and "sync barrier" in switch[0].message
+        assert "expired without leaving" in switch[0].message
 
 
 @pytest.mark.slow
-async def test_auto_takes_no_evidence_from_probes_joins_or_leaves_and_leaves_sync_on_expiries(
+async def test_auto_takes_no_evidence_from_probes_joins_leaves_or_a_count_of_expiries(
     tmp_path: Path,
 ) -> None:
     # A high idle bar keeps the mode on churn alone; a long window keeps every observation.
@@ -93,11 +95,17 @@ async def test_auto_takes_no_evidence_from_probes_joins_or_leaves_and_leaves_syn
         assert run.mode == "sync" and m.expiries == 0 and m.churn >= 4
         await cluster.kill_worker("c")
         await cluster.kill_worker("d")
-        await wait_until(lambda: cluster.status(job_id)["mode"] == "async", 20, "switch")
-        switch = [
-            e for e in cluster.coordinator.events(job_id) if e.kind.value == "policy_switched"
-        ]
-        assert len(switch) == 1 and "2 >= 2 workers expired" in switch[0].message
+        policy = run.policy
+        await wait_until(
+            lambda: policy.metrics(cluster.coordinator._now()).expiries == 2, 20, "two expiries"
+        )
+        # Expiries cost sync the stalls they cause, which this idle bar never reaches: two of
+        # them are no reason to pay async's staleness.
+        after = run.version
+        await wait_until(lambda: run.version >= after + 3, 30, "three more versions")
+        assert run.mode == "sync"
+        kinds = [e.kind.value for e in cluster.coordinator.events(job_id)]
+        assert kinds.count("node_expired") == 2 and "policy_switched" not in kinds
 
 
 @pytest.mark.slow

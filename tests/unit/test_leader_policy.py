@@ -256,14 +256,26 @@ def test_memory_caps_switches_at_one_cycle_per_memory_period() -> None:
     assert len(to_sync) <= t / CFG.memory_s
 
 
-def test_expiries_and_bandwidth_trigger_async() -> None:
+def test_expiries_leave_sync_by_the_stall_they_cause_not_by_their_count() -> None:
+    """An expiry's cost in sync is the round it stalls: measured as idle, weighed like any
+    barrier cost. Two expiries whose stalls cost little keep sync; stalls that cost more than
+    the bar switch, and the reason names the expiries."""
     p = AutoPolicy(CFG, started_at=0.0)
-    p.observe_churn(19.0)
-    p.observe_churn(20.0, expiry=True)
-    p.observe_churn(21.0, expiry=True)
-    switch = p.decide(22.0)
-    assert switch is not None and "churn: 2 >= 2 workers expired without leaving" in switch.reason
-    assert switch.metrics.expiries == 2 and switch.metrics.churn == 3
+    t = rounds(p, [1.0] * 4, [0.1] * 4, start=0.0, count=4)
+    p.observe_churn(t, expiry=True)
+    p.observe_churn(t + 0.5, expiry=True)
+    m = p.metrics(t + 1.0)
+    assert m.expiries == 2 and m.idle is not None and m.idle < CFG.idle_high
+    assert p.decide(t + 1.0) is None and p.mode == "sync"
+    # Long heartbeat patience: every round now waits 1.5 s for a worker declared dead late.
+    t = rounds(p, [1.0] * 4, [1.5] * 4, start=t + 1.0, count=4)
+    p.observe_churn(t, expiry=True)
+    switch = p.decide(t)
+    assert switch is not None and switch.mode == "async"
+    assert "sync barrier" in switch.reason and "expired without leaving" in switch.reason
+
+
+def test_bandwidth_triggers_async() -> None:
     q = AutoPolicy(CFG, started_at=0.0)
     q.observe_bandwidth(0.95, 30.0)
     switch = q.decide(30.0)
