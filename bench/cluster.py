@@ -63,16 +63,22 @@ async def _run_job(cluster: LocalCluster, spec: dict[str, Any]) -> dict[str, Any
     events: list[admin_pb2.JobEvent] = []
     job_id = await submit_job(cluster.address, spec)
     await asyncio.wait_for(watch_job(cluster.address, job_id, events.append), 900)
-    start = next(e.at for e in events if e.kind in ("job_started", "job_resumed"))
+    start = next(e.at for e in events if e.kind in _STARTS)
     end = events[-1]
     return {
         "job_id": job_id,
         "seconds": end.at - start,
         "end": end.message,
-        "switches": [
-            f"at {e.at - start:.1f} s: {e.message}" for e in events if e.kind == "policy_switched"
-        ],
+        "switches": _switches(events, start),
     }
+
+
+_STARTS = ("job_started", "job_resumed")
+
+
+def _switches(events: Sequence[admin_pb2.JobEvent], start: float) -> list[str]:
+    """The job's policy switches, each as ``at <seconds since start> s: <message>``."""
+    return [f"at {e.at - start:.1f} s: {e.message}" for e in events if e.kind == "policy_switched"]
 
 
 # Time to target in the policies part: the first version at which the mean test accuracy of
@@ -101,9 +107,9 @@ async def _run_to_target(
 
     def on_event(event: admin_pb2.JobEvent) -> None:
         events.append(event)
+        if event.kind in _STARTS:
+            hits.setdefault("start", event.at)
         if event.kind != "model_updated" or "start" not in hits:
-            if event.kind in ("job_started", "job_resumed"):
-                hits.setdefault("start", event.at)
             return
         accuracy = json.loads(event.data_json or "{}").get("accuracy")
         if accuracy is None:
@@ -128,15 +134,12 @@ async def _run_to_target(
         canceller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await canceller
-    start = hits.get("start", events[0].at if events else 0.0)
     return {
         "job_id": job_id,
         "seconds": hits.get("smooth"),
         "raw": hits.get("raw"),
         "end": events[-1].message if events else "no events",
-        "switches": [
-            f"at {e.at - start:.1f} s: {e.message}" for e in events if e.kind == "policy_switched"
-        ],
+        "switches": _switches(events, hits.get("start", events[0].at if events else 0.0)),
     }
 
 
@@ -681,6 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(only) - set(SCENARIOS))
     if unknown:
         p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    periods = {"--churn-period": args.churn_period, "--crash-period": args.crash_period}
+    for flag, value in periods.items():
+        if not value > 0:
+            p.error(f"{flag} must be > 0 seconds, got {value}")
+    if args.reps < 1:
+        p.error(f"--reps must be >= 1, got {args.reps}")
     command = ["python", "-m", "bench.cluster", *(argv if argv is not None else sys.argv[1:])]
 
     def emit(name: str, title: str, body: str) -> None:
