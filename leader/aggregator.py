@@ -17,7 +17,8 @@ Two modes, switchable at run time (the auto policy decides, :mod:`eddl.leader.po
   aggregator keeps the last ``max_staleness + 1`` versions for its ``base_lookup``.
 
 Switching: sync -> async closes the open round with what it holds; async -> sync flushes the
-rule's buffer. Either may produce a version, which the switch returns.
+rule's buffer. Either may produce a version, which the switch returns. :meth:`Aggregator.flush`
+does the same without changing mode (the end of a job).
 
 Every update is validated (names, shapes, dtypes, finiteness, sample count, version) before any
 state changes; a refused update leaves the model, the round and the rule's buffer untouched.
@@ -216,23 +217,24 @@ class Aggregator:
             raise ValueError(f"mode must be sync or async, got {mode!r}")
         if mode == self.mode:
             return None
-        produced: NewVersion | None
-        if self.mode == "sync":
-            produced = self.close_round()
-        else:
-            buffered = self.async_rule.pending()
-            try:
-                flushed = self.async_rule.flush(self._params)
-            except AggregationError as exc:
-                raise UpdateRejectedError(str(exc)) from exc
-            samples, self._buffered_samples = self._buffered_samples, 0
-            produced = (
-                None
-                if flushed is None
-                else self._commit(flushed, buffered, samples, f"{self.async_rule.name} flush")
-            )
+        produced = self.flush()
         self.mode = mode
         return produced
+
+    def flush(self) -> NewVersion | None:
+        """Put whatever the current mode holds (the open round, the async rule's buffer) into
+        a version, staying in that mode; ``None`` if nothing was pending."""
+        if self.mode == "sync":
+            return self.close_round()
+        buffered = self.async_rule.pending()
+        try:
+            flushed = self.async_rule.flush(self._params)
+        except AggregationError as exc:
+            raise UpdateRejectedError(str(exc)) from exc
+        samples, self._buffered_samples = self._buffered_samples, 0
+        if flushed is None:
+            return None
+        return self._commit(flushed, buffered, samples, f"{self.async_rule.name} flush")
 
     # -- internals -------------------------------------------------------------------------
     def _update(self, params: Params, num_samples: int, base_version: int) -> ClientUpdate:

@@ -257,11 +257,18 @@ class Coordinator:
             return [self.job_status(r.job_id) for r in self.store.jobs()]
 
     def list_nodes(self) -> list[dict[str, Any]]:
+        """Every known node, with its tasks and samples in the running job (else the latest
+        finished one still in memory), its speed and its current task."""
         with self._lock:
             run = self.job_queue.active
+            runs = self.job_queue.runs()
+            counted = runs[-1] if run is None and runs else run
             out = []
             for node in self.membership.nodes():
                 row = node.to_dict()
+                work = None if counted is None else counted.work.of(node.node_id)
+                row["tasks_done"] = 0 if work is None else work.tasks
+                row["samples_trained"] = 0 if work is None else work.samples
                 if run is not None:
                     row["samples_per_second"] = run.scheduler.samples_per_second(node.node_id)
                     task = run.task_of(node.node_id)

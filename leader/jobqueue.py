@@ -193,12 +193,21 @@ class JobQueue:
         if record is None:
             raise UnknownJobError(f"no job {job_id!r}")
         versions = self.store.versions(job_id)
-        return {
+        result = dict(record.result)
+        status: dict[str, Any] = {
             "job_id": job_id,
             "status": record.status,
             "version": versions[-1] if versions else 0,
-            "result": dict(record.result),
+            "result": result,
         }
+        # A finished job's result holds what its status said at the end (JobRun._finish).
+        for key in ("epochs", "accuracy", "best_accuracy", "mode", "mode_reason"):
+            if key in result:
+                status[key] = result[key]
+        status["switches"] = list(result.get("switches") or [])
+        status["samples_trained"] = int(result.get("samples_trained") or 0)
+        status["work"] = dict(result.get("work") or {})
+        return status
 
     # -- internals ---------------------------------------------------------------------------
     def _check_capable(self, spec: JobSpec, model: dict[str, Any]) -> None:

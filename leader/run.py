@@ -28,6 +28,7 @@ from eddl.leader.errors import (
     UpdateRejectedError,
 )
 from eddl.leader.events import EventKind, EventLog
+from eddl.leader.history import ModeSwitch, WorkTally
 from eddl.leader.jobs import JobSpec
 from eddl.leader.layers import LayerGroups
 from eddl.leader.membership import Node
@@ -119,6 +120,10 @@ class JobRun:
         )
         if "scheduler" in meta:
             self.scheduler.restore(meta["scheduler"])
+        # Kept in every checkpoint, so a resumed job still reports who trained what and how
+        # its mode changed.
+        self.work = WorkTally.from_dict(meta.get("work") or {})
+        self.switches = [ModeSwitch.from_dict(s) for s in meta.get("switches") or []]
         self.policy = (
             AutoPolicy(
                 spec.policy,
@@ -207,6 +212,9 @@ class JobRun:
             "best_accuracy": self.best_accuracy,
             "mode": self.mode,
             "mode_reason": self.mode_reason,
+            "switches": [s.to_dict() for s in self.switches],
+            "samples_trained": self.scheduler.samples_done,
+            "work": self.work.to_dict(),
             "aggregation": self.aggregator.describe(),
             "policy": (None if self.policy is None else self.policy.metrics(now).to_dict()),
             "tasks_in_flight": len(self.scheduler.in_flight()),
@@ -352,6 +360,7 @@ class JobRun:
         # has taken the update is the task marked done (so a refusal never loses the data).
         produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
+        self.work.record(node.node_id, task.num_samples)
         warmup = bool(task.meta.get("warmup"))
         self._free_since[node.node_id] = (self._now(), warmup)
         if self.policy is not None:
@@ -460,6 +469,9 @@ class JobRun:
             if switch is not None:
                 produced = self.aggregator.switch(switch.mode)
                 self._round = SyncRound(self.version)
+                self.switches.append(
+                    ModeSwitch(now, self.version, switch.previous, switch.mode, switch.reason)
+                )
                 self._event(
                     EventKind.POLICY_SWITCHED,
                     f"{switch.previous} -> {switch.mode}: {switch.reason}",
@@ -560,6 +572,8 @@ class JobRun:
             return
         meta = {
             "scheduler": self.scheduler.checkpoint(),
+            "work": self.work.to_dict(),
+            "switches": [s.to_dict() for s in self.switches],
             "mode": self.mode,
             "accuracy": self.accuracy,
             "best_accuracy": self.best_accuracy,
@@ -582,11 +596,9 @@ class JobRun:
         elif s.rounds is not None and self.version >= s.rounds:
             reason = f"{self.version} model versions >= rounds {s.rounds}"
         elif self.scheduler.exhausted:
-            last = (
-                self.aggregator.close_round()
-                if self.mode == "sync"
-                else self.aggregator.switch("sync")
-            )
+            # The last updates go into a version in the mode that ran: the job's status keeps
+            # saying which mode that was, and why.
+            last = self.aggregator.flush()
             if last is not None:
                 self._new_version(last)
             reason = f"{self.scheduler.epochs:.2f} epochs >= max_epochs {s.max_epochs}"
@@ -601,6 +613,11 @@ class JobRun:
             "accuracy": self.accuracy,
             "best_accuracy": self.best_accuracy,
             "epochs": round(self.scheduler.epochs, 4),
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "switches": [s.to_dict() for s in self.switches],
+            "samples_trained": self.scheduler.samples_done,
+            "work": self.work.to_dict(),
         }
         self._checkpoint(force=True)
         kind = EventKind.JOB_COMPLETED if status == "completed" else EventKind.JOB_CANCELLED

@@ -143,6 +143,16 @@ def status_dict(
         "rule": status.rule,
         "workers": status.workers,
         "samples_trained": status.samples_trained,
+        "switches": [
+            {
+                "at": round(w.at, 3),
+                "model_version": w.model_version,
+                "previous": w.previous,
+                "policy": w.policy,
+                "reason": w.reason,
+            }
+            for w in status.switches
+        ],
         "detail": detail,
         "nodes": [_node_dict(n) for n in nodes.nodes],
     }
@@ -160,6 +170,7 @@ def _node_dict(n: admin_pb2.NodeStatus) -> dict[str, Any]:
         "samples_per_second": round(n.samples_per_second, 1),
         "current_task": n.current_task,
         "tasks_done": n.tasks_done,
+        "samples_trained": n.samples_trained,
         # A microcontroller: its gateway, board, arena and the job algorithms it runs.
         "mcu": mcu if isinstance(mcu, dict) else None,
         "profile": profile,
@@ -209,9 +220,17 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
     )
     console.print(
         f"policy [bold]{info['policy'] or '-'}[/] ({info['policy_reason'] or '-'}); "
-        f"rule {info['rule'] or '-'}"
+        f"rule {info['rule'] or '-'}; samples trained {info['samples_trained']}"
     )
-    table = Table("node", "role", "device", "state", "seen (s)", "samples/s", "task", "done")
+    for w in info["switches"]:
+        console.print(
+            f"  switched {w['previous']} -> {w['policy']} at version {w['model_version']}: "
+            f"{w['reason']}",
+            markup=False,
+        )
+    table = Table(
+        "node", "role", "device", "state", "seen (s)", "samples/s", "task", "done", "samples"
+    )
     for n in info["nodes"]:
         table.add_row(
             n["node_id"],
@@ -222,6 +241,7 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
             f"{n['samples_per_second']:.0f}",
             n["current_task"] or "-",
             str(n["tasks_done"]),
+            str(n["samples_trained"]),
         )
     console.print(table)
     for line in job_placement(info.get("detail") or {}):

@@ -81,7 +81,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         async def call() -> admin_pb2.JobStatusReply:
             status = self.coordinator.job_status(request.job_id or None)
             return status_reply(
-                status, self._envelope(str(status["job_id"]), int(status.get("version", 0)))
+                status,
+                self._envelope(str(status["job_id"]), int(status.get("version", 0))),
+                self._wall_offset,
             )
 
         return await guarded(context, call())
@@ -139,6 +141,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                         last_seen_s=max(0.0, now - float(row.get("last_seen", now))),
                         samples_per_second=float(sps) if sps else 0.0,
                         current_task=str(row.get("task") or ""),
+                        tasks_done=int(row.get("tasks_done") or 0),
+                        samples_trained=int(row.get("samples_trained") or 0),
                         profile_json=json.dumps(
                             jsonable({**self.cluster.profiles.get(node_id, {}), "node": row}),
                             sort_keys=True,
@@ -171,7 +175,11 @@ def _why_gone(row: dict[str, Any]) -> str:
     return str(row.get("leave_reason") or row.get("gone_reason") or "")
 
 
-def status_reply(status: dict[str, Any], envelope: common_pb2.Envelope) -> admin_pb2.JobStatusReply:
+def status_reply(
+    status: dict[str, Any], envelope: common_pb2.Envelope, wall_offset: float = 0.0
+) -> admin_pb2.JobStatusReply:
+    """The wire form of :meth:`Coordinator.job_status`; ``wall_offset`` turns leader time
+    into unix time."""
     accuracy = status.get("accuracy")
     aggregation = status.get("aggregation") or {}
     # The rule in force with its parameters; the rest of the aggregator's state is in detail.
@@ -189,4 +197,14 @@ def status_reply(status: dict[str, Any], envelope: common_pb2.Envelope) -> admin
         workers=int(status.get("workers") or 0),
         samples_trained=int(status.get("samples_trained") or 0),
         detail_json=json.dumps(jsonable(status), sort_keys=True),
+        switches=[
+            admin_pb2.PolicySwitch(
+                at=float(s["at"]) + wall_offset,
+                model_version=int(s["version"]),
+                previous=str(s["previous"]),
+                policy=str(s["mode"]),
+                reason=str(s["reason"]),
+            )
+            for s in status.get("switches") or []
+        ],
     )

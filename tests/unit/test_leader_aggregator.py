@@ -141,6 +141,20 @@ def test_switches_close_the_round_and_flush_the_buffer() -> None:
         agg.switch("both")  # type: ignore[arg-type]
 
 
+def test_flush_empties_the_buffer_and_keeps_the_mode() -> None:
+    agg = Aggregator(g(), mode="async", async_params={"buffer_size": 3})
+    agg.add("a", g(2.0), 5, 0)
+    agg.add("b", g(4.0), 7, 0)
+    produced = agg.flush()
+    assert produced is not None and (produced.updates, produced.samples) == (2, 12)
+    assert agg.mode == "async" and agg.version == 1 and agg.pending() == 0
+    assert agg.flush() is None  # nothing left
+    sync = Aggregator(g(), mode="sync")
+    sync.add("c", g(2.0), 5, 0)
+    closed = sync.flush()
+    assert closed is not None and sync.mode == "sync" and sync.version == 1
+
+
 def test_integer_single_layer_round_averages_each_layer_over_its_group() -> None:
     base = {
         "W0": np.zeros((2, 2), np.int32),

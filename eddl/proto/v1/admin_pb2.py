@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from eddl.proto.v1 import common_pb2 as eddl_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64l/v1/admin.proto\x12\x07\x65\x64\x64l.v1\x1a\x14\x65\x64\x64l/v1/common.proto\":\n\x10SubmitJobRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"5\n\x0eSubmitJobReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\"\"\n\x10JobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xec\x01\n\x0eJobStatusReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x15\n\rpolicy_reason\x18\x06 \x01(\t\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12\x0f\n\x07workers\x18\x08 \x01(\r\x12\x17\n\x0fsamples_trained\x18\t \x01(\x04\x12\x11\n\tspec_json\x18\n \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x0b \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"|\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\tdata_json\x18\x07 \x01(\t\"\x12\n\x10ListNodesRequest\"\xab\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0blast_seen_s\x18\x04 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x05 \x01(\x01\x12\x14\n\x0c\x63urrent_task\x18\x06 \x01(\t\x12\x12\n\ntasks_done\x18\x07 \x01(\x04\x12\x14\n\x0cprofile_json\x18\x08 \x01(\t\"Y\n\x0eListNodesReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\"\n\x05nodes\x18\x02 \x03(\x0b\x32\x13.eddl.v1.NodeStatus\"7\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"D\n\x0e\x43\x61ncelJobReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05state\x18\x02 \x01(\t2\xc6\x02\n\x05\x41\x64min\x12?\n\tSubmitJob\x12\x19.eddl.v1.SubmitJobRequest\x1a\x17.eddl.v1.SubmitJobReply\x12?\n\tJobStatus\x12\x19.eddl.v1.JobStatusRequest\x1a\x17.eddl.v1.JobStatusReply\x12\x39\n\x08WatchJob\x12\x18.eddl.v1.WatchJobRequest\x1a\x11.eddl.v1.JobEvent0\x01\x12?\n\tListNodes\x12\x19.eddl.v1.ListNodesRequest\x1a\x17.eddl.v1.ListNodesReply\x12?\n\tCancelJob\x12\x19.eddl.v1.CancelJobRequest\x1a\x17.eddl.v1.CancelJobReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64\x64l/v1/admin.proto\x12\x07\x65\x64\x64l.v1\x1a\x14\x65\x64\x64l/v1/common.proto\":\n\x10SubmitJobRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"5\n\x0eSubmitJobReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\"\"\n\x10JobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x95\x02\n\x0eJobStatusReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x15\n\rpolicy_reason\x18\x06 \x01(\t\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12\x0f\n\x07workers\x18\x08 \x01(\r\x12\x17\n\x0fsamples_trained\x18\t \x01(\x04\x12\x11\n\tspec_json\x18\n \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x0b \x01(\t\x12\'\n\x08switches\x18\x0c \x03(\x0b\x32\x15.eddl.v1.PolicySwitch\"c\n\x0cPolicySwitch\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12\x10\n\x08previous\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"|\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\tdata_json\x18\x07 \x01(\t\"\x12\n\x10ListNodesRequest\"\xc4\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0blast_seen_s\x18\x04 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x05 \x01(\x01\x12\x14\n\x0c\x63urrent_task\x18\x06 \x01(\t\x12\x12\n\ntasks_done\x18\x07 \x01(\x04\x12\x14\n\x0cprofile_json\x18\x08 \x01(\t\x12\x17\n\x0fsamples_trained\x18\t \x01(\x04\"Y\n\x0eListNodesReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\"\n\x05nodes\x18\x02 \x03(\x0b\x32\x13.eddl.v1.NodeStatus\"7\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\"D\n\x0e\x43\x61ncelJobReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05state\x18\x02 \x01(\t2\xc6\x02\n\x05\x41\x64min\x12?\n\tSubmitJob\x12\x19.eddl.v1.SubmitJobRequest\x1a\x17.eddl.v1.SubmitJobReply\x12?\n\tJobStatus\x12\x19.eddl.v1.JobStatusRequest\x1a\x17.eddl.v1.JobStatusReply\x12\x39\n\x08WatchJob\x12\x18.eddl.v1.WatchJobRequest\x1a\x11.eddl.v1.JobEvent0\x01\x12?\n\tListNodes\x12\x19.eddl.v1.ListNodesRequest\x1a\x17.eddl.v1.ListNodesReply\x12?\n\tCancelJob\x12\x19.eddl.v1.CancelJobRequest\x1a\x17.eddl.v1.CancelJobReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSTATUSREQUEST']._serialized_start=169
   _globals['_JOBSTATUSREQUEST']._serialized_end=203
   _globals['_JOBSTATUSREPLY']._serialized_start=206
-  _globals['_JOBSTATUSREPLY']._serialized_end=442
-  _globals['_WATCHJOBREQUEST']._serialized_start=444
-  _globals['_WATCHJOBREQUEST']._serialized_end=496
-  _globals['_JOBEVENT']._serialized_start=498
-  _globals['_JOBEVENT']._serialized_end=622
-  _globals['_LISTNODESREQUEST']._serialized_start=624
-  _globals['_LISTNODESREQUEST']._serialized_end=642
-  _globals['_NODESTATUS']._serialized_start=645
-  _globals['_NODESTATUS']._serialized_end=816
-  _globals['_LISTNODESREPLY']._serialized_start=818
-  _globals['_LISTNODESREPLY']._serialized_end=907
-  _globals['_CANCELJOBREQUEST']._serialized_start=909
-  _globals['_CANCELJOBREQUEST']._serialized_end=964
-  _globals['_CANCELJOBREPLY']._serialized_start=966
-  _globals['_CANCELJOBREPLY']._serialized_end=1034
-  _globals['_ADMIN']._serialized_start=1037
-  _globals['_ADMIN']._serialized_end=1363
+  _globals['_JOBSTATUSREPLY']._serialized_end=483
+  _globals['_POLICYSWITCH']._serialized_start=485
+  _globals['_POLICYSWITCH']._serialized_end=584
+  _globals['_WATCHJOBREQUEST']._serialized_start=586
+  _globals['_WATCHJOBREQUEST']._serialized_end=638
+  _globals['_JOBEVENT']._serialized_start=640
+  _globals['_JOBEVENT']._serialized_end=764
+  _globals['_LISTNODESREQUEST']._serialized_start=766
+  _globals['_LISTNODESREQUEST']._serialized_end=784
+  _globals['_NODESTATUS']._serialized_start=787
+  _globals['_NODESTATUS']._serialized_end=983
+  _globals['_LISTNODESREPLY']._serialized_start=985
+  _globals['_LISTNODESREPLY']._serialized_end=1074
+  _globals['_CANCELJOBREQUEST']._serialized_start=1076
+  _globals['_CANCELJOBREQUEST']._serialized_end=1131
+  _globals['_CANCELJOBREPLY']._serialized_start=1133
+  _globals['_CANCELJOBREPLY']._serialized_end=1201
+  _globals['_ADMIN']._serialized_start=1204
+  _globals['_ADMIN']._serialized_end=1530
 # @@protoc_insertion_point(module_scope)

@@ -101,6 +101,7 @@ class JobStatusReply(_message.Message):
     SAMPLES_TRAINED_FIELD_NUMBER: _builtins.int
     SPEC_JSON_FIELD_NUMBER: _builtins.int
     DETAIL_JSON_FIELD_NUMBER: _builtins.int
+    SWITCHES_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"pending", "running", "done", "failed", "cancelled" """
     round: _builtins.int
@@ -120,6 +121,12 @@ class JobStatusReply(_message.Message):
     def envelope(self) -> _common_pb2.Envelope:
         """job id, current model version, term"""
 
+    @_builtins.property
+    def switches(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicySwitch]:
+        """Every change between sync and async, oldest first; `policy` is the mode after the last
+        one (a job ends in the mode that ran).
+        """
+
     def __init__(
         self,
         *,
@@ -134,14 +141,50 @@ class JobStatusReply(_message.Message):
         samples_trained: _builtins.int = ...,
         spec_json: _builtins.str = ...,
         detail_json: _builtins.str = ...,
+        switches: _abc.Iterable[Global___PolicySwitch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "detail_json", b"detail_json", "envelope", b"envelope", "policy", b"policy", "policy_reason", b"policy_reason", "round", b"round", "rule", b"rule", "samples_trained", b"samples_trained", "spec_json", b"spec_json", "state", b"state", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "detail_json", b"detail_json", "envelope", b"envelope", "policy", b"policy", "policy_reason", b"policy_reason", "round", b"round", "rule", b"rule", "samples_trained", b"samples_trained", "spec_json", b"spec_json", "state", b"state", "switches", b"switches", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobStatusReply: _TypeAlias = JobStatusReply  # noqa: Y015
+
+@_typing.final
+class PolicySwitch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """unix time, seconds"""
+    model_version: _builtins.int
+    """the model version when the mode changed"""
+    previous: _builtins.str
+    """"sync" or "async" """
+    policy: _builtins.str
+    """the mode from then on"""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        model_version: _builtins.int = ...,
+        previous: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "model_version", b"model_version", "policy", b"policy", "previous", b"previous", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicySwitch: _TypeAlias = PolicySwitch  # noqa: Y015
 
 @_typing.final
 class WatchJobRequest(_message.Message):
@@ -233,6 +276,7 @@ class NodeStatus(_message.Message):
     CURRENT_TASK_FIELD_NUMBER: _builtins.int
     TASKS_DONE_FIELD_NUMBER: _builtins.int
     PROFILE_JSON_FIELD_NUMBER: _builtins.int
+    SAMPLES_TRAINED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     state: _builtins.str
@@ -241,7 +285,10 @@ class NodeStatus(_message.Message):
     samples_per_second: _builtins.float
     current_task: _builtins.str
     tasks_done: _builtins.int
+    """tasks of the running (else the latest) job taken in"""
     profile_json: _builtins.str
+    samples_trained: _builtins.int
+    """samples of those tasks"""
     def __init__(
         self,
         *,
@@ -253,10 +300,11 @@ class NodeStatus(_message.Message):
         current_task: _builtins.str = ...,
         tasks_done: _builtins.int = ...,
         profile_json: _builtins.str = ...,
+        samples_trained: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "last_seen_s", b"last_seen_s", "node_id", b"node_id", "profile_json", b"profile_json", "role", b"role", "samples_per_second", b"samples_per_second", "state", b"state", "tasks_done", b"tasks_done"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_task", b"current_task", "last_seen_s", b"last_seen_s", "node_id", b"node_id", "profile_json", b"profile_json", "role", b"role", "samples_per_second", b"samples_per_second", "samples_trained", b"samples_trained", "state", b"state", "tasks_done", b"tasks_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
