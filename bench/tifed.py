@@ -2,11 +2,11 @@
 
 Run: ``python -m bench.tifed`` (``--passes``, ``--lr-inv``, ``--readings`` to change the run).
 
-Setup (DESIGN.md §3): MNIST 784-200-10 on the shipped ``mnist-10k`` split (8,000 train /
-2,000 test), 8 clients with IID shards of 1,000 samples, buffer 50, mini-batch 25, 5 local
-epochs, truncating integer mean on the server (``IntMean``). Single-layer mode puts 4 clients
-on each layer. The federated loop is ``eddl.simulate`` (what ``eddl train`` runs). Two
-readings of "buffer 50, one pass = 100 rounds" are run:
+Setup (docs/architecture.md#tifed): MNIST 784-200-10 on the shipped ``mnist-10k`` split
+(8,000 train / 2,000 test), 8 clients with IID shards of 1,000 samples, buffer 50, mini-batch
+25, 5 local epochs, truncating integer mean on the server (``IntMean``). Single-layer mode
+puts 4 clients on each layer. The federated loop is ``eddl.simulate`` (what ``eddl train``
+runs). Two readings of "buffer 50, one pass = 100 rounds" are run:
 
 * ``sliding``: each round a client appends its next 10 samples to a buffer of its 50 newest
   samples, trains 5 epochs on the buffer and uploads: 100 rounds per pass.

@@ -6,6 +6,7 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
   submit/cancel/status of jobs, next_task, submit_update, model, samples, events).
 * ``jobqueue``    ``JobQueue``: jobs run one at a time in submission order; resume after restart.
 * ``run``         ``JobRun``: one running job (deadlines, late updates, the end of the job).
+* ``history``     what a job did, for its status: mode switches, tasks and samples per node.
 * ``rounds``      ``SyncRound``: who got a task in a sync round and when it may close.
 * ``membership``  nodes, join tokens, heartbeats with a patience of 2 missed beats, expiry.
 * ``capability``  what a node can run: MCU capabilities (from its McuProfile) and the job fit rule.
@@ -15,7 +16,8 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * ``scheduler``   EDDL's dynamic distribution of index ranges sized from runtime profiles
   (and the static-shards baseline).
 * ``aggregator``  the global model and version; sync rounds and async rules of eddl.learn.
-* ``policy``      the automatic sync/async switch with hysteresis (DESIGN §3).
+* ``policy``      the automatic sync/async switch with hysteresis
+  (docs/architecture.md#the-syncasync-policy).
 * ``store``       the checkpoint store, gathered from ``checkpoint`` (interface, records),
   ``sqlite_store`` (the state directory's SQLite file) and ``memory_store`` (in-memory twin).
 * ``events``      typed, numbered job events for logs, ``eddl watch`` and ``eddl status``.

@@ -1,4 +1,6 @@
-"""The automatic sync/async switch (DESIGN §3), measured on what each mode costs.
+"""The automatic sync/async switch, measured on what each mode costs.
+
+The rule in brief, with the other algorithms: docs/architecture.md#the-syncasync-policy.
 
 A job under ``aggregation = "auto"`` starts synchronous. :class:`AutoPolicy` watches, over a
 sliding window of ``window_s`` seconds:
@@ -193,7 +195,7 @@ class AutoPolicy:
         # Updates per version of the job's async rule (FedBuff's K; 1 for FedAsync, EDDL mix).
         self.async_buffer = async_buffer
         self.mode: Mode = start
-        self.reason = "start synchronous (DESIGN §3)" if start == "sync" else f"start {start}"
+        self.reason = "start synchronous" if start == "sync" else f"start {start}"
         self._last_switch_at: float | None = None
         self._started_at = started_at
         self._tasks: deque[tuple[float, float]] = deque()

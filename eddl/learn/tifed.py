@@ -1,4 +1,4 @@
-"""TIFeD: integer-only training with Direct Feedback Alignment (DESIGN.md §3).
+"""TIFeD: integer-only training with Direct Feedback Alignment (docs/architecture.md#tifed).
 
 Public API:
 
@@ -170,7 +170,8 @@ def feedback_matrices(config: TifedConfig) -> list[npt.NDArray[np.int32]]:
 def pocket_tanh(z: npt.NDArray[np.integer], fan_in: int, act_shift: int = 8) -> tuple[I64, I64]:
     """Pocket tanh of pre-activations ``z``: ``(y, grad_inv)``, both int64, y in −127..128.
 
-    ``v = z // (2^act_shift · fan_in)`` (floor), then the seven pieces of DESIGN.md §3.
+    ``v = z // (2^act_shift · fan_in)`` (floor), then the seven pieces listed in
+    docs/architecture.md#tifed.
     """
     v = floor_div(z, (1 << act_shift) * fan_in)
     conditions = [

@@ -1,4 +1,6 @@
-"""COBS byte stuffing and the frame layer of the serial protocol (DESIGN.md section 5).
+"""COBS byte stuffing and the frame layer of the serial protocol.
+
+The protocol in brief: docs/architecture.md#the-serial-protocol; every layout: docs/firmware.md.
 
 On the wire a frame is ``COBS(header | payload | crc32) 0x00``; the header is
 ``{version u8, type u8, seq u16 LE, length u16 LE}`` and the CRC-32 (little endian) covers header

@@ -1,4 +1,6 @@
-"""Message types, error codes and payload layouts of the serial protocol (DESIGN.md section 5).
+"""Message types, error codes and payload layouts of the serial protocol.
+
+The protocol in brief: docs/architecture.md#the-serial-protocol; every layout: docs/firmware.md.
 
 The firmware's ``firmware/src/proto.h`` holds the same numbers. A request of type ``T`` is
 answered by ``T | REPLY_BIT`` or by ``ERROR`` (``{code u8, request type u8, detail u16}``), both

@@ -1,4 +1,4 @@
-/* Float32 training (DESIGN.md section 3): L-SGD and the mini-batch SGD baseline.
+/* Float32 training (docs/architecture.md#sgd-and-l-sgd): L-SGD and the mini-batch SGD baseline.
  *
  * L-SGD keeps only each layer's outputs and two delta buffers sized to the widest layer: the
  * backward pass computes layer l-1's delta with the old W(l) row by row and updates that row at

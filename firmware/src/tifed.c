@@ -1,4 +1,4 @@
-/* TIFeD: integer-only training with Direct Feedback Alignment (DESIGN.md section 3).
+/* TIFeD: integer-only training with Direct Feedback Alignment (docs/architecture.md#tifed).
  *
  * Widths (docs/integer-kernels.md): inputs x-128 and activations in [-127, 128] (int16),
  * weights and biases int32 (updates saturate), feedback B int16, error int16 (|e| <= 254),
