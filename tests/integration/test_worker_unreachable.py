@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import WorkerDaemon
 
 from .cluster_support import TOKEN, running_cluster, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _every_level() -> Iterator[None]:
+    """Info records reach ``capture_logs`` whatever level an earlier test configured."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 
 def _closed_port() -> int:
@@ -47,7 +59,9 @@ async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path:
             retries = [e for e in logs if e["event"] == "leader unreachable, backing off"]
             assert retries and all(e["reason"].startswith("UNAVAILABLE") for e in retries)
             async with running_cluster(tmp_path, bind=address) as cluster:
-                await wait_until(lambda: "w-late" in cluster.coordinator.membership, 20, "join")
+                # The worker's side of the join: the leader knows the node a moment earlier.
+                await wait_until(lambda: worker.joined, 20, "join")
+                assert "w-late" in cluster.coordinator.membership
                 again = [e for e in logs if e["event"] == "leader reachable again"]
                 assert len(again) == 1 and again[0]["leader"] == address
                 assert again[0]["failed_calls"] >= 3 and worker.unreachable.failing_s == 0.0
