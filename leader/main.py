@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
 from eddl.leader.config import LeaderConfig
 from eddl.leader.errors import LeaderError
@@ -20,21 +21,31 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eddl-leader", description="EDDL leader daemon.")
-    p.add_argument("--config", help="TOML file with a [leader] table")
-    p.add_argument("--bind", help="HOST:PORT to listen on (port 0: the OS picks)")
-    p.add_argument("--state-dir", help="directory of the checkpoint store")
-    p.add_argument("--join-token", help="token workers present to join")
+    d = config_defaults(LeaderConfig)
+    p = Parser(
+        prog="eddl-leader",
+        description="EDDL leader daemon. Settings come from the [leader] table of --config, "
+        "then EDDL_LEADER_<KEY> in the environment, then these flags (each overrides the "
+        "ones before); the defaults below apply when none of them gives a key.",
+    )
+    add_version(p)
+    p.add_argument("--config", help="TOML file with a [leader] table (default: none)")
+    p.add_argument(
+        "--bind",
+        help=f"HOST:PORT to listen on; port 0: the OS picks (default: {d['bind']})",
+    )
+    p.add_argument("--state-dir", help="directory of the checkpoint store (default: ./eddl-state)")
+    p.add_argument("--join-token", help="token workers present to join (required)")
     p.add_argument("--admin-token", help="token required by submit/cancel (default: none)")
-    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument("--port-file", help="write the bound port here once serving (default: none)")
     p.add_argument(
         "--heartbeat-interval",
         type=float,
         dest="heartbeat_interval_s",
-        help="seconds between worker heartbeats",
+        help=f"seconds between worker heartbeats (default: {d['heartbeat_interval_s']})",
     )
-    p.add_argument("--leader-id", help="this leader's id (default: hostname)")
-    p.add_argument("--log-level", help="log level (default INFO)")
+    p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
+    p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     return p
 
 

@@ -16,12 +16,12 @@ import json
 import sys
 from collections.abc import Sequence
 
+from eddl.cli.help import Parser, add_version
+from eddl.log import configure_logging
 from eddl.profiler.probe import ProbeLimits, serve_probe
 from eddl.profiler.probe_client import ProbeConfig, ProbeError, probe_peer
 
-__all__ = ["main"]
-
-from eddl.log import configure_logging
+__all__ = ["build_parser", "main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -46,22 +46,44 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eddl.profiler", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m eddl.profiler", description=__doc__)
+    add_version(parser)
+    parser.add_argument("--log-level", default="WARNING", help="log level")
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
     serve = sub.add_parser("serve", help="serve the Probe service until SIGINT/SIGTERM")
     serve.add_argument("--bind", default="0.0.0.0:0", help="HOST:PORT (port 0: any free port)")
-    serve.add_argument("--max-transfer-bytes", type=int, default=ProbeLimits().max_transfer_bytes)
+    serve.add_argument(
+        "--max-transfer-bytes",
+        type=int,
+        default=ProbeLimits().max_transfer_bytes,
+        help="largest transfer one probe may ask for",
+    )
     serve.set_defaults(func=_serve)
     probe = sub.add_parser("probe", help="measure RTT and bandwidth to a Probe server")
     defaults = ProbeConfig()
     probe.add_argument("peer", help="HOST:PORT of a Probe server")
-    probe.add_argument("--payload-bytes", type=int, default=defaults.payload_bytes)
-    probe.add_argument("--chunk-bytes", type=int, default=defaults.chunk_bytes)
-    probe.add_argument("--repeats", type=int, default=defaults.repeats)
-    probe.add_argument("--timeout", type=float, default=defaults.timeout_s)
+    probe.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=defaults.payload_bytes,
+        help="bytes per timed transfer",
+    )
+    probe.add_argument(
+        "--chunk-bytes", type=int, default=defaults.chunk_bytes, help="bytes per message"
+    )
+    probe.add_argument(
+        "--repeats", type=int, default=defaults.repeats, help="timed transfers each way"
+    )
+    probe.add_argument(
+        "--timeout", type=float, default=defaults.timeout_s, help="seconds for the whole probe"
+    )
     probe.set_defaults(func=_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging("json", args.log_level)
     try:

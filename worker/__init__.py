@@ -2,6 +2,7 @@
 
 * ``config``   ``WorkerConfig``: leader addresses, join token, local datasets, throttle, backoff.
 * ``link``     the connection to the leader: channel, leader list, exponential backoff.
+* ``unreachable`` what the worker logs while no leader answers: where, for how long.
 * ``data``     training samples by index: local dataset or ``FetchSamples`` from the leader.
 * ``training`` one task with ``eddl.learn`` in a thread, with the ``--throttle`` slow-down.
 * ``transfer`` the update as a client stream of chunks; the model reassembled from a stream.

@@ -46,6 +46,7 @@ from eddl.worker.data import SampleSource, SampleSourceError
 from eddl.worker.link import Backoff, LeaderLink
 from eddl.worker.training import TaskError, TaskResult, TaskRunner
 from eddl.worker.transfer import receive_model, update_stream
+from eddl.worker.unreachable import UnreachableReporter
 
 __all__ = ["JoinRefusedError", "WorkerDaemon", "start_endpoint"]
 
@@ -107,6 +108,8 @@ class WorkerDaemon:
         self.link = LeaderLink(
             config.leaders, Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
         )
+        # Says where the worker is trying and for how long while no leader answers.
+        self.unreachable = UnreachableReporter()
         self.runner = TaskRunner(config.throttle)
         self.samples = SampleSource(config.datasets, self._fetch_samples)
         self.term = 0
@@ -221,6 +224,8 @@ class WorkerDaemon:
         self._joined.clear()
         self._membership_changed.set()
         self._link_broken = self._link_broken or link_down
+        if link_down:
+            self.unreachable.failed(self.link.address, reason, self.link.leaders)
 
     async def _ensure_joined(self) -> None:
         if self._joined.is_set():
@@ -228,7 +233,7 @@ class WorkerDaemon:
         async with self._join_lock:
             while not self._joined.is_set():
                 if self._link_broken:
-                    await self.link.next_leader("rpc failed")
+                    await self.link.next_leader(self.unreachable.last_reason or "rpc failed")
                     self._link_broken = False
                 request = await self.join_request()
                 try:
@@ -238,8 +243,11 @@ class WorkerDaemon:
                         raise JoinRefusedError(f"join refused: {exc.details()}") from exc
                     if exc.code() in _LINK_DOWN:
                         self._link_broken = True
+                        reason = f"{exc.code().name}: {exc.details()}"
+                        self.unreachable.failed(self.link.address, reason, self.link.leaders)
                         continue
                     raise
+                self.unreachable.reached(self.link.address)
                 self.term = reply.envelope.term
                 self.heartbeat_s = max(0.05, reply.heartbeat_interval_ms / 1000.0)
                 self.jitter = min(max(reply.heartbeat_jitter, 0.0), 0.5)

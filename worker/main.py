@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
 from eddl.log import configure_logging, get_logger
 from eddl.worker.config import WorkerConfig
@@ -19,45 +20,64 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eddl-worker", description="EDDL worker daemon.")
-    p.add_argument("--config", help="TOML file with a [worker] table")
+    d = config_defaults(WorkerConfig)
+    p = Parser(
+        prog="eddl-worker",
+        description="EDDL worker daemon. Settings come from the [worker] table of --config, "
+        "then EDDL_WORKER_<KEY> in the environment, then these flags (each overrides the "
+        "ones before); the defaults below apply when none of them gives a key.",
+    )
+    add_version(p)
+    p.add_argument("--config", help="TOML file with a [worker] table (default: none)")
     p.add_argument(
         "--leader",
         action="append",
         dest="leaders",
         metavar="HOST:PORT",
-        help="leader address (repeat for a list, first preferred)",
+        help="leader address (repeat for a list, first preferred) "
+        f"(default: {' '.join(d['leaders'])})",
     )
     p.add_argument("--node-id", help="node id (default: hostname-pid)")
-    p.add_argument("--join-token", help="the cluster's join token")
+    p.add_argument(
+        "--join-token",
+        help="the cluster's join token (the leader refuses a node without the right one)",
+    )
     p.add_argument(
         "--dataset",
         action="append",
         dest="datasets",
         metavar="NAME",
-        help="a dataset held locally (repeat); others are fetched from the leader",
+        help="a dataset held locally (repeat); others are fetched from the leader "
+        f"(default: {' '.join(d['datasets'])})",
     )
     p.add_argument(
         "--no-local-data",
         action="store_true",
         help="hold no dataset locally: fetch every sample from the leader",
     )
-    p.add_argument("--throttle", type=float, help="behave F times slower (F >= 1)")
+    p.add_argument(
+        "--throttle",
+        type=float,
+        metavar="F",
+        help=f"behave F times slower, F >= 1 (default: {d['throttle']})",
+    )
     p.add_argument(
         "--bind",
-        help="HOST:PORT of this worker's health/reflection/probe endpoint "
-        "(default 127.0.0.1:0; '' serves nothing)",
+        help="HOST:PORT of this worker's health/reflection/probe endpoint; '' serves nothing "
+        f"(default: {d['bind']})",
     )
-    p.add_argument("--port-file", help="write the endpoint's bound port here once serving")
+    p.add_argument(
+        "--port-file", help="write the endpoint's bound port here once serving (default: none)"
+    )
     p.add_argument(
         "--mcu",
         action="append",
         dest="mcu",
         metavar="URL",
         help="gateway mode: a microcontroller's serial URL or device path (repeat); each joins "
-        "the cluster as a node of its own",
+        "the cluster as a node of its own (default: none, a plain worker)",
     )
-    p.add_argument("--log-level", help="log level (default INFO)")
+    p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     return p
 
 

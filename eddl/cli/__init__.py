@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from eddl import __version__
+from eddl.cli.help import Parser, add_version
 from eddl.config import ConfigError
 from eddl.log import configure_logging
 
@@ -29,13 +29,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="eddl",
         description="EDDL: distributed training across edge devices and microcontrollers.",
     )
-    parser.add_argument("--version", action="version", version=f"eddl {__version__}")
-    parser.add_argument("--log-level", default="WARNING", help="log level (default: WARNING)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_version(parser)
+    parser.add_argument(
+        "--log-level", default="WARNING", help="log level: DEBUG, INFO, WARNING or ERROR"
+    )
+    # Sub-parsers are made by the same class, so every command formats its help alike.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="the command to run")
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

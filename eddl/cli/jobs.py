@@ -33,6 +33,7 @@ __all__ = [
     "describe_event",
     "job_placement",
     "job_status",
+    "leader_error",
     "list_nodes",
     "read_job_file",
     "register",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 DEFAULT_LEADER = "127.0.0.1:50051"
+LEADER_ENV = "EDDL_CLI_LEADER"
+ADMIN_TOKEN_ENV = "EDDL_CLI_ADMIN_TOKEN"
 FINAL_EVENTS = frozenset({"job_completed", "job_cancelled", "job_failed"})
 
 
@@ -251,12 +254,44 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
 # -- commands -------------------------------------------------------------------------------
 
 
+def leader_error(address: str, exc: grpc.aio.AioRpcError) -> str:
+    """One line for a failed call. When the leader could not be reached (or did not answer in
+    time), it says where the CLI looked, where that address came from (``--leader``, else
+    ``$EDDL_CLI_LEADER``, else the default) and how to give another one."""
+    code = exc.code()
+    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"eddl: leader refused: {code.name}: {exc.details()}"
+    from_env = os.environ.get(LEADER_ENV)
+    if address != (from_env or DEFAULT_LEADER):
+        source = "given with --leader"
+    elif from_env:
+        source = f"from ${LEADER_ENV}"
+    else:
+        source = "the default"
+    what = "no leader reachable at" if code == grpc.StatusCode.UNAVAILABLE else "no answer from"
+    return (
+        f"eddl: {what} {address} ({source}): {code.name}: {exc.details()}\n"
+        f"eddl: give the leader's address with --leader HOST:PORT or {LEADER_ENV}=HOST:PORT"
+    )
+
+
 def _run(coro: Coroutine[Any, Any, int]) -> int:
-    try:
-        return asyncio.run(coro)
-    except grpc.aio.AioRpcError as exc:
-        print(f"eddl: leader refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+    return asyncio.run(coro)
+
+
+def _talks_to_leader(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """``command`` with a failed call to the leader turned into a message and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except grpc.aio.AioRpcError as exc:
+            print(leader_error(args.leader, exc), file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -320,8 +355,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--leader",
-        default=os.environ.get("EDDL_CLI_LEADER", DEFAULT_LEADER),
-        help="leader address HOST:PORT (default: $EDDL_CLI_LEADER or %(default)s)",
+        metavar="HOST:PORT",
+        default=os.environ.get(LEADER_ENV, DEFAULT_LEADER),
+        help=f"leader address HOST:PORT (default: ${LEADER_ENV}, else {DEFAULT_LEADER})",
     )
 
 
@@ -337,28 +373,36 @@ def _job_of(args: argparse.Namespace) -> str:
     return str(args.job_id or args.job_option)
 
 
+def _admin_token(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get(ADMIN_TOKEN_ENV, ""),
+        help=f"the leader's admin token (default: ${ADMIN_TOKEN_ENV}, else none)",
+    )
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("submit", help="submit a job file ([job] table) to a leader")
-    p.add_argument("job_file")
-    p.add_argument("--admin-token", default=os.environ.get("EDDL_CLI_ADMIN_TOKEN", ""))
+    p.add_argument("job_file", help="TOML file with a [job] table")
+    _admin_token(p)
     p.add_argument("--watch", action="store_true", help="then stream the job's events")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help='print {"job_id": ...} as JSON')
     _common(p)
-    p.set_defaults(func=_cmd_submit)
+    p.set_defaults(func=_talks_to_leader(_cmd_submit))
 
     p = subparsers.add_parser("status", help="job state, policy and why, nodes and profiles")
     _job_argument(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     _common(p)
-    p.set_defaults(func=_cmd_status)
+    p.set_defaults(func=_talks_to_leader(_cmd_status))
 
     p = subparsers.add_parser("watch", help="stream a job's events until it ends")
     _job_argument(p)
     _common(p)
-    p.set_defaults(func=_cmd_watch)
+    p.set_defaults(func=_talks_to_leader(_cmd_watch))
 
     p = subparsers.add_parser("cancel", help="cancel a job")
-    p.add_argument("job")
-    p.add_argument("--admin-token", default=os.environ.get("EDDL_CLI_ADMIN_TOKEN", ""))
+    p.add_argument("job", help="id of the job to cancel")
+    _admin_token(p)
     _common(p)
-    p.set_defaults(func=_cmd_cancel)
+    p.set_defaults(func=_talks_to_leader(_cmd_cancel))

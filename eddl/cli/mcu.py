@@ -4,7 +4,7 @@ eddl mcu sim [--transport tcp|pty] [--baud N]
                                           host simulator; prints its URL, runs until Ctrl-C
 eddl mcu qemu [--board due|mps2]          the firmware under QEMU mps2-an385; prints its URL
 eddl mcu info URL [--json]                the device's capabilities
-eddl mcu train URL --algo ALGO --dataset NAME [--json]
+eddl mcu train URL --algo ALGO --dataset NAME [--batch-size N] [--pretrain-samples N] [--json]
 """
 
 from __future__ import annotations
@@ -31,11 +31,16 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mcu = subparsers.add_parser("mcu", help="microcontroller devices (simulator, QEMU, serial)")
-    sub = mcu.add_subparsers(dest="mcu_command", metavar="SUBCOMMAND")
+    sub = mcu.add_subparsers(dest="mcu_command", metavar="SUBCOMMAND", help="what to do")
     sub.required = True
 
     sim = sub.add_parser("sim", help="start the host simulator and print its URL")
-    sim.add_argument("--transport", choices=("tcp", "pty"), default="tcp")
+    sim.add_argument(
+        "--transport",
+        choices=("tcp", "pty"),
+        default="tcp",
+        help="serve the device on a TCP socket (socket://...) or a pseudo-terminal (/dev/pts/N)",
+    )
     sim.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     sim.add_argument("--lifetime", type=float, default=3600.0, help="seconds before it stops")
     sim.add_argument(
@@ -48,13 +53,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sim.set_defaults(func=_cmd_sim)
 
     qemu = sub.add_parser("qemu", help="boot the firmware in QEMU mps2-an385 and print its URL")
-    qemu.add_argument("--board", choices=sorted(BOARDS), default="due")
+    qemu.add_argument(
+        "--board",
+        choices=sorted(BOARDS),
+        default="due",
+        help="the board whose RAM and arena the image is built for",
+    )
     qemu.add_argument("--lifetime", type=float, default=3600.0, help="seconds before it stops")
     qemu.set_defaults(func=_cmd_qemu)
 
     info = sub.add_parser("info", help="print a device's HELLO")
     info.add_argument("url", help="pyserial URL: /dev/ttyACM0, a pty, socket://127.0.0.1:PORT")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the HELLO as JSON")
     info.add_argument("--timeout", type=float, default=2.0, help="reply timeout (s)")
     info.add_argument(
         "--connect-timeout",
@@ -65,27 +75,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     info.set_defaults(func=_cmd_info)
 
     train = sub.add_parser("train", help="train a dataset on a device and print accuracy")
-    train.add_argument("url")
-    train.add_argument("--algo", choices=ALGORITHMS, required=True)
+    train.add_argument("url", help="pyserial URL: /dev/ttyACM0, a pty, socket://127.0.0.1:PORT")
+    train.add_argument("--algo", choices=ALGORITHMS, required=True, help="training algorithm")
     train.add_argument("--dataset", default="digits", help="digits or mnist-10k")
     train.add_argument("--hidden", default="32", help="hidden widths, comma separated")
     train.add_argument("--buffer", type=int, default=50, help="samples per device buffer")
-    train.add_argument("--batch", type=int, default=25, help="mini-batch (TIFeD, SGD)")
+    train.add_argument("--batch-size", type=int, default=25, help="mini-batch size (TIFeD, SGD)")
     train.add_argument("--local-epochs", type=int, default=5, help="epochs over each buffer")
     train.add_argument("--passes", type=int, default=1, help="passes over the training set")
     train.add_argument("--lr", type=float, default=0.05, help="learning rate (float)")
     train.add_argument("--lr-inv", type=int, default=2048, help="TIFeD inverse learning rate")
-    train.add_argument("--layer", type=int, default=None, help="tifed-single: the layer to train")
+    train.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="tifed-single: train only this layer (default: each in turn)",
+    )
     train.add_argument("--lr-shift", type=int, default=6, help="lsgd-q8: learning rate 2^-shift")
     train.add_argument(
-        "--pretrain",
+        "--pretrain-samples",
         type=int,
         default=300,
         help="lsgd-q8: samples the host trains the float model on before quantizing",
     )
-    train.add_argument("--train-samples", type=int, default=None)
-    train.add_argument("--test-samples", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--train-samples", type=int, help="use the first N training samples (default: all)"
+    )
+    train.add_argument(
+        "--test-samples", type=int, help="use the first N test samples (default: all)"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed (initial weights, TIFeD feedback)"
+    )
     train.add_argument("--timeout", type=float, default=2.0, help="reply timeout (s)")
     train.add_argument(
         "--connect-timeout",
@@ -93,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=5.0,
         help="how long to retry a refused connection (s)",
     )
-    train.add_argument("--json", action="store_true")
+    train.add_argument("--json", action="store_true", help="print the report as JSON")
     train.set_defaults(func=_cmd_train)
 
 
@@ -167,7 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             algo=args.algo,
             hidden=hidden,
             buffer=args.buffer,
-            batch=args.batch,
+            batch=args.batch_size,
             local_epochs=args.local_epochs,
             passes=args.passes,
             lr=args.lr,
@@ -175,7 +196,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             layer=args.layer,
             lr_shift=args.lr_shift,
-            pretrain=args.pretrain,
+            pretrain=args.pretrain_samples,
         )
         data = load_dataset(args.dataset)
     except ValueError as exc:

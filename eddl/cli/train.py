@@ -34,13 +34,22 @@ def register(sub: Any) -> None:
         help="run a federated training job in one process (no network)",
         description="Federated training of N simulated clients for R rounds, in one process.",
     )
-    p.add_argument("--algo", choices=sorted(ALGO_DEFAULTS), default="lsgd")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument(
+        "--algo", choices=sorted(ALGO_DEFAULTS), default="lsgd", help="training algorithm"
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset to train on")
     p.add_argument("--data-path", help="folder with the 60k MNIST IDX files (--dataset mnist)")
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--partition", type=_partition, default="iid", help="iid | dirichlet:ALPHA")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clients", type=int, default=4, help="number of simulated clients")
+    p.add_argument("--rounds", type=int, default=5, help="federated rounds")
+    p.add_argument(
+        "--partition",
+        type=_partition,
+        default="iid",
+        help="how the training set is split among clients: iid | dirichlet:ALPHA",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (partition, initial weights, sampling)"
+    )
     p.add_argument("--local-epochs", type=int, help="local epochs per round (default: per algo)")
     p.add_argument(
         "--buffer", type=int, help="samples a client holds per round (default: per algo)"
@@ -58,7 +67,7 @@ def register(sub: Any) -> None:
         "--pretrain-rounds",
         type=int,
         default=2,
-        help="lsgd-q8: float L-SGD rounds before quantizing and fine-tuning (default 2)",
+        help="lsgd-q8: float L-SGD rounds before quantizing and fine-tuning",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=run)

@@ -87,7 +87,7 @@ def test_train_lsgd_q8_fine_tunes(sim_url: str) -> None:
         "digits",
         "--hidden",
         "32",
-        "--pretrain",
+        "--pretrain-samples",
         "200",
         "--local-epochs",
         "2",

@@ -6,12 +6,11 @@ import configparser
 import copy
 import dataclasses
 import fnmatch
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
+import sysconfig
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,27 +492,109 @@ def test_drop_in_opens_the_serial_ports_and_keeps_the_rest_of_the_sandbox() -> N
     )
 
 
+# ---- the install layout: a venv under /opt/eddl, checked by systemd-analyze verify ----
+
+VENV = "/opt/eddl"
+UNITS = {"eddl-leader.service", "eddl-worker.service"}
+_SYSTEM_UNITS = next(
+    (p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()), None
+)
+
+
+def _install_commands() -> list[str]:
+    """The shell commands of deploy/README.md's install block, one per line, comments dropped."""
+    readme = (DEPLOY / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_installs_into_the_venv_the_units_run() -> None:
+    commands = _install_commands()
+    assert "sudo apt install python3-venv" in commands
+    assert f"sudo python3 -m venv {VENV}" in commands
+    assert f"sudo {VENV}/bin/pip install ." in commands
+    # Debian 12 and Raspberry Pi OS bookworm refuse pip on the system Python (PEP 668).
+    assert not [c for c in commands if "pip install" in c and not c.startswith(f"sudo {VENV}/")]
+    starts = [_unit(role)["Service"]["ExecStart"] for role in ROLES]
+    starts.append(_values(_drop_in(), "Service", "ExecStart")[1])
+    assert {Path(shlex.split(cmd)[0]).parent for cmd in starts} == {Path(VENV) / "bin"}
+    # The account the units run as is the one the README creates.
+    users = {_unit(role)["Service"]["User"] for role in ROLES}
+    groups = {_unit(role)["Service"]["Group"] for role in ROLES}
+    made = [c for c in commands if c.startswith("sudo useradd --system")]
+    assert users == groups == {"eddl"} and made and made[0].split()[-1] == "eddl"
+
+
+def _console_script(name: str) -> Path:
+    """The script pip made for ``name`` when it installed this package (the tests need it)."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    found = str(path) if path.is_file() else shutil.which(name)
+    assert found, f"{name} is not installed: pip install the package first"
+    return Path(found)
+
+
+def _installed_root(root: Path) -> None:
+    """``root`` laid out as the README leaves a machine: the host's systemd units, the venv's
+    console scripts in /opt/eddl/bin, EDDL's units and the gateway drop-in in
+    /etc/systemd/system, and the eddl account (useradd) next to Debian's dialout group."""
+    assert _SYSTEM_UNITS is not None
+    shutil.copytree(_SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    bin_dir = root / VENV.lstrip("/") / "bin"
+    bin_dir.mkdir(parents=True)
+    # Copies, not symlinks: systemd resolves links inside the root, where the target is not.
+    for name in ("eddl", "eddl-leader", "eddl-worker"):
+        shutil.copy2(_console_script(name), bin_dir / name)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name in UNITS:
+        shutil.copy2(DEPLOY / "systemd" / name, units / name)
+    (units / "eddl-worker.service.d").mkdir()
+    shutil.copy2(DROP_IN, units / "eddl-worker.service.d" / "gateway.conf")
+    # systemd 252's verify does not look users up (that happens when a service starts); the
+    # accounts are here so the root is the installed machine, not to quiet a warning.
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\neddl:x:999:999::/var/lib/eddl:/usr/sbin/nologin\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\ndialout:x:20:\neddl:x:999:\n")
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-def test_systemd_accepts_the_unit_with_the_drop_in(tmp_path: Path) -> None:
-    # systemd-analyze checks that ExecStart's program exists: point both at the installed one.
-    worker = shutil.which("eddl-worker") or sys.executable
-    unit = tmp_path / "eddl-worker.service"
-    unit.write_text(
-        (DEPLOY / "systemd" / unit.name).read_text().replace("/usr/local/bin/eddl-worker", worker)
-    )
-    (tmp_path / f"{unit.name}.d").mkdir()
-    (tmp_path / f"{unit.name}.d" / "gateway.conf").write_text(
-        DROP_IN.read_text().replace("/usr/local/bin/eddl-worker", worker)
-    )
-    env = os.environ | {"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "SYSTEMD_LOG_LEVEL": "warning"}
+@pytest.mark.skipif(_SYSTEM_UNITS is None, reason="needs systemd's unit directory")
+def test_systemd_analyze_verify_accepts_the_installed_units(tmp_path: Path) -> None:
+    _installed_root(tmp_path)
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit)],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", *sorted(UNITS)],
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "gateway.conf" not in done.stderr and "eddl-worker.service" not in done.stderr, (
-        done.stderr
-    )
+    printed = (done.stdout + done.stderr).strip()
+    # Any line is a finding: systemd-analyze exits 0 on warnings such as an unknown key.
+    assert done.returncode == 0 and printed == "", printed
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@pytest.mark.skipif(_SYSTEM_UNITS is None, reason="needs systemd's unit directory")
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        ("unknown key", "Unknown key 'Bogus' in section [Service]"),
+        ("no script", "Command /opt/eddl/bin/eddl-worker is not executable"),
+    ],
+)
+def test_systemd_analyze_verify_reports_a_broken_layout(
+    tmp_path: Path, breakage: str, expected: str
+) -> None:
+    """The check above can fail: a typo in the drop-in, a venv without the daemon."""
+    _installed_root(tmp_path)
+    if breakage == "unknown key":
+        drop_in = tmp_path / "etc/systemd/system/eddl-worker.service.d/gateway.conf"
+        drop_in.write_text(drop_in.read_text() + "Bogus=1\n")
+    else:
+        (tmp_path / "opt/eddl/bin/eddl-worker").unlink()
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}", "eddl-worker.service"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert expected in done.stdout + done.stderr
 
 
 def test_gateway_readme_covers_every_file_it_ships() -> None:

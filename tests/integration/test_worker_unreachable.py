@@ -1,0 +1,73 @@
+"""A worker pointed at a closed port says where it is trying, and joins once a leader is there.
+
+Real gRPC: the worker daemon dials a port nothing listens on, then a leader starts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from eddl.worker.config import WorkerConfig
+from eddl.worker.daemon import WorkerDaemon
+
+from .cluster_support import TOKEN, running_cluster, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _every_level() -> Iterator[None]:
+    """Info records reach ``capture_logs`` whatever level an earlier test configured."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{_closed_port()}"
+    config = WorkerConfig(
+        leaders=[address],
+        node_id="w-late",
+        join_token=TOKEN,
+        poll_ms=200,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        bind="",
+    )
+    worker = WorkerDaemon(config)
+    with capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+        try:
+            await wait_until(lambda: worker.unreachable.failures >= 3, 20, "failed joins")
+            assert not worker.joined
+            first = [e for e in logs if e["event"] == "leader unreachable"]
+            assert len(first) == 1 and first[0]["leader"] == address
+            assert first[0]["reason"].startswith("UNAVAILABLE")
+            retries = [e for e in logs if e["event"] == "leader unreachable, backing off"]
+            assert retries and all(e["reason"].startswith("UNAVAILABLE") for e in retries)
+            async with running_cluster(tmp_path, bind=address) as cluster:
+                # The worker's side of the join: the leader knows the node a moment earlier.
+                await wait_until(lambda: worker.joined, 20, "join")
+                assert "w-late" in cluster.coordinator.membership
+                again = [e for e in logs if e["event"] == "leader reachable again"]
+                assert len(again) == 1 and again[0]["leader"] == address
+                assert again[0]["failed_calls"] >= 3 and worker.unreachable.failing_s == 0.0
+                worker.request_stop()
+                await asyncio.wait_for(task, 10)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
