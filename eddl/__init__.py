@@ -6,6 +6,9 @@ One import namespace, ``eddl``:
 * ``eddl.data``     datasets shipped with the package, IDX/npz loaders, partitioners.
 * ``eddl.mcu``      serial framing, CRC, the MCU driver and firmware launch helpers.
 * ``eddl.net``      gRPC channel/server factories, chunked tensor transfer.
+* ``eddl.jobspec``  ``JobSpec``: a job's ``[job]`` table, parsed with every field bounded;
+  ``eddl.jobcheck`` checks it in full (data, model, memory) for the CLI and the leader alike;
+  ``eddl.policyconfig`` holds its ``[job.policy]`` thresholds.
 * ``eddl.proto``    generated protobuf/gRPC code (regenerate with ``python proto/generate.py``).
 * ``eddl.leader``   the leader daemon (folder ``leader/``).
 * ``eddl.worker``   the worker daemon (folder ``worker/``).

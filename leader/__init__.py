@@ -11,7 +11,7 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * ``membership``  nodes, join tokens, heartbeats with a patience of 2 missed beats, expiry.
 * ``capability``  what a node can run: MCU capabilities (from its McuProfile) and the job fit rule.
 * ``layers``      TIFeD single-layer mode: which node trains which layer (the layer groups).
-* ``jobs``        ``JobSpec``: a submitted job, its validation, parsing from TOML or a dict.
+* ``jobs``        ``JobSpec`` (from ``eddl.jobspec``, shared with the CLI): a submitted job.
 * ``runtime``     ``JobRuntime``: the model, data and evaluation a job gets from eddl.learn/data.
 * ``scheduler``   EDDL's dynamic distribution of index ranges sized from runtime profiles
   (and the static-shards baseline).

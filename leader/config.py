@@ -21,6 +21,9 @@ class LeaderConfig:
     leader addresses handed to joining nodes (empty: this leader's own address). ``port_file``
     receives the bound port once the
     server listens (how tests and ``eddl local`` find a port chosen by the OS).
+    ``max_model_mib`` bounds what one job may ask of a node: its model's parameters, and
+    apart a trainer's batch buffers (a job over it is refused at submission; ``eddl submit``
+    checks the same default, ``--max-model-mib`` for a leader configured otherwise).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -36,6 +39,7 @@ class LeaderConfig:
     chunk_bytes: int = 1 << 20
     max_update_bytes: int = 512 * 1024 * 1024
     max_fetch_samples: int = 65536
+    max_model_mib: int = 256
     task_wait_ms: int = 1000
     grace_s: float = 2.0
     log_level: str = "INFO"
@@ -54,5 +58,7 @@ class LeaderConfig:
             raise ConfigError("leader.chunk_bytes must be within 1 KiB .. 3 MiB")
         if self.max_update_bytes <= 0 or self.max_fetch_samples <= 0:
             raise ConfigError("leader.max_update_bytes and max_fetch_samples must be positive")
+        if not 1 <= self.max_model_mib <= 1 << 20:
+            raise ConfigError("leader.max_model_mib must be within 1 .. 1048576")
         if self.task_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("leader.task_wait_ms and grace_s must be >= 0")

@@ -348,6 +348,33 @@ class Coordinator:
             self.job_queue.advance()
             return ack
 
+    def fail_task(
+        self,
+        node_id: str,
+        task_id: str,
+        reason: str,
+        *,
+        job_id: str,
+        base_version: int,
+        term: int | None = None,
+    ) -> UpdateAck:
+        """``node_id`` could not run ``task_id``: re-queue its data; repeated failures end the
+        job as ``failed`` (see :meth:`JobRun.fail_task`). The ack's outcome is ``"requeued"``
+        or ``"job-failed"``."""
+        with self._lock:
+            self._check_term(term)
+            node = self.membership.heartbeat(node_id)
+            run = self.job_queue.running(job_id)
+            task = run.scheduler.get(task_id)
+            if base_version != task.base_version:
+                raise InvalidArgumentError(
+                    f"task {task_id} starts from version {task.base_version}, "
+                    f"the report says {base_version}"
+                )
+            ack = run.fail_task(node, task_id, reason)
+            self.job_queue.advance()
+            return ack
+
     def record_transfer(self, job_id: str, nbytes: int) -> None:
         """Count bytes the leader sent or received for a job (model pulls, samples), for the
         auto policy's bandwidth signal (used when ``link_capacity_bps`` is set)."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+# Shared with the CLI, which checks a job before sending it; it names INVALID_ARGUMENT itself.
+from eddl.jobspec import JobSpecError
+
 __all__ = [
     "DuplicateUpdateError",
     "InvalidArgumentError",
@@ -39,10 +42,6 @@ class InvalidArgumentError(LeaderError, ValueError):
     """The request itself is malformed (names, dtypes, shapes, NaN, bad values)."""
 
     code = "INVALID_ARGUMENT"
-
-
-class JobSpecError(InvalidArgumentError):
-    """A submitted job description is invalid (unknown key, wrong type, impossible value)."""
 
 
 class UpdateRejectedError(InvalidArgumentError):

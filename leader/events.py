@@ -3,8 +3,8 @@
 An :class:`Event` is immutable and numbered per job (``seq`` starts at 1 and has no gaps), so a
 watcher that reconnects asks for ``since(seq)`` and misses nothing. Per-task bookkeeping is not
 an event (it would flood the log); rounds, versions, membership changes, re-queued work,
-refused updates, policy switches and
-changes of the single-layer groups are.
+refused updates, failed tasks, policy
+switches and changes of the single-layer groups are.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ class EventKind(StrEnum):
     JOB_RESUMED = "job_resumed"
     JOB_COMPLETED = "job_completed"
     JOB_CANCELLED = "job_cancelled"
+    JOB_FAILED = "job_failed"  # tasks kept failing on the workers (or the job cannot resume)
     NODE_JOINED = "node_joined"
     NODE_LEFT = "node_left"
     NODE_EXPIRED = "node_expired"
     TASK_REQUEUED = "task_requeued"
+    TASK_FAILED = "task_failed"  # a worker could not run its task and said why
     UPDATE_REFUSED = "update_refused"
     ROUND_CLOSED = "round_closed"
     MODEL_UPDATED = "model_updated"

@@ -22,7 +22,7 @@ from eddl.leader.errors import (
     StoreError,
     UnknownJobError,
 )
-from eddl.leader.events import EventKind, EventLog, Listener
+from eddl.leader.events import Event, EventKind, EventLog, Listener
 from eddl.leader.jobs import JobSpec
 from eddl.leader.membership import Node
 from eddl.leader.run import JobRun
@@ -228,7 +228,13 @@ class JobQueue:
 
     def _fail(self, job_id: str, reason: str) -> None:
         log.warning("job_failed", job_id=job_id, reason=reason)
-        self.store.set_job_status(job_id, "failed", self._now(), {"reason": reason})
+        now = self._now()
+        self.store.set_job_status(job_id, "failed", now, {"reason": reason})
+        # The final event, so that a watcher of this job ends too.
+        seq = self.store.last_event_seq(job_id) + 1
+        event = Event(job_id, seq, now, EventKind.JOB_FAILED, f"job failed: {reason}", {})
+        self.store.append_events([event])
+        self._on_event(event)
 
     def _make_run(
         self, spec: JobSpec, runtime: JobRuntime, latest: VersionRecord | None = None

@@ -7,7 +7,9 @@ short (numpy work on one update, a small SQLite write per version).
 Synchronous rounds follow :mod:`eddl.leader.rounds`. Updates that arrive after their round
 closed are folded into the open round as stale (see :mod:`eddl.leader.aggregator`); a task still
 out after ``2 × round_deadline`` is taken back and its data re-queued, and its update would then
-be refused.
+be refused. A task a worker reports as failed (:meth:`JobRun.fail_task`) is re-queued at once;
+``spec.max_task_failures`` failures in a row, with no update taken in between, end the job as
+``failed``: a job whose every task fails would otherwise run, at version 0, forever.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class UpdateAck:
     """How an update was taken in; ``version`` is the model version after it."""
 
     task_id: str
-    outcome: str  # "aggregated" | "buffered" | "stale-folded" | "round"
+    outcome: str  # "aggregated" | "buffered" | "stale-folded" | "round" | "requeued" | "job-failed"
     version: int
     detail: str = ""
 
@@ -146,6 +148,9 @@ class JobRun:
         self._saved_version = version if resume_from else -1
         self._bytes = 0
         self._bytes_since = now()
+        # Task failures reported by workers: in a row since the last update taken, and in all.
+        self._failures_in_a_row = 0
+        self.failed_tasks = 0
         # When each worker's last update arrived: the wait until its next task is idle time
         # (unless that update was a warm-up probe's).
         self._free_since: dict[str, tuple[float, bool]] = {}
@@ -229,6 +234,7 @@ class JobRun:
             "result": dict(self.result),
             "layer_groups": self.layer_groups() if self.runtime.single_layer else None,
             "unable_nodes": {n: r for n, (_, r) in sorted(self._fit.items()) if r is not None},
+            "failed_tasks": self.failed_tasks,
         }
 
     def layer_groups(self) -> dict[int, list[str]]:
@@ -361,6 +367,7 @@ class JobRun:
         produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
         self.work.record(node.node_id, task.num_samples)
+        self._failures_in_a_row = 0
         warmup = bool(task.meta.get("warmup"))
         self._free_since[node.node_id] = (self._now(), warmup)
         if self.policy is not None:
@@ -382,6 +389,54 @@ class JobRun:
             self._new_version(produced)
         self._maybe_finish()
         return UpdateAck(task_id, outcome, self.version)
+
+    def fail_task(self, node: Node, task_id: str, reason: str) -> UpdateAck:
+        """``node`` could not run ``task_id`` (``reason``: its one-line error). The task's data
+        goes back to the queue at once; after ``max_task_failures`` failures in a row with no
+        update taken in between, the job ends as ``failed`` with the last reason."""
+        if self.status != "running":
+            raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; report ignored")
+        task = self.scheduler.get(task_id)
+        if task.node_id != node.node_id or task.session != node.session:
+            raise UnknownTaskError(
+                f"task {task_id} was not handed to node {node.node_id!r} (session {node.session})"
+            )
+        now = self._now()
+        self.scheduler.take_back(task_id, f"failed on {node.node_id}")
+        self._round.settle(task_id)
+        self._free_since[node.node_id] = (now, False)
+        if self.policy is not None:
+            self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
+        self.failed_tasks += 1
+        self._failures_in_a_row += 1
+        self._event(
+            EventKind.TASK_FAILED,
+            f"task {task_id} failed on {node.node_id}: {reason}",
+            task_id=task_id,
+            node_id=node.node_id,
+            reason=reason,
+            in_a_row=self._failures_in_a_row,
+        )
+        self._event(
+            EventKind.TASK_REQUEUED,
+            f"task {task_id} re-queued (failed on {node.node_id})",
+            task_id=task_id,
+            node_id=node.node_id,
+            samples=task.num_samples,
+        )
+        limit = self.spec.max_task_failures
+        if self._failures_in_a_row >= limit:
+            self._finish(
+                "failed",
+                f"{self._failures_in_a_row} tasks failed in a row with no update taken "
+                f"(max_task_failures = {limit}); last, on {node.node_id}: {reason}",
+            )
+            return UpdateAck(task_id, "job-failed", self.version, reason)
+        if self.mode == "sync":
+            produced = self._maybe_close_round("the rest of the round is back")
+            if produced:
+                self._new_version(produced)
+        return UpdateAck(task_id, "requeued", self.version, reason)
 
     def node_gone(self, node: Node, kind: str) -> None:
         """A node left or expired: its in-flight task goes back to the queue at once, and its
@@ -620,7 +675,10 @@ class JobRun:
             "work": self.work.to_dict(),
         }
         self._checkpoint(force=True)
-        kind = EventKind.JOB_COMPLETED if status == "completed" else EventKind.JOB_CANCELLED
+        kind = {
+            "completed": EventKind.JOB_COMPLETED,
+            "failed": EventKind.JOB_FAILED,
+        }.get(status, EventKind.JOB_CANCELLED)
         self._event(kind, f"job {status}: {reason}", **self.result)
 
     def _event(self, kind: EventKind, message: str, **data: Any) -> None:

@@ -1,22 +1,22 @@
 """What a job needs from ``eddl.learn`` and ``eddl.data``, gathered in one :class:`JobRuntime`.
 
 The coordinator builds a runtime when a job is submitted (a spec that names an unknown
-algorithm, dataset or model shape is refused then, before anything is stored) and again when a
-restarted leader resumes the job. Tests inject their own factory; :func:`build_runtime` is the
+algorithm or dataset, a model shape or hyper-parameter no worker could train with, or a model
+over the memory budget is refused then, before anything is stored) and again when a restarted
+leader resumes the job. Tests inject their own factory; :func:`build_runtime` is the
 real one.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from eddl.leader.errors import JobSpecError
-from eddl.leader.jobs import JobSpec
+from eddl.jobcheck import JobLimits, check_job
+from eddl.jobspec import JobSpec
 from eddl.learn.params import Params
 
 __all__ = ["JobRuntime", "RuntimeFactory", "build_runtime"]
@@ -46,30 +46,15 @@ class JobRuntime:
 RuntimeFactory = Callable[[JobSpec], JobRuntime]
 
 
-def build_runtime(spec: JobSpec) -> JobRuntime:
-    """The real runtime: ``eddl.learn.algorithms.get_algorithm`` and ``eddl.data.load_dataset``.
+def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
+    """The real runtime, from :func:`eddl.jobcheck.check_job` (the check ``eddl submit`` runs
+    too): the dataset, the algorithm and version 0 of the model, within ``limits``.
 
-    Any failure to build the model or load the data is a :class:`JobSpecError`: it is the
-    submitted spec that is wrong.
+    Any failure to build the model or load the data is a :class:`~eddl.jobspec.JobSpecError`:
+    it is the submitted spec that is wrong. ``info["model"]`` is the model the job really runs.
     """
-    data: Any = importlib.import_module("eddl.data")
-    try:
-        algorithms: Any = importlib.import_module("eddl.learn.algorithms")
-    except ImportError as exc:  # pragma: no cover - present in a complete install
-        raise JobSpecError(f"training algorithms are unavailable: {exc}") from exc
-    try:
-        dataset = data.load_dataset(spec.dataset)
-    except (ValueError, KeyError, OSError) as exc:
-        raise JobSpecError(f"job.dataset: {exc}") from exc
-    features, classes = int(dataset.num_features), int(dataset.num_classes)
-    try:
-        model = resolve_model(spec, algorithms.default_model, features, classes)
-        algo = algorithms.get_algorithm(spec.algorithm, model, dict(spec.hyper))
-        params: Params = algo.init_params(spec.seed)
-    except JobSpecError:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise JobSpecError(f"job.algorithm/model/hyper: {exc}") from exc
+    checked = check_job(spec, limits)
+    algo, dataset = checked.algorithm, checked.dataset
     x_train = np.asarray(dataset.x_train)
     y_train = np.asarray(dataset.y_train)
     x_test = np.asarray(dataset.x_test)
@@ -83,7 +68,7 @@ def build_runtime(spec: JobSpec) -> JobRuntime:
 
     batch = spec.hyper.get("batch_size", 1)
     return JobRuntime(
-        initial_params=params,
+        initial_params=checked.initial_params,
         num_train=len(y_train),
         sync_rule=str(algo.sync_rule_name),
         num_layers=int(algo.num_layers),
@@ -91,43 +76,10 @@ def build_runtime(spec: JobSpec) -> JobRuntime:
         granularity=batch if isinstance(batch, int) and batch > 0 else 1,
         evaluate=evaluate,
         samples=samples,
-        info={"dataset": dataset.name, "train": len(y_train), "test": len(y_test), "model": model},
+        info={
+            "dataset": dataset.name,
+            "train": len(y_train),
+            "test": len(y_test),
+            "model": dict(checked.spec.model),
+        },
     )
-
-
-def resolve_model(
-    spec: JobSpec,
-    default_model: Callable[[str, int, int], dict[str, Any]],
-    features: int,
-    classes: int,
-) -> dict[str, Any]:
-    """The full model mapping for ``get_algorithm``.
-
-    An empty ``[job.model]`` takes the papers' topology for the algorithm; ``hidden = [..]``
-    replaces only its hidden widths (float models keep tanh hidden layers and the sigmoid/BCE
-    head); ``sizes`` must start with the dataset's feature count and end with its class count.
-    """
-    model = dict(spec.model)
-    if not model:
-        return default_model(spec.algorithm, features, classes)
-    if "hidden" in model:
-        hidden = model.pop("hidden")
-        if not isinstance(hidden, list) or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-        ):
-            raise JobSpecError(f"job.model.hidden must be a list of positive ints, got {hidden!r}")
-        if "sizes" in model:
-            raise JobSpecError("job.model: give hidden or sizes, not both")
-        base = default_model(spec.algorithm, features, classes)
-        base["sizes"] = [features, *hidden, classes]
-        if "activations" in base:
-            base["activations"] = ["tanh"] * len(hidden) + [base["activations"][-1]]
-        base.update(model)
-        return base
-    sizes = model.get("sizes")
-    if isinstance(sizes, list) and sizes and (sizes[0] != features or sizes[-1] != classes):
-        raise JobSpecError(
-            f"job.model.sizes {sizes} must start with {features} inputs and end with "
-            f"{classes} outputs for dataset {spec.dataset!r}"
-        )
-    return model

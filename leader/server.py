@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
+from eddl.jobcheck import JobLimits
 from eddl.leader.config import LeaderConfig
 from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import LeaderError, StoreError
 from eddl.leader.membership import Membership, Role
+from eddl.leader.runtime import build_runtime
 from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
 from eddl.leader.store import SqliteStore
 from eddl.log import get_logger
@@ -78,7 +81,14 @@ class LeaderDaemon:
             join_tokens={cfg.join_token: Role.WORKER},
             now=time.monotonic,
         )
-        coordinator = Coordinator(self._store, membership=membership, term=term, now=time.monotonic)
+        limits = JobLimits(max_model_bytes=cfg.max_model_mib * 1024 * 1024)
+        coordinator = Coordinator(
+            self._store,
+            membership=membership,
+            term=term,
+            now=time.monotonic,
+            runtime_factory=functools.partial(build_runtime, limits=limits),
+        )
         # Rebuilding a job loads its data and model: keep the loop free meanwhile.
         resumed = await asyncio.to_thread(coordinator.resume)
         notifier = Notifier()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+import structlog
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,3 +21,11 @@ def _reap_children() -> Iterator[None]:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
     psutil.wait_procs(children, timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Entry points called in-process configure structlog for the stream they were given (often
+    a capture that closes with the test); later tests must not log into it."""
+    yield
+    structlog.reset_defaults()

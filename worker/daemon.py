@@ -29,7 +29,6 @@ from eddl.learn.params import Params
 from eddl.log import get_logger
 from eddl.net import (
     REASON_KEY,
-    ChunkError,
     RunningServer,
     array_from_tensor,
     params_nbytes,
@@ -44,7 +43,7 @@ from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_g
 from eddl.worker.config import WorkerConfig
 from eddl.worker.data import SampleSource, SampleSourceError
 from eddl.worker.link import Backoff, LeaderLink
-from eddl.worker.training import TaskError, TaskResult, TaskRunner
+from eddl.worker.training import TaskResult, TaskRunner
 from eddl.worker.transfer import receive_model, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
@@ -117,6 +116,7 @@ class WorkerDaemon:
         self.jitter = 0.1
         self.state = "idle"
         self.tasks_done = 0
+        self.tasks_failed = 0  # reported to the leader as failed
         self.samples_done = 0
         self.samples_per_second = 0.0
         self._joined = asyncio.Event()
@@ -389,9 +389,6 @@ class WorkerDaemon:
             result = await self.execute(task, params, x, y)
             self.state = "pushing"
             reply = await self._push(task, result)
-        except (TaskError, SampleSourceError, ChunkError) as exc:
-            log.error("task failed", node=self.node_id, task=task.task_id, error=str(exc))
-            return
         except grpc.aio.AioRpcError as exc:
             # The leader refused this task's model or update (stale version, cancelled job):
             # the task is void, the next GetTask brings a fresh one.
@@ -402,6 +399,12 @@ class WorkerDaemon:
                 code=exc.code().name,
                 detail=exc.details(),
             )
+            return
+        except Exception as exc:
+            # Whatever went wrong with this task (its model or samples, the trainer, memory),
+            # the node stays up: it tells the leader, which re-queues the samples and fails
+            # the job if its tasks keep failing, and asks for the next task.
+            await self._task_failed(task, exc)
             return
         finally:
             self.state = "idle"
@@ -424,8 +427,39 @@ class WorkerDaemon:
             samples=result.samples,
         )
 
+    async def _task_failed(self, task: cluster_pb2.Task, exc: Exception) -> None:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        log.error("task failed", node=self.node_id, task=task.task_id, error=reason)
+        if self.stopping:
+            return  # e.g. a lost device: the Leave that follows re-queues the task
+        header = cluster_pb2.UpdateHeader(
+            task_id=task.task_id,
+            num_samples=len(task.indexes),
+            layer=task.layer,
+            failure=reason,
+        )
+        job_id, version = task.envelope.job_id, task.envelope.model_version
+
+        async def report(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:
+            header.envelope.CopyFrom(self.envelope(job_id, version))
+            reply: cluster_pb2.PushUpdateReply = await stub.PushUpdate(
+                update_stream(header, {}, self.config.chunk_bytes),
+                timeout=self.config.rpc_timeout_s,
+            )
+            return reply
+
+        try:
+            reply = await self._call(report)
+        except grpc.aio.AioRpcError as exc2:
+            # The task was void already (taken back, job over): nothing more to say.
+            log.warning("failure report refused", task=task.task_id, detail=exc2.details())
+            return
+        self.tasks_failed += 1
+        log.info("failure reported", task=task.task_id, outcome=reply.outcome)
+
     def check_task(self, task: cluster_pb2.Task) -> None:
-        """Refuse (:class:`TaskError`) a task this node cannot run, before any transfer."""
+        """Refuse (:class:`~eddl.worker.training.TaskError`) a task this node cannot run, before
+        any transfer: it is reported to the leader as failed."""
         self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
 
     async def execute(

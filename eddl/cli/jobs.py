@@ -2,7 +2,9 @@
 
 Every command takes ``--leader HOST:PORT`` (default ``$EDDL_CLI_LEADER`` or 127.0.0.1:50051).
 ``status`` and ``submit`` print JSON with ``--json``. Exit codes: 0 ok, 1 the leader refused or
-could not be reached (its message is printed), 2 a bad job file.
+could not be reached (its message is printed) or the watched job failed or was cancelled, 2 a
+bad job file. ``submit`` checks the job as the leader will (:func:`read_job_file`) before it
+sends anything.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eddl.config import ConfigError
+from eddl.jobcheck import DEFAULT_MODEL_BYTES, JobLimits, check_job
+from eddl.jobspec import JobSpec, JobSpecError, job_table
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
@@ -48,24 +51,33 @@ ADMIN_TOKEN_ENV = "EDDL_CLI_ADMIN_TOKEN"
 FINAL_EVENTS = frozenset({"job_completed", "job_cancelled", "job_failed"})
 
 
-class JobFileError(ValueError):
-    """A job file cannot be read or has no ``[job]`` table."""
+class JobFileError(JobSpecError):
+    """A job file cannot be read, or the job in it is invalid; the message is one line."""
 
 
-def read_job_file(path: str | Path) -> dict[str, Any]:
-    """The ``[job]`` table of a TOML job file (the leader validates its keys and values)."""
+def read_job_file(path: str | Path, limits: JobLimits | None = None) -> dict[str, Any]:
+    """The ``[job]`` table of a TOML job file, checked as the leader will check it.
+
+    The file is parsed and the job validated by the leader's own code (:mod:`eddl.jobspec`,
+    then :func:`eddl.jobcheck.check_job`: dataset, model, hyper-parameters and the memory
+    ``limits``), so a job no worker could run never leaves this machine. Any problem raises
+    :class:`JobFileError` with a one-line message naming the file and the key at fault. The
+    table is returned as written (the leader resolves the model and assigns an id itself).
+    """
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        text = p.read_text()
     except FileNotFoundError as exc:
         raise JobFileError(f"{p}: no such file") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise JobFileError(f"{p}: {exc}") from exc
-    extra = sorted(set(raw) - {"job"})
-    if extra or not isinstance(raw.get("job"), dict):
-        raise JobFileError(f"{p}: expected one [job] table, found {sorted(raw)}")
-    job: dict[str, Any] = raw["job"]
-    return job
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFileError(f"{p}: cannot read it: {exc}") from exc
+    try:
+        table = job_table(text)
+        # The id only completes the spec for the check; the leader gives the job its own.
+        check_job(JobSpec.from_mapping(table, job_id="checked-locally"), limits)
+    except JobSpecError as exc:
+        raise JobFileError(f"{p}: {' '.join(str(exc).split())}") from exc
+    return table
 
 
 # -- calls ----------------------------------------------------------------------------------
@@ -296,8 +308,9 @@ def _talks_to_leader(
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     try:
-        spec = read_job_file(args.job_file)
-    except JobFileError as exc:
+        limits = JobLimits(max_model_bytes=args.max_model_mib * 1024 * 1024)
+        spec = read_job_file(args.job_file, limits)
+    except (JobFileError, ValueError) as exc:
         print(f"eddl: {exc}", file=sys.stderr)
         return 2
 
@@ -308,7 +321,10 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         else:
             print(f"submitted {job_id}")
         if args.watch:
-            await watch_job(args.leader, job_id, lambda e: print(describe_event(e), flush=True))
+            final = await watch_job(
+                args.leader, job_id, lambda e: print(describe_event(e), flush=True)
+            )
+            return 0 if final is None or final.kind == "job_completed" else 1
         return 0
 
     return _run(go())
@@ -385,7 +401,16 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("submit", help="submit a job file ([job] table) to a leader")
     p.add_argument("job_file", help="TOML file with a [job] table")
     _admin_token(p)
-    p.add_argument("--watch", action="store_true", help="then stream the job's events")
+    p.add_argument(
+        "--watch", action="store_true", help="then stream the job's events until it ends"
+    )
+    p.add_argument(
+        "--max-model-mib",
+        type=int,
+        default=DEFAULT_MODEL_BYTES // (1024 * 1024),
+        help="memory a job's model may need, checked before sending: the leader's "
+        "max_model_mib (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help='print {"job_id": ...} as JSON')
     _common(p)
     p.set_defaults(func=_talks_to_leader(_cmd_submit))

@@ -17,13 +17,20 @@ name            model                                  inputs                  s
 ``model`` is a mapping: ``{"sizes": [...], "activations": [...], "loss": ...}`` for float
 models, ``{"sizes": [...]}`` for TIFeD; :func:`default_model` gives the papers' topologies.
 ``hyper`` holds ``lr`` and ``batch_size`` (float), ``lr_shift`` (lsgd-q8), ``lr_inv``,
-``batch_size``, ``feedback_seed`` (TIFeD). Unknown keys are refused. FedAvg of integer models
-is the exact sample-weighted mean truncated toward zero (see ``eddl.learn.aggregation``).
+``batch_size``, ``feedback_seed`` (TIFeD). Unknown keys are refused, and so are values no
+trainer could use (``lr`` must be in (0, 10], ``batch_size`` in 1..65536): workers build their
+algorithms here, and so do the leader and the CLI when they check a job (``eddl.jobcheck``),
+so a job a worker would refuse is refused at submission. :meth:`Algorithm.param_bytes` and
+:meth:`Algorithm.buffer_bytes` say what a model and its trainer need, before anything is
+allocated. FedAvg of integer models is the exact sample-weighted mean truncated toward zero
+(see ``eddl.learn.aggregation``).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +45,8 @@ from eddl.learn.trainer import Trainer
 
 __all__ = [
     "ALGORITHMS",
+    "MAX_BATCH_SIZE",
+    "MAX_LR",
     "Algorithm",
     "AlgorithmError",
     "FloatAlgorithm",
@@ -48,10 +57,21 @@ __all__ = [
 ]
 
 ALGORITHMS: tuple[str, ...] = ("sgd", "lsgd", "lsgd-q8", "tifed", "tifed-single")
+# A float learning rate above 10 only ever diverges; a batch above 65536 rows is no mini-batch.
+MAX_LR = 10.0
+MAX_BATCH_SIZE = 1 << 16
 
 
 class AlgorithmError(ValueError):
-    """An algorithm name, model or hyper-parameter is not valid."""
+    """An algorithm name, model or hyper-parameter is not valid.
+
+    ``key`` names what is wrong (``"hyper.lr"``, ``"model"``, ``"algorithm"``); the message
+    starts with it.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,29 @@ class Algorithm(ABC):
         """Whether each client trains (and uploads) one layer only."""
         return False
 
+    @property
+    @abstractmethod
+    def sizes(self) -> tuple[int, ...]:
+        """Layer widths, input to output."""
+
+    #: Bytes per parameter (float32 and int32 models: 4; int8: 1).
+    param_itemsize: ClassVar[int] = 4
+
+    @property
+    def batch_rows(self) -> int:
+        """Samples a trainer holds activations for at once."""
+        return 1
+
+    def param_bytes(self) -> int:
+        """Bytes of the model's parameters (weights and biases), computed from the sizes."""
+        s = self.sizes
+        return sum((a + 1) * b for a, b in itertools.pairwise(s)) * self.param_itemsize
+
+    def buffer_bytes(self) -> int:
+        """An upper estimate of a trainer's batch buffers: pre-activations, outputs, deltas
+        and the gathered inputs, four 4-byte rows of every width per sample of a batch."""
+        return self.batch_rows * sum(self.sizes) * 4 * 4
+
     @abstractmethod
     def init_params(self, seed: int) -> Params: ...
 
@@ -99,7 +142,29 @@ class Algorithm(ABC):
 def _check_keys(hyper: Mapping[str, Any], allowed: tuple[str, ...], algo: str) -> None:
     unknown = sorted(set(hyper) - set(allowed))
     if unknown:
-        raise AlgorithmError(f"{algo}: unknown hyper-parameter(s) {unknown}; known: {allowed}")
+        raise AlgorithmError(
+            f"{algo}: unknown hyper-parameter(s) {unknown}; known: {allowed}", key="hyper"
+        )
+
+
+def _hyper_number(hyper: Mapping[str, Any], name: str, default: float, high: float) -> float:
+    """A hyper-parameter that must be a finite number in (0, high]."""
+    value = hyper.get(name, default)
+    key = f"hyper.{name}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AlgorithmError(f"must be a number, got {value!r}", key=key)
+    if not math.isfinite(value) or value <= 0:
+        raise AlgorithmError(f"must be > 0, got {value!r}", key=key)
+    if value > high:
+        raise AlgorithmError(f"must be at most {high:g}, got {value!r}", key=key)
+    return float(value)
+
+
+def _hyper_int(hyper: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = hyper.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise AlgorithmError(f"must be an int in {low}..{high}, got {value!r}", key=f"hyper.{name}")
+    return value
 
 
 def _check_pixels(x_u8: np.ndarray) -> np.ndarray:
@@ -127,11 +192,15 @@ class _MLPAlgorithm(Algorithm):
         try:
             self.spec  # noqa: B018 - builds (and so validates) the model now, not at first use
         except ValueError as exc:
-            raise AlgorithmError(f"{self.name}: {exc}") from exc
+            raise AlgorithmError(f"{self.name}: {exc}", key="model") from exc
 
     @property
     def num_layers(self) -> int:
         return self.spec.num_layers
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.spec.sizes
 
     @property
     def sync_rule_name(self) -> str:
@@ -144,7 +213,13 @@ class FloatAlgorithm(_MLPAlgorithm):
 
     def __post_init__(self) -> None:
         _check_keys(self.hyper, ("lr", "batch_size"), self.name)
+        _hyper_number(self.hyper, "lr", 0.01, MAX_LR)
+        _hyper_int(self.hyper, "batch_size", 1, 1, MAX_BATCH_SIZE)
         self._check_spec()
+
+    @property
+    def batch_rows(self) -> int:
+        return 1 if self.name == "lsgd" else int(self.hyper.get("batch_size", 1))
 
     def init_params(self, seed: int) -> Params:
         return mlp.init_params(self.spec, seed)
@@ -175,11 +250,23 @@ class TifedAlgorithm(Algorithm):
         _check_keys(self.hyper, ("lr_inv", "batch_size", "feedback_seed"), self.name)
         unknown = sorted(set(self.model) - {"sizes"})
         if unknown:
-            raise AlgorithmError(f"{self.name}: unknown model key(s) {unknown}; TIFeD takes sizes")
+            raise AlgorithmError(
+                f"{self.name}: unknown model key(s) {unknown}; TIFeD takes sizes", key="model"
+            )
+        try:  # the hyper-parameters alone first (on the default sizes), to name the culprit
+            tifed.TifedConfig(
+                **{
+                    k: self.hyper[k]
+                    for k in ("lr_inv", "batch_size", "feedback_seed")
+                    if k in self.hyper
+                }
+            )
+        except (TypeError, ValueError) as exc:
+            raise AlgorithmError(f"{self.name}: {exc}", key="hyper") from exc
         try:
             self.config  # noqa: B018 - validates now
         except (KeyError, TypeError, ValueError) as exc:
-            raise AlgorithmError(f"{self.name}: {exc}") from exc
+            raise AlgorithmError(f"{self.name}: {exc}", key="model.sizes") from exc
 
     @property
     def config(self) -> tifed.TifedConfig:
@@ -193,6 +280,14 @@ class TifedAlgorithm(Algorithm):
     @property
     def num_layers(self) -> int:
         return self.config.num_layers
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.config.sizes
+
+    @property
+    def batch_rows(self) -> int:
+        return self.config.batch_size
 
     @property
     def sync_rule_name(self) -> str:
@@ -229,6 +324,7 @@ class Q8Algorithm(_MLPAlgorithm):
     """
 
     extra_model_keys = ("format",)
+    param_itemsize = 1
 
     def __post_init__(self) -> None:
         _check_keys(self.hyper, ("lr_shift",), self.name)
@@ -237,7 +333,7 @@ class Q8Algorithm(_MLPAlgorithm):
             lsgd_q8.check_spec(self.spec)
             self.fmt  # noqa: B018 - validates now
         except (KeyError, TypeError, ValueError) as exc:
-            raise AlgorithmError(f"{self.name}: {exc}") from exc
+            raise AlgorithmError(f"{self.name}: {exc}", key="model") from exc
 
     @classmethod
     def from_float(
@@ -295,7 +391,9 @@ def default_model(name: str, num_features: int, num_classes: int = 10) -> dict[s
     if name in ("tifed", "tifed-single"):
         hidden = 200 if num_features >= 256 else 64
         return {"sizes": [num_features, hidden, num_classes]}
-    raise AlgorithmError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
+    raise AlgorithmError(
+        f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}", key="algorithm"
+    )
 
 
 def get_algorithm(
@@ -309,4 +407,6 @@ def get_algorithm(
         return TifedAlgorithm(name, dict(model), h)
     if name == "lsgd-q8":
         return Q8Algorithm(name, dict(model), h)
-    raise AlgorithmError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
+    raise AlgorithmError(
+        f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}", key="algorithm"
+    )

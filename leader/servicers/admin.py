@@ -21,7 +21,7 @@ from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
 __all__ = ["AdminServicer"]
 
-_FINAL = {EventKind.JOB_COMPLETED.value, EventKind.JOB_CANCELLED.value}
+_FINAL = {EventKind.JOB_COMPLETED.value, EventKind.JOB_CANCELLED.value, EventKind.JOB_FAILED.value}
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -64,6 +64,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 spec = json.loads(request.spec_json)
             except json.JSONDecodeError as exc:
                 raise JobSpecError(f"spec_json is not JSON: {exc}") from exc
+            except RecursionError as exc:  # json decodes nested arrays recursively
+                raise JobSpecError("spec_json nests values too deeply") from exc
             if not isinstance(spec, dict):
                 raise JobSpecError("spec_json must be a JSON object (the [job] table)")
             # Building the job loads its data and model: off the event loop.

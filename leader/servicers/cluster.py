@@ -66,6 +66,8 @@ def _bandwidth_bps(links: list[LinkEstimate]) -> float | None:
 
 # A sample batch message stays near 1 MiB, like tensor chunks.
 _SAMPLE_BATCH_BYTES = 1 << 20
+# A worker's reason for a failed task, kept to one line of this length in events and logs.
+_MAX_FAILURE_CHARS = 500
 # Recent model versions kept for PullModel (see ``_remember``), bounded in bytes.
 _MODEL_CACHE_BYTES = 256 * 1024 * 1024
 
@@ -317,6 +319,29 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 await drain(request_iterator, self.config.max_update_bytes)
                 raise
 
+        async def failed(
+            header: cluster_pb2.UpdateHeader, env: common_pb2.Envelope
+        ) -> cluster_pb2.PushUpdateReply:
+            # A failure report carries no tensors: refuse one that says otherwise.
+            if header.num_tensors or header.total_bytes:
+                raise InvalidArgumentError("a failure report carries no tensors")
+            if await anext(aiter(request_iterator), None) is not None:
+                raise ChunkError("a failure report is its header alone")
+            ack = self.coordinator.fail_task(
+                env.node_id,
+                header.task_id,
+                " ".join(header.failure.split())[:_MAX_FAILURE_CHARS],
+                job_id=env.job_id,
+                base_version=env.model_version,
+                term=env.term,
+            )
+            self.notifier.notify()
+            return cluster_pb2.PushUpdateReply(
+                envelope=self._envelope(env.job_id, ack.version, env.node_id),
+                outcome=ack.outcome,
+                detail=ack.detail,
+            )
+
         async def take() -> cluster_pb2.PushUpdateReply:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("body") != "header":
@@ -330,6 +355,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
             # Refuse a stranger before reading megabytes from it.
             self.coordinator.membership.require(env.node_id)
+            if header.failure:
+                return await failed(header, env)
             if header.total_bytes > self.config.max_update_bytes:
                 raise ChunkTooLargeError(
                     f"update declares {header.total_bytes} bytes; at most "

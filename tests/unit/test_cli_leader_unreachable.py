@@ -27,7 +27,7 @@ def closed_address() -> str:
 @pytest.fixture
 def job_file(tmp_path: Path) -> Path:
     path = tmp_path / "job.toml"
-    path.write_text('[job]\ndataset = "digits"\nalgorithm = "sgd"\n')
+    path.write_text('[job]\ndataset = "digits"\nalgorithm = "sgd"\nrounds = 1\n')
     return path
 
 

@@ -485,6 +485,7 @@ class UpdateHeader(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     LAYER_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     num_samples: _builtins.int
     num_tensors: _builtins.int
@@ -492,6 +493,11 @@ class UpdateHeader(_message.Message):
     """sum of the tensors' byte sizes"""
     layer: _builtins.int
     """-1: all layers"""
+    failure: _builtins.str
+    """Non-empty: the node could not run this task, and this is why (one line). No chunks follow
+    (num_tensors and total_bytes are 0); the leader re-queues the task's samples, and ends the
+    job as failed after the job's max_task_failures failures in a row.
+    """
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope:
         """job id, base model version the update was trained from, term, node"""
@@ -508,10 +514,11 @@ class UpdateHeader(_message.Message):
         total_bytes: _builtins.int = ...,
         stats: Global___TaskStats | None = ...,
         layer: _builtins.int = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "layer", b"layer", "num_samples", b"num_samples", "num_tensors", b"num_tensors", "stats", b"stats", "task_id", b"task_id", "total_bytes", b"total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "failure", b"failure", "layer", b"layer", "num_samples", b"num_samples", "num_tensors", b"num_tensors", "stats", b"stats", "task_id", b"task_id", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -551,7 +558,9 @@ class PushUpdateReply(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     outcome: _builtins.str
-    """"aggregated", "buffered", "stale-folded", "requeued", "ignored" """
+    """"aggregated", "buffered", "stale-folded", "round"; for a failure report (UpdateHeader.failure)
+    "requeued" (the samples wait for another task) or "job-failed" (the failure ended the job).
+    """
     detail: _builtins.str
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope:
