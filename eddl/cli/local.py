@@ -120,7 +120,7 @@ def parse_throttles(text: str | None, workers: int) -> list[float]:
 
 def _daemon(module: str) -> list[str]:
     # ``python -m`` with this interpreter: works without the console scripts on PATH.
-    return [sys.executable, "-m", module]
+    return [sys.executable, "-P", "-m", module]
 
 
 @dataclass
