@@ -13,9 +13,9 @@ SIGTERM (SIGKILL after a grace period). ``--json`` prints only the final result 
 adds a gateway worker bridging N emulated microcontrollers (the firmware's host simulator, or
 QEMU boards with 64 KB of RAM) and trains the MCU job instead: TIFeD on digits, a network that
 fits a 64 KB arena, trained by the Python workers with the numpy reference and by the MCUs
-with the firmware, aggregated together. Emulated devices need a source checkout (the
-firmware is built with ``make``; QEMU also needs ``qemu-system-arm`` and
-``gcc-arm-none-eabi``).
+with the firmware, aggregated together. The emulated devices are built on first use from the
+firmware sources shipped in the package (``make`` and a C compiler; QEMU also needs
+``qemu-system-arm`` and ``gcc-arm-none-eabi``), see :mod:`eddl.mcu.build`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def parse_throttles(text: str | None, workers: int) -> list[float]:
 
 def _daemon(module: str) -> list[str]:
     # ``python -m`` with this interpreter: works without the console scripts on PATH.
-    return [sys.executable, "-m", module]
+    return [sys.executable, "-P", "-m", module]
 
 
 @dataclass

@@ -8,7 +8,8 @@
 * ``aio``       :class:`AsyncDevice`: the driver for asyncio code (I/O in worker threads).
 * ``session``   :class:`DeviceModel`: typed upload/download of weights, samples, accuracy.
 * ``training``  the host loop that trains a dataset on one device (``eddl mcu train``).
-* ``launch``    firmware builds, the host simulator (TCP or pty) and QEMU, with bounded lifetimes.
+* ``build``     firmware builds: the shipped sources, the per-user build cache, the tools needed.
+* ``launch``    the host simulator (TCP or pty) and QEMU, built if needed, with bounded lifetimes.
 * ``faults``    a fault-injecting TCP proxy for link tests.
 """
 

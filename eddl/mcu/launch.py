@@ -1,4 +1,7 @@
-"""Build the firmware and start devices: the host simulator (TCP or pty) and QEMU mps2-an385.
+"""Start devices: the host simulator (TCP or pty) and QEMU mps2-an385, built first if needed.
+
+Builds (where the sources are, where they are built, which tools) live in :mod:`eddl.mcu.build`;
+``build_firmware``, ``firmware_dir`` and ``FirmwareError`` are re-exported here.
 
 Every started process has a bounded lifetime (a watchdog kills it) and :meth:`Launched.close`
 terminates it, then kills it if it lingers; use the launchers as context managers.
@@ -19,6 +22,15 @@ from pathlib import Path
 from types import TracebackType
 
 from eddl.log import get_logger
+from eddl.mcu.build import (
+    ARM_TOOLS,
+    QEMU_TOOLS,
+    FirmwareError,
+    build_firmware,
+    build_output,
+    firmware_dir,
+    require_tools,
+)
 
 __all__ = [
     "BOARDS",
@@ -36,7 +48,7 @@ __all__ = [
 
 log = get_logger("mcu.launch")
 
-# Board name -> (make BOARD, description). The images are built by `make -C firmware qemu`.
+# Board name (make BOARD=...) -> description. `make -C firmware qemu` builds due and mps2.
 BOARDS = {
     "due": "Arduino Due (SAM3X8E Cortex-M3): 512 KB flash, 96 KB SRAM",
     "mps2": "Arm MPS2 with AN385 (Cortex-M3): 4 MB code SSRAM, 4 MB data SSRAM",
@@ -45,52 +57,33 @@ BOARDS = {
 }
 
 
-class FirmwareError(RuntimeError):
-    """The firmware cannot be built or a device process cannot be started."""
-
-
-def firmware_dir() -> Path:
-    """The ``firmware/`` folder of the source checkout EDDL runs from."""
-    path = Path(__file__).resolve().parents[2] / "firmware"
-    if not (path / "Makefile").is_file():
-        raise FirmwareError(f"no firmware sources at {path} (needs a source checkout)")
-    return path
-
-
-def build_firmware(*targets: str, timeout: float = 300.0, **make_vars: str) -> None:
-    """Run ``make -C firmware TARGETS VAR=value...`` with a hard timeout."""
-    cmd = ["make", "-s", "-C", str(firmware_dir()), *targets]
-    cmd += [f"{k}={v}" for k, v in make_vars.items()]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FirmwareError(f"{' '.join(cmd)} failed: {exc}") from exc
-    if proc.returncode != 0:
-        raise FirmwareError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 def sim_binary(build: bool = True) -> Path:
-    path = firmware_dir() / "build" / "host" / "eddl-mcu-sim"
+    """The host simulator, built first (``make host``) unless ``build`` is false."""
+    rel = Path("build", "host", "eddl-mcu-sim")
     if build:
-        build_firmware("host")
+        return build_output(rel, ("host",))
+    path = firmware_dir() / rel
     if not path.is_file():
-        raise FirmwareError(f"{path} missing; run make -C firmware host")
+        raise FirmwareError(f"{path} missing; run make -C {path.parents[2]} host")
     return path
 
 
 def qemu_image(board: str = "due", kernels: str = "all", build: bool = True) -> Path:
+    """The Cortex-M3 image for ``board``, built first (``make image``) unless ``build`` is false."""
     if board not in BOARDS:
         raise FirmwareError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
-    path = firmware_dir() / "build" / f"{board}-{kernels}" / "eddl-fw.elf"
+    rel = Path("build", f"{board}-{kernels}", "eddl-fw.elf")
     if build:
-        build_firmware("image", BOARD=board, KERNELS=kernels)
+        return build_output(rel, ("image",), {"BOARD": board, "KERNELS": kernels})
+    path = firmware_dir() / rel
     if not path.is_file():
-        raise FirmwareError(f"{path} missing; run make -C firmware qemu")
+        raise FirmwareError(f"{path} missing; run make -C {path.parents[2]} qemu")
     return path
 
 
 def qemu_available() -> bool:
-    return all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc", "make"))
+    """Whether the tools to build the images and run QEMU are on PATH."""
+    return all(shutil.which(t) for t in (*QEMU_TOOLS, *ARM_TOOLS))
 
 
 class Launched:
@@ -267,8 +260,7 @@ def start_qemu(
     another is tried; a given ``port`` (a board restarted where its gateway looks for it) is
     tried ``attempts`` times.
     """
-    if not qemu_available():
-        raise FirmwareError("qemu-system-arm or arm-none-eabi-gcc is not installed")
+    require_tools(QEMU_TOOLS)
     elf = str(image or qemu_image(board, kernels))
     last = ""
     fixed = port
