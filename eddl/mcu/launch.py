@@ -1,7 +1,10 @@
 """Build the firmware and start devices: the host simulator (TCP or pty) and QEMU mps2-an385.
 
 Every started process has a bounded lifetime (a watchdog kills it) and :meth:`Launched.close`
-terminates it, then kills it if it lingers; use the launchers as context managers.
+terminates it, then kills it if it lingers; use the launchers as context managers. On Linux it
+is also started bound to this process (``PR_SET_PDEATHSIG``, see :mod:`eddl.childproc`): it
+dies when this process dies, even by SIGKILL, or when the thread that started it ends, so call
+the launchers from a thread that lives as long as the device should (the main thread).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
+from eddl.childproc import bound_to_parent
 from eddl.log import get_logger
 
 __all__ = [
@@ -190,7 +194,7 @@ def start_sim(
     pacing = [] if baud is None else ["--baud", str(baud)]
     if transport == "tcp":
         proc = subprocess.Popen(
-            [exe, "--tcp", str(port), *pacing],
+            bound_to_parent([exe, "--tcp", str(port), *pacing]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -205,7 +209,10 @@ def start_sim(
     tty.setraw(slave)
     try:
         proc = subprocess.Popen(
-            [exe, *pacing], stdin=master, stdout=master, stderr=subprocess.DEVNULL
+            bound_to_parent([exe, *pacing]),
+            stdin=master,
+            stdout=master,
+            stderr=subprocess.DEVNULL,
         )
     finally:
         os.close(master)
@@ -291,7 +298,10 @@ def start_qemu(
             f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on",
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            bound_to_parent(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline and proc.poll() is None:
