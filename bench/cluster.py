@@ -32,7 +32,7 @@ import psutil
 
 from bench.report import markdown_table, write_section
 from eddl.cli.jobs import cancel_job, submit_job, watch_job
-from eddl.cli.local import LocalCluster, _wait_workers
+from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm
 from eddl.net import Reassembler, encode_tensors, open_channel, params_nbytes
@@ -194,7 +194,7 @@ async def hetero(scale: float, tmp: Path, reps: int) -> str:
     measured = ""
     with LocalCluster(tmp / "hetero", throttles) as cluster:
         await asyncio.to_thread(cluster.start)
-        await _wait_workers(cluster.address, len(throttles), 120, cluster)
+        await cluster.wait_for_nodes(len(throttles), 120)
         for rep in range(reps):
             rates: dict[str, float] = {}
             stop = asyncio.Event()
@@ -331,7 +331,7 @@ async def policies(
         flips: list[int] = []
         with LocalCluster(tmp / name.replace(" ", "-"), throttles) as cluster:
             await asyncio.to_thread(cluster.start)
-            await _wait_workers(cluster.address, len(throttles), 120, cluster)
+            await cluster.wait_for_nodes(len(throttles), 120)
             # A short job first, not timed: a worker's first tasks pay its cold start (imports,
             # loading the dataset; a throttled worker multiplies its first, slow training call
             # until a few tasks set its median), which would land on whichever policy runs
@@ -365,7 +365,7 @@ async def policies(
                         flips.append(await churner)
                         if cluster.procs["worker-3"].poll() is not None:
                             cluster.start_worker(3)
-                        await _wait_workers(cluster.address, len(throttles), 60, cluster)
+                        await cluster.wait_for_nodes(len(throttles), 60)
                     # An async job ends with every worker mid-task; those tasks run on until a
                     # heartbeat cancels them. Without a pause the next job (always the same
                     # policy, the rotation keeps the cyclic order) would start late.

@@ -3,7 +3,7 @@
     python -m bench.gateway [--kinds qemu,host:921600,host] [--mcus 1,2,4] [--rounds N]
                             [--no-write]
 
-Each configuration is a real local cluster (:class:`eddl.cli.local.LocalCluster`): an
+Each configuration is a real local cluster (:class:`eddl.cluster.LocalCluster`): an
 ``eddl-leader``, two Python ``eddl-worker`` processes and one gateway ``eddl-worker --mcu ...``
 with N emulated microcontrollers (QEMU Cortex-M3 boards with 64 KB of RAM, or the firmware's
 host simulator, unpaced or paced like a UART at ``host:BAUD``), training the MCU job (TIFeD
@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.report import markdown_table, write_section
 from eddl.cli.jobs import submit_job, watch_job
-from eddl.cli.local import MCU_BOARD, MCU_JOB, LocalCluster, _wait_workers
+from eddl.cluster import MCU_BOARD, MCU_JOB, LocalCluster
 from eddl.proto.v1 import admin_pb2
 
 __all__ = ["main"]
@@ -62,7 +62,7 @@ async def _one(kind: str, mcus: int, rounds: int, tmp: Path) -> dict[str, Any]:
     )
     with cluster:
         await asyncio.to_thread(cluster.start)
-        await _wait_workers(cluster.address, cluster.nodes, 120, cluster)
+        await cluster.wait_for_nodes(timeout_s=120)
         spec = {
             **MCU_JOB,
             "aggregation": "sync",

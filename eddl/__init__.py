@@ -13,6 +13,8 @@ One import namespace, ``eddl``:
 * ``eddl.leader``   the leader daemon (folder ``leader/``).
 * ``eddl.worker``   the worker daemon (folder ``worker/``).
 * ``eddl.profiler`` device profiles, throughput and network probes (folder ``profiler/``).
+* ``eddl.cluster``  a whole cluster as local processes (``eddl local``, benchmarks, tests).
+* ``eddl.childproc`` child processes that die with their parent; daemon command lines.
 * ``eddl.cli``      the ``eddl`` command for people.
 """
 

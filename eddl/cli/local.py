@@ -2,11 +2,12 @@
 
     eddl local --workers 4 --throttle 1,1,2,4
 
-starts ``eddl-leader`` on a loopback port chosen by the OS, N ``eddl-worker`` processes
-(``--throttle`` makes worker i behave F_i times slower, to show heterogeneity), submits the
-default job (digits, shipped with EDDL; or ``--job FILE``), shows live progress (version,
-accuracy, aggregation policy, workers), prints the result and shuts every process down with
-SIGTERM (SIGKILL after a grace period). ``--json`` prints only the final result as JSON.
+starts a :class:`~eddl.cluster.local.LocalCluster` (the leader on a loopback port chosen by the
+OS, N workers; ``--throttle`` makes worker i behave F_i times slower, to show heterogeneity),
+submits the default job (digits, shipped with EDDL; or ``--job FILE``), shows live progress
+(version, accuracy, policy, per-node samples/s and tasks, joins and other events: a live table
+on a terminal, plain lines otherwise), prints the result and stops every process: workers
+first, then the leader, SIGKILL after a grace period. ``--json`` prints only the result.
 
     eddl local --workers 2 --mcu 2 [--mcu-kind host|qemu]
 
@@ -16,6 +17,17 @@ fits a 64 KB arena, trained by the Python workers with the numpy reference and b
 with the firmware, aggregated together. The emulated devices are built on first use from the
 firmware sources shipped in the package (``make`` and a C compiler; QEMU also needs
 ``qemu-system-arm`` and ``gcc-arm-none-eabi``), see :mod:`eddl.mcu.build`.
+
+State and logs go to a temporary folder that is removed at exit when the job completes or the
+command is stopped, and kept (its path printed) when the job or the cluster fails;
+``--state-dir`` puts them in a folder that is always kept.
+
+Exit codes: 0 the job completed; 1 it did not, or the cluster failed; 2 bad options or job file;
+128 + N when stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129). SIGINT, SIGTERM and
+SIGHUP all stop the cluster the same way: processes stopped in order, temporary folder removed;
+a second signal while stopping is ignored (the stop is bounded by its grace periods). If this
+process is killed outright (SIGKILL), the kernel kills the cluster's processes too
+(``PR_SET_PDEATHSIG``, see :mod:`eddl.childproc`), but the temporary folder stays.
 """
 
 from __future__ import annotations
@@ -24,351 +36,95 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import secrets
+import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from eddl.cli.jobs import read_job_file, submit_job, watch_job
-from eddl.mcu.launch import FirmwareError, Launched, start_qemu, start_sim
+from eddl.cli.jobs import JobFileError, read_job_file, submit_job, watch_job
+from eddl.cli.progress import Progress, ProgressView, make_view
+from eddl.cli.stopping import StopOnSignals, Stopped
+from eddl.cluster.local import (
+    DEFAULT_JOB,
+    MCU_JOB,
+    MCU_KINDS,
+    LocalCluster,
+    LocalClusterError,
+    parse_throttles,
+)
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
-__all__ = [
-    "DEFAULT_JOB",
-    "MCU_JOB",
-    "LocalCluster",
-    "LocalClusterError",
-    "parse_throttles",
-    "register",
-]
+__all__ = ["DEFAULT_JOB", "MCU_JOB", "register", "run_local"]
 
-DEFAULT_JOB: dict[str, Any] = {
-    "dataset": "digits",
-    "algorithm": "sgd",
-    "model": {"sizes": [64, 32, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"},
-    "hyper": {"lr": 0.2, "batch_size": 8},
-    "target_accuracy": 0.97,
-    "max_epochs": 30.0,
-    "aggregation": "auto",
-    "task_seconds": 0.25,
-    "round_deadline": 5.0,
-}
-# The job of a cluster with MCUs: integer TIFeD, 64-32-10 (8x8 digits), which with its
-# mini-batch and a 250-sample buffer needs about 35 KB of arena: it fits a board with 64 KB of
-# RAM. A 784-input MNIST network would leave room for only 3 hidden units there.
-MCU_JOB: dict[str, Any] = {
-    "dataset": "digits",
-    "algorithm": "tifed",
-    "model": {"sizes": [64, 32, 10]},
-    "hyper": {"lr_inv": 2048, "batch_size": 25},
-    "target_accuracy": 0.9,
-    "max_epochs": 30.0,
-    "aggregation": "auto",
-    "task_seconds": 1.0,
-    "round_deadline": 10.0,
-    "min_task_samples": 25,
-}
-MCU_KINDS = ("host", "qemu")
-MCU_BOARD = "ram64"
-# Thread-pool sizes of the BLAS libraries numpy may be built with.
-_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-_NOTABLE = {
-    "policy_switched",
-    "node_joined",
-    "node_left",
-    "node_expired",
-    "task_requeued",
-    "job_started",
-    "job_resumed",
-    "job_completed",
-    "job_cancelled",
-}
+_POLL_S = 0.5
 
 
-class LocalClusterError(RuntimeError):
-    """A process of the local cluster failed to start or died."""
-
-
-def parse_throttles(text: str | None, workers: int) -> list[float]:
-    if workers < 1:
-        raise ValueError("--workers must be >= 1")
-    if not text:
-        return [1.0] * workers
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise ValueError(f"--throttle {text!r}: comma-separated numbers expected") from exc
-    if len(values) == 1:
-        values *= workers
-    if len(values) != workers:
-        raise ValueError(f"--throttle gives {len(values)} values for {workers} workers")
-    if any(not v >= 1.0 for v in values):
-        raise ValueError("--throttle values must be >= 1")
-    return values
-
-
-def _daemon(module: str) -> list[str]:
-    # ``python -m`` with this interpreter: works without the console scripts on PATH.
-    return [sys.executable, "-P", "-m", module]
-
-
-@dataclass
-class LocalCluster:
-    """The processes of a local cluster; use as a context manager so they always stop."""
-
-    state_dir: Path
-    workers: list[float]
-    heartbeat_s: float = 0.5
-    token: str = field(default_factory=lambda: secrets.token_hex(16))
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    address: str = ""
-    mcus: int = 0
-    mcu_kind: str = "host"
-    mcu_baud: int | None = None  # host simulators paced like a UART at this rate
-    device_lifetime_s: float = 3600.0
-    devices: list[Launched] = field(default_factory=list)
-
-    @property
-    def nodes(self) -> int:
-        """Cluster nodes once everything joined: the workers and one per MCU."""
-        return len(self.workers) + self.mcus
-
-    @property
-    def log_dir(self) -> Path:
-        return self.state_dir / "logs"
-
-    def _spawn(self, name: str, argv: list[str], *, device: bool = False) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = None
-        if device:
-            # A worker stands for one device: one BLAS thread each, so N emulated devices do
-            # not fight over this machine's cores with N thread pools, and a throttled
-            # worker's CPU clock (the training thread's) sees all of its training.
-            env = {**os.environ, **{k: os.environ.get(k, "1") for k in _BLAS_THREADS}}
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches us; we stop the daemons in order
+async def _look(address: str, progress: Progress, view: ProgressView) -> None:
+    """One look at the node table (joins and departures included) and the job's status."""
+    async with open_channel(address) as ch:
+        stub = admin_pb2_grpc.AdminStub(ch)
+        nodes = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
+        for line in progress.update_nodes(nodes):
+            view.note(line)
+        if progress.job_id:
+            status = await stub.JobStatus(
+                admin_pb2.JobStatusRequest(job_id=progress.job_id), timeout=10
             )
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        port_file = self.state_dir / "leader.port"
-        port_file.unlink(missing_ok=True)
-        self._spawn(
-            "leader",
-            [
-                *_daemon("eddl.leader.main"),
-                "--bind",
-                "127.0.0.1:0",
-                "--state-dir",
-                str(self.state_dir / "leader"),
-                "--join-token",
-                self.token,
-                "--port-file",
-                str(port_file),
-                "--heartbeat-interval",
-                str(self.heartbeat_s),
-            ],
-        )
-        deadline = time.monotonic() + timeout_s
-        while not (port_file.exists() and port_file.read_text().strip().isdigit()):
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise LocalClusterError(f"the leader did not start within {timeout_s:.0f} s")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(port_file.read_text())}"
-        for i in range(len(self.workers)):
-            self.start_worker(i)
-        if self.mcus:
-            self.devices.extend(self._launch_device() for _ in range(self.mcus))
-            self.start_gateway()
-
-    def _launch_device(self) -> Launched:
-        try:
-            if self.mcu_kind == "qemu":
-                return start_qemu(MCU_BOARD, lifetime=self.device_lifetime_s)
-            return start_sim("tcp", lifetime=self.device_lifetime_s, baud=self.mcu_baud)
-        except FirmwareError as exc:
-            raise LocalClusterError(f"cannot start an emulated MCU: {exc}") from exc
-
-    def start_gateway(self) -> None:
-        """Start the gateway worker, one ``--mcu`` per emulated device."""
-        argv = [
-            *_daemon("eddl.worker.main"),
-            "--leader",
-            self.address,
-            "--node-id",
-            "gateway",
-            "--join-token",
-            self.token,
-        ]
-        for device in self.devices:
-            argv += ["--mcu", device.url]
-        self._spawn("gateway", argv)
-
-    def start_worker(self, index: int) -> None:
-        """Start (or restart) worker ``index`` with its throttle."""
-        name = f"worker-{index}"
-        old = self.procs.get(name)
-        if old is not None and old.poll() is None:
-            raise LocalClusterError(f"{name} is already running")
-        argv = [
-            *_daemon("eddl.worker.main"),
-            "--leader",
-            self.address,
-            "--node-id",
-            name,
-            "--join-token",
-            self.token,
-            "--throttle",
-            str(self.workers[index]),
-        ]
-        self._spawn(name, argv, device=True)
-
-    def stop_worker(self, index: int, grace_s: float = 10.0) -> int:
-        """SIGTERM worker ``index`` (it leaves cleanly) and wait for it."""
-        proc = self.procs[f"worker-{index}"]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return int(proc.returncode)
-
-    def check_alive(self, names: Sequence[str] | None = None) -> None:
-        for name, proc in self.procs.items():
-            if names is not None and name not in names:
-                continue
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
-                raise LocalClusterError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-    def stop(self, grace_s: float = 10.0) -> dict[str, int]:
-        """SIGTERM the workers (they leave cleanly), then the leader; SIGKILL stragglers."""
-        order = [n for n in self.procs if n != "leader"] + (
-            ["leader"] if "leader" in self.procs else []
-        )
-        codes: dict[str, int] = {}
-        for group in (order[:-1], order[-1:]):
-            for name in group:
-                if self.procs[name].poll() is None:
-                    self.procs[name].send_signal(signal.SIGTERM)
-            for name in group:
-                proc = self.procs[name]
-                try:
-                    proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-                codes[name] = int(proc.returncode)
-        for device in self.devices:
-            device.close()
-        return codes
-
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            progress.update_status(status, time.monotonic())
+    view.refresh(progress)
 
 
-async def _wait_workers(address: str, count: int, timeout_s: float, cluster: LocalCluster) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with open_channel(address) as ch:
-        stub = admin_pb2_grpc.AdminStub(ch)
-        while True:
-            nodes = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
-            if sum(1 for n in nodes.nodes if n.state == "alive") >= count:
-                return
-            cluster.check_alive()
-            if time.monotonic() > deadline:
-                raise LocalClusterError(f"only {len(nodes.nodes)} of {count} nodes joined")
-            await asyncio.sleep(0.1)
+async def _follow(address: str, progress: Progress, view: ProgressView) -> None:
+    """Look every ``_POLL_S`` until cancelled."""
+    while True:
+        await _look(address, progress, view)
+        await asyncio.sleep(_POLL_S)
 
 
-async def _progress(address: str, job_id: str, quiet: bool, every_s: float = 0.5) -> None:
-    """Print one line per new model version (at most every ``every_s``) until cancelled."""
-    last = -1
-    async with open_channel(address) as ch:
-        stub = admin_pb2_grpc.AdminStub(ch)
-        while True:
-            s = await stub.JobStatus(admin_pb2.JobStatusRequest(job_id=job_id), timeout=10)
-            if s.envelope.model_version != last and not quiet:
-                last = s.envelope.model_version
-                acc = "-" if s.accuracy < 0 else f"{s.accuracy:.2%}"
-                print(
-                    f"  version {last:4d}  accuracy {acc:>7}  policy {s.policy:<5}  "
-                    f"workers {s.workers}",
-                    flush=True,
-                )
-            await asyncio.sleep(every_s)
-
-
-async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
-    quiet = bool(args.json)
-    default = MCU_JOB if cluster.mcus else DEFAULT_JOB
-    spec = read_job_file(args.job) if args.job else dict(default)
+async def run_local(
+    args: argparse.Namespace,
+    cluster: LocalCluster,
+    spec: dict[str, Any],
+    view: ProgressView,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Wait for every node of the started ``cluster``, run ``spec`` on it; the result."""
     started = time.monotonic()
-    await asyncio.to_thread(cluster.start)
-    if not quiet:
-        print(
-            f"leader on {cluster.address}; {len(cluster.workers)} workers "
-            f"(throttle {','.join(f'{t:g}' for t in cluster.workers)}); logs in "
-            f"{cluster.log_dir}",
-            flush=True,
-        )
-        if cluster.mcus:
-            print(
-                f"gateway with {cluster.mcus} emulated MCUs ({cluster.mcu_kind}): "
-                + ", ".join(d.url for d in cluster.devices),
-                flush=True,
-            )
-    await _wait_workers(cluster.address, cluster.nodes, args.timeout, cluster)
-    job_id = await submit_job(cluster.address, spec)
-    if not quiet:
-        print(
-            f"job {job_id}: {spec.get('algorithm')} on {spec.get('dataset')}, "
-            f"{spec.get('aggregation', 'auto')} aggregation",
-            flush=True,
-        )
-    switches: list[str] = []
+    follower = asyncio.create_task(_follow(cluster.address, progress, view))
 
     def on_event(event: admin_pb2.JobEvent) -> None:
-        if event.kind == "policy_switched":
-            switches.append(event.message)
-        if event.kind in _NOTABLE and not quiet:
-            print(f"  * {event.kind}: {event.message}", flush=True)
+        line = progress.on_event(event)
+        if line is not None:
+            view.note(line)
 
-    progress = asyncio.create_task(_progress(cluster.address, job_id, quiet))
     try:
-        final = await asyncio.wait_for(watch_job(cluster.address, job_id, on_event), args.timeout)
-    except TimeoutError as exc:
-        raise LocalClusterError(f"the job did not finish within {args.timeout:.0f} s") from exc
-    finally:
-        progress.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await progress
-    async with open_channel(cluster.address) as ch:
-        status = await admin_pb2_grpc.AdminStub(ch).JobStatus(
-            admin_pb2.JobStatusRequest(job_id=job_id), timeout=10
+        await cluster.wait_for_nodes(timeout_s=args.timeout)
+        await _look(cluster.address, progress, view)  # every join shown before the job
+        job_id = progress.job_id = await submit_job(cluster.address, spec)
+        view.note(
+            f"job {job_id}: {spec.get('algorithm')} on {spec.get('dataset')}, "
+            f"{spec.get('aggregation', 'auto')} aggregation"
         )
+        try:
+            final = await asyncio.wait_for(
+                watch_job(cluster.address, job_id, on_event), args.timeout
+            )
+        except TimeoutError as exc:
+            raise LocalClusterError(f"the job did not finish within {args.timeout:.0f} s") from exc
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await follower
+    await _look(cluster.address, progress, view)
+    async with open_channel(cluster.address) as ch:
+        stub = admin_pb2_grpc.AdminStub(ch)
+        status = await stub.JobStatus(admin_pb2.JobStatusRequest(job_id=job_id), timeout=10)
     detail = json.loads(status.detail_json) if status.detail_json else {}
     return {
         "job_id": job_id,
@@ -377,7 +133,16 @@ async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str
         "model_version": status.envelope.model_version,
         "policy": status.policy,
         "policy_reason": status.policy_reason,
-        "policy_switches": switches,
+        # Every switch the leader recorded (kept in its checkpoints, so a resumed job's too).
+        "policy_switches": [
+            {
+                "model_version": sw.model_version,
+                "from": sw.previous,
+                "to": sw.policy,
+                "reason": sw.reason,
+            }
+            for sw in status.switches
+        ],
         "epochs": detail.get("epochs"),
         "workers": len(cluster.workers),
         "mcus": cluster.mcus,
@@ -387,40 +152,82 @@ async def run_local(args: argparse.Namespace, cluster: LocalCluster) -> dict[str
     }
 
 
-def _cmd_local(args: argparse.Namespace) -> int:
+async def _main_task(
+    args: argparse.Namespace,
+    cluster: LocalCluster,
+    spec: dict[str, Any],
+    view: ProgressView,
+    progress: Progress,
+    stopper: StopOnSignals,
+) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    with stopper.cancelling(task):
+        return await run_local(args, cluster, spec, view, progress)
+
+
+def _options(args: argparse.Namespace) -> tuple[list[float], dict[str, Any]]:
+    """The throttles and the job; ValueError or JobFileError for bad ones (nothing started)."""
+    throttles = parse_throttles(args.throttle, args.workers)
+    if args.mcu < 0:
+        raise ValueError("--mcu must be >= 0")
+    if args.mcu == 0 and (args.mcu_kind is not None or args.mcu_baud is not None):
+        raise ValueError("--mcu-kind and --mcu-baud need --mcu N (N emulated microcontrollers)")
+    if args.mcu_baud is not None and ((args.mcu_kind or "host") != "host" or args.mcu_baud <= 0):
+        raise ValueError("--mcu-baud takes a positive rate, with --mcu-kind host")
+    if not args.timeout > 0 or not args.heartbeat > 0:
+        raise ValueError("--timeout and --heartbeat must be > 0")
+    spec = read_job_file(args.job) if args.job else dict(MCU_JOB if args.mcu else DEFAULT_JOB)
+    return throttles, spec
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    if not args.json:
+        print(line, flush=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    throttles: list[float],
+    spec: dict[str, Any],
+    stopper: StopOnSignals,
+) -> int:
+    with stopper.held():
+        temp = None if args.state_dir else Path(tempfile.mkdtemp(prefix="eddl-local-"))
+    state = temp or Path(args.state_dir)
+    failed = True  # until the job completed: an unexpected error keeps the logs too
     try:
-        throttles = parse_throttles(args.throttle, args.workers)
-    except ValueError as exc:
-        print(f"eddl local: {exc}", file=sys.stderr)
-        return 2
-    with contextlib.ExitStack() as stack:
-        state = (
-            Path(args.state_dir)
-            if args.state_dir
-            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="eddl-local-")))
+        cluster = LocalCluster(
+            state,
+            throttles,
+            args.heartbeat,
+            mcus=args.mcu,
+            mcu_kind=args.mcu_kind or "host",
+            mcu_baud=args.mcu_baud,
+            device_lifetime_s=args.timeout + 120.0,
         )
-        if args.mcu < 0:
-            print("eddl local: --mcu must be >= 0", file=sys.stderr)
-            return 2
-        if args.mcu_baud is not None and (args.mcu_kind != "host" or args.mcu_baud <= 0):
-            print(
-                "eddl local: --mcu-baud takes a positive rate, with --mcu-kind host",
-                file=sys.stderr,
-            )
-            return 2
-        cluster = stack.enter_context(
-            LocalCluster(
-                state,
-                throttles,
-                args.heartbeat,
-                mcus=args.mcu,
-                mcu_kind=args.mcu_kind,
-                mcu_baud=args.mcu_baud,
-                device_lifetime_s=args.timeout + 120.0,
-            )
+        _say(
+            args,
+            f"{len(throttles)} workers (throttle {','.join(f'{t:g}' for t in throttles)}); "
+            f"state and logs in {state}"
+            + (" (removed at exit unless the job fails)" if temp else ""),
         )
+        progress = Progress()
+        view = make_view(bool(args.json), sys.stdout)
         try:
-            result = asyncio.run(run_local(args, cluster))
+            cluster.start()
+            _say(args, f"leader on {cluster.address}")
+            if cluster.mcus:
+                _say(
+                    args,
+                    f"gateway with {cluster.mcus} emulated MCUs ({cluster.mcu_kind}): "
+                    + ", ".join(d.url for d in cluster.devices),
+                )
+            result = asyncio.run(_main_task(args, cluster, spec, view, progress, stopper))
+            stopper.check()
+        except asyncio.CancelledError:
+            stopper.check()
+            raise
         except (LocalClusterError, grpc.aio.AioRpcError) as exc:
             detail = (
                 f"{exc.code().name}: {exc.details()}"
@@ -429,8 +236,20 @@ def _cmd_local(args: argparse.Namespace) -> int:
             )
             print(f"eddl local: {detail}", file=sys.stderr)
             return 1
-        codes = cluster.stop()
+        finally:
+            with stopper.deferred():
+                view.close(progress)
+                codes = cluster.stop()
         result["exit_codes"] = codes
+        failed = result["state"] != "completed"
+        result["logs"] = str(cluster.log_dir) if failed or temp is None else None
+    finally:
+        with stopper.deferred():
+            # Stopped by a signal: removed like after a success, as the user asked for the end.
+            if temp is not None and failed and stopper.signum is None:
+                print(f"eddl local: logs kept in {state / 'logs'}", file=sys.stderr)
+            elif temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -441,30 +260,91 @@ def _cmd_local(args: argparse.Namespace) -> int:
             f"after {result['seconds']} s; policy {result['policy']} "
             f"({result['policy_reason']})"
         )
+        for sw in result["policy_switches"]:
+            print(
+                f"  switched {sw['from']} → {sw['to']} at version {sw['model_version']}: "
+                f"{sw['reason']}"
+            )
     return 0 if result["state"] == "completed" else 1
 
 
+def _cmd_local(args: argparse.Namespace) -> int:
+    try:
+        throttles, spec = _options(args)
+    except (ValueError, JobFileError) as exc:
+        print(f"eddl local: {exc}", file=sys.stderr)
+        return 2
+    with StopOnSignals() as stopper:
+        try:
+            code = _run(args, throttles, spec, stopper)
+            stopper.check()  # a signal recorded while cleaning up
+            return code
+        except Stopped as exc:
+            print(
+                f"eddl local: stopped by {signal.Signals(exc.signum).name}; "
+                "the cluster's processes are stopped",
+                file=sys.stderr,
+            )
+            return 128 + exc.signum
+
+
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("local", help="run a leader and N workers here, train, report")
-    p.add_argument("--workers", type=int, default=3, help="number of worker processes")
-    p.add_argument("--throttle", help="per-worker slow-down factors, e.g. 1,1,2,4")
-    p.add_argument("--job", help="job file ([job] table); default: digits, auto aggregation")
+    p = subparsers.add_parser(
+        "local",
+        help="run a leader and N workers here, train, report",
+        description="Start a leader and N workers (and emulated microcontrollers) as processes "
+        "on this machine, run a job on them with live progress, report the result and stop.",
+    )
     p.add_argument(
-        "--mcu", type=int, default=0, help="add a gateway with N emulated microcontrollers"
+        "--workers", type=int, default=3, help="number of worker processes (default: %(default)s)"
+    )
+    p.add_argument(
+        "--throttle",
+        help="per-worker slow-down factors >= 1, one or one per worker, e.g. 1,1,2,4 "
+        "(default: 1 for every worker)",
+    )
+    p.add_argument(
+        "--job",
+        help="job file with a [job] table (default: digits with auto aggregation; "
+        "with --mcu, TIFeD on digits)",
+    )
+    p.add_argument(
+        "--mcu",
+        type=int,
+        default=0,
+        help="add a gateway with N emulated microcontrollers (default: %(default)s, none)",
     )
     p.add_argument(
         "--mcu-kind",
         choices=MCU_KINDS,
-        default="host",
-        help="host: the firmware's native simulator; qemu: Cortex-M3 boards with 64 KB RAM",
+        help="with --mcu: host, the firmware's native simulator, or qemu, Cortex-M3 boards "
+        "with 64 KB RAM (default: host)",
     )
     p.add_argument(
         "--mcu-baud",
         type=int,
-        help="pace the host-simulator MCUs' links like a UART at this baud rate (8N1)",
+        help="with --mcu and --mcu-kind host: pace the simulators' links like a UART at this "
+        "baud rate, 8N1 (default: unpaced)",
     )
-    p.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval (s)")
-    p.add_argument("--state-dir", help="keep state and logs here (default: a temporary dir)")
-    p.add_argument("--timeout", type=float, default=300.0, help="give up after this long (s)")
-    p.add_argument("--json", action="store_true", help="print only the result, as JSON")
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=0.5,
+        help="heartbeat interval in seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--state-dir",
+        help="keep state and logs in this folder (default: a temporary folder, removed at "
+        "exit unless the job fails)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="give up waiting for the nodes, and then for the job, after this many seconds "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print only the result, as JSON (default: off)"
+    )
     p.set_defaults(func=_cmd_local)

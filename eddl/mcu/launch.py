@@ -4,7 +4,10 @@ Builds (where the sources are, where they are built, which tools) live in :mod:`
 ``build_firmware``, ``firmware_dir`` and ``FirmwareError`` are re-exported here.
 
 Every started process has a bounded lifetime (a watchdog kills it) and :meth:`Launched.close`
-terminates it, then kills it if it lingers; use the launchers as context managers.
+terminates it, then kills it if it lingers; use the launchers as context managers. On Linux it
+is also started bound to this process (``PR_SET_PDEATHSIG``, see :mod:`eddl.childproc`): it
+dies when this process dies, even by SIGKILL, or when the thread that started it ends, so call
+the launchers from a thread that lives as long as the device should (the main thread).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
+from eddl.childproc import bound_to_parent
 from eddl.log import get_logger
 from eddl.mcu.build import (
     ARM_TOOLS,
@@ -183,7 +187,7 @@ def start_sim(
     pacing = [] if baud is None else ["--baud", str(baud)]
     if transport == "tcp":
         proc = subprocess.Popen(
-            [exe, "--tcp", str(port), *pacing],
+            bound_to_parent([exe, "--tcp", str(port), *pacing]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -198,7 +202,10 @@ def start_sim(
     tty.setraw(slave)
     try:
         proc = subprocess.Popen(
-            [exe, *pacing], stdin=master, stdout=master, stderr=subprocess.DEVNULL
+            bound_to_parent([exe, *pacing]),
+            stdin=master,
+            stdout=master,
+            stderr=subprocess.DEVNULL,
         )
     finally:
         os.close(master)
@@ -283,7 +290,10 @@ def start_qemu(
             f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on",
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            bound_to_parent(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline and proc.poll() is None:
