@@ -234,7 +234,10 @@ def job_table(text: str) -> dict[str, Any]:
         raise JobSpecError(f"job file nests values more than {_MAX_DEPTH} levels deep") from exc
     extra = sorted(set(raw) - {"job"})
     if extra:
-        raise JobSpecError(f"job file: unknown table(s) {extra}; expected only [job]")
+        raise JobSpecError(
+            f"job file: unknown table(s) or key(s) {extra} at the top; "
+            "expected one [job] table and nothing else"
+        )
     if "job" not in raw:
         raise JobSpecError("job file has no [job] table")
     table = raw["job"]

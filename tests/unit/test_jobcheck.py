@@ -132,7 +132,7 @@ def test_read_job_file_checks_the_whole_job_with_one_error_type(tmp_path: Path) 
         "[job]\nrounds = 2\nlocal_epochs = 1099511627776\n": "job.local_epochs:",
         "[job]\nrounds = 2\n[job.model]\nsizes = " + "[" * 1000 + "]" * 1000: "levels deep",
         "[job\n": "not valid TOML",
-        "rounds = 2\n": "expected only [job]",
+        "rounds = 2\n": "expected one [job] table",
         "": "no [job] table",
     }
     for text, expected in cases.items():
