@@ -4,19 +4,42 @@
 * ``link``     the connection to the leader: channel, leader list, exponential backoff.
 * ``unreachable`` what the worker logs while no leader answers: where, for how long.
 * ``data``     training samples by index: local dataset or ``FetchSamples`` from the leader.
-* ``training`` one task with ``eddl.learn`` in a thread, with the ``--throttle`` slow-down.
+* ``executor`` the ``Executor`` interface a daemon runs tasks with, the typed ``TaskSpec`` it
+  receives (never protobuf) and the ``TaskResult`` it returns; a task fails by raising.
+* ``training`` ``NumpyExecutor``: one task with ``eddl.learn`` in a thread, with the
+  ``--throttle`` slow-down (``TaskRunner``).
+* ``presence`` what a node tells the leader about itself (role, join request, heartbeats);
+  ``HostPresence`` for a Python worker on this host.
 * ``transfer`` the update as a client stream of chunks; the model reassembled from a stream.
-* ``daemon``   ``WorkerDaemon``: join, heartbeats, task loop (a task the leader voids is
-  cancelled), update push, clean leave.
+* ``daemon``   ``WorkerDaemon(config, executor, presence=...)``: join, heartbeats, task loop (a
+  task the leader voids is cancelled, a task that raises is reported failed), update push,
+  clean leave; the wire edge, where protobuf tasks become ``TaskSpec``.
 * ``mcu_runner`` a task on a microcontroller: SETUP / LOAD / TRAIN / READ, bit-exact with
-  ``training``; the device benchmark a gateway runs before joining a device.
-* ``gateway``  ``Gateway`` (``eddl-worker --mcu URL ...``): one ``McuAgent`` per device joins
-  the cluster as the device; lost devices leave and are looked for again.
+  ``training``; ``McuExecutor`` (one device, lost on a link failure); the device benchmark a
+  gateway runs before joining a device.
+* ``gateway``  ``Gateway`` (``eddl-worker --mcu URL ...``): one ``McuAgent`` per device, a
+  daemon with the device's ``McuExecutor`` and ``McuPresence``, joins the cluster as the
+  device; lost devices leave and are looked for again.
 * ``main``     the ``eddl-worker`` entry point: flags, config, logging, signal handling.
 """
 
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
+from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
 from eddl.worker.gateway import Gateway, McuAgent
+from eddl.worker.mcu_runner import McuExecutor
+from eddl.worker.training import NumpyExecutor
 
-__all__ = ["Gateway", "JoinRefusedError", "McuAgent", "WorkerConfig", "WorkerDaemon"]
+__all__ = [
+    "Executor",
+    "Gateway",
+    "JoinRefusedError",
+    "McuAgent",
+    "McuExecutor",
+    "NumpyExecutor",
+    "TaskError",
+    "TaskResult",
+    "TaskSpec",
+    "WorkerConfig",
+    "WorkerDaemon",
+]

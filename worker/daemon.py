@@ -1,19 +1,22 @@
 """The worker daemon: join, beat, pull the model, train tasks, push updates, leave.
 
 Two loops run in one ``asyncio.TaskGroup``: heartbeats (interval from the leader, with jitter)
-and tasks (long-poll ``GetTask``, fetch the model version the task starts from, train in a
-thread, push the update in chunks). Both share one :class:`LeaderLink`. When the leader is away
-(``UNAVAILABLE``) or has forgotten the node (unknown node, new term), the next call joins again,
-moving down the leader list with backoff. :meth:`WorkerDaemon.request_stop` (SIGTERM/SIGINT)
-stops both loops and sends ``Leave`` so the leader requeues the node's task at once.
+and tasks (long-poll ``GetTask``, fetch the model version the task starts from, train with
+the executor, push the update in chunks). Both share one :class:`LeaderLink`. When the leader
+is away (``UNAVAILABLE``) or has forgotten the node (unknown node, new term), the next call
+joins again, moving down the leader list with backoff. :meth:`WorkerDaemon.request_stop`
+(SIGTERM/SIGINT) stops both loops and sends ``Leave`` so the leader requeues the node's task at
+once.
+
+The daemon is the wire edge: what the node is (:class:`~eddl.worker.presence.Presence`) and
+how it trains (:class:`~eddl.worker.executor.Executor`) are given to it, and a task reaches the
+executor as a typed :class:`~eddl.worker.executor.TaskSpec`, not as protobuf.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,9 +24,7 @@ from typing import Literal, TypeVar
 
 import grpc
 import numpy as np
-import psutil
 
-from eddl import __version__
 from eddl.data import load_dataset
 from eddl.learn.params import Params
 from eddl.log import get_logger
@@ -35,19 +36,19 @@ from eddl.net import (
     start_server,
     write_port_file,
 )
-from eddl.profiler import LinkTracker, collect_static, dynamic_to_proto, static_to_proto
-from eddl.profiler.convert import link_to_proto
-from eddl.profiler.dynamic import DynamicCollector
+from eddl.profiler import LinkTracker
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
-from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc, profile_pb2
+from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc
 from eddl.worker.config import WorkerConfig
 from eddl.worker.data import SampleSource, SampleSourceError
+from eddl.worker.executor import Executor, TaskResult, TaskSpec
 from eddl.worker.link import Backoff, LeaderLink
-from eddl.worker.training import TaskResult, TaskRunner
+from eddl.worker.presence import HostPresence, Presence
+from eddl.worker.training import NumpyExecutor
 from eddl.worker.transfer import receive_model, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
-__all__ = ["JoinRefusedError", "WorkerDaemon", "start_endpoint"]
+__all__ = ["JoinRefusedError", "WorkerDaemon", "start_endpoint", "task_from_proto"]
 
 log = get_logger("worker")
 T = TypeVar("T")
@@ -67,6 +68,23 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
     return ""
 
 
+def task_from_proto(task: cluster_pb2.Task) -> TaskSpec:
+    """The executor's view of a task off the wire (total: checking it is the executor's)."""
+    return TaskSpec(
+        job_id=task.envelope.job_id,
+        task_id=task.task_id,
+        version=task.envelope.model_version,
+        dataset=task.dataset,
+        indexes=tuple(task.indexes),
+        algorithm=task.algorithm,
+        model_json=task.model_json,
+        hyper_json=task.hyper_json,
+        epochs=max(1, task.epochs),  # 0 is the wire's "not set"
+        layer=task.layer,
+        seed=task.seed,
+    )
+
+
 async def start_endpoint(config: WorkerConfig) -> RunningServer:
     """The node's own gRPC endpoint on ``config.bind``: health (NOT_SERVING until joined),
     reflection and the Probe service; its port goes to ``config.port_file`` when set."""
@@ -82,24 +100,28 @@ async def start_endpoint(config: WorkerConfig) -> RunningServer:
 
 
 class WorkerDaemon:
-    """One cluster node: a Python worker that trains with ``eddl.learn``.
+    """One cluster node: by default a Python worker that trains with ``eddl.learn``.
 
-    Subclasses speak for other kinds of node (:class:`eddl.worker.gateway.McuAgent` joins a
-    microcontroller on its behalf) by overriding :meth:`join_request`, :meth:`beat_request`
-    and :meth:`execute`; the membership, task, transfer and reconnection logic is shared.
+    ``executor`` runs the tasks (default :class:`~eddl.worker.training.NumpyExecutor` with the
+    config's throttle) and ``presence`` says what the node is (default
+    :class:`~eddl.worker.presence.HostPresence`); a gateway gives each device's daemon its
+    own (:class:`eddl.worker.gateway.McuAgent`). The membership, task, transfer and
+    reconnection logic is the same for every kind of node.
     """
-
-    role = "worker"
 
     def __init__(
         self,
         config: WorkerConfig,
-        rng: random.Random | None = None,
+        executor: Executor | None = None,
         *,
+        rng: random.Random | None = None,
         node_id: str | None = None,
         serve: bool = True,
+        presence: Presence | None = None,
     ) -> None:
         self.config = config
+        self.executor = executor or NumpyExecutor(config.throttle)
+        self.presence = presence or HostPresence()
         self.node_id = node_id or config.node_id
         self._serve = serve and bool(config.bind)
         self.leave_reason = "shutdown"
@@ -109,7 +131,6 @@ class WorkerDaemon:
         )
         # Says where the worker is trying and for how long while no leader answers.
         self.unreachable = UnreachableReporter()
-        self.runner = TaskRunner(config.throttle)
         self.samples = SampleSource(config.datasets, self._fetch_samples)
         self.term = 0
         self.heartbeat_s = 1.0
@@ -127,14 +148,16 @@ class WorkerDaemon:
         self._stop = asyncio.Event()
         self._model: tuple[str, int, Params] | None = None
         self._current: asyncio.Task[None] | None = None
-        self._dynamic = DynamicCollector()
         # Passive link estimates from the model pulls and update pushes this worker makes.
         self.links = LinkTracker()
-        self._static: profile_pb2.StaticProfile | None = None
         # The last task's model pull (0 when cached) and the last update push, in seconds:
         # the fixed cost per task the leader sizes tasks around.
         self._pull_s = 0.0
         self._push_s = 0.0
+
+    @property
+    def role(self) -> str:
+        return self.presence.role
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -208,16 +231,6 @@ class WorkerDaemon:
             job_id=job_id, model_version=version, term=self.term, node_id=self.node_id
         )
 
-    def _node_info(self) -> cluster_pb2.NodeInfo:
-        return cluster_pb2.NodeInfo(
-            hostname=socket.gethostname(),
-            cpu_count=os.cpu_count() or 1,
-            memory_bytes=psutil.virtual_memory().total,
-            datasets=list(self.config.datasets),
-            throttle=self.config.throttle,
-            version=__version__,
-        )
-
     def _lost(self, reason: str, *, link_down: bool) -> None:
         if self._joined.is_set():
             log.info("lost the leader", reason=reason, leader=self.link.address)
@@ -261,16 +274,7 @@ class WorkerDaemon:
 
     async def join_request(self) -> cluster_pb2.JoinRequest:
         """What this node says about itself when it joins (again)."""
-        if self._static is None:
-            static = await asyncio.to_thread(collect_static, self.node_id, self.role)
-            self._static = static_to_proto(static)
-        return cluster_pb2.JoinRequest(
-            envelope=self.envelope(),
-            role=self.role,
-            join_token=self.config.join_token,
-            info=self._node_info(),
-            profile=profile_pb2.Profile(static=self._static),
-        )
+        return await self.presence.join_request(self)
 
     async def _call(self, fn: Callable[[cluster_pb2_grpc.ClusterStub], Awaitable[T]]) -> T:
         """Run ``fn`` against the leader, joining (again) first when needed."""
@@ -317,20 +321,8 @@ class WorkerDaemon:
             await asyncio.sleep(delay)
 
     async def beat_request(self) -> cluster_pb2.HeartbeatRequest:
-        """One heartbeat: load, dynamic profile and the link estimates of real transfers."""
-        return cluster_pb2.HeartbeatRequest(
-            envelope=self.envelope(),
-            dynamic=dynamic_to_proto(self._dynamic.sample()),
-            network=profile_pb2.NetworkProfile(
-                links=[link_to_proto(e) for e in self.links.estimates(time.time())]
-            ),
-            load=cluster_pb2.NodeLoad(
-                cpu_percent=psutil.cpu_percent(interval=None),
-                memory_used_bytes=psutil.Process().memory_info().rss,
-                samples_per_second=self.samples_per_second,
-                state=self.state,
-            ),
-        )
+        """One heartbeat of this node."""
+        return await self.presence.beat_request(self)
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -348,13 +340,13 @@ class WorkerDaemon:
             reply = await self._call(self._get_task)
             outcome = reply.WhichOneof("outcome")
             if outcome == "task":
-                await self._run_cancellable(reply.task)
+                await self._run_cancellable(task_from_proto(reply.task))
             elif outcome == "retry_after_ms":
                 await asyncio.sleep(min(reply.retry_after_ms, 5000) / 1000.0)
             else:
                 await asyncio.sleep(self.config.poll_ms / 1000.0)
 
-    async def _run_cancellable(self, task: cluster_pb2.Task) -> None:
+    async def _run_cancellable(self, task: TaskSpec) -> None:
         """Run ``task``; a heartbeat reply with ``cancel_task`` (the leader took the task back,
         or its job ended) cancels it, so no time goes into work that would be refused."""
         job = asyncio.create_task(self._run_task(task))
@@ -370,23 +362,23 @@ class WorkerDaemon:
             self._current = None
             self.state = "idle"
 
-    async def _run_task(self, task: cluster_pb2.Task) -> None:
-        job_id, version = task.envelope.job_id, task.envelope.model_version
+    async def _run_task(self, task: TaskSpec) -> None:
+        job_id, version = task.job_id, task.version
         log.info(
             "task",
             node=self.node_id,
             task=task.task_id,
             job=job_id,
             version=version,
-            samples=len(task.indexes),
+            samples=task.num_samples,
         )
         try:
             self.state = "training"
-            self.check_task(task)
+            self.executor.check(task)
             self._pull_s = 0.0
             params = await self._pull_model(job_id, version)
             x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
-            result = await self.execute(task, params, x, y)
+            result = await self.executor.execute(task, params, x, y)
             self.state = "pushing"
             reply = await self._push(task, result)
         except grpc.aio.AioRpcError as exc:
@@ -409,7 +401,7 @@ class WorkerDaemon:
         finally:
             self.state = "idle"
         self.tasks_done += 1
-        self.samples_done += len(task.indexes)
+        self.samples_done += task.num_samples
         if result.busy_seconds > 0:
             rate = result.samples / result.busy_seconds
             self.samples_per_second = (
@@ -427,18 +419,18 @@ class WorkerDaemon:
             samples=result.samples,
         )
 
-    async def _task_failed(self, task: cluster_pb2.Task, exc: Exception) -> None:
+    async def _task_failed(self, task: TaskSpec, exc: Exception) -> None:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         log.error("task failed", node=self.node_id, task=task.task_id, error=reason)
         if self.stopping:
             return  # e.g. a lost device: the Leave that follows re-queues the task
         header = cluster_pb2.UpdateHeader(
             task_id=task.task_id,
-            num_samples=len(task.indexes),
+            num_samples=task.num_samples,
             layer=task.layer,
             failure=reason,
         )
-        job_id, version = task.envelope.job_id, task.envelope.model_version
+        job_id, version = task.job_id, task.version
 
         async def report(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:
             header.envelope.CopyFrom(self.envelope(job_id, version))
@@ -456,20 +448,6 @@ class WorkerDaemon:
             return
         self.tasks_failed += 1
         log.info("failure reported", task=task.task_id, outcome=reply.outcome)
-
-    def check_task(self, task: cluster_pb2.Task) -> None:
-        """Refuse (:class:`~eddl.worker.training.TaskError`) a task this node cannot run, before
-        any transfer: it is reported to the leader as failed."""
-        self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
-
-    async def execute(
-        self, task: cluster_pb2.Task, params: Params, x: np.ndarray, y: np.ndarray
-    ) -> TaskResult:
-        """Train ``task`` on ``(x, y)`` from the global model ``params``."""
-        algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
-        return await self.runner.run(
-            algo, params, x, y, epochs=max(1, task.epochs), layer=task.layer, seed=task.seed
-        )
 
     async def _pull_model(self, job_id: str, version: int) -> Params:
         cached = self._model
@@ -500,7 +478,7 @@ class WorkerDaemon:
 
     async def _push(
         self,
-        task: cluster_pb2.Task,
+        task: TaskSpec,
         result: TaskResult,
     ) -> cluster_pb2.PushUpdateReply:
         params = result.params
@@ -511,7 +489,7 @@ class WorkerDaemon:
         overhead = result.overhead_seconds + self._pull_s + self._push_s
         header = cluster_pb2.UpdateHeader(
             task_id=task.task_id,
-            num_samples=len(task.indexes),
+            num_samples=task.num_samples,
             num_tensors=len(params),
             total_bytes=params_nbytes(params),
             stats=cluster_pb2.TaskStats(
@@ -523,7 +501,7 @@ class WorkerDaemon:
             ),
             layer=task.layer,
         )
-        job_id, version = task.envelope.job_id, task.envelope.model_version
+        job_id, version = task.job_id, task.version
         chunk_bytes = self.config.chunk_bytes
 
         async def push(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:

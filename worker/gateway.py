@@ -3,9 +3,10 @@
 ``eddl-worker --mcu URL [--mcu URL ...]`` runs a :class:`Gateway`. For each device it opens
 the serial link, reads HELLO, times a short benchmark (:func:`benchmark_device`) and starts an
 :class:`McuAgent`: a :class:`~eddl.worker.daemon.WorkerDaemon` that joins the leader *as the
-device* (role ``mcu``, its own node id, a profile made of HELLO and the measurements), beats
-for it and translates its tasks into SETUP / LOAD / TRAIN / READ
-(:class:`~eddl.worker.mcu_runner.McuTaskRunner`). The result goes back as an ordinary update.
+device* (:class:`McuPresence`: role ``mcu``, its own node id, a profile made of HELLO and the
+measurements), beats for it and hands its tasks to the device's executor
+(:class:`~eddl.worker.mcu_runner.McuExecutor`: SETUP / LOAD / TRAIN / READ). The result goes
+back as an ordinary update.
 
 A device that stops answering (QEMU killed, cable pulled, a link error that retransmission
 cannot mend) is *lost*: its agent sends ``Leave`` with the reason, so the leader re-queues the
@@ -20,78 +21,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import serial
 
 from eddl import __version__
-from eddl.learn.params import Params
 from eddl.log import get_logger
-from eddl.mcu.driver import Device, McuError
+from eddl.mcu.driver import Device
 from eddl.mcu.plan import MCU_ALGORITHMS
-from eddl.mcu.protocol import Hello, ProtocolError
+from eddl.mcu.protocol import Hello
 from eddl.net import RunningServer
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import WorkerDaemon, start_endpoint
-from eddl.worker.mcu_runner import BenchmarkResult, McuTaskRunner, benchmark_device
-from eddl.worker.training import TaskError, TaskResult
+from eddl.worker.mcu_runner import (
+    LINK_FAILURES,
+    BenchmarkResult,
+    McuCounters,
+    McuExecutor,
+    benchmark_device,
+)
+from eddl.worker.presence import Presence
 
-__all__ = ["DeviceLostError", "Gateway", "McuAgent", "McuCounters"]
+__all__ = ["Gateway", "McuAgent", "McuPresence"]
 
 log = get_logger("worker")
 
-# What a dying link raises: the driver's typed errors, pyserial's, the OS's.
-LINK_FAILURES = (McuError, ProtocolError, serial.SerialException, OSError)
 
-
-class DeviceLostError(TaskError):
-    """The device stopped answering during a task; its agent leaves the cluster."""
-
-
-@dataclass
-class McuCounters:
-    """What one device did since its agent joined (kept in memory; the logs carry each task)."""
-
-    tasks: int = 0
-    samples: int = 0
-    busy_seconds: float = 0.0
-    link_seconds: float = 0.0
-    train_seconds: float = 0.0
-    kernel_ticks: int = 0
-    verified: int = 0  # tasks checked against the numpy reference (``mcu_verify``)
-    mismatches: int = 0
-
-
-class McuAgent(WorkerDaemon):
-    """One microcontroller as a cluster node, spoken for by its gateway."""
+class McuPresence(Presence):
+    """A microcontroller as the leader sees it: HELLO, the gateway's benchmark of it, and a
+    heartbeat only while it still answers."""
 
     role = "mcu"
 
     def __init__(
         self,
         config: WorkerConfig,
-        node_id: str,
         url: str,
-        device: Device,
+        hello: Hello,
         bench: BenchmarkResult | None,
+        executor: McuExecutor,
     ) -> None:
-        super().__init__(config, node_id=node_id, serve=False)
-        assert device.info is not None
+        self.config = config
         self.url = url
-        self.device = device
-        self.hello: Hello = device.info
+        self.hello = hello
         self.bench = bench
-        self.mcu = McuTaskRunner(
-            device, max_buffer=config.mcu_max_buffer, train_timeout=config.mcu_train_timeout_s
-        )
-        self.counters = McuCounters()
-        self.lost: str | None = None
-        self._device_lock = asyncio.Lock()
-
-    # -- what the leader hears ------------------------------------------------------------------
+        self.executor = executor
 
     def mcu_profile(self) -> profile_pb2.McuProfile:
         h = self.hello
@@ -113,10 +85,10 @@ class McuAgent(WorkerDaemon):
             max_buffer=self.config.mcu_max_buffer,
         )
 
-    async def join_request(self) -> cluster_pb2.JoinRequest:
+    async def join_request(self, node: WorkerDaemon) -> cluster_pb2.JoinRequest:
         h = self.hello
         static = profile_pb2.StaticProfile(
-            node_id=self.node_id,
+            node_id=node.node_id,
             role=self.role,
             hostname=socket.gethostname(),
             architecture=h.board,
@@ -135,96 +107,77 @@ class McuAgent(WorkerDaemon):
             version=__version__,
         )
         return cluster_pb2.JoinRequest(
-            envelope=self.envelope(),
+            envelope=node.envelope(),
             role=self.role,
             join_token=self.config.join_token,
             info=info,
             profile=profile_pb2.Profile(static=static, mcu=self.mcu_profile()),
         )
 
-    async def beat_request(self) -> cluster_pb2.HeartbeatRequest:
-        """A beat for the device, after checking it still answers (when it is not training:
-        a running task's frames prove that already)."""
-        if not self._device_lock.locked():
-            async with self._device_lock:
-                try:
-                    await asyncio.to_thread(self.device.stats)
-                except LINK_FAILURES as exc:
-                    self._device_lost(f"no answer to STATS: {exc}")
+    async def beat_request(self, node: WorkerDaemon) -> cluster_pb2.HeartbeatRequest:
+        """A beat for the device, after checking it still answers."""
+        await self.executor.check_device()
         return cluster_pb2.HeartbeatRequest(
-            envelope=self.envelope(),
-            load=cluster_pb2.NodeLoad(samples_per_second=self.samples_per_second, state=self.state),
+            envelope=node.envelope(),
+            load=cluster_pb2.NodeLoad(samples_per_second=node.samples_per_second, state=node.state),
         )
 
-    # -- tasks -------------------------------------------------------------------------------------
 
-    def check_task(self, task: cluster_pb2.Task) -> None:
-        if task.algorithm not in MCU_ALGORITHMS:
-            offered = ", ".join(MCU_ALGORITHMS)
-            raise TaskError(f"{self.node_id} runs {offered}, not {task.algorithm}")
-        super().check_task(task)
+class McuAgent:
+    """One microcontroller as a cluster node, spoken for by its gateway: a
+    :class:`~eddl.worker.daemon.WorkerDaemon` with the device's executor and presence."""
 
-    async def execute(
-        self, task: cluster_pb2.Task, params: Params, x: np.ndarray, y: np.ndarray
-    ) -> TaskResult:
-        algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
-        async with self._device_lock:
-            if self.lost:
-                raise DeviceLostError(self.lost)
-            try:
-                result = await asyncio.to_thread(
-                    self.mcu.run,
-                    task.algorithm,
-                    algo.config,
-                    params,
-                    x,
-                    y,
-                    epochs=max(1, task.epochs),
-                    layer=task.layer,
-                    seed=task.seed,
-                )
-            except LINK_FAILURES as exc:
-                self._device_lost(f"{type(exc).__name__}: {exc}")
-                raise DeviceLostError(f"device lost during task {task.task_id}: {exc}") from exc
-        if self.config.mcu_verify:
-            await self._verify(task, algo, params, x, y, result)
-        c = self.counters
-        c.tasks += 1
-        c.samples += result.samples
-        c.busy_seconds += result.busy_seconds
-        c.link_seconds += result.link_seconds
-        c.train_seconds += result.train_seconds
-        c.kernel_ticks += result.kernel_ticks
-        return result
-
-    async def _verify(
+    def __init__(
         self,
-        task: cluster_pb2.Task,
-        algo: Any,
-        params: Params,
-        x: np.ndarray,
-        y: np.ndarray,
-        result: TaskResult,
+        config: WorkerConfig,
+        node_id: str,
+        url: str,
+        device: Device,
+        bench: BenchmarkResult | None,
     ) -> None:
-        """Train the task again with the numpy reference; a device that differs is faulty."""
-        reference = await self.runner.run(
-            algo, params, x, y, epochs=max(1, task.epochs), layer=task.layer, seed=task.seed
+        assert device.info is not None
+        self.node_id = node_id
+        self.url = url
+        self.device = device
+        self.hello: Hello = device.info
+        self.bench = bench
+        self.executor = McuExecutor(
+            device,
+            max_buffer=config.mcu_max_buffer,
+            train_timeout=config.mcu_train_timeout_s,
+            verify=config.mcu_verify,
+            name=node_id,
+            on_lost=self._device_lost,
         )
-        same = sorted(reference.params) == sorted(result.params) and all(
-            np.array_equal(reference.params[k], result.params[k]) for k in reference.params
+        presence = McuPresence(config, url, self.hello, bench, self.executor)
+        self.daemon = WorkerDaemon(
+            config, self.executor, node_id=node_id, serve=False, presence=presence
         )
-        self.counters.verified += 1
-        if not same:
-            self.counters.mismatches += 1
-            self._device_lost("its update differs from the numpy reference")
-            raise DeviceLostError(f"task {task.task_id}: the device's update is wrong")
+
+    @property
+    def counters(self) -> McuCounters:
+        return self.executor.counters
+
+    @property
+    def lost(self) -> str | None:
+        """Why the device was lost, or None while it answers."""
+        return self.executor.lost
+
+    @property
+    def joined(self) -> bool:
+        return self.daemon.joined
+
+    async def run(self) -> None:
+        await self.daemon.run()
+
+    def request_stop(self) -> None:
+        self.daemon.request_stop()
 
     def _device_lost(self, reason: str) -> None:
-        if self.lost is None:
-            self.lost = reason
-            self.leave_reason = f"device lost: {reason}"[:200]
-            log.warning("device lost", node=self.node_id, device=self.url, reason=reason)
-            self.request_stop()
+        # The daemon's Leave carries the reason, so the leader re-queues the task at once.
+        self.daemon.leave_reason = f"device lost: {reason}"[:200]
+        log.warning("device lost", node=self.node_id, device=self.url, reason=reason)
+        self.daemon.request_stop()
 
 
 class Gateway:

@@ -1,5 +1,8 @@
 """Run one task with ``eddl.learn``: train a copy of the global model on the task's samples.
 
+:class:`NumpyExecutor` is the Python worker's :class:`~eddl.worker.executor.Executor`;
+:class:`TaskRunner` is the part a gateway reuses for its numpy reference.
+
 Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``) and the event
 loop keeps sending heartbeats meanwhile. ``throttle`` F makes the worker behave F times slower:
 after training n samples it idles for (F - 1)·n·p, p being the median CPU time per sample of the
@@ -20,33 +23,14 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from eddl.learn.params import Params, clone
+from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
 
-__all__ = ["TaskError", "TaskResult", "TaskRunner"]
-
-
-class TaskError(ValueError):
-    """A task cannot be run: unknown algorithm, bad model spec or hyper-parameters."""
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    params: Params  # what to upload: all layers, or the task's layer only
-    samples: int
-    steps: int
-    train_seconds: float  # the training itself
-    busy_seconds: float  # training plus the throttle's idle time
-    state_bytes: int
-    link_seconds: float = 0.0  # of busy_seconds, moving data over a device link (gateways)
-    # Of busy_seconds, the task's fixed cost on the device (SETUP, model in, update out):
-    # reported apart so the leader sizes tasks as overhead + samples / speed.
-    overhead_seconds: float = 0.0
-    kernel_ticks: int = 0  # device timer ticks inside the training kernel (gateways)
+__all__ = ["NumpyExecutor", "TaskError", "TaskResult", "TaskRunner"]
 
 
 def _load_json(text: str, what: str) -> dict[str, Any]:
@@ -141,4 +125,22 @@ class TaskRunner:
             train_seconds=seconds,
             busy_seconds=seconds + idle,
             state_bytes=int(getattr(stats, "state_bytes", 0)),
+        )
+
+
+class NumpyExecutor(Executor):
+    """The Python worker's executor: ``eddl.learn`` on this host, slowed by ``throttle``."""
+
+    def __init__(self, throttle: float = 1.0) -> None:
+        self.runner = TaskRunner(throttle)
+
+    def check(self, task: TaskSpec) -> None:
+        self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+
+    async def execute(
+        self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> TaskResult:
+        algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
+        return await self.runner.run(
+            algo, params, x, y, epochs=task.epochs, layer=task.layer, seed=task.seed
         )

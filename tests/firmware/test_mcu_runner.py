@@ -1,4 +1,5 @@
-"""A task run through a device (McuTaskRunner) equals the same task run by a Python worker.
+"""A task run through a device (McuTaskRunner, McuExecutor) equals the same task run by a Python
+worker.
 
 This is what lets a gateway's MCUs and Python workers share one aggregation: same samples in
 the same order, same mini-batches, same integer steps, so the same update, bit for bit.
@@ -7,6 +8,7 @@ the same order, same mini-batches, same integer steps, so the same update, bit f
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -16,12 +18,10 @@ from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm
 from eddl.learn.tifed import init_params
 from eddl.mcu.driver import Device
-from eddl.mcu.launch import Launched
-from eddl.proto.v1 import cluster_pb2
-from eddl.worker.config import WorkerConfig
-from eddl.worker.gateway import DeviceLostError, McuAgent
-from eddl.worker.mcu_runner import McuTaskRunner, benchmark_device
-from eddl.worker.training import TaskError, TaskRunner
+from eddl.mcu.launch import Launched, start_sim
+from eddl.worker.executor import TaskSpec
+from eddl.worker.mcu_runner import DeviceLostError, McuExecutor, McuTaskRunner, benchmark_device
+from eddl.worker.training import NumpyExecutor, TaskError, TaskRunner
 
 
 def _task_data(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,17 +97,85 @@ async def test_verify_refuses_an_update_that_differs_from_the_reference(sim: Lau
     algo = get_algorithm("tifed", {"sizes": [64, 32, 10]}, {"batch_size": 25})
     x, y = _task_data(60)
     params = init_params(algo.config)
-    task = cluster_pb2.Task(task_id="t1", algorithm="tifed", layer=-1, seed=5, epochs=1)
-    config = WorkerConfig(node_id="gw", mcu=[sim.url], mcu_verify=True, bind="")
+    task = TaskSpec("j", "t1", 0, "digits", tuple(range(60)), "tifed", "", "", seed=5)
+    lost: list[str] = []
     with Device.open(sim.url) as dev:
-        agent = McuAgent(config, "gw.mcu0", sim.url, dev, None)
-        good = agent.mcu.run("tifed", algo.config, params, x, y, epochs=1, layer=-1, seed=5)
-        await agent._verify(task, algo, params, x, y, good)
-        assert agent.counters.verified == 1 and agent.lost is None
+        executor = McuExecutor(
+            dev, max_buffer=250, train_timeout=30.0, verify=True, on_lost=lost.append
+        )
+        good = executor.runner.run("tifed", algo.config, params, x, y, epochs=1, layer=-1, seed=5)
+        await executor._verify(task, algo, params, x, y, good)
+        assert executor.counters.verified == 1 and executor.lost is None
         bad_w = good.params["W0"].copy()
         bad_w[3, 4] += 1
         bad = replace(good, params={**good.params, "W0": bad_w})
         with pytest.raises(DeviceLostError):
-            await agent._verify(task, algo, params, x, y, bad)
-    assert agent.counters.mismatches == 1
-    assert agent.lost is not None and "reference" in agent.lost
+            await executor._verify(task, algo, params, x, y, bad)
+    assert executor.counters.mismatches == 1
+    assert executor.lost is not None and "reference" in executor.lost
+    assert lost == [executor.lost]
+
+
+def _tifed_task(n: int, **fields: object) -> TaskSpec:
+    values: dict[str, object] = {
+        "job_id": "j",
+        "task_id": "t1",
+        "version": 0,
+        "dataset": "digits",
+        "indexes": tuple(range(n)),
+        "algorithm": "tifed",
+        "model_json": json.dumps({"sizes": [64, 32, 10]}),
+        "hyper_json": json.dumps({"lr_inv": 512, "batch_size": 25, "feedback_seed": 3}),
+        "epochs": 2,
+        "layer": -1,
+        "seed": 9,
+    }
+    values.update(fields)
+    return TaskSpec(**values)  # type: ignore[arg-type]
+
+
+async def test_mcu_executor_trains_what_the_numpy_executor_trains(sim: Launched) -> None:
+    task = _tifed_task(80)
+    x, y = _task_data(80)
+    params = init_params(get_algorithm("tifed", {"sizes": [64, 32, 10]}, {}).config)
+    python = await NumpyExecutor().execute(task, params, x, y)
+    with Device.open(sim.url) as dev:
+        executor = McuExecutor(dev, max_buffer=50, train_timeout=30.0, verify=True)
+        executor.check(task)
+        device = await executor.execute(task, params, x, y)
+    for name, value in python.params.items():
+        np.testing.assert_array_equal(device.params[name], value)
+    c = executor.counters
+    assert c.tasks == 1 and c.samples == 160 and c.kernel_ticks == device.kernel_ticks > 0
+    assert c.verified == 1 and c.mismatches == 0 and executor.lost is None
+
+
+def test_mcu_executor_refuses_what_no_device_runs(sim: Launched) -> None:
+    with Device.open(sim.url) as dev:
+        executor = McuExecutor(dev, max_buffer=50, train_timeout=30.0, name="gw.mcu0")
+        with pytest.raises(TaskError, match=r"gw\.mcu0 runs tifed, tifed-single, not sgd"):
+            executor.check(_tifed_task(10, algorithm="sgd"))
+        with pytest.raises(TaskError, match="not JSON"):
+            executor.check(_tifed_task(10, model_json="{"))
+    assert executor.lost is None
+
+
+async def test_a_link_that_fails_loses_the_device_once_and_refuses_later_tasks() -> None:
+    task = _tifed_task(30)
+    x, y = _task_data(30)
+    params = init_params(get_algorithm("tifed", {"sizes": [64, 32, 10]}, {}).config)
+    lost: list[str] = []
+    with start_sim("tcp", lifetime=60) as sim:
+        dev = Device.open(sim.url, timeout=0.3, retries=2)
+        try:
+            executor = McuExecutor(dev, max_buffer=50, train_timeout=5.0, on_lost=lost.append)
+            sim.close()  # the device vanishes
+            with pytest.raises(DeviceLostError, match="device lost during task t1"):
+                await executor.execute(task, params, x, y)
+            await executor.check_device()  # a lost device is not asked again
+            with pytest.raises(DeviceLostError):
+                await executor.execute(task, params, x, y)
+        finally:
+            dev.close()
+    assert len(lost) == 1 and lost == [executor.lost]
+    assert executor.counters.tasks == 0

@@ -21,6 +21,7 @@ from eddl.cli import main as cli_main
 from eddl.cli.jobs import watch_job
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.worker.training import NumpyExecutor
 from tests.integration.cluster_support import DIGITS_JOB, Cluster, running_cluster, wait_until
 
 SGD_MODEL = DIGITS_JOB["model"]
@@ -125,18 +126,20 @@ async def test_a_worker_whose_trainer_raises_reports_it_and_then_trains_the_next
     cluster: Cluster, tmp_path: Path
 ) -> None:
     daemon = await cluster.add_worker("w0")
-    real_train = daemon.runner._train
+    assert isinstance(daemon.executor, NumpyExecutor)
+    runner = daemon.executor.runner
+    real_train = runner._train
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the trainer broke")
 
-    daemon.runner._train = broken  # type: ignore[method-assign]
+    runner._train = broken  # type: ignore[method-assign]
     code, kinds, job_id = await _submit_and_watch(cluster, _failing_job(tmp_path))
     assert code == 1 and kinds[-1] == "job_failed"
     assert "RuntimeError: the trainer broke" in cluster.status(job_id)["result"]["reason"]
     assert daemon.joined and daemon.tasks_failed == 4
     # The same worker process, its trainer mended, runs the next job to the end.
-    daemon.runner._train = real_train  # type: ignore[method-assign]
+    runner._train = real_train  # type: ignore[method-assign]
     good = await cluster.submit({**SHORT_JOB, "rounds": 2})
     status = await cluster.wait_job(good, 60)
     assert status["status"] == "completed" and daemon.tasks_done >= 1
