@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from eddl.cli.metatrain import add_arguments, run_meta_cli
 from eddl.data import DATASETS, DatasetError, PartitionError, parse_partition
 from eddl.learn.aggregation import AggregationError
 from eddl.learn.algorithms import AlgorithmError
+from eddl.learn.metaoptions import META_ALGORITHMS
 from eddl.learn.params import ParamsError
 from eddl.simulate import ALGO_DEFAULTS, FederatedConfig, RoundResult, RunResult, run_federated
 
@@ -35,7 +37,10 @@ def register(sub: Any) -> None:
         description="Federated training of N simulated clients for R rounds, in one process.",
     )
     p.add_argument(
-        "--algo", choices=sorted(ALGO_DEFAULTS), default="lsgd", help="training algorithm"
+        "--algo",
+        choices=sorted([*ALGO_DEFAULTS, *META_ALGORITHMS]),
+        default="lsgd",
+        help="training algorithm",
     )
     p.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset to train on")
     p.add_argument("--data-path", help="folder with the 60k MNIST IDX files (--dataset mnist)")
@@ -70,6 +75,7 @@ def register(sub: Any) -> None:
         help="lsgd-q8: float L-SGD rounds before quantizing and fine-tuning",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -125,6 +131,8 @@ def _summary(result: RunResult) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.algo in META_ALGORITHMS:
+        return run_meta_cli(args)
     err = Console(stderr=True)
     try:
         cfg = FederatedConfig(

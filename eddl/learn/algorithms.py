@@ -12,6 +12,8 @@ name            model                                  inputs                  s
 ``lsgd-q8``     int8 fixed point, from a float model   uint8 (``x >> 1``)      fedavg
 ``tifed``       int32 TIFeD, every client all layers   uint8 (``x - 128``)     intmean
 ``tifed-single`` int32 TIFeD, one layer per client     uint8 (``x - 128``)     intmean
+``reptile``     float32 MLP, L-SGD inner loop          ``x / 255`` float32     reptile
+``tinymetafed`` float32 MLP, L-SGD, top-P + local head ``x / 255`` float32     reptile
 =============== ====================================== ======================= ==========
 
 ``model`` is a mapping: ``{"sizes": [...], "activations": [...], "loss": ...}`` for float
@@ -22,7 +24,9 @@ trainer could use (``lr`` must be in (0, 10], ``batch_size`` in 1..65536): worke
 algorithms here, and so do the leader and the CLI when they check a job (``eddl.jobcheck``),
 so a job a worker would refuse is refused at submission. :meth:`Algorithm.param_bytes` and
 :meth:`Algorithm.buffer_bytes` say what a model and its trainer need, before anything is
-allocated. FedAvg of integer models is the exact sample-weighted mean truncated toward zero
+allocated. ``reptile`` and ``tinymetafed`` take the meta-learning options of
+:mod:`eddl.learn.metaoptions` in ``hyper`` (each bounded there). FedAvg of integer models
+is the exact sample-weighted mean truncated toward zero
 (see ``eddl.learn.aggregation``).
 """
 
@@ -40,6 +44,7 @@ import numpy as np
 
 from eddl.learn import lsgd_q8, tifed
 from eddl.learn import model as mlp
+from eddl.learn.metaoptions import META_ALGORITHMS, MetaOptions, MetaOptionsError
 from eddl.learn.params import Params
 from eddl.learn.trainer import Trainer
 
@@ -50,13 +55,21 @@ __all__ = [
     "Algorithm",
     "AlgorithmError",
     "FloatAlgorithm",
+    "MetaAlgorithm",
     "Q8Algorithm",
     "TifedAlgorithm",
     "default_model",
     "get_algorithm",
 ]
 
-ALGORITHMS: tuple[str, ...] = ("sgd", "lsgd", "lsgd-q8", "tifed", "tifed-single")
+ALGORITHMS: tuple[str, ...] = (
+    "sgd",
+    "lsgd",
+    "lsgd-q8",
+    "tifed",
+    "tifed-single",
+    *META_ALGORITHMS,
+)
 # A float learning rate above 10 only ever diverges; a batch above 65536 rows is no mini-batch.
 MAX_LR = 10.0
 MAX_BATCH_SIZE = 1 << 16
@@ -376,13 +389,54 @@ class Q8Algorithm(_MLPAlgorithm):
         return lsgd_q8.accuracy(self.spec, self.fmt, params, _check_pixels(x_u8), y)
 
 
+@dataclass(frozen=True)
+class MetaAlgorithm(_MLPAlgorithm):
+    """``reptile`` and ``tinymetafed``: a float32 MLP meta-learned with an L-SGD inner loop.
+
+    A worker's trainer is L-SGD with the inner learning rate; the rest of a round (local
+    reconstruction, top-P selection, the outer update) is in :mod:`eddl.learn.tinymetafed`
+    and :mod:`eddl.learn.reptile`, configured by :attr:`options`.
+    """
+
+    def __post_init__(self) -> None:
+        self._check_spec()
+        try:
+            self.options  # noqa: B018 - validates now
+        except MetaOptionsError as exc:
+            raise AlgorithmError(str(exc).removeprefix(f"{exc.key}: "), key=exc.key) from exc
+
+    @functools.cached_property
+    def options(self) -> MetaOptions:
+        return MetaOptions.from_hyper(self.name, self.hyper, self.spec.num_layers)
+
+    @property
+    def sync_rule_name(self) -> str:
+        return "reptile"
+
+    def init_params(self, seed: int) -> Params:
+        return mlp.init_params(self.spec, seed)
+
+    def make_trainer(self, layer: int | None = None, seed: int = 0) -> Trainer:
+        from eddl.learn.lsgd import LSGDTrainer
+
+        if layer is not None:
+            raise AlgorithmError(f"{self.name} adapts the whole network; layer must be None")
+        return LSGDTrainer(self.spec, self.options.lr)
+
+    def prepare_inputs(self, x_u8: np.ndarray) -> np.ndarray:
+        return _check_pixels(x_u8).astype(np.float32) / np.float32(255.0)
+
+    def evaluate(self, params: Params, x_u8: np.ndarray, y: np.ndarray) -> float:
+        return mlp.accuracy(self.spec, params, self.prepare_inputs(x_u8), y)
+
+
 def default_model(name: str, num_features: int, num_classes: int = 10) -> dict[str, Any]:
     """The papers' topologies, with the input width of the dataset at hand.
 
     Float algorithms: L-SGD's ``in-40-32-10`` (tanh, tanh, sigmoid, BCE). TIFeD: ``in-200-10``
     for MNIST-sized inputs, ``in-64-10`` for small ones (digits).
     """
-    if name in ("sgd", "lsgd", "lsgd-q8"):
+    if name in ("sgd", "lsgd", "lsgd-q8", *META_ALGORITHMS):
         return {
             "sizes": [num_features, 40, 32, num_classes],
             "activations": ["tanh", "tanh", "sigmoid"],
@@ -407,6 +461,8 @@ def get_algorithm(
         return TifedAlgorithm(name, dict(model), h)
     if name == "lsgd-q8":
         return Q8Algorithm(name, dict(model), h)
+    if name in META_ALGORITHMS:
+        return MetaAlgorithm(name, dict(model), h)
     raise AlgorithmError(
         f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}", key="algorithm"
     )

@@ -2,6 +2,8 @@
 
 * ``chunks``  tensors to/from ``TensorChunk`` records with a declared size and CRC-32, and the
   reassembler that checks them (missing, duplicate, oversized or truncated chunks are refused).
+* ``sparse``  top-P updates as index + value records (float32 or int8), decoded with bounds,
+  duplicate and count checks; their measured wire size.
 * ``tensors`` one array to/from a ``Tensor`` record (samples, small payloads).
 * ``server``  ``grpc.aio`` server factory: bind, health checking, reflection, port read back.
 * ``channel`` ``grpc.aio`` channel factory with EDDL's message limits.

@@ -39,12 +39,13 @@ def test_public_surface_is_explicit() -> None:
         "fedbuff",
         "intmean",
         "registry",
+        "reptile",
         "staleness",
     }
 
 
 def test_every_named_rule_is_built_with_its_defaults() -> None:
-    assert RULE_NAMES == ("fedavg", "intmean", "fedasync", "fedbuff", "eddl-mix")
+    assert RULE_NAMES == ("fedavg", "intmean", "reptile", "fedasync", "fedbuff", "eddl-mix")
     built = {
         name: make_rule(name, base_lookup=lookup) if name == "fedbuff" else make_rule(name)
         for name in RULE_NAMES

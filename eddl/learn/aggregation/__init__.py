@@ -9,6 +9,7 @@ Modules:
 * ``staleness`` staleness functions S(s): constant, polynomial, hinge (FedAsync's).
 * ``fedavg``    FedAvg, the sample-weighted mean (sync).
 * ``intmean``   TIFeD's truncating integer mean, per parameter name (sync).
+* ``reptile``   Reptile's outer step ``θ + ε·Σ w_i(φ_i − θ)`` (sync; ε = 1 is FedAvg).
 * ``fedasync``  FedAsync and EDDL's ``(global + incoming) / 2`` mix (async, unbuffered).
 * ``fedbuff``   FedBuff, K buffered staleness-weighted deltas (async).
 * ``registry``  ``make_rule(name, **params)``.
@@ -26,6 +27,7 @@ from eddl.learn.aggregation.fedavg import FedAvg
 from eddl.learn.aggregation.fedbuff import BaseLookup, FedBuff
 from eddl.learn.aggregation.intmean import IntMean
 from eddl.learn.aggregation.registry import RULE_NAMES, make_rule
+from eddl.learn.aggregation.reptile import Reptile
 from eddl.learn.aggregation.staleness import (
     STALENESS_NAMES,
     Constant,
@@ -51,6 +53,7 @@ __all__ = [
     "Hinge",
     "IntMean",
     "Polynomial",
+    "Reptile",
     "Staleness",
     "SyncRule",
     "make_rule",

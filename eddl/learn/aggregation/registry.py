@@ -9,6 +9,7 @@ from eddl.learn.aggregation.fedasync import EDDLMix, FedAsync
 from eddl.learn.aggregation.fedavg import FedAvg
 from eddl.learn.aggregation.fedbuff import FedBuff
 from eddl.learn.aggregation.intmean import IntMean
+from eddl.learn.aggregation.reptile import Reptile
 from eddl.learn.aggregation.staleness import make_staleness
 
 __all__ = ["RULE_NAMES", "make_rule"]
@@ -30,6 +31,10 @@ def _staleness_from(p: dict[str, object], default: str) -> None:
     p["staleness"] = make_staleness(
         name, a=p.pop("staleness_a", None), b=p.pop("staleness_b", None)
     )
+
+
+def _reptile(p: dict[str, object]) -> AggregationRule:
+    return Reptile(**p)  # type: ignore[arg-type]
 
 
 def _fedasync(p: dict[str, object]) -> AggregationRule:
@@ -57,6 +62,7 @@ def _eddl_mix(p: dict[str, object]) -> AggregationRule:
 _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[str, ...]]] = {
     "fedavg": (_fedavg, ("allow_partial",)),
     "intmean": (_intmean, ("allow_partial",)),
+    "reptile": (_reptile, ("meta_lr", "allow_partial")),
     "fedasync": (_fedasync, ("alpha", *_STALENESS_KEYS, "allow_partial")),
     "fedbuff": (
         _fedbuff,

@@ -82,3 +82,48 @@ class Envelope(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class SparseTensor(_message.Message):
+    """The kept entries of one tensor's update (top-P selective communication); every other entry
+    is zero. Flat indexes are strictly increasing, sent as gaps: the first index, then each
+    index minus the previous one (>= 1), packed varints. Values are `count` little-endian
+    float32, or `count` int8 where the value is q * scale.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    INDEX_GAPS_FIELD_NUMBER: _builtins.int
+    VALUE_DTYPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    count: _builtins.int
+    value_dtype: _builtins.str
+    values: _builtins.bytes
+    scale: _builtins.float
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def index_gaps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        count: _builtins.int = ...,
+        index_gaps: _abc.Iterable[_builtins.int] | None = ...,
+        value_dtype: _builtins.str = ...,
+        values: _builtins.bytes = ...,
+        scale: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "index_gaps", b"index_gaps", "name", b"name", "scale", b"scale", "shape", b"shape", "value_dtype", b"value_dtype", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SparseTensor: _TypeAlias = SparseTensor  # noqa: Y015

@@ -1,0 +1,139 @@
+"""The options of ``tinymetafed`` and ``reptile`` jobs, parsed and bounded in one place.
+
+Job files give them in ``[job.hyper]``; :func:`MetaOptions.from_hyper` refuses unknown keys,
+wrong types and values outside their bounds with a :class:`MetaOptionsError` whose ``key``
+names the culprit (``hyper.top_p``). The algorithm registry, ``eddl train`` and the benchmark
+all build their options here.
+
+============== ============ ========== ===================================================
+key            bounds       default    meaning
+============== ============ ========== ===================================================
+lr             (0, 10]      0.05       inner-loop (and few-shot fine-tuning) learning rate
+meta_lr        (0, 1]       1.0        ε at round 0
+meta_lr_final  [0, meta_lr] 0.0        ε approached linearly at the last round
+inner_epochs   1..100       1          passes over the local samples (online: 1)
+devices_per_round 1..100000 5          devices sampled per round
+shots          1..1000      5          k of the job's few-shot evaluation
+eval_epochs    1..1000      10         fine-tuning passes over the k shots at evaluation
+top_p          (0, 100]     10         tinymetafed: % of entries of φ − θ uploaded
+local_layers   0..L-1       1          tinymetafed: top layers kept on the device
+recon_epochs   1..1000      5          tinymetafed: passes rebuilding the local layers
+values         float32|int8 float32    tinymetafed: value encoding of the upload
+============== ============ ========== ===================================================
+
+``reptile`` takes the first six keys plus ``shots`` and ``eval_epochs``; it uploads the dense
+delta of every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["META_ALGORITHMS", "MetaOptions", "MetaOptionsError"]
+
+META_ALGORITHMS: tuple[str, ...] = ("tinymetafed", "reptile")
+_COMMON = (
+    "lr",
+    "meta_lr",
+    "meta_lr_final",
+    "inner_epochs",
+    "devices_per_round",
+    "shots",
+    "eval_epochs",
+)
+_TINY = ("top_p", "local_layers", "recon_epochs", "values")
+VALUE_ENCODINGS = ("float32", "int8")
+
+
+class MetaOptionsError(ValueError):
+    """A meta-learning option is unknown, of the wrong type, or out of bounds."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+
+
+def _number(h: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    """A finite number in ``(low, high]`` (``[low, high]`` when ``low`` is 0 and allowed)."""
+    v = h.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise MetaOptionsError(f"must be a finite number, got {v!r}", f"hyper.{key}")
+    if not low < v <= high:
+        raise MetaOptionsError(f"must be in ({low:g}, {high:g}], got {v!r}", f"hyper.{key}")
+    return float(v)
+
+
+def _int(h: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    v = h.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise MetaOptionsError(f"must be an int in {low}..{high}, got {v!r}", f"hyper.{key}")
+    return v
+
+
+@dataclass(frozen=True)
+class MetaOptions:
+    algorithm: str = "tinymetafed"
+    lr: float = 0.05
+    meta_lr: float = 1.0
+    meta_lr_final: float = 0.0
+    inner_epochs: int = 1
+    devices_per_round: int = 5
+    shots: int = 5
+    eval_epochs: int = 10
+    top_p: float = 100.0
+    local_layers: int = 0
+    recon_epochs: int = 5
+    values: str = "float32"
+
+    @property
+    def sparse(self) -> bool:
+        """Whether uploads travel as sparse records (tinymetafed) rather than dense tensors."""
+        return self.algorithm == "tinymetafed"
+
+    @classmethod
+    def from_hyper(
+        cls, algorithm: str, hyper: Mapping[str, Any], num_layers: int | None = None
+    ) -> MetaOptions:
+        """Parse ``hyper`` for ``algorithm``; ``num_layers`` bounds ``local_layers``."""
+        if algorithm not in META_ALGORITHMS:
+            raise MetaOptionsError(f"not a meta-learning algorithm: {algorithm!r}", "algorithm")
+        allowed = _COMMON + (_TINY if algorithm == "tinymetafed" else ())
+        unknown = sorted(set(hyper) - set(allowed))
+        if unknown:
+            raise MetaOptionsError(
+                f"{algorithm}: unknown hyper-parameter(s) {unknown}; known: {list(allowed)}",
+                "hyper",
+            )
+        meta_lr = _number(hyper, "meta_lr", 1.0, 0.0, 1.0)
+        final = hyper.get("meta_lr_final", 0.0)
+        if isinstance(final, bool) or not isinstance(final, int | float):
+            raise MetaOptionsError(f"must be a number, got {final!r}", "hyper.meta_lr_final")
+        if not (math.isfinite(final) and 0.0 <= final <= meta_lr):
+            raise MetaOptionsError(
+                f"must be in [0, meta_lr={meta_lr:g}], got {final!r}", "hyper.meta_lr_final"
+            )
+        opts: dict[str, Any] = {
+            "algorithm": algorithm,
+            "lr": _number(hyper, "lr", 0.05, 0.0, 10.0),
+            "meta_lr": meta_lr,
+            "meta_lr_final": float(final),
+            "inner_epochs": _int(hyper, "inner_epochs", 1, 1, 100),
+            "devices_per_round": _int(hyper, "devices_per_round", 5, 1, 100_000),
+            "shots": _int(hyper, "shots", 5, 1, 1000),
+            "eval_epochs": _int(hyper, "eval_epochs", 10, 1, 1000),
+        }
+        if algorithm == "tinymetafed":
+            top = num_layers - 1 if num_layers is not None else 1000
+            opts["top_p"] = _number(hyper, "top_p", 10.0, 0.0, 100.0)
+            opts["local_layers"] = _int(hyper, "local_layers", min(1, top), 0, top)
+            opts["recon_epochs"] = _int(hyper, "recon_epochs", 5, 1, 1000)
+            values = hyper.get("values", "float32")
+            if values not in VALUE_ENCODINGS:
+                raise MetaOptionsError(
+                    f"must be one of {list(VALUE_ENCODINGS)}, got {values!r}", "hyper.values"
+                )
+            opts["values"] = values
+        return cls(**opts)
