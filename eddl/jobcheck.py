@@ -6,7 +6,8 @@ call a worker makes for every task), bounds the memory of the model and of one t
 :class:`JobLimits`, and only then makes version 0 of the model and one trainer, as a worker
 would. ``eddl submit`` runs it before sending a job (and exits 2 on a :class:`JobSpecError`);
 the leader runs it again when the job arrives (``INVALID_ARGUMENT``), so a job that no worker
-could run is refused at the door instead of failing on every worker.
+could run is refused at the door instead of failing on every worker. The aggregation options
+(``[job.sync_params]``, ``[job.async_params]``) are checked here too, by building the rules.
 """
 
 from __future__ import annotations
@@ -17,10 +18,29 @@ from typing import Any
 
 from eddl.data import Dataset, load_dataset
 from eddl.jobspec import JobSpec, JobSpecError
+from eddl.learn.aggregation import BASE_LOOKUP_RULES, AggregationError, make_rule
 from eddl.learn.algorithms import Algorithm, AlgorithmError, default_model, get_algorithm
 from eddl.learn.params import Params
 
-__all__ = ["DEFAULT_MODEL_BYTES", "CheckedJob", "JobLimits", "check_job", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL_BYTES",
+    "SERVER_KEYS",
+    "CheckedJob",
+    "JobLimits",
+    "check_aggregation",
+    "check_job",
+    "resolve_model",
+]
+
+#: What ``[job.sync_params]`` may hold: the synchronous rule's server optimizer.
+SERVER_KEYS = (
+    "server_opt",
+    "server_lr",
+    "server_momentum",
+    "server_beta1",
+    "server_beta2",
+    "server_tau",
+)
 
 DEFAULT_MODEL_BYTES = 256 * 1024 * 1024
 _MIB = 1024 * 1024
@@ -85,9 +105,49 @@ def check_job(spec: JobSpec, limits: JobLimits | None = None) -> CheckedJob:
         algo.make_trainer(0 if algo.single_layer else None, seed=spec.seed)
     except (ValueError, TypeError) as exc:
         raise JobSpecError(f"job.hyper: {spec.algorithm}: {exc}") from exc
+    check_aggregation(spec, algo.sync_rule_name, params)
     if model != dict(spec.model):
         spec = replace(spec, model=model)
     return CheckedJob(spec, dataset, algo, params)
+
+
+def check_aggregation(spec: JobSpec, sync_rule: str, params: Params) -> None:
+    """Build the job's rules from ``sync_params`` / ``async_params`` as the leader will, and
+    refuse server optimizers on integer models (TIFeD keeps its exact integer mean)."""
+    integer = sorted(n for n, a in params.items() if a.dtype.kind != "f")
+    sync_params = dict(spec.sync_params)
+    unknown = sorted(set(sync_params) - set(SERVER_KEYS))
+    if unknown:
+        raise JobSpecError(
+            f"job.sync_params: unknown key(s) {unknown}; known: {', '.join(SERVER_KEYS)}"
+        )
+    if sync_params and integer:
+        raise JobSpecError(
+            f"job.sync_params: {spec.algorithm} trains an integer model and keeps TIFeD's exact "
+            f"integer mean; server optimizers ({', '.join(sorted(sync_params))}) apply to float "
+            "models only"
+        )
+    try:
+        make_rule(sync_rule, **sync_params)
+    except AggregationError as exc:
+        raise JobSpecError(f"job.sync_params: {exc}") from exc
+    async_params: dict[str, object] = dict(spec.async_params)
+    lr = async_params.get("server_lr", 1.0)
+    if integer and lr != 1.0:
+        raise JobSpecError(
+            f"job.async_params.server_lr: {spec.algorithm} trains an integer model; a server "
+            f"learning rate ({lr!r}) applies to float models only"
+        )
+    if spec.async_rule in BASE_LOOKUP_RULES:
+        async_params["base_lookup"] = _no_base
+    try:
+        make_rule(spec.async_rule, **async_params)
+    except AggregationError as exc:
+        raise JobSpecError(f"job.async_params: {exc}") from exc
+
+
+def _no_base(version: int) -> None:
+    return None
 
 
 def resolve_model(

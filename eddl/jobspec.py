@@ -1,7 +1,7 @@
 """Jobs: the :class:`JobSpec` a user submits, the bounds of its fields, and parsing from TOML.
 
 A job file is one ``[job]`` table (sub-tables ``[job.model]``, ``[job.hyper]``,
-``[job.async_params]`` and ``[job.policy]``)::
+``[job.sync_params]``, ``[job.async_params]`` and ``[job.policy]``)::
 
     [job]
     dataset = "digits"
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 Aggregation = Literal["sync", "async", "auto"]
-AsyncRuleName = Literal["fedbuff", "fedasync", "eddl-mix"]
+AsyncRuleName = Literal["fedbuff", "fedasync", "eddl-mix", "async-delta"]
 Distribution = Literal["dynamic", "static"]
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 ASYNC_RULES: tuple[str, ...] = get_args(AsyncRuleName)
@@ -73,8 +73,8 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
 _MAX_EPOCHS = 1e6
 _MAX_TASK_SECONDS = 3600.0
 _MAX_DEADLINE = 86400.0
-# The sub-tables (model, hyper, async_params) are stored as JSON and sent to every worker:
-# bounded so a spec can never be a resource problem of its own.
+# The sub-tables (model, hyper, sync_params, async_params) are stored as JSON and sent to every
+# worker: bounded so a spec can never be a resource problem of its own.
 _MAX_DEPTH = 8
 _MAX_ITEMS = 1024
 _MAX_STRING = 256
@@ -113,6 +113,8 @@ class JobSpec:
     aggregation: Aggregation = "auto"
     async_rule: AsyncRuleName = "fedbuff"
     async_params: Mapping[str, Any] = field(default_factory=dict)
+    # Options of the synchronous rule (fedavg's server optimizer); checked by eddl.jobcheck.
+    sync_params: Mapping[str, Any] = field(default_factory=dict)
     max_staleness: int = 8
     distribution: Distribution = "dynamic"
     task_seconds: float = 1.0
@@ -263,7 +265,7 @@ def load_job_file(path: str | Path, *, job_id: str | None = None) -> JobSpec:
 # -- helpers -----------------------------------------------------------------------------
 _FLOATS = {"target_accuracy", "max_epochs", "task_seconds", "round_deadline"}
 _STRS = {"job_id", "dataset", "algorithm", "aggregation", "async_rule", "distribution"}
-_TABLES = {"model", "hyper", "async_params"}
+_TABLES = {"model", "hyper", "sync_params", "async_params"}
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -12,6 +12,11 @@ buffer every round); the buffer starts empty at each pass over the shard. TIFeD'
 buffer 50 with 10 new samples per round: 1,000 samples per client make 100 rounds per pass.
 In single-layer mode client ``c`` trains layer ``c mod L`` and uploads only that layer.
 
+``sync_params`` are the synchronous rule's options, as in a job's ``[job.sync_params]``: a server
+optimizer on each round's mean delta (``server_opt``, ``server_lr``, ``server_momentum``...;
+float models only). With ``target_accuracy`` the run stops after the first round that reaches
+it, and :attr:`RunResult.samples_to_target` says how many samples that took.
+
 ``lsgd-q8`` fine-tunes a trained model: the run first trains a float model with L-SGD for
 ``pretrain_rounds`` federated rounds, quantizes it to int8 (the accuracy before and after
 quantization is reported), then fine-tunes the int8 model for ``rounds`` rounds.
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from eddl.data import load_dataset, partition
-from eddl.learn.aggregation import ClientUpdate, SyncRule, make_rule
+from eddl.learn.aggregation import AggregationError, ClientUpdate, SyncRule, make_rule
 from eddl.learn.algorithms import Algorithm, Q8Algorithm, default_model, get_algorithm
 from eddl.learn.params import Params, clone
 
@@ -59,8 +64,12 @@ class FederatedConfig:
     hyper: dict[str, Any] = field(default_factory=dict)
     dataset_path: str | None = None
     pretrain_rounds: int = 2
+    sync_params: dict[str, Any] = field(default_factory=dict)
+    target_accuracy: float | None = None
 
     def __post_init__(self) -> None:
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
         if self.algo not in ALGO_DEFAULTS:
             raise ValueError(f"unknown algorithm {self.algo!r}; known: {', '.join(ALGO_DEFAULTS)}")
         for name in ("clients", "rounds", "pretrain_rounds"):
@@ -101,6 +110,8 @@ class RunResult:
     new_per_round: int | None
     aggregation: dict[str, Any]
     history: list[RoundResult]
+    # Samples trained when test accuracy first reached target_accuracy (None: not reached).
+    samples_to_target: int | None = None
     # lsgd-q8 only: accuracy of the float model after pre-training, and of its int8 copy.
     pretrain: dict[str, float] | None = None
 
@@ -159,9 +170,13 @@ class _Rounds:
         rounds: int,
         on_round: Callable[[RoundResult], None] | None,
         history: list[RoundResult] | None = None,
+        rule: SyncRule | None = None,
+        target: float | None = None,
     ) -> Params:
-        rule = make_rule(algo.sync_rule_name)
-        assert isinstance(rule, SyncRule)
+        if rule is None:
+            plain = make_rule(algo.sync_rule_name)
+            assert isinstance(plain, SyncRule)
+            rule = plain
         x_train = algo.prepare_inputs(self.data.x_train)
         for rnd in range(rounds):
             t_round = time.perf_counter()
@@ -190,6 +205,8 @@ class _Rounds:
                 history.append(result)
             if on_round is not None:
                 on_round(result)
+            if target is not None and acc >= target:
+                break
         return params
 
 
@@ -236,8 +253,11 @@ def run_federated(
                 f"{cfg.clients} clients for {algo.num_layers} layers"
             )
     model_bytes = sum(v.nbytes for v in global_params.values())
-    rule = make_rule(algo.sync_rule_name)
-    global_params = loop.run(algo, global_params, cfg.rounds, on_round, history)
+    rule = _sync_rule(cfg, algo, global_params)
+    global_params = loop.run(
+        algo, global_params, cfg.rounds, on_round, history, rule, cfg.target_accuracy
+    )
+    reached = [r.samples for r in history if r.accuracy >= (cfg.target_accuracy or 2.0)]
     return RunResult(
         algo=cfg.algo,
         dataset=cfg.dataset,
@@ -256,5 +276,19 @@ def run_federated(
         new_per_round=new,
         aggregation=rule.describe(),
         history=history,
+        samples_to_target=reached[0] if reached else None,
         pretrain=pretrain,
     )
+
+
+def _sync_rule(cfg: FederatedConfig, algo: Algorithm, params: Params) -> SyncRule:
+    """The algorithm's synchronous rule with ``cfg.sync_params``, refused for integer models."""
+    integer = sorted(n for n, a in params.items() if a.dtype.kind != "f")
+    if cfg.sync_params and integer:
+        raise AggregationError(
+            f"{cfg.algo} trains an integer model and keeps TIFeD's exact integer mean; server "
+            f"optimizers ({', '.join(sorted(cfg.sync_params))}) apply to float models only"
+        )
+    rule = make_rule(algo.sync_rule_name, **cfg.sync_params)
+    assert isinstance(rule, SyncRule)
+    return rule

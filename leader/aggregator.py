@@ -36,6 +36,7 @@ import numpy as np
 
 from eddl.leader.errors import StaleVersionError, UpdateRejectedError
 from eddl.learn.aggregation import (
+    BASE_LOOKUP_RULES,
     AggregationError,
     AsyncRule,
     ClientUpdate,
@@ -71,6 +72,7 @@ class Aggregator:
         sync_rule: str = "fedavg",
         async_rule: str = "fedbuff",
         async_params: Mapping[str, Any] | None = None,
+        sync_params: Mapping[str, Any] | None = None,
         mode: Mode = "sync",
         max_staleness: int = 8,
         partial: bool = False,
@@ -87,11 +89,15 @@ class Aggregator:
         extra: dict[str, object] = dict(async_params or {})
         if async_rule == "fedbuff":
             extra.setdefault("buffer_size", 3)
+        if async_rule in BASE_LOOKUP_RULES:
             extra["base_lookup"] = self._base
         if partial:
             extra.setdefault("allow_partial", True)
         try:
-            sync = make_rule(sync_rule, **({"allow_partial": True} if partial else {}))
+            sync_extra: dict[str, object] = dict(sync_params or {})
+            if partial:
+                sync_extra["allow_partial"] = True
+            sync = make_rule(sync_rule, **sync_extra)
             asyn = make_rule(async_rule, **extra)
         except AggregationError as exc:
             raise ValueError(str(exc)) from exc
@@ -101,7 +107,7 @@ class Aggregator:
             raise ValueError(f"{async_rule!r} is not an asynchronous rule")
         self.sync_rule: SyncRule = sync
         self.async_rule: AsyncRule = asyn
-        self._keep_history = async_rule == "fedbuff"
+        self._keep_history = async_rule in BASE_LOOKUP_RULES
         self.mode: Mode = mode
         self._round: list[tuple[str, ClientUpdate]] = []
         # Samples in the async rule's buffer, so a version says how much data it holds.

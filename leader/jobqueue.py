@@ -111,6 +111,7 @@ class JobQueue:
                 sync_rule=runtime.sync_rule,
                 async_rule=spec.async_rule,
                 async_params=spec.async_params,
+                sync_params=spec.sync_params,
                 max_staleness=spec.max_staleness,
                 partial=runtime.single_layer,
             )

@@ -102,6 +102,7 @@ class JobRun:
             sync_rule=runtime.sync_rule,
             async_rule=spec.async_rule,
             async_params=spec.async_params,
+            sync_params=spec.sync_params,
             mode=start,
             max_staleness=spec.max_staleness,
             partial=runtime.single_layer,

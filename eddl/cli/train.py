@@ -13,7 +13,7 @@ from rich.table import Table
 
 from eddl.cli.metatrain import add_arguments, run_meta_cli
 from eddl.data import DATASETS, DatasetError, PartitionError, parse_partition
-from eddl.learn.aggregation import AggregationError
+from eddl.learn.aggregation import SERVER_OPT_NAMES, AggregationError
 from eddl.learn.algorithms import AlgorithmError
 from eddl.learn.metaoptions import META_ALGORITHMS
 from eddl.learn.params import ParamsError
@@ -74,6 +74,23 @@ def register(sub: Any) -> None:
         default=2,
         help="lsgd-q8: float L-SGD rounds before quantizing and fine-tuning",
     )
+    g = p.add_argument_group(
+        "server optimizer",
+        "applied to each round's mean delta (float models; see docs/aggregation.md)",
+    )
+    g.add_argument(
+        "--server-opt", choices=SERVER_OPT_NAMES, help="sgd (rate, momentum), adam or yogi"
+    )
+    g.add_argument("--server-lr", type=float, help="server learning rate (sgd 1.0, adam 0.01)")
+    g.add_argument("--server-momentum", type=float, help="sgd: momentum β (FedAvgM), [0, 1)")
+    g.add_argument("--server-beta1", type=float, help="adam/yogi: β1 (default 0.9)")
+    g.add_argument("--server-beta2", type=float, help="adam/yogi: β2 (default 0.99)")
+    g.add_argument("--server-tau", type=float, help="adam/yogi: τ (default 1e-3)")
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        help="stop after the first round whose test accuracy reaches this, in (0, 1]",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     add_arguments(p)
     p.set_defaults(func=run)
@@ -92,6 +109,29 @@ def _hyper(args: argparse.Namespace) -> dict[str, Any]:
     return hyper
 
 
+_SERVER_ARGS = (
+    "server_opt",
+    "server_lr",
+    "server_momentum",
+    "server_beta1",
+    "server_beta2",
+    "server_tau",
+)
+
+
+def _sync_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--server-*`` options given, as a job's ``[job.sync_params]`` would hold them."""
+    return {k: getattr(args, k) for k in _SERVER_ARGS if getattr(args, k) is not None}
+
+
+def _aggregation(result: RunResult) -> str:
+    desc = result.aggregation
+    extra = ", ".join(
+        f"{k.removeprefix('server_')} {v}" for k, v in desc.items() if k.startswith("server_")
+    )
+    return f"{desc.get('name', '?')} ({extra})" if extra else str(desc.get("name", "?"))
+
+
 def _buffer(result: RunResult) -> str:
     if result.buffer is None:
         return "whole shard"
@@ -108,10 +148,15 @@ def _summary(result: RunResult) -> Table:
         ("clients × rounds", f"{result.clients} × {result.rounds}"),
         ("partition", result.partition),
         ("local epochs / buffer", f"{result.local_epochs} / {_buffer(result)}"),
-        ("aggregation", result.aggregation.get("name", "?")),
+        ("aggregation", _aggregation(result)),
         ("test accuracy (last)", f"{result.accuracy:.2%}"),
         ("test accuracy (best)", f"{result.best_accuracy:.2%}"),
         ("samples trained", f"{result.samples:,}"),
+        *(
+            [("samples to target", f"{result.samples_to_target:,}")]
+            if result.samples_to_target is not None
+            else []
+        ),
         ("training state (bytes)", f"{result.train_state_bytes:,}"),
         ("model (bytes)", f"{result.model_bytes:,}"),
         ("time", f"{result.seconds:.2f} s"),
@@ -148,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             hyper=_hyper(args),
             dataset_path=args.data_path,
             pretrain_rounds=args.pretrain_rounds,
+            sync_params=_sync_params(args),
+            target_accuracy=args.target_accuracy,
         )
         if args.json:
             result = run_federated(cfg)

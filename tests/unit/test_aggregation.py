@@ -332,17 +332,19 @@ def test_fedbuff_emits_every_k_updates_and_follows_the_formula(
         params = random_model(rng, "float64")
         out = rule.submit(versions[version], ClientUpdate(params, samples, base_version), version)
         s = version - base_version
-        w = (1 + s) ** -0.5 * (samples if by_samples else 1)
-        buffered.append((w, {n: params[n] - versions[base_version][n] for n in SHAPES}))
+        c = samples if by_samples else 1
+        scaled = {n: (1 + s) ** -0.5 * (params[n] - versions[base_version][n]) for n in SHAPES}
+        buffered.append((c, scaled))
         if (i + 1) % k:
             assert out is None
             assert rule.pending() == len(buffered)
             continue
         assert out is not None
         assert rule.pending() == 0
-        total = sum(w for w, _ in buffered)
+        # The paper's mean of staleness-scaled deltas: S(s) is not normalised away.
+        total = sum(c for c, _ in buffered)
         for name in SHAPES:
-            step = sum(w * d[name] for w, d in buffered) / total
+            step = sum(c * d[name] for c, d in buffered) / total
             expected = versions[version][name] + server_lr * step
             np.testing.assert_allclose(out[name], expected, rtol=1e-10, atol=1e-10)
         buffered.clear()

@@ -32,6 +32,7 @@ def lookup(version: int) -> Params | None:
 
 def test_public_surface_is_explicit() -> None:
     assert set(aggregation.__all__) == {n for n in dir(aggregation) if not n.startswith("_")} - {
+        "adaptive",
         "base",
         "checks",
         "fedasync",
@@ -40,14 +41,26 @@ def test_public_surface_is_explicit() -> None:
         "intmean",
         "registry",
         "reptile",
+        "serveropt",
         "staleness",
+        "state",
     }
 
 
 def test_every_named_rule_is_built_with_its_defaults() -> None:
-    assert RULE_NAMES == ("fedavg", "intmean", "reptile", "fedasync", "fedbuff", "eddl-mix")
+    assert RULE_NAMES == (
+        "fedavg",
+        "intmean",
+        "reptile",
+        "fedasync",
+        "fedbuff",
+        "eddl-mix",
+        "async-delta",
+    )
     built = {
-        name: make_rule(name, base_lookup=lookup) if name == "fedbuff" else make_rule(name)
+        name: make_rule(name, base_lookup=lookup)
+        if name in ("fedbuff", "async-delta")
+        else make_rule(name)
         for name in RULE_NAMES
     }
     assert isinstance(built["fedavg"], FedAvg) and isinstance(built["fedavg"], SyncRule)

@@ -11,11 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from eddl.learn.params import Params, ParamsError
+
+if TYPE_CHECKING:  # state.py builds on this module's error type
+    from eddl.learn.aggregation.state import RuleState
 
 __all__ = [
     "AggregationError",
@@ -96,6 +99,21 @@ class AggregationRule(ABC):
         for this rule, so ``make_rule(**rule.describe())`` rebuilds an equivalent rule (FedBuff
         also needs its ``base_lookup``, which is not a loggable value).
         """
+
+    def state(self) -> RuleState:
+        """What the rule carries from one version to the next (a server optimizer's moments),
+        for the leader's checkpoint; empty for rules that keep nothing."""
+        from eddl.learn.aggregation.state import RuleState
+
+        return RuleState()
+
+    def load_state(self, state: RuleState) -> None:
+        """Continue from :meth:`state`'s output. A state the rule cannot use is refused with
+        :class:`AggregationError` and changes nothing."""
+        from eddl.learn.aggregation.state import RuleState
+
+        if not isinstance(state, RuleState) or not state.empty:
+            raise AggregationError(f"{self.name} keeps no state between versions")
 
 
 class SyncRule(AggregationRule):

@@ -1,4 +1,5 @@
-"""FedBuff (Nguyen et al.): buffer K client deltas, then apply their staleness-weighted mean.
+"""FedBuff (Nguyen et al.): buffer K client deltas, then apply their staleness-weighted mean;
+``AsyncDelta``: the same with K = 1, each delta applied as it arrives.
 
 A delta is ``params - base`` where ``base`` is the global model the client started from. The
 rule computes deltas itself, from full client parameters, so a caller cannot mix up models
@@ -27,18 +28,20 @@ from eddl.learn.aggregation.checks import (
 from eddl.learn.aggregation.staleness import Polynomial, Staleness
 from eddl.learn.params import Params, ParamsError, check_like
 
-__all__ = ["BaseLookup", "FedBuff"]
+__all__ = ["AsyncDelta", "BaseLookup", "FedBuff"]
 
 BaseLookup = Callable[[int], Mapping[str, np.ndarray] | None]
 
 
 class FedBuff(AsyncRule):
-    """Buffered asynchronous aggregation.
+    """Buffered asynchronous aggregation, as in the paper's Algorithm 1.
 
-    Each update contributes ``w_i = S(s_i)`` (times ``num_samples`` with
-    ``weight_by_samples``) and its delta ``d_i``; when ``buffer_size`` (K) updates are in,
-    ``x = x + server_lr * sum_i w_i d_i / sum_i w_i`` per name, over the updates holding that
-    name, and the buffer empties. The default ``S`` is ``1/sqrt(1+s)``.
+    Each update contributes its delta ``d_i`` scaled by its staleness weight ``S(s_i)``; when
+    ``buffer_size`` (K) updates are in, ``x = x + server_lr * sum_i c_i S(s_i) d_i / sum_i c_i``
+    per name, over the updates holding that name, and the buffer empties. ``c_i = 1`` (the
+    paper's ``1/K``) or ``num_samples`` with ``weight_by_samples``. The staleness weight is not
+    normalised away: a buffer of stale deltas moves the model less than a fresh one, which is
+    the paper's point. The default ``S`` is ``1/sqrt(1+s)``.
 
     The buffer keeps running float64 sums, not the K deltas, so its memory does not grow
     with K. Integer models are updated in float64, truncated toward zero and saturated at
@@ -69,6 +72,7 @@ class FedBuff(AsyncRule):
         self.staleness = staleness
         self.weight_by_samples = check_bool(weight_by_samples, "weight_by_samples")
         self.allow_partial = check_bool(allow_partial, "allow_partial")
+        # Per name: sum_i c_i S(s_i) d_i and sum_i c_i.
         self._sums: dict[str, np.ndarray] = {}
         self._weights: dict[str, float] = {}
         self._count = 0
@@ -87,22 +91,23 @@ class FedBuff(AsyncRule):
     def pending(self) -> int:
         return self._count
 
-    def update_weight(self, update: ClientUpdate, staleness: int) -> float:
-        weight = self.staleness(staleness)
-        return weight * update.num_samples if self.weight_by_samples else weight
+    def update_weight(self, update: ClientUpdate) -> float:
+        """``c_i``: the update's share of the buffer's mean (1, or its sample count)."""
+        return float(update.num_samples) if self.weight_by_samples else 1.0
 
     def submit(self, global_params: Params, update: ClientUpdate, version: int) -> Params | None:
         v = check_version(version)
         check_global(global_params)
         s = check_single(global_params, update, v, allow_partial=self.allow_partial, what="update")
         base = global_params if s == 0 else self._base(update.base_version, global_params)
-        weight = self.update_weight(update, s)
+        weight = self.update_weight(update)
+        scale = weight * self.staleness(s)
         # New dicts and arrays: the committed buffer is untouched until nothing can fail.
         sums = dict(self._sums)
         weights = dict(self._weights)
         for name, arr in update.params.items():
             delta = arr.astype(np.float64) - base[name].astype(np.float64)
-            sums[name] = sums[name] + weight * delta if name in sums else weight * delta
+            sums[name] = sums[name] + scale * delta if name in sums else scale * delta
             weights[name] = weights.get(name, 0.0) + weight
         count = self._count + 1
         if count < self.buffer_size:
@@ -152,10 +157,46 @@ class FedBuff(AsyncRule):
     ) -> Params:
         out: Params = {}
         for name, current in global_params.items():
-            if name not in sums or weights[name] <= 0.0:
-                # No update for this name, or only ones whose weight underflowed to 0.
+            if name not in sums:
                 out[name] = current.copy()
                 continue
             step = (self.server_lr / weights[name]) * sums[name]
             out[name] = cast_back(current.astype(np.float64) + step, current.dtype, name)
         return out
+
+
+class AsyncDelta(FedBuff):
+    """Each update's staleness-weighted delta applied at once to the current model:
+    ``x ← x + server_lr · S(s) · (x_new − x_base)``. FedBuff with a buffer of one.
+
+    Unlike FedAsync, which mixes the whole client model into the current one (and so pulls
+    the model back toward the stale base an old update started from), only the client's own
+    progress ``x_new − x_base`` is added.
+    """
+
+    name = "async-delta"
+
+    def __init__(
+        self,
+        *,
+        base_lookup: BaseLookup,
+        server_lr: float = 1.0,
+        staleness: Staleness | None = None,
+        allow_partial: bool = False,
+    ) -> None:
+        super().__init__(
+            base_lookup=base_lookup,
+            buffer_size=1,
+            server_lr=server_lr,
+            staleness=staleness,
+            allow_partial=allow_partial,
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "server_lr": self.server_lr,
+            "staleness": self.staleness.name,
+            **self.staleness.params(),
+            "allow_partial": self.allow_partial,
+        }
