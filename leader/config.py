@@ -43,9 +43,12 @@ class LeaderConfig:
     task_wait_ms: int = 1000
     grace_s: float = 2.0
     log_level: str = "INFO"
+    metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
+        if self.metrics_bind:
+            check_address(self.metrics_bind, "leader.metrics_bind")
         if not self.join_token:
             raise ConfigError("leader.join_token is required (workers present it to join)")
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:

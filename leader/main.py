@@ -16,6 +16,7 @@ from eddl.leader.errors import LeaderError
 from eddl.leader.server import LeaderDaemon
 from eddl.log import configure_logging, get_logger
 from eddl.net.server import ServerStartError
+from eddl.ops.wiring import LeaderOps
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
+    p.add_argument(
+        "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
+    )
     return p
 
 
@@ -59,15 +63,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat_interval_s": args.heartbeat_interval_s,
         "leader_id": args.leader_id,
         "log_level": args.log_level,
+        "metrics_bind": args.metrics_bind,
     }
 
 
 async def _serve(config: LeaderConfig) -> None:
-    daemon = LeaderDaemon(config)
+    holder: list[LeaderDaemon] = []
+    ops = LeaderOps(config.metrics_bind, lambda: holder[0].coordinator if holder else None)
+    daemon = LeaderDaemon(config, interceptors=ops.interceptors)
+    holder.append(daemon)
+    daemon.on_serving.append(lambda server: ops.serving(server.address))
+
+    def stop() -> None:
+        ops.stopping()
+        daemon.request_stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
-    await daemon.run()
+        loop.add_signal_handler(sig, stop)
+    try:
+        await daemon.run()
+    finally:
+        await ops.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = get_logger("leader")
     try:
         asyncio.run(_serve(config))
-    except (ServerStartError, LeaderError) as exc:
+    except (ServerStartError, LeaderError, ValueError) as exc:
         log.error("leader failed", error=str(exc))
         return 1
     return 0

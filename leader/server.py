@@ -14,8 +14,11 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from eddl.jobcheck import JobLimits
 from eddl.leader.config import LeaderConfig
@@ -58,8 +61,12 @@ def claim_term(state_dir: Path) -> int:
 
 
 class LeaderDaemon:
-    def __init__(self, config: LeaderConfig) -> None:
+    def __init__(
+        self, config: LeaderConfig, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    ) -> None:
         self.config = config
+        self.interceptors = interceptors  # e.g. eddl.ops' metrics interceptor
+        self.on_serving: list[Callable[[RunningServer], None]] = []  # called once serving
         self.coordinator: Coordinator | None = None
         self.cluster: ClusterServicer | None = None
         self.server: RunningServer | None = None
@@ -103,6 +110,7 @@ class LeaderDaemon:
                 (probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer()),
             ],
             SERVICE_NAMES,
+            interceptors=self.interceptors,
         )
         if not cluster.leaders:
             cluster.leaders = [server.address]
@@ -116,6 +124,8 @@ class LeaderDaemon:
             resumed=resumed,
             state_dir=str(cfg.state_dir),
         )
+        for hook in self.on_serving:
+            hook(server)
         return server
 
     def _fingerprint(self) -> tuple[Any, ...]:

@@ -62,6 +62,7 @@ class WorkerConfig:
     mcu_max_buffer: int = 250
     mcu_retry_s: float = 2.0
     mcu_verify: bool = False
+    metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
 
     def __post_init__(self) -> None:
         if not self.leaders:
@@ -84,6 +85,8 @@ class WorkerConfig:
             raise ConfigError("worker.rpc_timeout_s must be positive")
         if self.bind:
             check_address(self.bind, "worker.bind")
+        if self.metrics_bind:
+            check_address(self.metrics_bind, "worker.metrics_bind")
         self._check_mcu()
 
     def _check_mcu(self) -> None:

@@ -154,6 +154,7 @@ class WorkerDaemon:
         # the fixed cost per task the leader sizes tasks around.
         self._pull_s = 0.0
         self._push_s = 0.0
+        self.on_serving: list[Callable[[], None]] = []  # called once the daemon runs
 
     @property
     def role(self) -> str:
@@ -183,6 +184,8 @@ class WorkerDaemon:
         )
         if self._serve:
             self.endpoint = await start_endpoint(self.config)
+        for hook in self.on_serving:
+            hook()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._prefetch())

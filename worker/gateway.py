@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 
 from eddl import __version__
 from eddl.log import get_logger
@@ -192,6 +193,7 @@ class Gateway:
         self.losses: dict[str, int] = dict.fromkeys(config.mcu_node_ids(), 0)
         self._stop = asyncio.Event()
         self.endpoint: RunningServer | None = None
+        self.on_serving: list[Callable[[], None]] = []  # called once the gateway runs
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -208,6 +210,8 @@ class Gateway:
         log.info("gateway starting", node=self.config.node_id, devices=self.config.mcu)
         if self.config.bind:
             self.endpoint = await start_endpoint(self.config)
+        for hook in self.on_serving:
+            hook()
         try:
             async with asyncio.TaskGroup() as tg:
                 health = tg.create_task(self._health_loop()) if self.endpoint else None

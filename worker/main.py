@@ -12,6 +12,7 @@ from typing import Any
 from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
 from eddl.log import configure_logging, get_logger
+from eddl.ops.wiring import WorkerOps
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
 from eddl.worker.gateway import Gateway
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the cluster as a node of its own (default: none, a plain worker)",
     )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
+    p.add_argument(
+        "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
+    )
     return p
 
 
@@ -92,15 +96,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bind": args.bind,
         "port_file": args.port_file,
         "mcu": args.mcu,
+        "metrics_bind": args.metrics_bind,
     }
 
 
 async def _serve(config: WorkerConfig) -> None:
     daemon: WorkerDaemon | Gateway = Gateway(config) if config.mcu else WorkerDaemon(config)
+    ops = WorkerOps(config.metrics_bind, daemon)
+    daemon.on_serving.append(ops.serving)
+
+    def stop() -> None:
+        ops.stopping()
+        daemon.request_stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
-    await daemon.run()
+        loop.add_signal_handler(sig, stop)
+    try:
+        await daemon.run()
+    finally:
+        await ops.close()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eddl.cli.profile",
     "eddl.cli.jobs",
     "eddl.cli.local",
+    "eddl.cli.health",
+    "eddl.cli.report",
 )
 
 

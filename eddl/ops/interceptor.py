@@ -1,0 +1,97 @@
+"""A gRPC server interceptor that counts bytes on the wire and times updates into a sink.
+
+Mounted at the server's edge (``start_server(..., interceptors=[...])``), it needs nothing from
+the servicers or the leader's logic: bytes are counted where gRPC (de)serialises each message,
+and ``PushUpdate`` is timed around its handler, from the first chunk read to the reply. A reply
+is an update taken (its ``outcome`` says how) unless it is a failure report's acknowledgement;
+a call that ends with a status is a refusal, counted by its status code and ``eddl-reason``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from eddl.net import REASON_KEY
+from eddl.ops.sink import MetricsSink
+
+__all__ = ["UPDATE_METHOD", "MetricsInterceptor"]
+
+UPDATE_METHOD = "/eddl.v1.Cluster/PushUpdate"
+# Acknowledgements of a worker's failure report: not an update that was taken.
+_FAILURE_OUTCOMES = {"requeued", "job-failed"}
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, sink: MetricsSink, update_method: str = UPDATE_METHOD) -> None:
+        self.sink = sink
+        self.update_method = update_method
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler  # unknown method: gRPC answers UNIMPLEMENTED itself
+        method = str(details.method)
+        short = method.rsplit("/", 1)[-1]
+        changes: dict[str, Any] = {}
+        if handler.request_deserializer is not None:
+            changes["request_deserializer"] = self._counting_in(short, handler.request_deserializer)
+        if handler.response_serializer is not None:
+            changes["response_serializer"] = self._counting_out(short, handler.response_serializer)
+        if method == self.update_method and handler.stream_unary is not None:
+            changes["stream_unary"] = self._timed(handler.stream_unary)
+        return handler._replace(**changes)
+
+    def _counting_in(self, method: str, inner: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        sink = self.sink
+
+        def deserialize(data: bytes) -> Any:
+            sink.received(method, len(data))
+            return inner(data)
+
+        return deserialize
+
+    def _counting_out(self, method: str, inner: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+        sink = self.sink
+
+        def serialize(message: Any) -> bytes:
+            data = inner(message)
+            sink.sent(method, len(data))
+            return data
+
+        return serialize
+
+    def _timed(
+        self, inner: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]:
+        sink = self.sink
+
+        async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            started = time.monotonic()
+            try:
+                reply = await inner(requests, context)
+            except BaseException:
+                sink.update_refused(_refusal(context), time.monotonic() - started)
+                raise
+            if getattr(reply, "outcome", "") not in _FAILURE_OUTCOMES:
+                sink.update_accepted(time.monotonic() - started)
+            return reply
+
+        return behaviour
+
+
+def _refusal(context: grpc.aio.ServicerContext) -> str:
+    """``code`` or ``code:reason`` (e.g. ``failed_precondition:stale-term``): bounded values."""
+    code = context.code()
+    name = code.name.lower() if isinstance(code, grpc.StatusCode) else "cancelled"
+    for key, value in context.trailing_metadata() or ():
+        if key == REASON_KEY and value:
+            return f"{name}:{value}"
+    return name

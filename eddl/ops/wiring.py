@@ -1,0 +1,109 @@
+"""What the daemons' entry points wire in: metrics, readiness and status for systemd.
+
+``eddl-leader`` and ``eddl-worker`` each build one of these objects before their daemon, pass
+its hooks to the daemon, and close it when the daemon returns:
+
+* :class:`LeaderOps`: a :class:`~eddl.ops.sink.MetricsSink` fed by the gRPC interceptor in
+  :attr:`LeaderOps.interceptors`, the metrics endpoint (when ``metrics_bind`` is set) and the
+  systemd notifier: ``READY=1`` once the leader serves, ``STOPPING=1`` on a stop request,
+  ``STATUS=`` lines with the term, the job and its version (refreshed with each watchdog ping).
+* :class:`WorkerOps`: the same for a worker or a gateway, reading the daemon at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from eddl.ops.interceptor import MetricsInterceptor
+from eddl.ops.leader_metrics import LeaderCollector, LeaderSnapshot, leader_snapshot
+from eddl.ops.metrics_http import MetricsServer, serve_metrics
+from eddl.ops.sdnotify import SystemdNotifier
+from eddl.ops.sink import MetricsSink
+from eddl.ops.worker_metrics import WorkerCollector, worker_snapshot
+
+__all__ = ["LeaderOps", "WorkerOps", "leader_status_line"]
+
+
+def leader_status_line(snap: LeaderSnapshot) -> str:
+    """One line for ``systemctl status``: role, term, nodes, job and model version."""
+    if not snap.serving:
+        return "leader starting"
+    nodes = sum(snap.nodes_alive.values())
+    job = snap.job
+    what = "no job" if job is None else f"job {job.status}, model version {job.version}"
+    return f"leader serving, term {snap.term}, {nodes} node(s) alive, {what}"
+
+
+class _Ops:
+    def __init__(self, notifier: SystemdNotifier | None) -> None:
+        self.notifier = notifier or SystemdNotifier()
+        self.metrics: MetricsServer | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def _start_watchdog(self, status: Callable[[], str]) -> None:
+        if self.notifier.watchdog_s is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(self.notifier.watchdog(status))
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+
+
+class LeaderOps(_Ops):
+    def __init__(
+        self,
+        metrics_bind: str,
+        coordinator: Callable[[], Any],
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        super().__init__(notifier)
+        self.sink = MetricsSink()
+        self.interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.sink)]
+        self._coordinator = coordinator
+        if metrics_bind:
+            self.metrics = serve_metrics(metrics_bind, LeaderCollector(self.snapshot, self.sink))
+
+    def snapshot(self) -> LeaderSnapshot:
+        return leader_snapshot(self._coordinator())
+
+    def serving(self, address: str) -> None:
+        """The leader serves: tell systemd, and start the watchdog pings."""
+        line = leader_status_line(self.snapshot())
+        self.notifier.ready(f"{line} on {address}")
+        self._start_watchdog(lambda: leader_status_line(self.snapshot()))
+
+
+class WorkerOps(_Ops):
+    def __init__(
+        self, metrics_bind: str, daemon: Any, notifier: SystemdNotifier | None = None
+    ) -> None:
+        super().__init__(notifier)
+        self._daemon = daemon
+        if metrics_bind:
+            self.metrics = serve_metrics(
+                metrics_bind, WorkerCollector(lambda: worker_snapshot(daemon))
+            )
+
+    def status_line(self) -> str:
+        nodes = worker_snapshot(self._daemon)
+        joined = sum(n.joined for n in nodes)
+        done = sum(n.tasks_done for n in nodes)
+        role = "gateway" if hasattr(self._daemon, "agents") else "worker"
+        return f"{role}: {joined}/{len(nodes)} node(s) joined, {done} task(s) done"
+
+    def serving(self) -> None:
+        self.notifier.ready(self.status_line())
+        self._start_watchdog(self.status_line)

@@ -1,0 +1,127 @@
+"""Run compose.yaml's services as local processes: Compose's topology without containers.
+
+No container runtime works on the test machines, so each service's ``command`` runs as a
+process with its ``environment``, after Compose's variable interpolation from an env file.
+Every container would have its own network namespace; here all share loopback, so addresses
+are rewritten: ``0.0.0.0:P`` / ``127.0.0.1:P`` inside a replica, and ``SERVICE:P`` (Compose's
+DNS name of another service), each become ``127.0.0.1:<a free port>`` allocated per replica and
+container port; ``--tcp P`` (the MCU simulator's port) likewise. Named volumes become folders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:\?|:-)(?P<arg>[^}]*))?\}")
+_LOCAL = re.compile(r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)\b")
+_TCP = re.compile(r"--tcp (\d+)\b")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` on every string inside."""
+    if isinstance(value, str):
+
+        def one(m: re.Match[str]) -> str:
+            got = env.get(m["name"], "")
+            if m["op"] == ":?" and not got:
+                raise ValueError(f"{m['name']}: {m['arg']}")
+            return got or (m["arg"] if m["op"] == ":-" else "")
+
+        return _VAR.sub(one, value).replace("$$", "$")
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    return value
+
+
+def load_compose(path: Path, env: dict[str, str]) -> dict[str, Any]:
+    raw = YAML(typ="safe").load(path.read_text())
+    return dict(interpolate(raw, env))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Topology:
+    """Ports handed out per (replica, container port), and folders per named volume."""
+
+    services: list[str]
+    root: Path
+    ports: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def port(self, replica: str, container_port: int) -> int:
+        key = (replica, container_port)
+        if key not in self.ports:
+            self.ports[key] = free_port()
+        return self.ports[key]
+
+    def rewrite(self, text: str, replica: str, volumes: dict[str, Path]) -> str:
+        # This replica's own addresses first: a service name's rewrite is a loopback address
+        # already, and must not be taken for one of this replica's ports.
+        text = _LOCAL.sub(lambda m: f"127.0.0.1:{self.port(replica, int(m[1]))}", text)
+        for name in self.services:
+            text = re.sub(
+                rf"\b{re.escape(name)}:(\d+)\b",
+                lambda m, n=name: f"127.0.0.1:{self.port(f'{n}-1', int(m[1]))}",
+                text,
+            )
+        text = _TCP.sub(lambda m: f"--tcp {self.port(replica, int(m[1]))}", text)
+        for target, folder in volumes.items():
+            text = text.replace(target, str(folder))
+        return text
+
+
+@dataclass
+class ServiceProcess:
+    replica: str
+    argv: list[str]
+    env: dict[str, str]
+    healthcheck: list[str] | None
+    popen: subprocess.Popen[bytes] | None = None
+
+
+def plan(
+    compose: dict[str, Any], topo: Topology, scale: dict[str, int], path_dirs: list[Path]
+) -> list[ServiceProcess]:
+    """One :class:`ServiceProcess` per replica, in the order the services are listed."""
+    out = []
+    for name, service in compose["services"].items():
+        volumes = {}
+        for mount in service.get("volumes", []):
+            source, _, target = str(mount).partition(":")
+            volumes[target] = topo.root / "volumes" / source
+            volumes[target].mkdir(parents=True, exist_ok=True)
+        for i in range(1, scale.get(name, 1) + 1):
+            replica = f"{name}-{i}"
+            env = {**os.environ, **{k: str(v) for k, v in service.get("environment", {}).items()}}
+            env["PATH"] = os.pathsep.join([*map(str, path_dirs), env.get("PATH", "")])
+            argv = [topo.rewrite(str(a), replica, volumes) for a in service["command"]]
+            check = service.get("healthcheck", {}).get("test")
+            health = None
+            if check:
+                assert check[0] == "CMD", check
+                health = [topo.rewrite(str(a), replica, volumes) for a in check[1:]]
+            out.append(ServiceProcess(replica, argv, env, health))
+    return out
