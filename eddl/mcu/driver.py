@@ -3,9 +3,13 @@
 Every request carries a fresh sequence number. The driver sends it (after a ``0x00`` that
 flushes any garbage the device holds), waits for a reply with the same number, and sends the
 *same* frame again on a timeout, a damaged reply or a link ERROR, at most ``retries`` times. The
-firmware answers a repeated sequence number from its reply cache without applying the request
-again, so a retry can never apply a command twice. Blocking I/O runs in the caller's thread;
-:class:`AsyncDevice` moves it off the event loop with :func:`asyncio.to_thread`.
+firmware remembers a window of recent sequence numbers with a hash of each command and answers a
+repeated one from its reply cache without applying the request again, so a retry can never apply
+a command twice. HELLO tells the driver the newest number the device executed, and the driver
+continues after it; a request refused for its number alone (``SEQ_REUSED``, ``STALE_SEQ``: some
+other client used the device) is sent once more under a fresh number after a new HELLO.
+Blocking I/O runs in the caller's thread; :class:`AsyncDevice` moves it off the event loop with
+:func:`asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -152,9 +156,7 @@ class Device:
         try:
             # A link that was just (re)opened may miss its first frame (a board resetting on
             # open, a TCP serial backend still switching clients), so HELLO retries quickly.
-            dev.info = parse_hello(dev.request(MsgType.HELLO, timeout=min(timeout, 0.3)))
-            if dev.info.proto_version != PROTO_VERSION:
-                raise ProtocolError(f"device speaks protocol {dev.info.proto_version}")
+            dev.hello(timeout=min(timeout, 0.3))
         except BaseException:
             dev.close()
             raise
@@ -180,7 +182,20 @@ class Device:
     def request(
         self, type_: MsgType, payload: bytes = b"", *, timeout: float | None = None
     ) -> bytes:
-        """Send one request and return its reply payload (retransmitting as needed)."""
+        """Send one request and return its reply payload (retransmitting as needed).
+
+        A request refused for its sequence number alone, on its first transmission, was not
+        applied: the driver learns the device's newest number from HELLO and sends it once more
+        under the next one. A later refusal raises :class:`DeviceError`."""
+        try:
+            return self._request(type_, payload, timeout=timeout, resync=True)
+        except _Resync:
+            self.hello()
+            return self._request(type_, payload, timeout=timeout, resync=False)
+
+    def _request(
+        self, type_: MsgType, payload: bytes, *, timeout: float | None, resync: bool
+    ) -> bytes:
         if len(payload) > self.max_payload:
             raise ProtocolError(
                 f"{len(payload)}-byte payload exceeds the device's {self.max_payload}"
@@ -201,6 +216,10 @@ class Device:
             rtype, body = reply
             if rtype == MsgType.ERROR:
                 code, req, detail = parse_error(body)
+                # Only the first transmission: a refusal of a retransmission could hide an
+                # earlier copy that was applied (its reply lost) and then left the window.
+                if resync and attempt == 0 and _is_sequence_error(code):
+                    raise _Resync
                 raise DeviceError(code, req, detail)
             if rtype != (int(type_) | REPLY_BIT):
                 raise ProtocolError(f"reply type 0x{rtype:02x} to {type_.name}")
@@ -322,11 +341,16 @@ class Device:
 
     # ---- messages ----
 
-    def hello(self) -> Hello:
-        self.info = parse_hello(self.request(MsgType.HELLO))
-        if self.info.proto_version != PROTO_VERSION:
-            raise ProtocolError(f"device speaks protocol {self.info.proto_version}")
-        return self.info
+    def hello(self, *, timeout: float | None = None) -> Hello:
+        """Ask for the device's capabilities, and continue after its newest sequence number
+        (HELLO is never refused for its number: the device always executes it)."""
+        info = parse_hello(self._request(MsgType.HELLO, b"", timeout=timeout, resync=False))
+        if info.proto_version != PROTO_VERSION:
+            raise ProtocolError(f"device speaks protocol {info.proto_version}")
+        self.info = info
+        if info.last_seq is not None:
+            self._seq = info.last_seq
+        return info
 
     def setup(self, spec: SetupSpec) -> tuple[int, int]:
         """Allocate the model on the device: ``(arena bytes used, arena size)``."""
@@ -340,7 +364,7 @@ class Device:
             load_payload(tensor, offset + start, data[start : start + step])
             for start in range(0, len(data), step)
         ]
-        for body in self.pipeline(MsgType.LOAD, payloads):
+        for body in self._pipeline_synced(MsgType.LOAD, payloads):
             if len(body) != 4:
                 raise ProtocolError(f"LOAD reply of {len(body)} bytes")
 
@@ -348,7 +372,7 @@ class Device:
         """Read ``nbytes`` of a tensor in ``max_payload`` frames, ``window`` in flight."""
         step = self.max_payload & ~7
         spans = [(off, min(step, nbytes - off)) for off in range(0, nbytes, step)]
-        bodies = self.pipeline(
+        bodies = self._pipeline_synced(
             MsgType.READ, [read_payload(tensor, offset + off, n) for off, n in spans]
         )
         for body, (_, n) in zip(bodies, spans, strict=True):
@@ -356,18 +380,31 @@ class Device:
                 raise ProtocolError(f"READ returned {len(body)} bytes, asked {n}")
         return b"".join(bodies)
 
+    def _pipeline_synced(self, type_: MsgType, payloads: Sequence[bytes]) -> list[bytes]:
+        """:meth:`pipeline`, run again once after a HELLO when the device refused a request
+        for its sequence number: LOADs of distinct spans and READs may be repeated."""
+        try:
+            return self.pipeline(type_, payloads)
+        except DeviceError as exc:
+            if not _is_sequence_error(exc.code):
+                raise
+        self.hello()
+        return self.pipeline(type_, payloads)
+
     def pipeline(self, type_: MsgType, payloads: Sequence[bytes]) -> list[bytes]:
         """Send idempotent requests (LOAD of distinct spans, READ) with up to ``window`` in
         flight; return the reply payloads in order.
 
-        The device caches only its last reply, so a request retransmitted after later ones is
-        executed again: harmless for these requests, because the link is FIFO and the replay
-        rewrites the same bytes before anything sent after it arrives. The window hides the
-        round trip, which dominates on slow links.
+        The device's replay window (16 numbers) is deeper than any pipeline window in use, so a
+        retransmitted LOAD gets its kept reply and a READ is answered again (it changes
+        nothing). The window hides the round trip, which dominates on slow links.
         """
         for p in payloads:
             if len(p) > self.max_payload:
                 raise ProtocolError(f"{len(p)}-byte payload exceeds {self.max_payload}")
+        # A retransmitted request must still be inside the device's replay window.
+        seen = self.info.seq_window if self.info is not None else 0
+        depth = min(self.window, seen) if seen else self.window
         replies: dict[int, bytes] = {}
         inflight: dict[int, tuple[int, bytes, int, float]] = {}  # seq -> (index, frame, tries, t)
         # Frames are encoded up to a window ahead, in the time this thread would otherwise
@@ -379,7 +416,7 @@ class Device:
 
         def encode_one() -> bool:
             nonlocal nxt
-            if nxt >= len(payloads) or len(ahead) >= self.window:
+            if nxt >= len(payloads) or len(ahead) >= depth:
                 return False
             self._seq = (self._seq + 1) & 0xFFFF
             frame = encode_frame(PROTO_VERSION, int(type_), self._seq, payloads[nxt], lead=True)
@@ -393,7 +430,7 @@ class Device:
         # deep window of large frames on a slow link is not mistaken for lost frames.
         progress = time.monotonic()
         while len(replies) < len(payloads):
-            while sent < len(payloads) and len(inflight) < self.window:
+            while sent < len(payloads) and len(inflight) < depth:
                 if not ahead:
                     encode_one()
                 seq, frame = ahead.popleft()
@@ -489,6 +526,14 @@ class Device:
         if self._await(seq, timeout) is None:
             raise LinkError("LINKTEST download: no completion frame")
         return time.perf_counter() - start
+
+
+class _Resync(Exception):
+    """A first transmission was refused for its sequence number (internal to ``request``)."""
+
+
+def _is_sequence_error(code: ErrorCode | int) -> bool:
+    return isinstance(code, ErrorCode) and code.is_sequence_error
 
 
 class _DirectIO(NamedTuple):

@@ -82,6 +82,13 @@ class ErrorCode(enum.IntEnum):
     NOT_READY = 8
     UNSUPPORTED = 9
     NOT_FINITE = 10
+    SEQ_REUSED = 11  # a sequence number the device remembers came with a different command
+    STALE_SEQ = 12  # a sequence number older than the device's replay window
+
+    @property
+    def is_sequence_error(self) -> bool:
+        """The request was refused for its sequence number alone: nothing was applied."""
+        return self in (ErrorCode.SEQ_REUSED, ErrorCode.STALE_SEQ)
 
     @property
     def is_link_error(self) -> bool:
@@ -139,9 +146,14 @@ class Hello:
     tick_hz: int
     max_layers: int
     board: str
+    # The replay window: how many sequence numbers the device remembers, and the newest one it
+    # has executed (None: none yet, or a firmware that does not say).
+    seq_window: int = 0
+    last_seq: int | None = None
 
 
 _HELLO = struct.Struct("<BBBBIIIHHIBB")
+_HELLO_WINDOW = struct.Struct("<HBB")
 
 
 def parse_hello(payload: bytes) -> Hello:
@@ -170,6 +182,11 @@ def parse_hello(payload: bytes) -> Hello:
         raise ProtocolError("HELLO reply truncated in the board name")
     names = {Algo.TIFED: "tifed", Algo.LSGD: "lsgd", Algo.SGD: "sgd", Algo.LSGD_Q8: "lsgd-q8"}
     built = tuple(n for a, n in names.items() if kernels & (1 << a))
+    window, last_seq = 0, None
+    tail = payload[_HELLO.size + name_len :]
+    if len(tail) >= _HELLO_WINDOW.size:
+        top, window, have_top = _HELLO_WINDOW.unpack_from(tail)
+        last_seq = top if have_top else None
     return Hello(
         proto,
         f"{major}.{minor}.{patch}",
@@ -181,6 +198,8 @@ def parse_hello(payload: bytes) -> Hello:
         tick_hz,
         layers,
         name.decode("ascii", "replace"),
+        window,
+        last_seq,
     )
 
 

@@ -1,7 +1,8 @@
 """gRPC plumbing shared by every EDDL daemon.
 
 * ``chunks``  tensors to/from ``TensorChunk`` records with a declared size and CRC-32, and the
-  reassembler that checks them (missing, duplicate, oversized or truncated chunks are refused).
+  reassembler that checks them (missing, duplicate, oversized or truncated chunks are refused;
+  every count, size, name and shape a peer declares is bounded by ``ChunkLimits`` first).
 * ``sparse``  top-P updates as index + value records (float32 or int8), decoded with bounds,
   duplicate and count checks; their measured wire size.
 * ``tensors`` one array to/from a ``Tensor`` record (samples, small payloads).
@@ -13,7 +14,9 @@
 from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options, open_channel
 from eddl.net.chunks import (
     DEFAULT_CHUNK_BYTES,
+    DEFAULT_LIMITS,
     ChunkError,
+    ChunkLimits,
     ChunkTooLargeError,
     Reassembler,
     encode_tensors,
@@ -25,9 +28,11 @@ from eddl.net.tensors import TensorError, array_from_tensor, tensor_from_array
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "REASON_KEY",
     "ChunkError",
+    "ChunkLimits",
     "ChunkTooLargeError",
     "Reassembler",
     "RunningServer",

@@ -6,23 +6,40 @@ piece against the first. The receiver feeds them to a :class:`Reassembler` creat
 stream's header (number of tensors, total bytes) and calls :meth:`Reassembler.finish`. Any
 missing, duplicate, out-of-order, oversized or truncated chunk, and any checksum mismatch, raises
 :class:`ChunkError` — nothing partial is ever returned.
+
+Everything a peer declares is bounded before it is used (:class:`ChunkLimits`): the number of
+tensors and the total size when the reassembler is made, a tensor's name, dimensions, element
+count and size when its first chunk arrives, a chunk's size before its bytes are copied. The
+receiver holds at most the bytes that actually arrived (one growing buffer per tensor, CRC-32
+computed as they come), never what a header promised, and error texts are short whatever the
+peer sent.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from eddl.net.tensors import TensorError, check_dtype, expected_nbytes
+from eddl.net.tensors import (
+    MAX_ELEMENTS,
+    MAX_NDIM,
+    TensorError,
+    check_dtype,
+    check_shape,
+    expected_nbytes,
+    short,
+)
 from eddl.proto.v1 import cluster_pb2
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_LIMITS",
     "MAX_CHUNK_BYTES",
     "ChunkError",
+    "ChunkLimits",
     "ChunkTooLargeError",
     "Reassembler",
     "encode_tensors",
@@ -34,8 +51,9 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 3 << 20
 
 
-class ChunkError(ValueError):
-    """A chunked tensor stream is malformed or does not match its declaration."""
+class ChunkError(TensorError):
+    """A chunked tensor stream is malformed or does not match its declaration (the message is
+    cut to a few hundred characters, whatever the peer sent)."""
 
 
 class ChunkTooLargeError(ChunkError):
@@ -80,6 +98,27 @@ def encode_tensors(
                 break
 
 
+@dataclass(frozen=True)
+class ChunkLimits:
+    """What a receiver accepts from a peer's declarations, beyond its byte budget.
+
+    The defaults are far above any EDDL model (a dense network has two tensors per layer) and
+    small enough that the bookkeeping of a stream at the limits stays under a few MB.
+    """
+
+    max_tensors: int = 4096
+    max_name_chars: int = 256
+    max_ndim: int = MAX_NDIM
+    max_elements: int = MAX_ELEMENTS
+
+    def __post_init__(self) -> None:
+        if min(self.max_tensors, self.max_name_chars, self.max_ndim, self.max_elements) < 1:
+            raise ValueError(f"every chunk limit must be positive: {self}")
+
+
+DEFAULT_LIMITS = ChunkLimits()
+
+
 @dataclass
 class _Partial:
     name: str
@@ -87,15 +126,15 @@ class _Partial:
     shape: tuple[int, ...]
     total: int
     crc: int
-    received: int = 0
-    parts: list[bytes] = field(default_factory=list)
+    data: bytearray
+    running_crc: int = 0
 
 
 class Reassembler:
     """Collect the chunks of ``num_tensors`` tensors totalling ``total_bytes``.
 
-    ``max_total_bytes`` bounds what the receiver is willing to hold; a larger declaration is
-    refused before any data is buffered.
+    ``max_total_bytes`` bounds what the receiver is willing to hold and ``limits`` what a peer
+    may declare; a larger declaration is refused before anything is allocated.
     """
 
     def __init__(
@@ -105,16 +144,22 @@ class Reassembler:
         *,
         max_total_bytes: int,
         max_chunk_bytes: int = MAX_CHUNK_BYTES,
+        limits: ChunkLimits = DEFAULT_LIMITS,
     ) -> None:
         if num_tensors <= 0:
             raise ChunkError(f"stream declares {num_tensors} tensors; at least one is needed")
-        if total_bytes > max_total_bytes:
+        if num_tensors > limits.max_tensors:
             raise ChunkTooLargeError(
-                f"stream declares {total_bytes} bytes, more than the {max_total_bytes} accepted"
+                f"stream declares {num_tensors} tensors; at most {limits.max_tensors}"
+            )
+        if not 0 <= total_bytes <= max_total_bytes:
+            raise ChunkTooLargeError(
+                f"stream declares {total_bytes} bytes; 0..{max_total_bytes} accepted"
             )
         self.num_tensors = num_tensors
         self.total_bytes = total_bytes
         self.max_chunk_bytes = max_chunk_bytes
+        self.limits = limits
         self._tensors: dict[int, _Partial] = {}
         self._names: set[str] = set()
         self._received = 0
@@ -124,9 +169,10 @@ class Reassembler:
         return self._received
 
     def add(self, chunk: cluster_pb2.TensorChunk) -> None:
-        if len(chunk.data) > self.max_chunk_bytes:
+        size = len(chunk.data)
+        if size > self.max_chunk_bytes:
             raise ChunkTooLargeError(
-                f"chunk of {chunk.name!r} holds {len(chunk.data)} bytes; at most "
+                f"chunk of tensor #{chunk.index} holds {size} bytes; at most "
                 f"{self.max_chunk_bytes} per chunk"
             )
         if chunk.index >= self.num_tensors:
@@ -138,50 +184,65 @@ class Reassembler:
             part = self._start(chunk)
         else:
             self._check_same(part, chunk)
-        if part.parts and part.received >= part.total:
+            if len(part.data) >= part.total:
+                raise ChunkError(
+                    f"tensor {short(part.name)}: chunk after the tensor was complete (duplicate)"
+                )
+        received = len(part.data)
+        if chunk.offset != received:
+            kind = "duplicate" if chunk.offset < received else "missing"
             raise ChunkError(
-                f"tensor {part.name!r}: chunk after the tensor was complete (duplicate)"
+                f"tensor {short(part.name)}: chunk at offset {chunk.offset}, expected "
+                f"{received} ({kind} chunk)"
             )
-        if chunk.offset != part.received:
-            kind = "duplicate" if chunk.offset < part.received else "missing"
-            raise ChunkError(
-                f"tensor {part.name!r}: chunk at offset {chunk.offset}, expected "
-                f"{part.received} ({kind} chunk)"
-            )
-        if part.received + len(chunk.data) > part.total:
+        if size == 0 and part.total > 0:
+            # Empty chunks would let a peer keep a stream open without ever progressing.
+            raise ChunkError(f"tensor {short(part.name)}: empty chunk")
+        if received + size > part.total:
             raise ChunkTooLargeError(
-                f"tensor {part.name!r}: chunks exceed its declared {part.total} bytes"
+                f"tensor {short(part.name)}: chunks exceed its declared {part.total} bytes"
             )
-        if self._received + len(chunk.data) > self.total_bytes:
+        if self._received + size > self.total_bytes:
             raise ChunkTooLargeError(f"stream exceeds its declared {self.total_bytes} bytes")
-        part.parts.append(bytes(chunk.data))
-        part.received += len(chunk.data)
-        self._received += len(chunk.data)
+        part.data += chunk.data
+        part.running_crc = zlib.crc32(chunk.data, part.running_crc)
+        self._received += size
 
     def _start(self, chunk: cluster_pb2.TensorChunk) -> _Partial:
-        if not chunk.name:
+        name = chunk.name
+        if not name:
             raise ChunkError(f"tensor #{chunk.index} has no name")
-        if chunk.name in self._names:
-            raise ChunkError(f"tensor name {chunk.name!r} appears twice")
-        shape = tuple(int(d) for d in chunk.shape)
+        if len(name) > self.limits.max_name_chars:
+            raise ChunkError(
+                f"tensor #{chunk.index}: name of {len(name)} characters; "
+                f"at most {self.limits.max_name_chars}"
+            )
+        if name in self._names:
+            raise ChunkError(f"tensor name {short(name)} appears twice")
         try:
-            dtype = check_dtype(chunk.name, chunk.dtype)
-            want = expected_nbytes(chunk.name, dtype, shape)
+            dtype = check_dtype(name, chunk.dtype)
+            shape = check_shape(
+                name,
+                chunk.shape,
+                max_ndim=self.limits.max_ndim,
+                max_elements=self.limits.max_elements,
+            )
+            want = expected_nbytes(name, dtype, shape)
         except TensorError as exc:
             raise ChunkError(str(exc)) from exc
         if chunk.total_bytes != want:
             raise ChunkError(
-                f"tensor {chunk.name!r}: declares {chunk.total_bytes} bytes, shape "
+                f"tensor {short(name)}: declares {chunk.total_bytes} bytes, shape "
                 f"{list(shape)} of {chunk.dtype} needs {want}"
             )
-        if want > self.total_bytes:
+        if want > self.total_bytes - self._received:
             raise ChunkTooLargeError(
-                f"tensor {chunk.name!r} ({want} bytes) exceeds the stream's "
+                f"tensor {short(name)} ({want} bytes) exceeds what is left of the stream's "
                 f"declared {self.total_bytes} bytes"
             )
-        part = _Partial(chunk.name, chunk.dtype, shape, want, chunk.crc32)
+        part = _Partial(name, chunk.dtype, shape, want, chunk.crc32, bytearray())
         self._tensors[chunk.index] = part
-        self._names.add(chunk.name)
+        self._names.add(name)
         return part
 
     @staticmethod
@@ -189,35 +250,43 @@ class Reassembler:
         same = (
             chunk.name == part.name
             and chunk.dtype == part.dtype
+            and len(chunk.shape) == len(part.shape)
             and tuple(chunk.shape) == part.shape
             and chunk.total_bytes == part.total
             and chunk.crc32 == part.crc
         )
         if not same:
             raise ChunkError(
-                f"chunk #{chunk.index} ({chunk.name!r}) disagrees with the first "
-                f"chunk of tensor {part.name!r} on name, dtype, shape, size or crc"
+                f"chunk #{chunk.index} ({short(chunk.name)}) disagrees with the first "
+                f"chunk of tensor {short(part.name)} on name, dtype, shape, size or crc"
             )
 
     def finish(self, *, finite: bool = True) -> dict[str, np.ndarray]:
-        """Check completeness and checksums; return the arrays in index order."""
-        missing = [i for i in range(self.num_tensors) if i not in self._tensors]
-        if missing:
-            raise ChunkError(f"stream ended without tensor(s) #{missing}")
+        """Check completeness and checksums; return the arrays in index order.
+
+        A stream that ended early is described by a count and its first gap, in constant
+        memory whatever number of tensors its header declared.
+        """
+        have = len(self._tensors)
+        if have < self.num_tensors:
+            first = next(i for i in range(self.num_tensors) if i not in self._tensors)
+            raise ChunkError(
+                f"stream ended without {self.num_tensors - have} of its {self.num_tensors} "
+                f"tensors (first missing: #{first})"
+            )
         out: dict[str, np.ndarray] = {}
         for index in range(self.num_tensors):
             part = self._tensors[index]
-            if part.received != part.total:
+            if len(part.data) != part.total:
                 raise ChunkError(
-                    f"tensor {part.name!r} truncated: {part.received} of {part.total} bytes"
+                    f"tensor {short(part.name)} truncated: {len(part.data)} of {part.total} bytes"
                 )
-            data = b"".join(part.parts)
-            if zlib.crc32(data) != part.crc:
-                raise ChunkError(f"tensor {part.name!r}: CRC-32 mismatch (corrupted data)")
+            if part.running_crc != part.crc:
+                raise ChunkError(f"tensor {short(part.name)}: CRC-32 mismatch (corrupted data)")
             le = np.dtype(part.dtype).newbyteorder("<")
-            arr = np.frombuffer(data, dtype=le).reshape(part.shape).astype(part.dtype)
+            arr = np.frombuffer(part.data, dtype=le).reshape(part.shape).astype(part.dtype)
             if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise ChunkError(f"tensor {part.name!r} holds NaN or Inf")
+                raise ChunkError(f"tensor {short(part.name)} holds NaN or Inf")
             out[part.name] = arr
         if self._received != self.total_bytes:
             raise ChunkError(f"stream carried {self._received} bytes, declared {self.total_bytes}")

@@ -17,7 +17,7 @@ from eddl.config import ConfigError
 from eddl.net.chunks import ChunkError, ChunkTooLargeError
 from eddl.net.tensors import TensorError
 
-__all__ = ["REASON_KEY", "abort_for", "register_status", "status_for"]
+__all__ = ["MAX_DETAIL_CHARS", "REASON_KEY", "abort_for", "register_status", "status_for"]
 
 # Trailing-metadata key naming why a call was refused when the client must act on it
 # ("unknown-node", "stale-term": join again).
@@ -49,11 +49,18 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# A status message is cut to this many characters: an error text may quote what a peer sent,
+# and a peer must not choose how much the server sends back (or logs).
+MAX_DETAIL_CHARS = 512
+
+
 def _message(exc: BaseException) -> str:
     # KeyError's str() wraps the message in quotes; show the plain text.
     if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    return str(exc) or type(exc).__name__
+        text = str(exc.args[0])
+    else:
+        text = str(exc) or type(exc).__name__
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
 
 
 async def abort_for(

@@ -1,9 +1,12 @@
-/* Frame reception, duplicate suppression by sequence number, and the message handlers.
+/* Frame reception, replay suppression by sequence number, and the message handlers.
  *
- * The last reply is cached with its sequence number: a retransmitted request (same seq) gets the
- * cached reply again and is not applied twice. Link errors (bad CRC, bad COBS, oversized) are
- * answered with ERROR but never reach a handler and never touch the cache. Handlers validate the
- * whole request before changing anything, so an ERROR reply means no state changed.
+ * The device remembers the last SEQ_WINDOW sequence numbers it executed (see "replay window"
+ * below), each with the CRC-32 of its request frame and, for every state-changing request, its
+ * short reply: a retransmitted or replayed request gets its reply again and is never applied
+ * twice; a remembered number with a different command, or a number older than the window, is
+ * refused. Link errors (bad CRC, bad COBS, oversized) are answered with ERROR but never reach a
+ * handler and never touch the window. Handlers validate the whole request before changing
+ * anything, so an ERROR reply means no state changed.
  */
 #include "device.h"
 
@@ -38,6 +41,35 @@ static size_t s_reply_len;
 static uint8_t s_have_last;
 static uint16_t s_last_seq;
 static uint8_t s_tx[MAX_ENCODED_FRAME + 1u];
+
+/* ---- replay window ----
+ *
+ * An anti-replay window as in IPsec (RFC 4303, 3.4.3), over u16 numbers compared in serial-number
+ * arithmetic (RFC 1982): s_top is the newest number executed; a number up to 32767 ahead of it is
+ * new; one of the SEQ_WINDOW numbers ending at s_top is looked up in its slot (seen: same hash ->
+ * the kept reply, another hash -> ERR_SEQ_REUSED; not seen, because later frames overtook it ->
+ * new); anything older is refused with ERR_STALE_SEQ, as it may have been executed already.
+ * The hash is the frame's CRC-32, already computed and checked on arrival: it costs nothing, and
+ * it tells any two different commands of one sequence number apart except with probability
+ * 2^-32 (always, for differences within 32 bits). It is no defence against a forger, and nothing
+ * on this link is: the serial line carries no authentication (docs/reliability.md). */
+typedef struct {
+    uint32_t hash;      /* CRC-32 of the request frame */
+    uint16_t seq;
+    uint8_t used;
+    uint8_t reply_type; /* 0: reply not kept (a read-only request, executed again on replay) */
+    uint8_t reply_len;
+    uint8_t reply[KEPT_REPLY_BYTES];
+} seen_t;
+
+typedef char seq_window_is_a_power_of_two[(SEQ_WINDOW & (SEQ_WINDOW - 1u)) == 0u &&
+                                                  SEQ_WINDOW >= 2u && SEQ_WINDOW <= 256u
+                                              ? 1
+                                              : -1];
+
+static seen_t s_seen[SEQ_WINDOW];
+static uint16_t s_top;
+static uint8_t s_have_top;
 
 static void put16(uint8_t *p, uint32_t v)
 {
@@ -84,6 +116,17 @@ static void link_error(uint8_t code, uint16_t seq)
     (void)seal_and_send(buf, MSG_ERROR, seq, 4u);
 }
 
+/* An application ERROR that is neither kept nor put in the reply cache (replay refusals). */
+static void refuse(uint8_t code, uint8_t type, uint16_t seq)
+{
+    uint8_t buf[HEADER_BYTES + 4u + CRC_BYTES];
+    s_stats.errors++;
+    buf[HEADER_BYTES] = code;
+    buf[HEADER_BYTES + 1] = type;
+    put16(buf + HEADER_BYTES + 2, 0u);
+    (void)seal_and_send(buf, MSG_ERROR, seq, 4u);
+}
+
 /* ---- handlers: write the reply payload to out, return its length or -ERR_* ---- */
 
 static long on_hello(const uint8_t *p, size_t n, uint8_t *out)
@@ -107,7 +150,12 @@ static long on_hello(const uint8_t *p, size_t n, uint8_t *out)
     out[24] = MAX_LAYERS;
     out[25] = (uint8_t)name_len;
     memcpy(out + 26, name, name_len);
-    return (long)(26u + name_len);
+    /* The replay window, so that a driver continues after the newest number this device has
+     * executed instead of guessing one the window might refuse. */
+    put16(out + 26 + name_len, s_top);
+    out[28 + name_len] = (uint8_t)SEQ_WINDOW;
+    out[29 + name_len] = s_have_top;
+    return (long)(30u + name_len);
 }
 
 static long on_setup(const uint8_t *p, size_t n, uint8_t *out)
@@ -367,17 +415,57 @@ static void on_linktest(const uint8_t *p, size_t n, uint16_t seq)
     (void)seal_and_send(s_reply, MSG_LINKTEST | REPLY_BIT, seq, 5u);
 }
 
-static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n)
+static int read_only(uint8_t type)
+{
+    return type == MSG_READ || type == MSG_STATS || type == MSG_PREDICT;
+}
+
+/* Send a kept reply again, byte for byte as the first time. */
+static void resend_kept(const seen_t *e, uint16_t seq)
+{
+    uint8_t buf[HEADER_BYTES + KEPT_REPLY_BYTES + CRC_BYTES];
+    memcpy(buf + HEADER_BYTES, e->reply, e->reply_len);
+    (void)seal_and_send(buf, e->reply_type, seq, e->reply_len);
+}
+
+static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n, uint32_t hash)
 {
     if (type == MSG_LINKTEST) {
         s_have_last = 0u;
         on_linktest(p, n, seq);
         return;
     }
-    if (type != MSG_HELLO && s_have_last && seq == s_last_seq) {
-        s_stats.dups++;
-        resend_cached();
-        return;
+    seen_t *e = &s_seen[seq % SEQ_WINDOW];
+    uint8_t replay = 0u;
+    /* HELLO changes nothing and opens every session: always executed, never remembered. */
+    if (type != MSG_HELLO && s_have_top) {
+        const uint16_t ahead = (uint16_t)(seq - s_top);
+        if (ahead == 0u || ahead >= 0x8000u) { /* not newer than the newest */
+            if ((uint16_t)(s_top - seq) >= SEQ_WINDOW) {
+                refuse(ERR_STALE_SEQ, type, seq);
+                return;
+            }
+            if (e->used && e->seq == seq) {
+                if (e->hash != hash) {
+                    refuse(ERR_SEQ_REUSED, type, seq);
+                    return;
+                }
+                s_stats.dups++;
+                if (s_have_last && s_last_seq == seq) {
+                    resend_cached();
+                    return;
+                }
+                if (e->reply_type != 0u) {
+                    resend_kept(e, seq);
+                    return;
+                }
+                if (!read_only(type)) { /* cannot happen: every such reply is kept */
+                    refuse(ERR_STALE_SEQ, type, seq);
+                    return;
+                }
+                replay = 1u; /* a read-only request: answering it again changes nothing */
+            }
+        }
     }
     uint8_t *out = s_reply + HEADER_BYTES;
     long r;
@@ -407,17 +495,44 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n)
         r = -ERR_UNKNOWN_TYPE;
         break;
     }
+    uint8_t rtype;
+    size_t len;
     if (r < 0) {
         s_stats.errors++;
         out[0] = (uint8_t)(-r);
         out[1] = type;
         put16(out + 2, 0u);
-        s_reply_len = seal_and_send(s_reply, MSG_ERROR, seq, 4u);
+        rtype = MSG_ERROR;
+        len = 4u;
     } else {
-        s_reply_len = seal_and_send(s_reply, (uint8_t)(type | REPLY_BIT), seq, (size_t)r);
+        rtype = (uint8_t)(type | REPLY_BIT);
+        len = (size_t)r;
     }
+    s_reply_len = seal_and_send(s_reply, rtype, seq, len);
     s_have_last = 1u;
     s_last_seq = seq;
+    if (type == MSG_HELLO) {
+        s_have_last = 0u; /* a HELLO's seq is not remembered: do not answer it from the cache */
+        return;
+    }
+    if (replay) {
+        return;
+    }
+    e->used = 1u;
+    e->seq = seq;
+    e->hash = hash;
+    e->reply_type = 0u;
+    e->reply_len = 0u;
+    if (len <= KEPT_REPLY_BYTES) {
+        e->reply_type = rtype;
+        e->reply_len = (uint8_t)len;
+        memcpy(e->reply, out, len);
+    }
+    const uint16_t ahead = (uint16_t)(seq - s_top);
+    if (!s_have_top || (ahead != 0u && ahead < 0x8000u)) {
+        s_top = seq;
+        s_have_top = 1u;
+    }
 }
 
 static void on_frame(void)
@@ -455,7 +570,7 @@ static void on_frame(void)
         return;
     }
     s_stats.frames_ok++;
-    dispatch(s_frame[1], seq, s_frame + HEADER_BYTES, body - HEADER_BYTES);
+    dispatch(s_frame[1], seq, s_frame + HEADER_BYTES, body - HEADER_BYTES, get32(s_frame + body));
 }
 
 void device_feed(uint8_t byte)

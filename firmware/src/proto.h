@@ -46,8 +46,19 @@ enum {
     ERR_NO_MEMORY = 7,
     ERR_NOT_READY = 8,
     ERR_UNSUPPORTED = 9,
-    ERR_NOT_FINITE = 10
+    ERR_NOT_FINITE = 10,
+    ERR_SEQ_REUSED = 11, /* a remembered sequence number came with a different command */
+    ERR_STALE_SEQ = 12   /* a sequence number older than the replay window: not applied */
 };
+
+/* Replay window: the device remembers the last SEQ_WINDOW sequence numbers (a power of two, so
+ * that seq % SEQ_WINDOW gives each number of the window its own slot across the u16 wrap). */
+#ifndef SEQ_WINDOW
+#define SEQ_WINDOW 16u
+#endif
+/* Replies kept per remembered request: every state-changing reply fits (SETUP 8, LOAD 4,
+ * TRAIN 8, ERROR 4); longer ones (READ, PREDICT, STATS) come from read-only requests. */
+#define KEPT_REPLY_BYTES 8u
 
 /* Algorithms (SETUP) and the HELLO kernel bitmask (bit = 1 << algo). */
 enum { ALGO_TIFED = 1, ALGO_LSGD = 2, ALGO_SGD = 3, ALGO_LSGD_Q8 = 4 };
