@@ -106,8 +106,11 @@ def test_plain_output_shows_joins_progress_and_result_and_removes_its_folder(
 @pytest.mark.slow
 def test_a_failed_run_keeps_its_logs_and_says_where(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
-    job.write_text('[job]\ndataset = "digits"\nno_such_key = 1\n')  # the leader refuses it
-    done = _local(tmp_path / "tmp", "--workers", "1", "--job", str(job))
+    # A valid job far longer than the time given: the run fails (exit 1), its logs are kept.
+    job.write_text(
+        '[job]\ndataset = "digits"\nalgorithm = "sgd"\nrounds = 1000000\nmax_epochs = 100000\n'
+    )
+    done = _local(tmp_path / "tmp", "--workers", "1", "--job", str(job), "--timeout", "20")
     assert done.returncode == 1, done.stdout + done.stderr
     kept = [line for line in done.stderr.splitlines() if "logs kept in " in line]
     assert len(kept) == 1, done.stderr

@@ -126,9 +126,10 @@ def test_frames_at_cobs_group_boundaries_cross_the_simulator_intact(
 def test_paced_simulator_moves_about_baud_over_ten_bytes_per_second(
     sim_exe: object, transport: str
 ) -> None:
-    """``--baud`` paces both directions like a UART at 8N1. The rate check is loose (a factor
-    of two) on purpose: it tells a paced link from an unpaced one (thousands of times faster)
-    and from a wrong bits-per-byte, not how precise the pacing is on a busy machine."""
+    """``--baud`` paces both directions like a UART at 8N1: never faster than baud/10 bytes a
+    second (an unpaced link is thousands of times faster, 8 bits a byte would be 1.25x). Only
+    that bound is checked: how close a busy machine gets to the line rate is a benchmark's
+    question (bench/mcu.py), not a test's."""
     baud = 230_400
     nbytes = 11_500  # half a second each way at 23,040 bytes/s
     blob = np.random.default_rng(1).integers(0, 256, nbytes).astype(np.uint8).tobytes()
@@ -139,12 +140,12 @@ def test_paced_simulator_moves_about_baud_over_ten_bytes_per_second(
         up = nbytes / dev.linktest_upload(nbytes)
         down = nbytes / dev.linktest_download(nbytes)
         for rate in (up, down):
-            assert baud / 10 / 2 < rate < baud / 10 * 2, (up, down)
+            assert rate < baud / 10 * 1.15, (up, down)
         dev.setup(SetupSpec(Algo.TIFED, (nbytes // 100, 2, 2), 100))
         start = time.monotonic()
         dev.load(TENSOR_X, blob)
         assert dev.read(TENSOR_X, nbytes) == blob
-        assert time.monotonic() - start > 2 * nbytes / (baud / 10) / 2
+        assert time.monotonic() - start > 2 * nbytes / (baud / 10) / 1.15
 
 
 def test_bad_baud_rates_are_refused(sim_exe: Path) -> None:
