@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "proto.h"
+#include "topp.h"
 
 typedef struct {
     uint32_t samples;
@@ -403,6 +404,9 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n)
     case MSG_PREDICT:
         r = on_predict(p, n, out);
         break;
+    case MSG_TOPP:
+        r = topp_request(p, n, out);
+        break;
     default:
         r = -ERR_UNKNOWN_TYPE;
         break;
@@ -414,6 +418,9 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n)
         put16(out + 2, 0u);
         s_reply_len = seal_and_send(s_reply, MSG_ERROR, seq, 4u);
     } else {
+        if (type == MSG_LOAD || type == MSG_TRAIN) {
+            topp_invalidate(); /* the weights a selection described may have changed */
+        }
         s_reply_len = seal_and_send(s_reply, (uint8_t)(type | REPLY_BIT), seq, (size_t)r);
     }
     s_have_last = 1u;
