@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sim.set_defaults(func=_cmd_sim)
 
-    qemu = sub.add_parser("qemu", help="boot the firmware in QEMU (mps2-an385, -an386 or -an500) and print its URL")
+    qemu = sub.add_parser(
+        "qemu", help="boot the firmware in QEMU (mps2-an385, -an386 or -an500) and print its URL"
+    )
     qemu.add_argument(
         "--board",
         choices=sorted(BOARDS),
