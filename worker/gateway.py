@@ -26,19 +26,14 @@ from collections.abc import Callable
 from eddl import __version__
 from eddl.log import get_logger
 from eddl.mcu.driver import Device
-from eddl.mcu.plan import MCU_ALGORITHMS
+from eddl.mcu.plan import offered_algorithms
 from eddl.mcu.protocol import Hello
 from eddl.net import RunningServer
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import WorkerDaemon, start_endpoint
-from eddl.worker.mcu_runner import (
-    LINK_FAILURES,
-    BenchmarkResult,
-    McuCounters,
-    McuExecutor,
-    benchmark_device,
-)
+from eddl.worker.mcu_bench import BenchmarkResult, benchmark_device
+from eddl.worker.mcu_runner import LINK_FAILURES, McuCounters, McuExecutor
 from eddl.worker.presence import Presence
 
 __all__ = ["Gateway", "McuAgent", "McuPresence"]
@@ -77,7 +72,7 @@ class McuPresence(Presence):
             flash_bytes=h.flash_bytes,
             arena_bytes=h.arena_bytes,
             max_payload=h.max_payload,
-            algorithms=[a for a in MCU_ALGORITHMS if "tifed" in h.kernels],
+            algorithms=offered_algorithms(h.kernels),
             tick_hz=h.tick_hz,
             max_layers=h.max_layers,
             link_bytes_per_second=self.bench.link_bytes_per_second if self.bench else 0.0,

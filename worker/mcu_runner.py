@@ -3,9 +3,14 @@
 The device trains exactly what a Python worker would for the same task: each epoch visits the
 task's samples in ``numpy.random.default_rng(task.seed).permutation`` order (the order
 :class:`~eddl.worker.training.TaskRunner` uses), streamed through the device's sample buffer in
-whole mini-batches, so every mini-batch and every integer step is the one the numpy reference
-takes, and the update the gateway pushes equals, bit for bit, the one a Python worker would
-push. Only TIFeD (full network and single-layer) is bridged; see :mod:`eddl.mcu.plan`.
+whole mini-batches, so every mini-batch and every step is the one the numpy reference takes.
+TIFeD (full network and single-layer) and lsgd-q8 updates equal, bit for bit, a Python
+worker's (lsgd-q8 rounds with seed 0 and a counter from 0, as the worker's fresh trainer does);
+float lsgd agrees to float tolerance. See :mod:`eddl.mcu.plan`.
+
+:meth:`McuTaskRunner.inner_loop` is a TinyMetaFed device's part of a round on the device: the
+meta-model in, one online pass (batch 1) over the samples, then only the top-P entries of
+``φ − θ`` of the shared layers back (:mod:`eddl.mcu.topp`).
 
 :class:`McuTaskRunner` is blocking serial I/O; :class:`McuExecutor`, the device's
 :class:`~eddl.worker.executor.Executor`, runs it in a worker thread, one task at a time per
@@ -26,22 +31,31 @@ import numpy as np
 import serial
 
 from eddl.learn import tifed
+from eddl.learn.algorithms import Algorithm, Q8Algorithm, TifedAlgorithm
 from eddl.learn.params import Params
+from eddl.learn.topp import SparseDelta
 from eddl.mcu.driver import Device, McuError
-from eddl.mcu.plan import MCU_ALGORITHMS, largest_capacity, tifed_setup
+from eddl.mcu.plan import (
+    MCU_ALGORITHMS,
+    job_setup,
+    largest_capacity,
+    largest_job_capacity,
+    offered_algorithms,
+    tifed_setup,
+)
 from eddl.mcu.protocol import ProtocolError, SetupSpec
 from eddl.mcu.session import DeviceModel
+from eddl.mcu.topp import device_top_p, snapshot
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
 from eddl.worker.training import TaskRunner
 
 __all__ = [
     "LINK_FAILURES",
-    "BenchmarkResult",
     "DeviceLostError",
+    "InnerLoopResult",
     "McuCounters",
     "McuExecutor",
     "McuTaskRunner",
-    "benchmark_device",
 ]
 
 # What a dying link raises: the driver's typed errors, pyserial's, the OS's.
@@ -67,46 +81,12 @@ class McuCounters:
 
 
 @dataclass(frozen=True)
-class BenchmarkResult:
-    """What the gateway measures on a device before it joins: TIFeD on a small model."""
+class InnerLoopResult:
+    """A TinyMetaFed inner loop run on a device: the top-P records of ``φ − θ``."""
 
-    model: str  # "tifed 64-32-10"
-    ticks_per_sample: float
-    samples_per_second: float  # wall rate of LOAD + TRAIN per sample through this link
-    link_bytes_per_second: float  # payload rate of the sample LOAD
-
-
-BENCH_SIZES = (64, 32, 10)
-
-
-def benchmark_device(dev: Device, *, max_buffer: int, timeout: float) -> BenchmarkResult | None:
-    """Time one buffer of TIFeD training on random samples (None: the model does not fit).
-
-    The device's arena is reset by the next SETUP, so this leaves nothing behind that a task
-    could see.
-    """
-    info = dev.info
-    if info is None or "tifed" not in info.kernels:
-        return None
-    batch = 25
-    cap = largest_capacity(BENCH_SIZES, batch, info.arena_bytes, min(max_buffer, 100))
-    if cap == 0:
-        return None
-    model = DeviceModel(dev, tifed_setup(BENCH_SIZES, batch, cap))
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(cap, BENCH_SIZES[0]), dtype=np.uint8)
-    y = rng.integers(0, BENCH_SIZES[-1], size=cap, dtype=np.uint8)
-    started = time.perf_counter()
-    model.load_samples(x, y)
-    loaded = time.perf_counter()
-    done, ticks = dev.train(cap, batch=batch, lr_inv=2048, timeout=timeout)
-    trained = time.perf_counter()
-    return BenchmarkResult(
-        model="tifed " + "-".join(map(str, BENCH_SIZES)),
-        ticks_per_sample=ticks / max(1, done),
-        samples_per_second=done / max(trained - started, 1e-9),
-        link_bytes_per_second=(x.nbytes + y.nbytes) / max(loaded - started, 1e-9),
-    )
+    selected: dict[str, SparseDelta]
+    samples: int
+    kernel_ticks: int
 
 
 class McuTaskRunner:
@@ -120,32 +100,74 @@ class McuTaskRunner:
         self.max_buffer = max_buffer
         self.train_timeout = train_timeout
         self._model: DeviceModel | None = None
-        self._feedback_key: tuple[Any, ...] | None = None
+        self._key: tuple[Any, ...] | None = None
 
-    def _prepare(self, config: tifed.TifedConfig) -> DeviceModel:
-        """SETUP (and ship the feedback matrices) when the model changes; else reuse it."""
-        cap = largest_capacity(
-            config.sizes, config.batch_size, self.info.arena_bytes, self.max_buffer
-        )
-        if cap == 0:
-            shape = "-".join(map(str, config.sizes))
-            raise TaskError(
-                f"tifed {shape} with mini-batches of {config.batch_size} does not fit the "
-                f"device's {self.info.arena_bytes}-byte arena"
+    def _setup(self, spec: SetupSpec, key: tuple[Any, ...]) -> tuple[DeviceModel, bool]:
+        """SETUP when the model changes (``True``: a fresh arena); else reuse it."""
+        if self._model is not None and self._key == key:
+            return self._model, False
+        self._model = None  # a failed SETUP leaves no usable model behind
+        self._model, self._key = DeviceModel(self.device, spec), key
+        return self._model, True
+
+    def _prepare(self, algorithm: str, algo: Algorithm, shared_layers: int = 0) -> DeviceModel:
+        """SETUP (and ship TIFeD's feedback matrices) when the model changes."""
+        shape = "-".join(map(str, algo.sizes))
+        if isinstance(algo, TifedAlgorithm):
+            config = algo.config
+            cap = largest_capacity(
+                config.sizes, config.batch_size, self.info.arena_bytes, self.max_buffer
             )
-        spec: SetupSpec = tifed_setup(config.sizes, config.batch_size, cap)
-        key = (spec, config.feedback_seed, config.target, config.act_shift)
-        if self._model is None or self._feedback_key != key:
-            self._model = None  # a failed SETUP leaves no usable model behind
-            model = DeviceModel(self.device, spec)
-            model.load_feedback(tifed.feedback_matrices(config))
-            self._model, self._feedback_key = model, key
-        return self._model
+            if cap == 0:
+                raise TaskError(
+                    f"tifed {shape} with mini-batches of {config.batch_size} does not fit the "
+                    f"device's {self.info.arena_bytes}-byte arena"
+                )
+            spec: SetupSpec = tifed_setup(config.sizes, config.batch_size, cap)
+            key = (spec, config.feedback_seed, config.target, config.act_shift)
+            model, fresh = self._setup(spec, key)
+            if fresh:
+                model.load_feedback(tifed.feedback_matrices(config))
+            return model
+        try:
+            cap = largest_job_capacity(
+                algorithm,
+                algo.model,
+                algo.hyper,
+                self.info.arena_bytes,
+                self.max_buffer,
+                shared_layers=shared_layers,
+            )
+            spec = job_setup(algorithm, algo.model, algo.hyper, cap, shared_layers=shared_layers)
+        except ValueError as exc:
+            raise TaskError(f"{algorithm} {shape}: {exc}") from exc
+        if cap == 0:
+            raise TaskError(
+                f"{algorithm} {shape} does not fit the device's {self.info.arena_bytes}-byte arena"
+            )
+        return self._setup(spec, (spec,))[0]
+
+    def _load_model(self, model: DeviceModel, algo: Algorithm, params: Mapping[str, Any]) -> None:
+        model.load_params(dict(params))
+        if isinstance(algo, Q8Algorithm):
+            # A worker's lsgd-q8 trainer is fresh per task: seed 0, counter 0.
+            model.load_q8_format(algo.fmt.weight_frac, algo.fmt.bias_frac, seed=0, counter=0)
+
+    def _train_args(self, algo: Algorithm, batch: int, layer: int) -> dict[str, Any]:
+        if isinstance(algo, TifedAlgorithm):
+            return {
+                "batch": batch,
+                "layer": None if layer < 0 else layer,
+                "lr_inv": algo.config.lr_inv,
+            }
+        if isinstance(algo, Q8Algorithm):
+            return {"batch": 1, "lr_inv": int(algo.hyper.get("lr_shift", 7))}
+        return {"batch": 1, "lr": float(algo.hyper.get("lr", 0.01))}
 
     def run(
         self,
         algorithm: str,
-        config: tifed.TifedConfig,
+        algo: Algorithm,
         params: Mapping[str, np.ndarray],
         x: np.ndarray,
         y: np.ndarray,
@@ -160,14 +182,16 @@ class McuTaskRunner:
         if epochs < 1:
             raise TaskError(f"task asks for {epochs} epochs")
         single = algorithm == "tifed-single"
-        if single != (layer >= 0) or layer >= len(config.sizes) - 1:
+        if single != (layer >= 0) or layer >= len(algo.sizes) - 1:
             raise TaskError(f"{algorithm} cannot train layer {layer}")
         if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise TaskError(f"task samples have shapes {x.shape} and {y.shape}")
         started = time.perf_counter()
-        model = self._prepare(config)
-        model.load_params(dict(params))
+        model = self._prepare(algorithm, algo)
+        self._load_model(model, algo, params)
         link = fixed = time.perf_counter() - started
+        batch = algo.batch_rows
+        args = self._train_args(algo, batch, layer)
         train = 0.0
         ticks = steps = 0
         n = int(x.shape[0])
@@ -180,17 +204,11 @@ class McuTaskRunner:
                 t0 = time.perf_counter()
                 model.load_samples(x[rows], y[rows])
                 t1 = time.perf_counter()
-                _, t = self.device.train(
-                    len(rows),
-                    batch=config.batch_size,
-                    layer=None if layer < 0 else layer,
-                    lr_inv=config.lr_inv,
-                    timeout=self.train_timeout,
-                )
+                _, t = self.device.train(len(rows), timeout=self.train_timeout, **args)
                 train += time.perf_counter() - t1
                 link += t1 - t0
                 ticks += t
-                steps += -(-len(rows) // config.batch_size)
+                steps += -(-len(rows) // batch)
         t0 = time.perf_counter()
         names = None if layer < 0 else [f"W{layer}", f"b{layer}"]
         update = model.read_params(names)
@@ -207,6 +225,53 @@ class McuTaskRunner:
             overhead_seconds=fixed,
             kernel_ticks=ticks,
         )
+
+    def inner_loop(
+        self,
+        algorithm: str,
+        algo: Algorithm,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        shared_layers: int,
+        top_p: float,
+        epochs: int = 1,
+        seed: int = 0,
+    ) -> InnerLoopResult:
+        """TinyMetaFed's inner loop on the device: from the full model ``params`` (shared
+        layers ``θ`` and the device's local layers), ``epochs`` online passes with batch 1 (in
+        arrival order for one pass, else ``default_rng(seed).permutation`` per pass, as
+        :func:`eddl.learn.tinymetafed.device_round`), then the top-P records of ``φ − θ`` of
+        layers ``0..shared_layers-1``. ``algorithm`` is the kernel: ``lsgd`` or ``lsgd-q8``."""
+        if algorithm not in ("lsgd", "lsgd-q8"):
+            raise TaskError(f"the inner loop runs on lsgd or lsgd-q8, not {algorithm}")
+        if not 1 <= shared_layers <= len(algo.sizes) - 1:
+            raise TaskError(f"shared_layers {shared_layers} outside 1..{len(algo.sizes) - 1}")
+        if epochs < 1 or x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise TaskError(f"inner loop of {epochs} passes over samples {x.shape}, {y.shape}")
+        model = self._prepare(algorithm, algo, shared_layers)
+        self._load_model(model, algo, params)
+        snapshot(self.device)
+        args = self._train_args(algo, 1, -1)
+        n, cap = int(x.shape[0]), model.spec.capacity
+        rng = np.random.default_rng(seed) if epochs > 1 else None
+        ticks = 0
+        for _ in range(epochs):
+            order = np.arange(n) if rng is None else rng.permutation(n)
+            for first in range(0, n, cap):
+                rows = order[first : first + cap]
+                model.load_samples(x[rows], y[rows])
+                ticks += self.device.train(len(rows), timeout=self.train_timeout, **args)[1]
+        fmt = algo.fmt if isinstance(algo, Q8Algorithm) else None
+        selected = device_top_p(
+            self.device,
+            model.spec,
+            top_p,
+            weight_frac=fmt.weight_frac if fmt else (),
+            bias_frac=fmt.bias_frac if fmt else (),
+        )
+        return InnerLoopResult(selected, samples=n * epochs, kernel_ticks=ticks)
 
 
 class McuExecutor(Executor):
@@ -239,9 +304,9 @@ class McuExecutor(Executor):
         self._device_lock = asyncio.Lock()  # one conversation with the device at a time
 
     def check(self, task: TaskSpec) -> None:
-        if task.algorithm not in MCU_ALGORITHMS:
-            offered = ", ".join(MCU_ALGORITHMS)
-            raise TaskError(f"{self.name} runs {offered}, not {task.algorithm}")
+        offered = offered_algorithms(self.runner.info.kernels)
+        if task.algorithm not in offered:
+            raise TaskError(f"{self.name} runs {', '.join(offered)}, not {task.algorithm}")
         self.reference.algorithm(task.algorithm, task.model_json, task.hyper_json)
 
     async def execute(
@@ -255,7 +320,7 @@ class McuExecutor(Executor):
                 result = await asyncio.to_thread(
                     self.runner.run,
                     task.algorithm,
-                    algo.config,
+                    algo,
                     params,
                     x,
                     y,
@@ -301,8 +366,12 @@ class McuExecutor(Executor):
         reference = await self.reference.run(
             algo, params, x, y, epochs=task.epochs, layer=task.layer, seed=task.seed
         )
+        # Integer kernels must match bit for bit, float L-SGD to the firmware's float tolerance.
         same = sorted(reference.params) == sorted(result.params) and all(
-            np.array_equal(reference.params[k], result.params[k]) for k in reference.params
+            np.array_equal(reference.params[k], result.params[k])
+            if reference.params[k].dtype.kind in "iu"
+            else np.allclose(reference.params[k], result.params[k], rtol=1e-4, atol=1e-5)
+            for k in reference.params
         )
         self.counters.verified += 1
         if not same:

@@ -86,7 +86,11 @@ class TaskRunner:
         if id(algo) not in self._warm:
             # The first call of a kernel pays one-off costs (imports, allocations, caches);
             # timed, it would set the throttle's per-sample time F x too high for a while.
-            trainer.train(clone(params), x[:16], y[:16], epochs=1)
+            # A trainer of its own: a kernel with state (lsgd-q8's rounding counter) must start
+            # the task as a fresh one would.
+            algo.make_trainer(None if layer < 0 else layer).train(
+                clone(params), x[:16], y[:16], epochs=1
+            )
             self._warm.add(id(algo))
         rng = np.random.default_rng(seed)
         start, cpu = time.perf_counter(), time.thread_time()

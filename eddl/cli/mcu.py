@@ -2,7 +2,7 @@
 
 eddl mcu sim [--transport tcp|pty] [--baud N]
                                           host simulator; prints its URL, runs until Ctrl-C
-eddl mcu qemu [--board due|mps2]          the firmware under QEMU mps2-an385; prints its URL
+eddl mcu qemu [--board due|mps2|an386|an500]  the firmware under QEMU MPS2; prints its URL
 eddl mcu info URL [--json]                the device's capabilities
 eddl mcu train URL --algo ALGO --dataset NAME [--batch-size N] [--pretrain-samples N] [--json]
 """
@@ -52,12 +52,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sim.set_defaults(func=_cmd_sim)
 
-    qemu = sub.add_parser("qemu", help="boot the firmware in QEMU mps2-an385 and print its URL")
+    qemu = sub.add_parser(
+        "qemu", help="boot the firmware in QEMU (mps2-an385, -an386 or -an500) and print its URL"
+    )
     qemu.add_argument(
         "--board",
         choices=sorted(BOARDS),
         default="due",
-        help="the board whose RAM and arena the image is built for",
+        help="the board whose CPU, RAM and arena the image is built for (an386: Cortex-M4F, "
+        "an500: Cortex-M7, both with hardware float; the rest Cortex-M3)",
     )
     qemu.add_argument("--lifetime", type=float, default=3600.0, help="seconds before it stops")
     qemu.set_defaults(func=_cmd_qemu)

@@ -1,4 +1,4 @@
-"""Start devices: the host simulator (TCP or pty) and QEMU mps2-an385, built first if needed.
+"""Start devices: the host simulator (TCP or pty) and QEMU MPS2 boards, built first if needed.
 
 Builds (where the sources are, where they are built, which tools) live in :mod:`eddl.mcu.build`;
 ``build_firmware``, ``firmware_dir`` and ``FirmwareError`` are re-exported here.
@@ -38,6 +38,7 @@ from eddl.mcu.build import (
 
 __all__ = [
     "BOARDS",
+    "MACHINES",
     "SIM_BAUD_RANGE",
     "FirmwareError",
     "Launched",
@@ -45,6 +46,7 @@ __all__ = [
     "firmware_dir",
     "qemu_available",
     "qemu_image",
+    "qemu_machine",
     "sim_binary",
     "start_qemu",
     "start_sim",
@@ -52,13 +54,28 @@ __all__ = [
 
 log = get_logger("mcu.launch")
 
-# Board name (make BOARD=...) -> description. `make -C firmware qemu` builds due and mps2.
+# Board name (make BOARD=...) -> description. `make -C firmware qemu` builds due and mps2,
+# `make -C firmware fpu` an386 and an500.
 BOARDS = {
     "due": "Arduino Due (SAM3X8E Cortex-M3): 512 KB flash, 96 KB SRAM",
     "mps2": "Arm MPS2 with AN385 (Cortex-M3): 4 MB code SSRAM, 4 MB data SSRAM",
+    "an386": "Arm MPS2 with AN386 (Cortex-M4F, hardware float): 4 MB code SSRAM, 4 MB data SSRAM",
+    "an500": "Arm MPS2 with AN500 (Cortex-M7, hardware float): 4 MB code SSRAM, 4 MB data SSRAM",
     "ram64": "a Cortex-M3 with 64 KB RAM (size studies)",
     "ram256": "a Cortex-M3 with 256 KB RAM (size studies)",
 }
+
+# The QEMU machine each board's image boots in: the three MPS2 images share the memory map
+# (code at 0x0, data at 0x20000000, CMSDK UART0 at 0x40004000 and TIMER0 at 0x40000000), so the
+# Cortex-M3 sizes all run on the AN385 and only the CPU differs.
+MACHINES = {"an386": "mps2-an386", "an500": "mps2-an500"}
+
+
+def qemu_machine(board: str) -> str:
+    """The ``qemu-system-arm -M`` machine of ``board`` (mps2-an385 unless it has an FPU)."""
+    if board not in BOARDS:
+        raise FirmwareError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    return MACHINES.get(board, "mps2-an385")
 
 
 def sim_binary(build: bool = True) -> Path:
@@ -73,7 +90,7 @@ def sim_binary(build: bool = True) -> Path:
 
 
 def qemu_image(board: str = "due", kernels: str = "all", build: bool = True) -> Path:
-    """The Cortex-M3 image for ``board``, built first (``make image``) unless ``build`` is false."""
+    """The firmware image for ``board``, built first (``make image``) unless ``build`` is false."""
     if board not in BOARDS:
         raise FirmwareError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
     rel = Path("build", f"{board}-{kernels}", "eddl-fw.elf")
@@ -261,13 +278,15 @@ def start_qemu(
     attempts: int = 5,
     port: int = 0,
 ) -> Launched:
-    """Boot the firmware in ``qemu-system-arm -M mps2-an385 -icount shift=0`` on a TCP serial.
+    """Boot the firmware in ``qemu-system-arm -M <machine> -icount shift=0`` on a TCP serial;
+    the machine is the board's (:func:`qemu_machine`), ``mps2-an385`` for a Cortex-M3 board.
 
     With ``port`` 0 the port is chosen by binding port 0, and if QEMU loses the race for it,
     another is tried; a given ``port`` (a board restarted where its gateway looks for it) is
     tried ``attempts`` times.
     """
     require_tools(QEMU_TOOLS)
+    machine = qemu_machine(board)
     elf = str(image or qemu_image(board, kernels))
     last = ""
     fixed = port
@@ -276,7 +295,7 @@ def start_qemu(
         cmd = [
             "qemu-system-arm",
             "-M",
-            "mps2-an385",
+            machine,
             "-nographic",
             "-monitor",
             "none",

@@ -5,9 +5,12 @@
 whether a job fits a microcontroller from the arena size in its HELLO, and a gateway can pick
 the largest sample buffer that fits. Tests compare it with the ``used`` bytes SETUP returns.
 
-Only TIFeD jobs (``tifed`` full network, ``tifed-single``) are bridged to devices: the integer
-kernels are bit-exact with ``eddl.learn``, so a device's update aggregates with a Python
-worker's. The float kernels exist in the firmware for the cost comparison of the L-SGD paper.
+Jobs bridged to devices (:data:`MCU_ALGORITHMS`): TIFeD (``tifed`` full network,
+``tifed-single``) and L-SGD-q8 (``lsgd-q8``), whose integer kernels are bit-exact with
+``eddl.learn``, and float L-SGD (``lsgd``), which agrees with numpy to float tolerance (the
+summation order differs). A device offers the algorithms whose kernels its HELLO lists
+(:func:`offered_algorithms`); :func:`job_fit` tells whether a job's network fits its arena.
+A SETUP with ``shared_layers`` also plans the top-P snapshot (``firmware/src/topp.c``).
 """
 
 from __future__ import annotations
@@ -15,18 +18,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .protocol import MAX_LAYERS, Algo, SetupSpec
+from .protocol import MAX_LAYERS, Act, Algo, Loss, SetupSpec
 
 __all__ = [
     "MCU_ALGORITHMS",
     "arena_need",
+    "job_fit",
+    "job_setup",
     "largest_capacity",
+    "largest_job_capacity",
+    "offered_algorithms",
     "tifed_fit",
     "tifed_setup",
 ]
 
-# Job algorithms a gateway can translate into device commands.
-MCU_ALGORITHMS = ("tifed", "tifed-single")
+# Job algorithms a gateway can translate into device commands, and the kernel each needs.
+MCU_ALGORITHMS = ("tifed", "tifed-single", "lsgd", "lsgd-q8")
+_KERNEL = {"tifed": "tifed", "tifed-single": "tifed", "lsgd": "lsgd", "lsgd-q8": "lsgd-q8"}
+_ALGO = {
+    "tifed": Algo.TIFED,
+    "tifed-single": Algo.TIFED,
+    "lsgd": Algo.LSGD,
+    "lsgd-q8": Algo.LSGD_Q8,
+}
+
+
+def offered_algorithms(kernels: Iterable[str]) -> list[str]:
+    """The job algorithms a device runs, from the kernels its HELLO lists."""
+    built = set(kernels)
+    return [a for a in MCU_ALGORITHMS if _KERNEL[a] in built]
 
 
 def _take(off: int, nbytes: int) -> int:
@@ -81,7 +101,14 @@ def arena_need(spec: SetupSpec) -> int:
     else:
         off = _take(off, dims[0] * 4)
     off = _take(off, spec.capacity * dims[0])
-    return _take(off, spec.capacity)
+    off = _take(off, spec.capacity)
+    if spec.shared_layers:
+        width = 1 if spec.algo == Algo.LSGD_Q8 else 4
+        for i in range(spec.shared_layers):
+            off = _take(off, dims[i] * dims[i + 1] * width)
+            off = _take(off, dims[i + 1] * width)
+        off = _take(off, 256 * 4)
+    return off
 
 
 def tifed_setup(sizes: Sequence[int], batch: int, capacity: int) -> SetupSpec:
@@ -107,7 +134,78 @@ def largest_capacity(sizes: Sequence[int], batch: int, arena_bytes: int, limit: 
     return lo * batch
 
 
-def tifed_fit(
+def job_setup(
+    algorithm: str,
+    model: Mapping[str, Any],
+    hyper: Mapping[str, Any],
+    capacity: int,
+    *,
+    shared_layers: int = 0,
+) -> SetupSpec:
+    """The SETUP of a job's model holding ``capacity`` samples; ValueError when no firmware
+    kernel runs it (an activation or loss the device lacks, a malformed model)."""
+    if algorithm not in _ALGO:
+        raise ValueError(f"a microcontroller runs {', '.join(MCU_ALGORITHMS)}, not {algorithm}")
+    sizes = model.get("sizes")
+    if not isinstance(sizes, Sequence) or len(sizes) < 2:
+        raise ValueError(f"model has no layer sizes: {sizes!r}")
+    widths = tuple(int(s) for s in sizes)
+    if _ALGO[algorithm] == Algo.TIFED:
+        batch = hyper.get("batch_size", 25)
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch_size {batch!r} is not a positive integer")
+        return SetupSpec(Algo.TIFED, widths, capacity=max(capacity, batch), max_batch=batch)
+    acts, loss = model.get("activations"), model.get("loss")
+    if not isinstance(acts, Sequence) or len(acts) != len(widths) - 1:
+        raise ValueError(f"model needs one activation per layer, got {acts!r}")
+    try:
+        act_codes = tuple(Act[str(a).upper()] for a in acts)
+        loss_code = Loss[str(loss).upper()]
+    except KeyError as exc:
+        raise ValueError(f"the firmware has no activation or loss {exc}") from exc
+    # L-SGD is per sample: the device holds one row of activations, whatever batch_size says.
+    return SetupSpec(
+        _ALGO[algorithm],
+        widths,
+        capacity=capacity,
+        max_batch=1,
+        activations=act_codes,
+        loss=loss_code,
+        shared_layers=shared_layers,
+    )
+
+
+def largest_job_capacity(
+    algorithm: str,
+    model: Mapping[str, Any],
+    hyper: Mapping[str, Any],
+    arena_bytes: int,
+    limit: int,
+    *,
+    shared_layers: int = 0,
+) -> int:
+    """The largest sample buffer (at most ``limit``) with which a job's model fits the arena;
+    0 when none does. TIFeD buffers hold whole mini-batches (:func:`largest_capacity`)."""
+    if _ALGO.get(algorithm) == Algo.TIFED:
+        batch = int(hyper.get("batch_size", 25))
+        return largest_capacity(model["sizes"], batch, arena_bytes, limit)
+
+    def need(cap: int) -> int:
+        return arena_need(job_setup(algorithm, model, hyper, cap, shared_layers=shared_layers))
+
+    if limit < 1 or need(1) > arena_bytes:
+        return 0
+    lo, hi = 1, min(limit, 0xFFFF)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if need(mid) <= arena_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def job_fit(
     algorithm: str,
     model: Mapping[str, Any],
     hyper: Mapping[str, Any],
@@ -118,9 +216,10 @@ def tifed_fit(
 ) -> str | None:
     """Why a device cannot run a job, or None when it can.
 
-    The device must offer ``algorithm`` and hold the whole network plus one mini-batch in its
-    arena. In single-layer mode a device updates one layer but still runs the whole forward pass
-    (and the output error that drives DFA), so a layer fits exactly when its network does.
+    The device must offer ``algorithm`` and hold the whole network plus one mini-batch (one
+    sample for L-SGD) in its arena. In single-layer mode a TIFeD device updates one layer but
+    still runs the whole forward pass (and the output error that drives DFA), so a layer fits
+    exactly when its network does.
     """
     offered = tuple(algorithms)
     if algorithm not in offered:
@@ -130,17 +229,17 @@ def tifed_fit(
         return f"model has no layer sizes: {sizes!r}"
     if len(sizes) - 1 > max_layers:
         return f"{len(sizes) - 1} layers exceed the device's {max_layers}"
-    batch = hyper.get("batch_size", 25)
-    if not isinstance(batch, int) or batch < 1:
-        return f"batch_size {batch!r} is not a positive integer"
     try:
-        need = arena_need(tifed_setup(sizes, batch, batch))
+        spec = job_setup(algorithm, model, hyper, 1)
+        need = arena_need(spec)
     except ValueError as exc:
         return str(exc)
     if need > arena_bytes:
         shape = "-".join(str(s) for s in sizes)
-        return (
-            f"{shape} with mini-batches of {batch} needs {need:,} arena bytes; "
-            f"the device has {arena_bytes:,}"
-        )
+        rows = f"mini-batches of {spec.max_batch}" if spec.algo == Algo.TIFED else "one sample"
+        return f"{shape} with {rows} needs {need:,} arena bytes; the device has {arena_bytes:,}"
     return None
+
+
+# The leader's capability check imports it under its first name.
+tifed_fit = job_fit

@@ -68,6 +68,7 @@ class MsgType(enum.IntEnum):
     STATS = 0x06
     PREDICT = 0x07
     LINKTEST = 0x08
+    TOPP = 0x09  # top-P of phi - theta over the shared layers (eddl.mcu.topp)
     ERROR = 0x7F
 
 
@@ -248,6 +249,7 @@ class SetupSpec:
     loss: Loss = Loss.BCE
     target: int = 16
     act_shift: int = 8
+    shared_layers: int = 0  # layers 0..k-1 get a theta snapshot for top-P (MsgType.TOPP)
 
     def __post_init__(self) -> None:
         layers = len(self.sizes) - 1
@@ -259,6 +261,8 @@ class SetupSpec:
             raise ProtocolError("one activation per layer")
         if not 1 <= self.max_batch <= self.capacity <= 0xFFFF:
             raise ProtocolError("need 1 <= max_batch <= capacity <= 65535")
+        if not 0 <= self.shared_layers <= layers:
+            raise ProtocolError(f"shared_layers must be in 0..{layers}")
 
 
 def setup_payload(spec: SetupSpec) -> bytes:
@@ -272,7 +276,7 @@ def setup_payload(spec: SetupSpec) -> bytes:
             spec.loss,
             spec.target,
             spec.act_shift,
-            0,
+            spec.shared_layers,
             spec.capacity,
             spec.max_batch,
         )

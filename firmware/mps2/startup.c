@@ -1,5 +1,6 @@
-/* Reset and vector table for Cortex-M3 (Arm MPS2 AN385 memory map): copy .data, clear .bss,
- * start the peripherals, run the protocol loop. */
+/* Reset and vector table for the Arm MPS2 memory map (AN385 Cortex-M3, AN386 Cortex-M4F, AN500
+ * Cortex-M7): turn on the FPU where the image uses one, copy .data, clear .bss, start the
+ * peripherals, run the protocol loop. */
 #include <stdint.h>
 
 #include "device.h"
@@ -36,8 +37,20 @@ void Fault_Handler(void)
     }
 }
 
+/* A hard-float image faults (UsageFault, NOCP) on its first float instruction unless CP10 and
+ * CP11 are granted full access; nothing before this point may touch a float register. */
+static void fpu_enable(void)
+{
+#if defined(__ARM_FP)
+    volatile uint32_t *const cpacr = (volatile uint32_t *)0xE000ED88u;
+    *cpacr |= 0xFu << 20;
+    __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
+}
+
 void Reset_Handler(void)
 {
+    fpu_enable();
     uint32_t *src = &_sidata;
     for (uint32_t *dst = &_sdata; dst < &_edata;) {
         *dst++ = *src++;

@@ -18,6 +18,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "proto.h"
+#include "topp.h"
 
 typedef struct {
     uint32_t samples;
@@ -459,7 +460,8 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n, uin
                     resend_kept(e, seq);
                     return;
                 }
-                if (!read_only(type)) { /* cannot happen: every such reply is kept */
+                /* A reply too long to keep (TOPP's records) is refused, never executed again. */
+                if (!read_only(type)) {
                     refuse(ERR_STALE_SEQ, type, seq);
                     return;
                 }
@@ -491,6 +493,9 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n, uin
     case MSG_PREDICT:
         r = on_predict(p, n, out);
         break;
+    case MSG_TOPP:
+        r = topp_request(p, n, out);
+        break;
     default:
         r = -ERR_UNKNOWN_TYPE;
         break;
@@ -507,6 +512,9 @@ static void dispatch(uint8_t type, uint16_t seq, const uint8_t *p, size_t n, uin
     } else {
         rtype = (uint8_t)(type | REPLY_BIT);
         len = (size_t)r;
+        if (type == MSG_LOAD || type == MSG_TRAIN) {
+            topp_invalidate(); /* the weights a selection described may have changed */
+        }
     }
     s_reply_len = seal_and_send(s_reply, rtype, seq, len);
     s_have_last = 1u;

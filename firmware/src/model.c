@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "topp.h"
 
 model_t g_model;
 uint8_t g_arena[ARENA_BYTES] __attribute__((aligned(8)));
@@ -41,6 +42,9 @@ static uint64_t plan(model_t *m)
     m->acc = NULL;
     m->xin = NULL;
     m->q8state = NULL;
+    memset(m->thW, 0, sizeof m->thW);
+    memset(m->thb, 0, sizeof m->thb);
+    m->hist = NULL;
 #define AT(T, bytes) ((T)(uintptr_t)(take(&off, (bytes)) + 1u))
     for (unsigned l = 0; l < L; ++l) {
         const uint64_t in = m->dims[l], out = m->dims[l + 1u];
@@ -99,6 +103,14 @@ static uint64_t plan(model_t *m)
     }
     m->X = AT(uint8_t *, (uint64_t)m->capacity * m->dims[0]);
     m->Y = AT(uint8_t *, m->capacity);
+    if (m->shared > 0u) {
+        const uint64_t width = m->algo == ALGO_LSGD_Q8 ? 1u : 4u;
+        for (unsigned l = 0; l < m->shared; ++l) {
+            m->thW[l] = AT(void *, (uint64_t)m->dims[l] * m->dims[l + 1u] * width);
+            m->thb[l] = AT(void *, (uint64_t)m->dims[l + 1u] * width);
+        }
+        m->hist = AT(uint32_t *, 256u * 4u);
+    }
 #undef AT
     return off;
 }
@@ -123,7 +135,10 @@ static void relocate(model_t *m)
         RELOC(m->delta[l]);
         RELOC(m->gW[l]);
         RELOC(m->gb[l]);
+        RELOC(m->thW[l]);
+        RELOC(m->thb[l]);
     }
+    RELOC(m->hist);
     RELOC(m->err);
     RELOC(m->acc);
     RELOC(m->xin);
@@ -152,6 +167,7 @@ int model_setup(const uint8_t *p, size_t n)
     m.loss = p[2];
     m.target = p[3];
     m.act_shift = p[4];
+    m.shared = p[5];
     m.capacity = rd16(p + 6);
     m.max_batch = rd16(p + 8);
     if (m.nlayers < 1u || m.nlayers > MAX_LAYERS) {
@@ -183,6 +199,10 @@ int model_setup(const uint8_t *p, size_t n)
         if (m.acts[l] > ACT_SOFTMAX || (m.acts[l] == ACT_SOFTMAX && l + 1u != m.nlayers)) {
             return ERR_BAD_ARG;
         }
+    }
+    /* Top-P works on float and int8 weights; TIFeD uploads whole layers. */
+    if (m.shared > m.nlayers || (m.shared > 0u && m.algo == ALGO_TIFED)) {
+        return ERR_BAD_ARG;
     }
     if (m.loss > LOSS_MSE) {
         return ERR_BAD_ARG;
@@ -222,6 +242,7 @@ int model_setup(const uint8_t *p, size_t n)
     m.used = (size_t)need;
     m.ready = 1u;
     g_model = m;
+    topp_reset();
     return 0;
 }
 

@@ -25,6 +25,7 @@ typedef struct {
     uint8_t loss;
     uint8_t target;    /* TIFeD one-hot scale */
     uint8_t act_shift; /* TIFeD: v = z // (2^act_shift * fan_in) */
+    uint8_t shared;    /* layers 0..shared-1 take part in top-P (topp.c); 0: none */
     uint16_t capacity;  /* samples the X/Y buffer holds */
     uint16_t max_batch; /* widest mini-batch TRAIN may ask for */
     uint16_t dims[MAX_LAYERS + 1u];
@@ -48,6 +49,10 @@ typedef struct {
     void *gW[MAX_LAYERS];      /* SGD gradient buffers */
     void *gb[MAX_LAYERS];
     float *xin;                /* float input row */
+    /* Top-P (shared > 0): theta, a copy of the shared layers, and a radix histogram. */
+    void *thW[MAX_LAYERS];
+    void *thb[MAX_LAYERS];
+    uint32_t *hist;
 } model_t;
 
 extern model_t g_model;

@@ -29,6 +29,7 @@ enum {
     MSG_STATS = 0x06,
     MSG_PREDICT = 0x07,
     MSG_LINKTEST = 0x08,
+    MSG_TOPP = 0x09, /* top-P of phi - theta over the shared layers (topp.h) */
     MSG_ERROR = 0x7F,
     REPLY_BIT = 0x80
 };

@@ -20,7 +20,8 @@ from eddl.learn.tifed import init_params
 from eddl.mcu.driver import Device
 from eddl.mcu.launch import Launched, start_sim
 from eddl.worker.executor import TaskSpec
-from eddl.worker.mcu_runner import DeviceLostError, McuExecutor, McuTaskRunner, benchmark_device
+from eddl.worker.mcu_bench import benchmark_device
+from eddl.worker.mcu_runner import DeviceLostError, McuExecutor, McuTaskRunner
 from eddl.worker.training import NumpyExecutor, TaskError, TaskRunner
 
 
@@ -48,11 +49,9 @@ def test_device_task_equals_python_task(
     python = asyncio.run(TaskRunner().run(algo, start, x, y, epochs=epochs, layer=layer, seed=11))
     with Device.open(sim.url) as dev:
         runner = McuTaskRunner(dev, max_buffer=buffer, train_timeout=30.0)
-        device = runner.run(
-            algorithm, algo.config, start, x, y, epochs=epochs, layer=layer, seed=11
-        )
+        device = runner.run(algorithm, algo, start, x, y, epochs=epochs, layer=layer, seed=11)
         # The model stays set up on the device: a second task reuses it.
-        again = runner.run(algorithm, algo.config, start, x, y, epochs=epochs, layer=layer, seed=11)
+        again = runner.run(algorithm, algo, start, x, y, epochs=epochs, layer=layer, seed=11)
     assert sorted(device.params) == sorted(python.params)
     for name, value in python.params.items():
         assert device.params[name].dtype == value.dtype
@@ -71,17 +70,17 @@ def test_runner_refuses_what_the_device_cannot_do(sim: Launched) -> None:
     with Device.open(sim.url) as dev:
         runner = McuTaskRunner(dev, max_buffer=100, train_timeout=30.0)
         with pytest.raises(TaskError, match="not sgd"):
-            runner.run("sgd", algo.config, params, x, y, epochs=1, layer=-1, seed=0)
+            runner.run("sgd", algo, params, x, y, epochs=1, layer=-1, seed=0)
         with pytest.raises(TaskError, match="layer"):
-            runner.run("tifed", algo.config, params, x, y, epochs=1, layer=0, seed=0)
+            runner.run("tifed", algo, params, x, y, epochs=1, layer=0, seed=0)
         with pytest.raises(TaskError, match="shapes"):
-            runner.run("tifed", algo.config, params, x[:0], y[:0], epochs=1, layer=-1, seed=0)
+            runner.run("tifed", algo, params, x[:0], y[:0], epochs=1, layer=-1, seed=0)
         huge = get_algorithm("tifed", {"sizes": [64, 60000, 10]}, {})
         big_params = init_params(huge.config)
         with pytest.raises(TaskError, match="does not fit"):
-            runner.run("tifed", huge.config, big_params, x, y, epochs=1, layer=-1, seed=0)
+            runner.run("tifed", huge, big_params, x, y, epochs=1, layer=-1, seed=0)
         # Nothing above reached the device's model: a good task still runs.
-        ok = runner.run("tifed", algo.config, params, x, y, epochs=1, layer=-1, seed=0)
+        ok = runner.run("tifed", algo, params, x, y, epochs=1, layer=-1, seed=0)
         assert ok.samples == 30
 
 
@@ -103,7 +102,7 @@ async def test_verify_refuses_an_update_that_differs_from_the_reference(sim: Lau
         executor = McuExecutor(
             dev, max_buffer=250, train_timeout=30.0, verify=True, on_lost=lost.append
         )
-        good = executor.runner.run("tifed", algo.config, params, x, y, epochs=1, layer=-1, seed=5)
+        good = executor.runner.run("tifed", algo, params, x, y, epochs=1, layer=-1, seed=5)
         await executor._verify(task, algo, params, x, y, good)
         assert executor.counters.verified == 1 and executor.lost is None
         bad_w = good.params["W0"].copy()
@@ -153,7 +152,9 @@ async def test_mcu_executor_trains_what_the_numpy_executor_trains(sim: Launched)
 def test_mcu_executor_refuses_what_no_device_runs(sim: Launched) -> None:
     with Device.open(sim.url) as dev:
         executor = McuExecutor(dev, max_buffer=50, train_timeout=30.0, name="gw.mcu0")
-        with pytest.raises(TaskError, match=r"gw\.mcu0 runs tifed, tifed-single, not sgd"):
+        with pytest.raises(
+            TaskError, match=r"gw\.mcu0 runs tifed, tifed-single, lsgd, lsgd-q8, not sgd"
+        ):
             executor.check(_tifed_task(10, algorithm="sgd"))
         with pytest.raises(TaskError, match="not JSON"):
             executor.check(_tifed_task(10, model_json="{"))
@@ -179,3 +180,93 @@ async def test_a_link_that_fails_loses_the_device_once_and_refuses_later_tasks()
             dev.close()
     assert len(lost) == 1 and lost == [executor.lost]
     assert executor.counters.tasks == 0
+
+
+def _q8_job(n: int) -> tuple[TaskSpec, dict[str, np.ndarray]]:
+    """An lsgd-q8 fine-tuning task: a float model trained a little, quantized."""
+    from eddl.learn.algorithms import Q8Algorithm
+    from eddl.learn.model import init_params as float_init
+
+    model = {"sizes": [64, 24, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"}
+    floats = float_init(get_algorithm("lsgd", model, {}).spec, 2)
+    x, y = _task_data(200)
+    get_algorithm("lsgd", model, {"lr": 0.05}).make_trainer().train(
+        floats, x.astype(np.float32) / 255, y
+    )
+    algo, q8 = Q8Algorithm.from_float(model, floats, {"lr_shift": 4})
+    task = _tifed_task(
+        n,
+        algorithm="lsgd-q8",
+        model_json=json.dumps(dict(algo.model)),
+        hyper_json=json.dumps(dict(algo.hyper)),
+    )
+    return task, q8
+
+
+async def test_mcu_executor_lsgd_q8_task_is_bit_exact_with_the_numpy_executor(
+    sim: Launched,
+) -> None:
+    task, params = _q8_job(70)
+    x, y = _task_data(70)
+    numpy_executor = NumpyExecutor()
+    python = await numpy_executor.execute(task, params, x, y)
+    again = await numpy_executor.execute(task, params, x, y)  # a warm executor, same update
+    with Device.open(sim.url) as dev:
+        executor = McuExecutor(dev, max_buffer=30, train_timeout=30.0, verify=True)
+        executor.check(task)
+        device = await executor.execute(task, params, x, y)
+    assert sorted(device.params) == sorted(python.params)
+    for name, value in python.params.items():
+        assert device.params[name].dtype == np.int8
+        np.testing.assert_array_equal(device.params[name], value)
+        np.testing.assert_array_equal(again.params[name], value)
+    assert any(not np.array_equal(device.params[k], params[k]) for k in params)
+    assert executor.counters.verified == 1 and executor.lost is None
+
+
+async def test_mcu_executor_lsgd_task_matches_the_numpy_executor(sim: Launched) -> None:
+    model = {"sizes": [64, 16, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"}
+    hyper = {"lr": 0.05}
+    task = _tifed_task(
+        50, algorithm="lsgd", model_json=json.dumps(model), hyper_json=json.dumps(hyper)
+    )
+    x, y = _task_data(50)
+    params = get_algorithm("lsgd", model, hyper).init_params(4)
+    python = await NumpyExecutor().execute(task, params, x, y)
+    with Device.open(sim.url) as dev:
+        executor = McuExecutor(dev, max_buffer=20, train_timeout=30.0, verify=True)
+        device = await executor.execute(task, params, x, y)
+    for name, value in python.params.items():
+        np.testing.assert_allclose(device.params[name], value, rtol=1e-4, atol=1e-5)
+    assert executor.counters.mismatches == 0
+
+
+def test_inner_loop_on_the_device_uploads_numpy_s_top_p(sim: Launched) -> None:
+    """TinyMetaFed's inner loop on lsgd-q8: one pass, batch 1, in arrival order, then top-P of
+    the shared layer; equal to numpy's pass and numpy's top_p, entry for entry."""
+    from eddl.learn import lsgd_q8
+    from eddl.learn.algorithms import Q8Algorithm
+    from eddl.learn.topp import top_p
+
+    task, theta = _q8_job(40)
+    algo = get_algorithm(task.algorithm, json.loads(task.model_json), json.loads(task.hyper_json))
+    assert isinstance(algo, Q8Algorithm)
+    x, y = _task_data(40)
+    phi = {k: v.copy() for k, v in theta.items()}
+    lsgd_q8.LSGDQ8Trainer(algo.spec, algo.fmt, lr_shift=4, seed=0).train(phi, x, y)
+    fw, fb = algo.fmt.weight_frac[0], algo.fmt.bias_frac[0]
+    delta = {
+        "W0": (phi["W0"].astype(np.float32) - theta["W0"]) * np.float32(2.0**-fw),
+        "b0": (phi["b0"].astype(np.float32) - theta["b0"]) * np.float32(2.0**-fb),
+    }
+    want = top_p(delta, 10.0)
+    with Device.open(sim.url) as dev:
+        runner = McuTaskRunner(dev, max_buffer=15, train_timeout=30.0)
+        got = runner.inner_loop("lsgd-q8", algo, theta, x, y, shared_layers=1, top_p=10.0)
+        with pytest.raises(TaskError, match="shared_layers"):
+            runner.inner_loop("lsgd-q8", algo, theta, x, y, shared_layers=3, top_p=10.0)
+    assert got.samples == 40 and got.kernel_ticks > 0
+    assert list(got.selected) == ["W0", "b0"]
+    for name in want:
+        np.testing.assert_array_equal(got.selected[name].indices, want[name].indices)
+        np.testing.assert_array_equal(got.selected[name].values, want[name].values)
