@@ -370,7 +370,7 @@ def register(subparsers: Any) -> None:
         "--report",
         metavar="DIR",
         help="write the job's HTML report with plots into DIR at the end (needs the "
-        "[report] extra: matplotlib)",
+        "[report] extra: matplotlib; default: no report)",
     )
     p.add_argument(
         "--json", action="store_true", help="print only the result, as JSON (default: off)"
