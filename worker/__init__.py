@@ -13,7 +13,8 @@
 * ``transfer`` the update as a client stream of chunks; the model reassembled from a stream.
 * ``daemon``   ``WorkerDaemon(config, executor, presence=...)``: join, heartbeats, task loop (a
   task the leader voids is cancelled, a task that raises is reported failed), update push,
-  clean leave; the wire edge, where protobuf tasks become ``TaskSpec``.
+  clean leave; the wire edge, where protobuf tasks become ``TaskSpec``; ``on_task`` hooks hear
+  each pushed task's ``TaskTiming`` (the metrics' task durations).
 * ``mcu_runner`` a task on a microcontroller: SETUP / LOAD / TRAIN / READ, bit-exact with
   ``training``; ``McuExecutor`` (one device, lost on a link failure); the device benchmark a
   gateway runs before joining a device.

@@ -19,6 +19,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -48,13 +49,25 @@ from eddl.worker.training import NumpyExecutor
 from eddl.worker.transfer import receive_model, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
-__all__ = ["JoinRefusedError", "WorkerDaemon", "start_endpoint", "task_from_proto"]
+__all__ = ["JoinRefusedError", "TaskTiming", "WorkerDaemon", "start_endpoint", "task_from_proto"]
 
 log = get_logger("worker")
 T = TypeVar("T")
 
 _REJOIN_REASONS = {"unknown-node", "stale-term"}
 _LINK_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """How long one task took this node, told to the ``on_task`` hooks once its update was
+    taken: ``seconds`` from the task's receipt to the leader's reply (model pull, samples,
+    training, update push), ``train_seconds`` the executor's training alone."""
+
+    node_id: str
+    samples: int
+    seconds: float
+    train_seconds: float
 
 
 class JoinRefusedError(RuntimeError):
@@ -155,6 +168,7 @@ class WorkerDaemon:
         self._pull_s = 0.0
         self._push_s = 0.0
         self.on_serving: list[Callable[[], None]] = []  # called once the daemon runs
+        self.on_task: list[Callable[[TaskTiming], None]] = []  # called per task pushed
 
     @property
     def role(self) -> str:
@@ -367,6 +381,7 @@ class WorkerDaemon:
 
     async def _run_task(self, task: TaskSpec) -> None:
         job_id, version = task.job_id, task.version
+        started = time.monotonic()
         log.info(
             "task",
             node=self.node_id,
@@ -410,6 +425,11 @@ class WorkerDaemon:
             self.samples_per_second = (
                 rate if self.samples_per_second == 0 else 0.7 * self.samples_per_second + 0.3 * rate
             )
+        timing = TaskTiming(
+            self.node_id, result.samples, time.monotonic() - started, result.train_seconds
+        )
+        for hook in self.on_task:
+            hook(timing)
         log.info(
             "update pushed",
             node=self.node_id,

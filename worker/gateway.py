@@ -31,7 +31,7 @@ from eddl.mcu.protocol import Hello
 from eddl.net import RunningServer
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.worker.config import WorkerConfig
-from eddl.worker.daemon import WorkerDaemon, start_endpoint
+from eddl.worker.daemon import TaskTiming, WorkerDaemon, start_endpoint
 from eddl.worker.mcu_bench import BenchmarkResult, benchmark_device
 from eddl.worker.mcu_runner import LINK_FAILURES, McuCounters, McuExecutor
 from eddl.worker.presence import Presence
@@ -189,6 +189,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self.endpoint: RunningServer | None = None
         self.on_serving: list[Callable[[], None]] = []  # called once the gateway runs
+        self.on_task: list[Callable[[TaskTiming], None]] = []  # handed to each device's daemon
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -280,6 +281,7 @@ class Gateway:
                 arena=agent.hello.arena_bytes,
                 ticks_per_sample=round(bench.ticks_per_sample, 1) if bench else None,
             )
+            agent.daemon.on_task.extend(self.on_task)
             self.agents[node_id] = agent
             self.joins[node_id] += 1
             try:

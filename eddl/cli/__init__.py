@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eddl.cli.mcu",
     "eddl.cli.profile",
     "eddl.cli.jobs",
+    "eddl.cli.logs",
     "eddl.cli.local",
     "eddl.cli.health",
     "eddl.cli.report",

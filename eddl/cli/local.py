@@ -20,9 +20,12 @@ firmware sources shipped in the package (``make`` and a C compiler; QEMU also ne
 
 State and logs go to a temporary folder that is removed at exit when the job completes or the
 command is stopped, and kept (its path printed) when the job or the cluster fails;
-``--state-dir`` puts them in a folder that is always kept.
+``--state-dir`` puts them in a folder that is always kept. ``--report DIR`` writes the job's
+HTML report (:mod:`eddl.ops.report`, needs the ``[report]`` extra) into DIR once the cluster
+has stopped, before the state folder is removed.
 
-Exit codes: 0 the job completed; 1 it did not, or the cluster failed; 2 bad options or job file;
+Exit codes: 0 the job completed (and its report, if asked for, was written); 1 it did not, or
+the cluster failed, or the report could not be written; 2 bad options or job file;
 128 + N when stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129). SIGINT, SIGTERM and
 SIGHUP all stop the cluster the same way: processes stopped in order, temporary folder removed;
 a second signal while stopping is ignored (the stop is bounded by its grace periods). If this
@@ -58,6 +61,8 @@ from eddl.cluster.local import (
     parse_throttles,
 )
 from eddl.net import open_channel
+from eddl.ops.report import MISSING_MATPLOTLIB, ReportError, matplotlib_available, write_report
+from eddl.ops.run_data import RunDataError, find_store, load_run
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["DEFAULT_JOB", "MCU_JOB", "register", "run_local"]
@@ -177,8 +182,21 @@ def _options(args: argparse.Namespace) -> tuple[list[float], dict[str, Any]]:
         raise ValueError("--mcu-baud takes a positive rate, with --mcu-kind host")
     if not args.timeout > 0 or not args.heartbeat > 0:
         raise ValueError("--timeout and --heartbeat must be > 0")
+    if args.report is not None and not matplotlib_available():
+        raise ValueError(f"--report: {MISSING_MATPLOTLIB}")
     spec = read_job_file(args.job) if args.job else dict(MCU_JOB if args.mcu else DEFAULT_JOB)
     return throttles, spec
+
+
+def _write_report(args: argparse.Namespace, state: Path, job_id: str) -> str | None:
+    """The report of ``job_id`` from the stopped cluster's store, or None (the error said)."""
+    try:
+        report = write_report(load_run(find_store(state), job_id), Path(args.report))
+    except (RunDataError, ReportError, OSError) as exc:
+        print(f"eddl local: no report: {exc}", file=sys.stderr)
+        return None
+    _say(args, f"report: {report.html}")
+    return str(report.html)
 
 
 def _say(args: argparse.Namespace, line: str) -> None:
@@ -242,6 +260,9 @@ def _run(
                 codes = cluster.stop()
         result["exit_codes"] = codes
         failed = result["state"] != "completed"
+        if args.report is not None:
+            # The leader has stopped: its store is complete, and still here.
+            result["report"] = _write_report(args, state, result["job_id"])
         result["logs"] = str(cluster.log_dir) if failed or temp is None else None
     finally:
         with stopper.deferred():
@@ -265,7 +286,8 @@ def _run(
                 f"  switched {sw['from']} → {sw['to']} at version {sw['model_version']}: "
                 f"{sw['reason']}"
             )
-    return 0 if result["state"] == "completed" else 1
+    reported = args.report is None or result["report"] is not None
+    return 0 if result["state"] == "completed" and reported else 1
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
@@ -343,6 +365,12 @@ def register(subparsers: Any) -> None:
         default=300.0,
         help="give up waiting for the nodes, and then for the job, after this many seconds "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the job's HTML report with plots into DIR at the end (needs the "
+        "[report] extra: matplotlib; default: no report)",
     )
     p.add_argument(
         "--json", action="store_true", help="print only the result, as JSON (default: off)"

@@ -9,6 +9,7 @@ a call that ends with a status is a refusal, counted by its status code and ``ed
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -77,21 +78,25 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.monotonic()
             try:
                 reply = await inner(requests, context)
-            except BaseException:
-                sink.update_refused(_refusal(context), time.monotonic() - started)
+            except BaseException as exc:
+                sink.update_refused(*_refusal(context, exc), time.monotonic() - started)
                 raise
-            if getattr(reply, "outcome", "") not in _FAILURE_OUTCOMES:
-                sink.update_accepted(time.monotonic() - started)
+            outcome = str(getattr(reply, "outcome", ""))
+            if outcome not in _FAILURE_OUTCOMES:
+                sink.update_accepted(outcome, time.monotonic() - started)
             return reply
 
         return behaviour
 
 
-def _refusal(context: grpc.aio.ServicerContext) -> str:
-    """``code`` or ``code:reason`` (e.g. ``failed_precondition:stale-term``): bounded values."""
+def _refusal(context: grpc.aio.ServicerContext, exc: BaseException) -> tuple[str, str]:
+    """The status code's name and the ``eddl-reason`` ('' when none); the sink bounds both."""
     code = context.code()
-    name = code.name.lower() if isinstance(code, grpc.StatusCode) else "cancelled"
+    if isinstance(code, grpc.StatusCode):
+        name = code.name
+    else:  # no status set: the client went away, or the handler raised (gRPC says UNKNOWN)
+        name = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
     for key, value in context.trailing_metadata() or ():
         if key == REASON_KEY and value:
-            return f"{name}:{value}"
-    return name
+            return name, str(value)
+    return name, ""

@@ -8,9 +8,11 @@ nothing is kept between scrapes.
 
 Names follow Prometheus' conventions (``eddl_`` prefix, base units, ``_total`` counters,
 ``_ratio`` for a fraction); labels take bounded values only (roles, job states, modes, RPC
-method names, refusal codes), never a node or job id. The job metrics describe the running job,
-or else the latest one; a new job starts its counters again from zero, which Prometheus'
-``rate()`` and ``increase()`` treat as a counter reset.
+method names, update outcomes, refusal codes and reasons), never a job id. One family,
+``eddl_leader_node_samples_per_second``, is labelled by node id: it lists the nodes alive at
+the scrape only, so its series at any time are bounded by the cluster's size. The job metrics
+describe the running job, or else the latest one; a new job starts its counters again from
+zero, which Prometheus' ``rate()`` and ``increase()`` treat as a counter reset.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from eddl.ops.sink import MetricsSink
+from eddl.ops.sink import UPDATE_OUTCOMES, MetricsSink
 
-__all__ = ["MODES", "JobSnapshot", "LeaderCollector", "LeaderSnapshot", "leader_snapshot"]
+__all__ = [
+    "MODES",
+    "JobSnapshot",
+    "LeaderCollector",
+    "LeaderSnapshot",
+    "NodeSpeed",
+    "leader_snapshot",
+]
 
 MODES = ("sync", "async")
 ROLES = ("worker", "gateway", "mcu", "leader")
@@ -49,6 +58,7 @@ class JobSnapshot:
     mode: str | None
     switches: int
     epochs: float
+    link_busy: float | None = None  # share of the leader link's capacity in use (0..1)
 
     @classmethod
     def from_status(cls, status: dict[str, Any]) -> JobSnapshot:
@@ -56,6 +66,8 @@ class JobSnapshot:
         result = status.get("result") or {}
         accuracy = status.get("accuracy", result.get("accuracy"))
         mode = status.get("mode", result.get("mode"))
+        policy = status.get("policy") or {}
+        busy = policy.get("bandwidth") if isinstance(policy, dict) else None
         return cls(
             status=str(status.get("status", "")),
             version=int(status.get("version", result.get("version")) or 0),
@@ -66,7 +78,17 @@ class JobSnapshot:
             mode=mode if mode in MODES else None,
             switches=len(status.get("switches", result.get("switches")) or []),
             epochs=float(status.get("epochs", result.get("epochs")) or 0.0),
+            link_busy=None if busy is None else float(busy),
         )
+
+
+@dataclass(frozen=True)
+class NodeSpeed:
+    """The leader's estimate of a node's training speed in the running job."""
+
+    node_id: str
+    role: str
+    samples_per_second: float
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,7 @@ class LeaderSnapshot:
     nodes_alive: dict[str, int] = field(default_factory=dict)  # role -> count
     jobs: dict[str, int] = field(default_factory=dict)  # job state -> count
     job: JobSnapshot | None = None
+    speeds: tuple[NodeSpeed, ...] = ()  # nodes alive with a measured speed
 
 
 def leader_snapshot(coordinator: Any | None) -> LeaderSnapshot:
@@ -87,8 +110,7 @@ def leader_snapshot(coordinator: Any | None) -> LeaderSnapshot:
 
     alive: dict[str, int] = dict.fromkeys(ROLES, 0)
     for node in coordinator.membership.alive():
-        role = str(getattr(node.role, "value", node.role))
-        alive[role if role in alive else "worker"] += 1
+        alive[_role(node.role)] += 1
     jobs: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
     for record in coordinator.store.jobs():
         if record.status in jobs:
@@ -97,7 +119,17 @@ def leader_snapshot(coordinator: Any | None) -> LeaderSnapshot:
         job: JobSnapshot | None = JobSnapshot.from_status(coordinator.job_status())
     except LeaderError:
         job = None  # no job was ever submitted
-    return LeaderSnapshot(True, int(coordinator.term), alive, jobs, job)
+    speeds = tuple(
+        NodeSpeed(str(row["node_id"]), _role(row.get("role")), float(row["samples_per_second"]))
+        for row in coordinator.list_nodes()
+        if row.get("alive") and row.get("samples_per_second") is not None
+    )
+    return LeaderSnapshot(True, int(coordinator.term), alive, jobs, job, speeds)
+
+
+def _role(value: object) -> str:
+    role = str(getattr(value, "value", value))
+    return role if role in ROLES else "worker"
 
 
 class LeaderCollector(Collector):
@@ -127,6 +159,14 @@ class LeaderCollector(Collector):
         for state, n in sorted(snap.jobs.items()):
             jobs.add_metric([state], n)
         yield jobs
+        speed = GaugeMetricFamily(
+            "eddl_leader_node_samples_per_second",
+            "the leader's estimate of each alive node's training speed in the running job",
+            labels=["node", "role"],
+        )
+        for node in sorted(snap.speeds, key=lambda n: n.node_id):
+            speed.add_metric([node.node_id, node.role], node.samples_per_second)
+        yield speed
         yield from self._job(snap.job)
         yield from self._counted()
 
@@ -156,17 +196,33 @@ class LeaderCollector(Collector):
             mode.add_metric([name], float(job.mode == name))
         yield mode
         yield _counter("eddl_job_policy_switches", "switches between sync and async", job.switches)
+        if job.link_busy is not None:
+            yield _gauge(
+                "eddl_job_link_busy_ratio",
+                "share of the leader link's capacity the job's traffic used, over the auto "
+                "policy's window (0..1)",
+                job.link_busy,
+            )
 
     def _counted(self) -> Iterator[Metric]:
         s = self._sink.snapshot()
-        yield _counter("eddl_leader_updates_accepted", "model updates taken in", s.updates_accepted)
+        accepted = CounterMetricFamily(
+            "eddl_leader_updates_accepted",
+            "model updates taken in, by the leader's outcome",
+            labels=["outcome"],
+        )
+        for outcome in UPDATE_OUTCOMES:
+            accepted.add_metric([outcome], s.updates_accepted.get(outcome, 0))
+        if "other" in s.updates_accepted:
+            accepted.add_metric(["other"], s.updates_accepted["other"])
+        yield accepted
         refused = CounterMetricFamily(
             "eddl_leader_updates_refused",
-            "model updates refused, by gRPC status code and reason",
-            labels=["reason"],
+            "model updates refused, by gRPC status code and eddl-reason ('none': no reason)",
+            labels=["code", "reason"],
         )
-        for reason, n in sorted(s.updates_refused.items()):
-            refused.add_metric([reason], n)
+        for (code, reason), n in sorted(s.updates_refused.items()):
+            refused.add_metric([code, reason], n)
         yield refused
         for name, what, values in (
             ("eddl_leader_received_bytes", "bytes of gRPC messages received", s.bytes_received),

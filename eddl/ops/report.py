@@ -2,9 +2,12 @@
 
 Writes into one folder: ``accuracy.png`` (test accuracy against time and against samples
 trained, each model version a point, policy switches and leader restarts marked),
-``nodes.png`` (samples and tasks per node), ``versions.png`` (time between consecutive model
-versions: how long the cluster took to make each update of the model) and ``index.html``,
-which shows the same PNGs embedded, so the page can be mailed as one file.
+``nodes.png`` (samples, tasks and samples per second of each node), ``timeline.png`` (when each
+node was in the job, with the model versions, policy switches and leader restarts on the same
+time axis), ``versions.png`` (time between consecutive model versions: how long the cluster took
+to make each update of the model) and ``index.html``, which shows the same PNGs embedded, so
+the page can be mailed as one file. What the leader's store does not hold (task start and end
+times, bytes on the wire, devices' serial time) is not drawn: the page says where to find it.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ from typing import Any
 
 from eddl.ops.run_data import RunData
 
-__all__ = ["MISSING_MATPLOTLIB", "Report", "ReportError", "write_report"]
+__all__ = ["MISSING_MATPLOTLIB", "Report", "ReportError", "matplotlib_available", "write_report"]
 
 MISSING_MATPLOTLIB = (
     "eddl report draws its plots with matplotlib, which is not installed; "
     "install the extra: pip install 'eddl[report]'"
 )
 _MODE_COLOURS = {"sync": "#1f77b4", "async": "#ff7f0e"}
+
+
+_NOT_STORED = (
+    "The leader's store keeps model versions, membership and policy events and each node's "
+    "tasks and samples, not when each task started and ended, the bytes on the wire or a "
+    "microcontroller's serial time against its training time. Those are the daemons' "
+    "Prometheus metrics (eddl_worker_task_seconds, eddl_leader_received_bytes_total, "
+    "eddl_mcu_serial_seconds_total; see docs/operations.md)."
+)
 
 
 class ReportError(RuntimeError):
@@ -38,8 +50,12 @@ class Report:
     images: tuple[Path, ...]
 
 
+def matplotlib_available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _pyplot() -> Any:
-    if importlib.util.find_spec("matplotlib") is None:
+    if not matplotlib_available():
         raise ReportError(MISSING_MATPLOTLIB)
     import matplotlib
 
@@ -103,19 +119,45 @@ def _accuracy_plot(plt: Any, run: RunData, path: Path) -> None:
 def _nodes_plot(plt: Any, run: RunData, path: Path) -> None:
     nodes = run.nodes
     height = max(2.5, 0.45 * len(nodes) + 1.5)
-    fig, (samples, tasks) = plt.subplots(1, 2, figsize=(12, height), constrained_layout=True)
+    fig, (samples, tasks, speed) = plt.subplots(1, 3, figsize=(13, height), constrained_layout=True)
     names = [n.node_id for n in nodes]
     samples.barh(names, [n.samples for n in nodes], color="#1f77b4")
     tasks.barh(names, [n.tasks for n in nodes], color="#2ca02c")
+    speed.barh(names, [n.samples_per_second or 0.0 for n in nodes], color="#9467bd")
     samples.set_xlabel("samples trained")
     tasks.set_xlabel("tasks done")
+    speed.set_xlabel("samples taken in per second in the job")
     samples.set_title("Samples per node")
     tasks.set_title("Tasks per node")
-    for ax in (samples, tasks):
+    speed.set_title("Samples/s per node (waits included)")
+    speed.tick_params(labelleft=False)
+    tasks.tick_params(labelleft=False)
+    for ax in (samples, tasks, speed):
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     if not nodes:
         samples.text(0.5, 0.5, "no node trained", transform=samples.transAxes, ha="center")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _timeline_plot(plt: Any, run: RunData, path: Path) -> None:
+    names = sorted({p.node_id for p in run.presence})
+    height = max(2.8, 0.4 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(12, height), constrained_layout=True)
+    for row, name in enumerate(names):
+        spans = [(p.start, max(p.end - p.start, 1e-3)) for p in run.presence if p.node_id == name]
+        ax.broken_barh(spans, (row - 0.35, 0.7), color="#8c9fb8")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5 if names else 0.5, -1.5)
+    ax.scatter([v.seconds for v in run.versions], [-1] * len(run.versions), marker="|", s=80,
+               color=[_MODE_COLOURS.get(v.mode, "grey") for v in run.versions])  # fmt: skip
+    ax.annotate("model versions", (0, -1), xytext=(2, 6), textcoords="offset points", fontsize=8)
+    _marks(ax, run)
+    ax.set_xlim(0, max(run.duration_s, 1e-3) * 1.01)
+    ax.set_xlabel("seconds since the job started")
+    ax.set_title("Nodes in the job (from join, leave and expiry events) and model versions")
+    ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -161,16 +203,28 @@ def _summary(run: RunData) -> list[tuple[str, str]]:
     return rows
 
 
+def _node_table(run: RunData) -> str:
+    head = "<tr><th>node</th><th>tasks</th><th>samples</th><th>s in job</th><th>samples/s</th></tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(n.node_id)}</td><td>{n.tasks}</td><td>{n.samples}</td>"
+        f"<td>{n.seconds_in_job:.1f}</td>"
+        f"<td>{'—' if n.samples_per_second is None else f'{n.samples_per_second:.1f}'}</td></tr>"
+        for n in run.nodes
+    )
+    return f"<table class='nodes'>{head}{rows}</table>"
+
+
 def write_report(run: RunData, folder: Path) -> Report:
     """Draw the plots of ``run`` and write them with ``index.html`` into ``folder``."""
     plt = _pyplot()
     if not run.versions:
         raise ReportError(f"job {run.job_id} made no model version yet: nothing to plot")
     folder.mkdir(parents=True, exist_ok=True)
-    images = (folder / "accuracy.png", folder / "nodes.png", folder / "versions.png")
+    images = tuple(folder / f"{name}.png" for name in ("accuracy", "timeline", "nodes", "versions"))
     _accuracy_plot(plt, run, images[0])
-    _nodes_plot(plt, run, images[1])
-    _versions_plot(plt, run, images[2])
+    _timeline_plot(plt, run, images[1])
+    _nodes_plot(plt, run, images[2])
+    _versions_plot(plt, run, images[3])
     switches = "".join(
         f"<li>{s.seconds:.1f} s: {html.escape(s.previous)} → {html.escape(s.mode)}: "
         f"{html.escape(s.reason)}</li>"
@@ -186,9 +240,13 @@ def write_report(run: RunData, folder: Path) -> Report:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>EDDL job {html.escape(run.job_id)}</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:1400px}"
-        "th{text-align:left;padding-right:1em}img{max-width:100%}</style></head><body>"
+        "th{text-align:left;padding-right:1em}img{max-width:100%}"
+        ".nodes td,.nodes th{padding:0 1em 0 0;text-align:right}"
+        ".nodes td:first-child,.nodes th:first-child{text-align:left}</style></head><body>"
         f"<h1>EDDL job {html.escape(run.job_id)}</h1>{_table(_summary(run))}"
+        f"<h2>Nodes</h2>{_node_table(run)}"
         f"<h2>Policy switches</h2><ul>{switches or '<li>none</li>'}</ul>"
-        f"<h2>Plots</h2>{figures}</body></html>\n"
+        f"<h2>Plots</h2>{figures}<h2>Not in this report</h2><p>{_NOT_STORED}</p>"
+        "</body></html>\n"
     )
     return Report(folder, page, images)

@@ -7,6 +7,12 @@ file is opened **read-only** (``mode=ro``), so a report can be made while the le
 
 Event times are the leader's monotonic clock; they are shown as seconds since the job's first
 event. A job resumed by a restarted leader starts a new clock: each resume is marked.
+
+When each node was in the job comes from the join, leave and expiry events (a node there
+before the job started has no join event: it counts from the start). A node's samples per
+second are the samples of its updates taken into the model over that time, so they include
+its waits between tasks. The store does not keep when each task started and ended, the bytes
+on the wire or a device's serial time: those are the daemons' metrics (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 __all__ = [
     "STORE_FILE",
     "NodeWork",
+    "Presence",
     "RunData",
     "RunDataError",
     "Switch",
@@ -55,10 +62,24 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class Presence:
+    """``node_id`` was in the job from ``start`` to ``end`` (seconds since its first event)."""
+
+    node_id: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class NodeWork:
     node_id: str
     tasks: int
     samples: int
+    seconds_in_job: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float | None:
+        return self.samples / self.seconds_in_job if self.seconds_in_job > 0 else None
 
 
 @dataclass
@@ -71,6 +92,7 @@ class RunData:
     switches: list[Switch] = field(default_factory=list)
     resumes: list[float] = field(default_factory=list)  # seconds of each JOB_RESUMED
     nodes: list[NodeWork] = field(default_factory=list)
+    presence: list[Presence] = field(default_factory=list)
     joins: int = 0
     departures: int = 0  # nodes that left or expired
     refused: int = 0
@@ -138,10 +160,7 @@ def load_run(store: Path, job_id: str | None = None) -> RunData:
                 (job_id,),
             ).fetchone()
             work = json.loads(meta[0]).get("work") if meta else None
-        run.nodes = sorted(
-            (NodeWork(str(n), int(w["tasks"]), int(w["samples"])) for n, w in (work or {}).items()),
-            key=lambda n: n.node_id,
-        )
+        run.nodes = _with_time(run, work or {})
     except (sqlite3.Error, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise RunDataError(f"cannot read job {job_id!r} from {store}: {exc}") from exc
     finally:
@@ -149,10 +168,26 @@ def load_run(store: Path, job_id: str | None = None) -> RunData:
     return run
 
 
+def _with_time(run: RunData, work: dict[str, Any]) -> list[NodeWork]:
+    """Each node's work with its time in the job; a node with work but no membership event was
+    there from the start to the end."""
+    seen = {p.node_id for p in run.presence}
+    for node in sorted(set(work) - seen):
+        run.presence.append(Presence(str(node), 0.0, run.duration_s))
+    run.presence.sort(key=lambda p: (p.node_id, p.start))
+    nodes = []
+    for node, w in sorted(work.items()):
+        seconds = sum(p.end - p.start for p in run.presence if p.node_id == node)
+        nodes.append(NodeWork(str(node), int(w["tasks"]), int(w["samples"]), seconds))
+    return nodes
+
+
 def _read_events(run: RunData, events: list[tuple[float, str, dict[str, Any]]]) -> None:
     # Each resume restarts the leader's clock: later events are shifted to follow on.
     offset, last, start = 0.0, 0.0, None
     samples, previous = 0, 0.0
+    since: dict[str, float] = {}  # node -> when it joined (still in the job)
+    seen: set[str] = set()
     for at, kind, data in events:
         if start is None:
             start = at
@@ -183,8 +218,17 @@ def _read_events(run: RunData, events: list[tuple[float, str, dict[str, Any]]]) 
             previous = t
         elif kind == "node_joined":
             run.joins += 1
+            node = str(data.get("node_id", ""))
+            since.setdefault(node, t)
+            seen.add(node)
         elif kind in ("node_left", "node_expired"):
             run.departures += 1
+            node = str(data.get("node_id", ""))
+            # No join seen: the node was there when the job started.
+            begun = since.pop(node, None if node in seen else 0.0)
+            if begun is not None:
+                run.presence.append(Presence(node, begun, t))
+            seen.add(node)
         elif kind == "update_refused":
             run.refused += 1
         elif kind == "task_failed":
@@ -192,3 +236,4 @@ def _read_events(run: RunData, events: list[tuple[float, str, dict[str, Any]]]) 
         elif kind == "job_started":
             previous = t
     run.duration_s = last
+    run.presence.extend(Presence(node, begun, last) for node, begun in since.items())

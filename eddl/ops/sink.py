@@ -2,12 +2,15 @@
 
 Most of a leader's metrics are read from its state when Prometheus scrapes
 (:mod:`eddl.ops.leader_metrics`); what no state holds is counted here as it happens: updates
-taken or refused (by reason), bytes received and sent per RPC method, and how long the leader
-took over each update. :mod:`eddl.ops.interceptor` feeds this at the gRPC edge; the collector
-reads :meth:`MetricsSink.snapshot`. Thread-safe: gRPC and the scrape thread both touch it.
+taken (by outcome) or refused (by gRPC status code and reason), bytes received and sent per
+RPC method, and how long the leader took over each update. :mod:`eddl.ops.interceptor` feeds
+this at the gRPC edge; the collector reads :meth:`MetricsSink.snapshot`. Thread-safe: gRPC and
+the scrape thread both touch it.
 
-Label values are bounded: methods are the server's own RPC names, reasons the fixed reasons of
-:mod:`eddl.net.status` (anything else is counted as ``other``).
+Label values are bounded: outcomes are the leader's fixed acknowledgements
+(:data:`UPDATE_OUTCOMES`), codes the members of ``grpc.StatusCode``, reasons the fixed
+``eddl-reason`` values (:data:`REFUSAL_REASONS`, ``none`` when the call named none) and methods
+the server's own RPC names. Anything else is counted as ``other``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,27 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-__all__ = ["UPDATE_SECONDS_BUCKETS", "HistogramSnapshot", "MetricsSink", "SinkSnapshot"]
+import grpc
+
+__all__ = [
+    "REFUSAL_REASONS",
+    "UPDATE_OUTCOMES",
+    "UPDATE_SECONDS_BUCKETS",
+    "Histogram",
+    "HistogramSnapshot",
+    "MetricsSink",
+    "SinkSnapshot",
+]
 
 # From a small update on loopback (a few ms) to a large model over a slow link.
 UPDATE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# What the leader answers to an update it takes: folded into the model at once, kept for the
+# next async buffer flush, folded although stale, or kept for the sync round.
+UPDATE_OUTCOMES = ("aggregated", "buffered", "stale-folded", "round")
+# The ``eddl-reason`` trailing-metadata values a refusal may carry (eddl.net.status): the node
+# must join again. Other refusals are told apart by their status code only.
+REFUSAL_REASONS = ("unknown-node", "stale-term")
+_CODES = frozenset(code.name.lower() for code in grpc.StatusCode)
 _MAX_LABEL_VALUES = 64  # a guard: past it, new label values fold into "other"
 
 
@@ -36,10 +56,33 @@ class HistogramSnapshot:
         return self.buckets[-1][1]
 
 
+class Histogram:
+    """Observations counted per bucket (the caller serialises calls)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        if not bounds or list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram buckets must be increasing and distinct")
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        value = max(0.0, value)
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        running, buckets = 0, []
+        for bound, n in zip((*self._bounds, float("inf")), self._counts, strict=True):
+            running += n
+            buckets.append((bound, running))
+        return HistogramSnapshot(tuple(buckets), self._sum)
+
+
 @dataclass(frozen=True)
 class SinkSnapshot:
-    updates_accepted: int
-    updates_refused: dict[str, int]  # reason -> count
+    updates_accepted: dict[str, int]  # outcome -> count
+    updates_refused: dict[tuple[str, str], int]  # (status code, reason) -> count
     bytes_received: dict[str, int]  # RPC method -> bytes
     bytes_sent: dict[str, int]
     update_seconds: HistogramSnapshot
@@ -47,26 +90,28 @@ class SinkSnapshot:
 
 class MetricsSink:
     def __init__(self, buckets: tuple[float, ...] = UPDATE_SECONDS_BUCKETS) -> None:
-        if list(buckets) != sorted(set(buckets)) or not buckets:
-            raise ValueError("histogram buckets must be increasing and distinct")
         self._lock = threading.Lock()
-        self._bounds = buckets
-        self._counts = [0] * (len(buckets) + 1)  # the last one: above every bound
-        self._sum = 0.0
-        self._accepted = 0
-        self._refused: Counter[str] = Counter()
+        self._seconds = Histogram(buckets)
+        self._accepted: Counter[str] = Counter()
+        self._refused: Counter[tuple[str, str]] = Counter()
         self._received: Counter[str] = Counter()
         self._sent: Counter[str] = Counter()
 
-    def update_accepted(self, seconds: float) -> None:
+    def update_accepted(self, outcome: str, seconds: float) -> None:
         with self._lock:
-            self._accepted += 1
-            self._observe(seconds)
+            self._accepted[outcome if outcome in UPDATE_OUTCOMES else "other"] += 1
+            self._seconds.observe(seconds)
 
-    def update_refused(self, reason: str, seconds: float) -> None:
+    def update_refused(self, code: str, reason: str, seconds: float) -> None:
+        """``code``: a ``grpc.StatusCode`` name; ``reason``: the call's ``eddl-reason``."""
+        code = code.lower()
+        key = (
+            code if code in _CODES else "other",
+            reason if reason in REFUSAL_REASONS else ("none" if not reason else "other"),
+        )
         with self._lock:
-            self._refused[_bounded(self._refused, reason or "other")] += 1
-            self._observe(seconds)
+            self._refused[key] += 1
+            self._seconds.observe(seconds)
 
     def received(self, method: str, nbytes: int) -> None:
         with self._lock:
@@ -78,22 +123,13 @@ class MetricsSink:
 
     def snapshot(self) -> SinkSnapshot:
         with self._lock:
-            running, buckets = 0, []
-            for bound, n in zip((*self._bounds, float("inf")), self._counts, strict=True):
-                running += n
-                buckets.append((bound, running))
             return SinkSnapshot(
-                self._accepted,
+                dict(self._accepted),
                 dict(self._refused),
                 dict(self._received),
                 dict(self._sent),
-                HistogramSnapshot(tuple(buckets), self._sum),
+                self._seconds.snapshot(),
             )
-
-    def _observe(self, seconds: float) -> None:
-        value = max(0.0, seconds)
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
 
 
 def _bounded(counter: Counter[str], label: str) -> str:

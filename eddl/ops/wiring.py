@@ -7,7 +7,9 @@ its hooks to the daemon, and close it when the daemon returns:
   :attr:`LeaderOps.interceptors`, the metrics endpoint (when ``metrics_bind`` is set) and the
   systemd notifier: ``READY=1`` once the leader serves, ``STOPPING=1`` on a stop request,
   ``STATUS=`` lines with the term, the job and its version (refreshed with each watchdog ping).
-* :class:`WorkerOps`: the same for a worker or a gateway, reading the daemon at scrape time.
+* :class:`WorkerOps`: the same for a worker or a gateway, reading the daemon at scrape time;
+  task durations come from the daemon's ``on_task`` hook into a
+  :class:`~eddl.ops.worker_metrics.TaskSink`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from eddl.ops.leader_metrics import LeaderCollector, LeaderSnapshot, leader_snap
 from eddl.ops.metrics_http import MetricsServer, serve_metrics
 from eddl.ops.sdnotify import SystemdNotifier
 from eddl.ops.sink import MetricsSink
-from eddl.ops.worker_metrics import WorkerCollector, worker_snapshot
+from eddl.ops.worker_metrics import TaskSink, WorkerCollector, worker_snapshot
 
 __all__ = ["LeaderOps", "WorkerOps", "leader_status_line"]
 
@@ -92,9 +94,12 @@ class WorkerOps(_Ops):
     ) -> None:
         super().__init__(notifier)
         self._daemon = daemon
+        gateway = hasattr(daemon, "agents")
+        self.tasks = TaskSink(f"{daemon.config.node_id}." if gateway else None)
+        daemon.on_task.append(self.tasks.observe)
         if metrics_bind:
             self.metrics = serve_metrics(
-                metrics_bind, WorkerCollector(lambda: worker_snapshot(daemon))
+                metrics_bind, WorkerCollector(lambda: worker_snapshot(daemon), self.tasks)
             )
 
     def status_line(self) -> str:

@@ -87,9 +87,13 @@ def test_every_flag_has_a_help_string_with_its_default() -> None:
 def test_plain_output_shows_joins_progress_and_result_and_removes_its_folder(
     tmp_path: Path,
 ) -> None:
-    done = _local(tmp_path, "--workers", "2", "--throttle", "1,2")
+    report = tmp_path / "report"
+    done = _local(tmp_path, "--workers", "2", "--throttle", "1,2", "--report", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    # The report was written from the leader's store before the state folder went.
+    assert f"report: {report / 'index.html'}" in out
+    assert (report / "index.html").read_text().count("data:image/png;base64,") == 4
     assert "removed at exit unless the job fails" in out
     for node in ("worker-0", "worker-1"):
         # Joins are shown, and before the job: they happen before it is submitted.
@@ -97,6 +101,7 @@ def test_plain_output_shows_joins_progress_and_result_and_removes_its_folder(
     assert "job_completed" in out
     assert "version" in out and "accuracy" in out and "policy" in out
     assert out.splitlines()[-1].startswith("result: job job-") and " completed " in out
+    assert out.index("report: ") < out.index("result: job job-")
     table = [line.split() for line in out.splitlines()]
     assert ["node", "role", "state", "samples/s", "task", "tasks"] in table
     assert "\x1b[" not in out  # not a terminal: no live display

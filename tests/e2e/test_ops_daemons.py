@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.e2e.procs import Proc, eddl, spawn, start_leader, start_worker, wait_done, wait_for
 
 JOB = """
@@ -73,6 +75,30 @@ def value(text: str, name: str) -> float | None:
     return None
 
 
+def push_from_a_stranger(address: str) -> tuple[str, str]:
+    """An update from a node that never joined: the leader refuses it; (code, reason)."""
+    header = cluster_pb2.UpdateHeader(task_id="t1", num_samples=1)
+    header.envelope.node_id = "stranger"
+    header.envelope.job_id = "job-x"
+    with grpc.insecure_channel(address) as channel:
+        stub = cluster_pb2_grpc.ClusterStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.PushUpdate(iter([cluster_pb2.UpdateChunk(header=header)]), timeout=10)
+    error = refused.value
+    reason = dict(error.trailing_metadata() or ()).get("eddl-reason", "") or "none"  # type: ignore[attr-defined]
+    assert reason in ("unknown-node", "stale-term"), reason
+    return error.code().name.lower(), reason  # type: ignore[attr-defined]
+
+
+def total(text: str, name: str) -> float:
+    """The sum of a family's samples over all its labels."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
 @contextlib.contextmanager
 def cluster(tmp: Path, workers: int, *, leader_metrics: int) -> Iterator[tuple[str, list[Proc]]]:
     procs: list[Proc] = []
@@ -99,19 +125,28 @@ def test_metrics_pass_promtool_and_follow_a_job(tmp_path: Path) -> None:
         assert value(before, "eddl_leader_serving") == 1.0
         assert value(before, "eddl_model_version") is None  # no job yet: no job metrics
         submit(tmp_path, address)
+        # While the job runs, the leader shows each node's measured speed.
+        speed = 'eddl_leader_node_samples_per_second{node="w0",role="worker"}'
+        wait_for(lambda: speed in scrape(port), 60, "w0's speed on the leader's endpoint")
         assert wait_done(address, within=150)["state"] == "completed"
+        refused = push_from_a_stranger(address)
         after = scrape(port)
         worker = scrape(worker_port)
     promtool_check(before)
     promtool_check(after)
     promtool_check(worker)
     assert value(after, "eddl_model_version") == 40
-    assert (value(after, "eddl_leader_updates_accepted_total") or 0) >= 40
+    assert total(after, "eddl_leader_updates_accepted_total") >= 40
     assert (value(after, "eddl_job_samples_trained_total") or 0) > 0
     assert 'eddl_leader_received_bytes_total{method="PushUpdate"}' in after
+    # The stranger's update is counted by its status code and the reason the leader gave.
+    line = f'eddl_leader_updates_refused_total{{code="{refused[0]}",reason="{refused[1]}"}} 1.0'
+    assert line in after, after
     assert 'eddl_leader_update_seconds_bucket{le="+Inf"}' in after
     assert 'eddl_leader_nodes_alive{role="worker"} 2.0' in after
     assert (value(worker, "eddl_worker_tasks_done_total") or 0) >= 1
+    done = value(worker, "eddl_worker_tasks_done_total")
+    assert value(worker, 'eddl_worker_task_seconds_count{device=""}') == done
     assert 'eddl_worker_link_upload_bytes_per_second{device="",peer=' in worker
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,11 @@ from eddl.cli import main as eddl_main
 from eddl.cluster.local import LocalCluster
 from eddl.ops.report import write_report
 from eddl.ops.run_data import RunDataError, find_store, load_run
-from tests.e2e.procs import wait_done
-from tests.e2e.test_ops_daemons import submit
+from tests.e2e.procs import eddl, status, wait_done, wait_for
+from tests.e2e.test_ops_daemons import JOB
+
+PLOTS = ("accuracy", "timeline", "nodes", "versions")
+ROUNDS = 100  # long enough for a worker to leave and join again before the job ends
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -29,24 +35,67 @@ async def test_report_of_a_local_cluster_run(tmp_path: Path) -> None:
     with LocalCluster(state, [1.0, 2.0]) as cluster:
         cluster.start()
         await cluster.wait_for_nodes()
-        job_id = submit(tmp_path, cluster.address)
-        assert wait_done(cluster.address, within=150)["state"] == "completed"
+        job = tmp_path / "job.toml"
+        job.write_text(JOB.replace("rounds = 40", f"rounds = {ROUNDS}"))
+        done = eddl("submit", str(job), "--leader", cluster.address, "--json")
+        assert done.returncode == 0, done.stderr
+        job_id = json.loads(done.stdout)["job_id"]
+        # worker-1 leaves mid-job and comes back: two spans in the job.
+        wait_for(lambda: status(cluster.address)["model_version"] >= 5, 60, "version 5", step=0.2)
+        cluster.stop_worker(1)
+        wait_for(lambda: status(cluster.address)["model_version"] >= 8, 60, "version 8", step=0.2)
+        cluster.start_worker(1)
+        wait_for(lambda: _alive(cluster.address, "worker-1"), 60, "worker-1 back", step=0.2)
+        assert wait_done(cluster.address, within=200)["state"] == "completed"
     run = load_run(find_store(state))
     assert run.job_id == job_id and run.status == "completed"
-    assert [v.version for v in run.versions] == list(range(1, 41))
+    assert [v.version for v in run.versions] == list(range(1, ROUNDS + 1))
     assert {n.node_id for n in run.nodes} == {"worker-0", "worker-1"}
     assert sum(n.samples for n in run.nodes) == run.versions[-1].samples
     assert all(b.seconds >= a.seconds for a, b in zip(run.versions, run.versions[1:], strict=False))
+    spans = [(p.start, p.end) for p in run.presence if p.node_id == "worker-1"]
+    assert len(spans) == 2 and spans[0][0] == 0.0 and spans[0][1] <= spans[1][0], spans
+    assert spans[1][1] == run.duration_s
+    assert [(p.start, p.end) for p in run.presence if p.node_id == "worker-0"] == [
+        (0.0, run.duration_s)
+    ]
+    w1 = next(n for n in run.nodes if n.node_id == "worker-1")
+    assert 0 < w1.seconds_in_job < run.duration_s
+    assert all((n.samples_per_second or 0) > 0 for n in run.nodes)
     out = tmp_path / "report"
     assert eddl_main(["report", str(state), "--out", str(out)]) == 0
     page = (out / "index.html").read_text()
-    assert job_id in page and page.count("data:image/png;base64,") == 3
-    for name in ("accuracy", "nodes", "versions"):
+    assert job_id in page and page.count("data:image/png;base64,") == len(PLOTS)
+    for name in PLOTS:
         width, height = _png_size(out / f"{name}.png")
         assert width >= 1000 and height >= 250
         assert (out / f"{name}.png").stat().st_size > 10_000  # drawn, not a blank canvas
     again = write_report(run, tmp_path / "again")
     assert again.html.is_file()
+    _screenshot_shows_the_page(out / "index.html", tmp_path / "shot.png")
+
+
+def _alive(address: str, node: str) -> bool:
+    return any(n["node_id"] == node and n["state"] == "alive" for n in status(address)["nodes"])
+
+
+def _screenshot_shows_the_page(page: Path, shot: Path) -> None:
+    """Headless Chromium renders the page: the screenshot is the page's size and not blank."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed: the page was not rendered")
+    import matplotlib.image
+
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--screenshot={shot}", "--window-size=1400,4000", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert _png_size(shot) == (1400, 4000)
+    pixels = matplotlib.image.imread(shot)[:, :, :3]
+    # Text, the embedded plots and their colours: far from one flat colour.
+    dark = (pixels.mean(axis=2) < 0.5).mean()
+    assert dark > 0.005 and pixels.std() > 0.1, (dark, pixels.std())
 
 
 def test_report_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
