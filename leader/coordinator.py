@@ -19,10 +19,11 @@ carry a job id check it (:class:`UnknownJobError`, :class:`JobNotActiveError`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +36,17 @@ from eddl.leader.errors import (
     StaleTermError,
     UnknownJobError,
 )
-from eddl.leader.events import Event, EventKind, Listener
+from eddl.leader.events import Event, EventFanout, EventKind, Listener
 from eddl.leader.jobqueue import JobQueue
 from eddl.leader.jobs import JobSpec
+from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
+from eddl.leader.outbox import Outbox
+from eddl.leader.ports import Clock, Leadership
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.scheduler import EstimatorFactory, Task
-from eddl.leader.store import CheckpointStore
+from eddl.leader.store import CheckpointStore, MemberRecord
 from eddl.learn.params import Params
 from eddl.profiler.estimator import RuntimeEstimator
 
@@ -91,31 +95,30 @@ class Coordinator:
         store: CheckpointStore,
         *,
         membership: Membership | None = None,
+        leadership: Leadership | None = None,
         term: int = 1,
         runtime_factory: RuntimeFactory = build_runtime,
         estimator_factory: EstimatorFactory = RuntimeEstimator,
-        now: Callable[[], float] = time.monotonic,
+        now: Clock = time.monotonic,
         link_capacity_bps: float | None = None,
     ) -> None:
-        if term < 1:
-            raise ValueError("term must be >= 1")
-        self.store = store
-        # A restarted leader claims a term above any it held before, so messages of its
-        # previous incarnation are recognisably stale.
-        stored = store.get_value("term")
-        if isinstance(stored, int) and term <= stored:
-            term = stored + 1
-        store.set_value("term", term)
-        self.term = term
+        # Writes of one call are committed together when it returns (see ``_op``).
+        self.store = self._outbox = Outbox(store)
+        # The term has one source: the leadership port (a static root by default, which
+        # claims a term above any stored one, at least ``term``).
+        self.leadership = (
+            leadership if leadership is not None else StaticLeadership(store, min_term=term)
+        )
         self.membership = membership if membership is not None else Membership(now=now)
         self.membership.on_gone(self._on_gone)
         self._now = now
         self._link_capacity = link_capacity_bps
         self._lock = threading.RLock()
+        self._depth = 0
         # Task ids carry the term and a random tag of this incarnation, so a task id of a
         # previous leader (or a standby) never matches one of ours.
         incarnation = uuid.uuid4().hex[:6]
-        self._listeners: dict[str, list[Listener]] = {}
+        self.event_sink = EventFanout()
         self.job_queue = JobQueue(
             store,
             runtime_factory=runtime_factory,
@@ -123,14 +126,30 @@ class Coordinator:
             now=now,
             workers=self._workers,
             task_prefix=lambda job_id: f"{job_id}:{self.term}.{incarnation}.",
-            on_event=self._notify,
+            on_event=self.event_sink.emit,
         )
+
+    @property
+    def term(self) -> int:
+        return self.leadership.term
+
+    @contextlib.contextmanager
+    def _op(self) -> Iterator[None]:
+        """One command: serialised, and its store writes committed in one transaction."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._outbox.flush()
 
     # -- start-up ----------------------------------------------------------------------------
     def resume(self) -> list[str]:
         """Reload unfinished jobs from the store: the running one continues from its last
         checkpointed version, queued ones wait again. Call once before serving."""
-        with self._lock:
+        with self._op():
             return self.job_queue.resume()
 
     # -- membership ------------------------------------------------------------------------
@@ -147,7 +166,7 @@ class Coordinator:
     ) -> JoinReply:
         """Admit a node. ``term`` is the last term the node knew; any older one is fine here
         (the node is learning the new term), a newer one means this leader is stale."""
-        with self._lock:
+        with self._op():
             if term is not None and term > self.term:
                 raise StaleTermError(f"node knows term {term}, this leader is at {self.term}")
             try:
@@ -156,6 +175,7 @@ class Coordinator:
                 )
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from exc
+            self._record_member(node, "alive")
             run = self.job_queue.active
             if run is not None:
                 run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
@@ -181,7 +201,7 @@ class Coordinator:
     def heartbeat(
         self, node_id: str, *, profile: NodeProfile | None = None, term: int | None = None
     ) -> HeartbeatReply:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id, profile=profile)
             self.tick()
@@ -199,7 +219,7 @@ class Coordinator:
     def leave(self, node_id: str, *, term: int | None = None, reason: str = "") -> int:
         """A clean goodbye (``reason``: the node's, e.g. a gateway's "device lost"); returns
         how many tasks went back to the queue."""
-        with self._lock:
+        with self._op():
             self._check_term(term)
             run = self.job_queue.active
             held = None if run is None else run.task_of(node_id)
@@ -208,7 +228,7 @@ class Coordinator:
 
     def tick(self) -> None:
         """Expire silent nodes (their tasks go back at once), then round deadlines and policy."""
-        with self._lock:
+        with self._op():
             self.membership.expire()
             run = self.job_queue.active
             if run is not None:
@@ -222,20 +242,20 @@ class Coordinator:
         The spec is checked by building its model and data, so a bad one is refused with
         :class:`JobSpecError` before anything is stored.
         """
-        with self._lock:
+        with self._op():
             if not isinstance(spec, JobSpec):
                 spec = JobSpec.from_mapping(spec)
             stored = self.job_queue.submit(spec)
             return self.job_status(stored.job_id)
 
     def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
-        with self._lock:
+        with self._op():
             self.job_queue.cancel(job_id, reason)
             return self.job_status(job_id)
 
     def job_status(self, job_id: str | None = None) -> dict[str, Any]:
         """Status of ``job_id`` (default: the running job, else the latest one)."""
-        with self._lock:
+        with self._op():
             if job_id is None:
                 active = self.job_queue.active
                 if active is not None:
@@ -253,13 +273,13 @@ class Coordinator:
             return out
 
     def jobs(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._op():
             return [self.job_status(r.job_id) for r in self.store.jobs()]
 
     def list_nodes(self) -> list[dict[str, Any]]:
         """Every known node, with its tasks and samples in the running job (else the latest
         finished one still in memory), its speed and its current task."""
-        with self._lock:
+        with self._op():
             run = self.job_queue.active
             runs = self.job_queue.runs()
             counted = runs[-1] if run is None and runs else run
@@ -277,23 +297,21 @@ class Coordinator:
             return out
 
     def events(self, job_id: str, since: int = 0) -> list[Event]:
-        with self._lock:
+        with self._op():
             if self.store.job(job_id) is None:
                 raise UnknownJobError(f"no job {job_id!r}")
             return self.store.events(job_id, since)
 
     def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
         """Hear every new event of ``job_id`` (also after it starts or resumes)."""
-        with self._lock:
+        with self._op():
             if self.store.job(job_id) is None:
                 raise UnknownJobError(f"no job {job_id!r}")
-            self._listeners.setdefault(job_id, []).append(listener)
+            unsubscribe_sink = self.event_sink.subscribe(listener, job_id)
 
             def unsubscribe() -> None:
                 with self._lock:
-                    group = self._listeners.get(job_id, [])
-                    if listener in group:
-                        group.remove(listener)
+                    unsubscribe_sink()
 
             return unsubscribe
 
@@ -301,7 +319,7 @@ class Coordinator:
     def next_task(
         self, node_id: str, *, job_id: str | None = None, term: int | None = None
     ) -> Task | Wait:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             # A node asking for work is alive: that counts as a beat (before expiry runs).
             node = self.membership.heartbeat(node_id)
@@ -331,7 +349,7 @@ class Coordinator:
         term: int | None = None,
         wire_bytes: int = 0,
     ) -> UpdateAck:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
             run = self.job_queue.running(job_id)
@@ -361,7 +379,7 @@ class Coordinator:
         """``node_id`` could not run ``task_id``: re-queue its data; repeated failures end the
         job as ``failed`` (see :meth:`JobRun.fail_task`). The ack's outcome is ``"requeued"``
         or ``"job-failed"``."""
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
             run = self.job_queue.running(job_id)
@@ -378,7 +396,7 @@ class Coordinator:
     def record_transfer(self, job_id: str, nbytes: int) -> None:
         """Count bytes the leader sent or received for a job (model pulls, samples), for the
         auto policy's bandwidth signal (used when ``link_capacity_bps`` is set)."""
-        with self._lock:
+        with self._op():
             run = self.job_queue.active
             if run is not None and run.spec.job_id == job_id:
                 run.record_bytes(nbytes)
@@ -386,7 +404,7 @@ class Coordinator:
     def model(self, job_id: str, version: int | None = None) -> ModelSnapshot:
         """The current global model of a job, or its ``version``: a recent one kept in memory,
         version 0 (rebuilt from the job's seed), or one still in the store."""
-        with self._lock:
+        with self._op():
             run = self.job_queue.run_for(job_id)
             if run is not None:
                 kept = run.model_at(version)
@@ -404,7 +422,7 @@ class Coordinator:
 
     def samples(self, job_id: str, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Training samples by index, for workers that lack the dataset."""
-        with self._lock:
+        with self._op():
             run = self.job_queue.running(job_id)
             fetch = run.runtime.samples
             if fetch is None:
@@ -427,9 +445,6 @@ class Coordinator:
     def _workers(self) -> list[Node]:
         return [n for n in self.membership.alive() if n.role is not Role.LEADER]
 
-    def _worker_ids(self) -> list[str]:
-        return [n.node_id for n in self._workers()]
-
     def _task_void(self, node: Node) -> bool:
         active = self.job_queue.active
         if active is not None and active.status == "running":
@@ -444,11 +459,15 @@ class Coordinator:
                 return True
         return False
 
-    def _notify(self, event: Event) -> None:
-        for listener in list(self._listeners.get(event.job_id, [])):
-            listener(event)
+    def _record_member(self, node: Node, status: str) -> None:
+        self._outbox.put_member(
+            MemberRecord(
+                node.node_id, node.role.value, node.session, node.address, status, self._now()
+            )
+        )
 
     def _on_gone(self, node: Node, kind: str) -> None:
+        self._record_member(node, kind)
         run = self.job_queue.active
         if run is None:
             return

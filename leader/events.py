@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventKind", "EventLog", "Listener"]
+__all__ = ["Event", "EventFanout", "EventKind", "EventLog", "Listener"]
 
 
 class EventKind(StrEnum):
@@ -124,5 +124,31 @@ class EventLog:
         def unsubscribe() -> None:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+        return unsubscribe
+
+
+class EventFanout:
+    """An :class:`~eddl.leader.ports.EventSink` that hands each event to the listeners of its
+    job (``WatchJob`` streams), and to the ones that hear every job (long-poll wake-ups)."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, list[Listener]] = {}
+        self._all: list[Listener] = []
+
+    def emit(self, event: Event) -> None:
+        for listener in [*self._by_job.get(event.job_id, ()), *self._all]:
+            listener(event)
+
+    def subscribe(self, listener: Listener, job_id: str | None = None) -> Callable[[], None]:
+        """Hear the events of ``job_id`` (every job when ``None``); returns the unsubscribe."""
+        group = self._all if job_id is None else self._by_job.setdefault(job_id, [])
+        group.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in group:
+                group.remove(listener)
+            if job_id is not None and not group:
+                self._by_job.pop(job_id, None)
 
         return unsubscribe

@@ -1,4 +1,9 @@
-"""``eddl-leader``: serve the Cluster and Admin services until SIGTERM/SIGINT."""
+"""``eddl-leader``: serve the Cluster and Admin services until SIGTERM/SIGINT.
+
+Exit status: 0 after a clean stop, 1 when the leader failed to start or serve, 2 for a bad
+configuration, 3 (:data:`~eddl.leader.statedir.EXIT_STATE_DIR_IN_USE`) when another leader
+owns the state directory.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,8 @@ from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
 from eddl.leader.config import LeaderConfig
 from eddl.leader.errors import LeaderError
-from eddl.leader.server import LeaderDaemon
+from eddl.leader.statedir import EXIT_STATE_DIR_IN_USE, StateDirInUseError, StateDirLock
 from eddl.log import configure_logging, get_logger
-from eddl.net.server import ServerStartError
 
 __all__ = ["build_parser", "main"]
 
@@ -62,8 +66,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _serve(config: LeaderConfig) -> None:
-    daemon = LeaderDaemon(config)
+async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
+    from eddl.leader.server import LeaderDaemon
+
+    daemon = LeaderDaemon(config, lock=lock)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
@@ -79,11 +85,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eddl-leader: configuration error: {exc}", file=sys.stderr)
         return 2
     log = get_logger("leader")
+    # The state directory's lock comes first, before the server module (gRPC, numpy) is even
+    # imported: a second leader on a directory in use changes nothing and exits at once.
+    lock = StateDirLock(config.state_dir)
     try:
-        asyncio.run(_serve(config))
+        lock.acquire()
+    except (StateDirInUseError, OSError) as exc:
+        print(f"eddl-leader: {exc}", file=sys.stderr)
+        log.error("state directory in use", error=str(exc))
+        return EXIT_STATE_DIR_IN_USE if isinstance(exc, StateDirInUseError) else 1
+    from eddl.net.server import ServerStartError
+
+    try:
+        asyncio.run(_serve(config, lock))
     except (ServerStartError, LeaderError) as exc:
         log.error("leader failed", error=str(exc))
         return 1
+    finally:
+        lock.release()
     return 0
 
 

@@ -38,7 +38,7 @@ from eddl.leader.policy import AutoPolicy, Mode
 from eddl.leader.rounds import SyncRound
 from eddl.leader.runtime import JobRuntime
 from eddl.leader.scheduler import EstimatorFactory, Scheduler, Task
-from eddl.leader.store import CheckpointStore, VersionRecord
+from eddl.leader.store import CheckpointStore, VersionRecord, WriteBatch
 from eddl.learn.params import Params
 from eddl.log import get_logger
 from eddl.profiler.estimator import RuntimeEstimator
@@ -633,9 +633,11 @@ class JobRun:
             "accuracy": self.accuracy,
             "best_accuracy": self.best_accuracy,
         }
-        self.store.save_version(self.spec.job_id, v, self.aggregator.params, meta, self._now())
+        # One batch: through the coordinator's outbox, the version, its prune and the events of
+        # the same command are committed in one transaction.
+        record = VersionRecord(self.spec.job_id, v, self.aggregator.params, meta, self._now())
+        self.store.commit(WriteBatch(versions=[record], prunes=[(self.spec.job_id, 3)]))
         self._saved_version = v
-        self.store.prune(self.spec.job_id, keep=3)
 
     def _maybe_finish(self) -> None:
         if self.status != "running":

@@ -1,11 +1,12 @@
 """``LeaderDaemon``: the leader's coordinator behind a gRPC server, with its timers.
 
-Start-up: open the checkpoint store in the state directory, claim a new leader *term* (one more
-than the last one recorded in ``state_dir/term``, so every message of a previous incarnation is
-recognisably stale), resume the unfinished job from its last checkpoint, then serve Cluster and
-Admin (plus health and reflection) and write the bound port to ``port_file``. While serving, a
-tick every ``TICK_S`` expires silent nodes (their tasks go back to the queue at once), closes
-overdue rounds and lets the auto policy decide; long-polls are woken when that changed anything.
+Start-up: lock the state directory (one leader per directory), open the checkpoint store in
+it, claim a new leader *term* through the static leadership (one more than the store's
+leadership record, so every message of a previous incarnation is recognisably stale), resume
+the unfinished job from its last checkpoint, then serve Cluster and Admin (plus health and
+reflection) and write the bound port to ``port_file``. While serving, a tick every ``TICK_S``
+expires silent nodes (their tasks go back to the queue at once), closes overdue rounds and lets
+the auto policy decide; long-polls are woken when that changed anything.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ import asyncio
 import contextlib
 import functools
 import time
-from pathlib import Path
 from typing import Any
 
 from eddl.jobcheck import JobLimits
 from eddl.leader.config import LeaderConfig
 from eddl.leader.coordinator import Coordinator
-from eddl.leader.errors import LeaderError, StoreError
+from eddl.leader.errors import LeaderError
+from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
 from eddl.leader.runtime import build_runtime
 from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
+from eddl.leader.statedir import StateDirLock
 from eddl.leader.store import SqliteStore
 from eddl.log import get_logger
 from eddl.net import RunningServer, start_server, write_port_file
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, probe_pb2_grpc
 
-__all__ = ["TICK_S", "LeaderDaemon", "claim_term"]
+__all__ = ["TICK_S", "LeaderDaemon"]
 
 log = get_logger("leader")
 TICK_S = 0.1
@@ -41,39 +43,29 @@ SERVICE_NAMES = (
 )
 
 
-def claim_term(state_dir: Path) -> int:
-    """Read the last term from ``state_dir/term``, store and return the next one."""
-    path = state_dir / "term"
-    last = 0
-    if path.exists():
-        text = path.read_text().strip()
-        if not text.isdigit():
-            raise StoreError(f"{path} holds {text!r}, not a term number")
-        last = int(text)
-    term = last + 1
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{term}\n")
-    tmp.replace(path)
-    return term
-
-
 class LeaderDaemon:
-    def __init__(self, config: LeaderConfig) -> None:
+    def __init__(self, config: LeaderConfig, *, lock: StateDirLock | None = None) -> None:
         self.config = config
+        # Taken before anything else touches the state directory (``eddl-leader`` takes it
+        # even before importing this module, so a second leader exits at once).
+        self.lock = lock if lock is not None else StateDirLock(config.state_dir)
+        self.leadership: StaticLeadership | None = None
         self.coordinator: Coordinator | None = None
         self.cluster: ClusterServicer | None = None
         self.server: RunningServer | None = None
         self._store: SqliteStore | None = None
         self._stop = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def start(self) -> RunningServer:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        term = claim_term(cfg.state_dir)
+        self.lock.acquire()
         self._store = SqliteStore(cfg.state_dir)
+        leadership = StaticLeadership(self._store, leader_id=cfg.leader_id)
+        self.leadership = leadership
         membership = Membership(
             heartbeat_interval=cfg.heartbeat_interval_s,
             patience=cfg.patience,
@@ -85,7 +77,7 @@ class LeaderDaemon:
         coordinator = Coordinator(
             self._store,
             membership=membership,
-            term=term,
+            leadership=leadership,
             now=time.monotonic,
             runtime_factory=functools.partial(build_runtime, limits=limits),
         )
@@ -104,15 +96,17 @@ class LeaderDaemon:
             ],
             SERVICE_NAMES,
         )
+        leadership.serving_at(server.address)
         if not cluster.leaders:
             cluster.leaders = [server.address]
         self.coordinator, self.cluster, self.server = coordinator, cluster, server
+        self._ticker = asyncio.create_task(self._tick_loop())
         if cfg.port_file is not None:
             write_port_file(cfg.port_file, server.port)
         log.info(
             "leader serving",
             address=server.address,
-            term=term,
+            term=leadership.term,
             resumed=resumed,
             state_dir=str(cfg.state_dir),
         )
@@ -149,16 +143,23 @@ class LeaderDaemon:
     async def run(self) -> None:
         """Serve until :meth:`request_stop`, then stop gracefully and close the store."""
         try:
-            server = await self.start()
-            ticker = asyncio.create_task(self._tick_loop())
-            try:
-                await self._stop.wait()
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-                await server.stop(self.config.grace_s)
+            await self.start()
+            await self._stop.wait()
         finally:
-            if self._store is not None:
-                self._store.close()
+            await self.stop(self.config.grace_s)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the timers and the server, close the store, give up the state directory."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        if self.server is not None:
+            await self.server.stop(self.config.grace_s if grace is None else grace)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self.lock.held:
+            self.lock.release()
             log.info("leader stopped")

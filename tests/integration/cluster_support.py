@@ -135,19 +135,13 @@ async def running_cluster(tmp: Path, **leader: Any) -> AsyncIterator[Cluster]:
     daemon = LeaderDaemon(LeaderConfig(**values))
     server = await daemon.start()
     cluster = Cluster(daemon, server.address, tmp)
-    ticker = asyncio.create_task(daemon._tick_loop())
     try:
         yield cluster
     finally:
         for node_id in list(cluster.workers):
             with contextlib.suppress(Exception):
                 await cluster.stop_worker(node_id)
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
-        await server.stop(0.2)
-        if daemon._store is not None:
-            daemon._store.close()
+        await daemon.stop(0.2)
 
 
 @contextlib.asynccontextmanager
