@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,20 @@ from eddl.leader.errors import (
     StaleTermError,
     UnknownJobError,
 )
-from eddl.leader.events import Event, EventFanout, EventKind, Listener
-from eddl.leader.jobqueue import JobQueue
+from eddl.leader.events import (
+    DomainBus,
+    Event,
+    EventFanout,
+    EventKind,
+    Listener,
+    NodeChanged,
+    UpdateAccepted,
+)
+from eddl.leader.jobqueue import JobQueue, PreparedJob
 from eddl.leader.jobs import JobSpec
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
-from eddl.leader.outbox import Outbox
+from eddl.leader.outbox import Committer, Outbox
 from eddl.leader.ports import Clock, Leadership
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.runtime import RuntimeFactory, build_runtime
@@ -101,9 +110,12 @@ class Coordinator:
         estimator_factory: EstimatorFactory = RuntimeEstimator,
         now: Clock = time.monotonic,
         link_capacity_bps: float | None = None,
+        commit: Committer | None = None,
     ) -> None:
-        # Writes of one call are committed together when it returns (see ``_op``).
-        self.store = self._outbox = Outbox(store)
+        # Writes of one call are committed together when it returns (see ``_op``): at once,
+        # or by ``commit`` (a writer thread beside the owner of this state).
+        self.store = self._outbox = Outbox(store, commit)
+        self._commit: Future[None] | None = None
         # The term has one source: the leadership port (a static root by default, which
         # claims a term above any stored one, at least ``term``).
         self.leadership = (
@@ -119,6 +131,9 @@ class Coordinator:
         # previous leader (or a standby) never matches one of ours.
         incarnation = uuid.uuid4().hex[:6]
         self.event_sink = EventFanout()
+        # Typed domain events (job events, nodes, accepted updates) wake long-polls.
+        self.domain = DomainBus()
+        self.event_sink.subscribe(self.domain.emit)
         self.job_queue = JobQueue(
             store,
             runtime_factory=runtime_factory,
@@ -143,7 +158,14 @@ class Coordinator:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._outbox.flush()
+                    commit = self._outbox.flush()
+                    if commit is not None:
+                        self._commit = commit
+
+    def take_commit(self) -> Future[None] | None:
+        """The commit of the writes made since the last call (None: nothing written)."""
+        commit, self._commit = self._commit, None
+        return commit
 
     # -- start-up ----------------------------------------------------------------------------
     def resume(self) -> list[str]:
@@ -176,6 +198,7 @@ class Coordinator:
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from exc
             self._record_member(node, "alive")
+            self.domain.emit(NodeChanged(node_id, "joined"))
             run = self.job_queue.active
             if run is not None:
                 run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
@@ -242,10 +265,19 @@ class Coordinator:
         The spec is checked by building its model and data, so a bad one is refused with
         :class:`JobSpecError` before anything is stored.
         """
+        return self.submit_prepared(self.prepare_job(spec))
+
+    def prepare_job(self, spec: JobSpec | dict[str, Any]) -> PreparedJob:
+        """The slow half of a submission (load the data, build the model, check the rules);
+        reads and changes no state, so it runs beside the owner of this state."""
+        if not isinstance(spec, JobSpec):
+            spec = JobSpec.from_mapping(spec)
+        return self.job_queue.prepare(spec)
+
+    def submit_prepared(self, prepared: PreparedJob) -> dict[str, Any]:
+        """The quick half: check the id and the nodes' capabilities, store and queue."""
         with self._op():
-            if not isinstance(spec, JobSpec):
-                spec = JobSpec.from_mapping(spec)
-            stored = self.job_queue.submit(spec)
+            stored = self.job_queue.submit(prepared)
             return self.job_status(stored.job_id)
 
     def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
@@ -364,6 +396,7 @@ class Coordinator:
             )
             run.record_bytes(wire_bytes)
             self.job_queue.advance()
+            self.domain.emit(UpdateAccepted(job_id, node_id, run.version))
             return ack
 
     def fail_task(
@@ -468,6 +501,7 @@ class Coordinator:
 
     def _on_gone(self, node: Node, kind: str) -> None:
         self._record_member(node, kind)
+        self.domain.emit(NodeChanged(node.node_id, kind))
         run = self.job_queue.active
         if run is None:
             return

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventFanout", "EventKind", "EventLog", "Listener"]
+__all__ = [
+    "DomainBus",
+    "DomainEvent",
+    "Event",
+    "EventFanout",
+    "EventKind",
+    "EventLog",
+    "Listener",
+    "NodeChanged",
+    "UpdateAccepted",
+]
 
 
 class EventKind(StrEnum):
@@ -150,5 +160,46 @@ class EventFanout:
                 group.remove(listener)
             if job_id is not None and not group:
                 self._by_job.pop(job_id, None)
+
+        return unsubscribe
+
+
+@dataclass(frozen=True)
+class NodeChanged:
+    """A node joined, left or expired (with or without a job running)."""
+
+    node_id: str
+    change: str  # "joined", "left" or "expired"
+
+
+@dataclass(frozen=True)
+class UpdateAccepted:
+    """An update was folded into a job (whether or not it made a new version)."""
+
+    job_id: str
+    node_id: str
+    version: int
+
+
+# What wakes long-polls: every job event, plus the signals that are not job events.
+DomainEvent = Event | NodeChanged | UpdateAccepted
+
+
+class DomainBus:
+    """Hands every domain event to every subscriber, in order, on the caller's thread."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[DomainEvent], None]] = []
+
+    def emit(self, event: DomainEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def subscribe(self, listener: Callable[[DomainEvent], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
         return unsubscribe

@@ -6,7 +6,8 @@ leadership record, so every message of a previous incarnation is recognisably st
 the unfinished job from its last checkpoint, then serve Cluster and Admin (plus health and
 reflection) and write the bound port to ``port_file``. While serving, a tick every ``TICK_S``
 expires silent nodes (their tasks go back to the queue at once), closes overdue rounds and lets
-the auto policy decide; long-polls are woken when that changed anything.
+the auto policy decide. All of it runs through the :class:`~eddl.leader.actor.LeaderCore`, the
+one owner of the leader's state; its domain events wake the long-polls.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import asyncio
 import contextlib
 import functools
 import time
-from typing import Any
+from collections.abc import Callable
 
 from eddl.jobcheck import JobLimits
+from eddl.leader.actor import LeaderCore, StoreWriter
 from eddl.leader.config import LeaderConfig
 from eddl.leader.coordinator import Coordinator
-from eddl.leader.errors import LeaderError
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
-from eddl.leader.runtime import build_runtime
+from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
 from eddl.leader.statedir import StateDirLock
 from eddl.leader.store import SqliteStore
@@ -44,8 +45,15 @@ SERVICE_NAMES = (
 
 
 class LeaderDaemon:
-    def __init__(self, config: LeaderConfig, *, lock: StateDirLock | None = None) -> None:
+    def __init__(
+        self,
+        config: LeaderConfig,
+        *,
+        lock: StateDirLock | None = None,
+        runtime_factory: RuntimeFactory | None = None,
+    ) -> None:
         self.config = config
+        self._runtime_factory = runtime_factory
         # Taken before anything else touches the state directory (``eddl-leader`` takes it
         # even before importing this module, so a second leader exits at once).
         self.lock = lock if lock is not None else StateDirLock(config.state_dir)
@@ -56,6 +64,9 @@ class LeaderDaemon:
         self._store: SqliteStore | None = None
         self._stop = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self.core: LeaderCore | None = None
+        self._writer: StoreWriter | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -74,18 +85,28 @@ class LeaderDaemon:
             now=time.monotonic,
         )
         limits = JobLimits(max_model_bytes=cfg.max_model_mib * 1024 * 1024)
+        self._writer = StoreWriter(self._store)
         coordinator = Coordinator(
             self._store,
             membership=membership,
             leadership=leadership,
             now=time.monotonic,
-            runtime_factory=functools.partial(build_runtime, limits=limits),
+            runtime_factory=self._runtime_factory
+            or functools.partial(build_runtime, limits=limits),
+            commit=self._writer.submit,
         )
-        # Rebuilding a job loads its data and model: keep the loop free meanwhile.
+        # Rebuilding a job loads its data and model: keep the loop free meanwhile. Nothing is
+        # served yet, so no command can interleave.
         resumed = await asyncio.to_thread(coordinator.resume)
+        written = coordinator.take_commit()
+        if written is not None:
+            await asyncio.wrap_future(written)
+        self.core = core = LeaderCore(coordinator)
         notifier = Notifier()
-        cluster = ClusterServicer(coordinator, cfg, notifier)
-        admin = AdminServicer(coordinator, cfg, cluster)
+        # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
+        self._unsubscribe = core.on_event(lambda _event: notifier.notify())
+        cluster = ClusterServicer(core, cfg, notifier)
+        admin = AdminServicer(core, cfg, cluster)
         server = await start_server(
             cfg.bind,
             [
@@ -112,33 +133,12 @@ class LeaderDaemon:
         )
         return server
 
-    def _fingerprint(self) -> tuple[Any, ...]:
-        assert self.coordinator is not None
-        coord = self.coordinator
-        alive = tuple(sorted(n.node_id for n in coord.membership.alive()))
-        try:
-            status = coord.job_status()
-        except LeaderError:
-            return (alive,)
-        return (
-            alive,
-            status.get("job_id"),
-            status.get("status"),
-            status.get("version"),
-            status.get("tasks_in_flight"),
-            status.get("mode"),
-        )
-
     async def _tick_loop(self) -> None:
-        assert self.coordinator is not None and self.cluster is not None
-        before = self._fingerprint()
+        assert self.core is not None
+        core = self.core
         while True:
             await asyncio.sleep(TICK_S)
-            self.coordinator.tick()
-            after = self._fingerprint()
-            if after != before:
-                self.cluster.notifier.notify()
-            before = after
+            await core.call(core.coordinator.tick)
 
     async def run(self) -> None:
         """Serve until :meth:`request_stop`, then stop gracefully and close the store."""
@@ -157,6 +157,13 @@ class LeaderDaemon:
                 await ticker
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace is None else grace)
+        if self.core is not None:
+            self._unsubscribe()
+            await asyncio.to_thread(self.core.close)
+            self.core = None
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
         if self._store is not None:
             self._store.close()
             self._store = None

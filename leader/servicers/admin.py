@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 
+from eddl.leader.actor import LeaderCore
 from eddl.leader.config import LeaderConfig
-from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import InvalidArgumentError, JobSpecError
 from eddl.leader.events import Event, EventKind
 from eddl.leader.servicers.cluster import ClusterServicer
@@ -25,10 +25,9 @@ _FINAL = {EventKind.JOB_COMPLETED.value, EventKind.JOB_CANCELLED.value, EventKin
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(
-        self, coordinator: Coordinator, config: LeaderConfig, cluster: ClusterServicer
-    ) -> None:
-        self.coordinator = coordinator
+    def __init__(self, core: LeaderCore, config: LeaderConfig, cluster: ClusterServicer) -> None:
+        self.core = core
+        self.coordinator = core.coordinator
         self.config = config
         self.cluster = cluster
         # Leader time (monotonic) -> wall time, for event stamps people can read.
@@ -69,7 +68,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             if not isinstance(spec, dict):
                 raise JobSpecError("spec_json must be a JSON object (the [job] table)")
             # Building the job loads its data and model: off the event loop.
-            status = await asyncio.to_thread(self.coordinator.submit_job, spec)
+            status = await self.core.submit_job(spec)
             self.cluster.notifier.notify()
             return admin_pb2.SubmitJobReply(
                 envelope=self._envelope(str(status["job_id"]), int(status.get("version", 0)))
@@ -81,7 +80,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.JobStatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.JobStatusReply:
         async def call() -> admin_pb2.JobStatusReply:
-            status = self.coordinator.job_status(request.job_id or None)
+            status = await self.core.call(self.coordinator.job_status, request.job_id or None)
             return status_reply(
                 status,
                 self._envelope(str(status["job_id"]), int(status.get("version", 0))),
@@ -94,19 +93,16 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[admin_pb2.JobEvent]:
         async def stream() -> AsyncIterator[admin_pb2.JobEvent]:
-            job_id = request.job_id or str(self.coordinator.job_status()["job_id"])
-            loop = asyncio.get_running_loop()
+            job_id = request.job_id or str(
+                (await self.core.call(self.coordinator.job_status))["job_id"]
+            )
             queue: asyncio.Queue[Event] = asyncio.Queue()
-
-            def listener(event: Event) -> None:
-                # Events may be raised from a thread (job submission runs in one).
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-            # Subscribe before reading the history so nothing falls in between.
-            unsubscribe = self.coordinator.subscribe(job_id, listener)
+            # Subscribe before reading the history so nothing falls in between; the core
+            # hands each event to this loop.
+            unsubscribe = await self.core.subscribe(job_id, queue.put_nowait)
             try:
                 last = request.after_seq
-                for event in self.coordinator.events(job_id, last):
+                for event in await self.core.call(self.coordinator.events, job_id, last):
                     if event.seq > last:
                         last = event.seq
                         yield self._event(event)
@@ -132,7 +128,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         async def call() -> admin_pb2.ListNodesReply:
             now = time.monotonic()
             nodes = []
-            for row in self.coordinator.list_nodes():
+            for row in await self.core.call(self.coordinator.list_nodes):
                 node_id = str(row["node_id"])
                 sps = row.get("samples_per_second")
                 nodes.append(
@@ -162,7 +158,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             self._check_admin(request.admin_token)
             if not request.job_id:
                 raise InvalidArgumentError("job_id is required")
-            status = self.coordinator.cancel_job(request.job_id)
+            status = await self.core.call(self.coordinator.cancel_job, request.job_id)
             self.cluster.notifier.notify()
             return admin_pb2.CancelJobReply(
                 envelope=self._envelope(request.job_id, int(status.get("version", 0))),

@@ -23,9 +23,9 @@ import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
+from eddl.leader.actor import LeaderCore
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.config import LeaderConfig
-from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import (
     InvalidArgumentError,
     NodeExpiredError,
@@ -83,9 +83,10 @@ class _JobWire:
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(
-        self, coordinator: Coordinator, config: LeaderConfig, notifier: Notifier | None = None
+        self, core: LeaderCore, config: LeaderConfig, notifier: Notifier | None = None
     ) -> None:
-        self.coordinator = coordinator
+        self.core = core
+        self.coordinator = core.coordinator
         self.config = config
         self.notifier = notifier or Notifier()
         self.leaders: list[str] = list(config.leaders)
@@ -127,7 +128,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 else None
             )
             node_id = request.envelope.node_id
-            reply = self.coordinator.join(
+            reply = await self.core.call(
+                self.coordinator.join,
                 node_id,
                 request.join_token,
                 role=request.role or "worker",
@@ -171,8 +173,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 bandwidth_bps=_bandwidth_bps(links) or known.bandwidth_bps,
             )
             try:
-                reply = self.coordinator.heartbeat(
-                    node_id, profile=profile, term=request.envelope.term
+                reply = await self.core.call(
+                    self.coordinator.heartbeat, node_id, profile=profile, term=request.envelope.term
                 )
             except (UnknownNodeError, NodeExpiredError):
                 # The explicit answer to a forgotten node: join again, no timeout needed.
@@ -200,8 +202,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def call() -> cluster_pb2.LeaveReply:
             check_envelope(request.envelope, term=self.term)
             node_id = request.envelope.node_id
-            requeued = self.coordinator.leave(
-                node_id, term=request.envelope.term, reason=request.reason
+            requeued = await self.core.call(
+                self.coordinator.leave, node_id, term=request.envelope.term, reason=request.reason
             )
             self._node_profiles.pop(node_id, None)
             self.notifier.notify()
@@ -213,10 +215,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def _job_wire(self, job_id: str) -> _JobWire:
+    async def _job_wire(self, job_id: str) -> _JobWire:
         wire = self._jobs.get(job_id)
         if wire is None:
-            record = self.coordinator.store.job(job_id)
+            record = await self.core.call(self.coordinator.store.job, job_id)
             if record is None:
                 raise UnknownJobError(f"no job {job_id!r}")
             # The stored spec holds the model the job really runs (defaults resolved from the
@@ -231,8 +233,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             self._jobs[job_id] = wire
         return wire
 
-    def _task_message(self, task: Task, job_id: str) -> cluster_pb2.Task:
-        wire = self._job_wire(job_id)
+    async def _task_message(self, task: Task, job_id: str) -> cluster_pb2.Task:
+        wire = await self._job_wire(job_id)
         return cluster_pb2.Task(
             envelope=self._envelope(job_id, task.base_version, task.node_id),
             task_id=task.task_id,
@@ -257,14 +259,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             wait_s = min(request.wait_ms, 30_000) / 1000.0
             deadline = time.monotonic() + wait_s
             while True:
-                outcome = self.coordinator.next_task(
-                    env.node_id, job_id=env.job_id or None, term=env.term
+                outcome = await self.core.call(
+                    self.coordinator.next_task,
+                    env.node_id,
+                    job_id=env.job_id or None,
+                    term=env.term,
                 )
                 if isinstance(outcome, Task):
-                    job_id = self._task_job()
-                    self._remember(job_id, outcome.base_version)
+                    job_id = await self._task_job()
+                    await self._remember(job_id, outcome.base_version)
                     return cluster_pb2.GetTaskReply(
-                        task=self._task_message(outcome, job_id),
+                        task=await self._task_message(outcome, job_id),
                         envelope=self._envelope(job_id, outcome.base_version, env.node_id),
                     )
                 assert isinstance(outcome, Wait)
@@ -280,7 +285,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
         return await guarded(context, call())
 
-    def _remember(self, job_id: str, version: int) -> None:
+    async def _remember(self, job_id: str, version: int) -> None:
         """Keep the model a task starts from until its worker has pulled it.
 
         In async mode the global model may move on between handing out a task and the
@@ -291,7 +296,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         if key in self._models:
             self._models.move_to_end(key)
             return
-        snap = self.coordinator.model(job_id)
+        snap = await self.core.call(self.coordinator.model, job_id)
         if snap.version != version:
             return
         self._models[key] = snap.params
@@ -300,9 +305,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             _, old = self._models.popitem(last=False)
             self._model_bytes -= params_nbytes(old)
 
-    def _task_job(self) -> str:
+    async def _task_job(self) -> str:
         # A task always belongs to the running job (the coordinator runs one at a time).
-        return str(self.coordinator.job_status()["job_id"])
+        return str((await self.core.call(self.coordinator.job_status))["job_id"])
 
     async def PushUpdate(
         self,
@@ -327,7 +332,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 raise InvalidArgumentError("a failure report carries no tensors")
             if await anext(aiter(request_iterator), None) is not None:
                 raise ChunkError("a failure report is its header alone")
-            ack = self.coordinator.fail_task(
+            ack = await self.core.call(
+                self.coordinator.fail_task,
                 env.node_id,
                 header.task_id,
                 " ".join(header.failure.split())[:_MAX_FAILURE_CHARS],
@@ -354,7 +360,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             seconds = check_finite("stats.seconds", header.stats.seconds)
             overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
             # Refuse a stranger before reading megabytes from it.
-            self.coordinator.membership.require(env.node_id)
+            await self.core.call(self.coordinator.membership.require, env.node_id)
             if header.failure:
                 return await failed(header, env)
             if header.total_bytes > self.config.max_update_bytes:
@@ -378,7 +384,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 params = reassembler.finish()
             except ChunkError as exc:
                 raise UpdateRejectedError(f"update {header.task_id}: {exc}") from exc
-            ack = self.coordinator.submit_update(
+            ack = await self.core.call(
+                self.coordinator.submit_update,
                 env.node_id,
                 header.task_id,
                 params,
@@ -413,7 +420,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 version, params = env.model_version, kept
             else:
                 want = None if request.latest else env.model_version
-                snap = self.coordinator.model(env.job_id, want)
+                snap = await self.core.call(self.coordinator.model, env.job_id, want)
                 version, params = snap.version, snap.params
             yield cluster_pb2.ModelChunk(
                 header=cluster_pb2.ModelHeader(
@@ -434,7 +441,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def stream() -> AsyncIterator[cluster_pb2.SampleBatch]:
             env = request.envelope
             check_envelope(env, term=self.term, job=True)
-            self.coordinator.membership.require(env.node_id)
+            await self.core.call(self.coordinator.membership.require, env.node_id)
             count = len(request.indexes)
             if count == 0:
                 raise InvalidArgumentError("no sample indexes asked for")
@@ -442,13 +449,13 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 raise InvalidArgumentError(
                     f"{count} samples asked for; at most {self.config.max_fetch_samples} per call"
                 )
-            wire = self._job_wire(env.job_id)
+            wire = await self._job_wire(env.job_id)
             if request.dataset and request.dataset != wire.spec.dataset:
                 raise InvalidArgumentError(
                     f"job {env.job_id} trains on {wire.spec.dataset!r}, not {request.dataset!r}"
                 )
             idx = np.asarray(request.indexes, dtype=np.int64)
-            x, y = self.coordinator.samples(env.job_id, idx)
+            x, y = await self.core.call(self.coordinator.samples, env.job_id, idx)
             rows = max(1, _SAMPLE_BATCH_BYTES // max(1, x[:1].nbytes))
             for start in range(0, count, rows):
                 stop = min(count, start + rows)
