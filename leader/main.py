@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between worker heartbeats (default: {d['heartbeat_interval_s']})",
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
+    p.add_argument(
+        "--follow",
+        help="HOST:PORT of the root leader: stand by and point every caller there "
+        "(default: none, this leader is the root)",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     return p
 
@@ -62,6 +67,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "port_file": args.port_file,
         "heartbeat_interval_s": args.heartbeat_interval_s,
         "leader_id": args.leader_id,
+        "follow": args.follow,
         "log_level": args.log_level,
     }
 

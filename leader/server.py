@@ -26,6 +26,7 @@ from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
 from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
+from eddl.leader.servicers.root_only import RootOnly
 from eddl.leader.statedir import StateDirLock
 from eddl.leader.store import SqliteStore
 from eddl.log import get_logger
@@ -75,7 +76,11 @@ class LeaderDaemon:
         cfg = self.config
         self.lock.acquire()
         self._store = SqliteStore(cfg.state_dir)
-        leadership = StaticLeadership(self._store, leader_id=cfg.leader_id)
+        # A leader configured to follow another one stands by: it claims no term, resumes
+        # nothing, and points every caller to the root (RootOnly below).
+        leadership = StaticLeadership(
+            self._store, leader_id=cfg.leader_id, root=not cfg.follow, root_hint=cfg.follow
+        )
         self.leadership = leadership
         membership = Membership(
             heartbeat_interval=cfg.heartbeat_interval_s,
@@ -97,7 +102,7 @@ class LeaderDaemon:
         )
         # Rebuilding a job loads its data and model: keep the loop free meanwhile. Nothing is
         # served yet, so no command can interleave.
-        resumed = await asyncio.to_thread(coordinator.resume)
+        resumed = await asyncio.to_thread(coordinator.resume) if leadership.is_root() else []
         written = coordinator.take_commit()
         if written is not None:
             await asyncio.wrap_future(written)
@@ -116,6 +121,7 @@ class LeaderDaemon:
                 (probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer()),
             ],
             SERVICE_NAMES,
+            interceptors=[RootOnly(leadership, SERVICE_NAMES[:2])],
         )
         leadership.serving_at(server.address)
         if not cluster.leaders:
