@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
 
 from eddl.jobcheck import JobLimits
 from eddl.leader.actor import LeaderCore, StoreWriter
@@ -25,7 +24,8 @@ from eddl.leader.coordinator import Coordinator
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
 from eddl.leader.runtime import RuntimeFactory, build_runtime
-from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
+from eddl.leader.service import LeaderService
+from eddl.leader.servicers import AdminServicer, ClusterServicer
 from eddl.leader.servicers.root_only import RootOnly
 from eddl.leader.statedir import StateDirLock
 from eddl.leader.store import SqliteStore
@@ -67,7 +67,7 @@ class LeaderDaemon:
         self._ticker: asyncio.Task[None] | None = None
         self.core: LeaderCore | None = None
         self._writer: StoreWriter | None = None
-        self._unsubscribe: Callable[[], None] = lambda: None
+        self.service: LeaderService | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -106,12 +106,11 @@ class LeaderDaemon:
         written = coordinator.take_commit()
         if written is not None:
             await asyncio.wrap_future(written)
-        self.core = core = LeaderCore(coordinator)
-        notifier = Notifier()
+        self.core = LeaderCore(coordinator)
         # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
-        self._unsubscribe = core.on_event(lambda _event: notifier.notify())
-        cluster = ClusterServicer(core, cfg, notifier)
-        admin = AdminServicer(core, cfg, cluster)
+        self.service = service = LeaderService(self.core)
+        cluster = ClusterServicer(service, cfg)
+        admin = AdminServicer(service, cfg)
         server = await start_server(
             cfg.bind,
             [
@@ -163,8 +162,10 @@ class LeaderDaemon:
                 await ticker
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace is None else grace)
+        if self.service is not None:
+            self.service.close()
+            self.service = None
         if self.core is not None:
-            self._unsubscribe()
             await asyncio.to_thread(self.core.close)
             self.core = None
         if self._writer is not None:
