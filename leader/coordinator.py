@@ -55,7 +55,7 @@ from eddl.leader.ports import Clock, Leadership
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.scheduler import EstimatorFactory, Task
-from eddl.leader.store import CheckpointStore, MemberRecord
+from eddl.leader.store import CheckpointStore, MemberRecord, WriteBatch
 from eddl.learn.params import Params
 from eddl.profiler.estimator import RuntimeEstimator
 
@@ -94,6 +94,10 @@ class ModelSnapshot:
     job_id: str
     version: int
     params: Params
+
+
+# A departed node stays listed (``eddl status`` says why it went) for this long at most.
+DEPARTED_RETENTION_S = 3600.0
 
 
 class Coordinator:
@@ -250,9 +254,13 @@ class Coordinator:
             return 0 if held is None else 1
 
     def tick(self) -> None:
-        """Expire silent nodes (their tasks go back at once), then round deadlines and policy."""
+        """Expire silent nodes (their tasks go back at once), then round deadlines and policy;
+        forget nodes long gone (bounded history of departed nodes)."""
         with self._op():
             self.membership.expire()
+            forgotten = self.membership.forget_gone(DEPARTED_RETENTION_S)
+            if forgotten:
+                self._outbox.commit(WriteBatch(forget_members=forgotten))
             run = self.job_queue.active
             if run is not None:
                 run.tick(self._link_capacity)

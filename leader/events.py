@@ -43,7 +43,6 @@ class EventKind(StrEnum):
     UPDATE_REFUSED = "update_refused"
     ROUND_CLOSED = "round_closed"
     MODEL_UPDATED = "model_updated"
-    EPOCH_COMPLETED = "epoch_completed"
     POLICY_SWITCHED = "policy_switched"
     LAYER_GROUPS = "layer_groups"  # single-layer mode: a node got a layer or left its group
 

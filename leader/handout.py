@@ -137,6 +137,11 @@ class NodeReports:
         self._profiles.pop(node_id, None)
         self._reports.pop(node_id, None)
 
+    def retain(self, node_ids: set[str]) -> None:
+        """Forget every node not in ``node_ids`` (the membership forgot it)."""
+        for node_id in [n for n in self._reports if n not in node_ids]:
+            self.forget(node_id)
+
     def of(self, node_id: str) -> Mapping[str, Any]:
         return self._reports.get(node_id, {})
 

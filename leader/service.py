@@ -95,6 +95,8 @@ class LeaderService:
                 node_id, token, role=role, profile=profile, address=address, term=term, mcu=mcu
             )
             self._reports.joined(node_id, profile, reports)
+            # Reports follow the membership's bounded history of departed nodes.
+            self._reports.retain({n.node_id for n in self._c.membership.nodes()})
             return reply
 
         return await self._call(join)

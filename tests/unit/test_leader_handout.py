@@ -52,3 +52,11 @@ def test_a_heartbeat_profile_keeps_what_the_join_said() -> None:
     assert reports.merged("n1", None, None) == NodeProfile() and reports.nodes() == ["n1"]
     reports.forget("n1")
     assert reports.of("n1") == {} and reports.nodes() == []
+
+
+def test_reports_follow_the_membership_when_it_forgets_nodes() -> None:
+    reports = NodeReports()
+    for node in ("a", "b", "c"):
+        reports.joined(node, NodeProfile(), {"info": {}})
+    reports.retain({"b", "zzz"})
+    assert reports.nodes() == ["b"]
