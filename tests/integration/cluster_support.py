@@ -85,7 +85,12 @@ class Cluster:
         daemon = WorkerDaemon(self.worker_config(node_id, **overrides))
         task = asyncio.create_task(daemon.run(), name=f"worker-{node_id}")
         self.workers[node_id] = (daemon, task)
-        await wait_until(lambda: node_id in self.coordinator.membership, 10, f"{node_id} joined")
+        # Joined on both sides: the leader lists the node and the worker has its reply.
+        await wait_until(
+            lambda: node_id in self.coordinator.membership and daemon.joined,
+            10,
+            f"{node_id} joined",
+        )
         return daemon
 
     async def stop_worker(self, node_id: str) -> None:
