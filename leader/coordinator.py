@@ -6,12 +6,12 @@ the work of the running job to a :class:`~eddl.leader.run.JobRun`. Servicers dec
 format, call one method here and map a :class:`~eddl.leader.errors.LeaderError` to its
 ``code``.
 
-Concurrency: every public method is **synchronous, short and non-blocking** apart from small
-SQLite writes (one per model version and per event), and they are serialised by one re-entrant
-lock, so they may be called straight from a grpc.aio event loop or from worker threads alike.
-Long-polls (``GetTask`` with ``wait_ms``) and timers belong to the servicer: it calls
-:meth:`Coordinator.tick` periodically (every ~100 ms) and retries :meth:`next_task` after
-``Wait.retry_after``. :meth:`subscribe` notifies listeners of a job's events (``WatchJob``).
+Concurrency: every public method is **synchronous and short**. In the daemon they run on the
+owner thread of :class:`~eddl.leader.actor.LeaderCore`, one at a time; a call's store writes
+leave through the outbox as one batch (:meth:`take_commit`). A re-entrant lock serialises
+direct callers (unit tests). The read side lives in :mod:`eddl.leader.queries`, the replies in
+:mod:`eddl.leader.replies`. :meth:`subscribe` notifies listeners of a job's events
+(``WatchJob``); :attr:`domain` raises every domain event (long-poll wake-ups).
 
 Every call that carries a term checks it (:class:`StaleTermError` for any other); calls that
 carry a job id check it (:class:`UnknownJobError`, :class:`JobNotActiveError`).
@@ -25,21 +25,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.errors import (
     InvalidArgumentError,
-    JobNotActiveError,
     StaleTermError,
     UnknownJobError,
 )
 from eddl.leader.events import (
     DomainBus,
-    Event,
     EventFanout,
     EventKind,
     Listener,
@@ -52,6 +47,8 @@ from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
 from eddl.leader.outbox import Committer, Outbox
 from eddl.leader.ports import Clock, Leadership
+from eddl.leader.queries import Queries
+from eddl.leader.replies import HeartbeatReply, JoinReply, ModelSnapshot
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.scheduler import EstimatorFactory, Task
@@ -70,37 +67,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class JoinReply:
-    node_id: str
-    session: int
-    term: int
-    heartbeat_interval: float
-    heartbeat_jitter: float
-    job_id: str | None
-
-
-@dataclass(frozen=True)
-class HeartbeatReply:
-    term: int
-    heartbeat_interval: float
-    job_id: str | None
-    model_version: int | None
-    cancel_task: bool  # the node's task is void (taken back, or its job is over)
-
-
-@dataclass(frozen=True)
-class ModelSnapshot:
-    job_id: str
-    version: int
-    params: Params
-
-
 # A departed node stays listed (``eddl status`` says why it went) for this long at most.
 DEPARTED_RETENTION_S = 3600.0
 
 
-class Coordinator:
+class Coordinator(Queries):
     """Plain-class leader logic; see the module docstring for the calling conventions."""
 
     def __init__(
@@ -293,55 +264,6 @@ class Coordinator:
             self.job_queue.cancel(job_id, reason)
             return self.job_status(job_id)
 
-    def job_status(self, job_id: str | None = None) -> dict[str, Any]:
-        """Status of ``job_id`` (default: the running job, else the latest one)."""
-        with self._op():
-            if job_id is None:
-                active = self.job_queue.active
-                if active is not None:
-                    job_id = active.spec.job_id
-                else:
-                    jobs = self.store.jobs()
-                    if not jobs:
-                        raise UnknownJobError("no job was ever submitted")
-                    job_id = jobs[-1].job_id
-            run = self.job_queue.run_for(job_id)
-            if run is None:
-                return self.job_queue.stored_status(job_id)
-            out = run.summary()
-            out["workers"] = len(self._workers())
-            return out
-
-    def jobs(self) -> list[dict[str, Any]]:
-        with self._op():
-            return [self.job_status(r.job_id) for r in self.store.jobs()]
-
-    def list_nodes(self) -> list[dict[str, Any]]:
-        """Every known node, with its tasks and samples in the running job (else the latest
-        finished one still in memory), its speed and its current task."""
-        with self._op():
-            run = self.job_queue.active
-            runs = self.job_queue.runs()
-            counted = runs[-1] if run is None and runs else run
-            out = []
-            for node in self.membership.nodes():
-                row = node.to_dict()
-                work = None if counted is None else counted.work.of(node.node_id)
-                row["tasks_done"] = 0 if work is None else work.tasks
-                row["samples_trained"] = 0 if work is None else work.samples
-                if run is not None:
-                    row["samples_per_second"] = run.scheduler.samples_per_second(node.node_id)
-                    task = run.task_of(node.node_id)
-                    row["task"] = None if task is None else task.task_id
-                out.append(row)
-            return out
-
-    def events(self, job_id: str, since: int = 0) -> list[Event]:
-        with self._op():
-            if self.store.job(job_id) is None:
-                raise UnknownJobError(f"no job {job_id!r}")
-            return self.store.events(job_id, since)
-
     def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
         """Hear every new event of ``job_id`` (also after it starts or resumes)."""
         with self._op():
@@ -442,42 +364,6 @@ class Coordinator:
             if run is not None and run.spec.job_id == job_id:
                 run.record_bytes(nbytes)
 
-    def model(self, job_id: str, version: int | None = None) -> ModelSnapshot:
-        """The current global model of a job, or its ``version``: a recent one kept in memory,
-        version 0 (rebuilt from the job's seed), or one still in the store."""
-        with self._op():
-            run = self.job_queue.run_for(job_id)
-            if run is not None:
-                kept = run.model_at(version)
-                if kept is not None:
-                    return ModelSnapshot(job_id, kept[0], kept[1])
-            self.job_queue.require(job_id)
-            record = (
-                self.store.latest_version(job_id)
-                if version is None
-                else self.store.load_version(job_id, version)
-            )
-            if record is None:
-                raise JobNotActiveError(f"job {job_id!r} has no stored version {version}")
-            return ModelSnapshot(job_id, record.version, record.params)
-
-    def samples(self, job_id: str, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Training samples by index, for workers that lack the dataset."""
-        with self._op():
-            run = self.job_queue.running(job_id)
-            fetch = run.runtime.samples
-            if fetch is None:
-                raise JobNotActiveError(f"job {job_id!r} serves no samples")
-            idx = np.asarray(indexes)
-            if idx.ndim != 1 or idx.dtype.kind not in "iu":
-                raise InvalidArgumentError("indexes must be a 1-d integer array")
-            if idx.size and (idx.min() < 0 or idx.max() >= run.runtime.num_train):
-                raise InvalidArgumentError(
-                    f"indexes must lie in [0, {run.runtime.num_train}), got "
-                    f"[{idx.min()}, {idx.max()}]"
-                )
-            return fetch(idx.astype(np.int64))
-
     # -- internals -------------------------------------------------------------------------
     def _check_term(self, term: int | None) -> None:
         if term is not None and term != self.term:
@@ -485,20 +371,6 @@ class Coordinator:
 
     def _workers(self) -> list[Node]:
         return [n for n in self.membership.alive() if n.role is not Role.LEADER]
-
-    def _task_void(self, node: Node) -> bool:
-        active = self.job_queue.active
-        if active is not None and active.status == "running":
-            held = active.task_of(node.node_id)
-            if held is not None and held.session == node.session:
-                # The node works for the running job: a task a finished job still lists for
-                # it is over and done with, and must not cancel this one.
-                return False
-        for run in self.job_queue.runs():
-            task = run.task_of(node.node_id)
-            if task is not None and (task.session != node.session or run.status != "running"):
-                return True
-        return False
 
     def _record_member(self, node: Node, status: str) -> None:
         self._outbox.put_member(

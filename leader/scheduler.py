@@ -41,7 +41,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from eddl.leader.jobs import JobSpec
 from eddl.leader.ledger import Ledger, Task
+from eddl.leader.runtime import JobRuntime
 from eddl.leader.sizing import Busy, EstimatorFactory, TaskSizer, ThroughputEstimator
 from eddl.leader.source import PermutationSource, Range
 from eddl.profiler.estimator import RuntimeEstimator
@@ -52,6 +54,7 @@ __all__ = [
     "Scheduler",
     "Task",
     "ThroughputEstimator",
+    "job_scheduler",
 ]
 
 
@@ -242,3 +245,28 @@ class Scheduler:
         todo = (Range(int(e), int(a), int(b)) for e, a, b in state["todo"])
         self.source.restore(state, todo)
         self._next_task = int(state.get("next_task", 1))
+
+
+def job_scheduler(
+    spec: JobSpec,
+    runtime: JobRuntime,
+    *,
+    now: Callable[[], float],
+    estimator_factory: EstimatorFactory,
+    task_prefix: str,
+) -> Scheduler:
+    """The scheduler of a job, as its spec and its data say."""
+    return Scheduler(
+        runtime.num_train,
+        seed=spec.seed,
+        task_seconds=spec.task_seconds,
+        min_samples=spec.min_task_samples,
+        max_samples=spec.max_task_samples,
+        default_samples=spec.default_task_samples,
+        granularity=runtime.granularity,
+        distribution=spec.distribution,
+        estimator_factory=estimator_factory,
+        now=now,
+        task_prefix=task_prefix,
+        limit_epochs=spec.max_epochs,
+    )
