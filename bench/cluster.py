@@ -1,9 +1,13 @@
 """Cluster benchmarks: heterogeneity, sync/async/auto policies, wire overhead and scale.
 
     python -m bench.cluster [--part hetero|policies|scale|all] [--reps N] [--quick] [--no-write]
+    python -m bench.cluster --part scale --leader-python before=OLD/bin/python \
+        --leader-python after=NEW/bin/python [--clients 4,8,16,32] [--seconds 8]
 
 Every run uses real processes (``eddl-leader``/``eddl-worker`` via :class:`LocalCluster`) or,
-for the scale part, one leader process and light asyncio clients over real gRPC. Throttles
+for the scale part (:mod:`bench.scale`), one leader process and light asyncio clients over
+real gRPC, which also measures how fast waiting workers are woken and compares leaders run by
+different interpreters side by side. Throttles
 emulate heterogeneous devices (a worker with throttle F idles (F-1)x its training CPU time); they
 are multiplied by ``--scale`` so that two worker processes per core do not compete for CPU.
 Times come from the leader's own event stamps (job_started -> job_completed). Results go to
@@ -26,17 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
-import psutil
 
 from bench.report import markdown_table, write_section
+from bench.scale import scale
 from eddl.cli.jobs import cancel_job, submit_job, watch_job
 from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm
-from eddl.net import Reassembler, encode_tensors, open_channel, params_nbytes
-from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from eddl.net import open_channel
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["main"]
 
@@ -470,199 +473,21 @@ def _details_has(details: list[str], name: str) -> bool:
     return any(d.startswith(f"* {name}:") for d in details)
 
 
-# -- 3. overhead and scale ----------------------------------------------------------------------
-
-
-class _Client:
-    def __init__(self, address: str, token: str, node_id: str, job_id: str, term: int) -> None:
-        self.address, self.token, self.node_id, self.job_id = address, token, node_id, job_id
-        self.term = term
-        self.params: dict[str, np.ndarray] | None = None
-        self.version = -1
-        self.updates = 0
-        self.refused = 0
-        self.sync_times: list[float] = []
-
-    def env(self, version: int = 0) -> common_pb2.Envelope:
-        return common_pb2.Envelope(
-            job_id=self.job_id, model_version=version, term=self.term, node_id=self.node_id
-        )
-
-    async def run(self, until: float) -> None:
-        async with open_channel(self.address) as ch:
-            stub = cluster_pb2_grpc.ClusterStub(ch)
-            await stub.Join(
-                cluster_pb2.JoinRequest(envelope=self.env(), role="worker", join_token=self.token),
-                timeout=30,
-            )
-            beats = asyncio.create_task(self._beat(stub, until))
-            try:
-                while time.monotonic() < until:
-                    reply = await stub.GetTask(
-                        cluster_pb2.GetTaskRequest(envelope=self.env(), wait_ms=500), timeout=30
-                    )
-                    if reply.WhichOneof("outcome") != "task":
-                        continue
-                    task = reply.task
-                    start = time.perf_counter()
-                    base = task.envelope.model_version
-                    if self.params is None or self.version != base:
-                        self.params = await _pull(stub, self.env(base))
-                        self.version = base
-                    try:
-                        await stub.PushUpdate(
-                            _update(self.env(base), task, self.params), timeout=30
-                        )
-                    except grpc.aio.AioRpcError as exc:
-                        # Too stale for the rule in force: refused, as it should be.
-                        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                            raise
-                        self.refused += 1
-                        continue
-                    self.sync_times.append(time.perf_counter() - start)
-                    self.updates += 1
-            finally:
-                beats.cancel()
-
-    async def _beat(self, stub: cluster_pb2_grpc.ClusterStub, until: float) -> None:
-        while time.monotonic() < until:
-            await stub.Heartbeat(cluster_pb2.HeartbeatRequest(envelope=self.env()), timeout=30)
-            await asyncio.sleep(1.0)
-
-
-async def _pull(
-    stub: cluster_pb2_grpc.ClusterStub, env: common_pb2.Envelope
-) -> dict[str, np.ndarray]:
-    reassembler: Reassembler | None = None
-    async for m in stub.PullModel(cluster_pb2.PullModelRequest(envelope=env), timeout=30):
-        if m.WhichOneof("body") == "header":
-            reassembler = Reassembler(
-                m.header.num_tensors, m.header.total_bytes, max_total_bytes=2**30
-            )
-        elif reassembler is not None:
-            reassembler.add(m.chunk)
-    assert reassembler is not None
-    return reassembler.finish()
-
-
-def _update_messages(
-    env: common_pb2.Envelope, task: cluster_pb2.Task, params: dict[str, np.ndarray]
-) -> list[cluster_pb2.UpdateChunk]:
-    header = cluster_pb2.UpdateHeader(
-        envelope=env,
-        task_id=task.task_id,
-        num_samples=len(task.indexes),
-        num_tensors=len(params),
-        total_bytes=params_nbytes(params),
-        stats=cluster_pb2.TaskStats(samples=len(task.indexes), seconds=0.001),
-    )
-    return [cluster_pb2.UpdateChunk(header=header)] + [
-        cluster_pb2.UpdateChunk(chunk=c) for c in encode_tensors(params)
-    ]
-
-
-async def _update(
-    env: common_pb2.Envelope, task: cluster_pb2.Task, params: dict[str, np.ndarray]
-) -> Any:
-    for m in _update_messages(env, task, params):
-        yield m
-
-
-def _wire_ratio(params: dict[str, np.ndarray]) -> tuple[int, int, float]:
-    task = cluster_pb2.Task(task_id="job-x:1.00001.123", indexes=list(range(256)))
-    env = common_pb2.Envelope(job_id="job-x", model_version=123, term=1, node_id="worker-00")
-    payload = 0
-    for m in _update_messages(env, task, params):
-        size = m.ByteSize() + 5  # gRPC length-prefixed message
-        payload += size + 9 * math.ceil(size / 16384)  # HTTP/2 DATA frame headers
-    model = params_nbytes(params)
-    return payload, model, payload / model
-
-
-async def scale(tmp: Path, sizes: Sequence[int], seconds: float) -> str:
-    rows = []
-    ratio_line = ""
-    for n in sizes:
-        # A patient leader: beats of clients sharing one loaded event loop may come late.
-        with LocalCluster(tmp / f"scale-{n}", [], heartbeat_s=5.0) as cluster:
-            await asyncio.to_thread(cluster.start)
-            job_id = await submit_job(
-                cluster.address,
-                _job(
-                    rounds=10**7,
-                    max_epochs=10**6,
-                    aggregation="async",
-                    async_rule="fedasync",
-                    eval_every=10**6,
-                    checkpoint_every=100,
-                    max_staleness=4 * n,
-                    task_seconds=0.05,
-                    default_task_samples=32,
-                    min_task_samples=8,
-                    max_task_samples=64,
-                ),
-            )
-            leader = psutil.Process(cluster.procs["leader"].pid)
-            status = await _status(cluster.address, job_id)
-            term = status.envelope.term
-            clients = [
-                _Client(cluster.address, cluster.token, f"c{i:02d}", job_id, term) for i in range(n)
-            ]
-            # Warm-up: every client joined and pushed once before measuring.
-            until = time.monotonic() + seconds + 2.0
-            runs = [asyncio.create_task(c.run(until)) for c in clients]
-            await asyncio.sleep(2.0)
-            cpu0 = sum(leader.cpu_times()[:2])
-            counted0 = sum(c.updates for c in clients)
-            t0 = time.monotonic()
-            await asyncio.gather(*runs)
-            elapsed = time.monotonic() - t0
-            cpu = sum(leader.cpu_times()[:2]) - cpu0
-            updates = sum(c.updates for c in clients) - counted0
-            t_sync = statistics.fmean(t for c in clients for t in c.sync_times[1:] or c.sync_times)
-            if not ratio_line and clients[0].params is not None:
-                payload, model, ratio = _wire_ratio(clients[0].params)
-                ratio_line = (
-                    f"Bytes on the wire per aggregated update: {payload} for a "
-                    f"{model}-byte model = **{ratio:.4f}x** (protobuf + gRPC prefix + "
-                    "HTTP/2 DATA frame headers; target <= 1.05)."
-                )
-            rows.append(
-                [
-                    n,
-                    f"{updates / elapsed:.1f}",
-                    f"{1000 * cpu / max(updates, 1):.2f}",
-                    f"{1000 * t_sync:.1f}",
-                    f"{n / t_sync:.1f}",
-                    sum(c.refused for c in clients),
-                ]
-            )
-    return (
-        f"One leader process, 101,770-parameter model (784-128-10 float32, 407 KB), async "
-        f"FedAsync aggregation, light asyncio clients in one process doing GetTask -> "
-        f"(PullModel when the version moved) -> PushUpdate over real gRPC for {seconds:g} s "
-        f"after a 2 s warm-up (max_staleness 4n; staler updates are refused and counted). "
-        f"The clients share the machine's cores with the leader.\n\n"
-        + ratio_line
-        + "\n\n"
-        + markdown_table(
-            [
-                "clients n",
-                "updates/s",
-                "leader CPU ms/update",
-                "t_sync ms (mean)",
-                "BUC = n / t_sync (1/s)",
-                "stale refusals",
-            ],
-            rows,
-        )
-    )
-
-
-async def _status(address: str, job_id: str) -> admin_pb2.JobStatusReply:
-    from eddl.cli.jobs import job_status
-
-    return await job_status(address, job_id)
+def _leader_pythons(values: Sequence[str]) -> dict[str, str]:
+    """``[LABEL=]PATH`` values as label -> interpreter (default: this one, labelled "this")."""
+    leaders: dict[str, str] = {}
+    for i, value in enumerate(values):
+        label, sep, path = value.partition("=")
+        if not sep:
+            label, path = (f"leader{i + 1}" if len(values) > 1 else "this"), value
+        if not label or not path:
+            raise ValueError(f"--leader-python {value!r}: give PATH or LABEL=PATH")
+        if label in leaders:
+            raise ValueError(f"--leader-python: label {label!r} given twice")
+        if not os.access(path, os.X_OK):
+            raise ValueError(f"--leader-python {path!r} is not an executable interpreter")
+        leaders[label] = path
+    return leaders or {"this": sys.executable}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -679,7 +504,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="repetitions (the median is reported)")
     p.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
     p.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
+    p.add_argument(
+        "--leader-python",
+        action="append",
+        metavar="[LABEL=]PATH",
+        help="scale: the interpreter that runs a leader under test (repeat to compare leaders "
+        "side by side, e.g. before=/venvs/old/bin/python; default: this interpreter)",
+    )
+    p.add_argument(
+        "--clients",
+        default="",
+        help="scale: comma-separated client counts (default 4,8,16,32; --quick: 4,8)",
+    )
+    p.add_argument("--seconds", type=float, default=0.0, help="scale: measured seconds")
     args = p.parse_args(argv)
+    try:
+        leaders = _leader_pythons(args.leader_python or [])
+        sizes = [int(c) for c in args.clients.split(",") if c.strip()]
+    except ValueError as exc:
+        p.error(str(exc))
+    if any(size < 1 for size in sizes):
+        p.error(f"--clients must be positive counts, got {args.clients!r}")
+    if not args.seconds >= 0:
+        p.error(f"--seconds must be >= 0, got {args.seconds}")
     only = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(only) - set(SCENARIOS))
     if unknown:
@@ -720,8 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             emit("cluster-policies", "Cluster: sync vs async vs auto", body)
         if args.part in ("scale", "all"):
-            sizes = [4, 8] if args.quick else [4, 8, 16, 32]
-            body = asyncio.run(scale(tmp, sizes, 3.0 if args.quick else 8.0))
+            sizes = sizes or ([4, 8] if args.quick else [4, 8, 16, 32])
+            seconds = args.seconds or (3.0 if args.quick else 8.0)
+            body = asyncio.run(scale(tmp, sizes, seconds, leaders))
             emit("cluster-scale", "Cluster: wire overhead and leader scale", body)
     return 0
 

@@ -2,10 +2,17 @@
 
 The logic is plain, synchronous classes testable without gRPC; the servicers only translate.
 
-* ``coordinator`` ``Coordinator``: what the servicers call (join, heartbeat, leave, tick,
-  submit/cancel/status of jobs, next_task, submit_update, model, samples, events).
+* ``actor``       ``LeaderCore``: the one owner of leader state (an owner thread) behind an
+  async facade; ``StoreWriter`` commits each command's writes beside it.
+* ``service``     ``LeaderService``: the use cases the servicers call, typed results
+  (``views``); ``handout``: job wire form, task seeds, model cache, node reports.
+* ``ports``       ``Leadership`` (adapter ``leadership.StaticLeadership``), ``Clock``,
+  ``EventSink``; ``statedir``: one leader process per state directory.
+* ``coordinator`` ``Coordinator``: the commands (join, heartbeat, leave, tick, submit/cancel
+  jobs, next_task, submit_update, fail_task); ``queries`` its read side, ``replies`` its replies.
 * ``jobqueue``    ``JobQueue``: jobs run one at a time in submission order; resume after restart.
-* ``run``         ``JobRun``: one running job (deadlines, late updates, the end of the job).
+* ``run``         ``JobRun``: one running job; ``progress`` (versions, evaluation, checkpoints,
+  deadlines, the end), ``runstatus`` (status), ``updates`` (``UpdateSink``, update checks).
 * ``history``     what a job did, for its status: mode switches, tasks and samples per node.
 * ``rounds``      ``SyncRound``: who got a task in a sync round and when it may close.
 * ``membership``  nodes, join tokens, heartbeats with a patience of 2 missed beats, expiry.
@@ -14,12 +21,13 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * ``jobs``        ``JobSpec`` (from ``eddl.jobspec``, shared with the CLI): a submitted job.
 * ``runtime``     ``JobRuntime``: the model, data and evaluation a job gets from eddl.learn/data.
 * ``scheduler``   EDDL's dynamic distribution of index ranges sized from runtime profiles
-  (and the static-shards baseline).
+  (and the static-shards baseline): ``sizing``, ``source`` (``TaskSource``), ``ledger``.
 * ``aggregator``  the global model and version; sync rounds and async rules of eddl.learn.
 * ``policy``      the automatic sync/async switch with hysteresis
   (docs/architecture.md#the-syncasync-policy).
 * ``store``       the checkpoint store, gathered from ``checkpoint`` (interface, records),
-  ``sqlite_store`` (the state directory's SQLite file) and ``memory_store`` (in-memory twin).
+  ``sqlite_store`` (the state directory's SQLite file) and ``memory_store`` (in-memory twin);
+  ``outbox`` gathers a command's writes into one batch.
 * ``events``      typed, numbered job events for logs, ``eddl watch`` and ``eddl status``.
 * ``errors``      typed errors, each with the gRPC status code it maps to.
 * ``config``, ``server``, ``servicers``, ``main``  the daemon around the logic (wire side).

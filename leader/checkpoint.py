@@ -17,8 +17,14 @@ __all__ = [
     "STORE_FILE",
     "CheckpointStore",
     "JobRecord",
+    "JobStatusChange",
     "JobStatusName",
+    "LeadershipRecord",
+    "MemberRecord",
     "VersionRecord",
+    "WriteBatch",
+    "check_keep",
+    "check_leadership",
     "check_next_version",
     "dumps",
     "dumps_value",
@@ -49,18 +55,75 @@ class VersionRecord:
     saved_at: float
 
 
+@dataclass(frozen=True)
+class JobStatusChange:
+    job_id: str
+    status: str
+    at: float
+    result: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LeadershipRecord:
+    """Who leads and in which term; the term only grows."""
+
+    term: int
+    leader_id: str
+    address: str
+    at: float
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A node as the root leader knows it (``status``: alive, left or expired)."""
+
+    node_id: str
+    role: str
+    session: int
+    address: str
+    status: str
+    at: float
+
+
+@dataclass
+class WriteBatch:
+    """Writes committed together in one transaction (see :class:`~eddl.leader.outbox.Outbox`):
+    a new model version, its prune, its events and the job's status land all or none."""
+
+    statuses: list[JobStatusChange] = field(default_factory=list)
+    versions: list[VersionRecord] = field(default_factory=list)
+    prunes: list[tuple[str, int]] = field(default_factory=list)  # (job id, versions to keep)
+    events: list[Event] = field(default_factory=list)
+    members: list[MemberRecord] = field(default_factory=list)
+    forget_members: list[str] = field(default_factory=list)
+    leadership: LeadershipRecord | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.statuses
+            or self.versions
+            or self.prunes
+            or self.events
+            or self.members
+            or self.forget_members
+            or self.leadership is not None
+        )
+
+
 class CheckpointStore(ABC):
-    """Durable state of the root leader. Every method is one atomic, synchronous call."""
+    """Durable state of the root leader. Every method is one atomic, synchronous call;
+    :meth:`commit` applies a whole :class:`WriteBatch` atomically (validated before any write).
+    """
 
     @abstractmethod
     def add_job(self, job_id: str, spec: Mapping[str, Any], status: str, at: float) -> None:
         """Record a new job; an existing id is a :class:`StoreError`."""
 
-    @abstractmethod
     def set_job_status(
         self, job_id: str, status: str, at: float, result: Mapping[str, Any] | None = None
     ) -> None:
         """Change a job's status (and result); an unknown id is a :class:`StoreError`."""
+        self.commit(WriteBatch(statuses=[JobStatusChange(job_id, status, at, result)]))
 
     @abstractmethod
     def job(self, job_id: str) -> JobRecord | None: ...
@@ -69,11 +132,11 @@ class CheckpointStore(ABC):
     def jobs(self) -> list[JobRecord]:
         """All jobs, oldest first."""
 
-    @abstractmethod
     def save_version(
         self, job_id: str, version: int, params: Params, meta: Mapping[str, Any], at: float
     ) -> None:
         """Store model ``version`` of a known job; it must exceed the latest stored version."""
+        self.commit(WriteBatch(versions=[VersionRecord(job_id, version, params, meta, at)]))
 
     @abstractmethod
     def load_version(self, job_id: str, version: int) -> VersionRecord | None: ...
@@ -82,13 +145,35 @@ class CheckpointStore(ABC):
     def versions(self, job_id: str) -> list[int]:
         """Stored versions of a job, ascending."""
 
-    @abstractmethod
     def prune(self, job_id: str, keep: int) -> int:
         """Delete all but the newest ``keep`` versions; returns how many were deleted."""
+        check_keep(keep)
+        dropped = len(self.versions(job_id)[:-keep])
+        self.commit(WriteBatch(prunes=[(job_id, keep)]))
+        return dropped
 
-    @abstractmethod
     def append_events(self, events: Sequence[Event]) -> None:
         """Store events; a (job, seq) already stored is a :class:`StoreError`."""
+        self.commit(WriteBatch(events=list(events)))
+
+    def put_member(self, member: MemberRecord) -> None:
+        self.commit(WriteBatch(members=[member]))
+
+    def save_leadership(self, record: LeadershipRecord) -> None:
+        """Record who leads; a term below the stored one is a :class:`StoreError`."""
+        self.commit(WriteBatch(leadership=record))
+
+    @abstractmethod
+    def commit(self, batch: WriteBatch) -> None:
+        """Apply every write of ``batch`` in one transaction, or none (:class:`StoreError`)."""
+
+    @abstractmethod
+    def members(self) -> list[MemberRecord]:
+        """Known nodes, by node id."""
+
+    @abstractmethod
+    def leadership(self) -> LeadershipRecord | None:
+        """The last leadership record, or ``None`` before the first leader."""
 
     @abstractmethod
     def events(self, job_id: str, since: int = 0) -> list[Event]:
@@ -116,6 +201,18 @@ class CheckpointStore(ABC):
     def _check_status(self, status: str) -> None:
         if status not in JOB_STATUSES:
             raise StoreError(f"unknown job status {status!r}; known: {JOB_STATUSES}")
+
+
+def check_keep(keep: int) -> None:
+    if keep < 1:
+        raise StoreError("keep at least one version")
+
+
+def check_leadership(record: LeadershipRecord, stored: LeadershipRecord | None) -> None:
+    if isinstance(record.term, bool) or not isinstance(record.term, int) or record.term < 1:
+        raise StoreError(f"term must be an int >= 1, got {record.term!r}")
+    if stored is not None and record.term < stored.term:
+        raise StoreError(f"term {record.term} is below the stored term {stored.term}")
 
 
 def check_next_version(job_id: str, version: int, latest: int | None) -> None:

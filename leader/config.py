@@ -24,6 +24,8 @@ class LeaderConfig:
     ``max_model_mib`` bounds what one job may ask of a node: its model's parameters, and
     apart a trainer's batch buffers (a job over it is refused at submission; ``eddl submit``
     checks the same default, ``--max-model-mib`` for a leader configured otherwise).
+    ``follow``, when set, is the root leader's address: this leader then stands by, claims
+    no term, and answers every Cluster and Admin call ``not-leader`` with that address.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -32,6 +34,7 @@ class LeaderConfig:
     admin_token: str = ""
     leader_id: str = field(default_factory=socket.gethostname)
     leaders: list[str] = field(default_factory=list)
+    follow: str = ""
     port_file: Path | None = None
     heartbeat_interval_s: float = 1.0
     heartbeat_jitter: float = 0.1
@@ -49,6 +52,8 @@ class LeaderConfig:
         check_address(self.bind, "leader.bind")
         if self.metrics_bind:
             check_address(self.metrics_bind, "leader.metrics_bind")
+        if self.follow:
+            check_address(self.follow, "leader.follow")
         if not self.join_token:
             raise ConfigError("leader.join_token is required (workers present it to join)")
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:

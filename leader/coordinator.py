@@ -6,12 +6,12 @@ the work of the running job to a :class:`~eddl.leader.run.JobRun`. Servicers dec
 format, call one method here and map a :class:`~eddl.leader.errors.LeaderError` to its
 ``code``.
 
-Concurrency: every public method is **synchronous, short and non-blocking** apart from small
-SQLite writes (one per model version and per event), and they are serialised by one re-entrant
-lock, so they may be called straight from a grpc.aio event loop or from worker threads alike.
-Long-polls (``GetTask`` with ``wait_ms``) and timers belong to the servicer: it calls
-:meth:`Coordinator.tick` periodically (every ~100 ms) and retries :meth:`next_task` after
-``Wait.retry_after``. :meth:`subscribe` notifies listeners of a job's events (``WatchJob``).
+Concurrency: every public method is **synchronous and short**. In the daemon they run on the
+owner thread of :class:`~eddl.leader.actor.LeaderCore`, one at a time; a call's store writes
+leave through the outbox as one batch (:meth:`take_commit`). A re-entrant lock serialises
+direct callers (unit tests). The read side lives in :mod:`eddl.leader.queries`, the replies in
+:mod:`eddl.leader.replies`. :meth:`subscribe` notifies listeners of a job's events
+(``WatchJob``); :attr:`domain` raises every domain event (long-poll wake-ups).
 
 Every call that carries a term checks it (:class:`StaleTermError` for any other); calls that
 carry a job id check it (:class:`UnknownJobError`, :class:`JobNotActiveError`).
@@ -19,30 +19,40 @@ carry a job id check it (:class:`UnknownJobError`, :class:`JobNotActiveError`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
-
-import numpy as np
 
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.errors import (
     InvalidArgumentError,
-    JobNotActiveError,
     StaleTermError,
     UnknownJobError,
 )
-from eddl.leader.events import Event, EventKind, Listener
-from eddl.leader.jobqueue import JobQueue
+from eddl.leader.events import (
+    DomainBus,
+    EventFanout,
+    EventKind,
+    Listener,
+    NodeChanged,
+    UpdateAccepted,
+)
+from eddl.leader.jobqueue import JobQueue, PreparedJob
 from eddl.leader.jobs import JobSpec
+from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
+from eddl.leader.outbox import Committer, Outbox
+from eddl.leader.ports import Clock, Leadership
+from eddl.leader.queries import Queries
+from eddl.leader.replies import HeartbeatReply, JoinReply, ModelSnapshot
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.scheduler import EstimatorFactory, Task
-from eddl.leader.store import CheckpointStore
+from eddl.leader.store import CheckpointStore, MemberRecord, WriteBatch
 from eddl.learn.params import Params
 from eddl.profiler.estimator import RuntimeEstimator
 
@@ -57,33 +67,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class JoinReply:
-    node_id: str
-    session: int
-    term: int
-    heartbeat_interval: float
-    heartbeat_jitter: float
-    job_id: str | None
+# A departed node stays listed (``eddl status`` says why it went) for this long at most.
+DEPARTED_RETENTION_S = 3600.0
 
 
-@dataclass(frozen=True)
-class HeartbeatReply:
-    term: int
-    heartbeat_interval: float
-    job_id: str | None
-    model_version: int | None
-    cancel_task: bool  # the node's task is void (taken back, or its job is over)
-
-
-@dataclass(frozen=True)
-class ModelSnapshot:
-    job_id: str
-    version: int
-    params: Params
-
-
-class Coordinator:
+class Coordinator(Queries):
     """Plain-class leader logic; see the module docstring for the calling conventions."""
 
     def __init__(
@@ -91,31 +79,36 @@ class Coordinator:
         store: CheckpointStore,
         *,
         membership: Membership | None = None,
+        leadership: Leadership | None = None,
         term: int = 1,
         runtime_factory: RuntimeFactory = build_runtime,
         estimator_factory: EstimatorFactory = RuntimeEstimator,
-        now: Callable[[], float] = time.monotonic,
+        now: Clock = time.monotonic,
         link_capacity_bps: float | None = None,
+        commit: Committer | None = None,
     ) -> None:
-        if term < 1:
-            raise ValueError("term must be >= 1")
-        self.store = store
-        # A restarted leader claims a term above any it held before, so messages of its
-        # previous incarnation are recognisably stale.
-        stored = store.get_value("term")
-        if isinstance(stored, int) and term <= stored:
-            term = stored + 1
-        store.set_value("term", term)
-        self.term = term
+        # Writes of one call are committed together when it returns (see ``_op``): at once,
+        # or by ``commit`` (a writer thread beside the owner of this state).
+        self.store = self._outbox = Outbox(store, commit)
+        self._commit: Future[None] | None = None
+        # The term has one source: the leadership port (a static root by default, which
+        # claims a term above any stored one, at least ``term``).
+        self.leadership = (
+            leadership if leadership is not None else StaticLeadership(store, min_term=term)
+        )
         self.membership = membership if membership is not None else Membership(now=now)
         self.membership.on_gone(self._on_gone)
         self._now = now
         self._link_capacity = link_capacity_bps
         self._lock = threading.RLock()
+        self._depth = 0
         # Task ids carry the term and a random tag of this incarnation, so a task id of a
         # previous leader (or a standby) never matches one of ours.
         incarnation = uuid.uuid4().hex[:6]
-        self._listeners: dict[str, list[Listener]] = {}
+        self.event_sink = EventFanout()
+        # Typed domain events (job events, nodes, accepted updates) wake long-polls.
+        self.domain = DomainBus()
+        self.event_sink.subscribe(self.domain.emit)
         self.job_queue = JobQueue(
             store,
             runtime_factory=runtime_factory,
@@ -123,14 +116,37 @@ class Coordinator:
             now=now,
             workers=self._workers,
             task_prefix=lambda job_id: f"{job_id}:{self.term}.{incarnation}.",
-            on_event=self._notify,
+            on_event=self.event_sink.emit,
         )
+
+    @property
+    def term(self) -> int:
+        return self.leadership.term
+
+    @contextlib.contextmanager
+    def _op(self) -> Iterator[None]:
+        """One command: serialised, and its store writes committed in one transaction."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    commit = self._outbox.flush()
+                    if commit is not None:
+                        self._commit = commit
+
+    def take_commit(self) -> Future[None] | None:
+        """The commit of the writes made since the last call (None: nothing written)."""
+        commit, self._commit = self._commit, None
+        return commit
 
     # -- start-up ----------------------------------------------------------------------------
     def resume(self) -> list[str]:
         """Reload unfinished jobs from the store: the running one continues from its last
         checkpointed version, queued ones wait again. Call once before serving."""
-        with self._lock:
+        with self._op():
             return self.job_queue.resume()
 
     # -- membership ------------------------------------------------------------------------
@@ -147,7 +163,7 @@ class Coordinator:
     ) -> JoinReply:
         """Admit a node. ``term`` is the last term the node knew; any older one is fine here
         (the node is learning the new term), a newer one means this leader is stale."""
-        with self._lock:
+        with self._op():
             if term is not None and term > self.term:
                 raise StaleTermError(f"node knows term {term}, this leader is at {self.term}")
             try:
@@ -156,6 +172,8 @@ class Coordinator:
                 )
             except ValueError as exc:
                 raise InvalidArgumentError(str(exc)) from exc
+            self._record_member(node, "alive")
+            self.domain.emit(NodeChanged(node_id, "joined"))
             run = self.job_queue.active
             if run is not None:
                 run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
@@ -181,7 +199,7 @@ class Coordinator:
     def heartbeat(
         self, node_id: str, *, profile: NodeProfile | None = None, term: int | None = None
     ) -> HeartbeatReply:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id, profile=profile)
             self.tick()
@@ -199,7 +217,7 @@ class Coordinator:
     def leave(self, node_id: str, *, term: int | None = None, reason: str = "") -> int:
         """A clean goodbye (``reason``: the node's, e.g. a gateway's "device lost"); returns
         how many tasks went back to the queue."""
-        with self._lock:
+        with self._op():
             self._check_term(term)
             run = self.job_queue.active
             held = None if run is None else run.task_of(node_id)
@@ -207,9 +225,13 @@ class Coordinator:
             return 0 if held is None else 1
 
     def tick(self) -> None:
-        """Expire silent nodes (their tasks go back at once), then round deadlines and policy."""
-        with self._lock:
+        """Expire silent nodes (their tasks go back at once), then round deadlines and policy;
+        forget nodes long gone (bounded history of departed nodes)."""
+        with self._op():
             self.membership.expire()
+            forgotten = self.membership.forget_gone(DEPARTED_RETENTION_S)
+            if forgotten:
+                self._outbox.commit(WriteBatch(forget_members=forgotten))
             run = self.job_queue.active
             if run is not None:
                 run.tick(self._link_capacity)
@@ -222,78 +244,36 @@ class Coordinator:
         The spec is checked by building its model and data, so a bad one is refused with
         :class:`JobSpecError` before anything is stored.
         """
-        with self._lock:
-            if not isinstance(spec, JobSpec):
-                spec = JobSpec.from_mapping(spec)
-            stored = self.job_queue.submit(spec)
+        return self.submit_prepared(self.prepare_job(spec))
+
+    def prepare_job(self, spec: JobSpec | dict[str, Any]) -> PreparedJob:
+        """The slow half of a submission (load the data, build the model, check the rules);
+        reads and changes no state, so it runs beside the owner of this state."""
+        if not isinstance(spec, JobSpec):
+            spec = JobSpec.from_mapping(spec)
+        return self.job_queue.prepare(spec)
+
+    def submit_prepared(self, prepared: PreparedJob) -> dict[str, Any]:
+        """The quick half: check the id and the nodes' capabilities, store and queue."""
+        with self._op():
+            stored = self.job_queue.submit(prepared)
             return self.job_status(stored.job_id)
 
     def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
-        with self._lock:
+        with self._op():
             self.job_queue.cancel(job_id, reason)
             return self.job_status(job_id)
 
-    def job_status(self, job_id: str | None = None) -> dict[str, Any]:
-        """Status of ``job_id`` (default: the running job, else the latest one)."""
-        with self._lock:
-            if job_id is None:
-                active = self.job_queue.active
-                if active is not None:
-                    job_id = active.spec.job_id
-                else:
-                    jobs = self.store.jobs()
-                    if not jobs:
-                        raise UnknownJobError("no job was ever submitted")
-                    job_id = jobs[-1].job_id
-            run = self.job_queue.run_for(job_id)
-            if run is None:
-                return self.job_queue.stored_status(job_id)
-            out = run.summary()
-            out["workers"] = len(self._workers())
-            return out
-
-    def jobs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [self.job_status(r.job_id) for r in self.store.jobs()]
-
-    def list_nodes(self) -> list[dict[str, Any]]:
-        """Every known node, with its tasks and samples in the running job (else the latest
-        finished one still in memory), its speed and its current task."""
-        with self._lock:
-            run = self.job_queue.active
-            runs = self.job_queue.runs()
-            counted = runs[-1] if run is None and runs else run
-            out = []
-            for node in self.membership.nodes():
-                row = node.to_dict()
-                work = None if counted is None else counted.work.of(node.node_id)
-                row["tasks_done"] = 0 if work is None else work.tasks
-                row["samples_trained"] = 0 if work is None else work.samples
-                if run is not None:
-                    row["samples_per_second"] = run.scheduler.samples_per_second(node.node_id)
-                    task = run.task_of(node.node_id)
-                    row["task"] = None if task is None else task.task_id
-                out.append(row)
-            return out
-
-    def events(self, job_id: str, since: int = 0) -> list[Event]:
-        with self._lock:
-            if self.store.job(job_id) is None:
-                raise UnknownJobError(f"no job {job_id!r}")
-            return self.store.events(job_id, since)
-
     def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
         """Hear every new event of ``job_id`` (also after it starts or resumes)."""
-        with self._lock:
+        with self._op():
             if self.store.job(job_id) is None:
                 raise UnknownJobError(f"no job {job_id!r}")
-            self._listeners.setdefault(job_id, []).append(listener)
+            unsubscribe_sink = self.event_sink.subscribe(listener, job_id)
 
             def unsubscribe() -> None:
                 with self._lock:
-                    group = self._listeners.get(job_id, [])
-                    if listener in group:
-                        group.remove(listener)
+                    unsubscribe_sink()
 
             return unsubscribe
 
@@ -301,7 +281,7 @@ class Coordinator:
     def next_task(
         self, node_id: str, *, job_id: str | None = None, term: int | None = None
     ) -> Task | Wait:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             # A node asking for work is alive: that counts as a beat (before expiry runs).
             node = self.membership.heartbeat(node_id)
@@ -331,7 +311,7 @@ class Coordinator:
         term: int | None = None,
         wire_bytes: int = 0,
     ) -> UpdateAck:
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
             run = self.job_queue.running(job_id)
@@ -346,6 +326,7 @@ class Coordinator:
             )
             run.record_bytes(wire_bytes)
             self.job_queue.advance()
+            self.domain.emit(UpdateAccepted(job_id, node_id, run.version))
             return ack
 
     def fail_task(
@@ -361,7 +342,7 @@ class Coordinator:
         """``node_id`` could not run ``task_id``: re-queue its data; repeated failures end the
         job as ``failed`` (see :meth:`JobRun.fail_task`). The ack's outcome is ``"requeued"``
         or ``"job-failed"``."""
-        with self._lock:
+        with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
             run = self.job_queue.running(job_id)
@@ -378,46 +359,10 @@ class Coordinator:
     def record_transfer(self, job_id: str, nbytes: int) -> None:
         """Count bytes the leader sent or received for a job (model pulls, samples), for the
         auto policy's bandwidth signal (used when ``link_capacity_bps`` is set)."""
-        with self._lock:
+        with self._op():
             run = self.job_queue.active
             if run is not None and run.spec.job_id == job_id:
                 run.record_bytes(nbytes)
-
-    def model(self, job_id: str, version: int | None = None) -> ModelSnapshot:
-        """The current global model of a job, or its ``version``: a recent one kept in memory,
-        version 0 (rebuilt from the job's seed), or one still in the store."""
-        with self._lock:
-            run = self.job_queue.run_for(job_id)
-            if run is not None:
-                kept = run.model_at(version)
-                if kept is not None:
-                    return ModelSnapshot(job_id, kept[0], kept[1])
-            self.job_queue.require(job_id)
-            record = (
-                self.store.latest_version(job_id)
-                if version is None
-                else self.store.load_version(job_id, version)
-            )
-            if record is None:
-                raise JobNotActiveError(f"job {job_id!r} has no stored version {version}")
-            return ModelSnapshot(job_id, record.version, record.params)
-
-    def samples(self, job_id: str, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Training samples by index, for workers that lack the dataset."""
-        with self._lock:
-            run = self.job_queue.running(job_id)
-            fetch = run.runtime.samples
-            if fetch is None:
-                raise JobNotActiveError(f"job {job_id!r} serves no samples")
-            idx = np.asarray(indexes)
-            if idx.ndim != 1 or idx.dtype.kind not in "iu":
-                raise InvalidArgumentError("indexes must be a 1-d integer array")
-            if idx.size and (idx.min() < 0 or idx.max() >= run.runtime.num_train):
-                raise InvalidArgumentError(
-                    f"indexes must lie in [0, {run.runtime.num_train}), got "
-                    f"[{idx.min()}, {idx.max()}]"
-                )
-            return fetch(idx.astype(np.int64))
 
     # -- internals -------------------------------------------------------------------------
     def _check_term(self, term: int | None) -> None:
@@ -427,28 +372,16 @@ class Coordinator:
     def _workers(self) -> list[Node]:
         return [n for n in self.membership.alive() if n.role is not Role.LEADER]
 
-    def _worker_ids(self) -> list[str]:
-        return [n.node_id for n in self._workers()]
-
-    def _task_void(self, node: Node) -> bool:
-        active = self.job_queue.active
-        if active is not None and active.status == "running":
-            held = active.task_of(node.node_id)
-            if held is not None and held.session == node.session:
-                # The node works for the running job: a task a finished job still lists for
-                # it is over and done with, and must not cancel this one.
-                return False
-        for run in self.job_queue.runs():
-            task = run.task_of(node.node_id)
-            if task is not None and (task.session != node.session or run.status != "running"):
-                return True
-        return False
-
-    def _notify(self, event: Event) -> None:
-        for listener in list(self._listeners.get(event.job_id, [])):
-            listener(event)
+    def _record_member(self, node: Node, status: str) -> None:
+        self._outbox.put_member(
+            MemberRecord(
+                node.node_id, node.role.value, node.session, node.address, status, self._now()
+            )
+        )
 
     def _on_gone(self, node: Node, kind: str) -> None:
+        self._record_member(node, kind)
+        self.domain.emit(NodeChanged(node.node_id, kind))
         run = self.job_queue.active
         if run is None:
             return

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventKind", "EventLog", "Listener"]
+__all__ = [
+    "DomainBus",
+    "DomainEvent",
+    "Event",
+    "EventFanout",
+    "EventKind",
+    "EventLog",
+    "Listener",
+    "NodeChanged",
+    "UpdateAccepted",
+]
 
 
 class EventKind(StrEnum):
@@ -33,7 +43,6 @@ class EventKind(StrEnum):
     UPDATE_REFUSED = "update_refused"
     ROUND_CLOSED = "round_closed"
     MODEL_UPDATED = "model_updated"
-    EPOCH_COMPLETED = "epoch_completed"
     POLICY_SWITCHED = "policy_switched"
     LAYER_GROUPS = "layer_groups"  # single-layer mode: a node got a layer or left its group
 
@@ -119,6 +128,73 @@ class EventLog:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every new event; returns the function that unsubscribes."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+
+class EventFanout:
+    """An :class:`~eddl.leader.ports.EventSink` that hands each event to the listeners of its
+    job (``WatchJob`` streams), and to the ones that hear every job (long-poll wake-ups)."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, list[Listener]] = {}
+        self._all: list[Listener] = []
+
+    def emit(self, event: Event) -> None:
+        for listener in [*self._by_job.get(event.job_id, ()), *self._all]:
+            listener(event)
+
+    def subscribe(self, listener: Listener, job_id: str | None = None) -> Callable[[], None]:
+        """Hear the events of ``job_id`` (every job when ``None``); returns the unsubscribe."""
+        group = self._all if job_id is None else self._by_job.setdefault(job_id, [])
+        group.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in group:
+                group.remove(listener)
+            if job_id is not None and not group:
+                self._by_job.pop(job_id, None)
+
+        return unsubscribe
+
+
+@dataclass(frozen=True)
+class NodeChanged:
+    """A node joined, left or expired (with or without a job running)."""
+
+    node_id: str
+    change: str  # "joined", "left" or "expired"
+
+
+@dataclass(frozen=True)
+class UpdateAccepted:
+    """An update was folded into a job (whether or not it made a new version)."""
+
+    job_id: str
+    node_id: str
+    version: int
+
+
+# What wakes long-polls: every job event, plus the signals that are not job events.
+DomainEvent = Event | NodeChanged | UpdateAccepted
+
+
+class DomainBus:
+    """Hands every domain event to every subscriber, in order, on the caller's thread."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[DomainEvent], None]] = []
+
+    def emit(self, event: DomainEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def subscribe(self, listener: Callable[[DomainEvent], None]) -> Callable[[], None]:
         self._listeners.append(listener)
 
         def unsubscribe() -> None:

@@ -10,7 +10,7 @@ The :class:`~eddl.leader.coordinator.Coordinator` owns one and serialises calls 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eddl.leader import capability
@@ -31,13 +31,21 @@ from eddl.leader.scheduler import EstimatorFactory
 from eddl.leader.store import CheckpointStore, VersionRecord
 from eddl.log import get_logger
 
-__all__ = ["JobQueue"]
+__all__ = ["JobQueue", "PreparedJob"]
 
 log = get_logger("leader.jobs")
 
 KEEP_FINISHED = 4
 # Nodes named in a NoCapableNodeError message (a large fleet of one board says the same).
 _SHOW_REASONS = 8
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job whose model and data are built and checked, ready to be queued."""
+
+    spec: JobSpec
+    runtime: JobRuntime
 
 
 class JobQueue:
@@ -90,19 +98,9 @@ class JobQueue:
         self.advance()
         return resumed
 
-    def submit(self, spec: JobSpec) -> JobSpec:
-        """Validate (by building the job's model, data and rules), store and queue ``spec``.
-
-        Returns the spec as stored: with the model the job really runs (defaults filled in
-        from the dataset), so workers and a restarted leader build exactly the same one.
-
-        When nodes are joined and none of them can run the job (a cluster of microcontrollers
-        whose firmware lacks the algorithm or whose arena is too small), the job is refused
-        with :class:`NoCapableNodeError`, saying why for each node. An empty cluster accepts
-        any valid job: nodes may join later.
-        """
-        if self.store.job(spec.job_id) is not None:
-            raise JobSpecError(f"job id {spec.job_id!r} is already taken")
+    def prepare(self, spec: JobSpec) -> PreparedJob:
+        """Build and check ``spec``'s model, data and rules: the slow part of a submission,
+        which touches no state of the queue (it runs beside the owner of the state)."""
         runtime = self._runtime_factory(spec)
         try:  # the same rule checks the run will do
             Aggregator(
@@ -117,6 +115,22 @@ class JobQueue:
             )
         except ValueError as exc:
             raise JobSpecError(f"job aggregation: {exc}") from exc
+        return PreparedJob(spec, runtime)
+
+    def submit(self, prepared: PreparedJob) -> JobSpec:
+        """Store and queue a prepared job.
+
+        Returns the spec as stored: with the model the job really runs (defaults filled in
+        from the dataset), so workers and a restarted leader build exactly the same one.
+
+        When nodes are joined and none of them can run the job (a cluster of microcontrollers
+        whose firmware lacks the algorithm or whose arena is too small), the job is refused
+        with :class:`NoCapableNodeError`, saying why for each node. An empty cluster accepts
+        any valid job: nodes may join later.
+        """
+        spec, runtime = prepared.spec, prepared.runtime
+        if self.store.job(spec.job_id) is not None:
+            raise JobSpecError(f"job id {spec.job_id!r} is already taken")
         resolved = runtime.info.get("model")
         self._check_capable(spec, resolved if isinstance(resolved, dict) else dict(spec.model))
         if isinstance(resolved, dict) and resolved != dict(spec.model):

@@ -1,4 +1,9 @@
-"""``eddl-leader``: serve the Cluster and Admin services until SIGTERM/SIGINT."""
+"""``eddl-leader``: serve the Cluster and Admin services until SIGTERM/SIGINT.
+
+Exit status: 0 after a clean stop, 1 when the leader failed to start or serve, 2 for a bad
+configuration, 3 (:data:`~eddl.leader.statedir.EXIT_STATE_DIR_IN_USE`) when another leader
+owns the state directory.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,8 @@ from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
 from eddl.leader.config import LeaderConfig
 from eddl.leader.errors import LeaderError
-from eddl.leader.server import LeaderDaemon
+from eddl.leader.statedir import EXIT_STATE_DIR_IN_USE, StateDirInUseError, StateDirLock
 from eddl.log import configure_logging, get_logger
-from eddl.net.server import ServerStartError
-from eddl.ops.wiring import LeaderOps
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between worker heartbeats (default: {d['heartbeat_interval_s']})",
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
+    p.add_argument(
+        "--follow",
+        help="HOST:PORT of the root leader: stand by and point every caller there "
+        "(default: none, this leader is the root)",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -62,15 +70,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "port_file": args.port_file,
         "heartbeat_interval_s": args.heartbeat_interval_s,
         "leader_id": args.leader_id,
+        "follow": args.follow,
         "log_level": args.log_level,
         "metrics_bind": args.metrics_bind,
     }
 
 
-async def _serve(config: LeaderConfig) -> None:
+async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
+    from eddl.leader.server import LeaderDaemon
+    from eddl.ops.wiring import LeaderOps
+
     holder: list[LeaderDaemon] = []
     ops = LeaderOps(config.metrics_bind, lambda: holder[0].coordinator if holder else None)
-    daemon = LeaderDaemon(config, interceptors=ops.interceptors)
+    daemon = LeaderDaemon(config, lock=lock, interceptors=ops.interceptors)
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
 
@@ -96,11 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eddl-leader: configuration error: {exc}", file=sys.stderr)
         return 2
     log = get_logger("leader")
+    # The state directory's lock comes first, before the server module (gRPC, numpy) is even
+    # imported: a second leader on a directory in use changes nothing and exits at once.
+    lock = StateDirLock(config.state_dir)
     try:
-        asyncio.run(_serve(config))
+        lock.acquire()
+    except (StateDirInUseError, OSError) as exc:
+        print(f"eddl-leader: {exc}", file=sys.stderr)
+        log.error("state directory in use", error=str(exc))
+        return EXIT_STATE_DIR_IN_USE if isinstance(exc, StateDirInUseError) else 1
+    from eddl.net.server import ServerStartError
+
+    try:
+        asyncio.run(_serve(config, lock))
     except (ServerStartError, LeaderError, ValueError) as exc:
         log.error("leader failed", error=str(exc))
         return 1
+    finally:
+        lock.release()
     return 0
 
 

@@ -105,7 +105,10 @@ class Membership:
         jitter: float = 0.1,
         join_tokens: Mapping[str, Role] | None = None,
         now: Callable[[], float] = time.monotonic,
+        max_departed: int = 1024,
     ) -> None:
+        if max_departed < 0:
+            raise ValueError("max_departed must be >= 0")
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be > 0")
         if patience < 1:
@@ -121,6 +124,9 @@ class Membership:
         self._nodes: dict[str, Node] = {}
         self._sessions = 0
         self._callbacks: list[GoneCallback] = []
+        # Departed nodes stay listed (status shows why they went) but only the most recent
+        # ``max_departed`` of them: memory does not grow with every node id ever seen.
+        self._max_departed = max_departed
 
     # -- configuration -------------------------------------------------------------------
     def on_gone(self, callback: GoneCallback) -> None:
@@ -241,17 +247,23 @@ class Membership:
             )
         return gone
 
-    def forget_gone(self, older_than: float) -> int:
-        """Drop records of nodes gone for more than ``older_than`` seconds (bounded memory)."""
+    def forget_gone(self, older_than: float) -> list[str]:
+        """Drop records of nodes gone for more than ``older_than`` seconds, and the oldest
+        departed beyond ``max_departed``; returns the forgotten node ids."""
         now = self._now()
+        departed = sorted(
+            (n for n in self._nodes.values() if not n.alive and n.gone_at is not None),
+            key=lambda n: n.gone_at or 0.0,
+        )
+        surplus = len(departed) - self._max_departed
         drop = [
-            k
-            for k, n in self._nodes.items()
-            if not n.alive and n.gone_at is not None and now - n.gone_at > older_than
+            n.node_id
+            for i, n in enumerate(departed)
+            if i < surplus or now - (n.gone_at or now) > older_than
         ]
         for key in drop:
             del self._nodes[key]
-        return len(drop)
+        return drop
 
     # -- internals -----------------------------------------------------------------------
     def _check_token(self, token: str, role: Role) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,14 +12,18 @@ import numpy as np
 from eddl.leader.checkpoint import (
     CheckpointStore,
     JobRecord,
+    LeadershipRecord,
+    MemberRecord,
     VersionRecord,
+    WriteBatch,
+    check_keep,
+    check_leadership,
     check_next_version,
     dumps_value,
     json_copy,
 )
 from eddl.leader.errors import StoreError
 from eddl.leader.events import Event
-from eddl.learn.params import Params
 
 __all__ = ["MemoryStore"]
 
@@ -32,6 +36,8 @@ class MemoryStore(CheckpointStore):
         self._versions: dict[str, dict[int, VersionRecord]] = {}
         self._events: dict[str, list[Event]] = {}
         self._values: dict[str, str] = {}
+        self._members: dict[str, MemberRecord] = {}
+        self._leadership: LeadershipRecord | None = None
         self._lock = threading.Lock()
 
     def add_job(self, job_id: str, spec: Mapping[str, Any], status: str, at: float) -> None:
@@ -41,33 +47,11 @@ class MemoryStore(CheckpointStore):
                 raise StoreError(f"job {job_id!r} is already stored")
             self._jobs[job_id] = JobRecord(job_id, json_copy(spec), status, at, at)
 
-    def set_job_status(
-        self, job_id: str, status: str, at: float, result: Mapping[str, Any] | None = None
-    ) -> None:
-        self._check_status(status)
-        with self._lock:
-            old = self._jobs.get(job_id)
-            if old is None:
-                raise StoreError(f"job {job_id!r} is not stored")
-            new_result = old.result if result is None else json_copy(result)
-            self._jobs[job_id] = JobRecord(job_id, old.spec, status, old.created_at, at, new_result)
-
     def job(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id)
 
     def jobs(self) -> list[JobRecord]:
         return sorted(self._jobs.values(), key=lambda j: j.created_at)
-
-    def save_version(
-        self, job_id: str, version: int, params: Params, meta: Mapping[str, Any], at: float
-    ) -> None:
-        with self._lock:
-            if job_id not in self._jobs:
-                raise StoreError(f"job {job_id!r} is not stored")
-            stored = self._versions.setdefault(job_id, {})
-            check_next_version(job_id, version, max(stored, default=None))
-            copy = {k: np.array(v, copy=True) for k, v in params.items()}
-            stored[version] = VersionRecord(job_id, version, copy, json_copy(meta), at)
 
     def load_version(self, job_id: str, version: int) -> VersionRecord | None:
         rec = self._versions.get(job_id, {}).get(version)
@@ -79,25 +63,69 @@ class MemoryStore(CheckpointStore):
     def versions(self, job_id: str) -> list[int]:
         return sorted(self._versions.get(job_id, {}))
 
-    def prune(self, job_id: str, keep: int) -> int:
-        if keep < 1:
-            raise StoreError("keep at least one version")
+    def commit(self, batch: WriteBatch) -> None:
         with self._lock:
-            stored = self._versions.get(job_id, {})
-            drop = sorted(stored)[:-keep]
-            for v in drop:
-                del stored[v]
-            return len(drop)
-
-    def append_events(self, events: Sequence[Event]) -> None:
-        with self._lock:
-            for event in events:
+            self._check_batch(batch)
+            for change in batch.statuses:
+                old = self._jobs[change.job_id]
+                result = old.result if change.result is None else json_copy(change.result)
+                self._jobs[change.job_id] = JobRecord(
+                    old.job_id, old.spec, change.status, old.created_at, change.at, result
+                )
+            for rec in batch.versions:
+                copy = {k: np.array(v, copy=True) for k, v in rec.params.items()}
+                self._versions.setdefault(rec.job_id, {})[rec.version] = VersionRecord(
+                    rec.job_id, rec.version, copy, json_copy(rec.meta), rec.saved_at
+                )
+            for job_id, keep in batch.prunes:
+                stored = self._versions.get(job_id, {})
+                for v in sorted(stored)[:-keep]:
+                    del stored[v]
+            for event in batch.events:
                 have = self._events.setdefault(event.job_id, [])
-                if any(e.seq == event.seq for e in have):
-                    raise StoreError(f"event {event.job_id}#{event.seq} is already stored")
-            for event in events:
-                self._events[event.job_id].append(event)
-                self._events[event.job_id].sort(key=lambda e: e.seq)
+                have.append(event)
+                have.sort(key=lambda e: e.seq)
+            for member in batch.members:
+                self._members[member.node_id] = member
+            for node_id in batch.forget_members:
+                self._members.pop(node_id, None)
+            if batch.leadership is not None:
+                self._leadership = batch.leadership
+
+    def _check_batch(self, batch: WriteBatch) -> None:
+        """Every refusal before any write, as SQLite's rollback would give."""
+        for change in batch.statuses:
+            self._check_status(change.status)
+            if change.job_id not in self._jobs:
+                raise StoreError(f"job {change.job_id!r} is not stored")
+            if change.result is not None:
+                json_copy(change.result)
+        latest: dict[str, int | None] = {}
+        for rec in batch.versions:
+            if rec.job_id not in self._jobs:
+                raise StoreError(f"job {rec.job_id!r} is not stored")
+            if rec.job_id not in latest:
+                latest[rec.job_id] = max(self._versions.get(rec.job_id, {}), default=None)
+            check_next_version(rec.job_id, rec.version, latest[rec.job_id])
+            latest[rec.job_id] = rec.version
+            json_copy(rec.meta)
+        for _, keep in batch.prunes:
+            check_keep(keep)
+        seen: set[tuple[str, int]] = set()
+        for event in batch.events:
+            key = (event.job_id, event.seq)
+            stored = any(e.seq == event.seq for e in self._events.get(event.job_id, []))
+            if stored or key in seen:
+                raise StoreError(f"event {event.job_id}#{event.seq} is already stored")
+            seen.add(key)
+        if batch.leadership is not None:
+            check_leadership(batch.leadership, self._leadership)
+
+    def members(self) -> list[MemberRecord]:
+        return [self._members[k] for k in sorted(self._members)]
+
+    def leadership(self) -> LeadershipRecord | None:
+        return self._leadership
 
     def events(self, job_id: str, since: int = 0) -> list[Event]:
         return [e for e in self._events.get(job_id, []) if e.seq > since]

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from eddl.leader import capability
-from eddl.leader.aggregator import Aggregator, NewVersion
+from eddl.leader.aggregator import Aggregator
 from eddl.leader.errors import (
     DuplicateUpdateError,
     StaleVersionError,
     UnknownTaskError,
-    UpdateRejectedError,
 )
 from eddl.leader.events import EventKind, EventLog
 from eddl.leader.history import ModeSwitch, WorkTally
@@ -35,10 +31,22 @@ from eddl.leader.jobs import JobSpec
 from eddl.leader.layers import LayerGroups
 from eddl.leader.membership import Node
 from eddl.leader.policy import AutoPolicy, Mode
+from eddl.leader.progress import (
+    close_round,
+    finish,
+    layer_of,
+    maybe_finish,
+    new_version,
+    node_gone,
+    start_or_resume,
+    tick,
+)
 from eddl.leader.rounds import SyncRound
+from eddl.leader.runstatus import summary
 from eddl.leader.runtime import JobRuntime
-from eddl.leader.scheduler import EstimatorFactory, Scheduler, Task
+from eddl.leader.scheduler import EstimatorFactory, Task, job_scheduler
 from eddl.leader.store import CheckpointStore, VersionRecord
+from eddl.leader.updates import UpdateAck, UpdateSink, Wait, check_update
 from eddl.learn.params import Params
 from eddl.log import get_logger
 from eddl.profiler.estimator import RuntimeEstimator
@@ -46,25 +54,6 @@ from eddl.profiler.estimator import RuntimeEstimator
 __all__ = ["JobRun", "UpdateAck", "Wait"]
 
 log = get_logger("leader.run")
-
-
-@dataclass(frozen=True)
-class Wait:
-    """No task now: ask again after ``retry_after`` seconds (``done``: the job is over)."""
-
-    reason: str
-    retry_after: float
-    done: bool = False
-
-
-@dataclass(frozen=True)
-class UpdateAck:
-    """How an update was taken in; ``version`` is the model version after it."""
-
-    task_id: str
-    outcome: str  # "aggregated" | "buffered" | "stale-folded" | "round" | "requeued" | "job-failed"
-    version: int
-    detail: str = ""
 
 
 class JobRun:
@@ -96,7 +85,7 @@ class JobRun:
         start: Mode = "async" if spec.aggregation == "async" else "sync"
         if spec.aggregation == "auto" and meta.get("mode") in ("sync", "async"):
             start = meta["mode"]
-        self.aggregator = Aggregator(
+        self.aggregator: UpdateSink = Aggregator(
             params,
             version,
             sync_rule=runtime.sync_rule,
@@ -107,19 +96,12 @@ class JobRun:
             max_staleness=spec.max_staleness,
             partial=runtime.single_layer,
         )
-        self.scheduler = Scheduler(
-            runtime.num_train,
-            seed=spec.seed,
-            task_seconds=spec.task_seconds,
-            min_samples=spec.min_task_samples,
-            max_samples=spec.max_task_samples,
-            default_samples=spec.default_task_samples,
-            granularity=runtime.granularity,
-            distribution=spec.distribution,
-            estimator_factory=estimator_factory,
+        self.scheduler = job_scheduler(
+            spec,
+            runtime,
             now=now,
+            estimator_factory=estimator_factory,
             task_prefix=task_prefix or f"{spec.job_id}:{uuid.uuid4().hex[:8]}:",
-            limit_epochs=spec.max_epochs,
         )
         if "scheduler" in meta:
             self.scheduler.restore(meta["scheduler"])
@@ -155,24 +137,7 @@ class JobRun:
         # When each worker's last update arrived: the wait until its next task is idle time
         # (unless that update was a warm-up probe's).
         self._free_since: dict[str, tuple[float, bool]] = {}
-        if resume_from and self.policy is not None:
-            self.policy.reason = f"resumed in {start} mode, the mode at the checkpoint"
-        if resume_from:
-            self._event(
-                EventKind.JOB_RESUMED,
-                f"resumed from checkpoint version {version}",
-                version=version,
-                mode=start,
-            )
-        else:
-            self._event(
-                EventKind.JOB_STARTED,
-                f"started {spec.algorithm} on {spec.dataset}, {start} aggregation",
-                version=0,
-                mode=start,
-                rule=self.aggregator.describe()["rule"],
-            )
-            self._checkpoint(force=True)
+        start_or_resume(self, start, resumed=resume_from is not None)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -208,35 +173,7 @@ class JobRun:
         return None
 
     def summary(self) -> dict[str, Any]:
-        now = self._now()
-        return {
-            "job_id": self.spec.job_id,
-            "status": self.status,
-            "version": self.version,
-            "epochs": round(self.scheduler.epochs, 4),
-            "accuracy": self.accuracy,
-            "best_accuracy": self.best_accuracy,
-            "mode": self.mode,
-            "mode_reason": self.mode_reason,
-            "switches": [s.to_dict() for s in self.switches],
-            "samples_trained": self.scheduler.samples_done,
-            "work": self.work.to_dict(),
-            "aggregation": self.aggregator.describe(),
-            "policy": (None if self.policy is None else self.policy.metrics(now).to_dict()),
-            "tasks_in_flight": len(self.scheduler.in_flight()),
-            "requeued_ranges": len(self.scheduler.requeued()),
-            "round": {
-                "version": self._round.version,
-                "tasks": len(self._round.tasks),
-                "back": len(self._round.settled),
-            }
-            if self.mode == "sync"
-            else None,
-            "result": dict(self.result),
-            "layer_groups": self.layer_groups() if self.runtime.single_layer else None,
-            "unable_nodes": {n: r for n, (_, r) in sorted(self._fit.items()) if r is not None},
-            "failed_tasks": self.failed_tasks,
-        }
+        return summary(self)
 
     def layer_groups(self) -> dict[int, list[str]]:
         """Single-layer mode: the nodes training each layer (every layer listed)."""
@@ -290,7 +227,7 @@ class JobRun:
                 self._round.nothing_for(node.node_id)
             return Wait("no data left to hand out for now", self._retry())
         task.base_version = self.version
-        task.layer = self._layer_of(node)
+        task.layer = layer_of(self, node)
         task.meta["deadline_seconds"] = self.spec.round_deadline
         if warmup:
             task.meta["warmup"] = True
@@ -315,50 +252,26 @@ class JobRun:
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
         task = self.scheduler.get(task_id)
-        if task.node_id != node.node_id or task.session != node.session:
-            raise UnknownTaskError(
-                f"task {task_id} was not handed to node {node.node_id!r} (session {node.session})"
-            )
-        if base_version != task.base_version:
-            raise UpdateRejectedError(
-                f"task {task_id} starts from version {task.base_version}, "
-                f"the update says {base_version}"
-            )
-        if num_samples is not None and num_samples != task.num_samples:
-            raise UpdateRejectedError(
-                f"task {task_id} holds {task.num_samples} samples, the update says {num_samples}"
-            )
-        if seconds is not None and not (seconds >= 0 and np.isfinite(seconds)):
-            raise UpdateRejectedError(f"task seconds must be finite and >= 0, got {seconds!r}")
-        if task.layer is not None:
-            allowed = {f"W{task.layer}", f"b{task.layer}"}
-            extra = sorted(set(params) - allowed)
-            if extra:
-                raise UpdateRejectedError(
-                    f"task {task_id} trains layer {task.layer}; the update also holds {extra}"
-                )
+        check_update(
+            task,
+            node,
+            params,
+            base_version=base_version,
+            num_samples=num_samples,
+            seconds=seconds,
+        )
         try:
             self.aggregator.check(params, task.num_samples, task.base_version)
         except StaleVersionError as exc:
             # Too old to use: the data is done again by someone else.
-            self.scheduler.take_back(task_id, "update too stale")
-            self._round.settle(task_id)
-            now = self._now()
-            self._free_since[node.node_id] = (now, False)
-            if self.policy is not None:
-                self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
+            self._free_since[node.node_id] = (self._now(), False)
             self._event(
                 EventKind.UPDATE_REFUSED,
                 f"task {task_id} of {node.node_id}: {exc}",
                 task_id=task_id,
                 node_id=node.node_id,
             )
-            self._event(
-                EventKind.TASK_REQUEUED,
-                f"task {task_id} re-queued (stale update)",
-                task_id=task_id,
-                samples=task.num_samples,
-            )
+            self._take_back(task, "update too stale", f"task {task_id} re-queued (stale update)")
             raise
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
@@ -376,7 +289,7 @@ class JobRun:
             self.policy.observe_staleness(staleness, self._now())
         if self.mode == "sync":
             self._round.settle(task_id)
-            produced = produced or self._maybe_close_round("every task of the round is back")
+            produced = produced or close_round(self, "every task of the round is back")
         outcome = (
             "aggregated"
             if produced
@@ -387,8 +300,8 @@ class JobRun:
             else "buffered"
         )
         if produced:
-            self._new_version(produced)
-        self._maybe_finish()
+            new_version(self, produced)
+        maybe_finish(self)
         return UpdateAck(task_id, outcome, self.version)
 
     def fail_task(self, node: Node, task_id: str, reason: str) -> UpdateAck:
@@ -402,12 +315,7 @@ class JobRun:
             raise UnknownTaskError(
                 f"task {task_id} was not handed to node {node.node_id!r} (session {node.session})"
             )
-        now = self._now()
-        self.scheduler.take_back(task_id, f"failed on {node.node_id}")
-        self._round.settle(task_id)
-        self._free_since[node.node_id] = (now, False)
-        if self.policy is not None:
-            self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
+        self._free_since[node.node_id] = (self._now(), False)
         self.failed_tasks += 1
         self._failures_in_a_row += 1
         self._event(
@@ -418,58 +326,31 @@ class JobRun:
             reason=reason,
             in_a_row=self._failures_in_a_row,
         )
-        self._event(
-            EventKind.TASK_REQUEUED,
+        self._take_back(
+            task,
+            f"failed on {node.node_id}",
             f"task {task_id} re-queued (failed on {node.node_id})",
-            task_id=task_id,
             node_id=node.node_id,
-            samples=task.num_samples,
         )
         limit = self.spec.max_task_failures
         if self._failures_in_a_row >= limit:
-            self._finish(
+            finish(
+                self,
                 "failed",
                 f"{self._failures_in_a_row} tasks failed in a row with no update taken "
                 f"(max_task_failures = {limit}); last, on {node.node_id}: {reason}",
             )
             return UpdateAck(task_id, "job-failed", self.version, reason)
         if self.mode == "sync":
-            produced = self._maybe_close_round("the rest of the round is back")
+            produced = close_round(self, "the rest of the round is back")
             if produced:
-                self._new_version(produced)
+                new_version(self, produced)
         return UpdateAck(task_id, "requeued", self.version, reason)
 
     def node_gone(self, node: Node, kind: str) -> None:
         """A node left or expired: its in-flight task goes back to the queue at once, and its
         place in a layer group is free."""
-        self._free_since.pop(node.node_id, None)
-        self._fit.pop(node.node_id, None)
-        if self.layers.release(node.node_id):
-            self._event(
-                EventKind.LAYER_GROUPS,
-                f"{node.node_id} left its layer group",
-                groups=self.layer_groups(),
-            )
-        now = self._now()
-        for task in self.scheduler.take_back_node(node.node_id, f"node {kind}"):
-            self._round.settle(task.task_id)
-            if self.policy is not None:
-                self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
-            self._event(
-                EventKind.TASK_REQUEUED,
-                f"task {task.task_id} of {node.node_id} re-queued ({kind})",
-                task_id=task.task_id,
-                node_id=node.node_id,
-                samples=task.num_samples,
-            )
-        self._round.forget(node.node_id)
-        if self.policy is not None:
-            # A clean leave costs sync no more than async; an expiry stalled the round.
-            self.policy.observe_churn(self._now(), expiry=kind != "left")
-        if self.mode == "sync":
-            produced = self._maybe_close_round("the rest of the round is back")
-            if produced:
-                self._new_version(produced)
+        node_gone(self, node, kind)
 
     def node_joined(self) -> None:
         if self.policy is not None:
@@ -491,196 +372,28 @@ class JobRun:
 
     def tick(self, link_capacity_bps: float | None = None) -> None:
         """Deadlines, overdue tasks, the auto policy and the end of the job; call often."""
-        if self.status != "running":
-            return
-        now = self._now()
-        lease = 2.0 * self.spec.round_deadline
-        for task in self.scheduler.overdue(lease):
-            self.scheduler.take_back(task.task_id, f"out for more than {lease:g} s")
-            self._round.settle(task.task_id)
-            if self.policy is not None:
-                self.policy.observe_task(now - task.issued_at, now, lost=True)
-            self._event(
-                EventKind.TASK_REQUEUED,
-                f"task {task.task_id} of {task.node_id} re-queued (out for more than {lease:g} s)",
-                task_id=task.task_id,
-                node_id=task.node_id,
-                samples=task.num_samples,
-            )
-        if self.mode == "sync":
-            produced = (
-                self._maybe_close_round("round deadline", deadline=True)
-                if self._round.past(now, self.spec.round_deadline)
-                else self._maybe_close_round("every task of the round is back")
-            )
-            if produced:
-                self._new_version(produced)
-        if link_capacity_bps and now - self._bytes_since >= 1.0:
-            busy = self._bytes * 8.0 / (now - self._bytes_since) / link_capacity_bps
-            if self.policy is not None:
-                self.policy.observe_bandwidth(min(1.0, busy), now)
-            self._bytes, self._bytes_since = 0, now
-        if self.policy is not None:
-            switch = self.policy.decide(now)
-            if switch is not None:
-                produced = self.aggregator.switch(switch.mode)
-                self._round = SyncRound(self.version)
-                self.switches.append(
-                    ModeSwitch(now, self.version, switch.previous, switch.mode, switch.reason)
-                )
-                self._event(
-                    EventKind.POLICY_SWITCHED,
-                    f"{switch.previous} -> {switch.mode}: {switch.reason}",
-                    previous=switch.previous,
-                    mode=switch.mode,
-                    reason=switch.reason,
-                    metrics=switch.metrics.to_dict(),
-                )
-                if produced:
-                    self._new_version(produced)
-        self._maybe_finish()
+        tick(self, link_capacity_bps)
 
     def cancel(self, reason: str) -> None:
         if self.status != "running":
             return
-        self._finish("cancelled", reason)
+        finish(self, "cancelled", reason)
 
     # -- internals -------------------------------------------------------------------------
+    def _take_back(self, task: Task, reason: str, message: str, **data: Any) -> None:
+        """The one way work goes back: its range to the front of the re-queue, out of the
+        round, counted as lost by the policy, and a ``task_requeued`` event."""
+        self.scheduler.take_back(task.task_id, reason)
+        self._round.settle(task.task_id)
+        now = self._now()
+        if self.policy is not None:
+            self.policy.observe_task(max(0.0, now - task.issued_at), now, lost=True)
+        self._event(
+            EventKind.TASK_REQUEUED, message, task_id=task.task_id, **data, samples=task.num_samples
+        )
+
     def _retry(self) -> float:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
-
-    def _layer_of(self, node: Node) -> int | None:
-        """Single-layer mode: the layer ``node`` trains (:class:`~eddl.leader.layers.LayerGroups`
-        chooses among the layers the node can train, by group speed)."""
-        if not self.runtime.single_layer:
-            return None
-        new = node.node_id not in self.layers
-        trainable = capability.trainable_layers(
-            node, self.spec.algorithm, self._model_spec, self.spec.hyper, self.runtime.num_layers
-        )
-        # Not empty: next_task hands nothing to a node that cannot run the job.
-        layer, was = self.layers.assign(
-            node.node_id,
-            trainable,
-            self.scheduler.samples_per_second,
-            self.scheduler.measured(node.node_id),
-        )
-        if new or was is not None:
-            moved = "" if was is None else f" (was {was}; its speed is now measured)"
-            self._event(
-                EventKind.LAYER_GROUPS,
-                f"{node.node_id} trains layer {layer}{moved}",
-                node_id=node.node_id,
-                layer=layer,
-                groups=self.layer_groups(),
-            )
-        return layer
-
-    def _maybe_close_round(self, why: str, *, deadline: bool = False) -> NewVersion | None:
-        r = self._round
-        if self.mode != "sync" or not r.tasks:
-            return None
-        outstanding = r.outstanding
-        if not deadline and not r.complete(self._now(), self._workers, self.spec.task_seconds):
-            return None
-        if self.aggregator.round_size() == 0:
-            if not outstanding:  # everything was taken back: start the round afresh
-                self._round = SyncRound(self.version)
-            return None
-        produced = self.aggregator.close_round()
-        if produced is not None:
-            self._event(
-                EventKind.ROUND_CLOSED,
-                f"round {r.version} closed ({why}) with {produced.updates} update(s)",
-                version=r.version,
-                updates=produced.updates,
-                late=len(outstanding),
-                reason=why,
-            )
-        return produced
-
-    def _new_version(self, produced: NewVersion) -> None:
-        self._round = SyncRound(produced.version)
-        if self.runtime.evaluate is not None and produced.version % self.spec.eval_every == 0:
-            self.accuracy = float(self.runtime.evaluate(produced.params))
-            if self.best_accuracy is None or self.accuracy > self.best_accuracy:
-                self.best_accuracy = self.accuracy
-        self._event(
-            EventKind.MODEL_UPDATED,
-            f"version {produced.version} by {produced.how}",
-            version=produced.version,
-            updates=produced.updates,
-            samples=produced.samples,
-            accuracy=self.accuracy,
-            mode=self.mode,
-            epochs=round(self.scheduler.epochs, 4),
-        )
-        self._checkpoint()
-
-    def _checkpoint(self, *, force: bool = False) -> None:
-        # Called right after a version is made, when the round or the async buffer has just
-        # been emptied into it: every task the scheduler counts as done is in this version, and
-        # everything in flight is written as "to do", so a resumed job loses no sample.
-        v = self.version
-        if v <= self._saved_version:
-            return
-        if not force and v % self.spec.checkpoint_every != 0:
-            return
-        meta = {
-            "scheduler": self.scheduler.checkpoint(),
-            "work": self.work.to_dict(),
-            "switches": [s.to_dict() for s in self.switches],
-            "mode": self.mode,
-            "accuracy": self.accuracy,
-            "best_accuracy": self.best_accuracy,
-        }
-        self.store.save_version(self.spec.job_id, v, self.aggregator.params, meta, self._now())
-        self._saved_version = v
-        self.store.prune(self.spec.job_id, keep=3)
-
-    def _maybe_finish(self) -> None:
-        if self.status != "running":
-            return
-        s = self.spec
-        reason = None
-        if (
-            s.target_accuracy is not None
-            and self.accuracy is not None
-            and self.accuracy >= s.target_accuracy
-        ):
-            reason = f"test accuracy {self.accuracy:.4f} >= target {s.target_accuracy}"
-        elif s.rounds is not None and self.version >= s.rounds:
-            reason = f"{self.version} model versions >= rounds {s.rounds}"
-        elif self.scheduler.exhausted:
-            # The last updates go into a version in the mode that ran: the job's status keeps
-            # saying which mode that was, and why.
-            last = self.aggregator.flush()
-            if last is not None:
-                self._new_version(last)
-            reason = f"{self.scheduler.epochs:.2f} epochs >= max_epochs {s.max_epochs}"
-        if reason is not None:
-            self._finish("completed", reason)
-
-    def _finish(self, status: str, reason: str) -> None:
-        self.status = status
-        self.result = {
-            "reason": reason,
-            "version": self.version,
-            "accuracy": self.accuracy,
-            "best_accuracy": self.best_accuracy,
-            "epochs": round(self.scheduler.epochs, 4),
-            "mode": self.mode,
-            "mode_reason": self.mode_reason,
-            "switches": [s.to_dict() for s in self.switches],
-            "samples_trained": self.scheduler.samples_done,
-            "work": self.work.to_dict(),
-        }
-        self._checkpoint(force=True)
-        kind = {
-            "completed": EventKind.JOB_COMPLETED,
-            "failed": EventKind.JOB_FAILED,
-        }.get(status, EventKind.JOB_CANCELLED)
-        self._event(kind, f"job {status}: {reason}", **self.result)
 
     def _event(self, kind: EventKind, message: str, **data: Any) -> None:
         event = self.events.append(kind, self._now(), message, **data)

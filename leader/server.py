@@ -1,11 +1,13 @@
 """``LeaderDaemon``: the leader's coordinator behind a gRPC server, with its timers.
 
-Start-up: open the checkpoint store in the state directory, claim a new leader *term* (one more
-than the last one recorded in ``state_dir/term``, so every message of a previous incarnation is
-recognisably stale), resume the unfinished job from its last checkpoint, then serve Cluster and
-Admin (plus health and reflection) and write the bound port to ``port_file``. While serving, a
-tick every ``TICK_S`` expires silent nodes (their tasks go back to the queue at once), closes
-overdue rounds and lets the auto policy decide; long-polls are woken when that changed anything.
+Start-up: lock the state directory (one leader per directory), open the checkpoint store in
+it, claim a new leader *term* through the static leadership (one more than the store's
+leadership record, so every message of a previous incarnation is recognisably stale), resume
+the unfinished job from its last checkpoint, then serve Cluster and Admin (plus health and
+reflection) and write the bound port to ``port_file``. While serving, a tick every ``TICK_S``
+expires silent nodes (their tasks go back to the queue at once), closes overdue rounds and lets
+the auto policy decide. All of it runs through the :class:`~eddl.leader.actor.LeaderCore`, the
+one owner of the leader's state; its domain events wake the long-polls.
 """
 
 from __future__ import annotations
@@ -15,25 +17,27 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 import grpc
 
 from eddl.jobcheck import JobLimits
+from eddl.leader.actor import LeaderCore, StoreWriter
 from eddl.leader.config import LeaderConfig
 from eddl.leader.coordinator import Coordinator
-from eddl.leader.errors import LeaderError, StoreError
+from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
-from eddl.leader.runtime import build_runtime
-from eddl.leader.servicers import AdminServicer, ClusterServicer, Notifier
+from eddl.leader.runtime import RuntimeFactory, build_runtime
+from eddl.leader.service import LeaderService
+from eddl.leader.servicers import AdminServicer, ClusterServicer
+from eddl.leader.servicers.root_only import RootOnly
+from eddl.leader.statedir import StateDirLock
 from eddl.leader.store import SqliteStore
 from eddl.log import get_logger
 from eddl.net import RunningServer, start_server, write_port_file
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, probe_pb2_grpc
 
-__all__ = ["TICK_S", "LeaderDaemon", "claim_term"]
+__all__ = ["TICK_S", "LeaderDaemon"]
 
 log = get_logger("leader")
 TICK_S = 0.1
@@ -44,43 +48,46 @@ SERVICE_NAMES = (
 )
 
 
-def claim_term(state_dir: Path) -> int:
-    """Read the last term from ``state_dir/term``, store and return the next one."""
-    path = state_dir / "term"
-    last = 0
-    if path.exists():
-        text = path.read_text().strip()
-        if not text.isdigit():
-            raise StoreError(f"{path} holds {text!r}, not a term number")
-        last = int(text)
-    term = last + 1
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{term}\n")
-    tmp.replace(path)
-    return term
-
-
 class LeaderDaemon:
     def __init__(
-        self, config: LeaderConfig, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+        self,
+        config: LeaderConfig,
+        *,
+        lock: StateDirLock | None = None,
+        runtime_factory: RuntimeFactory | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.config = config
+        self._runtime_factory = runtime_factory
         self.interceptors = interceptors  # e.g. eddl.ops' metrics interceptor
         self.on_serving: list[Callable[[RunningServer], None]] = []  # called once serving
+        # Taken before anything else touches the state directory (``eddl-leader`` takes it
+        # even before importing this module, so a second leader exits at once).
+        self.lock = lock if lock is not None else StateDirLock(config.state_dir)
+        self.leadership: StaticLeadership | None = None
         self.coordinator: Coordinator | None = None
         self.cluster: ClusterServicer | None = None
         self.server: RunningServer | None = None
         self._store: SqliteStore | None = None
         self._stop = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self.core: LeaderCore | None = None
+        self._writer: StoreWriter | None = None
+        self.service: LeaderService | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def start(self) -> RunningServer:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        term = claim_term(cfg.state_dir)
+        self.lock.acquire()
         self._store = SqliteStore(cfg.state_dir)
+        # A leader configured to follow another one stands by: it claims no term, resumes
+        # nothing, and points every caller to the root (RootOnly below).
+        leadership = StaticLeadership(
+            self._store, leader_id=cfg.leader_id, root=not cfg.follow, root_hint=cfg.follow
+        )
+        self.leadership = leadership
         membership = Membership(
             heartbeat_interval=cfg.heartbeat_interval_s,
             patience=cfg.patience,
@@ -89,18 +96,27 @@ class LeaderDaemon:
             now=time.monotonic,
         )
         limits = JobLimits(max_model_bytes=cfg.max_model_mib * 1024 * 1024)
+        self._writer = StoreWriter(self._store)
         coordinator = Coordinator(
             self._store,
             membership=membership,
-            term=term,
+            leadership=leadership,
             now=time.monotonic,
-            runtime_factory=functools.partial(build_runtime, limits=limits),
+            runtime_factory=self._runtime_factory
+            or functools.partial(build_runtime, limits=limits),
+            commit=self._writer.submit,
         )
-        # Rebuilding a job loads its data and model: keep the loop free meanwhile.
-        resumed = await asyncio.to_thread(coordinator.resume)
-        notifier = Notifier()
-        cluster = ClusterServicer(coordinator, cfg, notifier)
-        admin = AdminServicer(coordinator, cfg, cluster)
+        # Rebuilding a job loads its data and model: keep the loop free meanwhile. Nothing is
+        # served yet, so no command can interleave.
+        resumed = await asyncio.to_thread(coordinator.resume) if leadership.is_root() else []
+        written = coordinator.take_commit()
+        if written is not None:
+            await asyncio.wrap_future(written)
+        self.core = LeaderCore(coordinator)
+        # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
+        self.service = service = LeaderService(self.core)
+        cluster = ClusterServicer(service, cfg)
+        admin = AdminServicer(service, cfg)
         server = await start_server(
             cfg.bind,
             [
@@ -110,17 +126,19 @@ class LeaderDaemon:
                 (probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer()),
             ],
             SERVICE_NAMES,
-            interceptors=self.interceptors,
+            interceptors=[RootOnly(leadership, SERVICE_NAMES[:2]), *self.interceptors],
         )
+        leadership.serving_at(server.address)
         if not cluster.leaders:
             cluster.leaders = [server.address]
         self.coordinator, self.cluster, self.server = coordinator, cluster, server
+        self._ticker = asyncio.create_task(self._tick_loop())
         if cfg.port_file is not None:
             write_port_file(cfg.port_file, server.port)
         log.info(
             "leader serving",
             address=server.address,
-            term=term,
+            term=leadership.term,
             resumed=resumed,
             state_dir=str(cfg.state_dir),
         )
@@ -128,47 +146,42 @@ class LeaderDaemon:
             hook(server)
         return server
 
-    def _fingerprint(self) -> tuple[Any, ...]:
-        assert self.coordinator is not None
-        coord = self.coordinator
-        alive = tuple(sorted(n.node_id for n in coord.membership.alive()))
-        try:
-            status = coord.job_status()
-        except LeaderError:
-            return (alive,)
-        return (
-            alive,
-            status.get("job_id"),
-            status.get("status"),
-            status.get("version"),
-            status.get("tasks_in_flight"),
-            status.get("mode"),
-        )
-
     async def _tick_loop(self) -> None:
-        assert self.coordinator is not None and self.cluster is not None
-        before = self._fingerprint()
+        assert self.core is not None
+        core = self.core
         while True:
             await asyncio.sleep(TICK_S)
-            self.coordinator.tick()
-            after = self._fingerprint()
-            if after != before:
-                self.cluster.notifier.notify()
-            before = after
+            await core.call(core.coordinator.tick)
 
     async def run(self) -> None:
         """Serve until :meth:`request_stop`, then stop gracefully and close the store."""
         try:
-            server = await self.start()
-            ticker = asyncio.create_task(self._tick_loop())
-            try:
-                await self._stop.wait()
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-                await server.stop(self.config.grace_s)
+            await self.start()
+            await self._stop.wait()
         finally:
-            if self._store is not None:
-                self._store.close()
+            await self.stop(self.config.grace_s)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the timers and the server, close the store, give up the state directory."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        if self.server is not None:
+            await self.server.stop(self.config.grace_s if grace is None else grace)
+        if self.service is not None:
+            self.service.close()
+            self.service = None
+        if self.core is not None:
+            await asyncio.to_thread(self.core.close)
+            self.core = None
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self.lock.held:
+            self.lock.release()
             log.info("leader stopped")

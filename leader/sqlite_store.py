@@ -6,6 +6,7 @@ call had returned from. Tensors are rows ``(name, dtype, shape, bytes)`` in para
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -19,7 +20,13 @@ from eddl.leader.checkpoint import (
     STORE_FILE,
     CheckpointStore,
     JobRecord,
+    JobStatusChange,
+    LeadershipRecord,
+    MemberRecord,
     VersionRecord,
+    WriteBatch,
+    check_keep,
+    check_leadership,
     check_next_version,
     dumps,
     dumps_value,
@@ -43,6 +50,9 @@ CREATE TABLE IF NOT EXISTS tensors (
     name TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (job_id, version, position));
 CREATE TABLE IF NOT EXISTS leader (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    node_id TEXT PRIMARY KEY, role TEXT NOT NULL, session INTEGER NOT NULL,
+    address TEXT NOT NULL, status TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
@@ -106,31 +116,6 @@ class SqliteStore(CheckpointStore):
             ]
         )
 
-    def set_job_status(
-        self, job_id: str, status: str, at: float, result: Mapping[str, Any] | None = None
-    ) -> None:
-        self._check_status(status)
-        if self.job(job_id) is None:
-            raise StoreError(f"job {job_id!r} is not stored")
-        if result is None:
-            self._tx(
-                [
-                    (
-                        "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?",
-                        (status, at, job_id),
-                    )
-                ]
-            )
-        else:
-            self._tx(
-                [
-                    (
-                        "UPDATE jobs SET status = ?, updated_at = ?, result = ? WHERE job_id = ?",
-                        (status, at, dumps(result), job_id),
-                    )
-                ]
-            )
-
     def job(self, job_id: str) -> JobRecord | None:
         rows = self._query(
             "SELECT job_id, spec, status, created_at, updated_at, result FROM jobs "
@@ -144,38 +129,6 @@ class SqliteStore(CheckpointStore):
             "SELECT job_id, spec, status, created_at, updated_at, result FROM jobs ORDER BY ordinal"
         )
         return [_job(r) for r in rows]
-
-    def save_version(
-        self, job_id: str, version: int, params: Params, meta: Mapping[str, Any], at: float
-    ) -> None:
-        if self.job(job_id) is None:
-            raise StoreError(f"job {job_id!r} is not stored")
-        latest = self._query("SELECT MAX(version) FROM versions WHERE job_id = ?", (job_id,))
-        check_next_version(job_id, version, latest[0][0])
-        statements: list[tuple[str, Sequence[Any]]] = [
-            (
-                "INSERT INTO versions (job_id, version, meta, saved_at) VALUES (?, ?, ?, ?)",
-                (job_id, version, dumps(meta), at),
-            )
-        ]
-        for position, (name, arr) in enumerate(params.items()):
-            a = np.ascontiguousarray(arr)
-            statements.append(
-                (
-                    "INSERT INTO tensors (job_id, version, position, name, dtype, shape, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job_id,
-                        version,
-                        position,
-                        name,
-                        a.dtype.str,
-                        json.dumps(list(a.shape)),
-                        a.tobytes(),
-                    ),
-                )
-            )
-        self._tx(statements)
 
     def load_version(self, job_id: str, version: int) -> VersionRecord | None:
         head = self._query(
@@ -208,33 +161,102 @@ class SqliteStore(CheckpointStore):
         )
         return [int(r[0]) for r in rows]
 
-    def prune(self, job_id: str, keep: int) -> int:
-        if keep < 1:
-            raise StoreError("keep at least one version")
-        drop = self.versions(job_id)[:-keep]
-        if not drop:
-            return 0
-        cutoff = drop[-1]
-        self._tx(
-            [
-                ("DELETE FROM tensors WHERE job_id = ? AND version <= ?", (job_id, cutoff)),
-                ("DELETE FROM versions WHERE job_id = ? AND version <= ?", (job_id, cutoff)),
-            ]
-        )
-        return len(drop)
-
-    def append_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        self._tx(
-            [
+    def commit(self, batch: WriteBatch) -> None:
+        # Validation reads happen before the transaction; the statements then run in one
+        # BEGIN IMMEDIATE .. COMMIT, so a batch lands whole or (on any refusal) not at all.
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for change in batch.statuses:
+            statements.append(self._status_statement(change))
+        latest: dict[str, int | None] = {}
+        stored_versions: dict[str, list[int]] = {}
+        for rec in batch.versions:
+            if rec.job_id not in latest:
+                if self.job(rec.job_id) is None:
+                    raise StoreError(f"job {rec.job_id!r} is not stored")
+                stored_versions[rec.job_id] = self.versions(rec.job_id)
+                have = stored_versions[rec.job_id]
+                latest[rec.job_id] = have[-1] if have else None
+            check_next_version(rec.job_id, rec.version, latest[rec.job_id])
+            latest[rec.job_id] = rec.version
+            stored_versions[rec.job_id].append(rec.version)
+            statements += _version_statements(rec)
+        for job_id, keep in batch.prunes:
+            check_keep(keep)
+            if job_id not in stored_versions:
+                stored_versions[job_id] = self.versions(job_id)
+            drop = stored_versions[job_id][:-keep]
+            if drop:
+                cutoff = drop[-1]
+                statements += [
+                    ("DELETE FROM tensors WHERE job_id = ? AND version <= ?", (job_id, cutoff)),
+                    ("DELETE FROM versions WHERE job_id = ? AND version <= ?", (job_id, cutoff)),
+                ]
+                stored_versions[job_id] = stored_versions[job_id][len(drop) :]
+        statements += [
+            (
+                "INSERT INTO events (job_id, seq, at, kind, message, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (e.job_id, e.seq, e.at, e.kind.value, e.message, e.data_json()),
+            )
+            for e in batch.events
+        ]
+        statements += [
+            (
+                "INSERT INTO members (node_id, role, session, address, status, at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
+                "role = excluded.role, session = excluded.session, "
+                "address = excluded.address, status = excluded.status, at = excluded.at",
+                (m.node_id, m.role, m.session, m.address, m.status, m.at),
+            )
+            for m in batch.members
+        ]
+        statements += [
+            ("DELETE FROM members WHERE node_id = ?", (node_id,))
+            for node_id in batch.forget_members
+        ]
+        if batch.leadership is not None:
+            lead = batch.leadership
+            check_leadership(lead, self.leadership())
+            statements.append(
                 (
-                    "INSERT INTO events (job_id, seq, at, kind, message, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (e.job_id, e.seq, e.at, e.kind.value, e.message, e.data_json()),
+                    "INSERT INTO leader (key, value) VALUES ('leadership', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (dumps(dataclasses.asdict(lead)),),
                 )
-                for e in events
-            ]
+            )
+        if statements:
+            self._tx(statements)
+
+    def _status_statement(self, change: JobStatusChange) -> tuple[str, Sequence[Any]]:
+        self._check_status(change.status)
+        if self.job(change.job_id) is None:
+            raise StoreError(f"job {change.job_id!r} is not stored")
+        if change.result is None:
+            return (
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?",
+                (change.status, change.at, change.job_id),
+            )
+        return (
+            "UPDATE jobs SET status = ?, updated_at = ?, result = ? WHERE job_id = ?",
+            (change.status, change.at, dumps(change.result), change.job_id),
+        )
+
+    def members(self) -> list[MemberRecord]:
+        rows = self._query(
+            "SELECT node_id, role, session, address, status, at FROM members ORDER BY node_id"
+        )
+        return [
+            MemberRecord(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), float(r[5]))
+            for r in rows
+        ]
+
+    def leadership(self) -> LeadershipRecord | None:
+        rows = self._query("SELECT value FROM leader WHERE key = 'leadership'")
+        if not rows:
+            return None
+        raw = json.loads(rows[0][0])
+        return LeadershipRecord(
+            int(raw["term"]), str(raw["leader_id"]), str(raw["address"]), float(raw["at"])
         )
 
     def events(self, job_id: str, since: int = 0) -> list[Event]:
@@ -279,6 +301,33 @@ class SqliteStore(CheckpointStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _version_statements(rec: VersionRecord) -> list[tuple[str, Sequence[Any]]]:
+    statements: list[tuple[str, Sequence[Any]]] = [
+        (
+            "INSERT INTO versions (job_id, version, meta, saved_at) VALUES (?, ?, ?, ?)",
+            (rec.job_id, rec.version, dumps(rec.meta), rec.saved_at),
+        )
+    ]
+    for position, (name, arr) in enumerate(rec.params.items()):
+        a = np.ascontiguousarray(arr)
+        statements.append(
+            (
+                "INSERT INTO tensors (job_id, version, position, name, dtype, shape, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.job_id,
+                    rec.version,
+                    position,
+                    name,
+                    a.dtype.str,
+                    json.dumps(list(a.shape)),
+                    a.tobytes(),
+                ),
+            )
+        )
+    return statements
 
 
 def _job(row: tuple[Any, ...]) -> JobRecord:

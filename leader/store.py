@@ -1,4 +1,5 @@
-"""The checkpoint store: jobs, model versions and events, so a restarted leader resumes.
+"""The checkpoint store: jobs, model versions, events, members and the leadership record, so a
+restarted leader resumes.
 
 :class:`CheckpointStore` is the interface; :class:`SqliteStore` keeps everything in one SQLite
 file in the leader's state directory (``<state_dir>/leader.sqlite3``), :class:`MemoryStore`
@@ -20,8 +21,12 @@ from eddl.leader.checkpoint import (
     STORE_FILE,
     CheckpointStore,
     JobRecord,
+    JobStatusChange,
     JobStatusName,
+    LeadershipRecord,
+    MemberRecord,
     VersionRecord,
+    WriteBatch,
 )
 from eddl.leader.memory_store import MemoryStore
 from eddl.leader.sqlite_store import SqliteStore
@@ -31,8 +36,12 @@ __all__ = [
     "STORE_FILE",
     "CheckpointStore",
     "JobRecord",
+    "JobStatusChange",
     "JobStatusName",
+    "LeadershipRecord",
+    "MemberRecord",
     "MemoryStore",
     "SqliteStore",
     "VersionRecord",
+    "WriteBatch",
 ]

@@ -37,6 +37,7 @@ from eddl.net import (
     start_server,
     write_port_file,
 )
+from eddl.net.redirect import not_leader
 from eddl.profiler import LinkTracker
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc
@@ -269,6 +270,8 @@ class WorkerDaemon:
                 try:
                     reply = await self.link.stub.Join(request, timeout=self.config.rpc_timeout_s)
                 except grpc.aio.AioRpcError as exc:
+                    if await self._followed(exc):
+                        continue
                     if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                         raise JoinRefusedError(f"join refused: {exc.details()}") from exc
                     if exc.code() in _LINK_DOWN:
@@ -289,6 +292,14 @@ class WorkerDaemon:
                     "joined", leader=self.link.address, term=self.term, heartbeat_s=self.heartbeat_s
                 )
 
+    async def _followed(self, exc: grpc.aio.AioRpcError) -> bool:
+        """A non-root leader answered: go to the root it names (join there), if it named one."""
+        redirect = not_leader(exc, self.link.address)
+        if redirect is None or not redirect.hint:
+            return False
+        await self.link.follow(redirect.hint)
+        return True
+
     async def join_request(self) -> cluster_pb2.JoinRequest:
         """What this node says about itself when it joins (again)."""
         return await self.presence.join_request(self)
@@ -303,7 +314,7 @@ class WorkerDaemon:
                 if exc.code() in _LINK_DOWN:
                     self._lost(f"{exc.code().name}: {exc.details()}", link_down=True)
                     continue
-                if _reason(exc) in _REJOIN_REASONS:
+                if _reason(exc) in _REJOIN_REASONS or await self._followed(exc):
                     self._lost(exc.details() or "rejoin", link_down=False)
                     continue
                 raise
@@ -321,7 +332,7 @@ class WorkerDaemon:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _LINK_DOWN:
                     self._lost(f"heartbeat {exc.code().name}", link_down=True)
-                elif _reason(exc) in _REJOIN_REASONS:
+                elif _reason(exc) in _REJOIN_REASONS or await self._followed(exc):
                     self._lost(exc.details() or "rejoin", link_down=False)
                 else:
                     log.warning("heartbeat refused", code=exc.code().name, detail=exc.details())

@@ -82,6 +82,13 @@ class LeaderLink:
         )
         await asyncio.sleep(delay)
 
+    async def follow(self, address: str) -> None:
+        """Switch to ``address`` (a non-root leader's hint), keeping the others as fallbacks."""
+        await self.close()
+        self.leaders = [address, *(a for a in self.leaders if a != address)]
+        self._index = 0
+        log.info("following the root leader", leader=address)
+
     def succeeded(self) -> None:
         self.backoff.reset()
 

@@ -27,6 +27,7 @@ from eddl.config import ConfigError
 from eddl.jobcheck import DEFAULT_MODEL_BYTES, JobLimits, check_job
 from eddl.jobspec import JobSpec, JobSpecError, job_table
 from eddl.net import open_channel
+from eddl.net.redirect import not_leader
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = [
@@ -287,6 +288,10 @@ def leader_error(address: str, exc: grpc.aio.AioRpcError) -> str:
     )
 
 
+# Leaders that are not the root point to it; more hops than this means they disagree.
+_MAX_REDIRECTS = 3
+
+
 def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
@@ -297,11 +302,19 @@ def _talks_to_leader(
     """``command`` with a failed call to the leader turned into a message and exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except grpc.aio.AioRpcError as exc:
-            print(leader_error(args.leader, exc), file=sys.stderr)
-            return 1
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                return command(args)
+            except grpc.aio.AioRpcError as exc:
+                redirect = not_leader(exc, args.leader)
+                if redirect is None or not redirect.hint or redirect.hint == args.leader:
+                    print(leader_error(args.leader, exc), file=sys.stderr)
+                    return 1
+                # A standby leader names the root: ask there (a refused call changed nothing).
+                print(f"eddl: {redirect}; asking {redirect.hint}", file=sys.stderr)
+                args.leader = redirect.hint
+        print(f"eddl: more than {_MAX_REDIRECTS} not-leader redirects; giving up", file=sys.stderr)
+        return 1
 
     return run
 

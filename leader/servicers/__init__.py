@@ -1,13 +1,14 @@
-"""The leader's gRPC servicers: thin translations between the wire and the ``Coordinator``.
+"""The leader's gRPC servicers: translations between the wire and ``LeaderService``.
 
-* ``common``  envelope checks, the error-to-status wrapper, the long-poll ``Notifier``.
-* ``cluster`` ``ClusterServicer``: Join, Heartbeat, GetTask, PushUpdate, PullModel,
+* ``common``    envelope checks and the typed-error-to-status wrapper.
+* ``cluster``   ``ClusterServicer``: Join, Heartbeat, GetTask, PushUpdate, PullModel,
   FetchSamples, Leave (called by workers).
-* ``admin``   ``AdminServicer``: SubmitJob, JobStatus, WatchJob, ListNodes, CancelJob (the CLI).
+* ``admin``     ``AdminServicer``: SubmitJob, JobStatus, WatchJob, ListNodes, CancelJob (the CLI).
+* ``root_only`` ``RootOnly``: a leader that is not the root refuses every Cluster and Admin
+  call ``not-leader``, with the root's address.
 """
 
 from eddl.leader.servicers.admin import AdminServicer
 from eddl.leader.servicers.cluster import ClusterServicer
-from eddl.leader.servicers.common import Notifier
 
-__all__ = ["AdminServicer", "ClusterServicer", "Notifier"]
+__all__ = ["AdminServicer", "ClusterServicer"]

@@ -1,4 +1,5 @@
-"""``AdminServicer``: the Admin service (the ``eddl`` CLI -> root leader)."""
+"""``AdminServicer``: the Admin service (the ``eddl`` CLI -> root leader), a translator only:
+decode, one :class:`~eddl.leader.service.LeaderService` call, encode its typed answer."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from eddl.leader.config import LeaderConfig
-from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import InvalidArgumentError, JobSpecError
 from eddl.leader.events import Event, EventKind
-from eddl.leader.servicers.cluster import ClusterServicer
+from eddl.leader.service import LeaderService
 from eddl.leader.servicers.common import guarded, guarded_stream, jsonable
+from eddl.leader.views import JobView
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
 __all__ = ["AdminServicer"]
@@ -25,12 +25,9 @@ _FINAL = {EventKind.JOB_COMPLETED.value, EventKind.JOB_CANCELLED.value, EventKin
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(
-        self, coordinator: Coordinator, config: LeaderConfig, cluster: ClusterServicer
-    ) -> None:
-        self.coordinator = coordinator
+    def __init__(self, service: LeaderService, config: LeaderConfig) -> None:
+        self.service = service
         self.config = config
-        self.cluster = cluster
         # Leader time (monotonic) -> wall time, for event stamps people can read.
         self._wall_offset = time.time() - time.monotonic()
 
@@ -40,7 +37,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise PermissionError("admin token missing or wrong")
 
     def _envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
-        return common_pb2.Envelope(job_id=job_id, model_version=version, term=self.coordinator.term)
+        return common_pb2.Envelope(job_id=job_id, model_version=version, term=self.service.term)
 
     def _event(self, event: Event) -> admin_pb2.JobEvent:
         data = dict(event.data)
@@ -69,11 +66,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             if not isinstance(spec, dict):
                 raise JobSpecError("spec_json must be a JSON object (the [job] table)")
             # Building the job loads its data and model: off the event loop.
-            status = await asyncio.to_thread(self.coordinator.submit_job, spec)
-            self.cluster.notifier.notify()
-            return admin_pb2.SubmitJobReply(
-                envelope=self._envelope(str(status["job_id"]), int(status.get("version", 0)))
-            )
+            status = await self.service.submit_job(spec)
+            return admin_pb2.SubmitJobReply(envelope=self._envelope(status.job_id, status.version))
 
         return await guarded(context, call())
 
@@ -81,11 +75,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.JobStatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.JobStatusReply:
         async def call() -> admin_pb2.JobStatusReply:
-            status = self.coordinator.job_status(request.job_id or None)
+            status = await self.service.job_status(request.job_id or None)
             return status_reply(
-                status,
-                self._envelope(str(status["job_id"]), int(status.get("version", 0))),
-                self._wall_offset,
+                status, self._envelope(status.job_id, status.version), self._wall_offset
             )
 
         return await guarded(context, call())
@@ -94,19 +86,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[admin_pb2.JobEvent]:
         async def stream() -> AsyncIterator[admin_pb2.JobEvent]:
-            job_id = request.job_id or str(self.coordinator.job_status()["job_id"])
-            loop = asyncio.get_running_loop()
+            job_id = request.job_id or (await self.service.job_status()).job_id
             queue: asyncio.Queue[Event] = asyncio.Queue()
-
-            def listener(event: Event) -> None:
-                # Events may be raised from a thread (job submission runs in one).
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-            # Subscribe before reading the history so nothing falls in between.
-            unsubscribe = self.coordinator.subscribe(job_id, listener)
+            # Subscribe before reading the history so nothing falls in between; the core
+            # hands each event to this loop.
+            unsubscribe = await self.service.subscribe(job_id, queue.put_nowait)
             try:
                 last = request.after_seq
-                for event in self.coordinator.events(job_id, last):
+                for event in await self.service.events(job_id, last):
                     if event.seq > last:
                         last = event.seq
                         yield self._event(event)
@@ -131,26 +118,20 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.ListNodesReply:
         async def call() -> admin_pb2.ListNodesReply:
             now = time.monotonic()
-            nodes = []
-            for row in self.coordinator.list_nodes():
-                node_id = str(row["node_id"])
-                sps = row.get("samples_per_second")
-                nodes.append(
-                    admin_pb2.NodeStatus(
-                        node_id=node_id,
-                        role=str(row.get("role", "")),
-                        state="alive" if row.get("alive") else f"gone ({_why_gone(row)})",
-                        last_seen_s=max(0.0, now - float(row.get("last_seen", now))),
-                        samples_per_second=float(sps) if sps else 0.0,
-                        current_task=str(row.get("task") or ""),
-                        tasks_done=int(row.get("tasks_done") or 0),
-                        samples_trained=int(row.get("samples_trained") or 0),
-                        profile_json=json.dumps(
-                            jsonable({**self.cluster.profiles.get(node_id, {}), "node": row}),
-                            sort_keys=True,
-                        ),
-                    )
+            nodes = [
+                admin_pb2.NodeStatus(
+                    node_id=n.node_id,
+                    role=n.role,
+                    state="alive" if n.alive else f"gone ({n.why_gone})",
+                    last_seen_s=max(0.0, now - (n.last_seen or now)),
+                    samples_per_second=n.samples_per_second,
+                    current_task=n.task,
+                    tasks_done=n.tasks_done,
+                    samples_trained=n.samples_trained,
+                    profile_json=json.dumps(jsonable(n.detail), sort_keys=True),
                 )
+                for n in await self.service.nodes()
+            ]
             return admin_pb2.ListNodesReply(envelope=self._envelope(), nodes=nodes)
 
         return await guarded(context, call())
@@ -162,51 +143,43 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             self._check_admin(request.admin_token)
             if not request.job_id:
                 raise InvalidArgumentError("job_id is required")
-            status = self.coordinator.cancel_job(request.job_id)
-            self.cluster.notifier.notify()
+            status = await self.service.cancel_job(request.job_id)
             return admin_pb2.CancelJobReply(
-                envelope=self._envelope(request.job_id, int(status.get("version", 0))),
-                state=str(status.get("status", "")),
+                envelope=self._envelope(request.job_id, status.version), state=status.state
             )
 
         return await guarded(context, call())
 
 
-def _why_gone(row: dict[str, Any]) -> str:
-    # A node's own word when it left (a gateway: "device lost: ..."), else how it went.
-    return str(row.get("leave_reason") or row.get("gone_reason") or "")
-
-
 def status_reply(
-    status: dict[str, Any], envelope: common_pb2.Envelope, wall_offset: float = 0.0
+    status: JobView, envelope: common_pb2.Envelope, wall_offset: float = 0.0
 ) -> admin_pb2.JobStatusReply:
-    """The wire form of :meth:`Coordinator.job_status`; ``wall_offset`` turns leader time
-    into unix time."""
-    accuracy = status.get("accuracy")
-    aggregation = status.get("aggregation") or {}
+    """The wire form of a :class:`JobView`; ``wall_offset`` turns leader time into unix time."""
     # The rule in force with its parameters; the rest of the aggregator's state is in detail.
-    rule: Any = aggregation.get("rule", "") if isinstance(aggregation, dict) else aggregation
-    if not isinstance(rule, str):
-        rule = json.dumps(jsonable(rule), sort_keys=True)
+    rule = (
+        status.rule
+        if isinstance(status.rule, str)
+        else json.dumps(jsonable(status.rule), sort_keys=True)
+    )
     return admin_pb2.JobStatusReply(
         envelope=envelope,
-        state=str(status.get("status", "")),
-        round=int(status.get("version", 0)),
-        accuracy=-1.0 if accuracy is None else float(accuracy),
-        policy=str(status.get("mode") or ""),
-        policy_reason=str(status.get("mode_reason") or ""),
-        rule=str(rule),
-        workers=int(status.get("workers") or 0),
-        samples_trained=int(status.get("samples_trained") or 0),
-        detail_json=json.dumps(jsonable(status), sort_keys=True),
+        state=status.state,
+        round=status.version,
+        accuracy=-1.0 if status.accuracy is None else status.accuracy,
+        policy=status.mode,
+        policy_reason=status.mode_reason,
+        rule=rule,
+        workers=status.workers,
+        samples_trained=status.samples_trained,
+        detail_json=json.dumps(jsonable(status.detail), sort_keys=True),
         switches=[
             admin_pb2.PolicySwitch(
-                at=float(s["at"]) + wall_offset,
-                model_version=int(s["version"]),
-                previous=str(s["previous"]),
-                policy=str(s["mode"]),
-                reason=str(s["reason"]),
+                at=s.at + wall_offset,
+                model_version=s.version,
+                previous=s.previous,
+                policy=s.mode,
+                reason=s.reason,
             )
-            for s in status.get("switches") or []
+            for s in status.switches
         ],
     )

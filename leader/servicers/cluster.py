@@ -1,22 +1,16 @@
-"""``ClusterServicer``: the Cluster service (workers -> leader), thin over the Coordinator.
+"""``ClusterServicer``: the Cluster service (workers -> leader), a translator only.
 
-Each handler checks the envelope (node id, job id, term), decodes tensors through
-``eddl.net``, makes one coordinator call and encodes the answer. A refused call changes nothing:
-the checks run before the coordinator is called, and the coordinator itself validates before it
-changes state. ``GetTask`` is a long-poll: it waits up to ``wait_ms`` for work, woken by the
-:class:`Notifier` whenever an update, join or leave may have made work available.
+Each handler checks the envelope (node id, job id, term), decodes the request (tensors through
+``eddl.net``), makes one :class:`~eddl.leader.service.LeaderService` call and encodes its typed
+answer; typed errors become status codes in ``guarded``. A refused call changes nothing: the
+checks run before the service is called, and the core validates before it changes state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
-import zlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,25 +19,11 @@ from google.protobuf.json_format import MessageToDict
 
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.config import LeaderConfig
-from eddl.leader.coordinator import Coordinator
-from eddl.leader.errors import (
-    InvalidArgumentError,
-    NodeExpiredError,
-    UnknownJobError,
-    UnknownNodeError,
-    UpdateRejectedError,
-)
-from eddl.leader.jobs import JobSpec
+from eddl.leader.errors import InvalidArgumentError, UpdateRejectedError
 from eddl.leader.membership import NodeProfile
-from eddl.leader.run import Wait
-from eddl.leader.scheduler import Task
-from eddl.leader.servicers.common import (
-    Notifier,
-    check_envelope,
-    check_finite,
-    guarded,
-    guarded_stream,
-)
+from eddl.leader.service import LeaderService
+from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
+from eddl.leader.views import TaskOut
 from eddl.net import ChunkError, ChunkTooLargeError, Reassembler, encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
 from eddl.net.tensors import tensor_from_array
@@ -68,36 +48,17 @@ def _bandwidth_bps(links: list[LinkEstimate]) -> float | None:
 _SAMPLE_BATCH_BYTES = 1 << 20
 # A worker's reason for a failed task, kept to one line of this length in events and logs.
 _MAX_FAILURE_CHARS = 500
-# Recent model versions kept for PullModel (see ``_remember``), bounded in bytes.
-_MODEL_CACHE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class _JobWire:
-    """What every task of a job carries, computed once per job."""
-
-    spec: JobSpec
-    model_json: str
-    hyper_json: str
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
-    def __init__(
-        self, coordinator: Coordinator, config: LeaderConfig, notifier: Notifier | None = None
-    ) -> None:
-        self.coordinator = coordinator
+    def __init__(self, service: LeaderService, config: LeaderConfig) -> None:
+        self.service = service
         self.config = config
-        self.notifier = notifier or Notifier()
         self.leaders: list[str] = list(config.leaders)
-        self.profiles: dict[str, dict[str, Any]] = {}
-        self._node_profiles: dict[str, NodeProfile] = {}
-        self._jobs: dict[str, _JobWire] = {}
-        self._models: OrderedDict[tuple[str, int], dict[str, np.ndarray]] = OrderedDict()
-        self._model_bytes = 0
 
     @property
     def term(self) -> int:
-        return self.coordinator.term
+        return self.service.term
 
     def _envelope(self, job_id: str = "", version: int = 0, node_id: str = "") -> Any:
         return common_pb2.Envelope(
@@ -111,37 +72,28 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.JoinReply:
         async def call() -> cluster_pb2.JoinReply:
             check_envelope(request.envelope, term=self.term, check_term=False)
-            info = request.info
+            info, wire_profile = request.info, request.profile
             sps = check_finite(
                 "info.benchmark_samples_per_second", info.benchmark_samples_per_second
             )
-            profile = NodeProfile(
-                benchmark_sps=sps or None,
-                static=MessageToDict(request.profile.static) if request.profile.static else None,
-            )
-            # A microcontroller's gateway says what the device can run; membership refuses
-            # role "mcu" without it and any other role with it.
-            mcu = (
-                McuCapabilities.from_proto(request.profile.mcu)
-                if request.profile.HasField("mcu")
-                else None
-            )
             node_id = request.envelope.node_id
-            reply = self.coordinator.join(
+            reply = await self.service.join(
                 node_id,
                 request.join_token,
                 role=request.role or "worker",
-                profile=profile,
+                profile=NodeProfile(
+                    benchmark_sps=sps or None,
+                    static=MessageToDict(wire_profile.static) if wire_profile.static else None,
+                ),
+                reports={"info": MessageToDict(info), "profile": MessageToDict(wire_profile)},
                 address=context.peer(),
                 term=request.envelope.term or None,
-                mcu=mcu,
+                # A microcontroller's gateway says what the device can run; membership
+                # refuses role "mcu" without it and any other role with it.
+                mcu=McuCapabilities.from_proto(wire_profile.mcu)
+                if wire_profile.HasField("mcu")
+                else None,
             )
-            self._node_profiles[node_id] = profile
-            self.profiles[node_id] = {
-                "info": MessageToDict(info),
-                "profile": MessageToDict(request.profile),
-            }
-            self.notifier.notify()
             return cluster_pb2.JoinReply(
                 envelope=self._envelope(reply.job_id or "", node_id=node_id),
                 heartbeat_interval_ms=max(1, round(reply.heartbeat_interval * 1000)),
@@ -159,31 +111,22 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def call() -> cluster_pb2.HeartbeatReply:
             check_envelope(request.envelope, term=self.term)
             node_id = request.envelope.node_id
-            load = request.load
             for name in ("cpu_percent", "samples_per_second"):
-                check_finite(f"load.{name}", getattr(load, name))
-            known = self._node_profiles.get(node_id, NodeProfile())
+                check_finite(f"load.{name}", getattr(request.load, name))
             links = [link_from_proto(link) for link in request.network.links]  # validates
-            profile = NodeProfile(
-                benchmark_sps=known.benchmark_sps,
-                static=known.static,
+            reply = await self.service.heartbeat(
+                node_id,
+                term=request.envelope.term,
+                load=MessageToDict(request.load),
                 dynamic=MessageToDict(request.dynamic) if request.HasField("dynamic") else None,
-                bandwidth_bps=_bandwidth_bps(links) or known.bandwidth_bps,
+                network=MessageToDict(request.network) if links else None,
+                bandwidth_bps=_bandwidth_bps(links),
             )
-            try:
-                reply = self.coordinator.heartbeat(
-                    node_id, profile=profile, term=request.envelope.term
-                )
-            except (UnknownNodeError, NodeExpiredError):
+            if reply is None:
                 # The explicit answer to a forgotten node: join again, no timeout needed.
                 return cluster_pb2.HeartbeatReply(
                     envelope=self._envelope(node_id=node_id), known=False
                 )
-            self._node_profiles[node_id] = profile
-            entry = self.profiles.setdefault(node_id, {})
-            entry["load"] = MessageToDict(load)
-            if links:
-                entry["network"] = MessageToDict(request.network)
             return cluster_pb2.HeartbeatReply(
                 envelope=self._envelope(reply.job_id or "", reply.model_version or 0, node_id),
                 known=True,
@@ -199,53 +142,30 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.LeaveReply:
         async def call() -> cluster_pb2.LeaveReply:
             check_envelope(request.envelope, term=self.term)
-            node_id = request.envelope.node_id
-            requeued = self.coordinator.leave(
-                node_id, term=request.envelope.term, reason=request.reason
-            )
-            self._node_profiles.pop(node_id, None)
-            self.notifier.notify()
+            env = request.envelope
+            requeued = await self.service.leave(env.node_id, term=env.term, reason=request.reason)
             return cluster_pb2.LeaveReply(
-                envelope=self._envelope(node_id=node_id), requeued_tasks=requeued
+                envelope=self._envelope(node_id=env.node_id), requeued_tasks=requeued
             )
 
         return await guarded(context, call())
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def _job_wire(self, job_id: str) -> _JobWire:
-        wire = self._jobs.get(job_id)
-        if wire is None:
-            record = self.coordinator.store.job(job_id)
-            if record is None:
-                raise UnknownJobError(f"no job {job_id!r}")
-            # The stored spec holds the model the job really runs (defaults resolved from the
-            # dataset at submission), so workers build exactly the leader's model.
-            spec = JobSpec.from_mapping(record.spec)
-            model = dict(spec.model)
-            wire = _JobWire(
-                spec,
-                json.dumps(model, sort_keys=True),
-                json.dumps(dict(spec.hyper), sort_keys=True),
-            )
-            self._jobs[job_id] = wire
-        return wire
-
-    def _task_message(self, task: Task, job_id: str) -> cluster_pb2.Task:
-        wire = self._job_wire(job_id)
+    def _task_message(self, task: TaskOut) -> cluster_pb2.Task:
         return cluster_pb2.Task(
-            envelope=self._envelope(job_id, task.base_version, task.node_id),
+            envelope=self._envelope(task.job_id, task.base_version, task.node_id),
             task_id=task.task_id,
-            dataset=wire.spec.dataset,
-            indexes=np.asarray(task.indexes, dtype=np.int64).tolist(),
-            epochs=wire.spec.local_epochs,
+            dataset=task.dataset,
+            indexes=task.indexes.tolist(),
+            epochs=task.local_epochs,
             layer=-1 if task.layer is None else int(task.layer),
-            algorithm=wire.spec.algorithm,
-            model_json=wire.model_json,
-            hyper_json=wire.hyper_json,
-            seed=(wire.spec.seed * 1_000_003 + zlib.crc32(task.task_id.encode())) % 2**63,
-            target_seconds=wire.spec.task_seconds,
-            deadline_seconds=wire.spec.round_deadline,
+            algorithm=task.algorithm,
+            model_json=task.model_json,
+            hyper_json=task.hyper_json,
+            seed=task.seed,
+            target_seconds=task.target_seconds,
+            deadline_seconds=task.deadline_seconds,
         )
 
     async def GetTask(
@@ -254,55 +174,25 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def call() -> cluster_pb2.GetTaskReply:
             check_envelope(request.envelope, term=self.term)
             env = request.envelope
-            wait_s = min(request.wait_ms, 30_000) / 1000.0
-            deadline = time.monotonic() + wait_s
-            while True:
-                outcome = self.coordinator.next_task(
-                    env.node_id, job_id=env.job_id or None, term=env.term
+            outcome = await self.service.next_task(
+                env.node_id,
+                job_id=env.job_id or None,
+                term=env.term,
+                wait_s=min(request.wait_ms, 30_000) / 1000.0,
+            )
+            if isinstance(outcome, TaskOut):
+                return cluster_pb2.GetTaskReply(
+                    task=self._task_message(outcome),
+                    envelope=self._envelope(outcome.job_id, outcome.base_version, env.node_id),
                 )
-                if isinstance(outcome, Task):
-                    job_id = self._task_job()
-                    self._remember(job_id, outcome.base_version)
-                    return cluster_pb2.GetTaskReply(
-                        task=self._task_message(outcome, job_id),
-                        envelope=self._envelope(job_id, outcome.base_version, env.node_id),
-                    )
-                assert isinstance(outcome, Wait)
-                left = deadline - time.monotonic()
-                if outcome.done and env.job_id:
-                    return cluster_pb2.GetTaskReply(done=outcome.reason, envelope=self._envelope())
-                if left <= 0:
-                    return cluster_pb2.GetTaskReply(
-                        retry_after_ms=max(1, round(outcome.retry_after * 1000)),
-                        envelope=self._envelope(),
-                    )
-                await self.notifier.wait(min(left, max(outcome.retry_after, 0.01)))
+            if outcome.done and env.job_id:
+                return cluster_pb2.GetTaskReply(done=outcome.reason, envelope=self._envelope())
+            return cluster_pb2.GetTaskReply(
+                retry_after_ms=max(1, round(outcome.retry_after * 1000)),
+                envelope=self._envelope(),
+            )
 
         return await guarded(context, call())
-
-    def _remember(self, job_id: str, version: int) -> None:
-        """Keep the model a task starts from until its worker has pulled it.
-
-        In async mode the global model may move on between handing out a task and the
-        worker's PullModel, and the store keeps only a few checkpoints; the aggregator
-        replaces (never mutates) its parameter dicts, so holding a reference is enough.
-        """
-        key = (job_id, version)
-        if key in self._models:
-            self._models.move_to_end(key)
-            return
-        snap = self.coordinator.model(job_id)
-        if snap.version != version:
-            return
-        self._models[key] = snap.params
-        self._model_bytes += params_nbytes(snap.params)
-        while len(self._models) > 2 and self._model_bytes > _MODEL_CACHE_BYTES:
-            _, old = self._models.popitem(last=False)
-            self._model_bytes -= params_nbytes(old)
-
-    def _task_job(self) -> str:
-        # A task always belongs to the running job (the coordinator runs one at a time).
-        return str(self.coordinator.job_status()["job_id"])
 
     async def PushUpdate(
         self,
@@ -327,7 +217,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 raise InvalidArgumentError("a failure report carries no tensors")
             if await anext(aiter(request_iterator), None) is not None:
                 raise ChunkError("a failure report is its header alone")
-            ack = self.coordinator.fail_task(
+            ack = await self.service.fail_task(
                 env.node_id,
                 header.task_id,
                 " ".join(header.failure.split())[:_MAX_FAILURE_CHARS],
@@ -335,7 +225,6 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 base_version=env.model_version,
                 term=env.term,
             )
-            self.notifier.notify()
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, ack.version, env.node_id),
                 outcome=ack.outcome,
@@ -354,7 +243,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             seconds = check_finite("stats.seconds", header.stats.seconds)
             overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
             # Refuse a stranger before reading megabytes from it.
-            self.coordinator.membership.require(env.node_id)
+            await self.service.require_member(env.node_id)
             if header.failure:
                 return await failed(header, env)
             if header.total_bytes > self.config.max_update_bytes:
@@ -378,7 +267,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 params = reassembler.finish()
             except ChunkError as exc:
                 raise UpdateRejectedError(f"update {header.task_id}: {exc}") from exc
-            ack = self.coordinator.submit_update(
+            ack = await self.service.submit_update(
                 env.node_id,
                 header.task_id,
                 params,
@@ -390,7 +279,6 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 term=env.term,
                 wire_bytes=wire_bytes,
             )
-            self.notifier.notify()
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, ack.version, env.node_id),
                 outcome=ack.outcome,
@@ -408,21 +296,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             chunk = request.max_chunk_bytes or self.config.chunk_bytes
             if not 1024 <= chunk <= MAX_CHUNK_BYTES:
                 raise InvalidArgumentError(f"max_chunk_bytes must be 1024..{MAX_CHUNK_BYTES}")
-            kept = None if request.latest else self._models.get((env.job_id, env.model_version))
-            if kept is not None:
-                version, params = env.model_version, kept
-            else:
-                want = None if request.latest else env.model_version
-                snap = self.coordinator.model(env.job_id, want)
-                version, params = snap.version, snap.params
+            snap = await self.service.model(
+                env.job_id, None if request.latest else env.model_version
+            )
             yield cluster_pb2.ModelChunk(
                 header=cluster_pb2.ModelHeader(
-                    envelope=self._envelope(env.job_id, version, env.node_id),
-                    num_tensors=len(params),
-                    total_bytes=params_nbytes(params),
+                    envelope=self._envelope(env.job_id, snap.version, env.node_id),
+                    num_tensors=len(snap.params),
+                    total_bytes=params_nbytes(snap.params),
                 )
             )
-            for piece in encode_tensors(params, chunk):
+            for piece in encode_tensors(snap.params, chunk):
                 yield cluster_pb2.ModelChunk(chunk=piece)
 
         async for item in guarded_stream(context, stream):
@@ -434,7 +318,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def stream() -> AsyncIterator[cluster_pb2.SampleBatch]:
             env = request.envelope
             check_envelope(env, term=self.term, job=True)
-            self.coordinator.membership.require(env.node_id)
+            await self.service.require_member(env.node_id)
             count = len(request.indexes)
             if count == 0:
                 raise InvalidArgumentError("no sample indexes asked for")
@@ -442,13 +326,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 raise InvalidArgumentError(
                     f"{count} samples asked for; at most {self.config.max_fetch_samples} per call"
                 )
-            wire = self._job_wire(env.job_id)
-            if request.dataset and request.dataset != wire.spec.dataset:
-                raise InvalidArgumentError(
-                    f"job {env.job_id} trains on {wire.spec.dataset!r}, not {request.dataset!r}"
-                )
             idx = np.asarray(request.indexes, dtype=np.int64)
-            x, y = self.coordinator.samples(env.job_id, idx)
+            x, y = await self.service.samples(env.node_id, env.job_id, request.dataset, idx)
             rows = max(1, _SAMPLE_BATCH_BYTES // max(1, x[:1].nbytes))
             for start in range(0, count, rows):
                 stop = min(count, start + rows)

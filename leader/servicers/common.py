@@ -1,8 +1,7 @@
-"""What both servicers share: refusing bad envelopes, mapping errors, waking long-polls."""
+"""What both servicers share: refusing bad envelopes, mapping errors to status codes."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +20,7 @@ from eddl.log import get_logger
 from eddl.net import ChunkError, TensorError, abort_for
 from eddl.proto.v1 import common_pb2
 
-__all__ = ["Notifier", "check_envelope", "guarded", "guarded_stream", "refuse"]
+__all__ = ["check_envelope", "guarded", "guarded_stream", "jsonable", "refuse"]
 
 log = get_logger("leader.rpc")
 T = TypeVar("T")
@@ -96,26 +95,6 @@ async def guarded_stream(
         log.exception("internal error")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
         raise
-
-
-class Notifier:
-    """Wakes long-polls when something changed (an update arrived, a node joined or left)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, seconds: float) -> bool:
-        """True if notified within ``seconds``."""
-        event = self._event
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
 
 
 def jsonable(value: Any) -> Any:

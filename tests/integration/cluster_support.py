@@ -85,7 +85,12 @@ class Cluster:
         daemon = WorkerDaemon(self.worker_config(node_id, **overrides))
         task = asyncio.create_task(daemon.run(), name=f"worker-{node_id}")
         self.workers[node_id] = (daemon, task)
-        await wait_until(lambda: node_id in self.coordinator.membership, 10, f"{node_id} joined")
+        # Joined on both sides: the leader lists the node and the worker has its reply.
+        await wait_until(
+            lambda: node_id in self.coordinator.membership and daemon.joined,
+            10,
+            f"{node_id} joined",
+        )
         return daemon
 
     async def stop_worker(self, node_id: str) -> None:
@@ -135,19 +140,13 @@ async def running_cluster(tmp: Path, **leader: Any) -> AsyncIterator[Cluster]:
     daemon = LeaderDaemon(LeaderConfig(**values))
     server = await daemon.start()
     cluster = Cluster(daemon, server.address, tmp)
-    ticker = asyncio.create_task(daemon._tick_loop())
     try:
         yield cluster
     finally:
         for node_id in list(cluster.workers):
             with contextlib.suppress(Exception):
                 await cluster.stop_worker(node_id)
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
-        await server.stop(0.2)
-        if daemon._store is not None:
-            daemon._store.close()
+        await daemon.stop(0.2)
 
 
 @contextlib.asynccontextmanager

@@ -130,9 +130,9 @@ async def get_task(
     return reply
 
 
-def cluster_profiles(cluster: Cluster) -> dict[str, Any]:
-    assert cluster.leader.cluster is not None
-    return cluster.leader.cluster.profiles
+def cluster_profiles(cluster: Cluster) -> list[str]:
+    assert cluster.leader.service is not None
+    return cluster.leader.service.reports.nodes()
 
 
 async def refused(call: Any) -> tuple[grpc.StatusCode, str]:

@@ -18,12 +18,10 @@ async def test_trained_worker_reports_passive_link_estimates(tmp_path: Path) -> 
         worker = await cluster.add_worker("w0")
         job_id = await cluster.submit(DIGITS_JOB)
         await cluster.wait_job(job_id, 120)
-        servicer = cluster.leader.cluster
-        assert servicer is not None
-        await wait_until(
-            lambda: "network" in servicer.profiles.get("w0", {}), 10, "a network report"
-        )
-        links = servicer.profiles["w0"]["network"]["links"]
+        service = cluster.leader.service
+        assert service is not None
+        await wait_until(lambda: "network" in service.reports.of("w0"), 10, "a network report")
+        links = service.reports.of("w0")["network"]["links"]
         assert links[0]["peer"] == cluster.address
         assert links[0]["source"] == "LINK_SOURCE_PASSIVE"
         assert float(links[0]["downloadBytesPerSecond"]) > 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
-from bench.cluster import _ratio_interval, main
+from bench.cluster import _leader_pythons, _ratio_interval, main
+from bench.scale import _Client, wake_latencies
 
 
 @pytest.mark.parametrize(
@@ -43,3 +45,30 @@ def test_ratio_interval_follows_a_slower_auto() -> None:
 def test_ratio_interval_without_runs_is_undefined() -> None:
     low, high = _ratio_interval({"sync": [1.0], "async": [], "auto": [1.0]})
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_leader_interpreters_are_labelled_and_checked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _leader_pythons([]) == {"this": sys.executable}
+    assert _leader_pythons([sys.executable]) == {"this": sys.executable}
+    assert _leader_pythons([f"old={sys.executable}", f"new={sys.executable}"]) == {
+        "old": sys.executable,
+        "new": sys.executable,
+    }
+    for bad in (["/no/such/python"], [f"a={sys.executable}", f"a={sys.executable}"], ["=x"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["--part", "scale", "--no-write", *(f"--leader-python={v}" for v in bad)])
+        assert exc.value.code == 2 and "--leader-python" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--part", "scale", "--no-write", "--clients", "4,0"])
+
+
+def test_wake_latency_counts_only_clients_already_waiting_when_the_round_closed() -> None:
+    closer = _Client("a", "c0", "j", 1)
+    closer.closers = {5: 10.0, 6: 20.0}
+    waiter = _Client("a", "c1", "j", 1)
+    # waiting before version 5 was made: counted; asked after it: not a wake-up
+    waiter.answers = [(9.0, 10.004, 5), (10.5, 10.6, 5), (19.0, 20.002, 6), (1.0, 2.0, 4)]
+    got = wake_latencies([closer, waiter])
+    assert [round(x, 6) for x in got] == [0.004, 0.002]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eddl.leader.coordinator import Coordinator
+from eddl.leader.coordinator import DEPARTED_RETENTION_S, Coordinator
 from eddl.leader.errors import (
     DuplicateUpdateError,
     InvalidArgumentError,
@@ -680,3 +680,18 @@ def test_a_finished_jobs_stale_task_does_not_cancel_the_next_jobs_task() -> None
         clock.advance(0.2)
         reply = c.heartbeat("w0")
         assert not reply.cancel_task and reply.job_id == "b"
+
+
+def test_the_tick_forgets_nodes_long_gone_in_memory_and_in_the_store() -> None:
+    clock = Clock()
+    store = MemoryStore()
+    c = coordinator(clock, store)
+    join(c, 10.0, 10.0)
+    c.leave("w0")
+    c.tick()
+    assert {m.node_id: m.status for m in store.members()} == {"w0": "left", "w1": "alive"}
+    clock.advance(DEPARTED_RETENTION_S + 1)
+    c.heartbeat("w1")
+    c.tick()
+    assert [n.node_id for n in c.membership.nodes()] == ["w1"]
+    assert [m.node_id for m in store.members()] == ["w1"]

@@ -112,8 +112,22 @@ def test_expired_node_can_rejoin_and_old_records_are_forgotten() -> None:
     clock.advance(5)
     m.expire()
     clock.advance(100)
-    assert m.forget_gone(older_than=50) == 2
+    assert sorted(m.forget_gone(older_than=50)) == ["a", "b"]
     assert m.nodes() == []
+
+
+def test_departed_nodes_are_kept_only_up_to_a_bound() -> None:
+    clock = Clock()
+    m = Membership(heartbeat_interval=1.0, now=clock, max_departed=3)
+    for i in range(10):
+        m.join(f"n{i}", "")
+        clock.advance(1)
+        m.leave(f"n{i}")
+    m.join("alive", "")
+    # Every leaver stays listed until a sweep; the sweep keeps the 3 most recent ones.
+    assert len(m.nodes()) == 11
+    assert m.forget_gone(older_than=3600) == [f"n{i}" for i in range(7)]
+    assert [n.node_id for n in m.nodes()] == ["n7", "n8", "n9", "alive"]
 
 
 def test_bad_settings_are_refused() -> None:

@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eddl.leader.checkpoint import (
+    JobStatusChange,
+    LeadershipRecord,
+    MemberRecord,
+    VersionRecord,
+    WriteBatch,
+)
 from eddl.leader.errors import StoreError
 from eddl.leader.events import Event, EventKind
 from eddl.leader.store import CheckpointStore, MemoryStore, SqliteStore
@@ -138,6 +145,68 @@ class StoreContract(ABC):
         with pytest.raises(StoreError):
             store.set_value("bad", float("nan"))
         assert store.get_value("bad") is None
+
+    def test_a_batch_commits_a_version_its_events_and_status_together(
+        self, store: CheckpointStore
+    ) -> None:
+        store.add_job("a", {}, "running", 1.0)
+        store.save_version("a", 0, params(0), {}, 1.0)
+        store.commit(
+            WriteBatch(
+                statuses=[JobStatusChange("a", "completed", 4.0, {"accuracy": 0.5})],
+                versions=[VersionRecord("a", 1, params(1), {"v": 1}, 3.0)],
+                prunes=[("a", 1)],
+                events=[event("a", 1), event("a", 2, EventKind.JOB_COMPLETED)],
+            )
+        )
+        job = store.job("a")
+        assert job is not None and job.status == "completed" and job.result == {"accuracy": 0.5}
+        assert store.versions("a") == [1] and [e.seq for e in store.events("a")] == [1, 2]
+
+    def test_a_refused_batch_writes_nothing(self, store: CheckpointStore) -> None:
+        store.add_job("a", {}, "running", 1.0)
+        store.append_events([event("a", 1)])
+        store.save_version("a", 0, params(0), {}, 1.0)
+        bad_event = WriteBatch(
+            statuses=[JobStatusChange("a", "completed", 4.0)],
+            versions=[VersionRecord("a", 1, params(1), {}, 3.0)],
+            events=[event("a", 2), event("a", 1)],  # seq 1 is already stored
+        )
+        bad_version = WriteBatch(
+            versions=[VersionRecord("a", 0, params(1), {}, 3.0)], events=[event("a", 2)]
+        )
+        for batch in (bad_event, bad_version):
+            with pytest.raises(StoreError):
+                store.commit(batch)
+        job = store.job("a")
+        assert job is not None and job.status == "running"
+        assert store.versions("a") == [0] and [e.seq for e in store.events("a")] == [1]
+
+    def test_members_are_upserted_and_forgotten(self, store: CheckpointStore) -> None:
+        assert store.members() == []
+        store.put_member(MemberRecord("w2", "worker", 1, "ipv4:1", "alive", 1.0))
+        store.put_member(MemberRecord("w1", "mcu", 1, "ipv4:2", "alive", 2.0))
+        store.put_member(MemberRecord("w2", "worker", 2, "ipv4:3", "expired", 3.0))
+        assert store.members() == [
+            MemberRecord("w1", "mcu", 1, "ipv4:2", "alive", 2.0),
+            MemberRecord("w2", "worker", 2, "ipv4:3", "expired", 3.0),
+        ]
+        store.commit(WriteBatch(forget_members=["w2", "never-seen"]))
+        assert [m.node_id for m in store.members()] == ["w1"]
+
+    def test_the_leadership_record_only_moves_to_higher_or_equal_terms(
+        self, store: CheckpointStore
+    ) -> None:
+        assert store.leadership() is None
+        store.save_leadership(LeadershipRecord(1, "l1", "127.0.0.1:1", 1.0))
+        store.save_leadership(LeadershipRecord(3, "l2", "127.0.0.1:2", 2.0))
+        store.save_leadership(
+            LeadershipRecord(3, "l2", "127.0.0.1:3", 3.0)
+        )  # same term, new address
+        for bad in (2, 0):
+            with pytest.raises(StoreError):
+                store.save_leadership(LeadershipRecord(bad, "l1", "", 4.0))
+        assert store.leadership() == LeadershipRecord(3, "l2", "127.0.0.1:3", 3.0)
 
 
 class TestMemoryStore(StoreContract):

@@ -1,0 +1,165 @@
+"""``LeaderCore``: the one owner of the leader's state, behind an async facade.
+
+Every command that reads or changes leader state (a join, a heartbeat, a task handed out, an
+update folded in, a tick) runs on one owner thread, one command after the other, so the
+coordinator's state needs no lock and the event loop never waits on one. The servicers
+``await core.call(coordinator.method, ...)``; the owner runs it and posts the result back to
+the caller's loop.
+
+Slow work runs beside the owner, never inside it:
+
+* store writes: each command's writes leave as one :class:`~eddl.leader.checkpoint.WriteBatch`
+  for the :class:`StoreWriter` thread, which commits batches in order; the caller's reply
+  waits for its batch (an update is acknowledged once its version is durable) while the
+  owner already handles the next command;
+* building a job (its dataset and model) runs in a worker thread (:meth:`LeaderCore.submit_job`),
+  and only the light bookkeeping that queues the built job goes through the owner.
+
+Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
+on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from eddl.leader.checkpoint import CheckpointStore, WriteBatch
+from eddl.leader.coordinator import Coordinator
+from eddl.leader.events import DomainEvent, Event, Listener
+from eddl.leader.jobs import JobSpec
+
+__all__ = ["LeaderCore", "StoreWriter"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class StoreWriter:
+    """Commits write batches to ``store`` on its own thread, in submission order."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="leader-store")
+
+    def submit(self, batch: WriteBatch) -> concurrent.futures.Future[None]:
+        return self._pool.submit(self.store.commit, batch)
+
+    def close(self) -> None:
+        """Wait for every submitted batch, then stop the thread."""
+        self._pool.shutdown(wait=True)
+
+
+class LeaderCore:
+    """The async facade of a :class:`Coordinator` driven by one owner thread."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
+        # Deliveries raised by the command in progress (owner thread only); they go out once
+        # its writes are durable, so a watcher never hears of an event a crash could undo.
+        self._raised: list[Callable[[], None]] = []
+        self._thread = threading.Thread(target=self._own, name="leader-core", daemon=True)
+        self._thread.start()
+
+    async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[T, concurrent.futures.Future[None] | None]] = (
+            loop.create_future()
+        )
+        self._commands.put((lambda: fn(*args, **kwargs), loop, done))
+        result, commit = await done
+        if commit is not None:
+            await asyncio.wrap_future(commit)
+        return result
+
+    async def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
+        """Build the job beside the owner (dataset, model: seconds), then queue it in order."""
+        prepared = await asyncio.to_thread(self.coordinator.prepare_job, spec)
+        return await self.call(self.coordinator.submit_prepared, prepared)
+
+    async def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        """Hear ``job_id``'s events on the caller's loop."""
+        loop = asyncio.get_running_loop()
+
+        def hop(event: Event) -> None:
+            self._raise(loop, lambda: listener(event))
+
+        unsubscribe = await self.call(self.coordinator.subscribe, job_id, hop)
+        return lambda: self._post(unsubscribe)
+
+    def on_event(self, callback: Callable[[DomainEvent], None]) -> Callable[[], None]:
+        """``callback`` runs on the current loop after each domain event (long-poll wake-ups)."""
+        loop = asyncio.get_running_loop()
+
+        def hop(event: DomainEvent) -> None:
+            self._raise(loop, lambda: callback(event))
+
+        return self.coordinator.domain.subscribe(hop)
+
+    def close(self) -> None:
+        """Finish the commands already posted, then stop the owner thread."""
+        self._commands.put(None)
+        self._thread.join()
+
+    # -- the owner thread ------------------------------------------------------------------------
+    def _raise(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None]) -> None:
+        def on_loop() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(deliver)
+
+        self._raised.append(on_loop)
+
+    def _deliver(self, commit: concurrent.futures.Future[None] | None) -> None:
+        raised, self._raised = self._raised, []
+        if not raised:
+            return
+
+        def go(_: object = None) -> None:
+            for deliver in raised:
+                deliver()
+
+        # The writer commits in order, so deliveries keep the order of the commands.
+        if commit is None:
+            go()
+        else:
+            commit.add_done_callback(go)
+
+    def _post(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the owner without waiting for it (an unsubscribe)."""
+        loop = asyncio.get_running_loop()
+        self._commands.put((fn, loop, loop.create_future()))
+
+    def _own(self) -> None:
+        while True:
+            command = self._commands.get()
+            if command is None:
+                return
+            fn, loop, done = command
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # handed to the caller, who maps it to a status code
+                outcome = (False, exc)
+            # A refused command changed nothing; whatever a failing one wrote still goes out.
+            commit = self.coordinator.take_commit()
+            self._deliver(commit)
+            if outcome[0]:
+                outcome = (True, (outcome[1], commit))
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, done, outcome)
+
+
+def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if done.done():  # the caller went away (a cancelled RPC)
+        return
+    ok, value = outcome
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)

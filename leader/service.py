@@ -1,0 +1,288 @@
+"""``LeaderService``: the leader's use cases, as the servicers call them.
+
+Each method is one command on the :class:`~eddl.leader.actor.LeaderCore` (run in order on its
+owner thread, with the caches of :mod:`eddl.leader.handout`) and returns typed results
+(:mod:`eddl.leader.views`, the coordinator's replies); the servicers only decode requests,
+call one method and encode its answer. Long-polls wait here, woken by the core's domain events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from eddl.leader.actor import LeaderCore
+from eddl.leader.capability import McuCapabilities
+from eddl.leader.coordinator import HeartbeatReply, JoinReply, ModelSnapshot
+from eddl.leader.errors import (
+    InvalidArgumentError,
+    NodeExpiredError,
+    UnknownJobError,
+    UnknownNodeError,
+)
+from eddl.leader.events import Event, Listener
+from eddl.leader.handout import JobWire, ModelCache, NodeReports, task_seed
+from eddl.leader.jobs import JobSpec
+from eddl.leader.membership import NodeProfile
+from eddl.leader.run import UpdateAck, Wait
+from eddl.leader.scheduler import Task
+from eddl.leader.views import JobView, NodeView, TaskOut, job_view, node_view
+from eddl.learn.params import Params
+
+__all__ = ["LeaderService", "Notifier"]
+
+
+class Notifier:
+    """Wakes long-polls when something changed (an update arrived, a node joined or left)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> bool:
+        """True if notified within ``seconds``."""
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+class LeaderService:
+    """Typed use cases over one :class:`LeaderCore`; create it on the serving loop."""
+
+    def __init__(self, core: LeaderCore) -> None:
+        self.core = core
+        self.coordinator = c = core.coordinator
+        self.notifier = Notifier()
+        self._unsubscribe = core.on_event(lambda _event: self.notifier.notify())
+        self.reports = self._reports = NodeReports()
+        self._wires: dict[str, JobWire] = {}
+        self._models = ModelCache()
+        self._call = core.call
+        self._c = c
+
+    @property
+    def term(self) -> int:
+        return self._c.term
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    # -- nodes -----------------------------------------------------------------------------
+    async def join(
+        self,
+        node_id: str,
+        token: str,
+        *,
+        role: str,
+        profile: NodeProfile,
+        reports: Mapping[str, Any],
+        address: str,
+        term: int | None,
+        mcu: McuCapabilities | None,
+    ) -> JoinReply:
+        def join() -> JoinReply:
+            reply = self._c.join(
+                node_id, token, role=role, profile=profile, address=address, term=term, mcu=mcu
+            )
+            self._reports.joined(node_id, profile, reports)
+            # Reports follow the membership's bounded history of departed nodes.
+            self._reports.retain({n.node_id for n in self._c.membership.nodes()})
+            return reply
+
+        return await self._call(join)
+
+    async def heartbeat(
+        self,
+        node_id: str,
+        *,
+        term: int | None,
+        load: Mapping[str, Any],
+        dynamic: Mapping[str, Any] | None,
+        network: Mapping[str, Any] | None,
+        bandwidth_bps: float | None,
+    ) -> HeartbeatReply | None:
+        """The reply, or ``None`` for a node the leader does not know (it must join again)."""
+
+        def beat() -> HeartbeatReply | None:
+            profile = self._reports.merged(node_id, dynamic, bandwidth_bps)
+            try:
+                reply = self._c.heartbeat(node_id, profile=profile, term=term)
+            except (UnknownNodeError, NodeExpiredError):
+                return None
+            self._reports.beat(node_id, profile, load, network)
+            return reply
+
+        return await self._call(beat)
+
+    async def leave(self, node_id: str, *, term: int | None, reason: str) -> int:
+        def leave() -> int:
+            requeued = self._c.leave(node_id, term=term, reason=reason)
+            self._reports.left(node_id)
+            return requeued
+
+        return await self._call(leave)
+
+    async def require_member(self, node_id: str) -> None:
+        await self._call(self._c.membership.require, node_id)
+
+    async def nodes(self) -> list[NodeView]:
+        def nodes() -> list[NodeView]:
+            return [
+                node_view(row, self._reports.of(str(row["node_id"])))
+                for row in self._c.list_nodes()
+            ]
+
+        return await self._call(nodes)
+
+    # -- work ------------------------------------------------------------------------------
+    async def next_task(
+        self, node_id: str, *, job_id: str | None, term: int | None, wait_s: float
+    ) -> TaskOut | Wait:
+        """A task, or after up to ``wait_s`` (woken by domain events) the last ``Wait``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            outcome = await self._call(self._hand_out, node_id, job_id, term)
+            if isinstance(outcome, TaskOut):
+                return outcome
+            left = deadline - time.monotonic()
+            if (outcome.done and job_id) or left <= 0:
+                return outcome
+            await self.notifier.wait(min(left, max(outcome.retry_after, 0.01)))
+
+    def _hand_out(self, node_id: str, job_id: str | None, term: int | None) -> TaskOut | Wait:
+        outcome = self._c.next_task(node_id, job_id=job_id, term=term)
+        if isinstance(outcome, Wait):
+            return outcome
+        run = self._c.job_queue.active
+        assert run is not None  # a task always belongs to the running job
+        running = run.spec.job_id
+        version, params = run.model()
+        if version == outcome.base_version:
+            self._models.keep(running, version, params)
+        return self._task_out(outcome, running)
+
+    def _task_out(self, task: Task, job_id: str) -> TaskOut:
+        wire = self._wire(job_id)
+        spec = wire.spec
+        return TaskOut(
+            task_id=task.task_id,
+            job_id=job_id,
+            node_id=task.node_id,
+            base_version=task.base_version,
+            indexes=np.asarray(task.indexes, dtype=np.int64),
+            layer=task.layer,
+            dataset=spec.dataset,
+            algorithm=spec.algorithm,
+            local_epochs=spec.local_epochs,
+            model_json=wire.model_json,
+            hyper_json=wire.hyper_json,
+            seed=task_seed(spec.seed, task.task_id),
+            target_seconds=spec.task_seconds,
+            deadline_seconds=spec.round_deadline,
+        )
+
+    def _wire(self, job_id: str) -> JobWire:
+        wire = self._wires.get(job_id)
+        if wire is None:
+            record = self._c.store.job(job_id)
+            if record is None:
+                raise UnknownJobError(f"no job {job_id!r}")
+            wire = self._wires[job_id] = JobWire.of(record.spec)
+        return wire
+
+    async def model(self, job_id: str, version: int | None) -> ModelSnapshot:
+        """Model ``version`` of a job (``None``: the latest), from the cache when kept."""
+
+        def model() -> ModelSnapshot:
+            kept = None if version is None else self._models.get(job_id, version)
+            if kept is not None and version is not None:
+                return ModelSnapshot(job_id, version, kept)
+            return self._c.model(job_id, version)
+
+        return await self._call(model)
+
+    async def submit_update(
+        self,
+        node_id: str,
+        task_id: str,
+        params: Params,
+        *,
+        job_id: str,
+        base_version: int,
+        num_samples: int | None,
+        seconds: float | None,
+        overhead: float,
+        term: int | None,
+        wire_bytes: int,
+    ) -> UpdateAck:
+        return await self._call(
+            self._c.submit_update,
+            node_id,
+            task_id,
+            params,
+            job_id=job_id,
+            base_version=base_version,
+            num_samples=num_samples,
+            seconds=seconds,
+            overhead=overhead,
+            term=term,
+            wire_bytes=wire_bytes,
+        )
+
+    async def fail_task(
+        self,
+        node_id: str,
+        task_id: str,
+        reason: str,
+        *,
+        job_id: str,
+        base_version: int,
+        term: int | None,
+    ) -> UpdateAck:
+        return await self._call(
+            self._c.fail_task,
+            node_id,
+            task_id,
+            reason,
+            job_id=job_id,
+            base_version=base_version,
+            term=term,
+        )
+
+    async def samples(
+        self, node_id: str, job_id: str, dataset: str, indexes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        def samples() -> tuple[np.ndarray, np.ndarray]:
+            self._c.membership.require(node_id)
+            trains = self._wire(job_id).spec.dataset
+            if dataset and dataset != trains:
+                raise InvalidArgumentError(f"job {job_id} trains on {trains!r}, not {dataset!r}")
+            return self._c.samples(job_id, indexes)
+
+        return await self._call(samples)
+
+    # -- jobs ------------------------------------------------------------------------------
+    async def submit_job(self, spec: JobSpec | dict[str, Any]) -> JobView:
+        return job_view(await self.core.submit_job(spec))
+
+    async def cancel_job(self, job_id: str) -> JobView:
+        return job_view(await self._call(self._c.cancel_job, job_id))
+
+    async def job_status(self, job_id: str | None = None) -> JobView:
+        return job_view(await self._call(self._c.job_status, job_id))
+
+    async def events(self, job_id: str, since: int) -> list[Event]:
+        return await self._call(self._c.events, job_id, since)
+
+    async def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
+        return await self.core.subscribe(job_id, listener)

@@ -1,0 +1,181 @@
+"""Task sizing: how many samples a node's next task holds, from its measured speed.
+
+``samples = clamp(floor(sps × max(seconds − overhead, seconds × min_compute_fraction) /
+granularity) × granularity, min_samples, max_samples)``; a node known only by its join-time
+micro-benchmark gets a probe of ``probe_fraction`` of that, a node known by nothing a probe of
+``probe_fraction × default_samples``. Near the end of a job's data, :meth:`TaskSizer.tail`
+shrinks tasks so that every worker finishes the last of it together. See
+docs/leader-logic.md#scheduling-dynamic-distribution for why each rule is there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from eddl.profiler.estimator import RuntimeEstimator
+
+__all__ = ["Busy", "EstimatorFactory", "TaskSizer", "ThroughputEstimator"]
+
+
+class ThroughputEstimator(Protocol):
+    """What the sizer needs from a speed estimator (``RuntimeEstimator`` fits)."""
+
+    def observe(self, amount: float, seconds: float, at: float) -> None: ...
+
+    def samples_per_second(self, now: float) -> float | None: ...
+
+
+EstimatorFactory = Callable[[], ThroughputEstimator]
+
+
+@dataclass(frozen=True)
+class Busy:
+    """A task in flight, as the end-of-data rule sees it."""
+
+    node_id: str
+    issued_at: float
+    samples: int
+
+
+class TaskSizer:
+    """Per-node speed (measured, else the benchmark prior) and overhead, and the sizing rules."""
+
+    def __init__(
+        self,
+        *,
+        task_seconds: float = 1.0,
+        min_samples: int = 8,
+        max_samples: int = 8192,
+        default_samples: int = 64,
+        granularity: int = 1,
+        estimator_factory: EstimatorFactory = RuntimeEstimator,
+        now: Callable[[], float] = time.monotonic,
+        probe_fraction: float = 0.25,
+        min_compute_fraction: float = 0.25,
+    ) -> None:
+        if not 1 <= min_samples <= default_samples <= max_samples:
+            raise ValueError("need 1 <= min_samples <= default_samples <= max_samples")
+        if task_seconds <= 0 or granularity < 1:
+            raise ValueError("task_seconds must be > 0 and granularity >= 1")
+        if not 0 < probe_fraction <= 1:
+            raise ValueError("probe_fraction must be in (0, 1]")
+        if not 0 < min_compute_fraction <= 1:
+            raise ValueError("min_compute_fraction must be in (0, 1]")
+        self.task_seconds = task_seconds
+        self.min_samples = min_samples
+        self.max_samples = max_samples
+        self.default_samples = default_samples
+        self.granularity = granularity
+        self.probe_fraction = probe_fraction
+        self.min_compute_fraction = min_compute_fraction
+        self._estimator_factory = estimator_factory
+        self._now = now
+        self._estimators: dict[str, ThroughputEstimator] = {}
+        self._priors: dict[str, float] = {}
+        self._overheads: dict[str, float] = {}
+
+    # -- what is known of a node -------------------------------------------------------------
+    def estimator(self, node_id: str) -> ThroughputEstimator:
+        est = self._estimators.get(node_id)
+        if est is None:
+            est = self._estimators[node_id] = self._estimator_factory()
+        return est
+
+    def set_prior(self, node_id: str, samples_per_second: float | None) -> None:
+        """The node's micro-benchmark result (samples/s); ignored when absent or absurd."""
+        if samples_per_second is not None and 0 < samples_per_second < float("inf"):
+            self._priors[node_id] = float(samples_per_second)
+
+    def measured(self, node_id: str) -> bool:
+        """Whether a finished task of ``node_id`` has been observed."""
+        est = self._estimators.get(node_id)
+        return est is not None and est.samples_per_second(self._now()) is not None
+
+    def samples_per_second(self, node_id: str) -> float | None:
+        """Measured speed once the node finished a task, else its micro-benchmark (or None).
+
+        The benchmark is only a prior: one real task (with the device's real load, throttling
+        and data path) says more, so the first observation replaces it rather than being
+        averaged with it; later ones are smoothed by the estimator's EWMA.
+        """
+        est = self._estimators.get(node_id)
+        measured = None if est is None else est.samples_per_second(self._now())
+        return measured if measured is not None else self._priors.get(node_id)
+
+    def overhead(self, node_id: str) -> float:
+        """The node's fixed cost per task in seconds (0 until it reported one)."""
+        return self._overheads.get(node_id, 0.0)
+
+    def observe(self, node_id: str, samples: int, seconds: float, overhead: float) -> None:
+        """A finished task: ``samples`` trained in ``seconds``, plus its fixed ``overhead``."""
+        now = self._now()
+        if seconds > 0 and samples > 0:
+            self.estimator(node_id).observe(samples, seconds, max(now, 0.0))
+        if math.isfinite(overhead) and overhead >= 0:
+            old = self._overheads.get(node_id)
+            self._overheads[node_id] = overhead if old is None else 0.7 * old + 0.3 * overhead
+
+    # -- the rules ---------------------------------------------------------------------------
+    def size_for(self, node_id: str, seconds: float | None = None) -> int:
+        """Samples a task for ``node_id`` should hold to take about ``seconds`` (default target)."""
+        sps = self.samples_per_second(node_id)
+        if sps is None:
+            # Nothing known about the node: a probe-sized first task. The default size is a
+            # guess for a typical device; on a slow one a full default task could take many
+            # times the target, and its speed is known after this one.
+            probe = self.default_samples * self.probe_fraction
+            return max(self.min_samples, min(self.default_samples, self._round_down(probe)))
+        target = self.task_seconds if seconds is None else seconds
+        budget = max(target - self.overhead(node_id), target * self.min_compute_fraction)
+        want = sps * budget
+        if not self.measured(node_id):
+            # Only the micro-benchmark so far: it ran alone, without the device's load,
+            # throttling or data path, so it errs fast. A first task of a fraction of the
+            # target time measures the real speed cheaply (a 4x-optimistic benchmark then
+            # costs one short task, not one long round).
+            want *= self.probe_fraction
+        return max(self.min_samples, min(self.max_samples, self._round_down(want)))
+
+    def tail(
+        self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]
+    ) -> int:
+        """Near the end of the job's data, shrink the task so that every worker finishes
+        the last of it at about the same moment.
+
+        With ``left`` samples still to hand out, live workers of speeds ``sps_w`` each free at
+        ``f_w`` (now, or the expected end of its task in flight), they all finish together at
+        ``E = (left + Σ sps_w·(f_w − now)) / Σ sps_w`` from now; the asking worker gets
+        ``sps·E`` samples when that is less than its usual task. Workers with no speed
+        estimate yet are left out of the sum.
+        """
+        own = self.samples_per_second(node_id)
+        if own is None:
+            return size
+        now = self._now()
+        busy_until: dict[str, float] = {}
+        for task in busy:
+            sps = self.samples_per_second(task.node_id)
+            if task.node_id == node_id or sps is None:
+                continue
+            end = task.issued_at + task.samples / sps
+            busy_until[task.node_id] = max(busy_until.get(task.node_id, now), end)
+        total_rate = own
+        backlog = 0.0
+        for worker in set(workers) - {node_id}:
+            sps = self.samples_per_second(worker)
+            if sps is None:
+                continue
+            total_rate += sps
+            backlog += sps * (busy_until.get(worker, now) - now)
+        want = own * (left + backlog) / total_rate
+        if want >= size:
+            return size
+        return max(self.min_samples, min(size, self._round_down(want)))
+
+    def _round_down(self, samples: float) -> int:
+        # The small epsilon keeps 49.999... from becoming 49.
+        return math.floor(samples / self.granularity + 1e-6) * self.granularity

@@ -1,0 +1,137 @@
+"""``LeaderCore``: commands run in order on one owner thread; writes and events leave beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from eddl.leader.actor import LeaderCore, StoreWriter
+from eddl.leader.coordinator import Coordinator
+from eddl.leader.errors import UnknownJobError
+from eddl.leader.events import DomainEvent, Event, NodeChanged
+from eddl.leader.membership import Membership, Role
+from eddl.leader.store import SqliteStore, WriteBatch
+from tests.unit.test_leader_support import Clock, float_runtime, spec
+
+
+class GatedWriter(StoreWriter):
+    """A writer that holds every commit until the test opens the gate."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store)
+        self.gate = threading.Event()
+
+    def submit(self, batch: WriteBatch) -> Future[None]:
+        def commit() -> None:
+            self.gate.wait(10)
+            self.store.commit(batch)
+
+        return self._pool.submit(commit)
+
+
+def make(
+    tmp_path: Path, writer_cls: type[StoreWriter] = StoreWriter
+) -> tuple[LeaderCore, StoreWriter]:
+    store = SqliteStore(tmp_path)
+    writer = writer_cls(store)
+    clock = Clock()
+    membership = Membership(heartbeat_interval=1.0, now=clock, join_tokens={"tok": Role.WORKER})
+    coordinator = Coordinator(
+        store, membership=membership, runtime_factory=float_runtime, now=clock, commit=writer.submit
+    )
+    return LeaderCore(coordinator), writer
+
+
+async def test_commands_run_in_order_on_one_owner_thread(tmp_path: Path) -> None:
+    core, writer = make(tmp_path)
+    threads: list[str] = []
+    order: list[int] = []
+
+    def command(i: int) -> int:
+        threads.append(threading.current_thread().name)
+        order.append(i)
+        return i * i
+
+    try:
+        results = await asyncio.gather(*(core.call(command, i) for i in range(20)))
+        assert results == [i * i for i in range(20)] and order == list(range(20))
+        assert set(threads) == {"leader-core"}
+        with pytest.raises(UnknownJobError):  # typed errors reach the caller unchanged
+            await core.call(core.coordinator.events, "nope")
+        reply = await core.call(core.coordinator.join, "w0", "tok")
+        assert reply.node_id == "w0"
+    finally:
+        core.close()
+        writer.close()
+
+
+async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not(
+    tmp_path: Path,
+) -> None:
+    core, writer = make(tmp_path, GatedWriter)
+    assert isinstance(writer, GatedWriter)
+    heard: list[DomainEvent] = []
+    core.on_event(heard.append)
+    try:
+        join = asyncio.ensure_future(core.call(core.coordinator.join, "w0", "tok"))
+        # The join's member record waits at the gate; the owner answers other commands.
+        assert await core.call(lambda: 7) == 7
+        await asyncio.sleep(0.05)
+        assert not join.done() and heard == []
+        writer.gate.set()
+        await join
+        for _ in range(100):  # bounded: the delivery hops to this loop
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == [NodeChanged("w0", "joined")]
+        members = await core.call(core.coordinator.store.members)
+        assert [m.node_id for m in members] == ["w0"]
+    finally:
+        writer.gate.set()
+        core.close()
+        writer.close()
+
+
+async def test_a_job_is_built_beside_the_owner_and_watchers_hear_its_events(
+    tmp_path: Path,
+) -> None:
+    core, writer = make(tmp_path)
+    building = threading.Event()
+    release = threading.Event()
+    real = core.coordinator.job_queue._runtime_factory
+
+    def slow(job_spec: object) -> object:
+        building.set()
+        release.wait(10)
+        return real(job_spec)  # type: ignore[arg-type]
+
+    core.coordinator.job_queue._runtime_factory = slow  # type: ignore[assignment]
+    try:
+        submit = asyncio.ensure_future(core.submit_job(spec(rounds=2)))
+        for _ in range(100):
+            if building.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert building.is_set()
+        # While the job builds, the owner still answers.
+        assert (await core.call(core.coordinator.join, "w0", "tok")).node_id == "w0"
+        release.set()
+        status = await submit
+        events: list[Event] = []
+        unsubscribe = await core.subscribe(status["job_id"], events.append)
+        await core.call(core.coordinator.cancel_job, status["job_id"])
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.kind.value for e in events] == ["job_cancelled"]
+        unsubscribe()
+    finally:
+        release.set()
+        core.close()
+        writer.close()

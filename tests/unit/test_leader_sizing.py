@@ -1,0 +1,55 @@
+"""Task sizing: probes, the measured speed, the overhead budget, the end-of-data rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from eddl.leader.sizing import Busy, TaskSizer
+from tests.unit.test_leader_support import Clock
+
+
+def sizer(clock: Clock, **kw: float) -> TaskSizer:
+    args: dict[str, float] = {
+        "task_seconds": 1.0,
+        "min_samples": 8,
+        "max_samples": 4096,
+        "default_samples": 64,
+        "granularity": 8,
+    }
+    args.update(kw)
+    return TaskSizer(now=clock, **args)  # type: ignore[arg-type]
+
+
+def test_an_unknown_node_gets_a_probe_and_a_benchmark_a_quarter_of_its_target() -> None:
+    s = sizer(Clock())
+    assert s.size_for("new") == 16  # a quarter of the default, in whole mini-batches
+    s.set_prior("bench", 400.0)
+    assert s.size_for("bench") == 96  # 400 sps x 1 s x 1/4, rounded down to 8s
+    s.set_prior("bad", float("inf"))
+    assert s.samples_per_second("bad") is None
+
+
+def test_a_measured_speed_replaces_the_benchmark_and_overhead_is_budgeted() -> None:
+    clock = Clock()
+    s = sizer(clock)
+    s.set_prior("w", 10_000.0)
+    s.observe("w", 200, 1.0, overhead=0.5)
+    assert s.measured("w") and s.samples_per_second("w") == pytest.approx(200.0)
+    assert s.size_for("w") == 96  # 200 sps x (1 s - 0.5 s overhead) -> 100 -> 96
+    s.observe("w", 200, 1.0, overhead=5.0)  # transfers longer than the target
+    assert s.overhead("w") == 0.7 * 0.5 + 0.3 * 5.0
+    assert s.size_for("w") == 48  # at least a quarter of the target still trains: 50 -> 48
+
+
+def test_the_end_of_data_shrinks_a_task_so_workers_finish_together() -> None:
+    clock = Clock()
+    s = sizer(clock)
+    for node, sps in (("fast", 400.0), ("slow", 100.0)):
+        s.observe(node, int(sps), 1.0, overhead=0.0)
+    assert s.size_for("fast") == 400
+    # 100 samples left, the slow worker busy for 1 more second with its task:
+    # E = (100 + 100 x 1) / 500 = 0.4 s -> the fast worker gets 160 samples.
+    busy = [Busy("slow", clock(), 100)]
+    assert s.tail("fast", 400, 100, busy, ["fast", "slow"]) == 160
+    # far from the end nothing changes
+    assert s.tail("fast", 400, 100_000, busy, ["fast", "slow"]) == 400
