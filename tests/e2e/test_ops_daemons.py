@@ -172,6 +172,19 @@ def test_a_real_prometheus_sees_the_model_version_rise(tmp_path: Path) -> None:
     api = f"http://127.0.0.1:{prom_port}/api/v1/query"
     try:
         with cluster(tmp_path, 2, leader_metrics=port) as (address, _):
+            # Prometheus scrapes the leader before the job starts, so the first version it
+            # records is an early one even when the job runs fast.
+            scraped = False
+            ready_by = time.monotonic() + 60
+            for _ in range(120):
+                if scraped or time.monotonic() > ready_by:
+                    break
+                assert prom.alive(), prom.log.read_text()[-2000:]
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                    reply = httpx.get(api, params={"query": "up"}, timeout=5)
+                    scraped = any(r["value"][1] == "1" for r in reply.json()["data"]["result"])
+                time.sleep(0.5)
+            assert scraped, "Prometheus never scraped the leader"
             submit(tmp_path, address)
             seen: list[float] = []
             deadline = time.monotonic() + 120
