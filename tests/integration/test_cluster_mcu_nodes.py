@@ -271,8 +271,8 @@ async def test_single_layer_assignment_balances_groups_by_speed(
         (lambda c: join_request(c, "pi1.mcu0", None), "role mcu needs an McuProfile"),
         (lambda c: join_request(c, "pi1.mcu0", mcu_profile(arena=0)), "arena_bytes must be > 0"),
         (
-            lambda c: join_request(c, "pi1.mcu0", mcu_profile(algorithms=["tifed", "lsgd"])),
-            "['lsgd'] unknown",
+            lambda c: join_request(c, "pi1.mcu0", mcu_profile(algorithms=["tifed", "backprop9"])),
+            "['backprop9'] unknown",
         ),
         (lambda c: join_request(c, "pi1.mcu0", mcu_profile(max_layers=0)), "max_layers"),
         (lambda c: join_request(c, "pi1.mcu0", mcu_profile(board="")), "board is required"),
