@@ -38,8 +38,8 @@ from eddl.cli.jobs import cancel_job, submit_job, watch_job
 from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm
-from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security.admin import admin_channel
 
 __all__ = ["main"]
 
@@ -64,8 +64,10 @@ def _job(**changes: Any) -> dict[str, Any]:
 async def _run_job(cluster: LocalCluster, spec: dict[str, Any]) -> dict[str, Any]:
     """Submit ``spec``, wait for its end; seconds from the leader's start/end event stamps."""
     events: list[admin_pb2.JobEvent] = []
-    job_id = await submit_job(cluster.address, spec)
-    await asyncio.wait_for(watch_job(cluster.address, job_id, events.append), 900)
+    job_id = await submit_job(cluster.address, spec, identity=cluster.identity)
+    await asyncio.wait_for(
+        watch_job(cluster.address, job_id, events.append, identity=cluster.identity), 900
+    )
     start = next(e.at for e in events if e.kind in _STARTS)
     end = events[-1]
     return {
@@ -106,7 +108,9 @@ async def _run_to_target(
     evals: list[tuple[float, float]] = []
     hits: dict[str, float] = {}
     crossed = asyncio.Event()
-    job_id = await submit_job(cluster.address, {**spec, "target_accuracy": _UNREACHABLE})
+    job_id = await submit_job(
+        cluster.address, {**spec, "target_accuracy": _UNREACHABLE}, identity=cluster.identity
+    )
 
     def on_event(event: admin_pb2.JobEvent) -> None:
         events.append(event)
@@ -128,11 +132,13 @@ async def _run_to_target(
 
     async def cancel_when_crossed() -> None:
         await crossed.wait()
-        await cancel_job(cluster.address, job_id)
+        await cancel_job(cluster.address, job_id, identity=cluster.identity)
 
     canceller = asyncio.create_task(cancel_when_crossed())
     try:
-        await asyncio.wait_for(watch_job(cluster.address, job_id, on_event), 900)
+        await asyncio.wait_for(
+            watch_job(cluster.address, job_id, on_event, identity=cluster.identity), 900
+        )
     finally:
         canceller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -162,9 +168,11 @@ def _base_sps() -> float:
 # -- 1. heterogeneity ---------------------------------------------------------------------------
 
 
-async def _sample_rates(address: str, rates: dict[str, float], stop: asyncio.Event) -> None:
+async def _sample_rates(
+    cluster: LocalCluster, rates: dict[str, float], stop: asyncio.Event
+) -> None:
     """Keep each worker's latest samples/s as the leader measures it during a job."""
-    async with open_channel(address) as ch:
+    async with admin_channel(cluster.address, cluster.identity) as ch:
         stub = admin_pb2_grpc.AdminStub(ch)
         while not stop.is_set():
             reply = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
@@ -201,7 +209,7 @@ async def hetero(scale: float, tmp: Path, reps: int) -> str:
         for rep in range(reps):
             rates: dict[str, float] = {}
             stop = asyncio.Event()
-            sampler = asyncio.create_task(_sample_rates(cluster.address, rates, stop))
+            sampler = asyncio.create_task(_sample_rates(cluster, rates, stop))
             dynamic = await _run_job(cluster, _job(**common, distribution="dynamic", seed=rep))
             stop.set()
             await sampler

@@ -72,8 +72,10 @@ async def _one(kind: str, mcus: int, rounds: int, tmp: Path) -> dict[str, Any]:
         }
         spec = {k: v for k, v in spec.items() if v is not None}
         events: list[admin_pb2.JobEvent] = []
-        job_id = await submit_job(cluster.address, spec)
-        await asyncio.wait_for(watch_job(cluster.address, job_id, events.append), 900)
+        job_id = await submit_job(cluster.address, spec, identity=cluster.identity)
+        await asyncio.wait_for(
+            watch_job(cluster.address, job_id, events.append, identity=cluster.identity), 900
+        )
         cluster.stop()
     closed = [e.at for e in events if e.kind == "round_closed"]
     gaps = [b - a for a, b in itertools.pairwise(closed)]

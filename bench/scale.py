@@ -24,7 +24,7 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,10 @@ import psutil
 
 from bench.report import markdown_table
 from eddl.cli.jobs import job_status, submit_job
-from eddl.net import Reassembler, encode_tensors, open_channel, params_nbytes
+from eddl.net import Reassembler, encode_tensors, params_nbytes
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from eddl.security.node import NodeSecurity
+from eddl.security.tls import Identity
 
 __all__ = ["scale"]
 
@@ -66,11 +68,17 @@ def _job(n: int, aggregation: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _leader(python: str, state: Path) -> Iterator[tuple[str, int]]:
-    """A leader process run by ``python``; yields its address and pid, stops it by pid."""
+def _leader(python: str, state: Path, *, mtls: bool = False) -> Iterator[tuple[str, int]]:
+    """A leader process run by ``python``; yields its address and pid, stops it by pid.
+
+    Plaintext on loopback (``--insecure``, session credentials) unless ``mtls``: then the
+    cluster CA in ``state/leader/pki`` (made by the caller, who issues the clients' and the
+    admin's certificates from it) secures every call."""
     port_file = state / "leader.port"
     state.mkdir(parents=True, exist_ok=True)
     argv = [python, "-P", "-m", "eddl.leader.main", "--bind", "127.0.0.1:0"]
+    if not mtls:
+        argv += ["--insecure"]
     argv += ["--state-dir", str(state / "leader"), "--join-token", TOKEN]
     # A patient leader: beats of clients sharing one loaded event loop may come late.
     argv += ["--port-file", str(port_file), "--heartbeat-interval", "5"]
@@ -108,6 +116,7 @@ class _Client:
     answers: list[tuple[float, float, int]] = field(default_factory=list)
     # new version -> when the update that made it was acknowledged
     closers: dict[int, float] = field(default_factory=dict)
+    security: NodeSecurity = field(default_factory=lambda: NodeSecurity("insecure"))
 
     def env(self, version: int = 0) -> common_pb2.Envelope:
         return common_pb2.Envelope(
@@ -115,7 +124,7 @@ class _Client:
         )
 
     async def run(self, until: float) -> None:
-        async with open_channel(self.address) as ch:
+        async with self.security.channel(self.address) as ch:
             stub = cluster_pb2_grpc.ClusterStub(ch)
             await stub.Join(
                 cluster_pb2.JoinRequest(envelope=self.env(), role="worker", join_token=TOKEN),
@@ -231,11 +240,21 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 async def _phase(
-    address: str, n: int, aggregation: str, seconds: float, prefix: str
+    address: str,
+    n: int,
+    aggregation: str,
+    seconds: float,
+    prefix: str,
+    *,
+    admin: Identity | None = None,
+    security: Callable[[str], NodeSecurity] | None = None,
 ) -> tuple[list[_Client], float]:
-    job_id = await submit_job(address, _job(n, aggregation))
-    term = (await job_status(address, job_id)).envelope.term
+    job_id = await submit_job(address, _job(n, aggregation), identity=admin)
+    term = (await job_status(address, job_id, identity=admin)).envelope.term
     clients = [_Client(address, f"{prefix}{i:02d}", job_id, term) for i in range(n)]
+    if security is not None:
+        for c in clients:
+            c.security = security(c.node_id)
     until = time.monotonic() + seconds + 2.0
     runs = [asyncio.create_task(c.run(until)) for c in clients]
     await asyncio.sleep(2.0)  # warm-up: every client joined and pushed before measuring

@@ -12,6 +12,11 @@ from eddl.config import ConfigError, check_address
 __all__ = ["LeaderConfig"]
 
 
+def default_bootstrap_bind(bind: str) -> str:
+    host, _, port = bind.rpartition(":")
+    return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
 @dataclass
 class LeaderConfig:
     """Settings of one leader daemon (``EDDL_LEADER_<FIELD>`` in the environment).
@@ -26,6 +31,14 @@ class LeaderConfig:
     checks the same default, ``--max-model-mib`` for a leader configured otherwise).
     ``follow``, when set, is the root leader's address: this leader then stands by, claims
     no term, and answers every Cluster and Admin call ``not-leader`` with that address.
+
+    ``security`` is ``mtls`` (default): the cluster CA lives in ``<state_dir>/pki`` (key file
+    0600), every port requires a cluster certificate, and nodes enrol with join tokens at
+    ``bootstrap_bind`` (default: the main port + 1; port 0 when the main port is 0) whose
+    port goes to ``bootstrap_port_file``. Node certificates live ``cert_lifetime_s``;
+    ``tls_hosts`` adds names or addresses to the leader's own certificate. ``insecure``:
+    plaintext, bound to loopback only, nodes admitted by ``join_token`` then by a session
+    credential. ``off`` (plaintext, no credentials) exists for in-process tests only.
     """
 
     bind: str = "127.0.0.1:50051"
@@ -47,6 +60,11 @@ class LeaderConfig:
     grace_s: float = 2.0
     log_level: str = "INFO"
     metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
+    security: str = "mtls"
+    bootstrap_bind: str = ""
+    bootstrap_port_file: Path | None = None
+    cert_lifetime_s: float = 24 * 3600.0
+    tls_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
@@ -54,8 +72,20 @@ class LeaderConfig:
             check_address(self.metrics_bind, "leader.metrics_bind")
         if self.follow:
             check_address(self.follow, "leader.follow")
-        if not self.join_token:
-            raise ConfigError("leader.join_token is required (workers present it to join)")
+        if self.security not in ("mtls", "insecure", "off"):
+            raise ConfigError("leader.security must be mtls or insecure")
+        if self.security != "mtls" and not self.join_token:
+            raise ConfigError("leader.join_token is required without mtls (workers present it)")
+        if self.security == "insecure" and self.bind.rpartition(":")[0].strip("[]") not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ):
+            raise ConfigError("leader: --insecure binds to loopback only (127.0.0.1 or ::1)")
+        if self.bootstrap_bind:
+            check_address(self.bootstrap_bind, "leader.bootstrap_bind")
+        if not 2.0 <= self.cert_lifetime_s <= 365 * 24 * 3600.0:
+            raise ConfigError("leader.cert_lifetime_s must be within 2 s .. 1 year")
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:
             raise ConfigError("leader.heartbeat_interval_s must be > 0")
         if not 0 <= self.heartbeat_jitter < 1:

@@ -54,6 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT of the root leader: stand by and point every caller there "
         "(default: none, this leader is the root)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_const",
+        const="insecure",
+        dest="security",
+        help="plaintext on loopback only, nodes admitted by --join-token then a session "
+        "credential (default: mutual TLS with the cluster CA in STATE_DIR/pki)",
+    )
+    p.add_argument(
+        "--bootstrap-bind",
+        help="HOST:PORT where nodes enrol with join tokens (default: the main port + 1)",
+    )
+    p.add_argument(
+        "--bootstrap-port-file", help="write the bootstrap port here once serving (default: none)"
+    )
+    p.add_argument(
+        "--cert-lifetime",
+        type=float,
+        dest="cert_lifetime_s",
+        help=f"seconds a node certificate lives (default: {d['cert_lifetime_s']:.0f})",
+    )
+    p.add_argument(
+        "--tls-host",
+        action="append",
+        dest="tls_hosts",
+        metavar="NAME",
+        help="a name or address nodes reach this leader by, for its certificate (repeat)",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -73,6 +101,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "follow": args.follow,
         "log_level": args.log_level,
         "metrics_bind": args.metrics_bind,
+        "security": args.security,
+        "bootstrap_bind": args.bootstrap_bind,
+        "bootstrap_port_file": args.bootstrap_port_file,
+        "cert_lifetime_s": args.cert_lifetime_s,
+        "tls_hosts": args.tls_hosts,
     }
 
 
@@ -104,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)
+        if config.security == "off":
+            raise ConfigError("leader.security: a daemon runs mtls, or insecure on loopback")
     except (ConfigError, ValueError) as exc:
         print(f"eddl-leader: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from eddl.leader.coordinator import Coordinator
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Role
 from eddl.leader.runtime import RuntimeFactory, build_runtime
+from eddl.leader.security import LeaderSecurity
 from eddl.leader.service import LeaderService
 from eddl.leader.servicers import AdminServicer, ClusterServicer
 from eddl.leader.servicers.root_only import RootOnly
@@ -68,6 +69,7 @@ class LeaderDaemon:
         self.coordinator: Coordinator | None = None
         self.cluster: ClusterServicer | None = None
         self.server: RunningServer | None = None
+        self.security: LeaderSecurity | None = None
         self._store: SqliteStore | None = None
         self._stop = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
@@ -82,6 +84,7 @@ class LeaderDaemon:
         cfg = self.config
         self.lock.acquire()
         self._store = SqliteStore(cfg.state_dir)
+        self.security = security = LeaderSecurity.build(cfg)
         # A leader configured to follow another one stands by: it claims no term, resumes
         # nothing, and points every caller to the root (RootOnly below).
         leadership = StaticLeadership(
@@ -92,7 +95,7 @@ class LeaderDaemon:
             heartbeat_interval=cfg.heartbeat_interval_s,
             patience=cfg.patience,
             jitter=cfg.heartbeat_jitter,
-            join_tokens={cfg.join_token: Role.WORKER},
+            join_tokens={security.join_token: Role.WORKER},
             now=time.monotonic,
         )
         limits = JobLimits(max_model_bytes=cfg.max_model_mib * 1024 * 1024)
@@ -124,10 +127,18 @@ class LeaderDaemon:
                 (admin_pb2_grpc.add_AdminServicer_to_server, admin),
                 # Workers and peers measure their bandwidth and RTT to this leader.
                 (probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer()),
+                *security.registrations,  # mtls: Security (Renew) on the main port
             ],
             SERVICE_NAMES,
-            interceptors=[RootOnly(leadership, SERVICE_NAMES[:2]), *self.interceptors],
+            # Authentication and authorization come first: nothing else sees a stranger's call.
+            interceptors=[
+                *security.interceptors,
+                RootOnly(leadership, SERVICE_NAMES[:2]),
+                *self.interceptors,
+            ],
+            credentials=security.credentials,
         )
+        await security.start_bootstrap()
         leadership.serving_at(server.address)
         if not cluster.leaders:
             cluster.leaders = [server.address]
@@ -170,6 +181,8 @@ class LeaderDaemon:
                 await ticker
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace is None else grace)
+        if self.security is not None:
+            await self.security.stop(0)
         if self.service is not None:
             self.service.close()
             self.service = None

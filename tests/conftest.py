@@ -23,6 +23,15 @@ def _reap_children() -> Iterator[None]:
     psutil.wait_procs(children, timeout=5)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The ``eddl`` command (in-process or a child) must not pick up the user's admin
+    certificate: point its config dir at an empty folder for the whole session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDDL_CONFIG_DIR", str(tmp_path_factory.mktemp("eddl-config")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
     """Entry points called in-process configure structlog for the stream they were given (often

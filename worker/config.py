@@ -36,6 +36,11 @@ class WorkerConfig:
     looked for again every ``mcu_retry_s``. ``mcu_verify`` re-runs every device task with the
     numpy reference on the gateway and pushes nothing that differs (for commissioning boards:
     it costs the gateway the training time of every task).
+
+    ``security`` is ``mtls`` (default): the node's key and certificate live in ``pki_dir``; a
+    node without them enrols first with ``enrol_token`` (``eddl token create``) at the
+    leader's ``bootstrap`` port (default: the first leader's port + 1). ``insecure`` speaks
+    plaintext to a loopback leader, authenticated by ``join_token`` and a session credential.
     """
 
     leaders: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
@@ -63,12 +68,20 @@ class WorkerConfig:
     mcu_retry_s: float = 2.0
     mcu_verify: bool = False
     metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
+    security: str = "mtls"  # "mtls", "insecure" (loopback, session); "off" only in-process
+    pki_dir: str = "eddl-node"
+    enrol_token: str = ""
+    bootstrap: str = ""
 
     def __post_init__(self) -> None:
         if not self.leaders:
             raise ConfigError("worker.leaders: at least one leader address is needed")
         for address in self.leaders:
             check_address(address, "worker.leaders")
+        if self.security not in ("mtls", "insecure", "off"):
+            raise ConfigError("worker.security must be mtls or insecure")
+        if self.bootstrap:
+            check_address(self.bootstrap, "worker.bootstrap")
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError(f"worker.node_id: {self.node_id!r} must be non-empty, no spaces")
         if not math.isfinite(self.throttle) or self.throttle < 1.0:

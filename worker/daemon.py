@@ -41,6 +41,9 @@ from eddl.net.redirect import not_leader
 from eddl.profiler import LinkTracker
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc
+from eddl.security.enrol import Renewer
+from eddl.security.node import NodeSecurity, bootstrap_address, prepare
+from eddl.security.tls import Identity
 from eddl.worker.config import WorkerConfig
 from eddl.worker.data import SampleSource, SampleSourceError
 from eddl.worker.executor import Executor, TaskResult, TaskSpec
@@ -99,13 +102,31 @@ def task_from_proto(task: cluster_pb2.Task) -> TaskSpec:
     )
 
 
-async def start_endpoint(config: WorkerConfig) -> RunningServer:
+async def node_security(config: WorkerConfig, node_id: str) -> NodeSecurity:
+    """The node's credentials as ``config`` says: its saved certificate, or a new enrolment."""
+    host = config.bind.rpartition(":")[0].strip("[]") if config.bind else ""
+    return await prepare(
+        config.security,
+        Path(config.pki_dir),
+        node_id=node_id,
+        token=config.enrol_token,
+        bootstrap=config.bootstrap or bootstrap_address(config.leaders[0]),
+        hosts=(host,) if host and host not in ("0.0.0.0", "::") else (),
+    )
+
+
+async def start_endpoint(
+    config: WorkerConfig, security: NodeSecurity | None = None
+) -> RunningServer:
     """The node's own gRPC endpoint on ``config.bind``: health (NOT_SERVING until joined),
     reflection and the Probe service; its port goes to ``config.port_file`` when set."""
+    security = security or NodeSecurity("off")
     endpoint = await start_server(
         config.bind,
         [(probe_pb2_grpc.add_ProbeServicer_to_server, ProbeServicer())],
         [PROBE_SERVICE_NAME],
+        credentials=security.server_credentials(),
+        interceptors=security.server_interceptors(),
     )
     await endpoint.set_serving(False)
     if config.port_file:
@@ -132,8 +153,11 @@ class WorkerDaemon:
         node_id: str | None = None,
         serve: bool = True,
         presence: Presence | None = None,
+        security: NodeSecurity | None = None,
     ) -> None:
         self.config = config
+        # Given (a gateway's, shared by its devices) or prepared by :meth:`run` from config.
+        self._own_security = security is None
         self.executor = executor or NumpyExecutor(config.throttle)
         self.presence = presence or HostPresence()
         self.node_id = node_id or config.node_id
@@ -141,7 +165,9 @@ class WorkerDaemon:
         self.leave_reason = "shutdown"
         self._rng = rng or random.Random()
         self.link = LeaderLink(
-            config.leaders, Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
+            config.leaders,
+            Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng),
+            security,
         )
         # Says where the worker is trying and for how long while no leader answers.
         self.unreachable = UnreachableReporter()
@@ -197,12 +223,18 @@ class WorkerDaemon:
             leaders=self.link.leaders,
             throttle=self.config.throttle,
         )
+        if self._own_security:
+            self.link.security = await node_security(self.config, self.node_id)
+        security = self.link.security
         if self._serve:
-            self.endpoint = await start_endpoint(self.config)
+            self.endpoint = await start_endpoint(self.config, security)
         for hook in self.on_serving:
             hook()
         try:
             async with asyncio.TaskGroup() as tg:
+                renewer = None
+                if self._own_security and security.identity is not None:
+                    renewer = tg.create_task(self.renewer(security).run())
                 tg.create_task(self._prefetch())
                 beats = tg.create_task(self._heartbeat_loop())
                 work = tg.create_task(self._task_loop())
@@ -210,8 +242,9 @@ class WorkerDaemon:
                 await self._stop.wait()
                 beats.cancel()
                 work.cancel()
-                if health is not None:
-                    health.cancel()
+                for task in (health, renewer):
+                    if task is not None:
+                        task.cancel()
         finally:
             try:
                 if self._joined.is_set():
@@ -221,6 +254,18 @@ class WorkerDaemon:
                 if self.endpoint is not None:
                     await self.endpoint.stop(grace=1.0)
         log.info("worker stopped", node=self.node_id, tasks_done=self.tasks_done)
+
+    def renewer(self, security: NodeSecurity) -> Renewer:
+        """Renews the node's certificate at the current leader; new calls use the new one."""
+        assert security.identity is not None
+
+        async def renewed(identity: Identity) -> None:
+            security.renewed(identity)
+            await self.link.close_retired()
+
+        return Renewer(
+            Path(self.config.pki_dir), security.identity, lambda: self.link.address, renewed
+        )
 
     async def _health_loop(self) -> None:
         """Mirror membership in the endpoint's health: SERVING while joined to a leader."""

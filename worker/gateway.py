@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from eddl import __version__
 from eddl.log import get_logger
@@ -30,8 +31,11 @@ from eddl.mcu.plan import offered_algorithms
 from eddl.mcu.protocol import Hello
 from eddl.net import RunningServer
 from eddl.proto.v1 import cluster_pb2, profile_pb2
+from eddl.security.enrol import Renewer
+from eddl.security.node import NodeSecurity
+from eddl.security.tls import Identity
 from eddl.worker.config import WorkerConfig
-from eddl.worker.daemon import TaskTiming, WorkerDaemon, start_endpoint
+from eddl.worker.daemon import TaskTiming, WorkerDaemon, node_security, start_endpoint
 from eddl.worker.mcu_bench import BenchmarkResult, benchmark_device
 from eddl.worker.mcu_runner import LINK_FAILURES, McuCounters, McuExecutor
 from eddl.worker.presence import Presence
@@ -130,6 +134,7 @@ class McuAgent:
         url: str,
         device: Device,
         bench: BenchmarkResult | None,
+        security: NodeSecurity | None = None,
     ) -> None:
         assert device.info is not None
         self.node_id = node_id
@@ -147,7 +152,12 @@ class McuAgent:
         )
         presence = McuPresence(config, url, self.hello, bench, self.executor)
         self.daemon = WorkerDaemon(
-            config, self.executor, node_id=node_id, serve=False, presence=presence
+            config,
+            self.executor,
+            node_id=node_id,
+            serve=False,
+            presence=presence,
+            security=security or NodeSecurity("off"),
         )
 
     @property
@@ -188,6 +198,8 @@ class Gateway:
         self.losses: dict[str, int] = dict.fromkeys(config.mcu_node_ids(), 0)
         self._stop = asyncio.Event()
         self.endpoint: RunningServer | None = None
+        # The gateway's certificate (or session): every device's daemon acts under it.
+        self.security = NodeSecurity("off")
         self.on_serving: list[Callable[[], None]] = []  # called once the gateway runs
         self.on_task: list[Callable[[TaskTiming], None]] = []  # handed to each device's daemon
 
@@ -204,22 +216,41 @@ class Gateway:
         joined to a leader), reflection and the Probe service, like a worker.
         """
         log.info("gateway starting", node=self.config.node_id, devices=self.config.mcu)
+        self.security = await node_security(self.config, self.config.node_id)
         if self.config.bind:
-            self.endpoint = await start_endpoint(self.config)
+            self.endpoint = await start_endpoint(self.config, self.security)
         for hook in self.on_serving:
             hook()
         try:
             async with asyncio.TaskGroup() as tg:
                 health = tg.create_task(self._health_loop()) if self.endpoint else None
+                renewer = None
+                if self.security.identity is not None:
+                    renewer = tg.create_task(self._renewer().run())
                 devices = zip(self.config.mcu, self.config.mcu_node_ids(), strict=True)
                 keepers = [tg.create_task(self._keep(url, node)) for url, node in devices]
                 await asyncio.gather(*keepers)
-                if health is not None:
-                    health.cancel()
+                for task in (health, renewer):
+                    if task is not None:
+                        task.cancel()
         finally:
             if self.endpoint is not None:
                 await self.endpoint.stop(grace=1.0)
         log.info("gateway stopped", node=self.config.node_id)
+
+    def _renewer(self) -> Renewer:
+        security = self.security
+        assert security.identity is not None
+
+        async def renewed(identity: Identity) -> None:
+            security.renewed(identity)  # each device's link reopens on its next call
+
+        return Renewer(
+            Path(self.config.pki_dir),
+            security.identity,
+            lambda: self.config.leaders[0],
+            renewed,
+        )
 
     @property
     def joined(self) -> list[str]:
@@ -267,7 +298,7 @@ class Gateway:
                     max_buffer=cfg.mcu_max_buffer,
                     timeout=cfg.mcu_train_timeout_s,
                 )
-                agent = McuAgent(cfg, node_id, url, device, bench)
+                agent = McuAgent(cfg, node_id, url, device, bench, self.security)
             except LINK_FAILURES as exc:
                 log.warning("device failed its benchmark", node=node_id, error=str(exc))
                 await asyncio.to_thread(device.close)

@@ -14,8 +14,8 @@ import random
 import grpc
 
 from eddl.log import get_logger
-from eddl.net import open_channel
 from eddl.proto.v1 import cluster_pb2_grpc
+from eddl.security.node import NodeSecurity
 
 __all__ = ["Backoff", "LeaderLink"]
 
@@ -41,14 +41,20 @@ class Backoff:
 
 
 class LeaderLink:
-    def __init__(self, leaders: list[str], backoff: Backoff) -> None:
+    def __init__(
+        self, leaders: list[str], backoff: Backoff, security: NodeSecurity | None = None
+    ) -> None:
         if not leaders:
             raise ValueError("no leader addresses")
         self.leaders = list(leaders)
         self.backoff = backoff
+        self.security = security or NodeSecurity("off")
         self._index = 0
         self._channel: grpc.aio.Channel | None = None
         self._stub: cluster_pb2_grpc.ClusterStub | None = None
+        self._generation = self.security.generation
+        # Channels of a previous certificate, closed one renewal later (their calls are over).
+        self._retired: list[grpc.aio.Channel] = []
 
     @property
     def address(self) -> str:
@@ -56,8 +62,14 @@ class LeaderLink:
 
     @property
     def stub(self) -> cluster_pb2_grpc.ClusterStub:
+        if self._generation != self.security.generation:
+            # A renewed certificate: new calls go over a new channel; in-flight ones finish.
+            self._generation = self.security.generation
+            if self._channel is not None:
+                self._retired.append(self._channel)
+            self._channel, self._stub = None, None
         if self._stub is None:
-            self._channel = open_channel(self.address)
+            self._channel = self.security.channel(self.address)
             self._stub = cluster_pb2_grpc.ClusterStub(self._channel)
         return self._stub
 
@@ -92,7 +104,15 @@ class LeaderLink:
     def succeeded(self) -> None:
         self.backoff.reset()
 
+    async def close_retired(self) -> None:
+        """Close the channels of certificates older than the previous one."""
+        while len(self._retired) > 1:
+            await self._retired.pop(0).close()
+
     async def close(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
+        retired, self._retired = self._retired, []
+        for old in retired:
+            await old.close()
         if channel is not None:
             await channel.close()

@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway mode: a microcontroller's serial URL or device path (repeat); each joins "
         "the cluster as a node of its own (default: none, a plain worker)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_const",
+        const="insecure",
+        dest="security",
+        help="plaintext to a loopback leader started with --insecure (default: mutual TLS)",
+    )
+    p.add_argument(
+        "--pki-dir",
+        help=f"directory of this node's key and certificate (default: {d['pki_dir']})",
+    )
+    p.add_argument(
+        "--enrol-token",
+        help="join token from `eddl token create`, used once when PKI_DIR has no certificate",
+    )
+    p.add_argument(
+        "--bootstrap", help="HOST:PORT of the leader's bootstrap port (default: its port + 1)"
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -97,6 +115,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "port_file": args.port_file,
         "mcu": args.mcu,
         "metrics_bind": args.metrics_bind,
+        "security": args.security,
+        "pki_dir": args.pki_dir,
+        "enrol_token": args.enrol_token,
+        "bootstrap": args.bootstrap,
     }
 
 
@@ -129,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(WorkerConfig, "worker", args.config, _overrides(args))
         configure_logging("json", config.log_level)
+        if config.security == "off":
+            raise ConfigError("worker.security: a daemon runs mtls, or insecure")
     except (ConfigError, ValueError) as exc:
         print(f"eddl-worker: configuration error: {exc}", file=sys.stderr)
         return 2

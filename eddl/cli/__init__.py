@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eddl.cli.local",
     "eddl.cli.health",
     "eddl.cli.report",
+    "eddl.cli.security",
 )
 
 

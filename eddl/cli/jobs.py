@@ -26,9 +26,10 @@ from rich.table import Table
 from eddl.config import ConfigError
 from eddl.jobcheck import DEFAULT_MODEL_BYTES, JobLimits, check_job
 from eddl.jobspec import JobSpec, JobSpecError, job_table
-from eddl.net import open_channel
 from eddl.net.redirect import not_leader
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security.admin import admin_channel
+from eddl.security.tls import Identity
 
 __all__ = [
     "FINAL_EVENTS",
@@ -84,8 +85,10 @@ def read_job_file(path: str | Path, limits: JobLimits | None = None) -> dict[str
 # -- calls ----------------------------------------------------------------------------------
 
 
-async def submit_job(address: str, spec: dict[str, Any], admin_token: str = "") -> str:
-    async with open_channel(address) as channel:
+async def submit_job(
+    address: str, spec: dict[str, Any], admin_token: str = "", *, identity: Identity | None = None
+) -> str:
+    async with admin_channel(address, identity) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         reply = await stub.SubmitJob(
             admin_pb2.SubmitJobRequest(spec_json=json.dumps(spec), admin_token=admin_token),
@@ -94,8 +97,10 @@ async def submit_job(address: str, spec: dict[str, Any], admin_token: str = "") 
         return str(reply.envelope.job_id)
 
 
-async def job_status(address: str, job_id: str = "") -> admin_pb2.JobStatusReply:
-    async with open_channel(address) as channel:
+async def job_status(
+    address: str, job_id: str = "", *, identity: Identity | None = None
+) -> admin_pb2.JobStatusReply:
+    async with admin_channel(address, identity) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         reply: admin_pb2.JobStatusReply = await stub.JobStatus(
             admin_pb2.JobStatusRequest(job_id=job_id), timeout=10
@@ -103,8 +108,8 @@ async def job_status(address: str, job_id: str = "") -> admin_pb2.JobStatusReply
         return reply
 
 
-async def list_nodes(address: str) -> admin_pb2.ListNodesReply:
-    async with open_channel(address) as channel:
+async def list_nodes(address: str, *, identity: Identity | None = None) -> admin_pb2.ListNodesReply:
+    async with admin_channel(address, identity) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         reply: admin_pb2.ListNodesReply = await stub.ListNodes(
             admin_pb2.ListNodesRequest(), timeout=10
@@ -112,8 +117,10 @@ async def list_nodes(address: str) -> admin_pb2.ListNodesReply:
         return reply
 
 
-async def cancel_job(address: str, job_id: str, admin_token: str = "") -> str:
-    async with open_channel(address) as channel:
+async def cancel_job(
+    address: str, job_id: str, admin_token: str = "", *, identity: Identity | None = None
+) -> str:
+    async with admin_channel(address, identity) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         reply = await stub.CancelJob(
             admin_pb2.CancelJobRequest(job_id=job_id, admin_token=admin_token), timeout=10
@@ -127,9 +134,10 @@ async def watch_job(
     on_event: Callable[[admin_pb2.JobEvent], None],
     *,
     timeout_s: float | None = None,
+    identity: Identity | None = None,
 ) -> admin_pb2.JobEvent | None:
     """Stream the job's events to ``on_event`` until it ends; return the final event."""
-    async with open_channel(address) as channel:
+    async with admin_channel(address, identity) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         stream = stub.WatchJob(admin_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s)
         event: admin_pb2.JobEvent

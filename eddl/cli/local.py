@@ -60,19 +60,19 @@ from eddl.cluster.local import (
     LocalClusterError,
     parse_throttles,
 )
-from eddl.net import open_channel
 from eddl.ops.report import MISSING_MATPLOTLIB, ReportError, matplotlib_available, write_report
 from eddl.ops.run_data import RunDataError, find_store, load_run
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security.admin import admin_channel
 
 __all__ = ["DEFAULT_JOB", "MCU_JOB", "register", "run_local"]
 
 _POLL_S = 0.5
 
 
-async def _look(address: str, progress: Progress, view: ProgressView) -> None:
+async def _look(cluster: LocalCluster, progress: Progress, view: ProgressView) -> None:
     """One look at the node table (joins and departures included) and the job's status."""
-    async with open_channel(address) as ch:
+    async with admin_channel(cluster.address, cluster.identity) as ch:
         stub = admin_pb2_grpc.AdminStub(ch)
         nodes = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
         for line in progress.update_nodes(nodes):
@@ -85,10 +85,10 @@ async def _look(address: str, progress: Progress, view: ProgressView) -> None:
     view.refresh(progress)
 
 
-async def _follow(address: str, progress: Progress, view: ProgressView) -> None:
+async def _follow(cluster: LocalCluster, progress: Progress, view: ProgressView) -> None:
     """Look every ``_POLL_S`` until cancelled."""
     while True:
-        await _look(address, progress, view)
+        await _look(cluster, progress, view)
         await asyncio.sleep(_POLL_S)
 
 
@@ -101,7 +101,7 @@ async def run_local(
 ) -> dict[str, Any]:
     """Wait for every node of the started ``cluster``, run ``spec`` on it; the result."""
     started = time.monotonic()
-    follower = asyncio.create_task(_follow(cluster.address, progress, view))
+    follower = asyncio.create_task(_follow(cluster, progress, view))
 
     def on_event(event: admin_pb2.JobEvent) -> None:
         line = progress.on_event(event)
@@ -110,15 +110,18 @@ async def run_local(
 
     try:
         await cluster.wait_for_nodes(timeout_s=args.timeout)
-        await _look(cluster.address, progress, view)  # every join shown before the job
-        job_id = progress.job_id = await submit_job(cluster.address, spec)
+        await _look(cluster, progress, view)  # every join shown before the job
+        job_id = progress.job_id = await submit_job(
+            cluster.address, spec, identity=cluster.identity
+        )
         view.note(
             f"job {job_id}: {spec.get('algorithm')} on {spec.get('dataset')}, "
             f"{spec.get('aggregation', 'auto')} aggregation"
         )
         try:
             final = await asyncio.wait_for(
-                watch_job(cluster.address, job_id, on_event), args.timeout
+                watch_job(cluster.address, job_id, on_event, identity=cluster.identity),
+                args.timeout,
             )
         except TimeoutError as exc:
             raise LocalClusterError(f"the job did not finish within {args.timeout:.0f} s") from exc
@@ -126,8 +129,8 @@ async def run_local(
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             await follower
-    await _look(cluster.address, progress, view)
-    async with open_channel(cluster.address) as ch:
+    await _look(cluster, progress, view)
+    async with admin_channel(cluster.address, cluster.identity) as ch:
         stub = admin_pb2_grpc.AdminStub(ch)
         status = await stub.JobStatus(admin_pb2.JobStatusRequest(job_id=job_id), timeout=10)
     detail = json.loads(status.detail_json) if status.detail_json else {}

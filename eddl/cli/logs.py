@@ -35,8 +35,8 @@ from eddl.cli.jobs import (
     leader_error,
 )
 from eddl.config import ConfigError
-from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security.admin import admin_channel
 
 __all__ = ["LogsTimeoutError", "print_events", "register"]
 
@@ -69,7 +69,7 @@ async def print_events(
     count = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with open_channel(address) as channel:
+    async with admin_channel(address) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         call = stub.WatchJob(admin_pb2.WatchJobRequest(job_id=job_id, after_seq=0))
         try:

@@ -16,6 +16,11 @@ thread that the cluster keeps until :meth:`LocalCluster.stop` has reaped them; `
 then be called from any thread (``asyncio.to_thread`` included) without its end killing the
 cluster. Each daemon gets a session of its own, so a Ctrl-C in the terminal reaches only the
 caller, which stops them in order: workers first (they leave cleanly), then the leader.
+
+Security is the daemons' default, mutual TLS: before the leader starts, a throw-away cluster
+CA is made in its state directory; each worker and the gateway get a single-use join token
+and enrol at the leader's bootstrap port (their keys and certificates under ``nodes/``), and
+this process calls the leader with an admin certificate (:attr:`LocalCluster.identity`).
 """
 
 from __future__ import annotations
@@ -34,8 +39,11 @@ from typing import Any, TypeVar
 
 from eddl.childproc import bound_to_parent, python_module
 from eddl.mcu.launch import FirmwareError, Launched, start_qemu, start_sim
-from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security import pki
+from eddl.security.admin import admin_channel
+from eddl.security.authority import Authority
+from eddl.security.tls import Identity
 
 __all__ = [
     "DEFAULT_JOB",
@@ -114,11 +122,15 @@ class LocalCluster:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     address: str = ""
+    bootstrap: str = ""
     mcus: int = 0
     mcu_kind: str = "host"
     mcu_baud: int | None = None  # host simulators paced like a UART at this rate
     device_lifetime_s: float = 3600.0
     devices: list[Launched] = field(default_factory=list)
+    cert_lifetime_s: float = 24 * 3600.0
+    identity: Identity | None = None  # the admin certificate the cluster's caller uses
+    _authority: Authority | None = field(default=None, init=False, repr=False)
     # The one thread that starts every child (see the module docstring): kept until stop().
     _spawner: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
@@ -160,10 +172,32 @@ class LocalCluster:
 
         self._in_spawner(popen)
 
+    def _provision(self) -> Authority:
+        """The leader's CA (made now if new) and this process's admin certificate."""
+        authority = Authority(self.state_dir / "leader" / "pki", lifetime_s=self.cert_lifetime_s)
+        key = pki.new_key()
+        issued = authority.issue(pki.make_csr(key, "local-admin"), "admin")
+        self.identity = Identity(pki.key_pem(key), issued.cert_pem, authority.ca_pem)
+        self._authority = authority
+        return authority
+
+    def _security_args(self, node: str, role: str) -> list[str]:
+        """A node's flags: its identity directory and, until it has one, a join token."""
+        assert self._authority is not None
+        directory = self.state_dir / "nodes" / node
+        args = ["--pki-dir", str(directory), "--bootstrap", self.bootstrap]
+        if not Identity.exists(directory):
+            token = self._authority.new_token(role, ttl_s=600.0)
+            args += ["--enrol-token", str(token)]
+        return args
+
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the leader, wait for its port, then the workers (and devices and gateway)."""
         port_file = self.state_dir / "leader.port"
+        boot_file = self.state_dir / "bootstrap.port"
         port_file.unlink(missing_ok=True)
+        boot_file.unlink(missing_ok=True)
+        self._provision()
         self._spawn(
             "leader",
             python_module(
@@ -178,15 +212,21 @@ class LocalCluster:
                 str(port_file),
                 "--heartbeat-interval",
                 str(self.heartbeat_s),
+                "--bootstrap-port-file",
+                str(boot_file),
+                "--cert-lifetime",
+                str(self.cert_lifetime_s),
             ),
         )
         deadline = time.monotonic() + timeout_s
-        while not (port_file.exists() and port_file.read_text().strip().isdigit()):
+        # The bootstrap port is written after the main one: both are known once it exists.
+        while not (boot_file.exists() and boot_file.read_text().strip().isdigit()):
             self.check_alive()
             if time.monotonic() > deadline:
                 raise LocalClusterError(f"the leader did not start within {timeout_s:.0f} s")
             time.sleep(0.05)
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
+        self.bootstrap = f"127.0.0.1:{int(boot_file.read_text())}"
         for i in range(len(self.workers)):
             self.start_worker(i)
         if self.mcus:
@@ -214,6 +254,7 @@ class LocalCluster:
             "gateway",
             "--join-token",
             self.token,
+            *self._security_args("gateway", "gateway"),
         )
         for device in self.devices:
             argv += ["--mcu", device.url]
@@ -235,6 +276,7 @@ class LocalCluster:
             self.token,
             "--throttle",
             str(self.workers[index]),
+            *self._security_args(name, "worker"),
         )
         self._spawn(name, argv, device=True)
 
@@ -263,7 +305,7 @@ class LocalCluster:
         """Wait until ``count`` nodes (default: every node of this cluster) are alive."""
         want = self.nodes if count is None else count
         deadline = time.monotonic() + timeout_s
-        async with open_channel(self.address) as ch:
+        async with admin_channel(self.address, self.identity) as ch:
             stub = admin_pb2_grpc.AdminStub(ch)
             while True:
                 nodes = await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "channel_options", "open_channel"]
@@ -23,7 +25,19 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
 
 
 def open_channel(
-    address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    address: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (host:port). TLS comes with the security issue."""
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+    """A channel to ``address`` (host:port): mutual TLS with ``credentials`` (see
+    :mod:`eddl.security.tls`), else plaintext (``--insecure`` daemons and in-process tests)."""
+    options = channel_options(max_message_bytes)
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            address, credentials, options=options, interceptors=list(interceptors) or None
+        )
+    return grpc.aio.insecure_channel(
+        address, options=options, interceptors=list(interceptors) or None
+    )

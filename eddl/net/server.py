@@ -84,8 +84,11 @@ async def start_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
-    """Bind ``bind`` (port 0: the OS picks), mount the servicers, health and reflection, start."""
+    """Bind ``bind`` (port 0: the OS picks), mount the servicers, health and reflection, start.
+
+    With ``credentials`` the port speaks TLS (see :mod:`eddl.security.tls`), else plaintext."""
     host, _ = _split(bind)
     server = grpc.aio.server(
         options=channel_options(max_message_bytes), interceptors=list(interceptors)
@@ -99,7 +102,10 @@ async def start_server(
         (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(bind)
+        if credentials is not None:
+            port = server.add_secure_port(bind, credentials)
+        else:
+            port = server.add_insecure_port(bind)
     except RuntimeError as exc:
         raise ServerStartError(f"cannot bind {bind}: {exc}") from exc
     if port == 0:

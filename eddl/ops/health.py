@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eddl.config import ConfigError, check_address
-from eddl.net import open_channel
+from eddl.security.admin import admin_channel
 
 __all__ = ["HealthResult", "check_health"]
 
@@ -45,7 +45,7 @@ async def check_health(address: str, service: str = "", timeout_s: float = 5.0) 
         raise ValueError(str(exc)) from exc
     if not timeout_s > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout_s}")
-    async with open_channel(address) as channel:
+    async with admin_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(

@@ -101,6 +101,7 @@ def start_leader(
     heartbeat: float = 0.5,
     tag: str = "leader",
     extra: Sequence[str] = (),
+    insecure: bool = True,
 ) -> tuple[Proc, str]:
     port_file = tmp / f"{tag}.port"
     port_file.unlink(missing_ok=True)
@@ -110,6 +111,9 @@ def start_leader(
         "127.0.0.1:0",
         "--state-dir",
         str(state_dir or tmp / "state"),
+        # Mutual TLS is the daemons' default; most tests exercise other behaviours and use the
+        # loopback mode (sessions from Join). tests/e2e/test_security_*.py run mTLS.
+        *(["--insecure"] if insecure else []),
         "--join-token",
         TOKEN,
         "--port-file",
@@ -130,7 +134,13 @@ def start_leader(
 
 
 def start_worker(
-    tmp: Path, address: str, node_id: str, *, throttle: float = 1.0, extra: Sequence[str] = ()
+    tmp: Path,
+    address: str,
+    node_id: str,
+    *,
+    throttle: float = 1.0,
+    extra: Sequence[str] = (),
+    insecure: bool = True,
 ) -> Proc:
     argv = [
         script("eddl-worker"),
@@ -138,6 +148,7 @@ def start_worker(
         address,
         "--node-id",
         node_id,
+        *(["--insecure"] if insecure else []),
         "--join-token",
         TOKEN,
         "--throttle",

@@ -108,7 +108,8 @@ def test_every_dashboard_metric_is_exported_by_a_live_daemon(tmp_path: Path) -> 
         extra = ["--metrics-bind", f"127.0.0.1:{ports[1]}"]
         procs.append(start_worker(tmp_path, address, "w0", extra=extra))
         gateway = [
-            script("eddl-worker"), "--leader", address, "--node-id", "gw", "--join-token", TOKEN,
+            script("eddl-worker"), "--leader", address, "--node-id", "gw", "--insecure",
+            "--join-token", TOKEN,
             "--mcu", device.url, "--metrics-bind", f"127.0.0.1:{ports[2]}",
         ]  # fmt: skip
         procs.append(spawn("gw", gateway, tmp_path / "gw.log"))

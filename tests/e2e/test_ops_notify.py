@@ -42,11 +42,11 @@ def test_daemon_sends_ready_status_and_stopping(tmp_path: Path, role: str) -> No
         sock.bind(str(path))
         if role == "leader":
             argv = [script("eddl-leader"), "--bind", "127.0.0.1:0", "--state-dir",
-                    str(tmp_path / "state"), "--join-token", TOKEN]  # fmt: skip
+                    str(tmp_path / "state"), "--insecure", "--join-token", TOKEN]  # fmt: skip
         else:
             # No leader anywhere: the worker is up (READY) and says it is not joined.
-            argv = [script("eddl-worker"), "--leader", "127.0.0.1:9", "--join-token", TOKEN,
-                    "--node-id", "w0"]  # fmt: skip
+            argv = [script("eddl-worker"), "--leader", "127.0.0.1:9", "--insecure",
+                    "--join-token", TOKEN, "--node-id", "w0"]  # fmt: skip
         env = {**os.environ, "NOTIFY_SOCKET": str(path)}
         with (tmp_path / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -70,7 +70,7 @@ def test_daemon_sends_ready_status_and_stopping(tmp_path: Path, role: str) -> No
 def test_without_notify_socket_the_daemon_sends_nothing_and_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     argv = [script("eddl-leader"), "--bind", "127.0.0.1:0", "--state-dir", str(tmp_path / "s"),
-            "--join-token", TOKEN, "--port-file", str(tmp_path / "port")]  # fmt: skip
+            "--insecure", "--join-token", TOKEN, "--port-file", str(tmp_path / "port")]  # fmt: skip
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

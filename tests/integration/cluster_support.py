@@ -73,6 +73,9 @@ class Cluster:
             "leaders": [self.address],
             "node_id": node_id,
             "join_token": TOKEN,
+            # In-process clusters speak plaintext without credentials (tests of other
+            # behaviours); tests/integration/test_security_*.py run the secure modes.
+            "security": "off",
             "poll_ms": 200,
             "backoff_initial_s": 0.05,
             "backoff_max_s": 0.5,
@@ -133,6 +136,7 @@ async def running_cluster(tmp: Path, **leader: Any) -> AsyncIterator[Cluster]:
         "bind": "127.0.0.1:0",
         "state_dir": tmp / "leader",
         "join_token": TOKEN,
+        "security": "off",
         "heartbeat_interval_s": 0.2,
         "grace_s": 0.5,
     }

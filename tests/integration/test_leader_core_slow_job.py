@@ -46,6 +46,7 @@ async def test_heartbeats_and_get_task_are_answered_while_a_job_loads_for_5_s(
         bind="127.0.0.1:0",
         state_dir=tmp_path / "leader",
         join_token=TOKEN,
+        security="off",
         heartbeat_interval_s=HEARTBEAT_S,
         grace_s=0.2,
     )

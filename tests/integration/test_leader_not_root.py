@@ -27,6 +27,7 @@ async def standby(tmp: Path, root: str) -> AsyncIterator[str]:
         bind="127.0.0.1:0",
         state_dir=tmp / "standby",
         join_token=TOKEN,
+        security="off",
         follow=root,
         grace_s=0.2,
     )

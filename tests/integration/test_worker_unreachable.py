@@ -42,6 +42,7 @@ async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path:
         leaders=[address],
         node_id="w-late",
         join_token=TOKEN,
+        security="off",
         poll_ms=200,
         backoff_initial_s=0.05,
         backoff_max_s=0.2,

@@ -1,0 +1,72 @@
+"""The Security service: GetCA and Enrol on the bootstrap port, Renew over mTLS.
+
+It translates only: the wire to :class:`~eddl.security.authority.Authority` calls and its
+typed errors to status codes (a refused enrolment is ``UNAUTHENTICATED`` with one short line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from eddl.log import get_logger
+from eddl.net import RunningServer, start_server
+from eddl.proto.v1 import security_pb2, security_pb2_grpc
+from eddl.security.authority import Authority, EnrolError
+from eddl.security.authz import AuthError, CertificateAuth
+from eddl.security.seal import Sealed
+
+__all__ = ["SECURITY_SERVICE_NAME", "SecurityServicer", "start_bootstrap_server"]
+
+log = get_logger("security")
+SECURITY_SERVICE_NAME = security_pb2.DESCRIPTOR.services_by_name["Security"].full_name
+RENEW_METHOD = f"/{SECURITY_SERVICE_NAME}/Renew"
+
+
+class SecurityServicer(security_pb2_grpc.SecurityServicer):
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self._certs = CertificateAuth(authority.is_revoked)
+
+    async def GetCA(
+        self, request: security_pb2.GetCARequest, context: grpc.aio.ServicerContext
+    ) -> security_pb2.GetCAReply:
+        return security_pb2.GetCAReply(ca_pem=self.authority.ca_pem)
+
+    async def Enrol(
+        self, request: security_pb2.EnrolRequest, context: grpc.aio.ServicerContext
+    ) -> security_pb2.EnrolReply:
+        sealed = Sealed(request.ephemeral_public, request.nonce, request.sealed_secret)
+        try:
+            issued = await asyncio.to_thread(
+                self.authority.enrol_sealed, request.token_id, sealed, request.csr_pem
+            )
+        except EnrolError as exc:
+            log.warning("enrolment refused", error=str(exc)[:200], peer=context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"enrolment refused: {exc}"[:200])
+        log.info("node enrolled", node=issued.info.node_id, role=issued.info.role)
+        return security_pb2.EnrolReply(cert_pem=issued.cert_pem, ca_pem=self.authority.ca_pem)
+
+    async def Renew(
+        self, request: security_pb2.RenewRequest, context: grpc.aio.ServicerContext
+    ) -> security_pb2.RenewReply:
+        try:
+            caller = self._certs.caller(context, RENEW_METHOD)
+            assert caller.cert is not None
+            issued = await asyncio.to_thread(self.authority.renew, request.csr_pem, caller.cert)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc))
+        except EnrolError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"renewal refused: {exc}"[:200])
+        log.info("certificate renewed", node=issued.info.node_id, role=issued.info.role)
+        return security_pb2.RenewReply(cert_pem=issued.cert_pem)
+
+
+async def start_bootstrap_server(bind: str, servicer: SecurityServicer) -> RunningServer:
+    """The plaintext bootstrap port: only GetCA and Enrol answer there (Renew needs mTLS)."""
+    return await start_server(
+        bind,
+        [(security_pb2_grpc.add_SecurityServicer_to_server, servicer)],
+        [SECURITY_SERVICE_NAME],
+    )

@@ -1,0 +1,98 @@
+"""A node's security mode and what it gives its channels and its endpoint.
+
+``mtls`` (the default): the node's identity comes from its directory, or from enrolment with a
+join token; channels use it, the endpoint requires cluster certificates, and a
+:class:`~eddl.security.enrol.Renewer` keeps it fresh (``generation`` counts renewals, so links
+reopen their channels). ``insecure``: plaintext on loopback with a session credential from
+``Join``. ``off``: plaintext without credentials, for in-process tests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from eddl.log import get_logger
+from eddl.net.channel import open_channel
+from eddl.security.authz import Authorizer, CertificateAuth
+from eddl.security.enrol import EnrolmentError, enrol
+from eddl.security.sessions import SessionClient
+from eddl.security.tls import Identity, channel_credentials, server_credentials
+
+__all__ = ["MODES", "NodeSecurity", "bootstrap_address", "prepare"]
+
+log = get_logger("security")
+
+MODES = ("mtls", "insecure", "off")
+
+
+class NodeSecurity:
+    def __init__(self, mode: str, identity: Identity | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"security mode must be one of {', '.join(MODES)}")
+        if (mode == "mtls") != (identity is not None):
+            raise ValueError("mtls needs an identity, and only mtls has one")
+        self.mode = mode
+        self.identity = identity
+        self.generation = 0
+        self._sessions = SessionClient() if mode == "insecure" else None
+
+    def renewed(self, identity: Identity) -> None:
+        self.identity = identity
+        self.generation += 1
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if self.identity is not None:
+            return open_channel(address, credentials=channel_credentials(self.identity))
+        if self._sessions is not None:
+            return open_channel(address, interceptors=self._sessions.interceptors())
+        return open_channel(address)
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        return None if self.identity is None else server_credentials(self.identity)
+
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """A node's endpoint: any cluster certificate may probe it (no revocation list here)."""
+        if self.identity is None:
+            return []
+        return [Authorizer(CertificateAuth(lambda _serial: False))]
+
+
+def bootstrap_address(leader: str) -> str:
+    """The default bootstrap port of a leader: its main port + 1."""
+    host, _, port = leader.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
+async def prepare(
+    mode: str,
+    directory: Path,
+    *,
+    node_id: str,
+    token: str = "",
+    bootstrap: str = "",
+    hosts: tuple[str, ...] = (),
+) -> NodeSecurity:
+    """A node's security: in mtls, its saved identity, or a new one enrolled with ``token``."""
+    if mode != "mtls":
+        return NodeSecurity(mode)
+    if Identity.exists(directory):
+        identity = Identity.load(directory)
+        if identity.info.node_id != node_id:
+            raise EnrolmentError(
+                f"{directory} holds the identity of node {identity.info.node_id!r}, not {node_id!r}"
+            )
+        if not identity.expired():
+            return NodeSecurity(mode, identity)
+        log.warning("saved certificate expired; enrolling again", node=node_id)
+    if not token:
+        raise EnrolmentError(
+            f"no certificate in {directory} and no enrol token: create one with "
+            "`eddl token create` on the leader and pass it with --enrol-token"
+        )
+    identity = await enrol(bootstrap, token, node_id, hosts)
+    await asyncio.to_thread(identity.save, directory)
+    log.info("enrolled", node=node_id, role=identity.info.role, directory=str(directory))
+    return NodeSecurity(mode, identity)

@@ -1,0 +1,78 @@
+"""A node's identity on disk (key, certificate, CA) and the gRPC credentials built from it.
+
+Servers require a client certificate signed by the cluster CA (``require_client_auth``);
+clients check the server's certificate against the same CA. A node's directory holds
+``node.key`` (0600), ``node.pem`` and ``ca.pem``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from eddl.security import pki
+from eddl.security.files import write_private
+
+__all__ = ["Identity", "channel_credentials", "server_credentials"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    key_pem: bytes
+    cert_pem: bytes
+    ca_pem: bytes
+
+    @property
+    def info(self) -> pki.CertInfo:
+        return pki.cert_info(pki.load_cert(self.cert_pem))
+
+    def renew_at(self) -> float:
+        """POSIX time at two thirds of the certificate's lifetime."""
+        info = self.info
+        return info.not_before + (info.not_after - info.not_before) * 2 / 3
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.info.not_after
+
+    def save(self, directory: Path) -> None:
+        write_private(directory / "node.key", self.key_pem)
+        write_private(directory / "node.pem", self.cert_pem)
+        write_private(directory / "ca.pem", self.ca_pem)
+
+    @classmethod
+    def load(cls, directory: Path) -> Identity:
+        try:
+            ident = cls(
+                (directory / "node.key").read_bytes(),
+                (directory / "node.pem").read_bytes(),
+                (directory / "ca.pem").read_bytes(),
+            )
+        except FileNotFoundError as exc:
+            raise pki.PkiError(f"no identity in {directory}: {exc.filename} missing") from exc
+        pki.load_key(ident.key_pem)
+        pki.load_cert(ident.ca_pem)
+        ident.info  # noqa: B018 - checks the certificate names a node and a role
+        return ident
+
+    @classmethod
+    def exists(cls, directory: Path) -> bool:
+        return all((directory / n).exists() for n in ("node.key", "node.pem", "ca.pem"))
+
+
+def server_credentials(identity: Identity) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(identity.key_pem, identity.cert_pem)],
+        root_certificates=identity.ca_pem,
+        require_client_auth=True,
+    )
+
+
+def channel_credentials(identity: Identity) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=identity.ca_pem,
+        private_key=identity.key_pem,
+        certificate_chain=identity.cert_pem,
+    )
