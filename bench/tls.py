@@ -1,6 +1,6 @@
 """The price of mutual TLS: handshake, per-update cost and updates/s, with and without it.
 
-    python -m bench.tls [--clients 8 16] [--seconds 8] [--handshakes 100]
+    python -m bench.tls [--clients 8 16] [--seconds 8] [--handshakes 100] [--repeats 3]
 
 Writes the ``tls`` section of docs/benchmarks.md. For each client count, two leader processes
 run one after the other in the same run: one ``--insecure`` (plaintext on loopback, the
@@ -86,11 +86,24 @@ async def _one(tmp: Path, mtls: bool, n: int, seconds: float, handshakes: int) -
     }
 
 
-async def measure(tmp: Path, sizes: Sequence[int], seconds: float, handshakes: int) -> str:
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+async def measure(
+    tmp: Path, sizes: Sequence[int], seconds: float, handshakes: int, repeats: int = 3
+) -> str:
     rows = []
     for n in sizes:
-        plain = await _one(tmp, False, n, seconds, handshakes)
-        mtls = await _one(tmp, True, n, seconds, handshakes)
+        runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for rep in range(repeats):
+            # Interleaved, the first of each pair alternating: drift on a shared machine
+            # (other load, thermal) falls on both transports alike.
+            for mtls_first in (rep % 2 == 1,):
+                for secure in (mtls_first, not mtls_first):
+                    got = await _one(tmp / f"r{rep}", secure, n, seconds, handshakes)
+                    runs[secure].append(got)
+        plain, mtls = _median(runs[False]), _median(runs[True])
         for label, got in (("plaintext (--insecure)", plain), ("mTLS", mtls)):
             rows.append(
                 [
@@ -113,8 +126,9 @@ async def measure(tmp: Path, sizes: Sequence[int], seconds: float, handshakes: i
             ]
         )
     return (
-        f"One leader process per row, clients in this process over real gRPC on loopback for "
-        f"{seconds:g} s after a 2 s warm-up (bench.scale's async FedAsync clients, 784-128-10 "
+        f"Medians of {repeats} interleaved runs per row, each a fresh leader process, clients "
+        f"in this process over real gRPC on loopback for {seconds:g} s after a 2 s warm-up "
+        f"(bench.scale's async FedAsync clients, 784-128-10 "
         f"float32 model, 407 KB per update). Handshake: a new channel and its first call, "
         f"median of {handshakes}. Per-update: mean time from a task's receipt to the "
         f"PushUpdate acknowledgement (model pull when the version moved included). The "
@@ -138,9 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, nargs="+", default=[8, 16])
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--handshakes", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="eddl-bench-tls-") as tmp:
-        body = asyncio.run(measure(Path(tmp), args.clients, args.seconds, args.handshakes))
+        body = asyncio.run(
+            measure(Path(tmp), args.clients, args.seconds, args.handshakes, args.repeats)
+        )
     print(body)
     write_section("tls", "The price of mutual TLS", body)
     return 0

@@ -36,7 +36,11 @@ class LeaderConfig:
     0600), every port requires a cluster certificate, and nodes enrol with join tokens at
     ``bootstrap_bind`` (default: the main port + 1; port 0 when the main port is 0) whose
     port goes to ``bootstrap_port_file``. Node certificates live ``cert_lifetime_s``;
-    ``tls_hosts`` adds names or addresses to the leader's own certificate. ``insecure``:
+    ``tls_hosts`` adds names or addresses to the leader's own certificate; its key and
+    certificate are kept in ``<state_dir>/pki/leader`` (for its healthcheck). ``token_dir``,
+    for fleets that enrol unattended (a Compose cluster), receives at each start a worker
+    and a gateway token (``worker.token``, ``gateway.token``) that admit many nodes for 30
+    days. ``insecure``:
     plaintext, bound to loopback only, nodes admitted by ``join_token`` then by a session
     credential. ``off`` (plaintext, no credentials) exists for in-process tests only.
     """
@@ -65,6 +69,7 @@ class LeaderConfig:
     bootstrap_port_file: Path | None = None
     cert_lifetime_s: float = 24 * 3600.0
     tls_hosts: list[str] = field(default_factory=list)
+    token_dir: Path | None = None
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")

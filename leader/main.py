@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a name or address nodes reach this leader by, for its certificate (repeat)",
     )
+    p.add_argument(
+        "--token-dir",
+        help="write a many-use worker and gateway join token here at each start, for nodes "
+        "that enrol unattended (default: none)",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -106,6 +111,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bootstrap_port_file": args.bootstrap_port_file,
         "cert_lifetime_s": args.cert_lifetime_s,
         "tls_hosts": args.tls_hosts,
+        "token_dir": args.token_dir,
     }
 
 

@@ -24,11 +24,14 @@ from eddl.security import pki
 from eddl.security.authority import Authority
 from eddl.security.authz import Authorizer, CertificateAuth, SessionAuth
 from eddl.security.bootstrap import SecurityServicer, start_bootstrap_server
+from eddl.security.files import write_private
 from eddl.security.tls import Identity, server_credentials
 
 __all__ = ["LEADER_CERT_LIFETIME_S", "LeaderSecurity"]
 
 LEADER_CERT_LIFETIME_S = 30 * 24 * 3600.0
+FLEET_TOKEN_TTL_S = 30 * 24 * 3600.0
+FLEET_TOKEN_USES = {"worker": 4096, "gateway": 256}
 
 
 @dataclass
@@ -64,6 +67,11 @@ class LeaderSecurity:
         )
         sec.authority = authority
         sec.identity = Identity(pki.key_pem(key), issued.cert_pem, authority.ca_pem)
+        sec.identity.save(authority.dir / "leader")
+        if config.token_dir is not None:
+            for role, uses in FLEET_TOKEN_USES.items():
+                token = authority.new_token(role, FLEET_TOKEN_TTL_S, uses)
+                write_private(config.token_dir / f"{role}.token", f"{token}\n".encode())
         sec.join_token = secrets.token_hex(16)
         certs = CertificateAuth(authority.is_revoked, join_token=sec.join_token)
         sec.interceptors = [Authorizer(certs)]

@@ -39,7 +39,8 @@ class WorkerConfig:
 
     ``security`` is ``mtls`` (default): the node's key and certificate live in ``pki_dir``; a
     node without them enrols first with ``enrol_token`` (``eddl token create``) at the
-    leader's ``bootstrap`` port (default: the first leader's port + 1). ``insecure`` speaks
+    leader's ``bootstrap`` port (default: the first leader's port + 1); ``enrol_token_file``
+    names a file holding the token instead. ``insecure`` speaks
     plaintext to a loopback leader, authenticated by ``join_token`` and a session credential.
     """
 
@@ -71,6 +72,7 @@ class WorkerConfig:
     security: str = "mtls"  # "mtls", "insecure" (loopback, session); "off" only in-process
     pki_dir: str = "eddl-node"
     enrol_token: str = ""
+    enrol_token_file: str = ""
     bootstrap: str = ""
 
     def __post_init__(self) -> None:

@@ -105,13 +105,24 @@ def task_from_proto(task: cluster_pb2.Task) -> TaskSpec:
 async def node_security(config: WorkerConfig, node_id: str) -> NodeSecurity:
     """The node's credentials as ``config`` says: its saved certificate, or a new enrolment."""
     host = config.bind.rpartition(":")[0].strip("[]") if config.bind else ""
+    token = config.enrol_token
+    needs_token = config.security == "mtls" and not Identity.exists(Path(config.pki_dir))
+    if not token and config.enrol_token_file and needs_token:
+        # Read only when enrolling: a node that has its certificate needs no token file.
+        text = await asyncio.to_thread(Path(config.enrol_token_file).read_text)
+        token = text[:256].strip()
     return await prepare(
         config.security,
         Path(config.pki_dir),
         node_id=node_id,
-        token=config.enrol_token,
+        token=token,
         bootstrap=config.bootstrap or bootstrap_address(config.leaders[0]),
-        hosts=(host,) if host and host not in ("0.0.0.0", "::") else (),
+        # Names a caller on this host dials the endpoint by (health checks, probes).
+        hosts=tuple(
+            dict.fromkeys(
+                ["localhost", "127.0.0.1", *([host] if host not in ("", "0.0.0.0", "::") else [])]
+            )
+        ),
     )
 
 

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--enrol-token",
         help="join token from `eddl token create`, used once when PKI_DIR has no certificate",
     )
+    p.add_argument("--enrol-token-file", help="a file holding the enrol token (instead)")
     p.add_argument(
         "--bootstrap", help="HOST:PORT of the leader's bootstrap port (default: its port + 1)"
     )
@@ -118,6 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "security": args.security,
         "pki_dir": args.pki_dir,
         "enrol_token": args.enrol_token,
+        "enrol_token_file": args.enrol_token_file,
         "bootstrap": args.bootstrap,
     }
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from eddl.ops.health import check_health
+from eddl.security.tls import Identity
 
 __all__ = ["register"]
 
@@ -32,12 +34,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default: 5)")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing, exit code only")
+    p.add_argument(
+        "--pki-dir",
+        help="call with the node identity in this directory, e.g. a daemon's own (default: "
+        "the eddl command's admin certificate, if enrolled)",
+    )
     p.set_defaults(func=_cmd_health)
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
     try:
-        result = asyncio.run(check_health(args.address, args.service, args.timeout))
+        identity = Identity.load(Path(args.pki_dir)) if args.pki_dir else None
+        result = asyncio.run(check_health(args.address, args.service, args.timeout, identity))
     except ValueError as exc:
         print(f"eddl health: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def _authority(state_dir: str) -> Authority:
 
 def _cmd_token_create(args: argparse.Namespace) -> int:
     try:
-        token = _authority(args.state_dir).new_token(args.role, args.ttl)
+        token = _authority(args.state_dir).new_token(args.role, args.ttl, args.uses)
     except (TokenError, ValueError, OSError) as exc:
         print(f"eddl token create: {exc}", file=sys.stderr)
         return 1
@@ -83,6 +83,12 @@ def register(subparsers: Any) -> None:
     create.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds (default: 1 day)")
     create.add_argument(
         "--role", choices=ROLES_BY_TOKEN, default="worker", help="(default: worker)"
+    )
+    create.add_argument(
+        "--uses",
+        type=int,
+        default=1,
+        help="how many nodes it admits (default: 1; more only for unattended fleets)",
     )
     create.add_argument(
         "--state-dir",

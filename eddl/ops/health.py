@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eddl.config import ConfigError, check_address
 from eddl.security.admin import admin_channel
+from eddl.security.tls import Identity
 
 __all__ = ["HealthResult", "check_health"]
 
@@ -37,15 +38,18 @@ class HealthResult:
         return f"{what}: {self.status}" + (f" ({self.detail})" if self.detail else "")
 
 
-async def check_health(address: str, service: str = "", timeout_s: float = 5.0) -> HealthResult:
-    """One health check of ``service`` ('' : the whole server) at ``address`` (HOST:PORT)."""
+async def check_health(
+    address: str, service: str = "", timeout_s: float = 5.0, identity: Identity | None = None
+) -> HealthResult:
+    """One health check of ``service`` ('' : the whole server) at ``address`` (HOST:PORT),
+    with ``identity`` (else the ``eddl`` command's admin certificate, if any)."""
     try:
         check_address(address, "address")
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     if not timeout_s > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout_s}")
-    async with admin_channel(address) as channel:
+    async with admin_channel(address, identity) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(

@@ -116,8 +116,10 @@ class Authority:
         was checked by mTLS and the revocation list)."""
         return self.issue(csr_pem, current.role, node_id=current.node_id)
 
-    def new_token(self, role: str = "worker", ttl_s: float = 24 * 3600.0) -> JoinToken:
-        return self.tokens.create(self.ca_hash, role, ttl_s)
+    def new_token(
+        self, role: str = "worker", ttl_s: float = 24 * 3600.0, uses: int = 1
+    ) -> JoinToken:
+        return self.tokens.create(self.ca_hash, role, ttl_s, uses)
 
     # -- revocation --------------------------------------------------------------------------
 

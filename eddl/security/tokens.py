@@ -2,8 +2,9 @@
 
 The token pins the CA (a new node checks the CA it fetches against the hash: no trust on first
 use), names a record by ``id`` and proves itself with ``secret``. The leader's store keeps only
-the SHA-256 of the secret, the role the token grants, its expiry and whether it was used: a
-token admits one node, once, before its TTL.
+the SHA-256 of the secret, the role the token grants, its expiry and how many more nodes it
+admits: by default one node, once, before its TTL (``uses`` > 1 only for a fleet that
+enrols unattended, such as a Compose cluster's scaled workers).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PREFIX = "EDDL1"
 ROLES_BY_TOKEN = ("worker", "gateway", "admin")
 MAX_TTL_S = 30 * 24 * 3600.0
 MAX_TOKENS = 10_000
+MAX_USES = 100_000
 _TOKEN = re.compile(r"EDDL1\.([0-9a-f]{64})\.([0-9a-f]{12})\.([0-9a-f]{32})")
 
 
@@ -62,7 +64,11 @@ class TokenStore:
         self.path = path
         self._clock = clock
 
-    def create(self, ca_hash: str, role: str = "worker", ttl_s: float = 24 * 3600.0) -> JoinToken:
+    def create(
+        self, ca_hash: str, role: str = "worker", ttl_s: float = 24 * 3600.0, uses: int = 1
+    ) -> JoinToken:
+        if not 1 <= uses <= MAX_USES:
+            raise TokenError(f"uses must be within 1 .. {MAX_USES}")
         if role not in ROLES_BY_TOKEN:
             raise TokenError(f"role must be one of {', '.join(ROLES_BY_TOKEN)}")
         if not 0 < ttl_s <= MAX_TTL_S:
@@ -77,7 +83,7 @@ class TokenStore:
                 "secret_sha256": _digest(token.secret),
                 "role": role,
                 "expires_at": now + ttl_s,
-                "used": False,
+                "uses_left": uses,
             }
             self._write(records)
         return token
@@ -92,9 +98,9 @@ class TokenStore:
                 str(record["secret_sha256"]), _digest(token.secret)
             ):
                 raise TokenError("unknown or expired join token")
-            if record["used"]:
+            if int(str(record.get("uses_left", 0))) < 1:
                 raise TokenError("join token already used")
-            record["used"] = True
+            record["uses_left"] = int(str(record["uses_left"])) - 1
             self._write(records)
             return str(record["role"])
 

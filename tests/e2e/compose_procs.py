@@ -5,7 +5,8 @@ process with its ``environment``, after Compose's variable interpolation from an
 Every container would have its own network namespace; here all share loopback, so addresses
 are rewritten: ``0.0.0.0:P`` / ``127.0.0.1:P`` inside a replica, and ``SERVICE:P`` (Compose's
 DNS name of another service), each become ``127.0.0.1:<a free port>`` allocated per replica and
-container port; ``--tcp P`` (the MCU simulator's port) likewise. Named volumes become folders.
+container port; ``--tcp P`` (the MCU simulator's port) likewise. Named volumes become folders,
+tmpfs mounts a folder per replica.
 """
 
 from __future__ import annotations
@@ -115,13 +116,18 @@ def plan(
             volumes[target].mkdir(parents=True, exist_ok=True)
         for i in range(1, scale.get(name, 1) + 1):
             replica = f"{name}-{i}"
+            # A tmpfs is the container's own: a folder per replica.
+            mounts = dict(volumes)
+            for target in service.get("tmpfs", []):
+                mounts[str(target)] = topo.root / "tmpfs" / replica / str(target).strip("/")
+                mounts[str(target)].mkdir(parents=True, exist_ok=True)
             env = {**os.environ, **{k: str(v) for k, v in service.get("environment", {}).items()}}
             env["PATH"] = os.pathsep.join([*map(str, path_dirs), env.get("PATH", "")])
-            argv = [topo.rewrite(str(a), replica, volumes) for a in service["command"]]
+            argv = [topo.rewrite(str(a), replica, mounts) for a in service["command"]]
             check = service.get("healthcheck", {}).get("test")
             health = None
             if check:
                 assert check[0] == "CMD", check
-                health = [topo.rewrite(str(a), replica, volumes) for a in check[1:]]
+                health = [topo.rewrite(str(a), replica, mounts) for a in check[1:]]
             out.append(ServiceProcess(replica, argv, env, health))
     return out

@@ -51,8 +51,21 @@ def _healthy(p: ServiceProcess) -> bool:
     return done.returncode == 0
 
 
+def _enrol_admin(topo: Topology, address: str) -> None:
+    """What the compose.yaml header tells an operator: an admin token, then `eddl enrol`."""
+    state = topo.root / "volumes" / "leader-state"
+    done = eddl("token", "create", "--state-dir", str(state), "--role", "admin")
+    assert done.returncode == 0, done.stderr
+    bootstrap = f"127.0.0.1:{topo.port('leader-1', 50052)}"
+    done = eddl("enrol", done.stdout.strip(), "--leader", address, "--bootstrap", bootstrap)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.slow
-def test_the_compose_topology_trains_a_job_as_processes(tmp_path: Path) -> None:
+def test_the_compose_topology_trains_a_job_as_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDDL_CONFIG_DIR", str(tmp_path / "admin"))
     try:
         sim = sim_binary()
     except FirmwareError as exc:
@@ -80,6 +93,7 @@ def test_the_compose_topology_trains_a_job_as_processes(tmp_path: Path) -> None:
                 )
             if p is leader:  # depends_on: condition: service_healthy
                 wait_for(lambda: _healthy(leader), 60, "the leader's healthcheck")
+                _enrol_admin(topo, address)
         for p in procs:
             wait_for(lambda p=p: _healthy(p), 90, f"{p.replica}'s healthcheck")
         gateway = procs[-1]

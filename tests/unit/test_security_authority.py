@@ -97,3 +97,14 @@ def test_renewal_keeps_the_id_and_role_and_revocation_covers_every_live_serial(
     assert authority.is_revoked(first.info.serial) and authority.is_revoked(second.info.serial)
     # Another process (``eddl node revoke``) sees the same list.
     assert Authority(tmp_path / "pki").is_revoked(second.info.serial)
+
+
+def test_a_many_use_token_admits_exactly_its_count(tmp_path: Path) -> None:
+    authority = Authority(tmp_path / "pki")
+    token = str(authority.new_token("worker", ttl_s=60, uses=2))
+    for node in ("w1", "w2"):
+        assert authority.enrol(token, pki.make_csr(pki.new_key(), node)).info.node_id == node
+    with pytest.raises(EnrolError, match="already used"):
+        authority.enrol(token, pki.make_csr(pki.new_key(), "w3"))
+    with pytest.raises(TokenError):
+        authority.new_token("worker", uses=0)
