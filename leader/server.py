@@ -130,11 +130,12 @@ class LeaderDaemon:
                 *security.registrations,  # mtls: Security (Renew) on the main port
             ],
             SERVICE_NAMES,
-            # Authentication and authorization come first: nothing else sees a stranger's call.
+            # The metrics edge sees every call, refusals included; then authentication and
+            # authorization, before anything of the leader sees a stranger's call.
             interceptors=[
+                *self.interceptors,
                 *security.interceptors,
                 RootOnly(leadership, SERVICE_NAMES[:2]),
-                *self.interceptors,
             ],
             credentials=security.credentials,
         )

@@ -39,7 +39,7 @@ UPDATE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 UPDATE_OUTCOMES = ("aggregated", "buffered", "stale-folded", "round")
 # The ``eddl-reason`` trailing-metadata values a refusal may carry (eddl.net.status): the node
 # must join again. Other refusals are told apart by their status code only.
-REFUSAL_REASONS = ("unknown-node", "stale-term")
+REFUSAL_REASONS = ("unknown-node", "stale-term", "unauthenticated", "permission-denied")
 _CODES = frozenset(code.name.lower() for code in grpc.StatusCode)
 _MAX_LABEL_VALUES = 64  # a guard: past it, new label values fold into "other"
 

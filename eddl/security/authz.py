@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from eddl.net.status import REASON_KEY
 from eddl.security import pki
 from eddl.security.sessions import SESSION_KEY, SessionTable
 
@@ -70,6 +71,11 @@ class AuthError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The refusal's ``eddl-reason``: ``unauthenticated`` or ``permission-denied``."""
+        return ((REASON_KEY, self.code.name.lower().replace("_", "-")),)
 
 
 class CertificateAuth:
@@ -214,7 +220,7 @@ class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             return self._admit(method, context)
         except AuthError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, str(exc), trailing_metadata=exc.metadata)
             raise  # unreachable: abort raises
 
     async def _check_or_abort(
@@ -223,7 +229,7 @@ class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self._check(caller, message)
         except AuthError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, str(exc), trailing_metadata=exc.metadata)
 
     def _unary(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:

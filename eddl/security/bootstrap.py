@@ -56,7 +56,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServicer):
             assert caller.cert is not None
             issued = await asyncio.to_thread(self.authority.renew, request.csr_pem, caller.cert)
         except AuthError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, str(exc), trailing_metadata=exc.metadata)
         except EnrolError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"renewal refused: {exc}"[:200])
         log.info("certificate renewed", node=issued.info.node_id, role=issued.info.role)
