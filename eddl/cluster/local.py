@@ -140,6 +140,11 @@ class LocalCluster:
         return len(self.workers) + self.mcus
 
     @property
+    def admin_dir(self) -> Path:
+        """The admin certificate of this cluster, for ``EDDL_CONFIG_DIR``."""
+        return self.state_dir / "admin"
+
+    @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
@@ -178,6 +183,8 @@ class LocalCluster:
         key = pki.new_key()
         issued = authority.issue(pki.make_csr(key, "local-admin"), "admin")
         self.identity = Identity(pki.key_pem(key), issued.cert_pem, authority.ca_pem)
+        # For the `eddl` command against this cluster: EDDL_CONFIG_DIR=<state_dir>/admin.
+        self.identity.save(self.admin_dir)
         self._authority = authority
         return authority
 

@@ -29,11 +29,15 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-async def test_report_of_a_local_cluster_run(tmp_path: Path) -> None:
+async def test_report_of_a_local_cluster_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("matplotlib", reason="the [report] extra is not installed")
     state = tmp_path / "state"
     with LocalCluster(state, [1.0, 2.0]) as cluster:
         cluster.start()
+        # The eddl command calls the cluster with its admin certificate.
+        monkeypatch.setenv("EDDL_CONFIG_DIR", str(cluster.admin_dir))
         await cluster.wait_for_nodes()
         job = tmp_path / "job.toml"
         job.write_text(JOB.replace("rounds = 40", f"rounds = {ROUNDS}"))
