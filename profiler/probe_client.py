@@ -127,12 +127,18 @@ class ProbeResult:
 class ProbeClient:
     """Probes one peer (``host:port``). Use ``async with``, or call :meth:`close`."""
 
-    def __init__(self, peer: str, config: ProbeConfig | None = None) -> None:
+    def __init__(
+        self,
+        peer: str,
+        config: ProbeConfig | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         if not isinstance(peer, str) or ":" not in peer:
             raise ValueError(f"peer must be HOST:PORT, got {peer!r}")
         self.peer = peer
         self.config = config if config is not None else ProbeConfig()
-        self._channel = open_channel(peer)
+        # A cluster daemon speaks mutual TLS: ``credentials`` of a cluster certificate.
+        self._channel = open_channel(peer, credentials=credentials)
         self._stub = probe_pb2_grpc.ProbeStub(self._channel)
         self._chunk = probe_pb2.ProbeChunk(payload=os.urandom(self.config.chunk_bytes))
         self._ping_payload = os.urandom(self.config.ping_bytes)
@@ -275,7 +281,11 @@ class ProbeClient:
         )
 
 
-async def probe_peer(peer: str, config: ProbeConfig | None = None) -> ProbeResult:
+async def probe_peer(
+    peer: str,
+    config: ProbeConfig | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> ProbeResult:
     """Measure the link to ``peer`` once (opens and closes its own channel)."""
-    async with ProbeClient(peer, config) as client:
+    async with ProbeClient(peer, config, credentials) as client:
         return await client.measure()

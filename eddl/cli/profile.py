@@ -31,6 +31,8 @@ from eddl.profiler.probe import serve_probe
 from eddl.profiler.probe_client import ProbeError, probe_peer
 from eddl.profiler.render import profile_table, profile_to_dict
 from eddl.profiler.throughput import TrainerLike
+from eddl.security.admin import admin_identity
+from eddl.security.tls import channel_credentials
 
 __all__ = ["BENCHMARK_ALGORITHMS", "register", "run_profile"]
 
@@ -112,7 +114,10 @@ def run_profile(args: argparse.Namespace) -> int:
         profiler.benchmark(args.benchmark, args.model, factory, params, sizes[0], sizes[-1], dtype)
     if args.probe:
         try:
-            result = asyncio.run(probe_peer(args.probe, config.probe_config()))
+            # With the eddl command's admin certificate when enrolled (a cluster daemon).
+            admin = admin_identity()
+            creds = channel_credentials(admin) if admin is not None else None
+            result = asyncio.run(probe_peer(args.probe, config.probe_config(), creds))
         except (ProbeError, ValueError) as exc:
             print(f"eddl: {exc}", file=sys.stderr)
             return 1

@@ -68,3 +68,20 @@ async def test_renew_and_revoke_from_the_command_line(tmp_path: Path) -> None:
             assert await code_of(CLUSTER[1], ch, "w1") == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(EnrolmentError):
             await renew(address, fresh)
+
+
+async def test_the_probe_measures_an_mtls_leader_with_a_cluster_certificate(
+    tmp_path: Path,
+) -> None:
+    from eddl.profiler.probe_client import ProbeConfig, ProbeError, probe_peer
+    from eddl.security.tls import channel_credentials
+    from tests.integration.security_support import identity
+
+    async with leader(tmp_path) as daemon:
+        assert daemon.server is not None
+        admin = identity(authority(daemon), "ops", "admin")
+        config = ProbeConfig(payload_bytes=1 << 16, chunk_bytes=1 << 14, repeats=1, ping_count=2)
+        result = await probe_peer(daemon.server.address, config, channel_credentials(admin))
+        assert result.rtt_seconds > 0
+        with pytest.raises(ProbeError):
+            await probe_peer(daemon.server.address, config)
