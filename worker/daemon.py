@@ -106,7 +106,10 @@ async def node_security(config: WorkerConfig, node_id: str) -> NodeSecurity:
     """The node's credentials as ``config`` says: its saved certificate, or a new enrolment."""
     host = config.bind.rpartition(":")[0].strip("[]") if config.bind else ""
     token = config.enrol_token
-    needs_token = config.security == "mtls" and not Identity.exists(Path(config.pki_dir))
+    directory = Path(config.pki_dir)
+    needs_token = config.security == "mtls" and (
+        not Identity.exists(directory) or Identity.load(directory).expired()
+    )
     if not token and config.enrol_token_file and needs_token:
         # Read only when enrolling: a node that has its certificate needs no token file.
         text = await asyncio.to_thread(Path(config.enrol_token_file).read_text)

@@ -16,10 +16,12 @@ import grpc
 
 from eddl.log import get_logger
 from eddl.net.channel import open_channel
+from eddl.security import pki
 from eddl.security.authz import Authorizer, CertificateAuth
 from eddl.security.enrol import EnrolmentError, enrol
 from eddl.security.sessions import SessionClient
 from eddl.security.tls import Identity, channel_credentials, server_credentials
+from eddl.security.tokens import JoinToken
 
 __all__ = ["MODES", "NodeSecurity", "bootstrap_address", "prepare"]
 
@@ -84,9 +86,13 @@ async def prepare(
             raise EnrolmentError(
                 f"{directory} holds the identity of node {identity.info.node_id!r}, not {node_id!r}"
             )
-        if not identity.expired():
+        other_ca = bool(token) and JoinToken.parse(token).ca_hash != pki.ca_hash(
+            pki.load_cert(identity.ca_pem)
+        )
+        if not identity.expired() and not other_ca:
             return NodeSecurity(mode, identity)
-        log.warning("saved certificate expired; enrolling again", node=node_id)
+        why = "of another cluster CA" if other_ca else "expired"
+        log.warning(f"saved certificate {why}; enrolling again", node=node_id)
     if not token:
         raise EnrolmentError(
             f"no certificate in {directory} and no enrol token: create one with "

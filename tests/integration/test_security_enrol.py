@@ -85,3 +85,24 @@ async def test_the_probe_measures_an_mtls_leader_with_a_cluster_certificate(
         assert result.rtt_seconds > 0
         with pytest.raises(ProbeError):
             await probe_peer(daemon.server.address, config)
+
+
+async def test_a_node_keeps_its_certificate_and_enrols_again_for_another_ca(
+    tmp_path: Path,
+) -> None:
+    from eddl.security.authority import Authority
+    from eddl.security.node import prepare
+    from tests.integration.security_support import identity
+
+    node_dir = tmp_path / "node"
+    identity(Authority(tmp_path / "old-ca"), "w1", "worker").save(node_dir)
+    async with leader(tmp_path) as daemon:
+        token = str(authority(daemon).new_token("worker", ttl_s=60))
+        fresh = await prepare(
+            "mtls", node_dir, node_id="w1", token=token, bootstrap=_bootstrap(daemon)
+        )
+        assert fresh.identity is not None and fresh.identity.ca_pem == authority(daemon).ca_pem
+        kept = await prepare("mtls", node_dir, node_id="w1")
+        assert kept.identity == fresh.identity
+        with pytest.raises(EnrolmentError, match="holds the identity of node"):
+            await prepare("mtls", node_dir, node_id="w2")
