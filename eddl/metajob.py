@@ -85,7 +85,7 @@ class MetaJobConfig:
                 f"job.dataset: a {algorithm} job runs on {', '.join(META_DATASETS)}, "
                 f"not {dataset!r}"
             )
-        allowed = {"hidden", "sizes", "task_seed", *_MODEL_BOUNDS}
+        allowed = {"hidden", "sizes", "task", "task_seed", *_MODEL_BOUNDS}
         unknown = sorted(set(model) - allowed)
         if unknown:
             raise JobSpecError(
@@ -121,7 +121,7 @@ class MetaJobConfig:
     @classmethod
     def of_spec(cls, spec: JobSpec) -> MetaJobConfig:
         """A submitted spec: the device tasks are drawn from the job's ``seed``."""
-        model = {k: v for k, v in spec.model.items() if k not in ("sizes", "task_seed")}
+        model = {k: v for k, v in spec.model.items() if k not in ("sizes", "task", "task_seed")}
         return cls.parse(
             spec.algorithm, spec.dataset, {**model, "task_seed": spec.seed}, spec.hyper
         )
@@ -162,6 +162,7 @@ class MetaJob:
             "held_out": c.held_out,
             "samples": c.samples,
             "sizes": list(self.model.sizes),
+            "task": c.task,
             "task_seed": c.seed,
         }
         if c.task == "characters":

@@ -156,6 +156,7 @@ async def run_local(
         "final_event": final.message if final is not None else "",
         # Meta-learning jobs: few-shot score and upload bytes per device per round.
         "meta": detail.get("meta") or (detail.get("result") or {}).get("meta"),
+        "work": detail.get("work") or (detail.get("result") or {}).get("work"),
     }
 
 
