@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,12 +23,29 @@ from eddl.learn.algorithms import get_algorithm
 from eddl.learn.params import Params
 from eddl.learn.reconstruction import reconstruct
 from eddl.learn.topp import densify
-from eddl.mcu.metaplan import KERNEL, meta_plan
+from eddl.mcu.metaplan import KERNEL, meta_fit, meta_plan
+from eddl.mcu.plan import offered_algorithms
 from eddl.worker.executor import TaskError, TaskResult, TaskSpec
-from eddl.worker.mcu_runner import McuTaskRunner
 from eddl.worker.metatask import check_meta_task
 
-__all__ = ["run_mcu_meta_task"]
+if TYPE_CHECKING:
+    from eddl.worker.mcu_runner import McuTaskRunner
+
+__all__ = ["check_mcu_meta_task", "run_mcu_meta_task"]
+
+
+def check_mcu_meta_task(runner: McuTaskRunner, task: TaskSpec, name: str) -> None:
+    """Refuse (:class:`TaskError`) a meta task the device cannot run, before any transfer."""
+    job = check_meta_task(task)
+    why = meta_fit(
+        task.algorithm,
+        job.resolved_model(),
+        dict(job.config.hyper),
+        arena_bytes=runner.info.arena_bytes,
+        algorithms=offered_algorithms(runner.info.kernels),
+    )
+    if why is not None:
+        raise TaskError(f"{name}: {why}")
 
 
 def run_mcu_meta_task(

@@ -22,7 +22,6 @@ reports.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from eddl.learn.algorithms import Algorithm, Q8Algorithm, TifedAlgorithm
 from eddl.learn.params import Params
 from eddl.learn.topp import SparseDelta
 from eddl.mcu.driver import Device, McuError
-from eddl.mcu.metaplan import meta_fit
 from eddl.mcu.plan import (
     MCU_ALGORITHMS,
     job_setup,
@@ -50,7 +48,7 @@ from eddl.mcu.session import DeviceModel
 from eddl.mcu.topp import device_top_p, snapshot
 from eddl.metajob import is_meta
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
-from eddl.worker.metatask import check_meta_task
+from eddl.worker.mcu_meta import check_mcu_meta_task, run_mcu_meta_task
 from eddl.worker.training import TaskRunner
 
 __all__ = [
@@ -312,15 +310,7 @@ class McuExecutor(Executor):
 
     def check(self, task: TaskSpec) -> None:
         if is_meta(task.algorithm):
-            why = meta_fit(
-                task.algorithm,
-                check_meta_task(task).resolved_model(),
-                json.loads(task.hyper_json or "{}"),
-                arena_bytes=self.runner.info.arena_bytes,
-                algorithms=offered_algorithms(self.runner.info.kernels),
-            )
-            if why is not None:
-                raise TaskError(f"{self.name}: {why}")
+            check_mcu_meta_task(self.runner, task, self.name)
             return
         offered = offered_algorithms(self.runner.info.kernels)
         if task.algorithm not in offered:
@@ -341,8 +331,6 @@ class McuExecutor(Executor):
                 raise DeviceLostError(self.lost)
             try:
                 if algo is None:  # TinyMetaFed / Reptile: the inner loop on the device
-                    from eddl.worker.mcu_meta import run_mcu_meta_task
-
                     result = await asyncio.to_thread(run_mcu_meta_task, self.runner, task, params)
                 else:
                     result = await asyncio.to_thread(
