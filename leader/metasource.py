@@ -2,8 +2,10 @@
 
 Each node that asks is a *device*: the first time it asks it is given the next device task of
 the job (``0, 1, …, devices − 1``, then round again), and it keeps that task for as long as the
-job runs. Round ``r`` (model version ``r``) samples ``devices_per_round`` of the live workers
-with ``default_rng([seed, 0xF00D, r])``; a sampled node is handed one range
+job runs. Round ``r`` (model version ``r``) samples ``devices_per_round`` nodes: the first of a
+``default_rng([seed, 0xF00D, r])`` permutation of the live workers (and of the nodes already
+handed a task in the round), so a sampled node that leaves before its task frees its place
+for another and a round never waits for a node that is gone; a sampled node is handed one range
 ``Range(r, task, task + 1)`` (its index is its device task, so a task is one "sample" and every
 device weighs the same in the Reptile mean), and a node not sampled gets nothing until the
 round closes. A task taken back (its node left, or was too late) may be handed again to the
@@ -37,24 +39,19 @@ class MetaSource(PermutationSource):
         self._version = version
         self.device_of: dict[str, int] = {}
         self._round = -1
-        self._sampled: tuple[str, ...] = ()
-        self._given: set[str] = set()
+        self._given: set[str] = set()  # nodes handed a task in the current round
 
-    def _open(self, r: int) -> None:
-        if r == self._round and self._sampled:
-            return
-        live = sorted(self._workers)
-        if not live:
-            return
-        self._round, self._given = r, set()
-        rng = np.random.default_rng([self.seed, 0xF00D, r])
-        pick = rng.choice(len(live), size=min(self.devices_per_round, len(live)), replace=False)
-        self._sampled = tuple(sorted(live[int(i)] for i in pick))
+    def _eligible(self, r: int) -> set[str]:
+        """The nodes round ``r`` samples: the first ``devices_per_round`` of a seeded
+        permutation of the live workers (and of those already handed a task this round)."""
+        pool = sorted(set(self._workers) | self._given)
+        order = np.random.default_rng([self.seed, 0xF00D, r]).permutation(len(pool))
+        return {pool[int(i)] for i in order[: self.devices_per_round]}
 
     @property
     def sampled(self) -> tuple[str, ...]:
         """The nodes sampled for the current round."""
-        return self._sampled
+        return tuple(sorted(self._eligible(self._version())))
 
     def device(self, node_id: str) -> int:
         """The device task ``node_id`` holds (given on first sight, kept while the job runs)."""
@@ -66,13 +63,13 @@ class MetaSource(PermutationSource):
     def take(self, node_id: str, size: int) -> Range | None:
         r = self._version()
         if r != self._round:
-            self._sampled = ()
-        self._open(r)
-        if node_id not in self._sampled or node_id in self._given or size < 1:
+            self._round, self._given = r, set()
+        if size < 1 or node_id in self._given or len(self._given) >= self.devices_per_round:
+            return None
+        if node_id not in self._eligible(r):
             return None
         self._given.add(node_id)
         task = self.device(node_id)
-        self.epoch, self.cursor = r, task + 1
         return Range(r, task, task + 1)
 
     def give_back(self, rng: Range) -> None:
@@ -111,4 +108,4 @@ class MetaSource(PermutationSource):
         # A resumed job starts its round afresh; nodes keep the device tasks they held.
         devices = state.get("devices") or {}
         self.device_of = {str(k): int(v) % self.devices for k, v in devices.items()}
-        self._round, self._sampled, self._given = -1, (), set()
+        self._round, self._given = -1, set()

@@ -74,3 +74,15 @@ def test_no_live_worker_no_task_and_restore_keeps_device_tasks() -> None:
     again.set_workers(["b", "a"])
     assert again.device("a") == 0 and again.device("b") == 1
     assert again.left() is None and not again.drained() and again.requeued() == []
+
+
+def test_a_sampled_node_that_leaves_frees_its_place_in_the_round() -> None:
+    source = _source(per_round=1)
+    (gone,) = source.sampled
+    source.set_workers([n for n in ("a", "b", "c", "d") if n != gone])
+    (other,) = source.sampled
+    assert other != gone and source.take(other, 8) is not None
+    assert _round(source) == {}  # the round's one place is taken
+    source.forget_worker(other)  # its node left with the task: the place is free again
+    source.set_workers([n for n in ("a", "b", "c", "d") if n not in (gone, other)])
+    assert len(_round(source)) == 1
