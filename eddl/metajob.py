@@ -12,7 +12,8 @@ devices, 1..10000, default 20), ``held_out`` (held-out devices for the few-shot 
 device, per class for characters; 1..1000, default 10). The check resolves it to the mapping
 stored with the job (``sizes`` and ``task_seed`` added), which is what workers read back.
 ``[job.hyper]`` holds the options of :mod:`eddl.learn.metaoptions`. A meta job aggregates in
-synchronous rounds (``aggregation = "sync"``) with the ``reptile`` rule at ``ε = meta_lr``.
+synchronous rounds (``aggregation = "sync"``) with the ``reptile`` rule, its step decaying
+from ``meta_lr`` toward ``meta_lr_final`` over the job's ``rounds`` (as in one-process runs).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from eddl.learn.metamodel import MetaModel
 from eddl.learn.metaoptions import META_ALGORITHMS, MetaOptions, MetaOptionsError
 from eddl.learn.params import Params
 from eddl.learn.reconstruction import LayerSplit
+from eddl.learn.reptile import MetaLrSchedule
 from eddl.metasim import MetaConfig, make_model, make_tasks
 
 __all__ = [
@@ -150,6 +152,10 @@ class MetaJob:
     model: MetaModel
     split: LayerSplit
     options: MetaOptions
+
+    def schedule(self, rounds: int) -> MetaLrSchedule:
+        """ε per round: ``meta_lr`` at round 0, linearly toward ``meta_lr_final``."""
+        return MetaLrSchedule(self.options.meta_lr, self.options.meta_lr_final, rounds)
 
     def initial_shared(self) -> Params:
         """Version 0 of what the leader holds: the shared layers of a seeded model."""

@@ -97,8 +97,8 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
 
 def build_meta_runtime(spec: JobSpec) -> JobRuntime:
     """A ``tinymetafed`` or ``reptile`` job (:mod:`eddl.leader.metaruntime`): the shared
-    layers as the global model, one "sample" per device task, the ``reptile`` rule at
-    ``ε = meta_lr``, the few-shot score as accuracy."""
+    layers as the global model, one "sample" per device task, the ``reptile`` rule with the
+    job's ε schedule, the few-shot score as accuracy."""
     from eddl.leader.metaruntime import MetaHooks
 
     checked = check_meta_job(spec)
@@ -116,6 +116,6 @@ def build_meta_runtime(spec: JobSpec) -> JobRuntime:
             "test": job.config.held_out,
             "model": dict(checked.spec.model),
         },
-        sync_params={"meta_lr": job.options.meta_lr},
+        sync_params={"meta_lr": job.options.meta_lr, "schedule": job.schedule(spec.rounds or 1)},
         meta=hooks,
     )

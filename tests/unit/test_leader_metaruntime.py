@@ -9,6 +9,7 @@ from eddl.jobspec import JobSpec
 from eddl.leader.errors import UpdateRejectedError
 from eddl.leader.metaruntime import MetaHooks
 from eddl.leader.runtime import build_runtime
+from eddl.learn.reptile import MetaLrSchedule
 from eddl.net.sparse import SparseRecord
 
 SPEC = {
@@ -26,7 +27,10 @@ def _hooks(**over: object) -> tuple[MetaHooks, dict[str, np.ndarray]]:
     spec = JobSpec.from_mapping({**SPEC, **over})
     runtime = build_runtime(spec)
     assert runtime.meta is not None and runtime.sync_rule == "reptile"
-    assert runtime.sync_params == {"meta_lr": spec.hyper.get("meta_lr", 1.0)}
+    assert runtime.sync_params is not None
+    assert runtime.sync_params["meta_lr"] == spec.hyper.get("meta_lr", 1.0)
+    schedule = runtime.sync_params["schedule"]
+    assert isinstance(schedule, MetaLrSchedule) and schedule.rounds == spec.rounds
     return runtime.meta, dict(runtime.initial_params)
 
 
