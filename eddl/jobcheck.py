@@ -21,6 +21,7 @@ from eddl.jobspec import JobSpec, JobSpecError
 from eddl.learn.aggregation import BASE_LOOKUP_RULES, AggregationError, make_rule
 from eddl.learn.algorithms import Algorithm, AlgorithmError, default_model, get_algorithm
 from eddl.learn.params import Params
+from eddl.metajob import CheckedMetaJob, check_meta_job, is_meta
 
 __all__ = [
     "DEFAULT_MODEL_BYTES",
@@ -29,6 +30,7 @@ __all__ = [
     "JobLimits",
     "check_aggregation",
     "check_job",
+    "check_spec",
     "resolve_model",
 ]
 
@@ -69,8 +71,20 @@ class CheckedJob:
     initial_params: Params
 
 
+def check_spec(spec: JobSpec, limits: JobLimits | None = None) -> CheckedJob | CheckedMetaJob:
+    """The check of any job: meta-learning jobs (``tinymetafed``, ``reptile``) by
+    :func:`eddl.metajob.check_meta_job`, every other by :func:`check_job`."""
+    if is_meta(spec.algorithm):
+        return check_meta_job(spec)
+    return check_job(spec, limits)
+
+
 def check_job(spec: JobSpec, limits: JobLimits | None = None) -> CheckedJob:
     """Check ``spec`` as described in the module docstring; raise :class:`JobSpecError`."""
+    if is_meta(spec.algorithm):
+        raise JobSpecError(
+            f"job.algorithm: {spec.algorithm} jobs are checked by check_spec (eddl.metajob)"
+        )
     limits = limits or JobLimits()
     try:
         dataset = load_dataset(spec.dataset)

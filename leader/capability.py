@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from eddl.leader.errors import InvalidArgumentError
+from eddl.learn.metaoptions import META_ALGORITHMS
+from eddl.mcu.metaplan import meta_fit
 from eddl.mcu.plan import MCU_ALGORITHMS, tifed_fit
 from eddl.mcu.protocol import MAX_LAYERS
 from eddl.proto.v1 import profile_pb2
@@ -101,6 +103,14 @@ class McuCapabilities:
 
     def fit(self, algorithm: str, model: Mapping[str, Any], hyper: Mapping[str, Any]) -> str | None:
         """Why this device cannot run the job, or None when it can."""
+        if algorithm in META_ALGORITHMS:  # the inner loop on the lsgd kernel
+            return meta_fit(
+                algorithm,
+                model,
+                hyper,
+                arena_bytes=self.arena_bytes,
+                algorithms=self.algorithms,
+            )
         return tifed_fit(
             algorithm,
             model,

@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -45,6 +45,7 @@ from eddl.leader.jobqueue import JobQueue, PreparedJob
 from eddl.leader.jobs import JobSpec
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
+from eddl.leader.metaruntime import meta_params, meta_upload
 from eddl.leader.outbox import Committer, Outbox
 from eddl.leader.ports import Clock, Leadership
 from eddl.leader.queries import Queries
@@ -54,6 +55,7 @@ from eddl.leader.runtime import RuntimeFactory, build_runtime
 from eddl.leader.scheduler import EstimatorFactory, Task
 from eddl.leader.store import CheckpointStore, MemberRecord, WriteBatch
 from eddl.learn.params import Params
+from eddl.net.sparse import SparseRecord
 from eddl.profiler.estimator import RuntimeEstimator
 
 __all__ = [
@@ -310,20 +312,24 @@ class Coordinator(Queries):
         overhead: float = 0.0,
         term: int | None = None,
         wire_bytes: int = 0,
+        sparse: Mapping[str, SparseRecord] | None = None,
     ) -> UpdateAck:
         with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
             run = self.job_queue.running(job_id)
-            ack = run.submit(
-                node,
-                task_id,
-                params,
-                base_version=base_version,
-                num_samples=num_samples,
-                seconds=seconds,
-                overhead=overhead,
-            )
+            params = meta_params(run, params, sparse, base_version)
+            # Counted before the update can end the job (its result reports the bytes).
+            with meta_upload(run, base_version, wire_bytes, sparse=sparse is not None):
+                ack = run.submit(
+                    node,
+                    task_id,
+                    params,
+                    base_version=base_version,
+                    num_samples=num_samples,
+                    seconds=seconds,
+                    overhead=overhead,
+                )
             run.record_bytes(wire_bytes)
             self.job_queue.advance()
             self.domain.emit(UpdateAccepted(job_id, node_id, run.version))

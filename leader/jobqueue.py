@@ -109,7 +109,9 @@ class JobQueue:
                 sync_rule=runtime.sync_rule,
                 async_rule=spec.async_rule,
                 async_params=spec.async_params,
-                sync_params=spec.sync_params,
+                sync_params=spec.sync_params
+                if runtime.sync_params is None
+                else runtime.sync_params,
                 max_staleness=spec.max_staleness,
                 partial=runtime.single_layer,
             )

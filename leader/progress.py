@@ -62,8 +62,11 @@ def close_round(run: JobRun, why: str, *, deadline: bool = False) -> NewVersion 
 def new_version(run: JobRun, produced: NewVersion) -> None:
     run._round = SyncRound(produced.version)
     if run.runtime.evaluate is not None and produced.version % run.spec.eval_every == 0:
-        run.accuracy = float(run.runtime.evaluate(produced.params))
-        if run.best_accuracy is None or run.accuracy > run.best_accuracy:
+        score = run.runtime.evaluate(produced.params)  # None: scored otherwise (meta MSE)
+        run.accuracy = None if score is None else float(score)
+        if run.accuracy is not None and (
+            run.best_accuracy is None or run.accuracy > run.best_accuracy
+        ):
             run.best_accuracy = run.accuracy
     run._event(
         EventKind.MODEL_UPDATED,

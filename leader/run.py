@@ -91,7 +91,7 @@ class JobRun:
             sync_rule=runtime.sync_rule,
             async_rule=spec.async_rule,
             async_params=spec.async_params,
-            sync_params=spec.sync_params,
+            sync_params=spec.sync_params if runtime.sync_params is None else runtime.sync_params,
             mode=start,
             max_staleness=spec.max_staleness,
             partial=runtime.single_layer,
@@ -102,6 +102,7 @@ class JobRun:
             now=now,
             estimator_factory=estimator_factory,
             task_prefix=task_prefix or f"{spec.job_id}:{uuid.uuid4().hex[:8]}:",
+            version=lambda: self.aggregator.version,
         )
         if "scheduler" in meta:
             self.scheduler.restore(meta["scheduler"])

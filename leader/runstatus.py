@@ -44,6 +44,7 @@ def summary(run: JobRun) -> dict[str, Any]:
         "layer_groups": run.layer_groups() if run.runtime.single_layer else None,
         "unable_nodes": {n: r for n, (_, r) in sorted(run._fit.items()) if r is not None},
         "failed_tasks": run.failed_tasks,
+        "meta": None if run.runtime.meta is None else run.runtime.meta.status(run.version),
     }
 
 
@@ -60,6 +61,7 @@ def final_result(run: JobRun, reason: str) -> dict[str, Any]:
         "switches": [s.to_dict() for s in run.switches],
         "samples_trained": run.scheduler.samples_done,
         "work": run.work.to_dict(),
+        "meta": None if run.runtime.meta is None else run.runtime.meta.status(run.version),
     }
 
 

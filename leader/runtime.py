@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eddl.jobcheck import JobLimits, check_job
 from eddl.jobspec import JobSpec
 from eddl.learn.params import Params
+from eddl.metajob import check_meta_job, is_meta
+
+if TYPE_CHECKING:
+    from eddl.leader.metaruntime import MetaHooks
 
 __all__ = ["JobRuntime", "RuntimeFactory", "build_runtime"]
 
@@ -38,9 +42,13 @@ class JobRuntime:
     num_layers: int = 1
     single_layer: bool = False
     granularity: int = 1
-    evaluate: Callable[[Params], float] | None = None
+    evaluate: Callable[[Params], float | None] | None = None
     samples: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # The synchronous rule's options when the runtime sets them (None: the spec's).
+    sync_params: dict[str, Any] | None = None
+    # Meta-learning jobs (tinymetafed, reptile): device sampling, sparse updates, few-shot.
+    meta: MetaHooks | None = None
 
 
 RuntimeFactory = Callable[[JobSpec], JobRuntime]
@@ -53,6 +61,8 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
     Any failure to build the model or load the data is a :class:`~eddl.jobspec.JobSpecError`:
     it is the submitted spec that is wrong. ``info["model"]`` is the model the job really runs.
     """
+    if is_meta(spec.algorithm):
+        return build_meta_runtime(spec)
     checked = check_job(spec, limits)
     algo, dataset = checked.algorithm, checked.dataset
     x_train = np.asarray(dataset.x_train)
@@ -82,4 +92,30 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
             "test": len(y_test),
             "model": dict(checked.spec.model),
         },
+    )
+
+
+def build_meta_runtime(spec: JobSpec) -> JobRuntime:
+    """A ``tinymetafed`` or ``reptile`` job (:mod:`eddl.leader.metaruntime`): the shared
+    layers as the global model, one "sample" per device task, the ``reptile`` rule with the
+    job's ε schedule, the few-shot score as accuracy."""
+    from eddl.leader.metaruntime import MetaHooks
+
+    checked = check_meta_job(spec)
+    job = checked.job
+    hooks = MetaHooks(job, seed=spec.seed)
+    return JobRuntime(
+        initial_params=checked.initial_params,
+        num_train=job.config.devices,
+        sync_rule="reptile",
+        num_layers=job.model.num_layers,
+        evaluate=hooks.evaluate,
+        info={
+            "dataset": spec.dataset,
+            "train": job.config.devices,
+            "test": job.config.held_out,
+            "model": dict(checked.spec.model),
+        },
+        sync_params={"meta_lr": job.options.meta_lr, "schedule": job.schedule(spec.rounds or 1)},
+        meta=hooks,
     )

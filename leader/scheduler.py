@@ -78,6 +78,7 @@ class Scheduler:
         limit_epochs: float | None = None,
         probe_fraction: float = 0.25,
         min_compute_fraction: float = 0.25,
+        source: PermutationSource | None = None,
     ) -> None:
         self.sizer = TaskSizer(
             task_seconds=task_seconds,
@@ -91,8 +92,10 @@ class Scheduler:
             min_compute_fraction=min_compute_fraction,
         )
         # Positions never handed out beyond this many passes (None: no limit).
-        limit = None if limit_epochs is None else int(limit_epochs * num_samples)
-        self.source = PermutationSource(
+        limit = (
+            None if limit_epochs is None or source is not None else int(limit_epochs * num_samples)
+        )
+        self.source = source or PermutationSource(
             num_samples,
             seed=seed,
             limit=limit,
@@ -254,8 +257,11 @@ def job_scheduler(
     now: Callable[[], float],
     estimator_factory: EstimatorFactory,
     task_prefix: str,
+    version: Callable[[], int] = lambda: 0,
 ) -> Scheduler:
-    """The scheduler of a job, as its spec and its data say."""
+    """The scheduler of a job, as its spec and its data say (``version``: the job's model
+    version, which a meta-learning job's source samples its devices by)."""
+    meta = runtime.meta
     return Scheduler(
         runtime.num_train,
         seed=spec.seed,
@@ -269,4 +275,5 @@ def job_scheduler(
         now=now,
         task_prefix=task_prefix,
         limit_epochs=spec.max_epochs,
+        source=None if meta is None else meta.task_source(version),
     )

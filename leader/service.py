@@ -32,6 +32,7 @@ from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.scheduler import Task
 from eddl.leader.views import JobView, NodeView, TaskOut, job_view, node_view
 from eddl.learn.params import Params
+from eddl.net.sparse import SparseRecord
 
 __all__ = ["LeaderService", "Notifier"]
 
@@ -224,6 +225,7 @@ class LeaderService:
         overhead: float,
         term: int | None,
         wire_bytes: int,
+        sparse: Mapping[str, SparseRecord] | None = None,
     ) -> UpdateAck:
         return await self._call(
             self._c.submit_update,
@@ -237,6 +239,7 @@ class LeaderService:
             overhead=overhead,
             term=term,
             wire_bytes=wire_bytes,
+            sparse=sparse,
         )
 
     async def fail_task(

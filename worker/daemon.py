@@ -38,6 +38,7 @@ from eddl.net import (
     write_port_file,
 )
 from eddl.net.redirect import not_leader
+from eddl.net.sparse import wire_bytes
 from eddl.profiler import LinkTracker
 from eddl.profiler.probe import PROBE_SERVICE_NAME, ProbeServicer
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, probe_pb2_grpc
@@ -50,7 +51,7 @@ from eddl.worker.executor import Executor, TaskResult, TaskSpec
 from eddl.worker.link import Backoff, LeaderLink
 from eddl.worker.presence import HostPresence, Presence
 from eddl.worker.training import NumpyExecutor
-from eddl.worker.transfer import receive_model, update_stream
+from eddl.worker.transfer import receive_model, sparse_records, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
 __all__ = ["JoinRefusedError", "TaskTiming", "WorkerDaemon", "start_endpoint", "task_from_proto"]
@@ -465,7 +466,10 @@ class WorkerDaemon:
             self.executor.check(task)
             self._pull_s = 0.0
             params = await self._pull_model(job_id, version)
-            x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
+            if self.executor.wants_samples(task):
+                x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
+            else:  # a device task that holds its own data (meta-learning)
+                x, y = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
             result = await self.executor.execute(task, params, x, y)
             self.state = "pushing"
             reply = await self._push(task, result)
@@ -575,6 +579,7 @@ class WorkerDaemon:
         result: TaskResult,
     ) -> cluster_pb2.PushUpdateReply:
         params = result.params
+        records = sparse_records(result)
         # The reported seconds include the throttle's idle time: the leader schedules on the
         # wall time it observes, which is what makes a throttled worker look slow. Transfers
         # (this task's pull, the previous push, a device's model in and update out) are the
@@ -583,8 +588,8 @@ class WorkerDaemon:
         header = cluster_pb2.UpdateHeader(
             task_id=task.task_id,
             num_samples=task.num_samples,
-            num_tensors=len(params),
-            total_bytes=params_nbytes(params),
+            num_tensors=len(records) if records is not None else len(params),
+            total_bytes=(wire_bytes(records) if records is not None else params_nbytes(params)),
             stats=cluster_pb2.TaskStats(
                 samples=result.samples,
                 steps=result.steps,
@@ -600,14 +605,15 @@ class WorkerDaemon:
         async def push(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:
             header.envelope.CopyFrom(self.envelope(job_id, version))
             reply: cluster_pb2.PushUpdateReply = await stub.PushUpdate(
-                update_stream(header, params, chunk_bytes), timeout=self.config.rpc_timeout_s
+                update_stream(header, params, chunk_bytes, records),
+                timeout=self.config.rpc_timeout_s,
             )
             return reply
 
         started = time.monotonic()
         reply = await self._call(push)
         self._push_s = time.monotonic() - started
-        self._observe_transfer("upload", params_nbytes(params), self._push_s)
+        self._observe_transfer("upload", int(header.total_bytes), self._push_s)
         return reply
 
     async def _fetch_samples(

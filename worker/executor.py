@@ -15,11 +15,13 @@ reports either to the leader as a failed task and stays up.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from eddl.learn.params import Params
+from eddl.learn.topp import SparseDelta
 
 __all__ = ["Executor", "TaskError", "TaskResult", "TaskSpec"]
 
@@ -63,11 +65,20 @@ class TaskResult:
     # reported apart so the leader sizes tasks as overhead + samples / speed.
     overhead_seconds: float = 0.0
     kernel_ticks: int = 0  # device timer ticks inside the training kernel (gateways)
+    # TinyMetaFed: the top-P entries of φ − θ to upload as sparse records (``params`` empty),
+    # their values encoded as ``value_dtype`` (float32 or int8).
+    sparse: Mapping[str, SparseDelta] | None = None
+    value_dtype: str = "float32"
 
 
 class Executor(ABC):
     """Runs one node's tasks, one at a time; the daemon calls :meth:`check` before it fetches
     anything for a task and :meth:`execute` once the model and the samples are here."""
+
+    def wants_samples(self, task: TaskSpec) -> bool:
+        """Whether the daemon fetches the task's samples by index before :meth:`execute`
+        (a meta-learning device task holds its own data: no)."""
+        return True
 
     def check(self, task: TaskSpec) -> None:  # noqa: B027 - a no-op is the right default
         """Raise :class:`TaskError` for a task this executor cannot run, so it is reported

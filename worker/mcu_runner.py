@@ -46,7 +46,9 @@ from eddl.mcu.plan import (
 from eddl.mcu.protocol import ProtocolError, SetupSpec
 from eddl.mcu.session import DeviceModel
 from eddl.mcu.topp import device_top_p, snapshot
+from eddl.metajob import is_meta
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
+from eddl.worker.mcu_meta import check_mcu_meta_task, run_mcu_meta_task
 from eddl.worker.training import TaskRunner
 
 __all__ = [
@@ -303,7 +305,13 @@ class McuExecutor(Executor):
         self._on_lost = on_lost
         self._device_lock = asyncio.Lock()  # one conversation with the device at a time
 
+    def wants_samples(self, task: TaskSpec) -> bool:
+        return not is_meta(task.algorithm)  # a meta device task holds its own data
+
     def check(self, task: TaskSpec) -> None:
+        if is_meta(task.algorithm):
+            check_mcu_meta_task(self.runner, task, self.name)
+            return
         offered = offered_algorithms(self.runner.info.kernels)
         if task.algorithm not in offered:
             raise TaskError(f"{self.name} runs {', '.join(offered)}, not {task.algorithm}")
@@ -312,26 +320,34 @@ class McuExecutor(Executor):
     async def execute(
         self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
     ) -> TaskResult:
-        algo = self.reference.algorithm(task.algorithm, task.model_json, task.hyper_json)
+        meta = is_meta(task.algorithm)
+        algo = (
+            None
+            if meta
+            else self.reference.algorithm(task.algorithm, task.model_json, task.hyper_json)
+        )
         async with self._device_lock:
             if self.lost:
                 raise DeviceLostError(self.lost)
             try:
-                result = await asyncio.to_thread(
-                    self.runner.run,
-                    task.algorithm,
-                    algo,
-                    params,
-                    x,
-                    y,
-                    epochs=task.epochs,
-                    layer=task.layer,
-                    seed=task.seed,
-                )
+                if algo is None:  # TinyMetaFed / Reptile: the inner loop on the device
+                    result = await asyncio.to_thread(run_mcu_meta_task, self.runner, task, params)
+                else:
+                    result = await asyncio.to_thread(
+                        self.runner.run,
+                        task.algorithm,
+                        algo,
+                        params,
+                        x,
+                        y,
+                        epochs=task.epochs,
+                        layer=task.layer,
+                        seed=task.seed,
+                    )
             except LINK_FAILURES as exc:
                 self._lose(f"{type(exc).__name__}: {exc}")
                 raise DeviceLostError(f"device lost during task {task.task_id}: {exc}") from exc
-        if self.verify:
+        if self.verify and algo is not None:
             await self._verify(task, algo, params, x, y, result)
         c = self.counters
         c.tasks += 1

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from eddl.learn.params import Params, clone
+from eddl.metajob import is_meta
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
+from eddl.worker.metatask import check_meta_task, run_meta_task
 
 __all__ = ["NumpyExecutor", "TaskError", "TaskResult", "TaskRunner"]
 
@@ -138,12 +140,20 @@ class NumpyExecutor(Executor):
     def __init__(self, throttle: float = 1.0) -> None:
         self.runner = TaskRunner(throttle)
 
+    def wants_samples(self, task: TaskSpec) -> bool:
+        return not is_meta(task.algorithm)
+
     def check(self, task: TaskSpec) -> None:
+        if is_meta(task.algorithm):
+            check_meta_task(task)
+            return
         self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
 
     async def execute(
         self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
     ) -> TaskResult:
+        if is_meta(task.algorithm):
+            return await asyncio.to_thread(run_meta_task, task, params)
         algo = self.runner.algorithm(task.algorithm, task.model_json, task.hyper_json)
         return await self.runner.run(
             algo, params, x, y, epochs=task.epochs, layer=task.layer, seed=task.seed

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from eddl.learn.params import Params
 from eddl.net import ChunkError, Reassembler, encode_tensors
-from eddl.proto.v1 import cluster_pb2
+from eddl.net.sparse import encode_sparse
+from eddl.proto.v1 import cluster_pb2, common_pb2
+from eddl.worker.executor import TaskResult
 
-__all__ = ["receive_model", "update_stream"]
+__all__ = ["receive_model", "sparse_records", "update_stream"]
 
 
 async def update_stream(
-    header: cluster_pb2.UpdateHeader, params: Params, chunk_bytes: int
+    header: cluster_pb2.UpdateHeader,
+    params: Params,
+    chunk_bytes: int,
+    records: Sequence[common_pb2.SparseTensor] | None = None,
 ) -> AsyncIterator[cluster_pb2.UpdateChunk]:
+    """The header, then the dense tensors in chunks, or (TinyMetaFed) the sparse records."""
     yield cluster_pb2.UpdateChunk(header=header)
+    if records is not None:
+        for record in records:
+            yield cluster_pb2.UpdateChunk(sparse=record)
+        return
     for chunk in encode_tensors(params, chunk_bytes):
         yield cluster_pb2.UpdateChunk(chunk=chunk)
+
+
+def sparse_records(result: TaskResult) -> list[common_pb2.SparseTensor] | None:
+    """A TinyMetaFed result's upload as sparse records (None: a dense update)."""
+    if result.sparse is None:
+        return None
+    return [
+        encode_sparse(name, s.shape, s.indices, s.values, value_dtype=result.value_dtype)
+        for name, s in result.sparse.items()
+    ]
 
 
 async def receive_model(

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eddl.config import ConfigError
-from eddl.jobcheck import DEFAULT_MODEL_BYTES, JobLimits, check_job
+from eddl.jobcheck import DEFAULT_MODEL_BYTES, JobLimits, check_spec
 from eddl.jobspec import JobSpec, JobSpecError, job_table
 from eddl.net.redirect import not_leader
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
@@ -40,6 +40,7 @@ __all__ = [
     "job_status",
     "leader_error",
     "list_nodes",
+    "meta_lines",
     "read_job_file",
     "register",
     "status_dict",
@@ -76,7 +77,7 @@ def read_job_file(path: str | Path, limits: JobLimits | None = None) -> dict[str
     try:
         table = job_table(text)
         # The id only completes the spec for the check; the leader gives the job its own.
-        check_job(JobSpec.from_mapping(table, job_id="checked-locally"), limits)
+        check_spec(JobSpec.from_mapping(table, job_id="checked-locally"), limits)
     except JobSpecError as exc:
         raise JobFileError(f"{p}: {' '.join(str(exc).split())}") from exc
     return table
@@ -214,6 +215,31 @@ def job_placement(detail: dict[str, Any]) -> list[str]:
     unable = detail.get("unable_nodes")
     if isinstance(unable, dict):
         lines.extend(f"cannot run this job: {node}: {why}" for node, why in sorted(unable.items()))
+    meta = detail.get("meta") or (detail.get("result") or {}).get("meta")
+    if isinstance(meta, dict):
+        lines.extend(meta_lines(meta))
+    return lines
+
+
+def meta_lines(meta: dict[str, Any]) -> list[str]:
+    """A meta-learning job's few-shot score and the bytes its devices uploaded."""
+    score, best = meta.get("few_shot"), meta.get("best_few_shot")
+    pct = meta.get("metric") == "accuracy"
+
+    def fmt(v: Any) -> str:
+        return "-" if not isinstance(v, int | float) else f"{v:.2%}" if pct else f"{v:.4f}"
+
+    per = meta.get("upload_bytes_per_device_round")
+    lines = [
+        f"few-shot {meta.get('metric')} at k = {meta.get('shots')} on "
+        f"{meta.get('held_out')} held-out devices: {fmt(score)} (best {fmt(best)})",
+        f"uploads {meta.get('uploads')} ({meta.get('sparse_uploads')} sparse): "
+        f"{'-' if per is None else f'{per:,.0f}'} B per device per round on the wire; "
+        f"dense shared layers {meta.get('dense_model_bytes', 0):,} B",
+    ]
+    devices = meta.get("device_of")
+    if isinstance(devices, dict) and devices:
+        lines.append("device tasks  " + ", ".join(f"{n}: {t}" for n, t in sorted(devices.items())))
     return lines
 
 

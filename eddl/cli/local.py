@@ -49,7 +49,7 @@ from typing import Any
 
 import grpc
 
-from eddl.cli.jobs import JobFileError, read_job_file, submit_job, watch_job
+from eddl.cli.jobs import JobFileError, meta_lines, read_job_file, submit_job, watch_job
 from eddl.cli.progress import Progress, ProgressView, make_view
 from eddl.cli.stopping import StopOnSignals, Stopped
 from eddl.cluster.local import (
@@ -157,6 +157,9 @@ async def run_local(
         "throttle": cluster.workers,
         "seconds": round(time.monotonic() - started, 2),
         "final_event": final.message if final is not None else "",
+        # Meta-learning jobs: few-shot score and upload bytes per device per round.
+        "meta": detail.get("meta") or (detail.get("result") or {}).get("meta"),
+        "work": detail.get("work") or (detail.get("result") or {}).get("work"),
     }
 
 
@@ -289,6 +292,9 @@ def _run(
                 f"  switched {sw['from']} → {sw['to']} at version {sw['model_version']}: "
                 f"{sw['reason']}"
             )
+        if isinstance(result.get("meta"), dict):
+            for line in meta_lines(result["meta"]):
+                print(f"  {line}")
     reported = args.report is None or result["report"] is not None
     return 0 if result["state"] == "completed" and reported else 1
 

@@ -27,6 +27,7 @@ from eddl.proto.v1 import common_pb2
 __all__ = [
     "MAX_SPARSE_ELEMENTS",
     "VALUE_DTYPES",
+    "SparseAssembler",
     "SparseRecord",
     "SparseRecordError",
     "SparseTooLargeError",
@@ -178,3 +179,47 @@ def decode_sparse_update(
 def wire_bytes(msgs: Iterable[common_pb2.SparseTensor | common_pb2.Tensor]) -> int:
     """Serialised size of the records: what they cost on the wire, field tags included."""
     return sum(len(m.SerializeToString()) for m in msgs)
+
+
+class SparseAssembler:
+    """The sparse records of one update stream, checked as they arrive.
+
+    The header declares ``num_records`` and ``total_bytes`` (the records' serialised size);
+    more records or bytes than declared, or than ``max_total_bytes``, are refused at once, and
+    every record is decoded with :func:`decode_sparse`'s checks when it arrives, so a bad one
+    is refused before the rest is read. Names are unique within an update.
+    """
+
+    def __init__(self, num_records: int, total_bytes: int, *, max_total_bytes: int) -> None:
+        if total_bytes > max_total_bytes:
+            raise SparseTooLargeError(
+                f"update declares {total_bytes} bytes of records; at most {max_total_bytes}"
+            )
+        self.num_records = num_records
+        self.total_bytes = total_bytes
+        self.received_bytes = 0
+        self.records: dict[str, SparseRecord] = {}
+
+    def add(self, msg: common_pb2.SparseTensor) -> None:
+        if len(self.records) >= self.num_records:
+            raise SparseRecordError(f"more than the {self.num_records} records declared")
+        self.received_bytes += msg.ByteSize()
+        if self.received_bytes > self.total_bytes:
+            raise SparseTooLargeError(
+                f"records exceed the {self.total_bytes} bytes the header declares"
+            )
+        if msg.name in self.records:
+            raise SparseRecordError(f"{msg.name!r}: sent twice in one upload")
+        self.records[msg.name] = decode_sparse(msg)
+
+    def finish(self) -> dict[str, SparseRecord]:
+        if len(self.records) != self.num_records:
+            raise SparseRecordError(
+                f"{len(self.records)} records arrived, the header declares {self.num_records}"
+            )
+        if self.received_bytes != self.total_bytes:
+            raise SparseRecordError(
+                f"{self.received_bytes} bytes of records arrived, the header declares "
+                f"{self.total_bytes}"
+            )
+        return dict(self.records)

@@ -19,12 +19,13 @@ from google.protobuf.json_format import MessageToDict
 
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.config import LeaderConfig
-from eddl.leader.errors import InvalidArgumentError, UpdateRejectedError
+from eddl.leader.errors import InvalidArgumentError
 from eddl.leader.membership import NodeProfile
 from eddl.leader.service import LeaderService
 from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
+from eddl.leader.servicers.updatewire import read_update_body
 from eddl.leader.views import TaskOut
-from eddl.net import ChunkError, ChunkTooLargeError, Reassembler, encode_tensors, params_nbytes
+from eddl.net import ChunkError, ChunkTooLargeError, encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
 from eddl.net.tensors import tensor_from_array
 from eddl.profiler.convert import link_from_proto
@@ -251,33 +252,19 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     f"update declares {header.total_bytes} bytes; at most "
                     f"{self.config.max_update_bytes}"
                 )
-            reassembler = Reassembler(
-                header.num_tensors,
-                header.total_bytes,
-                max_total_bytes=self.config.max_update_bytes,
-                max_chunk_bytes=MAX_CHUNK_BYTES,
-            )
-            wire_bytes = first.ByteSize()
-            async for message in request_iterator:
-                if message.WhichOneof("body") != "chunk":
-                    raise ChunkError("an update stream holds one header, then chunks only")
-                wire_bytes += message.ByteSize()
-                reassembler.add(message.chunk)
-            try:
-                params = reassembler.finish()
-            except ChunkError as exc:
-                raise UpdateRejectedError(f"update {header.task_id}: {exc}") from exc
+            body = await read_update_body(first, request_iterator, self.config.max_update_bytes)
             ack = await self.service.submit_update(
                 env.node_id,
                 header.task_id,
-                params,
+                body.params,
                 job_id=env.job_id,
                 base_version=env.model_version,
                 num_samples=header.num_samples or None,
                 seconds=seconds or None,
                 overhead=overhead,
                 term=env.term,
-                wire_bytes=wire_bytes,
+                wire_bytes=body.wire_bytes,
+                sparse=body.sparse,
             )
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, ack.version, env.node_id),

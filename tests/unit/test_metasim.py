@@ -7,9 +7,10 @@ import json
 import pytest
 
 from eddl.cli import main
-from eddl.jobcheck import check_job
+from eddl.jobcheck import check_spec
 from eddl.jobspec import JobSpec, JobSpecError
 from eddl.learn.algorithms import AlgorithmError, default_model, get_algorithm
+from eddl.metajob import CheckedMetaJob
 from eddl.metasim import MetaConfig, run_meta
 
 
@@ -41,15 +42,13 @@ def test_reptile_refuses_tinymetafed_only_options() -> None:
 
 
 def test_job_check_accepts_and_bounds_meta_jobs() -> None:
-    ok = JobSpec.from_mapping(
-        {"dataset": "digits", "algorithm": "tinymetafed", "rounds": 3, "hyper": {"top_p": 5}}
-    )
-    assert check_job(ok).algorithm.sync_rule_name == "reptile"
-    bad = JobSpec.from_mapping(
-        {"dataset": "digits", "algorithm": "tinymetafed", "rounds": 3, "hyper": {"top_p": 0}}
-    )
+    job = {"dataset": "digits", "algorithm": "tinymetafed", "rounds": 3, "aggregation": "sync"}
+    ok = JobSpec.from_mapping({**job, "hyper": {"top_p": 5}})
+    checked = check_spec(ok)
+    assert isinstance(checked, CheckedMetaJob) and checked.job.options.top_p == 5
+    bad = JobSpec.from_mapping({**job, "hyper": {"top_p": 0}})
     with pytest.raises(JobSpecError, match=r"job\.hyper\.top_p"):
-        check_job(bad)
+        check_spec(bad)
 
 
 @pytest.mark.parametrize("task", ["sine", "characters", "presence"])

@@ -88,3 +88,14 @@ def test_reptile_rule_steps_toward_the_clients() -> None:
     np.testing.assert_allclose(rule.aggregate(theta, ups, 0)["w"], [1.0, 1.0])
     with pytest.raises(AggregationError):
         make_rule("reptile", meta_lr=2.0)
+
+
+def test_reptile_rule_with_a_schedule_steps_by_the_round_it_closes() -> None:
+    rule = make_rule("reptile", schedule=MetaLrSchedule(1.0, 0.0, 4))
+    theta = {"w": np.zeros(1, dtype=np.float32)}
+    ups = [ClientUpdate({"w": np.array([4.0], dtype=np.float32)}, 1, 0)]
+    steps = [float(rule.aggregate(theta, ups, v)["w"][0]) for v in (0, 1, 3, 9)]
+    assert steps == [4.0, 3.0, 1.0, 1.0]  # ε 1, 0.75, 0.25, then the last round's
+    assert rule.describe()["rounds"] == 4
+    with pytest.raises(AggregationError, match="MetaLrSchedule"):
+        make_rule("reptile", schedule=0.5)

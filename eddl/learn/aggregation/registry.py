@@ -108,7 +108,7 @@ def _eddl_mix(p: dict[str, object]) -> AggregationRule:
 _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[str, ...]]] = {
     "fedavg": (_fedavg, ("allow_partial", *_ALL_SERVER_KEYS)),
     "intmean": (_intmean, ("allow_partial", *_ALL_SERVER_KEYS)),
-    "reptile": (_reptile, ("meta_lr", "allow_partial")),
+    "reptile": (_reptile, ("meta_lr", "allow_partial", "schedule")),
     "fedasync": (_fedasync, ("alpha", *_STALENESS_KEYS, "allow_partial")),
     "fedbuff": (
         _fedbuff,

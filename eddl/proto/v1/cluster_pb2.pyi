@@ -530,21 +530,30 @@ class UpdateChunk(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    SPARSE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___UpdateHeader: ...
     @_builtins.property
     def chunk(self) -> Global___TensorChunk: ...
+    @_builtins.property
+    def sparse(self) -> _common_pb2.SparseTensor:
+        """TinyMetaFed: one tensor's top-P entries of φ − θ (index + value records); an update
+        holds dense chunks or sparse records, never both; num_tensors counts the records and
+        total_bytes their serialised size.
+        """
+
     def __init__(
         self,
         *,
         header: Global___UpdateHeader | None = ...,
         chunk: Global___TensorChunk | None = ...,
+        sparse: _common_pb2.SparseTensor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "header", b"header", "sparse", b"sparse"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "header", b"header"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "header", b"header", "sparse", b"sparse"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["header", "chunk", "sparse"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

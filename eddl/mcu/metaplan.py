@@ -1,0 +1,86 @@
+"""What a microcontroller runs of a ``tinymetafed`` or ``reptile`` job, and whether it fits.
+
+A device runs a meta job's inner loop with its float ``lsgd`` kernel: the job's classifier
+(tanh hidden layers, sigmoid/BCE head) on uint8 pixel inputs, so only the character tasks
+(``digits``, ``mnist-10k``) go to microcontrollers; sine and presence take float inputs the
+firmware does not read. The device also holds a snapshot of the shared layers for the top-P
+selection (``SetupSpec.shared_layers``): all of them for Reptile, all but the local layers
+for TinyMetaFed. :func:`meta_fit` is the capability check the leader applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eddl.learn.metaoptions import META_ALGORITHMS, MetaOptions, MetaOptionsError
+from eddl.mcu.plan import arena_need, job_setup
+
+__all__ = ["MetaDevicePlan", "meta_fit", "meta_plan"]
+
+KERNEL = "lsgd"
+
+
+@dataclass(frozen=True)
+class MetaDevicePlan:
+    """The device's view of a meta job: the ``lsgd`` model and hyper-parameters, the
+    number of shared layers and the options."""
+
+    model: dict[str, Any]
+    hyper: dict[str, Any]
+    shared_layers: int
+    options: MetaOptions
+
+
+def meta_plan(algorithm: str, model: Mapping[str, Any], hyper: Mapping[str, Any]) -> MetaDevicePlan:
+    """The plan of a meta job's resolved model; ValueError for a job no device runs."""
+    if algorithm not in META_ALGORITHMS:
+        raise ValueError(f"{algorithm!r} is not a meta-learning algorithm")
+    if model.get("task") != "characters":
+        raise ValueError(
+            f"a microcontroller runs {algorithm} on character tasks (uint8 pixels), "
+            f"not on {model.get('task')!r}"
+        )
+    sizes = model.get("sizes")
+    if not isinstance(sizes, Sequence) or len(sizes) < 2:
+        raise ValueError(f"model has no layer sizes: {sizes!r}")
+    layers = len(sizes) - 1
+    try:
+        opts = MetaOptions.from_hyper(algorithm, hyper, layers)
+    except MetaOptionsError as exc:
+        raise ValueError(str(exc)) from exc
+    device_model = {
+        "sizes": [int(s) for s in sizes],
+        "activations": ["tanh"] * (layers - 1) + ["sigmoid"],
+        "loss": "bce",
+    }
+    return MetaDevicePlan(device_model, {"lr": opts.lr}, layers - opts.local_layers, opts)
+
+
+def meta_fit(
+    algorithm: str,
+    model: Mapping[str, Any],
+    hyper: Mapping[str, Any],
+    *,
+    arena_bytes: int,
+    algorithms: Iterable[str],
+) -> str | None:
+    """Why a device cannot run a meta job's inner loop, or None when it can: it needs the
+    ``lsgd`` kernel and an arena for the network, one sample and the shared snapshot."""
+    offered = tuple(algorithms)
+    if KERNEL not in offered:
+        return f"runs {', '.join(offered) or 'no job algorithm'}, not {KERNEL} ({algorithm})"
+    try:
+        plan = meta_plan(algorithm, model, hyper)
+        spec = job_setup(KERNEL, plan.model, plan.hyper, 1, shared_layers=plan.shared_layers)
+        need = arena_need(spec)
+    except ValueError as exc:
+        return str(exc)
+    if need > arena_bytes:
+        shape = "-".join(str(s) for s in plan.model["sizes"])
+        return (
+            f"{algorithm} {shape} with one sample and the shared snapshot needs {need:,} "
+            f"arena bytes; the device has {arena_bytes:,}"
+        )
+    return None

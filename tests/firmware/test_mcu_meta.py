@@ -1,0 +1,87 @@
+"""A TinyMetaFed device round on a host-simulated microcontroller equals a Python worker's:
+the same reconstruction, the same online pass (float lsgd, to float tolerance), the same top-P
+entries selected on the device; the local head never leaves it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eddl.mcu.driver import Device
+from eddl.mcu.launch import Launched
+from eddl.metajob import MetaJobConfig, meta_job
+from eddl.worker.executor import TaskError, TaskSpec
+from eddl.worker.mcu_meta import run_mcu_meta_task
+from eddl.worker.mcu_runner import McuTaskRunner
+from eddl.worker.metatask import run_meta_task
+
+
+def _task(algorithm: str, hyper: dict[str, object], device: int = 2) -> TaskSpec:
+    model = {"devices": 4, "held_out": 2, "samples": 6, "task": "characters", "task_seed": 3}
+    return TaskSpec(
+        job_id="j",
+        task_id="t1",
+        version=0,
+        dataset="digits",
+        indexes=(device,),
+        algorithm=algorithm,
+        model_json=json.dumps(model),
+        hyper_json=json.dumps(hyper),
+        seed=11,
+    )
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "hyper"),
+    [
+        ("tinymetafed", {"top_p": 10, "local_layers": 1, "lr": 0.05}),
+        ("reptile", {"lr": 0.05}),
+    ],
+)
+def test_device_round_on_the_mcu_equals_the_python_workers(
+    sim: Launched, algorithm: str, hyper: dict[str, object]
+) -> None:
+    task = _task(algorithm, hyper)
+    job = meta_job(MetaJobConfig.of_wire(algorithm, "digits", task.model_json, task.hyper_json))
+    theta = job.initial_shared()
+    want = run_meta_task(task, theta)
+    with Device.open(sim.url) as dev:
+        got = run_mcu_meta_task(McuTaskRunner(dev, max_buffer=16, train_timeout=30.0), task, theta)
+    assert got.samples == want.samples == 30
+    if algorithm == "tinymetafed":
+        assert got.sparse is not None and want.sparse is not None and not got.params
+        assert list(got.sparse) == list(want.sparse) == ["W0", "b0", "W1", "b1"]  # no head
+        for name, w in want.sparse.items():
+            np.testing.assert_array_equal(got.sparse[name].indices, w.indices, err_msg=name)
+            np.testing.assert_allclose(
+                got.sparse[name].values, w.values, rtol=1e-3, atol=1e-5, err_msg=name
+            )
+    else:
+        assert got.sparse is None and sorted(got.params) == sorted(want.params)
+        for name, w in want.params.items():
+            np.testing.assert_allclose(got.params[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_sine_job_is_refused_before_anything_reaches_the_device(sim: Launched) -> None:
+    task = _task("tinymetafed", {})
+    sine = TaskSpec(
+        **{
+            **task.__dict__,
+            "dataset": "sine",
+            "model_json": json.dumps(
+                {"devices": 4, "held_out": 2, "samples": 6, "task": "sine", "task_seed": 3}
+            ),
+        }
+    )
+    with Device.open(sim.url) as dev:
+        runner = McuTaskRunner(dev, max_buffer=16, train_timeout=30.0)
+        with pytest.raises(TaskError, match="character tasks"):
+            run_mcu_meta_task(
+                runner,
+                sine,
+                meta_job(
+                    MetaJobConfig.of_wire("tinymetafed", "sine", sine.model_json, "{}")
+                ).initial_shared(),
+            )

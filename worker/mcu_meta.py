@@ -1,0 +1,108 @@
+"""A microcontroller's part of a ``tinymetafed`` or ``reptile`` round, run by its gateway.
+
+The gateway rebuilds the device task's samples from the job (:mod:`eddl.worker.metatask`),
+rebuilds the local layers from them in numpy (:func:`~eddl.learn.reconstruction.reconstruct`,
+as :func:`~eddl.learn.tinymetafed.device_round` does first), loads the whole model onto the
+device, and the device runs the online inner loop (its ``lsgd`` kernel, batch 1) and selects
+the top-P entries of ``φ − θ`` of the shared layers itself
+(:meth:`~eddl.worker.mcu_runner.McuTaskRunner.inner_loop`). TinyMetaFed uploads those records
+as they are; Reptile selects 100% and uploads ``φ = θ + δ`` densely. The device's pixels are
+the task's inputs as uint8 (``round(x · 255)``: the character tasks scale uint8 pixels by
+1/255, so this is exact).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from eddl.learn.algorithms import get_algorithm
+from eddl.learn.params import Params
+from eddl.learn.reconstruction import reconstruct
+from eddl.learn.topp import densify
+from eddl.mcu.metaplan import KERNEL, meta_fit, meta_plan
+from eddl.mcu.plan import offered_algorithms
+from eddl.worker.executor import TaskError, TaskResult, TaskSpec
+from eddl.worker.metatask import check_meta_task
+
+if TYPE_CHECKING:
+    from eddl.worker.mcu_runner import McuTaskRunner
+
+__all__ = ["check_mcu_meta_task", "run_mcu_meta_task"]
+
+
+def check_mcu_meta_task(runner: McuTaskRunner, task: TaskSpec, name: str) -> None:
+    """Refuse (:class:`TaskError`) a meta task the device cannot run, before any transfer."""
+    job = check_meta_task(task)
+    why = meta_fit(
+        task.algorithm,
+        job.resolved_model(),
+        dict(job.config.hyper),
+        arena_bytes=runner.info.arena_bytes,
+        algorithms=offered_algorithms(runner.info.kernels),
+    )
+    if why is not None:
+        raise TaskError(f"{name}: {why}")
+
+
+def run_mcu_meta_task(
+    runner: McuTaskRunner, task: TaskSpec, theta: Mapping[str, np.ndarray]
+) -> TaskResult:
+    """One device round on the device behind ``runner`` (blocking serial I/O)."""
+    job = check_meta_task(task)
+    try:
+        plan = meta_plan(task.algorithm, job.resolved_model(), dict(job.config.hyper))
+    except ValueError as exc:
+        raise TaskError(f"task {task.task_id}: {exc}") from exc
+    try:
+        job.split.check_shared(theta)
+    except ValueError as exc:
+        raise TaskError(f"task {task.task_id}: {exc}") from exc
+    device = job.tasks.train[task.indexes[0]]
+    x_u8 = np.rint(device.x_train * np.float32(255.0)).astype(np.uint8)
+    opts = job.options
+    started = time.perf_counter()
+    shared = {n: np.asarray(a, dtype=np.float32) for n, a in theta.items()}
+    full = reconstruct(
+        job.model,
+        job.split,
+        shared,
+        device.x_train,
+        device.y_train,
+        lr=opts.lr,
+        epochs=opts.recon_epochs,
+        seed=task.seed,
+    )
+    algo = get_algorithm(KERNEL, plan.model, plan.hyper)
+    result = runner.inner_loop(
+        KERNEL,
+        algo,
+        full,
+        x_u8,
+        device.y_train,
+        shared_layers=plan.shared_layers,
+        top_p=opts.top_p if opts.sparse else 100.0,
+        epochs=opts.inner_epochs,
+        seed=task.seed,
+    )
+    busy = time.perf_counter() - started
+    params: Params = {}
+    if not opts.sparse:  # reptile: φ = θ + δ, every entry selected
+        delta = densify(result.selected)
+        params = {
+            n: (a + delta.get(n, np.zeros_like(a))).astype(np.float32) for n, a in shared.items()
+        }
+    return TaskResult(
+        params=params,
+        samples=result.samples,
+        steps=result.samples,
+        train_seconds=busy,
+        busy_seconds=busy,
+        state_bytes=0,
+        kernel_ticks=result.kernel_ticks,
+        sparse=result.selected if opts.sparse else None,
+        value_dtype=opts.values,
+    )
