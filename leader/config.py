@@ -26,6 +26,11 @@ class LeaderConfig:
     checks the same default, ``--max-model-mib`` for a leader configured otherwise).
     ``follow``, when set, is the root leader's address: this leader then stands by, claims
     no term, and answers every Cluster and Admin call ``not-leader`` with that address.
+    ``coordinator`` (``etcd://HOST:PORT[,HOST:PORT...]``) makes this leader a candidate of an
+    elected, replicated cluster (docs/high-availability.md); ``advertise`` is then the address
+    workers and the other candidates reach it at. ``lease_ttl_s`` is the election lease (a dead
+    root is replaced about this long after it died); an update is acknowledged once
+    ``min_replicas`` live standbys hold its version (fewer when fewer are live).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -47,6 +52,10 @@ class LeaderConfig:
     grace_s: float = 2.0
     log_level: str = "INFO"
     metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
+    coordinator: str = ""  # etcd://HOST:PORT[,...]; "" is a lone (or configured) leader
+    advertise: str = ""
+    lease_ttl_s: int = 3
+    min_replicas: int = 1
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
@@ -54,6 +63,20 @@ class LeaderConfig:
             check_address(self.metrics_bind, "leader.metrics_bind")
         if self.follow:
             check_address(self.follow, "leader.follow")
+        if self.coordinator:
+            from eddl.leader.etcd import parse_coordinator
+
+            try:
+                parse_coordinator(self.coordinator)
+            except ValueError as exc:
+                raise ConfigError(f"leader.coordinator: {exc}") from exc
+            if self.follow:
+                raise ConfigError("leader.coordinator and leader.follow exclude each other")
+            if not self.advertise:
+                raise ConfigError("leader.advertise (HOST:PORT) is required with a coordinator")
+            check_address(self.advertise, "leader.advertise")
+            if not 2 <= self.lease_ttl_s <= 60 or not 0 <= self.min_replicas <= 4:
+                raise ConfigError("leader.lease_ttl_s must be 2..60 and min_replicas 0..4")
         if not self.join_token:
             raise ConfigError("leader.join_token is required (workers present it to join)")
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:

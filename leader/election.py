@@ -137,6 +137,7 @@ class EtcdLeadership(Leadership):
         self._prefix = p + b"/"
         self._listeners: list[Callable[[LeadershipState], None]] = []
         self._event_listeners: list[Callable[[ElectionEvent], None]] = []
+        self._peer_listeners: list[Callable[[list[Candidate]], None]] = []
         self._state = LeadershipState(0, False, "")
         self._lease = 0
         self._renewed_at = -float("inf")  # when the last successful renewal was sent
@@ -157,6 +158,10 @@ class EtcdLeadership(Leadership):
 
     def on_election(self, listener: Callable[[ElectionEvent], None]) -> None:
         self._event_listeners.append(listener)
+
+    def on_peers(self, listener: Callable[[list[Candidate]], None]) -> None:
+        """``listener`` hears the live candidates (this one included) on every change."""
+        self._peer_listeners.append(listener)
 
     @property
     def candidate(self) -> Candidate:
@@ -272,12 +277,14 @@ class EtcdLeadership(Leadership):
         committed = _committed_version(by_key.get(self._committed_key))
         self.committed = max(self.committed, committed)
         root = by_key.get(self._root_key)
+        peers = [
+            c
+            for kv in kvs
+            if kv.key.startswith(self._candidates) and (c := Candidate.decode(kv.value))
+        ]
+        for listener in list(self._peer_listeners):
+            listener(peers)
         if root is None:
-            peers = [
-                c
-                for kv in kvs
-                if kv.key.startswith(self._candidates) and (c := Candidate.decode(kv.value))
-            ]
             await self._stand(peers, committed)
             return
         holder = _root_address(root.value)

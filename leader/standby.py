@@ -5,7 +5,9 @@ one header. A :class:`PayloadAssembler` checks every chunk as it arrives (creden
 agreeing headers, the size bound); :meth:`Standby.accept` then checks the term against the
 highest one this standby has seen, the length and the SHA-256 of the whole payload, decodes
 it, and only then merges it into the store and records the term. Any refusal raises before a
-write, so a bad payload changes nothing.
+write, so a bad payload changes nothing. A snapshot (what a new root sends first) replaces the
+standby's jobs, versions and events: a candidate that was root before may hold versions the
+new root never had, and those must not shadow the new root's versions of the same numbers.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ class Standby:
                 self.store.save_leadership(
                     LeadershipRecord(head.term, head.leader_id, "", time.time())
                 )
+            if head.snapshot:  # the root's state replaces whatever this standby held
+                self.store.reset()
+                self.version = 0
             apply(self.store, ops)
             self.version = max(self.version, newest_version(ops))
             self.applied_at = time.monotonic()

@@ -147,6 +147,9 @@ def status_dict(
     status: admin_pb2.JobStatusReply, nodes: admin_pb2.ListNodesReply
 ) -> dict[str, Any]:
     detail = json.loads(status.detail_json) if status.detail_json else {}
+    # An elected cluster's root, its standbys and the coordination service (empty otherwise).
+    ha = detail.pop("ha", None) if isinstance(detail, dict) else None
+    ha = ha if isinstance(ha, dict) else {}
     return {
         "job_id": status.envelope.job_id,
         "term": status.envelope.term,
@@ -171,6 +174,10 @@ def status_dict(
         ],
         "detail": detail,
         "nodes": [_node_dict(n) for n in nodes.nodes],
+        "coordinator": ha.get("coordinator", ""),
+        "root": ha.get("root", {}),
+        "standbys": ha.get("standbys", []),
+        "replication_degraded": bool(ha.get("degraded", False)),
     }
 
 
