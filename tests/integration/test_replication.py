@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -205,3 +206,23 @@ async def test_bad_payloads_are_refused_and_change_nothing(tmp_path: Path) -> No
         assert garbage.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         assert state(store) == before
+
+
+async def test_a_snapshot_replaces_a_history_the_new_root_never_had(tmp_path: Path) -> None:
+    root = root_store_with_job()
+    root.commit(WriteBatch(versions=[version("j1", 1)]))
+    rep = replicator(root, term=20)
+    async with standby_server(tmp_path / "s1") as (address, store, standby):
+        # The standby was root in term 10 and committed versions 1..2 the new root never got.
+        store.add_job("j1", {"dataset": "digits"}, "running", 1.0)
+        diverged = dataclasses.replace(version("j1", 1), meta={"diverged": True})
+        store.commit(WriteBatch(versions=[diverged, version("j1", 2)]))
+        store.save_leadership(LeadershipRecord(10, "old", "", 1.0))
+        await rep.set_standbys([address])
+        result = await rep.replicate([WriteBatch()])
+        assert result.holders == (address,)
+        assert store.versions("j1") == [1] and standby.version == 1
+        record = store.load_version("j1", 1)
+        assert record is not None and record.meta == version("j1", 1).meta
+        assert store.leadership().term == 20  # type: ignore[union-attr]
+    await rep.close()
