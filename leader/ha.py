@@ -100,6 +100,8 @@ class HaNode:
         self._peers: list[Candidate] = []
         self.events: list[ElectionEvent] = []
         self.stepped_down = asyncio.Event()
+        # Hears every candidate's address (this one first) - the leader list workers get.
+        self.on_addresses: Callable[[list[str]], None] | None = None
 
     def replicating_store(self) -> ReplicatingStore:
         return ReplicatingStore(
@@ -136,6 +138,8 @@ class HaNode:
 
     def _on_peers(self, peers: list[Candidate]) -> None:
         others = [p for p in peers if p.node_id != self.config.node_id]
+        if self.on_addresses is not None:
+            self.on_addresses([self.config.advertise, *sorted(p.address for p in others)])
         fresh = {p.address for p in others} != {p.address for p in self._peers}
         self._peers = others
         if not fresh:
@@ -197,6 +201,14 @@ class HaNode:
         }
 
     async def close(self) -> None:
+        rep = self.replicator
+        if rep.versions_sent:
+            log.info(
+                "replication totals",
+                bytes=rep.sent_bytes,
+                snapshot_bytes=rep.snapshot_bytes,
+                versions=rep.versions_sent,
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -79,6 +79,10 @@ class Replicator:
     _seq: int = 0
     version: int = 0
     degraded: bool = True
+    # Totals for the benchmark and the logs: payload bytes sent (snapshots apart), versions.
+    sent_bytes: int = 0
+    snapshot_bytes: int = 0
+    versions_sent: int = 0
 
     async def set_standbys(self, addresses: Sequence[str]) -> None:
         """The live standbys (from the election's candidates); links open and close here."""
@@ -107,6 +111,8 @@ class Replicator:
         payload = encode(ops)
         version = newest_version(ops)
         results = await asyncio.gather(*(self._ship(link, payload, version) for link in links))
+        if version:
+            self.versions_sent += 1
         holders = tuple(link.address for link, ok in zip(links, results, strict=True) if ok)
         self.degraded = len(holders) < min(self.min_replicas, len(links)) or not holders
         return ReplicationResult(holders, self.degraded)
@@ -150,6 +156,10 @@ class Replicator:
 
         ack = await link.stub.Replicate(chunks())
         link.version = max(link.version, int(ack.version))
+        if snapshot:
+            self.snapshot_bytes += len(payload)
+        else:
+            self.sent_bytes += len(payload)
 
 
 class ReplicatingStore(CheckpointStore):

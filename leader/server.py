@@ -163,6 +163,8 @@ class LeaderDaemon:
             registrations.append((peer_pb2_grpc.add_PeerServicer_to_server, self.ha.peer))
             names = (*SERVICE_NAMES, PEER_SERVICE_NAME)
             service.ha_status = self.ha.status
+            # Workers learn every candidate, so they can move on when the root dies.
+            self.ha.on_addresses = lambda addresses: setattr(cluster, "leaders", addresses)
         server = await start_server(
             cfg.bind,
             registrations,
