@@ -129,7 +129,12 @@ class HaNode:
         self._tasks.append(asyncio.create_task(self.election.run()))
 
     async def _promote(self, term: int, promote: Callable[[int], Awaitable[None]]) -> None:
-        await promote(term)
+        try:
+            await promote(term)
+        except Exception:  # a root that cannot resume must not serve: stop, let another stand
+            log.exception("promotion failed", term=term)
+            self.stepped_down.set()
+            return
         if self.election.state().is_root and self.election.term == term:
             self.leadership.promoted_term = term
             log.info("acting as root", term=term, address=self.config.advertise)

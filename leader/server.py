@@ -201,6 +201,15 @@ class LeaderDaemon:
         await asyncio.to_thread(store.save_leadership, record)
         resumed = await core.call(core.coordinator.resume)
         log.info("root resumed", term=term, resumed=resumed)
+        if self.ha is not None and self.ha.events:
+            why = self.ha.events[-1]
+            await core.call(
+                core.coordinator.note_election,
+                f"{self.config.leader_id} is root in term {term} ({why.kind.value}): {why.reason}",
+                term=term,
+                root=address,
+                election=why.kind.value,
+            )
 
     async def _tick_loop(self) -> None:
         assert self.core is not None and self.leadership is not None

@@ -185,6 +185,12 @@ def test_the_root_is_killed_three_times_and_the_job_completes(
         assert not dropped & acked, sorted(dropped & acked)
         assert acked <= set(history), sorted(acked - set(history))
         assert len(re.findall("job_resumed", watched.stdout)) >= KILLS
+        takeovers = re.findall(
+            r"leader_elected: (\S+) is root in term (\d+) \(takeover\)", watched.stdout
+        )
+        assert len(takeovers) >= KILLS and [int(t) for _, t in takeovers] == sorted(
+            int(t) for _, t in takeovers
+        )
     finally:
         for w in workers:
             w.stop()
