@@ -245,6 +245,19 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
         f"policy [bold]{info['policy'] or '-'}[/] ({info['policy_reason'] or '-'}); "
         f"rule {info['rule'] or '-'}; samples trained {info['samples_trained']}"
     )
+    if info.get("coordinator"):
+        root = info.get("root") or {}
+        standbys = ", ".join(
+            f"{s.get('node_id') or s.get('address')} v{s.get('version')} (lag {s.get('lag')})"
+            for s in info.get("standbys", [])
+        )
+        console.print(
+            f"root {root.get('node_id') or '?'} at {root.get('address') or '?'}; standbys "
+            f"{standbys or 'none'}"
+            f"{'; replication DEGRADED' if info.get('replication_degraded') else ''}; "
+            f"coordinator {info['coordinator']}",
+            markup=False,
+        )
     for w in info["switches"]:
         console.print(
             f"  switched {w['previous']} -> {w['policy']} at version {w['model_version']}: "
