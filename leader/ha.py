@@ -94,6 +94,8 @@ class HaNode:
             min_replicas=config.min_replicas,
             timeout_s=config.replication_timeout_s,
         )
+        # Once elected, nothing may write into this candidate's store but itself.
+        self.standby.is_root = lambda: self.election.state().is_root
         self.peer = PeerServicer(self.standby, on_applied=self._applied)
         self._store = store
         self._tasks: list[asyncio.Task[Any]] = []

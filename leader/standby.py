@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from eddl.leader.checkpoint import CheckpointStore, LeadershipRecord
@@ -113,6 +114,8 @@ class Standby:
         self._lock = threading.Lock()  # payloads land one at a time
         self.version = 0
         self.applied_at = 0.0
+        # True while this candidate is (or is becoming) root: its store is then its own.
+        self.is_root: Callable[[], bool] = lambda: False
         for job in store.jobs():
             versions = store.versions(job.job_id)
             if versions:
@@ -130,6 +133,10 @@ class Standby:
         """Check the assembled payload whole, then persist it and the sender's term."""
         head, data = assembler.payload()
         with self._lock:
+            if self.is_root():
+                raise StaleTermError(
+                    f"replica of term {head.term} refused: this candidate is root now"
+                )
             if head.term < self.term:
                 raise StaleTermError(f"replica of term {head.term}; this standby saw {self.term}")
             try:

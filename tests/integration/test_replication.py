@@ -226,3 +226,14 @@ async def test_a_snapshot_replaces_a_history_the_new_root_never_had(tmp_path: Pa
         assert record is not None and record.meta == version("j1", 1).meta
         assert store.leadership().term == 20  # type: ignore[union-attr]
     await rep.close()
+
+
+async def test_a_candidate_acting_as_root_refuses_replicas(tmp_path: Path) -> None:
+    root = root_store_with_job()
+    async with standby_server(tmp_path / "s1") as (address, store, standby):
+        standby.is_root = lambda: True
+        before = state(store)
+        refused = await _send(address, chunks_of(encode(snapshot(root)), term=99))
+        assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "root now" in (refused.details() or "")
+        assert state(store) == before
