@@ -42,7 +42,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def candidates(
-    etcd: EtcdMember, specs: list[tuple[str, float, int]], ttl_s: int = 2
+    etcd: EtcdMember, specs: list[tuple[str, float, int]], ttl_s: int = 3
 ) -> AsyncIterator[dict[str, Running]]:
     clients: list[EtcdClient] = []
     running: dict[str, Running] = {}
@@ -50,7 +50,7 @@ async def candidates(
         for node_id, score, version in specs:
             client = EtcdClient([etcd.endpoint])
             clients.append(client)
-            config = ElectionConfig(node_id, f"{node_id}:1", ttl_s=ttl_s, margin_s=0.5)
+            config = ElectionConfig(node_id, f"{node_id}:1", ttl_s=ttl_s, margin_s=1.0)
             leadership = EtcdLeadership(client, config, score=score, version=version)
             run = Running(leadership, asyncio.create_task(leadership.run()))
             running[node_id] = run

@@ -30,7 +30,7 @@ async def candidate(
     address = f"127.0.0.1:{port}"
     config = LeaderConfig(
         bind=address, advertise=address, state_dir=tmp / name, join_token=TOKEN,
-        coordinator=etcd.coordinator, leader_id=name, lease_ttl_s=2, grace_s=0.2,
+        coordinator=etcd.coordinator, leader_id=name, lease_ttl_s=3, grace_s=0.2,
     )  # fmt: skip
     daemon = LeaderDaemon(config)
     await daemon.start()
