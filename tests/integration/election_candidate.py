@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
 from eddl.leader.election import ElectionConfig, ElectionEvent, EtcdLeadership
 from eddl.leader.etcd import EtcdClient
@@ -18,7 +19,8 @@ async def _main(args: argparse.Namespace) -> None:
         leadership = EtcdLeadership(client, config, score=args.score, version=args.version)
 
         def show(event: ElectionEvent) -> None:
-            print(json.dumps({"kind": event.kind.value, "term": event.term}), flush=True)
+            line = {"kind": event.kind.value, "term": event.term, "at": time.time()}
+            print(json.dumps(line), flush=True)
 
         leadership.on_election(show)
         await leadership.run()
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--version", type=int, default=0)
     p.add_argument("--ttl", type=int, default=2)
     p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--prefix", default="/eddl")
     args = p.parse_args()
     asyncio.run(_main(args))
     sys.exit(0)
