@@ -6,8 +6,15 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
   async facade; ``StoreWriter`` commits each command's writes beside it.
 * ``service``     ``LeaderService``: the use cases the servicers call, typed results
   (``views``); ``handout``: job wire form, task seeds, model cache, node reports.
-* ``ports``       ``Leadership`` (adapter ``leadership.StaticLeadership``), ``Clock``,
-  ``EventSink``; ``statedir``: one leader process per state directory.
+* ``ports``       ``Leadership`` (adapters ``leadership.StaticLeadership`` and
+  ``election.EtcdLeadership``), ``Clock``, ``EventSink``; ``statedir``: one leader process per
+  state directory.
+* ``etcd``        ``EtcdClient``: etcd's v3 JSON gateway (leases, txn, watch) for elections;
+  ``election``: ``EtcdLeadership`` (root key, terms, who stands, fencing by lease).
+* ``ha``          ``HaNode``: a candidate's election, promotion, standby and root sides;
+  ``replication`` (``ReplicatingStore``, ``Replicator``: each committed write reaches the
+  standbys before the reply), ``standby`` (the receiving side), ``replica`` (payloads,
+  snapshots, wire form).
 * ``coordinator`` ``Coordinator``: the commands (join, heartbeat, leave, tick, submit/cancel
   jobs, next_task, submit_update, fail_task); ``queries`` its read side, ``replies`` its replies.
 * ``jobqueue``    ``JobQueue``: jobs run one at a time in submission order; resume after restart.

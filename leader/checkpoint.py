@@ -189,6 +189,11 @@ class CheckpointStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def reset(self) -> None:
+        """Forget every job, version, event and member; the leadership record stays (a standby
+        replacing a history that may have diverged with the root's snapshot)."""
+        raise StoreError(f"{type(self).__name__} cannot be reset")
+
     # -- derived -----------------------------------------------------------------------------
     def latest_version(self, job_id: str) -> VersionRecord | None:
         versions = self.versions(job_id)

@@ -43,6 +43,11 @@ class LeaderConfig:
     days. ``insecure``:
     plaintext, bound to loopback only, nodes admitted by ``join_token`` then by a session
     credential. ``off`` (plaintext, no credentials) exists for in-process tests only.
+    ``coordinator`` (``etcd://HOST:PORT[,HOST:PORT...]``) makes this leader a candidate of an
+    elected, replicated cluster (docs/high-availability.md); ``advertise`` is then the address
+    workers and the other candidates reach it at. ``lease_ttl_s`` is the election lease (a dead
+    root is replaced about this long after it died); an update is acknowledged once
+    ``min_replicas`` live standbys hold its version (fewer when fewer are live).
     """
 
     bind: str = "127.0.0.1:50051"
@@ -70,6 +75,10 @@ class LeaderConfig:
     cert_lifetime_s: float = 24 * 3600.0
     tls_hosts: list[str] = field(default_factory=list)
     token_dir: Path | None = None
+    coordinator: str = ""  # etcd://HOST:PORT[,...]; "" is a lone (or configured) leader
+    advertise: str = ""
+    lease_ttl_s: int = 3
+    min_replicas: int = 1
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
@@ -91,6 +100,25 @@ class LeaderConfig:
             check_address(self.bootstrap_bind, "leader.bootstrap_bind")
         if not 2.0 <= self.cert_lifetime_s <= 365 * 24 * 3600.0:
             raise ConfigError("leader.cert_lifetime_s must be within 2 s .. 1 year")
+        if self.coordinator:
+            from eddl.leader.etcd import parse_coordinator
+
+            try:
+                parse_coordinator(self.coordinator)
+            except ValueError as exc:
+                raise ConfigError(f"leader.coordinator: {exc}") from exc
+            if self.follow:
+                raise ConfigError("leader.coordinator and leader.follow exclude each other")
+            if not self.advertise:
+                raise ConfigError("leader.advertise (HOST:PORT) is required with a coordinator")
+            check_address(self.advertise, "leader.advertise")
+            if not 2 <= self.lease_ttl_s <= 60 or not 0 <= self.min_replicas <= 4:
+                raise ConfigError("leader.lease_ttl_s must be 2..60 and min_replicas 0..4")
+        if self.coordinator and not self.join_token:
+            raise ConfigError(
+                "leader.join_token is required with a coordinator (candidates present it to "
+                "each other on the Peer service)"
+            )
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:
             raise ConfigError("leader.heartbeat_interval_s must be > 0")
         if not 0 <= self.heartbeat_jitter < 1:

@@ -261,6 +261,16 @@ class Coordinator(Queries):
             stored = self.job_queue.submit(prepared)
             return self.job_status(stored.job_id)
 
+    def note_election(self, message: str, **data: Any) -> str:
+        """Record in the running job's events that this leader took over as root (and why);
+        returns the job's id ("" when no job runs)."""
+        with self._op():
+            run = self.job_queue.active
+            if run is None:
+                return ""
+            run._event(EventKind.LEADER_ELECTED, message, **data)
+            return run.spec.job_id
+
     def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
         with self._op():
             self.job_queue.cancel(job_id, reason)

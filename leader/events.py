@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     MODEL_UPDATED = "model_updated"
     POLICY_SWITCHED = "policy_switched"
     LAYER_GROUPS = "layer_groups"  # single-layer mode: a node got a layer or left its group
+    LEADER_ELECTED = "leader_elected"  # an elected candidate took over as root (and why)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Exit status: 0 after a clean stop, 1 when the leader failed to start or serve, 2 for a bad
 configuration, 3 (:data:`~eddl.leader.statedir.EXIT_STATE_DIR_IN_USE`) when another leader
-owns the state directory.
+owns the state directory, 4 (:data:`EXIT_STEPPED_DOWN`) when an elected root stepped down.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from eddl.leader.errors import LeaderError
 from eddl.leader.statedir import EXIT_STATE_DIR_IN_USE, StateDirInUseError, StateDirLock
 from eddl.log import configure_logging, get_logger
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_STEPPED_DOWN", "build_parser", "main"]
+
+# An elected root that lost its lease stops with this status; its supervisor restarts it, and
+# it rejoins as a standby.
+EXIT_STEPPED_DOWN = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a many-use worker and gateway join token here at each start, for nodes "
         "that enrol unattended (default: none)",
     )
+    p.add_argument(
+        "--coordinator",
+        help="etcd://HOST:PORT[,HOST:PORT...]: stand as a candidate of an elected, replicated "
+        "cluster (default: none, a lone leader)",
+    )
+    p.add_argument(
+        "--advertise",
+        help="HOST:PORT workers and peers reach this candidate at (with --coordinator)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=int,
+        dest="lease_ttl_s",
+        help=f"seconds of the election lease (default: {d['lease_ttl_s']})",
+    )
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        help=f"standbys that must hold a version before it is acknowledged "
+        f"(default: {d['min_replicas']})",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -104,6 +129,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat_interval_s": args.heartbeat_interval_s,
         "leader_id": args.leader_id,
         "follow": args.follow,
+        "coordinator": args.coordinator,
+        "advertise": args.advertise,
+        "lease_ttl_s": args.lease_ttl_s,
+        "min_replicas": args.min_replicas,
         "log_level": args.log_level,
         "metrics_bind": args.metrics_bind,
         "security": args.security,
@@ -115,7 +144,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
+async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.leader.server import LeaderDaemon
     from eddl.ops.wiring import LeaderOps
 
@@ -136,6 +165,7 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
         await daemon.run()
     finally:
         await ops.close()
+    return daemon.stepped_down
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eddl.net.server import ServerStartError
 
     try:
-        asyncio.run(_serve(config, lock))
+        if asyncio.run(_serve(config, lock)):
+            return EXIT_STEPPED_DOWN
     except (ServerStartError, LeaderError, ValueError) as exc:
         log.error("leader failed", error=str(exc))
         return 1

@@ -137,5 +137,12 @@ class MemoryStore(CheckpointStore):
     def set_value(self, key: str, value: Any) -> None:
         self._values[key] = dumps_value(value)
 
+    def reset(self) -> None:
+        with self._lock:
+            self._jobs.clear()
+            self._versions.clear()
+            self._events.clear()
+            self._members.clear()
+
     def close(self) -> None:
         pass

@@ -25,7 +25,7 @@ from eddl.security.authority import Authority
 from eddl.security.authz import Authorizer, CertificateAuth, SessionAuth
 from eddl.security.bootstrap import SecurityServicer, start_bootstrap_server
 from eddl.security.files import write_private
-from eddl.security.tls import Identity, server_credentials
+from eddl.security.tls import Identity, channel_credentials, server_credentials
 
 __all__ = ["LEADER_CERT_LIFETIME_S", "LeaderSecurity"]
 
@@ -59,6 +59,8 @@ class LeaderSecurity:
         bind_host = config.bind.rpartition(":")[0].strip("[]")
         if bind_host and bind_host not in ("0.0.0.0", "::"):
             hosts.add(bind_host)
+        if config.advertise:  # the address other candidates and workers dial
+            hosts.add(config.advertise.rpartition(":")[0].strip("[]"))
         hosts.discard(config.leader_id)
         issued = authority.issue(
             pki.make_csr(key, config.leader_id, tuple(sorted(hosts))),
@@ -79,6 +81,11 @@ class LeaderSecurity:
             (security_pb2_grpc.add_SecurityServicer_to_server, SecurityServicer(authority))
         ]
         return sec
+
+    @property
+    def peer_credentials(self) -> grpc.ChannelCredentials | None:
+        """This leader's certificate (role ``leader``) for its calls to other candidates."""
+        return None if self.identity is None else channel_credentials(self.identity)
 
     @property
     def credentials(self) -> grpc.ServerCredentials | None:

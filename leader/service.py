@@ -9,6 +9,7 @@ call one method and encode its answer. Long-polls wait here, woken by the core's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,6 +70,8 @@ class LeaderService:
         self._wires: dict[str, JobWire] = {}
         self._models = ModelCache()
         self._call = core.call
+        # An elected candidate's view of the cluster (root, term, standbys), for the status.
+        self.ha_status: Callable[[], dict[str, Any]] | None = None
         self._c = c
 
     @property
@@ -282,7 +285,10 @@ class LeaderService:
         return job_view(await self._call(self._c.cancel_job, job_id))
 
     async def job_status(self, job_id: str | None = None) -> JobView:
-        return job_view(await self._call(self._c.job_status, job_id))
+        view = job_view(await self._call(self._c.job_status, job_id))
+        if self.ha_status is not None:
+            view = dataclasses.replace(view, detail={**view.detail, "ha": self.ha_status()})
+        return view
 
     async def events(self, job_id: str, since: int) -> list[Event]:
         return await self._call(self._c.events, job_id, since)

@@ -298,6 +298,14 @@ class SqliteStore(CheckpointStore):
             ]
         )
 
+    def reset(self) -> None:
+        self._tx(
+            [
+                (f"DELETE FROM {table}", ())
+                for table in ("tensors", "versions", "events", "members", "jobs")
+            ]
+        )
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 import structlog
+
+from tests.etcd_procs import EtcdMember, etcd_cluster
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,3 +41,10 @@ def _fresh_logging() -> Iterator[None]:
     a capture that closes with the test); later tests must not log into it."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
+    """One real etcd member on free loopback ports, killed by its PID after the test."""
+    with etcd_cluster(tmp_path / "etcd") as members:
+        yield members[0]

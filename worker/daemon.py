@@ -353,11 +353,15 @@ class WorkerDaemon:
                 )
 
     async def _followed(self, exc: grpc.aio.AioRpcError) -> bool:
-        """A non-root leader answered: go to the root it names (join there), if it named one."""
+        """A non-root leader answered: go to the root it names (join there); when it knows no
+        root (an election is under way), back off and try the next leader address."""
         redirect = not_leader(exc, self.link.address)
-        if redirect is None or not redirect.hint:
+        if redirect is None:
             return False
-        await self.link.follow(redirect.hint)
+        if redirect.hint:
+            await self.link.follow(redirect.hint)
+        else:
+            await self.link.next_leader(f"{self.link.address} knows no root yet")
         return True
 
     async def join_request(self) -> cluster_pb2.JoinRequest:

@@ -156,6 +156,9 @@ def status_dict(
     status: admin_pb2.JobStatusReply, nodes: admin_pb2.ListNodesReply
 ) -> dict[str, Any]:
     detail = json.loads(status.detail_json) if status.detail_json else {}
+    # An elected cluster's root, its standbys and the coordination service (empty otherwise).
+    ha = detail.pop("ha", None) if isinstance(detail, dict) else None
+    ha = ha if isinstance(ha, dict) else {}
     return {
         "job_id": status.envelope.job_id,
         "term": status.envelope.term,
@@ -180,6 +183,10 @@ def status_dict(
         ],
         "detail": detail,
         "nodes": [_node_dict(n) for n in nodes.nodes],
+        "coordinator": ha.get("coordinator", ""),
+        "root": ha.get("root", {}),
+        "standbys": ha.get("standbys", []),
+        "replication_degraded": bool(ha.get("degraded", False)),
     }
 
 
@@ -272,6 +279,19 @@ def _print_status(info: dict[str, Any], console: Console) -> None:
         f"policy [bold]{info['policy'] or '-'}[/] ({info['policy_reason'] or '-'}); "
         f"rule {info['rule'] or '-'}; samples trained {info['samples_trained']}"
     )
+    if info.get("coordinator"):
+        root = info.get("root") or {}
+        standbys = ", ".join(
+            f"{s.get('node_id') or s.get('address')} v{s.get('version')} (lag {s.get('lag')})"
+            for s in info.get("standbys", [])
+        )
+        console.print(
+            f"root {root.get('node_id') or '?'} at {root.get('address') or '?'}; standbys "
+            f"{standbys or 'none'}"
+            f"{'; replication DEGRADED' if info.get('replication_degraded') else ''}; "
+            f"coordinator {info['coordinator']}",
+            markup=False,
+        )
     for w in info["switches"]:
         console.print(
             f"  switched {w['previous']} -> {w['policy']} at version {w['model_version']}: "

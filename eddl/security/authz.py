@@ -39,13 +39,15 @@ _ANY = frozenset({"worker", "gateway", "admin", "leader"})
 _CLUSTER = ("Join", "Heartbeat", "GetTask", "PushUpdate", "PullModel", "FetchSamples", "Leave")
 _ADMIN = ("SubmitJob", "JobStatus", "WatchJob", "ListNodes", "CancelJob")
 
-# Method -> the roles that may call it. A method missing here is refused to everyone. A Peer
-# service for leader candidates adds its methods with {"leader"}.
+# Method -> the roles that may call it. A method missing here is refused to everyone.
 POLICY: Mapping[str, frozenset[str]] = {
     **{f"/eddl.v1.Cluster/{m}": _NODES for m in _CLUSTER},
     **{f"/eddl.v1.Admin/{m}": frozenset({"admin"}) for m in _ADMIN},
     **{f"/eddl.v1.Probe/{m}": _ANY for m in ("Ping", "Upload", "Download")},
     "/eddl.v1.Security/Renew": _ANY,
+    # Replication between leader candidates (the Peer service also checks the cluster's
+    # shared credential in every chunk).
+    "/eddl.v1.Peer/Replicate": frozenset({"leader"}),
     "/grpc.health.v1.Health/Check": _ANY,
     "/grpc.health.v1.Health/Watch": _ANY,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset({"admin"}),
@@ -133,6 +135,9 @@ class SessionAuth:
     def caller(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
         if method.startswith("/eddl.v1.Admin/") or not method.startswith("/eddl.v1."):
             return Caller("local-operator", "admin")
+        if method.startswith("/eddl.v1.Peer/"):
+            # Another candidate on this host; the Peer service checks the shared credential.
+            return Caller("local-candidate", "leader")
         secret = _metadata(context, SESSION_KEY)
         if method == JOIN_METHOD:
             return Caller("", "joining")
