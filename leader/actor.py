@@ -13,7 +13,9 @@ Slow work runs beside the owner, never inside it:
   waits for its batch (an update is acknowledged once its version is durable) while the
   owner already handles the next command;
 * building a job (its dataset and model) runs in a worker thread (:meth:`LeaderCore.submit_job`),
-  and only the light bookkeeping that queues the built job goes through the owner.
+  and only the light bookkeeping that queues the built job goes through the owner;
+* evaluating a version runs on the :class:`~eddl.leader.evaluation.Evaluator` thread, whose
+  results come back as commands (:meth:`Coordinator.record_evaluation`) posted to the owner.
 
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
 on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
@@ -30,14 +32,19 @@ from typing import Any, ParamSpec, TypeVar
 
 from eddl.leader.checkpoint import CheckpointStore, WriteBatch
 from eddl.leader.coordinator import Coordinator
+from eddl.leader.evaluation import Evaluator
 from eddl.leader.events import DomainEvent, Event, Listener
 from eddl.leader.jobs import JobSpec
+from eddl.log import get_logger
 
 __all__ = ["LeaderCore", "StoreWriter"]
 
+log = get_logger("leader.core")
 P = ParamSpec("P")
 T = TypeVar("T")
-_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# A command, the loop of its caller and the future its result settles (None, None: nobody
+# waits for it, e.g. an evaluation posted from the evaluator's thread).
+_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
 
 
 class StoreWriter:
@@ -66,6 +73,12 @@ class LeaderCore:
         self._raised: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._own, name="leader-core", daemon=True)
         self._thread.start()
+        self.evaluator = Evaluator(
+            lambda result: self._commands.put(
+                (lambda: coordinator.record_evaluation(result), None, None)
+            )
+        )
+        coordinator.evaluate_beside(self.evaluator.submit)
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
@@ -104,7 +117,8 @@ class LeaderCore:
         return self.coordinator.domain.subscribe(hop)
 
     def close(self) -> None:
-        """Finish the commands already posted, then stop the owner thread."""
+        """Stop the evaluator, finish the commands already posted, then stop the owner."""
+        self.evaluator.close()
         self._commands.put(None)
         self._thread.join()
 
@@ -151,8 +165,10 @@ class LeaderCore:
             self._deliver(commit)
             if outcome[0]:
                 outcome = (True, (outcome[1], commit))
-            if not loop.is_closed():
+            if loop is not None and done is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(_settle, done, outcome)
+            elif not outcome[0]:
+                log.error("leader_command_failed", error=repr(outcome[1]))
 
 
 def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:

@@ -27,26 +27,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
+from eddl.leader import evaluation
 from eddl.leader.capability import McuCapabilities
-from eddl.leader.errors import (
-    InvalidArgumentError,
-    StaleTermError,
-    UnknownJobError,
-)
-from eddl.leader.events import (
-    DomainBus,
-    EventFanout,
-    EventKind,
-    Listener,
-    NodeChanged,
-    UpdateAccepted,
-)
+from eddl.leader.errors import InvalidArgumentError, StaleTermError, UnknownJobError
+from eddl.leader.evaluation import Evaluation, EvaluationRequest
+from eddl.leader.events import DomainBus, EventFanout, Listener, NodeChanged, UpdateAccepted
 from eddl.leader.jobqueue import JobQueue, PreparedJob
 from eddl.leader.jobs import JobSpec
 from eddl.leader.leadership import StaticLeadership
 from eddl.leader.membership import Membership, Node, NodeProfile, Role
 from eddl.leader.outbox import Committer, Outbox
 from eddl.leader.ports import Clock, Leadership
+from eddl.leader.progress import finish, maybe_finish
 from eddl.leader.queries import Queries
 from eddl.leader.replies import HeartbeatReply, JoinReply, ModelSnapshot
 from eddl.leader.run import UpdateAck, Wait
@@ -176,17 +168,7 @@ class Coordinator(Queries):
             self.domain.emit(NodeChanged(node_id, "joined"))
             run = self.job_queue.active
             if run is not None:
-                run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
-                run.node_joined()
-                run.set_nodes(self._workers())
-                run.events.append(
-                    EventKind.NODE_JOINED,
-                    self._now(),
-                    f"{node.role.value} {node_id} joined",
-                    node_id=node_id,
-                    session=node.session,
-                    benchmark_sps=node.profile.benchmark_sps,
-                )
+                run.node_joined(node, self._workers())
             return JoinReply(
                 node_id,
                 node.session,
@@ -364,6 +346,27 @@ class Coordinator(Queries):
             if run is not None and run.spec.job_id == job_id:
                 run.record_bytes(nbytes)
 
+    def evaluate_beside(self, submit: Callable[[EvaluationRequest], None]) -> None:
+        """Send versions to evaluate to ``submit`` (an :class:`Evaluator`) from now on; the
+        results come back through :meth:`record_evaluation`."""
+        with self._op():
+            self.job_queue.evaluate_beside = submit
+            for run in self.job_queue.runs():
+                run.evaluate_beside = submit
+
+    def record_evaluation(self, result: Evaluation) -> None:
+        """A version's evaluation is back: its accuracy (or failure) becomes an event; the
+        target accuracy may end the job, and an ``ending`` job completes on its last one."""
+        with self._op():
+            run = self.job_queue.run_for(result.job_id)
+            if run is None:
+                return
+            if evaluation.record(run, result):
+                finish(run, "completed", run.evaluation.ending or "training done")
+            else:
+                maybe_finish(run)
+            self.job_queue.advance()
+
     # -- internals -------------------------------------------------------------------------
     def _check_term(self, term: int | None) -> None:
         if term is not None and term != self.term:
@@ -383,15 +386,6 @@ class Coordinator(Queries):
         self._record_member(node, kind)
         self.domain.emit(NodeChanged(node.node_id, kind))
         run = self.job_queue.active
-        if run is None:
-            return
-        run.set_nodes(self._workers())
-        run.node_gone(node, kind)
-        event_kind = EventKind.NODE_LEFT if kind == "left" else EventKind.NODE_EXPIRED
-        run.events.append(
-            event_kind,
-            self._now(),
-            f"{node.node_id} {kind} ({node.leave_reason or node.gone_reason})",
-            node_id=node.node_id,
-            session=node.session,
-        )
+        if run is not None:
+            run.set_nodes(self._workers())
+            run.node_gone(node, kind)

@@ -22,6 +22,7 @@ from eddl.leader.errors import (
     StoreError,
     UnknownJobError,
 )
+from eddl.leader.evaluation import EvaluationRequest
 from eddl.leader.events import Event, EventKind, EventLog, Listener
 from eddl.leader.jobs import JobSpec
 from eddl.leader.membership import Node
@@ -73,6 +74,8 @@ class JobQueue:
         self._queue: list[tuple[JobSpec, JobRuntime]] = []
         self._finished: dict[str, JobRun] = {}
         self._submitted_logs: dict[str, EventLog] = {}
+        # Where runs send versions to evaluate (None: they evaluate at once).
+        self.evaluate_beside: Callable[[EvaluationRequest], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def resume(self) -> list[str]:
@@ -169,7 +172,7 @@ class JobQueue:
     def advance(self) -> None:
         """Retire the running job once it ended, then start the next queued one, if any."""
         run = self.active
-        if run is not None and run.status != "running":
+        if run is not None and run.status not in ("running", "ending"):
             self.store.set_job_status(run.spec.job_id, run.status, self._now(), run.result)
             self._finished[run.spec.job_id] = run
             while len(self._finished) > KEEP_FINISHED:
@@ -268,6 +271,7 @@ class JobQueue:
             estimator_factory=self._estimator_factory,
             task_prefix=self._task_prefix(spec.job_id),
         )
+        run.evaluate_beside = self.evaluate_beside
         run.events.subscribe(self._on_event)
         workers = self._workers()
         for node in workers:
