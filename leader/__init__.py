@@ -7,7 +7,8 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * ``evaluation``  ``Evaluator``: versions evaluated beside the owner (newest pending first),
   results posted back as commands; a job stays ``ending`` until its last version is evaluated.
 * ``service``     ``LeaderService``: the use cases the servicers call, typed results
-  (``views``); ``handout``: job wire form, task seeds, model cache, node reports.
+  (``views``); ``handout``: job wire form, task seeds, model cache, node reports;
+  ``longpoll``: waiting GetTask calls answered together after each domain event.
 * ``ports``       ``Leadership`` (adapter ``leadership.StaticLeadership``), ``Clock``,
   ``EventSink``; ``statedir``: one leader process per state directory.
 * ``coordinator`` ``Coordinator``: the commands (join, heartbeat, leave, tick, submit/cancel

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from eddl.log import get_logger
 __all__ = ["LeaderCore", "StoreWriter"]
 
 log = get_logger("leader.core")
+# A delivery raised by a command: run ``deliver`` on ``loop`` once the command's writes are in.
+_Raised = tuple[asyncio.AbstractEventLoop, Callable[[], None]]
 P = ParamSpec("P")
 T = TypeVar("T")
 # A command, the loop of its caller and the future its result settles (None, None: nobody
@@ -70,7 +73,7 @@ class LeaderCore:
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         # Deliveries raised by the command in progress (owner thread only); they go out once
         # its writes are durable, so a watcher never hears of an event a crash could undo.
-        self._raised: list[Callable[[], None]] = []
+        self._raised: list[_Raised] = []
         self._thread = threading.Thread(target=self._own, name="leader-core", daemon=True)
         self._thread.start()
         self.evaluator = Evaluator(
@@ -83,14 +86,9 @@ class LeaderCore:
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[T, concurrent.futures.Future[None] | None]] = (
-            loop.create_future()
-        )
+        done: asyncio.Future[T] = loop.create_future()
         self._commands.put((lambda: fn(*args, **kwargs), loop, done))
-        result, commit = await done
-        if commit is not None:
-            await asyncio.wrap_future(commit)
-        return result
+        return await done
 
     async def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
         """Build the job beside the owner (dataset, model: seconds), then queue it in order."""
@@ -124,31 +122,11 @@ class LeaderCore:
 
     # -- the owner thread ------------------------------------------------------------------------
     def _raise(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None]) -> None:
-        def on_loop() -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(deliver)
-
-        self._raised.append(on_loop)
-
-    def _deliver(self, commit: concurrent.futures.Future[None] | None) -> None:
-        raised, self._raised = self._raised, []
-        if not raised:
-            return
-
-        def go(_: object = None) -> None:
-            for deliver in raised:
-                deliver()
-
-        # The writer commits in order, so deliveries keep the order of the commands.
-        if commit is None:
-            go()
-        else:
-            commit.add_done_callback(go)
+        self._raised.append((loop, deliver))
 
     def _post(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the owner without waiting for it (an unsubscribe)."""
-        loop = asyncio.get_running_loop()
-        self._commands.put((fn, loop, loop.create_future()))
+        self._commands.put((fn, None, None))
 
     def _own(self) -> None:
         while True:
@@ -160,22 +138,49 @@ class LeaderCore:
                 outcome: tuple[bool, Any] = (True, fn())
             except BaseException as exc:  # handed to the caller, who maps it to a status code
                 outcome = (False, exc)
+            if done is None and not outcome[0]:
+                log.error("leader_command_failed", error=repr(outcome[1]))
             # A refused command changed nothing; whatever a failing one wrote still goes out.
             commit = self.coordinator.take_commit()
-            self._deliver(commit)
-            if outcome[0]:
-                outcome = (True, (outcome[1], commit))
-            if loop is not None and done is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, done, outcome)
-            elif not outcome[0]:
-                log.error("leader_command_failed", error=repr(outcome[1]))
+            raised, self._raised = self._raised, []
+            if loop is not None and done is not None:
+                raised.append((loop, functools.partial(_settle, done, outcome, commit)))
+            if not raised:
+                continue
+            # Once the writes are durable (the writer commits in order, so replies and events
+            # keep the order of the commands): one hop to each loop, events before the reply.
+            if commit is None:
+                _hop(raised)
+            else:
+                commit.add_done_callback(functools.partial(_hop, raised))
 
 
-def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _hop(raised: list[_Raised], _commit: object = None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+    for loop, deliver in raised:
+        by_loop.setdefault(loop, []).append(deliver)
+    for loop, delivers in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_run_all, delivers)
+
+
+def _run_all(delivers: list[Callable[[], None]]) -> None:
+    for deliver in delivers:
+        deliver()
+
+
+def _settle(
+    done: asyncio.Future[Any],
+    outcome: tuple[bool, Any],
+    commit: concurrent.futures.Future[None] | None,
+) -> None:
     if done.done():  # the caller went away (a cancelled RPC)
         return
     ok, value = outcome
-    if ok:
+    failed = None if commit is None else commit.exception()
+    if failed is not None:  # the store refused the writes: the command did not happen
+        done.set_exception(failed)
+    elif ok:
         done.set_result(value)
     else:
         done.set_exception(value)
