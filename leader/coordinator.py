@@ -102,7 +102,7 @@ class Coordinator(Queries):
         self.domain = DomainBus()
         self.event_sink.subscribe(self.domain.emit)
         self.job_queue = JobQueue(
-            store,
+            self._outbox,  # the jobs' writes too leave with their command's batch
             runtime_factory=runtime_factory,
             estimator_factory=estimator_factory,
             now=now,

@@ -186,6 +186,13 @@ class JobQueue:
 
     # -- lookups -----------------------------------------------------------------------------
     def require(self, job_id: str) -> None:
+        """Refuse an unknown job id (the jobs in memory are known without reading the store,
+        which would wait for the writes in flight)."""
+        active = self.active
+        if (active is not None and active.spec.job_id == job_id) or job_id in self._finished:
+            return
+        if any(spec.job_id == job_id for spec, _ in self._queue):
+            return
         if self.store.job(job_id) is None:
             raise UnknownJobError(f"no job {job_id!r}")
 

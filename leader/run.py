@@ -262,8 +262,13 @@ class JobRun:
             num_samples=num_samples,
             seconds=seconds,
         )
+        took = self._now() - task.issued_at
+        stale = task.base_version < self.version
+        staleness = self.version - task.base_version
         try:
-            self.aggregator.check(params, task.num_samples, task.base_version)
+            # The sink validates and refuses before it changes anything; only once it has
+            # taken the update is the task marked done (so a refusal never loses the data).
+            produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         except StaleVersionError as exc:
             # Too old to use: the data is done again by someone else.
             self._free_since[node.node_id] = (self._now(), False)
@@ -275,12 +280,6 @@ class JobRun:
             )
             self._take_back(task, "update too stale", f"task {task_id} re-queued (stale update)")
             raise
-        took = self._now() - task.issued_at
-        stale = task.base_version < self.version
-        staleness = self.version - task.base_version
-        # The aggregator validates again and refuses before it changes anything; only once it
-        # has taken the update is the task marked done (so a refusal never loses the data).
-        produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
         self.work.record(node.node_id, task.num_samples)
         self._failures_in_a_row = 0
