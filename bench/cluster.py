@@ -577,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.part in ("scale", "all"):
             sizes = sizes or ([4, 8] if args.quick else [4, 8, 16, 32])
             seconds = args.seconds or (3.0 if args.quick else 8.0)
-            body = asyncio.run(scale(tmp, sizes, seconds, leaders))
+            reps = 1 if args.quick else args.reps
+            body = asyncio.run(scale(tmp, sizes, seconds, leaders, reps))
             emit("cluster-scale", "Cluster: wire overhead and leader scale", body)
     return 0
 

@@ -290,32 +290,61 @@ async def _measure(python: str, state: Path, n: int, seconds: float) -> dict[str
     }
 
 
-async def scale(tmp: Path, sizes: Sequence[int], seconds: float, leaders: Mapping[str, str]) -> str:
-    """The benchmark for each client count and each leader (label -> interpreter)."""
-    rows = []
+async def scale(
+    tmp: Path,
+    sizes: Sequence[int],
+    seconds: float,
+    leaders: Mapping[str, str],
+    reps: int = 1,
+) -> str:
+    """The benchmark for each client count and each leader (label -> interpreter).
+
+    Interleaved: each repetition measures every client count with every leader in turn (the
+    order of the leaders alternates between repetitions), so a machine that gets busier or
+    quieter during the run weighs on all leaders alike; each figure is the median over the
+    repetitions, and the ratios compare each leader with the first one.
+    """
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     ratio_line = ""
+    labels = list(leaders)
+    for rep in range(reps):
+        for n in sizes:
+            for label in labels if rep % 2 == 0 else labels[::-1]:
+                state = tmp / f"scale-{label}-{n}-{rep}"
+                got = await _measure(leaders[label], state, n, seconds)
+                runs.setdefault((label, n), []).append(got)
+                if not ratio_line and got["params"] is not None:
+                    payload, model, ratio = wire_ratio(got["params"])
+                    ratio_line = (
+                        f"Bytes on the wire per aggregated update: {payload} for a "
+                        f"{model}-byte model = **{ratio:.4f}x** (protobuf + gRPC prefix + "
+                        "HTTP/2 DATA frame headers; target <= 1.05)."
+                    )
+
+    def median(label: str, n: int, key: str) -> float:
+        return statistics.median(float(r[key]) for r in runs[(label, n)])
+
+    rows = []
     for n in sizes:
-        for label, python in leaders.items():
-            got = await _measure(python, tmp / f"scale-{label}-{n}", n, seconds)
-            if not ratio_line and got["params"] is not None:
-                payload, model, ratio = wire_ratio(got["params"])
-                ratio_line = (
-                    f"Bytes on the wire per aggregated update: {payload} for a "
-                    f"{model}-byte model = **{ratio:.4f}x** (protobuf + gRPC prefix + "
-                    "HTTP/2 DATA frame headers; target <= 1.05)."
-                )
+        base = labels[0]
+        for label in labels:
+            rate, p50, p99 = (median(label, n, k) for k in ("rate", "p50", "p99"))
+            t_sync = median(label, n, "t_sync")
             rows.append(
                 [
                     label,
                     n,
-                    f"{got['rate']:.1f}",
-                    f"{got['cpu_ms']:.2f}",
-                    f"{1000 * got['t_sync']:.1f}",
-                    f"{n / got['t_sync']:.1f}",
-                    got["refused"],
-                    f"{got['p50']:.1f}",
-                    f"{got['p99']:.1f}",
-                    got["wakes"],
+                    f"{rate:.1f}",
+                    f"{rate / median(base, n, 'rate'):.2f}x",
+                    f"{median(label, n, 'cpu_ms'):.2f}",
+                    f"{1000 * t_sync:.1f}",
+                    f"{n / t_sync:.1f}",
+                    int(median(label, n, "refused")),
+                    f"{p50:.1f}",
+                    f"{p50 / median(base, n, 'p50'):.2f}x",
+                    f"{p99:.1f}",
+                    f"{p99 / median(base, n, 'p99'):.2f}x",
+                    int(median(label, n, "wakes")),
                 ]
             )
     names = ", ".join(f"{label} = `{python}`" for label, python in leaders.items())
@@ -326,7 +355,9 @@ async def scale(tmp: Path, sizes: Sequence[int], seconds: float, leaders: Mappin
         f"-> PushUpdate (max_staleness 4n; staler updates are refused and counted). Wake-up: "
         f"sync rounds on a fresh leader, from the acknowledgement of the update that closed a "
         f"round to each already-waiting client's GetTask reply. The clients share the "
-        f"machine's cores with the leader.\n\n"
+        f"machine's cores with the leader. Medians of {reps} interleaved repetition(s) (the "
+        f"leaders take turns at each client count, their order alternating); ratios are to "
+        f"`{labels[0]}` at the same client count.\n\n"
         + ratio_line
         + "\n\n"
         + markdown_table(
@@ -334,12 +365,15 @@ async def scale(tmp: Path, sizes: Sequence[int], seconds: float, leaders: Mappin
                 "leader",
                 "clients n",
                 "updates/s",
+                "vs " + labels[0],
                 "leader CPU ms/update",
                 "t_sync ms (mean)",
                 "BUC = n / t_sync (1/s)",
                 "stale refusals",
                 "wake p50 ms",
+                "vs " + labels[0],
                 "wake p99 ms",
+                "vs " + labels[0],
                 "wakes",
             ],
             rows,

@@ -4,8 +4,11 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 
 * ``actor``       ``LeaderCore``: the one owner of leader state (an owner thread) behind an
   async facade; ``StoreWriter`` commits each command's writes beside it.
+* ``evaluation``  ``Evaluator``: versions evaluated beside the owner (newest pending first),
+  results posted back as commands; a job stays ``ending`` until its last version is evaluated.
 * ``service``     ``LeaderService``: the use cases the servicers call, typed results
-  (``views``); ``handout``: job wire form, task seeds, model cache, node reports.
+  (``views``); ``handout``: job wire form, task seeds, model cache, node reports;
+  ``longpoll``: waiting GetTask calls answered together after each domain event.
 * ``ports``       ``Leadership`` (adapters ``leadership.StaticLeadership`` and
   ``election.EtcdLeadership``), ``Clock``, ``EventSink``; ``statedir``: one leader process per
   state directory.
@@ -18,7 +21,7 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * ``coordinator`` ``Coordinator``: the commands (join, heartbeat, leave, tick, submit/cancel
   jobs, next_task, submit_update, fail_task); ``queries`` its read side, ``replies`` its replies.
 * ``jobqueue``    ``JobQueue``: jobs run one at a time in submission order; resume after restart.
-* ``run``         ``JobRun``: one running job; ``progress`` (versions, evaluation, checkpoints,
+* ``run``         ``JobRun``: one running job; ``progress`` (versions, checkpoints,
   deadlines, the end), ``runstatus`` (status), ``updates`` (``UpdateSink``, update checks).
 * ``history``     what a job did, for its status: mode switches, tasks and samples per node.
 * ``rounds``      ``SyncRound``: who got a task in a sync round and when it may close.

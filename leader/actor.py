@@ -13,7 +13,9 @@ Slow work runs beside the owner, never inside it:
   waits for its batch (an update is acknowledged once its version is durable) while the
   owner already handles the next command;
 * building a job (its dataset and model) runs in a worker thread (:meth:`LeaderCore.submit_job`),
-  and only the light bookkeeping that queues the built job goes through the owner.
+  and only the light bookkeeping that queues the built job goes through the owner;
+* evaluating a version runs on the :class:`~eddl.leader.evaluation.Evaluator` thread, whose
+  results come back as commands (:meth:`Coordinator.record_evaluation`) posted to the owner.
 
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
 on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -30,14 +33,21 @@ from typing import Any, ParamSpec, TypeVar
 
 from eddl.leader.checkpoint import CheckpointStore, WriteBatch
 from eddl.leader.coordinator import Coordinator
+from eddl.leader.evaluation import Evaluator
 from eddl.leader.events import DomainEvent, Event, Listener
 from eddl.leader.jobs import JobSpec
+from eddl.log import get_logger
 
 __all__ = ["LeaderCore", "StoreWriter"]
 
+log = get_logger("leader.core")
+# A delivery raised by a command: run ``deliver`` on ``loop`` once the command's writes are in.
+_Raised = tuple[asyncio.AbstractEventLoop, Callable[[], None]]
 P = ParamSpec("P")
 T = TypeVar("T")
-_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# A command, the loop of its caller and the future its result settles (None, None: nobody
+# waits for it, e.g. an evaluation posted from the evaluator's thread).
+_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
 
 
 class StoreWriter:
@@ -63,21 +73,22 @@ class LeaderCore:
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         # Deliveries raised by the command in progress (owner thread only); they go out once
         # its writes are durable, so a watcher never hears of an event a crash could undo.
-        self._raised: list[Callable[[], None]] = []
+        self._raised: list[_Raised] = []
         self._thread = threading.Thread(target=self._own, name="leader-core", daemon=True)
         self._thread.start()
+        self.evaluator = Evaluator(
+            lambda result: self._commands.put(
+                (lambda: coordinator.record_evaluation(result), None, None)
+            )
+        )
+        coordinator.evaluate_beside(self.evaluator.submit)
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[T, concurrent.futures.Future[None] | None]] = (
-            loop.create_future()
-        )
+        done: asyncio.Future[T] = loop.create_future()
         self._commands.put((lambda: fn(*args, **kwargs), loop, done))
-        result, commit = await done
-        if commit is not None:
-            await asyncio.wrap_future(commit)
-        return result
+        return await done
 
     async def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
         """Build the job beside the owner (dataset, model: seconds), then queue it in order."""
@@ -104,37 +115,18 @@ class LeaderCore:
         return self.coordinator.domain.subscribe(hop)
 
     def close(self) -> None:
-        """Finish the commands already posted, then stop the owner thread."""
+        """Stop the evaluator, finish the commands already posted, then stop the owner."""
+        self.evaluator.close()
         self._commands.put(None)
         self._thread.join()
 
     # -- the owner thread ------------------------------------------------------------------------
     def _raise(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None]) -> None:
-        def on_loop() -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(deliver)
-
-        self._raised.append(on_loop)
-
-    def _deliver(self, commit: concurrent.futures.Future[None] | None) -> None:
-        raised, self._raised = self._raised, []
-        if not raised:
-            return
-
-        def go(_: object = None) -> None:
-            for deliver in raised:
-                deliver()
-
-        # The writer commits in order, so deliveries keep the order of the commands.
-        if commit is None:
-            go()
-        else:
-            commit.add_done_callback(go)
+        self._raised.append((loop, deliver))
 
     def _post(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the owner without waiting for it (an unsubscribe)."""
-        loop = asyncio.get_running_loop()
-        self._commands.put((fn, loop, loop.create_future()))
+        self._commands.put((fn, None, None))
 
     def _own(self) -> None:
         while True:
@@ -146,20 +138,49 @@ class LeaderCore:
                 outcome: tuple[bool, Any] = (True, fn())
             except BaseException as exc:  # handed to the caller, who maps it to a status code
                 outcome = (False, exc)
+            if done is None and not outcome[0]:
+                log.error("leader_command_failed", error=repr(outcome[1]))
             # A refused command changed nothing; whatever a failing one wrote still goes out.
             commit = self.coordinator.take_commit()
-            self._deliver(commit)
-            if outcome[0]:
-                outcome = (True, (outcome[1], commit))
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, done, outcome)
+            raised, self._raised = self._raised, []
+            if loop is not None and done is not None:
+                raised.append((loop, functools.partial(_settle, done, outcome, commit)))
+            if not raised:
+                continue
+            # Once the writes are durable (the writer commits in order, so replies and events
+            # keep the order of the commands): one hop to each loop, events before the reply.
+            if commit is None:
+                _hop(raised)
+            else:
+                commit.add_done_callback(functools.partial(_hop, raised))
 
 
-def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _hop(raised: list[_Raised], _commit: object = None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+    for loop, deliver in raised:
+        by_loop.setdefault(loop, []).append(deliver)
+    for loop, delivers in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_run_all, delivers)
+
+
+def _run_all(delivers: list[Callable[[], None]]) -> None:
+    for deliver in delivers:
+        deliver()
+
+
+def _settle(
+    done: asyncio.Future[Any],
+    outcome: tuple[bool, Any],
+    commit: concurrent.futures.Future[None] | None,
+) -> None:
     if done.done():  # the caller went away (a cancelled RPC)
         return
     ok, value = outcome
-    if ok:
+    failed = None if commit is None else commit.exception()
+    if failed is not None:  # the store refused the writes: the command did not happen
+        done.set_exception(failed)
+    elif ok:
         done.set_result(value)
     else:
         done.set_exception(value)

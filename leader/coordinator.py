@@ -28,19 +28,15 @@ from concurrent.futures import Future
 from typing import Any
 
 from eddl.leader.capability import McuCapabilities
-from eddl.leader.errors import (
-    InvalidArgumentError,
-    StaleTermError,
-    UnknownJobError,
-)
+from eddl.leader.errors import InvalidArgumentError, StaleTermError, UnknownJobError
 from eddl.leader.events import (
     DomainBus,
     EventFanout,
-    EventKind,
     Listener,
     NodeChanged,
     UpdateAccepted,
 )
+from eddl.leader.jobcommands import JobCommands
 from eddl.leader.jobqueue import JobQueue, PreparedJob
 from eddl.leader.jobs import JobSpec
 from eddl.leader.leadership import StaticLeadership
@@ -73,7 +69,7 @@ __all__ = [
 DEPARTED_RETENTION_S = 3600.0
 
 
-class Coordinator(Queries):
+class Coordinator(JobCommands, Queries):
     """Plain-class leader logic; see the module docstring for the calling conventions."""
 
     def __init__(
@@ -112,7 +108,7 @@ class Coordinator(Queries):
         self.domain = DomainBus()
         self.event_sink.subscribe(self.domain.emit)
         self.job_queue = JobQueue(
-            store,
+            self._outbox,  # the jobs' writes too leave with their command's batch
             runtime_factory=runtime_factory,
             estimator_factory=estimator_factory,
             now=now,
@@ -178,17 +174,7 @@ class Coordinator(Queries):
             self.domain.emit(NodeChanged(node_id, "joined"))
             run = self.job_queue.active
             if run is not None:
-                run.scheduler.set_prior(node_id, node.profile.benchmark_sps)
-                run.node_joined()
-                run.set_nodes(self._workers())
-                run.events.append(
-                    EventKind.NODE_JOINED,
-                    self._now(),
-                    f"{node.role.value} {node_id} joined",
-                    node_id=node_id,
-                    session=node.session,
-                    benchmark_sps=node.profile.benchmark_sps,
-                )
+                run.node_joined(node, self._workers())
             return JoinReply(
                 node_id,
                 node.session,
@@ -260,16 +246,6 @@ class Coordinator(Queries):
         with self._op():
             stored = self.job_queue.submit(prepared)
             return self.job_status(stored.job_id)
-
-    def note_election(self, message: str, **data: Any) -> str:
-        """Record in the running job's events that this leader took over as root (and why);
-        returns the job's id ("" when no job runs)."""
-        with self._op():
-            run = self.job_queue.active
-            if run is None:
-                return ""
-            run._event(EventKind.LEADER_ELECTED, message, **data)
-            return run.spec.job_id
 
     def cancel_job(self, job_id: str, reason: str = "cancelled by the user") -> dict[str, Any]:
         with self._op():
@@ -372,14 +348,6 @@ class Coordinator(Queries):
             self.job_queue.advance()
             return ack
 
-    def record_transfer(self, job_id: str, nbytes: int) -> None:
-        """Count bytes the leader sent or received for a job (model pulls, samples), for the
-        auto policy's bandwidth signal (used when ``link_capacity_bps`` is set)."""
-        with self._op():
-            run = self.job_queue.active
-            if run is not None and run.spec.job_id == job_id:
-                run.record_bytes(nbytes)
-
     # -- internals -------------------------------------------------------------------------
     def _check_term(self, term: int | None) -> None:
         if term is not None and term != self.term:
@@ -399,15 +367,6 @@ class Coordinator(Queries):
         self._record_member(node, kind)
         self.domain.emit(NodeChanged(node.node_id, kind))
         run = self.job_queue.active
-        if run is None:
-            return
-        run.set_nodes(self._workers())
-        run.node_gone(node, kind)
-        event_kind = EventKind.NODE_LEFT if kind == "left" else EventKind.NODE_EXPIRED
-        run.events.append(
-            event_kind,
-            self._now(),
-            f"{node.node_id} {kind} ({node.leave_reason or node.gone_reason})",
-            node_id=node.node_id,
-            session=node.session,
-        )
+        if run is not None:
+            run.set_nodes(self._workers())
+            run.node_gone(node, kind)

@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     UPDATE_REFUSED = "update_refused"
     ROUND_CLOSED = "round_closed"
     MODEL_UPDATED = "model_updated"
+    MODEL_EVALUATED = "model_evaluated"  # a version's test accuracy, measured beside the owner
+    EVALUATION_FAILED = "evaluation_failed"  # a version's evaluation raised
     POLICY_SWITCHED = "policy_switched"
     LAYER_GROUPS = "layer_groups"  # single-layer mode: a node got a layer or left its group
     LEADER_ELECTED = "leader_elected"  # an elected candidate took over as root (and why)

@@ -22,6 +22,7 @@ from eddl.leader.errors import (
     StoreError,
     UnknownJobError,
 )
+from eddl.leader.evaluation import EvaluationRequest
 from eddl.leader.events import Event, EventKind, EventLog, Listener
 from eddl.leader.jobs import JobSpec
 from eddl.leader.membership import Node
@@ -73,6 +74,8 @@ class JobQueue:
         self._queue: list[tuple[JobSpec, JobRuntime]] = []
         self._finished: dict[str, JobRun] = {}
         self._submitted_logs: dict[str, EventLog] = {}
+        # Where runs send versions to evaluate (None: they evaluate at once).
+        self.evaluate_beside: Callable[[EvaluationRequest], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def resume(self) -> list[str]:
@@ -171,7 +174,7 @@ class JobQueue:
     def advance(self) -> None:
         """Retire the running job once it ended, then start the next queued one, if any."""
         run = self.active
-        if run is not None and run.status != "running":
+        if run is not None and run.status not in ("running", "ending"):
             self.store.set_job_status(run.spec.job_id, run.status, self._now(), run.result)
             self._finished[run.spec.job_id] = run
             while len(self._finished) > KEEP_FINISHED:
@@ -185,6 +188,13 @@ class JobQueue:
 
     # -- lookups -----------------------------------------------------------------------------
     def require(self, job_id: str) -> None:
+        """Refuse an unknown job id (the jobs in memory are known without reading the store,
+        which would wait for the writes in flight)."""
+        active = self.active
+        if (active is not None and active.spec.job_id == job_id) or job_id in self._finished:
+            return
+        if any(spec.job_id == job_id for spec, _ in self._queue):
+            return
         if self.store.job(job_id) is None:
             raise UnknownJobError(f"no job {job_id!r}")
 
@@ -270,6 +280,7 @@ class JobQueue:
             estimator_factory=self._estimator_factory,
             task_prefix=self._task_prefix(spec.job_id),
         )
+        run.evaluate_beside = self.evaluate_beside
         run.events.subscribe(self._on_event)
         workers = self._workers()
         for node in workers:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eddl.leader import capability
+from eddl.leader import capability, evaluation
 from eddl.leader.aggregator import NewVersion
 from eddl.leader.events import EventKind
 from eddl.leader.history import ModeSwitch
@@ -30,6 +30,7 @@ __all__ = [
     "maybe_finish",
     "new_version",
     "node_gone",
+    "node_joined",
     "start_or_resume",
     "tick",
 ]
@@ -61,23 +62,25 @@ def close_round(run: JobRun, why: str, *, deadline: bool = False) -> NewVersion 
 
 def new_version(run: JobRun, produced: NewVersion) -> None:
     run._round = SyncRound(produced.version)
-    if run.runtime.evaluate is not None and produced.version % run.spec.eval_every == 0:
-        score = run.runtime.evaluate(produced.params)  # None: scored otherwise (meta MSE)
-        run.accuracy = None if score is None else float(score)
-        if run.accuracy is not None and (
-            run.best_accuracy is None or run.accuracy > run.best_accuracy
-        ):
-            run.best_accuracy = run.accuracy
+    # Evaluated beside the owner (the result comes back later), or at once without an
+    # evaluator; ``accuracy`` here is the newest known when the version is made.
+    done = (
+        evaluation.ask(run, produced.version, produced.params)
+        if produced.version % run.spec.eval_every == 0
+        else None
+    )
     run._event(
         EventKind.MODEL_UPDATED,
         f"version {produced.version} by {produced.how}",
         version=produced.version,
         updates=produced.updates,
         samples=produced.samples,
-        accuracy=run.accuracy,
+        accuracy=run.accuracy if done is None else done.accuracy,
         mode=run.mode,
         epochs=round(run.scheduler.epochs, 4),
     )
+    if done is not None:
+        evaluation.record(run, done)
     checkpoint(run)
 
 
@@ -118,11 +121,12 @@ def maybe_finish(run: JobRun) -> None:
         if last is not None:
             new_version(run, last)
         reason = f"{run.scheduler.epochs:.2f} epochs >= max_epochs {s.max_epochs}"
-    if reason is not None:
+    if reason is not None and evaluation.end_training(run, reason):
         finish(run, "completed", reason)
 
 
 def finish(run: JobRun, status: str, reason: str) -> None:
+    """End the job (``completed``, ``failed`` or ``cancelled``), a version forced to the store."""
     run.status = status
     run.result = final_result(run, reason)
     checkpoint(run, force=True)
@@ -203,7 +207,7 @@ def layer_of(run: JobRun, node: Node) -> int | None:
             f"{node.node_id} trains layer {layer}{moved}",
             node_id=node.node_id,
             layer=layer,
-            groups=run.layer_groups(),
+            groups=run.layers.groups(),
         )
     return layer
 
@@ -232,16 +236,32 @@ def start_or_resume(run: JobRun, start: Mode, *, resumed: bool) -> None:
     checkpoint(run, force=True)
 
 
+def node_joined(run: JobRun, node: Node, workers: list[Node]) -> None:
+    """A node joined: its benchmark is the scheduler's first guess of its speed."""
+    run.scheduler.set_prior(node.node_id, node.profile.benchmark_sps)
+    if run.policy is not None:
+        run.policy.observe_churn(run._now())
+    run.set_nodes(workers)
+    run.events.append(
+        EventKind.NODE_JOINED,
+        run._now(),
+        f"{node.role.value} {node.node_id} joined",
+        node_id=node.node_id,
+        session=node.session,
+        benchmark_sps=node.profile.benchmark_sps,
+    )
+
+
 def node_gone(run: JobRun, node: Node, kind: str) -> None:
     """A node left or expired: its in-flight task goes back to the queue at once, and its
-    place in a layer group is free."""
+    place in a layer group is free; the event says which and why."""
     run._free_since.pop(node.node_id, None)
     run._fit.pop(node.node_id, None)
     if run.layers.release(node.node_id):
         run._event(
             EventKind.LAYER_GROUPS,
             f"{node.node_id} left its layer group",
-            groups=run.layer_groups(),
+            groups=run.layers.groups(),
         )
     # Newest first, so the oldest range ends at the front of the re-queue.
     held = [t for t in run.scheduler.in_flight() if t.node_id == node.node_id]
@@ -261,3 +281,10 @@ def node_gone(run: JobRun, node: Node, kind: str) -> None:
         produced = close_round(run, "the rest of the round is back")
         if produced:
             new_version(run, produced)
+    run.events.append(
+        EventKind.NODE_LEFT if kind == "left" else EventKind.NODE_EXPIRED,
+        run._now(),
+        f"{node.node_id} {kind} ({node.leave_reason or node.gone_reason})",
+        node_id=node.node_id,
+        session=node.session,
+    )

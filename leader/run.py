@@ -25,6 +25,7 @@ from eddl.leader.errors import (
     StaleVersionError,
     UnknownTaskError,
 )
+from eddl.leader.evaluation import EvaluationRequest, EvaluationTrack
 from eddl.leader.events import EventKind, EventLog
 from eddl.leader.history import ModeSwitch, WorkTally
 from eddl.leader.jobs import JobSpec
@@ -38,6 +39,7 @@ from eddl.leader.progress import (
     maybe_finish,
     new_version,
     node_gone,
+    node_joined,
     start_or_resume,
     tick,
 )
@@ -122,6 +124,10 @@ class JobRun:
         )
         self.accuracy: float | None = meta.get("accuracy")
         self.best_accuracy: float | None = meta.get("best_accuracy")
+        # Versions are evaluated beside the owner when the job queue sets ``evaluate_beside``
+        # (see :mod:`eddl.leader.evaluation`), else at once.
+        self.evaluation = EvaluationTrack()
+        self.evaluate_beside: Callable[[EvaluationRequest], None] | None = None
         self._round = SyncRound(version)
         # Single-layer mode: node -> the layer it trains, fixed while the node stays.
         self.layers = LayerGroups(runtime.num_layers)  # single-layer mode only
@@ -175,10 +181,6 @@ class JobRun:
 
     def summary(self) -> dict[str, Any]:
         return summary(self)
-
-    def layer_groups(self) -> dict[int, list[str]]:
-        """Single-layer mode: the nodes training each layer (every layer listed)."""
-        return self.layers.groups()
 
     def unable(self, node: Node) -> str | None:
         """Why ``node`` cannot run this job (None: it can); decided once per node session.
@@ -261,8 +263,13 @@ class JobRun:
             num_samples=num_samples,
             seconds=seconds,
         )
+        took = self._now() - task.issued_at
+        stale = task.base_version < self.version
+        staleness = self.version - task.base_version
         try:
-            self.aggregator.check(params, task.num_samples, task.base_version)
+            # The sink validates and refuses before it changes anything; only once it has
+            # taken the update is the task marked done (so a refusal never loses the data).
+            produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         except StaleVersionError as exc:
             # Too old to use: the data is done again by someone else.
             self._free_since[node.node_id] = (self._now(), False)
@@ -274,12 +281,6 @@ class JobRun:
             )
             self._take_back(task, "update too stale", f"task {task_id} re-queued (stale update)")
             raise
-        took = self._now() - task.issued_at
-        stale = task.base_version < self.version
-        staleness = self.version - task.base_version
-        # The aggregator validates again and refuses before it changes anything; only once it
-        # has taken the update is the task marked done (so a refusal never loses the data).
-        produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
         self.work.record(node.node_id, task.num_samples)
         self._failures_in_a_row = 0
@@ -349,13 +350,10 @@ class JobRun:
         return UpdateAck(task_id, "requeued", self.version, reason)
 
     def node_gone(self, node: Node, kind: str) -> None:
-        """A node left or expired: its in-flight task goes back to the queue at once, and its
-        place in a layer group is free."""
-        node_gone(self, node, kind)
+        node_gone(self, node, kind)  # its tasks go back at once, its layer group place is free
 
-    def node_joined(self) -> None:
-        if self.policy is not None:
-            self.policy.observe_churn(self._now())
+    def node_joined(self, node: Node, workers: list[Node]) -> None:
+        node_joined(self, node, workers)
 
     def set_nodes(self, nodes: list[Node]) -> None:
         """The live nodes; only those that can run this job count as its workers."""
@@ -372,11 +370,10 @@ class JobRun:
         self._bytes += max(0, int(nbytes))
 
     def tick(self, link_capacity_bps: float | None = None) -> None:
-        """Deadlines, overdue tasks, the auto policy and the end of the job; call often."""
-        tick(self, link_capacity_bps)
+        tick(self, link_capacity_bps)  # deadlines, overdue tasks, the policy, the end; often
 
     def cancel(self, reason: str) -> None:
-        if self.status != "running":
+        if self.status not in ("running", "ending"):
             return
         finish(self, "cancelled", reason)
 
@@ -397,6 +394,5 @@ class JobRun:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
 
     def _event(self, kind: EventKind, message: str, **data: Any) -> None:
-        event = self.events.append(kind, self._now(), message, **data)
+        self.events.append(kind, self._now(), message, **data)
         log.info(kind.value, job_id=self.spec.job_id, message=message)
-        del event

@@ -41,7 +41,7 @@ def summary(run: JobRun) -> dict[str, Any]:
         if run.mode == "sync"
         else None,
         "result": dict(run.result),
-        "layer_groups": run.layer_groups() if run.runtime.single_layer else None,
+        "layer_groups": run.layers.groups() if run.runtime.single_layer else None,
         "unable_nodes": {n: r for n, (_, r) in sorted(run._fit.items()) if r is not None},
         "failed_tasks": run.failed_tasks,
         "meta": None if run.runtime.meta is None else run.runtime.meta.status(run.version),

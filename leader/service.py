@@ -8,10 +8,9 @@ call one method and encode its answer. Long-polls wait here, woken by the core's
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,9 +24,10 @@ from eddl.leader.errors import (
     UnknownJobError,
     UnknownNodeError,
 )
-from eddl.leader.events import Event, Listener
+from eddl.leader.events import DomainEvent, Event, Listener, NodeChanged
 from eddl.leader.handout import JobWire, ModelCache, NodeReports, task_seed
 from eddl.leader.jobs import JobSpec
+from eddl.leader.longpoll import LongPolls
 from eddl.leader.membership import NodeProfile
 from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.scheduler import Task
@@ -35,27 +35,9 @@ from eddl.leader.views import JobView, NodeView, TaskOut, job_view, node_view
 from eddl.learn.params import Params
 from eddl.net.sparse import SparseRecord
 
-__all__ = ["LeaderService", "Notifier"]
+__all__ = ["LeaderService"]
 
-
-class Notifier:
-    """Wakes long-polls when something changed (an update arrived, a node joined or left)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, seconds: float) -> bool:
-        """True if notified within ``seconds``."""
-        event = self._event
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+_Ask = tuple[str, str | None, int | None]  # a GetTask: node id, job id, term
 
 
 class LeaderService:
@@ -64,15 +46,20 @@ class LeaderService:
     def __init__(self, core: LeaderCore) -> None:
         self.core = core
         self.coordinator = c = core.coordinator
-        self.notifier = Notifier()
-        self._unsubscribe = core.on_event(lambda _event: self.notifier.notify())
-        self.reports = self._reports = NodeReports()
-        self._wires: dict[str, JobWire] = {}
-        self._models = ModelCache()
         self._call = core.call
         # An elected candidate's view of the cluster (root, term, standbys), for the status.
         self.ha_status: Callable[[], dict[str, Any]] | None = None
         self._c = c
+        # Waiting GetTask calls, asked again together (one command) after each domain event.
+        self.polls: LongPolls[_Ask, TaskOut | Wait] = LongPolls(self._ask_many)
+        # Loop-side views fed by domain events (the owner's word stays final): the members
+        # alive, to refuse a stranger's update before reading it, and the models tasks start
+        # from (immutable), to serve PullModel without a command.
+        self._members: set[str] = set()
+        self._models = ModelCache()
+        self._unsubscribe = core.on_event(self._on_event)
+        self.reports = self._reports = NodeReports()
+        self._wires: dict[str, JobWire] = {}
 
     @property
     def term(self) -> int:
@@ -80,6 +67,14 @@ class LeaderService:
 
     def close(self) -> None:
         self._unsubscribe()
+
+    def _on_event(self, event: DomainEvent) -> None:  # on the loop, once the writes are in
+        if isinstance(event, NodeChanged):
+            if event.change == "joined":
+                self._members.add(event.node_id)
+            else:
+                self._members.discard(event.node_id)
+        self.polls.wake()
 
     # -- nodes -----------------------------------------------------------------------------
     async def join(
@@ -137,7 +132,9 @@ class LeaderService:
         return await self._call(leave)
 
     async def require_member(self, node_id: str) -> None:
-        await self._call(self._c.membership.require, node_id)
+        """Refuse a node that is not a live member (the update command checks again)."""
+        if node_id not in self._members:  # unknown here: the owner says why
+            await self._call(self._c.membership.require, node_id)
 
     async def nodes(self) -> list[NodeView]:
         def nodes() -> list[NodeView]:
@@ -154,14 +151,42 @@ class LeaderService:
     ) -> TaskOut | Wait:
         """A task, or after up to ``wait_s`` (woken by domain events) the last ``Wait``."""
         deadline = time.monotonic() + wait_s
+        ask = (node_id, job_id, term)
+        since = self.polls.generation
+        outcome = self._kept(await self._call(self._hand_out, *ask))
         while True:
-            outcome = await self._call(self._hand_out, node_id, job_id, term)
             if isinstance(outcome, TaskOut):
                 return outcome
             left = deadline - time.monotonic()
             if (outcome.done and job_id) or left <= 0:
                 return outcome
-            await self.notifier.wait(min(left, max(outcome.retry_after, 0.01)))
+            woken = await self.polls.wait(
+                ask, min(left, max(outcome.retry_after, 0.01)), since=since
+            )
+            if woken is None:  # nothing happened before the retry time: ask again
+                since = self.polls.generation
+                outcome = self._kept(await self._call(self._hand_out, *ask))
+            else:
+                outcome, since = woken
+                outcome = self._kept(outcome)
+
+    async def _ask_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
+        return await self._call(self._hand_out_many, asks)
+
+    def _hand_out_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
+        answers: list[TaskOut | Wait | BaseException] = []
+        for ask in asks:
+            try:
+                answers.append(self._hand_out(*ask))
+            except Exception as exc:  # this call's own refusal, mapped to its status code
+                answers.append(exc)
+        return answers
+
+    def _kept(self, outcome: TaskOut | Wait) -> TaskOut | Wait:
+        """Keep the model a task starts from (on the loop) until its worker pulled it."""
+        if isinstance(outcome, TaskOut) and outcome.base_params is not None:
+            self._models.keep(outcome.job_id, outcome.base_version, outcome.base_params)
+        return outcome
 
     def _hand_out(self, node_id: str, job_id: str | None, term: int | None) -> TaskOut | Wait:
         outcome = self._c.next_task(node_id, job_id=job_id, term=term)
@@ -169,11 +194,10 @@ class LeaderService:
             return outcome
         run = self._c.job_queue.active
         assert run is not None  # a task always belongs to the running job
-        running = run.spec.job_id
         version, params = run.model()
-        if version == outcome.base_version:
-            self._models.keep(running, version, params)
-        return self._task_out(outcome, running)
+        task = self._task_out(outcome, run.spec.job_id)
+        # The aggregator replaces (never changes) its parameters: a reference is enough.
+        return replace(task, base_params=params) if version == outcome.base_version else task
 
     def _task_out(self, task: Task, job_id: str) -> TaskOut:
         wire = self._wire(job_id)
@@ -207,13 +231,10 @@ class LeaderService:
     async def model(self, job_id: str, version: int | None) -> ModelSnapshot:
         """Model ``version`` of a job (``None``: the latest), from the cache when kept."""
 
-        def model() -> ModelSnapshot:
-            kept = None if version is None else self._models.get(job_id, version)
-            if kept is not None and version is not None:
-                return ModelSnapshot(job_id, version, kept)
-            return self._c.model(job_id, version)
-
-        return await self._call(model)
+        kept = None if version is None else self._models.get(job_id, version)
+        if kept is not None and version is not None:
+            return ModelSnapshot(job_id, version, kept)
+        return await self._call(self._c.model, job_id, version)
 
     async def submit_update(
         self,
@@ -287,7 +308,7 @@ class LeaderService:
     async def job_status(self, job_id: str | None = None) -> JobView:
         view = job_view(await self._call(self._c.job_status, job_id))
         if self.ha_status is not None:
-            view = dataclasses.replace(view, detail={**view.detail, "ha": self.ha_status()})
+            view = replace(view, detail={**view.detail, "ha": self.ha_status()})
         return view
 
     async def events(self, job_id: str, since: int) -> list[Event]:

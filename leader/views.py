@@ -8,10 +8,12 @@ here, once, instead of each servicer picking at ``dict[str, Any]``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from eddl.learn.params import Params
 
 __all__ = ["JobView", "NodeView", "SwitchView", "TaskOut", "job_view", "node_view"]
 
@@ -72,6 +74,8 @@ class TaskOut:
     seed: int
     target_seconds: float
     deadline_seconds: float
+    # The model the task starts from, when still the current one (kept for its PullModel).
+    base_params: Params | None = field(default=None, repr=False, compare=False)
 
 
 def job_view(status: Mapping[str, Any]) -> JobView:

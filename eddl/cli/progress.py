@@ -44,6 +44,7 @@ NOTABLE_EVENTS = frozenset(
         "job_completed",
         "job_cancelled",
         "job_failed",
+        "evaluation_failed",
         "policy_switched",
         "task_requeued",
         "task_failed",

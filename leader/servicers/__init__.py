@@ -3,6 +3,7 @@
 * ``common``    envelope checks and the typed-error-to-status wrapper.
 * ``cluster``   ``ClusterServicer``: Join, Heartbeat, GetTask, PushUpdate, PullModel,
   FetchSamples, Leave (called by workers).
+* ``upload``    reading a PushUpdate stream: header checks, a failure report, the tensors.
 * ``admin``     ``AdminServicer``: SubmitJob, JobStatus, WatchJob, ListNodes, CancelJob (the CLI).
 * ``root_only`` ``RootOnly``: a leader that is not the root refuses every Cluster and Admin
   call ``not-leader``, with the root's address.

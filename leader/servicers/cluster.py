@@ -9,7 +9,6 @@ checks run before the service is called, and the core validates before it change
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,9 +22,9 @@ from eddl.leader.errors import InvalidArgumentError
 from eddl.leader.membership import NodeProfile
 from eddl.leader.service import LeaderService
 from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
-from eddl.leader.servicers.updatewire import read_update_body
+from eddl.leader.servicers.upload import draining, read_body, read_failure, read_head
 from eddl.leader.views import TaskOut
-from eddl.net import ChunkError, ChunkTooLargeError, encode_tensors, params_nbytes
+from eddl.net import encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
 from eddl.net.tensors import tensor_from_array
 from eddl.profiler.convert import link_from_proto
@@ -47,8 +46,6 @@ def _bandwidth_bps(links: list[LinkEstimate]) -> float | None:
 
 # A sample batch message stays near 1 MiB, like tensor chunks.
 _SAMPLE_BATCH_BYTES = 1 << 20
-# A worker's reason for a failed task, kept to one line of this length in events and logs.
-_MAX_FAILURE_CHARS = 500
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -56,6 +53,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.service = service
         self.config = config
         self.leaders: list[str] = list(config.leaders)
+        self.max_update = config.max_update_bytes
 
     @property
     def term(self) -> int:
@@ -201,78 +199,42 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         context: grpc.aio.ServicerContext,
     ) -> cluster_pb2.PushUpdateReply:
         async def call() -> cluster_pb2.PushUpdateReply:
-            try:
-                return await take()
-            except Exception:
-                # Read what the client is still sending (bounded) before refusing: a grpc aio
-                # client whose write fails after the status arrived reports INTERNAL instead
-                # of our status (grpc/grpc#36066), and the worker acts on the status code.
-                await drain(request_iterator, self.config.max_update_bytes)
-                raise
-
-        async def failed(
-            header: cluster_pb2.UpdateHeader, env: common_pb2.Envelope
-        ) -> cluster_pb2.PushUpdateReply:
-            # A failure report carries no tensors: refuse one that says otherwise.
-            if header.num_tensors or header.total_bytes:
-                raise InvalidArgumentError("a failure report carries no tensors")
-            if await anext(aiter(request_iterator), None) is not None:
-                raise ChunkError("a failure report is its header alone")
-            ack = await self.service.fail_task(
-                env.node_id,
-                header.task_id,
-                " ".join(header.failure.split())[:_MAX_FAILURE_CHARS],
-                job_id=env.job_id,
-                base_version=env.model_version,
-                term=env.term,
-            )
-            return cluster_pb2.PushUpdateReply(
-                envelope=self._envelope(env.job_id, ack.version, env.node_id),
-                outcome=ack.outcome,
-                detail=ack.detail,
-            )
-
-        async def take() -> cluster_pb2.PushUpdateReply:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("body") != "header":
-                raise ChunkError("an update stream must start with its header")
-            header = first.header
-            env = header.envelope
-            check_envelope(env, term=self.term, job=True)
-            if not header.task_id:
-                raise InvalidArgumentError("update header: task_id is required")
-            seconds = check_finite("stats.seconds", header.stats.seconds)
-            overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
+            head = await read_head(request_iterator, term=self.term)
+            env = head.env
             # Refuse a stranger before reading megabytes from it.
             await self.service.require_member(env.node_id)
-            if header.failure:
-                return await failed(header, env)
-            if header.total_bytes > self.config.max_update_bytes:
-                raise ChunkTooLargeError(
-                    f"update declares {header.total_bytes} bytes; at most "
-                    f"{self.config.max_update_bytes}"
+            if head.header.failure:
+                reason = await read_failure(request_iterator, head)
+                ack = await self.service.fail_task(
+                    env.node_id,
+                    head.header.task_id,
+                    reason,
+                    job_id=env.job_id,
+                    base_version=env.model_version,
+                    term=env.term,
                 )
-            body = await read_update_body(first, request_iterator, self.config.max_update_bytes)
-            ack = await self.service.submit_update(
-                env.node_id,
-                header.task_id,
-                body.params,
-                job_id=env.job_id,
-                base_version=env.model_version,
-                num_samples=header.num_samples or None,
-                seconds=seconds or None,
-                overhead=overhead,
-                term=env.term,
-                wire_bytes=body.wire_bytes,
-                sparse=body.sparse,
-            )
+            else:
+                body = await read_body(request_iterator, head, self.max_update)
+                ack = await self.service.submit_update(
+                    env.node_id,
+                    head.header.task_id,
+                    body.params,
+                    job_id=env.job_id,
+                    base_version=env.model_version,
+                    num_samples=head.header.num_samples or None,
+                    seconds=head.seconds or None,
+                    overhead=head.overhead,
+                    term=env.term,
+                    wire_bytes=body.wire_bytes,
+                    sparse=body.sparse,
+                )
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, ack.version, env.node_id),
                 outcome=ack.outcome,
                 detail=ack.detail,
             )
 
-        return await guarded(context, call())
+        return await guarded(context, draining(request_iterator, self.max_update, call()))
 
     async def PullModel(
         self, request: cluster_pb2.PullModelRequest, context: grpc.aio.ServicerContext
@@ -328,20 +290,3 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
 
         async for item in guarded_stream(context, stream):
             yield item
-
-
-async def drain(
-    messages: AsyncIterator[cluster_pb2.UpdateChunk], max_bytes: int, max_seconds: float = 5.0
-) -> None:
-    """Consume the rest of a refused stream, up to ``max_bytes`` or ``max_seconds``."""
-    seen = 0
-
-    async def consume() -> None:
-        nonlocal seen
-        async for message in messages:
-            seen += message.ByteSize()
-            if seen > max_bytes:
-                return
-
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(consume(), max_seconds)

@@ -34,14 +34,14 @@ class UpdateBody:
 
 
 async def read_update_body(
-    first: cluster_pb2.UpdateChunk,
+    header: cluster_pb2.UpdateHeader,
+    wire_bytes: int,
     stream: AsyncIterator[cluster_pb2.UpdateChunk],
     max_update_bytes: int,
 ) -> UpdateBody:
-    """Read the rest of an update whose header is ``first``; refuse a malformed body."""
-    header = first.header
+    """Read the rest of an update whose header is ``header`` (``wire_bytes`` read so far);
+    refuse a malformed body."""
     task_id = header.task_id
-    wire_bytes = first.ByteSize()
     dense: Reassembler | None = None
     sparse: SparseAssembler | None = None
     async for message in stream:

@@ -178,7 +178,7 @@ def wait_done(address: str, within: float = 150) -> dict[str, Any]:
 
     def finished() -> bool:
         box.update(status(address))
-        return box["state"] != "running"
+        return box["state"] not in ("running", "ending")
 
     wait_for(finished, within, "the job to finish", step=0.5)
     return box

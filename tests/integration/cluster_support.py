@@ -124,9 +124,9 @@ class Cluster:
         return self.coordinator.job_status(job_id)
 
     async def wait_job(self, job_id: str, within: float) -> dict[str, Any]:
-        await wait_until(
-            lambda: self.status(job_id)["status"] != "running", within, f"job {job_id} to finish"
-        )
+        # "ending": trained, waiting for the evaluation of its last version.
+        over = lambda: self.status(job_id)["status"] not in ("running", "ending")  # noqa: E731
+        await wait_until(over, within, f"job {job_id} to finish")
         return self.status(job_id)
 
 

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-import eddl.leader.servicers.cluster as cluster_servicer
+import eddl.leader.servicers.upload as upload
 from eddl.leader.servicers.updatewire import read_update_body
 from eddl.net import open_channel
 from eddl.net.sparse import encode_sparse, wire_bytes
@@ -36,8 +36,8 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[list[cluster_pb2.UpdateChunk]]
     """Every PushUpdate stream the leader's servicer reads, message by message."""
     streams: list[list[cluster_pb2.UpdateChunk]] = []
 
-    async def spy(first: Any, stream: Any, limit: int) -> Any:
-        seen = [first]
+    async def spy(header: Any, read: int, stream: Any, limit: int) -> Any:
+        seen = [cluster_pb2.UpdateChunk(header=header)]
         streams.append(seen)
 
         async def tee() -> AsyncIterator[cluster_pb2.UpdateChunk]:
@@ -45,9 +45,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[list[cluster_pb2.UpdateChunk]]
                 seen.append(message)
                 yield message
 
-        return await read_update_body(first, tee(), limit)
+        return await read_update_body(header, read, tee(), limit)
 
-    monkeypatch.setattr(cluster_servicer, "read_update_body", spy)
+    monkeypatch.setattr(upload, "read_update_body", spy)
     return streams
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from eddl.leader.actor import LeaderCore, StoreWriter
 from eddl.leader.coordinator import Coordinator
-from eddl.leader.errors import UnknownJobError
+from eddl.leader.errors import StoreError, UnknownJobError
 from eddl.leader.events import DomainEvent, Event, NodeChanged
 from eddl.leader.membership import Membership, Role
 from eddl.leader.store import SqliteStore, WriteBatch
@@ -93,6 +93,33 @@ async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not
         assert [m.node_id for m in members] == ["w0"]
     finally:
         writer.gate.set()
+        core.close()
+        writer.close()
+
+
+class RefusingWriter(StoreWriter):
+    """A writer whose store refuses every batch."""
+
+    def submit(self, batch: WriteBatch) -> Future[None]:
+        def commit() -> None:
+            raise StoreError("disk full")
+
+        return self._pool.submit(commit)
+
+
+async def test_a_command_whose_writes_the_store_refuses_fails_for_its_caller(
+    tmp_path: Path,
+) -> None:
+    core, writer = make(tmp_path, RefusingWriter)
+    heard: list[DomainEvent] = []
+    core.on_event(heard.append)
+    try:
+        with pytest.raises(StoreError, match="disk full"):
+            await core.call(core.coordinator.join, "w0", "tok")
+        assert await core.call(lambda: 7) == 7  # the owner goes on
+        # Events and the reply take one hop to the loop, events first: already heard.
+        assert heard == [NodeChanged("w0", "joined")]
+    finally:
         core.close()
         writer.close()
 
