@@ -200,7 +200,7 @@ def layer_of(run: JobRun, node: Node) -> int | None:
             f"{node.node_id} trains layer {layer}{moved}",
             node_id=node.node_id,
             layer=layer,
-            groups=run.layer_groups(),
+            groups=run.layers.groups(),
         )
     return layer
 
@@ -238,7 +238,7 @@ def node_gone(run: JobRun, node: Node, kind: str) -> None:
         run._event(
             EventKind.LAYER_GROUPS,
             f"{node.node_id} left its layer group",
-            groups=run.layer_groups(),
+            groups=run.layers.groups(),
         )
     # Newest first, so the oldest range ends at the front of the re-queue.
     held = [t for t in run.scheduler.in_flight() if t.node_id == node.node_id]

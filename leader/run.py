@@ -20,11 +20,7 @@ from typing import Any
 
 from eddl.leader import capability
 from eddl.leader.aggregator import Aggregator
-from eddl.leader.errors import (
-    DuplicateUpdateError,
-    StaleVersionError,
-    UnknownTaskError,
-)
+from eddl.leader.errors import DuplicateUpdateError, StaleVersionError, UnknownTaskError
 from eddl.leader.events import EventKind, EventLog
 from eddl.leader.history import ModeSwitch, WorkTally
 from eddl.leader.jobs import JobSpec
@@ -44,6 +40,7 @@ from eddl.leader.progress import (
 from eddl.leader.rounds import SyncRound
 from eddl.leader.runstatus import summary
 from eddl.leader.runtime import JobRuntime
+from eddl.leader.sanity import UpdateSanity, screen_update
 from eddl.leader.scheduler import EstimatorFactory, Task, job_scheduler
 from eddl.leader.store import CheckpointStore, VersionRecord
 from eddl.leader.updates import UpdateAck, UpdateSink, Wait, check_update
@@ -137,6 +134,7 @@ class JobRun:
         # When each worker's last update arrived: the wait until its next task is idle time
         # (unless that update was a warm-up probe's).
         self._free_since: dict[str, tuple[float, bool]] = {}
+        self.sanity = UpdateSanity.for_job(spec.max_update_ratio, spec.quarantine_after, meta)
         start_or_resume(self, start, resumed=resume_from is not None)
 
     # -- reading ---------------------------------------------------------------------------
@@ -175,16 +173,14 @@ class JobRun:
     def summary(self) -> dict[str, Any]:
         return summary(self)
 
-    def layer_groups(self) -> dict[int, list[str]]:
-        """Single-layer mode: the nodes training each layer (every layer listed)."""
-        return self.layers.groups()
-
     def unable(self, node: Node) -> str | None:
         """Why ``node`` cannot run this job (None: it can); decided once per node session.
 
         The one place the capability rule is applied to a running job: task hand-out, the
         sync round's roll of expected workers and the static shards all ask here.
         """
+        if node.node_id in self.sanity.quarantined:
+            return f"quarantined: {self.sanity.quarantined[node.node_id]}"
         known = self._fit.get(node.node_id)
         if known is not None and known[0] == node.session:
             return known[1]
@@ -260,6 +256,7 @@ class JobRun:
             num_samples=num_samples,
             seconds=seconds,
         )
+        screen_update(self, node, task, params)  # finite, near its base, or refused
         try:
             self.aggregator.check(params, task.num_samples, task.base_version)
         except StaleVersionError as exc:
@@ -282,6 +279,7 @@ class JobRun:
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
         self.work.record(node.node_id, task.num_samples)
         self._failures_in_a_row = 0
+        self.sanity.accept(node.node_id)
         warmup = bool(task.meta.get("warmup"))
         self._free_since[node.node_id] = (self._now(), warmup)
         if self.policy is not None:
@@ -396,6 +394,5 @@ class JobRun:
         return min(0.5, max(0.02, self.spec.task_seconds / 10))
 
     def _event(self, kind: EventKind, message: str, **data: Any) -> None:
-        event = self.events.append(kind, self._now(), message, **data)
+        self.events.append(kind, self._now(), message, **data)
         log.info(kind.value, job_id=self.spec.job_id, message=message)
-        del event

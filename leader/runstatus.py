@@ -41,9 +41,10 @@ def summary(run: JobRun) -> dict[str, Any]:
         if run.mode == "sync"
         else None,
         "result": dict(run.result),
-        "layer_groups": run.layer_groups() if run.runtime.single_layer else None,
+        "layer_groups": run.layers.groups() if run.runtime.single_layer else None,
         "unable_nodes": {n: r for n, (_, r) in sorted(run._fit.items()) if r is not None},
         "failed_tasks": run.failed_tasks,
+        "sanity": run.sanity.describe(),
     }
 
 
@@ -72,4 +73,5 @@ def checkpoint_meta(run: JobRun) -> dict[str, Any]:
         "mode": run.mode,
         "accuracy": run.accuracy,
         "best_accuracy": run.best_accuracy,
+        "sanity": run.sanity.describe(),
     }

@@ -264,7 +264,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 wire_bytes += message.ByteSize()
                 reassembler.add(message.chunk)
             try:
-                params = reassembler.finish()
+                # Non-finite values go on to the job's sanity check, which counts them against
+                # the node (eddl.leader.sanity); the reassembler checks everything else.
+                params = reassembler.finish(finite=False)
             except ChunkError as exc:
                 raise UpdateRejectedError(f"update {header.task_id}: {exc}") from exc
             ack = await self.service.submit_update(
