@@ -13,8 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
+from eddl.cli.jobs import job_placement, status_dict
 from eddl.net import encode_tensors, open_channel, params_nbytes
-from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from tests.integration.cluster_support import DIGITS_JOB, TOKEN, Cluster, running_cluster
 
 EVIL = "evil"
@@ -95,6 +96,15 @@ async def test_huge_and_nan_updates_are_refused_counted_and_quarantined(tmp_path
                 quarantine = [e for e in events if e.kind.value == "node_quarantined"]
                 assert [e.data["node_id"] for e in quarantine] == [EVIL]
                 final = await cluster.wait_job(job_id, 120)
+                # What `eddl status` prints.
+                admin = admin_pb2_grpc.AdminStub(ch)
+                info = status_dict(
+                    await admin.JobStatus(admin_pb2.JobStatusRequest(job_id=job_id), timeout=10),
+                    await admin.ListNodes(admin_pb2.ListNodesRequest(), timeout=10),
+                )
+                lines = job_placement(info["detail"])
+                assert f"updates refused (sanity)  {EVIL} 3" in lines
+                assert any(line.startswith(f"quarantined: {EVIL}: 3 updates") for line in lines)
             finally:
                 beats.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
