@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
 from bench.fuzzing import Hints, by_method, corpus
 from bench.fuzztarget import FuzzLeader, SendResult, leader_state, send_all
 from bench.report import RELIABILITY_FILE, markdown_table, write_section
+from eddl.net import open_channel
+from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["main", "run"]
 
@@ -44,6 +49,7 @@ async def run(messages: int, seed: int, tmp: Path) -> tuple[dict[str, object], S
         rss_end = leader.rss()
         alive = leader.alive()
         after = await leader_state(leader.address, leader.job_id) if alive else None
+        events = await job_events(leader.address, leader.job_id) if after != before else []
     finally:
         code = leader.stop()
     result = SendResult(
@@ -68,8 +74,20 @@ async def run(messages: int, seed: int, tmp: Path) -> tuple[dict[str, object], S
         "rss_end_mib": rss_end / 2**20,
         "exit_code": code,
         "unexpected_logged": leader.log_text().count("unexpected error"),
+        "events": events,
     }
     return figures, result
+
+
+async def job_events(address: str, job_id: str) -> list[str]:
+    """The job's events (to say what changed), read for at most 3 s."""
+    out: list[str] = []
+    async with open_channel(address) as ch:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            request = admin_pb2.WatchJobRequest(job_id=job_id)
+            async for event in admin_pb2_grpc.AdminStub(ch).WatchJob(request, timeout=3):
+                out.append(f"{event.seq} {event.kind}: {event.message[:200]}")
+    return out
 
 
 def _codes_table(codes: Counter[str]) -> str:
