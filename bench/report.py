@@ -17,9 +17,16 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["BENCH_FILE", "machine_line", "markdown_table", "write_section"]
+__all__ = [
+    "BENCH_FILE",
+    "RELIABILITY_FILE",
+    "machine_line",
+    "markdown_table",
+    "write_section",
+]
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+RELIABILITY_FILE = BENCH_FILE.with_name("reliability.md")
 
 _HEADER = """# Benchmarks
 

@@ -34,8 +34,11 @@ __all__ = [
     "resolve_model",
 ]
 
-#: What ``[job.sync_params]`` may hold: the synchronous rule's server optimizer.
+#: What ``[job.sync_params]`` may hold: robust aggregation (eddl.learn.aggregation.robust) or
+#: the synchronous rule's server optimizer.
 SERVER_KEYS = (
+    "robust",
+    "trim",
     "server_opt",
     "server_lr",
     "server_momentum",

@@ -69,10 +69,12 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "eval_every": (1, 10**6),
     "checkpoint_every": (1, 10**6),
     "max_task_failures": (1, 1000),
+    "quarantine_after": (1, 1000),
 }
 _MAX_EPOCHS = 1e6
 _MAX_TASK_SECONDS = 3600.0
 _MAX_DEADLINE = 86400.0
+_MAX_UPDATE_RATIO = 1e12
 # The sub-tables (model, hyper, sync_params, async_params) are stored as JSON and sent to every
 # worker: bounded so a spec can never be a resource problem of its own.
 _MAX_DEPTH = 8
@@ -127,6 +129,10 @@ class JobSpec:
     eval_every: int = 1
     checkpoint_every: int = 1
     max_task_failures: int = 5
+    # Update sanity (eddl.leader.sanity): an update further than this many times the model's
+    # norm from its base is refused; this many refusals in a row quarantine the node.
+    max_update_ratio: float = 100.0
+    quarantine_after: int = 3
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self) -> None:
@@ -175,6 +181,11 @@ class JobSpec:
             "round_deadline",
             f"must be longer than task_seconds and at most {_MAX_DEADLINE:g}, "
             f"got {self.round_deadline}",
+        )
+        _check(
+            0 < self.max_update_ratio <= _MAX_UPDATE_RATIO,
+            "max_update_ratio",
+            f"must be in (0, {_MAX_UPDATE_RATIO:g}], got {self.max_update_ratio}",
         )
         _check(
             self.min_task_samples <= self.max_task_samples,
@@ -263,7 +274,7 @@ def load_job_file(path: str | Path, *, job_id: str | None = None) -> JobSpec:
 
 
 # -- helpers -----------------------------------------------------------------------------
-_FLOATS = {"target_accuracy", "max_epochs", "task_seconds", "round_deadline"}
+_FLOATS = {"target_accuracy", "max_epochs", "task_seconds", "round_deadline", "max_update_ratio"}
 _STRS = {"job_id", "dataset", "algorithm", "aggregation", "async_rule", "distribution"}
 _TABLES = {"model", "hyper", "sync_params", "async_params"}
 

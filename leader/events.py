@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     NODE_JOINED = "node_joined"
     NODE_LEFT = "node_left"
     NODE_EXPIRED = "node_expired"
+    NODE_QUARANTINED = "node_quarantined"  # its updates kept failing the sanity bound
     TASK_REQUEUED = "task_requeued"
     TASK_FAILED = "task_failed"  # a worker could not run its task and said why
     UPDATE_REFUSED = "update_refused"

@@ -20,11 +20,7 @@ from typing import Any
 
 from eddl.leader import capability
 from eddl.leader.aggregator import Aggregator
-from eddl.leader.errors import (
-    DuplicateUpdateError,
-    StaleVersionError,
-    UnknownTaskError,
-)
+from eddl.leader.errors import DuplicateUpdateError, StaleVersionError, UnknownTaskError
 from eddl.leader.evaluation import EvaluationRequest, EvaluationTrack
 from eddl.leader.events import EventKind, EventLog
 from eddl.leader.history import ModeSwitch, WorkTally
@@ -46,6 +42,7 @@ from eddl.leader.progress import (
 from eddl.leader.rounds import SyncRound
 from eddl.leader.runstatus import summary
 from eddl.leader.runtime import JobRuntime
+from eddl.leader.sanity import UpdateSanity, screen_update
 from eddl.leader.scheduler import EstimatorFactory, Task, job_scheduler
 from eddl.leader.store import CheckpointStore, VersionRecord
 from eddl.leader.updates import UpdateAck, UpdateSink, Wait, check_update
@@ -144,6 +141,7 @@ class JobRun:
         # When each worker's last update arrived: the wait until its next task is idle time
         # (unless that update was a warm-up probe's).
         self._free_since: dict[str, tuple[float, bool]] = {}
+        self.sanity = UpdateSanity.for_job(spec.max_update_ratio, spec.quarantine_after, meta)
         start_or_resume(self, start, resumed=resume_from is not None)
 
     # -- reading ---------------------------------------------------------------------------
@@ -188,6 +186,8 @@ class JobRun:
         The one place the capability rule is applied to a running job: task hand-out, the
         sync round's roll of expected workers and the static shards all ask here.
         """
+        if node.node_id in self.sanity.quarantined:
+            return f"quarantined: {self.sanity.quarantined[node.node_id]}"
         known = self._fit.get(node.node_id)
         if known is not None and known[0] == node.session:
             return known[1]
@@ -266,6 +266,7 @@ class JobRun:
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
         staleness = self.version - task.base_version
+        screen_update(self, node, task, params)  # finite, near its base, or refused
         try:
             # The sink validates and refuses before it changes anything; only once it has
             # taken the update is the task marked done (so a refusal never loses the data).
@@ -284,6 +285,7 @@ class JobRun:
         self.scheduler.complete(task_id, seconds=seconds, overhead=overhead)
         self.work.record(node.node_id, task.num_samples)
         self._failures_in_a_row = 0
+        self.sanity.accept(node.node_id)
         warmup = bool(task.meta.get("warmup"))
         self._free_since[node.node_id] = (self._now(), warmup)
         if self.policy is not None:

@@ -45,6 +45,7 @@ def summary(run: JobRun) -> dict[str, Any]:
         "unable_nodes": {n: r for n, (_, r) in sorted(run._fit.items()) if r is not None},
         "failed_tasks": run.failed_tasks,
         "meta": None if run.runtime.meta is None else run.runtime.meta.status(run.version),
+        "sanity": run.sanity.describe(),
     }
 
 
@@ -74,4 +75,5 @@ def checkpoint_meta(run: JobRun) -> dict[str, Any]:
         "mode": run.mode,
         "accuracy": run.accuracy,
         "best_accuracy": run.best_accuracy,
+        "sanity": run.sanity.describe(),
     }

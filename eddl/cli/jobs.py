@@ -210,7 +210,8 @@ def _node_dict(n: admin_pb2.NodeStatus) -> dict[str, Any]:
 
 
 def job_placement(detail: dict[str, Any]) -> list[str]:
-    """Lines on who trains what: single-layer groups, and nodes that cannot run the job."""
+    """Lines on who trains what: single-layer groups, nodes that cannot run the job, updates
+    refused by the sanity bound and quarantined nodes."""
     lines = []
     groups = detail.get("layer_groups")
     if isinstance(groups, dict) and groups:
@@ -222,6 +223,15 @@ def job_placement(detail: dict[str, Any]) -> list[str]:
     unable = detail.get("unable_nodes")
     if isinstance(unable, dict):
         lines.extend(f"cannot run this job: {node}: {why}" for node, why in sorted(unable.items()))
+    sanity = detail.get("sanity")
+    if isinstance(sanity, dict):
+        refused = sanity.get("refused") or {}
+        quarantined = sanity.get("quarantined") or {}
+        if isinstance(refused, dict) and refused:
+            counts = ", ".join(f"{node} {n}" for node, n in sorted(refused.items()))
+            lines.append(f"updates refused (sanity)  {counts}")
+        if isinstance(quarantined, dict):
+            lines.extend(f"quarantined: {node}: {why}" for node, why in sorted(quarantined.items()))
     meta = detail.get("meta") or (detail.get("result") or {}).get("meta")
     if isinstance(meta, dict):
         lines.extend(meta_lines(meta))

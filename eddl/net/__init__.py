@@ -9,6 +9,11 @@
 * ``server``  ``grpc.aio`` server factory: bind, health checking, reflection, port read back.
 * ``channel`` ``grpc.aio`` channel factory with EDDL's message limits.
 * ``status``  typed exception -> gRPC status code mapping used by every servicer.
+* ``bounds``  limits on every field of a request message (integers SQLite can store, id and
+  text lengths, repeated-field sizes, finite floats).
+* ``guard``   the interceptor ``start_server`` puts in front of every servicer: malformed or
+  out-of-bounds requests -> INVALID_ARGUMENT, an unexpected exception -> INTERNAL with an
+  incident id, refused client streams drained.
 """
 
 from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options, open_channel

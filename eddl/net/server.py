@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from eddl.log import get_logger
 from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from eddl.net.guard import Guard
 
 __all__ = [
     "Registration",
@@ -88,10 +89,13 @@ async def start_server(
 ) -> RunningServer:
     """Bind ``bind`` (port 0: the OS picks), mount the servicers, health and reflection, start.
 
-    With ``credentials`` the port speaks TLS (see :mod:`eddl.security.tls`), else plaintext."""
+    With ``credentials`` the port speaks TLS (see :mod:`eddl.security.tls`), else plaintext.
+    Every handler is wrapped by :class:`~eddl.net.guard.Guard` (bounded requests, no unexpected
+    exception leaks) before ``interceptors``."""
     host, _ = _split(bind)
+    # The guard comes first: it wraps every handler, whatever the other interceptors return.
     server = grpc.aio.server(
-        options=channel_options(max_message_bytes), interceptors=list(interceptors)
+        options=channel_options(max_message_bytes), interceptors=[Guard(), *interceptors]
     )
     for add, servicer in registrations:
         add(servicer, server)

@@ -59,6 +59,9 @@ class JobSnapshot:
     switches: int
     epochs: float
     link_busy: float | None = None  # share of the leader link's capacity in use (0..1)
+    # Updates refused by the sanity bound, per node, and the nodes quarantined for it.
+    refused_by_node: tuple[tuple[str, int], ...] = ()
+    quarantined: tuple[str, ...] = ()
 
     @classmethod
     def from_status(cls, status: dict[str, Any]) -> JobSnapshot:
@@ -68,6 +71,9 @@ class JobSnapshot:
         mode = status.get("mode", result.get("mode"))
         policy = status.get("policy") or {}
         busy = policy.get("bandwidth") if isinstance(policy, dict) else None
+        sanity = status.get("sanity") or {}
+        refused = sanity.get("refused") if isinstance(sanity, dict) else None
+        quarantined = sanity.get("quarantined") if isinstance(sanity, dict) else None
         return cls(
             status=str(status.get("status", "")),
             version=int(status.get("version", result.get("version")) or 0),
@@ -79,6 +85,8 @@ class JobSnapshot:
             switches=len(status.get("switches", result.get("switches")) or []),
             epochs=float(status.get("epochs", result.get("epochs")) or 0.0),
             link_busy=None if busy is None else float(busy),
+            refused_by_node=tuple(sorted((str(k), int(v)) for k, v in (refused or {}).items())),
+            quarantined=tuple(sorted(str(k) for k in quarantined or {})),
         )
 
 
@@ -196,6 +204,16 @@ class LeaderCollector(Collector):
             mode.add_metric([name], float(job.mode == name))
         yield mode
         yield _counter("eddl_job_policy_switches", "switches between sync and async", job.switches)
+        refused = CounterMetricFamily(
+            "eddl_job_updates_refused_sanity",
+            "updates refused by the sanity bound (non-finite, too far from their base), by node",
+            labels=["node"],
+        )
+        for node, count in job.refused_by_node:
+            refused.add_metric([node], count)
+        yield refused
+        yield _gauge("eddl_job_nodes_quarantined", "nodes quarantined in the current job",
+                     len(job.quarantined))  # fmt: skip
         if job.link_busy is not None:
             yield _gauge(
                 "eddl_job_link_busy_ratio",

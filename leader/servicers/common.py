@@ -18,6 +18,8 @@ from eddl.leader.errors import (
 )
 from eddl.log import get_logger
 from eddl.net import ChunkError, TensorError, abort_for
+from eddl.net.guard import abort_internal
+from eddl.net.status import MAX_DETAIL_CHARS
 from eddl.proto.v1 import common_pb2
 
 __all__ = ["check_envelope", "guarded", "guarded_stream", "jsonable", "refuse"]
@@ -62,12 +64,14 @@ def check_finite(name: str, value: float) -> float:
 
 async def refuse(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     reason = next((r for cls, r in _REASONS if isinstance(exc, cls)), "")
-    log.info("request refused", error=type(exc).__name__, detail=str(exc), reason=reason)
+    detail = str(exc)[:MAX_DETAIL_CHARS]
+    log.info("request refused", error=type(exc).__name__, detail=detail, reason=reason)
     await abort_for(context, exc, reason=reason)
 
 
 async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
-    """Await ``call``; typed errors become their status code, anything else INTERNAL."""
+    """Await ``call``; typed errors become their status code, anything else INTERNAL with an
+    incident id (:func:`eddl.net.guard.abort_internal`)."""
     try:
         return await call
     except grpc.aio.AbortError:
@@ -75,9 +79,7 @@ async def guarded(context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
     except _EXPECTED as exc:
         await refuse(context, exc)
     except Exception as exc:
-        log.exception("internal error")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
-        raise
+        await abort_internal(context, "", exc)
 
 
 async def guarded_stream(
@@ -92,9 +94,7 @@ async def guarded_stream(
     except _EXPECTED as exc:
         await refuse(context, exc)
     except Exception as exc:
-        log.exception("internal error")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
-        raise
+        await abort_internal(context, "", exc)
 
 
 def jsonable(value: Any) -> Any:

@@ -69,7 +69,10 @@ async def read_update_body(
     try:
         if sparse is not None:
             return UpdateBody({}, sparse.finish(), wire_bytes)
-        return UpdateBody((dense or _dense(header, max_update_bytes)).finish(), None, wire_bytes)
+        # Non-finite values go on to the job's sanity check, which counts them against the
+        # node (eddl.leader.sanity); the reassembler checks everything else.
+        dense = dense or _dense(header, max_update_bytes)
+        return UpdateBody(dense.finish(finite=False), None, wire_bytes)
     except (ChunkError, SparseRecordError) as exc:
         raise UpdateRejectedError(f"update {task_id}: {exc}") from exc
 

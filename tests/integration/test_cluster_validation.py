@@ -200,14 +200,11 @@ async def test_bad_updates_are_refused_and_change_nothing(cluster: Cluster) -> N
         task = await _task(cluster, stub)
         good = {k: v.copy() for k, v in cluster.coordinator.model(job_id).params.items()}
         before = _snapshot(cluster, job_id)
-        nan = {k: v.copy() for k, v in good.items()}
-        nan["W0"][0, 0] = np.nan
         wrong_shape = {**good, "W0": np.zeros((3, 3), np.float32)}
         wrong_dtype = {**good, "W0": good["W0"].astype(np.float64)}
         missing = {k: v for k, v in good.items() if k != "b0"}
         truncated = _update(cluster, task, good)[:-1]
         cases: list[tuple[str, list[cluster_pb2.UpdateChunk], grpc.StatusCode]] = [
-            ("nan", _update(cluster, task, nan), grpc.StatusCode.INVALID_ARGUMENT),
             (
                 "nan overhead",
                 _update(
@@ -271,6 +268,8 @@ async def test_bad_updates_are_refused_and_change_nothing(cluster: Cluster) -> N
                 grpc.StatusCode.INVALID_ARGUMENT,
             ),
         ]
+        # (A NaN update is refused too, but counted against the node and its data re-queued:
+        # tests/integration/test_update_sanity.py.)
         for name, messages, want in cases:
             code, detail, _ = await _code(stub.PushUpdate(_stream(messages), timeout=10))
             assert code == want, (name, code, detail)

@@ -41,6 +41,7 @@ def test_public_surface_is_explicit() -> None:
         "intmean",
         "registry",
         "reptile",
+        "robust",
         "serveropt",
         "staleness",
         "state",

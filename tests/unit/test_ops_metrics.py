@@ -46,7 +46,12 @@ def test_leader_families_show_outcomes_reasons_and_node_speeds() -> None:
     sink = MetricsSink()
     sink.update_accepted("round", 0.02)
     sink.update_refused("FAILED_PRECONDITION", "stale-term", 0.01)
-    job = JobSnapshot("running", 3, 0.5, 100, 1, 0, "sync", 2, 0.5, link_busy=0.25)
+    job = JobSnapshot.from_status(
+        {"status": "running", "version": 3, "accuracy": 0.5, "samples_trained": 100,
+         "tasks_in_flight": 1, "mode": "sync", "switches": [{}, {}], "epochs": 0.5,
+         "policy": {"bandwidth": 0.25},
+         "sanity": {"refused": {"evil": 4, "w1": 1}, "quarantined": {"evil": "4 in a row"}}}
+    )  # fmt: skip
     speeds = (NodeSpeed("w1", "worker", 120.0), NodeSpeed("d.mcu0", "mcu", 3.5))
     snap = LeaderSnapshot(True, 1, {"worker": 2}, {"running": 1}, job, speeds)
     got = _samples(LeaderCollector(lambda: snap, sink))
@@ -60,6 +65,9 @@ def test_leader_families_show_outcomes_reasons_and_node_speeds() -> None:
     assert got[("eddl_job_policy_switches_total", ())] == 2
     assert got[("eddl_job_policy_mode", (("mode", "sync"),))] == 1.0
     assert got[("eddl_job_link_busy_ratio", ())] == 0.25
+    assert got[("eddl_job_updates_refused_sanity_total", (("node", "evil"),))] == 4
+    assert got[("eddl_job_updates_refused_sanity_total", (("node", "w1"),))] == 1
+    assert got[("eddl_job_nodes_quarantined", ())] == 1
 
 
 def test_task_durations_go_into_a_histogram_per_device() -> None:

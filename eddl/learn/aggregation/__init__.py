@@ -15,6 +15,7 @@ Modules:
 * ``reptile``   Reptile's outer step ``θ + ε·Σ w_i(φ_i − θ)`` (sync; ε = 1 is FedAvg).
 * ``fedasync``  FedAsync and EDDL's ``(global + incoming) / 2`` mix (async, unbuffered).
 * ``fedbuff``   FedBuff, K buffered staleness-weighted deltas; AsyncDelta, K = 1 (async).
+* ``robust``    coordinate-wise median and trimmed mean, fedavg's ``robust`` option (sync).
 * ``registry``  ``make_rule(name, **params)``.
 """
 
@@ -37,6 +38,7 @@ from eddl.learn.aggregation.registry import (
     make_rule,
 )
 from eddl.learn.aggregation.reptile import Reptile
+from eddl.learn.aggregation.robust import RobustMean
 from eddl.learn.aggregation.serveropt import ServerOptimizer, ServerSGD
 from eddl.learn.aggregation.staleness import (
     STALENESS_NAMES,
@@ -70,6 +72,7 @@ __all__ = [
     "IntMean",
     "Polynomial",
     "Reptile",
+    "RobustMean",
     "RuleState",
     "ServerOptimizer",
     "ServerSGD",

@@ -11,6 +11,7 @@ from eddl.learn.aggregation.fedavg import FedAvg
 from eddl.learn.aggregation.fedbuff import AsyncDelta, FedBuff
 from eddl.learn.aggregation.intmean import IntMean
 from eddl.learn.aggregation.reptile import Reptile
+from eddl.learn.aggregation.robust import RobustMean
 from eddl.learn.aggregation.serveropt import ServerOptimizer, ServerSGD
 from eddl.learn.aggregation.staleness import make_staleness
 
@@ -50,6 +51,14 @@ def _server_optimizer(p: dict[str, object]) -> ServerOptimizer | None:
 
 
 def _fedavg(p: dict[str, object]) -> AggregationRule:
+    robust = p.pop("robust", None)
+    if robust is not None:
+        servers = sorted(k for k in p if k.startswith("server_"))
+        if servers:
+            raise AggregationError(f"robust aggregation takes no server optimizer ({servers})")
+        return RobustMean(robust, **p)  # type: ignore[arg-type]
+    if "trim" in p:
+        raise AggregationError('trim applies to robust = "trimmed-mean" only')
     server = _server_optimizer(p)
     return FedAvg(server=server, **p)  # type: ignore[arg-type]
 
@@ -106,7 +115,7 @@ def _eddl_mix(p: dict[str, object]) -> AggregationRule:
 
 
 _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[str, ...]]] = {
-    "fedavg": (_fedavg, ("allow_partial", *_ALL_SERVER_KEYS)),
+    "fedavg": (_fedavg, ("allow_partial", "robust", "trim", *_ALL_SERVER_KEYS)),
     "intmean": (_intmean, ("allow_partial", *_ALL_SERVER_KEYS)),
     "reptile": (_reptile, ("meta_lr", "allow_partial", "schedule")),
     "fedasync": (_fedasync, ("alpha", *_STALENESS_KEYS, "allow_partial")),
