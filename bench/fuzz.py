@@ -42,13 +42,15 @@ async def run(messages: int, seed: int, tmp: Path) -> tuple[dict[str, object], S
         started = time.perf_counter()
         calls = corpus(messages, hints, seed)
         generated = time.perf_counter() - started
-        before = await leader_state(leader.address, leader.job_id)
-        warm = await send_all(leader.address, calls[:WARMUP])
+        before = await leader_state(leader.address, leader.job_id, leader.metadata)
+        warm = await send_all(leader.address, calls[:WARMUP], metadata=leader.metadata)
         rss_warm = leader.rss()
-        rest = await send_all(leader.address, calls[WARMUP:])
+        rest = await send_all(leader.address, calls[WARMUP:], metadata=leader.metadata)
         rss_end = leader.rss()
         alive = leader.alive()
-        after = await leader_state(leader.address, leader.job_id) if alive else None
+        after = (
+            await leader_state(leader.address, leader.job_id, leader.metadata) if alive else None
+        )
         events = await job_events(leader.address, leader.job_id) if after != before else []
     finally:
         code = leader.stop()

@@ -29,11 +29,17 @@ import psutil
 from bench.fuzzing import Call
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from eddl.security.sessions import SESSION_KEY
 
 __all__ = ["BAD_CODES", "FuzzLeader", "LeaderState", "SendResult", "leader_state", "send_all"]
 
 JOIN_TOKEN = "fuzz-join-secret"
 ADMIN_TOKEN = "fuzz-admin-secret"
+# The fuzzer calls as this joined node (its session on every call), so hostile requests get past
+# authentication and reach the handlers; its own membership may change (a fuzzed Leave), so the
+# state compared before and after leaves it out.
+FUZZ_NODE = "fuzz-node"
+Metadata = tuple[tuple[str, str], ...]
 JOB: dict[str, Any] = {
     "dataset": "digits",
     "algorithm": "sgd",
@@ -52,6 +58,7 @@ class FuzzLeader:
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
         self.job_id = ""
+        self.metadata: Metadata = ()
 
     @property
     def pid(self) -> int:
@@ -69,7 +76,7 @@ class FuzzLeader:
         argv = [sys.executable, "-P", "-m", "eddl.leader.main", "--bind", "127.0.0.1:0"]
         argv += ["--state-dir", str(self.tmp / "state"), "--join-token", JOIN_TOKEN]
         argv += ["--admin-token", ADMIN_TOKEN, "--port-file", str(port_file)]
-        argv += ["--log-level", "warning"]
+        argv += ["--log-level", "warning", "--insecure"]
         self._spawn(argv)
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip().isdigit()):
@@ -78,6 +85,15 @@ class FuzzLeader:
             await asyncio.sleep(0.05)
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
         async with open_channel(self.address) as ch:
+            join = cluster_pb2_grpc.ClusterStub(ch).Join(
+                cluster_pb2.JoinRequest(
+                    envelope=common_pb2.Envelope(node_id=FUZZ_NODE), join_token=JOIN_TOKEN
+                ),
+                timeout=60,
+            )
+            await join
+            trailers = dict((k, str(v)) for k, v in (await join.trailing_metadata()) or ())
+            self.metadata = ((SESSION_KEY, trailers[SESSION_KEY]),)
             reply = await admin_pb2_grpc.AdminStub(ch).SubmitJob(
                 admin_pb2.SubmitJobRequest(spec_json=json.dumps(JOB), admin_token=ADMIN_TOKEN),
                 timeout=60,
@@ -115,7 +131,7 @@ class LeaderState:
     jobs: tuple[tuple[str, str, int], ...]
 
 
-async def leader_state(address: str, job_id: str) -> LeaderState:
+async def leader_state(address: str, job_id: str, metadata: Metadata = ()) -> LeaderState:
     async with open_channel(address) as ch:
         admin = admin_pb2_grpc.AdminStub(ch)
         cluster = cluster_pb2_grpc.ClusterStub(ch)
@@ -124,7 +140,7 @@ async def leader_state(address: str, job_id: str) -> LeaderState:
         pull = cluster_pb2.PullModelRequest(
             envelope=common_pb2.Envelope(job_id=job_id), latest=True
         )
-        async for message in cluster.PullModel(pull, timeout=30):
+        async for message in cluster.PullModel(pull, timeout=30, metadata=metadata):
             if message.WhichOneof("body") == "header":
                 version = message.header.envelope.model_version
             else:
@@ -134,7 +150,7 @@ async def leader_state(address: str, job_id: str) -> LeaderState:
         for asked in ("", job_id):  # the newest job, and ours
             status = await admin.JobStatus(admin_pb2.JobStatusRequest(job_id=asked), timeout=30)
             jobs.append((status.envelope.job_id, status.state, status.round))
-    nodes = tuple(sorted((n.node_id, n.state) for n in listed.nodes))
+    nodes = tuple(sorted((n.node_id, n.state) for n in listed.nodes if n.node_id != FUZZ_NODE))
     return LeaderState(version, digest.hexdigest(), nodes, tuple(jobs))
 
 
@@ -147,20 +163,29 @@ class SendResult:
     seconds: float = 0.0
 
 
-async def _one(channel: grpc.aio.Channel, call: Call, deadline_s: float) -> grpc.StatusCode:
+async def _one(
+    channel: grpc.aio.Channel, call: Call, deadline_s: float, metadata: Metadata = ()
+) -> grpc.StatusCode:
     rpc = call.rpc
+    md = metadata or None
     try:
         if rpc.client_streaming and rpc.server_streaming:  # pragma: no cover - none today
-            stream = channel.stream_stream(rpc.method)(iter(call.payloads), timeout=deadline_s)
+            stream = channel.stream_stream(rpc.method)(
+                iter(call.payloads), timeout=deadline_s, metadata=md
+            )
             async for _ in stream:
                 pass
         elif rpc.client_streaming:
-            await channel.stream_unary(rpc.method)(iter(call.payloads), timeout=deadline_s)
+            await channel.stream_unary(rpc.method)(
+                iter(call.payloads), timeout=deadline_s, metadata=md
+            )
         elif rpc.server_streaming:
-            async for _ in channel.unary_stream(rpc.method)(call.payloads[0], timeout=deadline_s):
+            async for _ in channel.unary_stream(rpc.method)(
+                call.payloads[0], timeout=deadline_s, metadata=md
+            ):
                 pass
         else:
-            await channel.unary_unary(rpc.method)(call.payloads[0], timeout=deadline_s)
+            await channel.unary_unary(rpc.method)(call.payloads[0], timeout=deadline_s, metadata=md)
     except grpc.aio.AioRpcError as exc:
         code: grpc.StatusCode = exc.code()
         if code in BAD_CODES:
@@ -176,7 +201,12 @@ class _Bad(Exception):
 
 
 async def send_all(
-    address: str, calls: list[Call], *, concurrency: int = 16, deadline_s: float = 1.0
+    address: str,
+    calls: list[Call],
+    *,
+    concurrency: int = 16,
+    deadline_s: float = 1.0,
+    metadata: Metadata = (),
 ) -> SendResult:
     """Send every call (raw bytes), ``concurrency`` at a time; count the answers by code."""
     result = SendResult()
@@ -190,7 +220,7 @@ async def send_all(
             while not queue.empty():
                 call = queue.get_nowait()
                 try:
-                    code = await _one(channel, call, deadline_s)
+                    code = await _one(channel, call, deadline_s, metadata)
                     result.codes[f"{call.rpc.name} {code.name}"] += 1
                 except _Bad as bad:
                     result.codes[f"{bad.method} {bad.code.name}"] += 1

@@ -215,15 +215,24 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class _DrainingContext:
-    """A servicer context whose ``abort`` first reads what the client still sends."""
+    """A servicer context whose ``abort`` first reads what the client still sends. A second
+    abort (a layer refusing what an inner layer already refused while reading the stream)
+    raises the first one's error again: the status the client got stands."""
 
     def __init__(self, context: grpc.aio.ServicerContext, requests: AsyncIterator[Any]) -> None:
         self._context = context
         self._requests = requests
+        self._aborted: grpc.aio.AbortError | None = None
 
     async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any, **kw: Any) -> None:
+        if self._aborted is not None:
+            raise self._aborted
         await _drain(self._requests)
-        await self._context.abort(code, details, *args, **kw)
+        try:
+            await self._context.abort(code, details, *args, **kw)
+        except grpc.aio.AbortError as exc:
+            self._aborted = exc
+            raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)

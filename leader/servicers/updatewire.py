@@ -66,12 +66,14 @@ async def read_update_body(
             raise ChunkError(
                 "an update stream holds one header, then dense chunks or sparse records"
             )
+    if sparse is None and dense is None:  # no body: the header's declared sizes still count
+        dense = _dense(header, max_update_bytes)
     try:
         if sparse is not None:
             return UpdateBody({}, sparse.finish(), wire_bytes)
+        assert dense is not None
         # Non-finite values go on to the job's sanity check, which counts them against the
         # node (eddl.leader.sanity); the reassembler checks everything else.
-        dense = dense or _dense(header, max_update_bytes)
         return UpdateBody(dense.finish(finite=False), None, wire_bytes)
     except (ChunkError, SparseRecordError) as exc:
         raise UpdateRejectedError(f"update {task_id}: {exc}") from exc

@@ -26,12 +26,14 @@ async def test_fuzzed_rpcs_never_fail_internally_nor_change_state(tmp_path: Path
         assert len(calls) == MESSAGES
         assert set(by_method(calls)) == {rpc.name for rpc in rpcs()}
         assert {call.origin for call in calls} == {"structured", "mutated"}
-        before = await leader_state(leader.address, leader.job_id)
-        result = await send_all(leader.address, calls, concurrency=16, deadline_s=1.0)
+        before = await leader_state(leader.address, leader.job_id, leader.metadata)
+        result = await send_all(
+            leader.address, calls, concurrency=16, deadline_s=1.0, metadata=leader.metadata
+        )
         assert result.sent == MESSAGES
         assert result.bad == [], result.bad[:10]
         assert leader.alive(), leader.log_text()[-3000:]
-        after = await leader_state(leader.address, leader.job_id)
+        after = await leader_state(leader.address, leader.job_id, leader.metadata)
         assert after == before
         # The corpus reached past the first checks: some calls were answered, some refused.
         codes = {key.split()[1] for key in result.codes}
