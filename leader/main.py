@@ -149,7 +149,11 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.ops.wiring import LeaderOps
 
     holder: list[LeaderDaemon] = []
-    ops = LeaderOps(config.metrics_bind, lambda: holder[0].coordinator if holder else None)
+    ops = LeaderOps(
+        config.metrics_bind,
+        lambda: holder[0].coordinator if holder else None,
+        ha=lambda: holder[0].ha if holder else None,
+    )
     daemon = LeaderDaemon(config, lock=lock, interceptors=ops.interceptors)
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
