@@ -1,6 +1,7 @@
 """Leader candidates on a real etcd expose their term, role and replication on /metrics
 (checked by promtool), and say role and term in their systemd status line; after the root
-stops, the standby that takes over shows a higher term and a second root change."""
+stops, the standby that takes over shows a higher term and a second root change. The Grafana
+dashboard's leader election row asks only for metrics these candidates expose."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from eddl.leader.server import LeaderDaemon
 from eddl.ops.wiring import LeaderOps
+from tests.e2e.test_ops_dashboard import dashboard_exprs, exposed_names, metric_names
 from tests.etcd_procs import EtcdMember, free_port
 from tests.integration.cluster_support import wait_until
 from tests.integration.test_ha_daemon import candidate, ha, join
@@ -38,8 +40,9 @@ async def metered(
             await ops.close()
 
 
-async def scrape(ops: LeaderOps) -> dict[str, float]:
-    """Every sample of the endpoint, by its name and labels as written; promtool-checked."""
+async def scrape(ops: LeaderOps, names: set[str] | None = None) -> dict[str, float]:
+    """Every sample of the endpoint, by its name and labels as written; promtool-checked.
+    ``names`` gathers the sample names the endpoint exposes."""
     assert ops.metrics is not None
     async with httpx.AsyncClient() as client:
         reply = await client.get(f"http://{ops.metrics.address}/metrics", timeout=10)
@@ -55,6 +58,8 @@ async def scrape(ops: LeaderOps) -> dict[str, float]:
             promtool.kill()
             await promtool.wait()
     assert promtool.returncode == 0 and not out.strip(), out.decode()
+    if names is not None:
+        names.update(exposed_names(reply.text))
     samples = {}
     for line in reply.text.splitlines():
         if line and not line.startswith("#"):
@@ -66,6 +71,7 @@ async def scrape(ops: LeaderOps) -> dict[str, float]:
 async def test_candidates_expose_term_role_and_replication(
     tmp_path: Path, etcd: EtcdMember
 ) -> None:
+    exposed: set[str] = set()
     async with metered(tmp_path, etcd, "a") as (a, ops_a):
         assert a.leadership is not None
         await wait_until(a.leadership.is_root, 20, "a acting as root")
@@ -81,12 +87,12 @@ async def test_candidates_expose_term_role_and_replication(
         async with metered(tmp_path, etcd, "b") as (b, ops_b):
             await wait_until(lambda: len(ha(a)["standbys"]) == 1, 20, "a sees b")  # type: ignore[arg-type]
             await join(a.config.advertise, "n1")  # a replicated write
-            got = await scrape(ops_a)
+            got = await scrape(ops_a, exposed)
             assert got["eddl_replication_standbys"] == 1
             assert got["eddl_replication_degraded"] == 0
             assert got['eddl_replication_lag_versions{standby="b"}'] == 0
             assert got['eddl_replication_synced{standby="b"}'] == 1
-            got_b = await scrape(ops_b)
+            got_b = await scrape(ops_b, exposed)
             assert got_b["eddl_leader_is_root"] == 0 and got_b["eddl_leader_term"] == term
             assert got_b['eddl_leader_elections_total{outcome="following"}'] >= 1
             assert got_b["eddl_leader_root_changes_total"] == 1
@@ -104,3 +110,11 @@ async def test_candidates_expose_term_role_and_replication(
             assert won == 1
             assert got_b["eddl_leader_root_changes_total"] == 2
             assert got_b["eddl_replication_degraded"] == 1  # a is gone: no standby
+    # The Grafana dashboard's election row reads only what the candidates exposed.
+    missing = {
+        (title, name)
+        for title, expr in dashboard_exprs(ha=True)
+        for name in metric_names(expr)
+        if name not in exposed
+    }
+    assert not missing, f"dashboard metrics no candidate exports: {sorted(missing)}"
