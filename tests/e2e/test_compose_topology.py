@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,24 @@ def test_compose_file_is_valid_against_the_compose_spec_schema() -> None:
 def test_compose_needs_the_join_token_from_the_env_file() -> None:
     with pytest.raises(ValueError, match="EDDL_JOIN_TOKEN"):
         load_compose(ROOT / "compose.yaml", {})
+
+
+def test_the_image_makes_the_mount_points_of_its_services_volumes() -> None:
+    """Docker fills a new named volume from the image's folder, owner included: each mount
+    point of an EDDL service must exist in the image, made by the eddl user (after USER)."""
+    text = (ROOT / "Dockerfile").read_text().split("USER 10001:10001", 1)[1]
+    workdir = re.search(r"^WORKDIR (\S+)$", text, re.M)
+    made = re.search(r"^RUN mkdir -p ([^\n]+)$", text, re.M)
+    assert workdir is not None and made is not None
+    folders = {f"{workdir[1]}/{name}" for name in made[1].split()}
+    compose = load_compose(ROOT / "compose.yaml", read_env_file(ROOT / ".env.example"))
+    targets = {
+        str(mount).partition(":")[2] or str(mount)
+        for service in compose["services"].values()
+        if service.get("image") == "eddl:latest"
+        for mount in [*service.get("volumes", []), *service.get("tmpfs", [])]
+    }
+    assert targets and targets <= folders, targets - folders
 
 
 def _healthy(p: ServiceProcess) -> bool:
