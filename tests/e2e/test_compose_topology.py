@@ -221,6 +221,7 @@ def test_the_compose_topology_trains_a_job_through_a_failover_as_processes(
         )
         assert done["state"] == "completed", done
         assert done["root"]["address"] in alive and done["term"] > before["term"]
+        assert done["model_version"] >= before["model_version"]  # versions only increase
         assert eddl("health", alive[0]).returncode == 0
     finally:
         for p in reversed(procs):  # dependants first: workers and the gateway leave cleanly
