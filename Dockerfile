@@ -40,6 +40,9 @@ RUN groupadd --system --gid 10001 eddl \
     && useradd --system --uid 10001 --gid eddl --home-dir /var/lib/eddl --create-home eddl
 USER 10001:10001
 WORKDIR /var/lib/eddl
+# The mount points of compose.yaml's named volumes, made here by the eddl user: Docker fills a
+# new named volume from the image's folder, owner included, so the daemons can write to it.
+RUN mkdir -p leader leader-1 leader-2 leader-3 tokens node
 # gRPC (leader), Prometheus metrics (leader, workers).
 EXPOSE 50051 9464
 CMD ["eddl", "--help"]

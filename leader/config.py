@@ -69,6 +69,9 @@ class LeaderConfig:
     grace_s: float = 2.0
     log_level: str = "INFO"
     metrics_bind: str = ""  # HOST:PORT of the Prometheus endpoint; "" serves none
+    # The leader link's capacity, megabits/s: the auto policy's bandwidth signal and the
+    # eddl_job_link_busy_ratio metric. 0: unknown (neither).
+    link_capacity_mbps: float = 0.0
     security: str = "mtls"
     bootstrap_bind: str = ""
     bootstrap_port_file: Path | None = None
@@ -121,6 +124,8 @@ class LeaderConfig:
             )
         if not math.isfinite(self.heartbeat_interval_s) or self.heartbeat_interval_s <= 0:
             raise ConfigError("leader.heartbeat_interval_s must be > 0")
+        if not math.isfinite(self.link_capacity_mbps) or not 0 <= self.link_capacity_mbps <= 1e6:
+            raise ConfigError("leader.link_capacity_mbps must be within 0 .. 1000000 (0: unknown)")
         if not 0 <= self.heartbeat_jitter < 1:
             raise ConfigError("leader.heartbeat_jitter must be in [0, 1)")
         if self.patience < 1:

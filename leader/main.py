@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
     )
+    p.add_argument(
+        "--link-capacity-mbps",
+        type=float,
+        help="the leader link's capacity in megabits/s, for the auto policy's bandwidth signal "
+        "and the link busy metric (default: unknown)",
+    )
     return p
 
 
@@ -135,6 +141,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "min_replicas": args.min_replicas,
         "log_level": args.log_level,
         "metrics_bind": args.metrics_bind,
+        "link_capacity_mbps": args.link_capacity_mbps,
         "security": args.security,
         "bootstrap_bind": args.bootstrap_bind,
         "bootstrap_port_file": args.bootstrap_port_file,
@@ -149,7 +156,11 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.ops.wiring import LeaderOps
 
     holder: list[LeaderDaemon] = []
-    ops = LeaderOps(config.metrics_bind, lambda: holder[0].coordinator if holder else None)
+    ops = LeaderOps(
+        config.metrics_bind,
+        lambda: holder[0].coordinator if holder else None,
+        ha=lambda: holder[0].ha if holder else None,
+    )
     daemon = LeaderDaemon(config, lock=lock, interceptors=ops.interceptors)
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))

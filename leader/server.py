@@ -144,6 +144,7 @@ class LeaderDaemon:
             runtime_factory=self._runtime_factory
             or functools.partial(build_runtime, limits=limits),
             commit=self._writer.submit,
+            link_capacity_bps=cfg.link_capacity_mbps * 1e6 or None,
         )
         # Rebuilding a job loads its data and model: keep the loop free meanwhile. Nothing is
         # served yet, so no command can interleave.

@@ -29,6 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from eddl.ops.ha_metrics import HaSnapshot, ha_families
 from eddl.ops.sink import UPDATE_OUTCOMES, MetricsSink
 
 __all__ = [
@@ -107,6 +108,7 @@ class LeaderSnapshot:
     jobs: dict[str, int] = field(default_factory=dict)  # job state -> count
     job: JobSnapshot | None = None
     speeds: tuple[NodeSpeed, ...] = ()  # nodes alive with a measured speed
+    ha: HaSnapshot | None = None  # a candidate's election and replication (None: lone leader)
 
 
 def leader_snapshot(coordinator: Any | None) -> LeaderSnapshot:
@@ -143,9 +145,15 @@ def _role(value: object) -> str:
 class LeaderCollector(Collector):
     """Metric families from ``snapshot()`` and ``sink`` at each scrape."""
 
-    def __init__(self, snapshot: Callable[[], LeaderSnapshot], sink: MetricsSink) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], LeaderSnapshot],
+        sink: MetricsSink,
+        ha: Callable[[], HaSnapshot | None] | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self._sink = sink
+        self._ha = ha
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families depend on the snapshot: let the registry collect instead
@@ -154,7 +162,11 @@ class LeaderCollector(Collector):
         snap = self._snapshot()
         yield _gauge("eddl_leader_serving", "1 while the leader serves its gRPC services",
                      float(snap.serving))  # fmt: skip
-        yield _gauge("eddl_leader_term", "the leader's current term", snap.term)
+        ha = self._ha() if self._ha is not None else None
+        term = snap.term if ha is None else ha.term  # a candidate: the elected term
+        yield _gauge("eddl_leader_term", "the leader's current term", term)
+        if ha is not None:
+            yield from ha_families(ha)
         alive = GaugeMetricFamily(
             "eddl_leader_nodes_alive", "nodes alive in the membership, by role", labels=["role"]
         )

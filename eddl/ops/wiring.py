@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from eddl.ops.ha_metrics import HaSnapshot, ha_snapshot
 from eddl.ops.interceptor import MetricsInterceptor
 from eddl.ops.leader_metrics import LeaderCollector, LeaderSnapshot, leader_snapshot
 from eddl.ops.metrics_http import MetricsServer, serve_metrics
@@ -31,14 +32,18 @@ from eddl.ops.worker_metrics import TaskSink, WorkerCollector, worker_snapshot
 __all__ = ["LeaderOps", "WorkerOps", "leader_status_line"]
 
 
-def leader_status_line(snap: LeaderSnapshot) -> str:
-    """One line for ``systemctl status``: role, term, nodes, job and model version."""
+def leader_status_line(snap: LeaderSnapshot, ha: HaSnapshot | None = None) -> str:
+    """One line for ``systemctl status``: role, term, nodes, job and model version. A
+    candidate's role is ``root`` or ``standby``, with the elected term."""
+    role, term = ("leader", snap.term) if ha is None else (f"leader {ha.role}", ha.term)
     if not snap.serving:
-        return "leader starting"
+        return f"{role} starting"
+    if ha is not None and not ha.is_root:
+        return f"{role}, term {term}, holds committed version {ha.committed_version}"
     nodes = sum(snap.nodes_alive.values())
     job = snap.job
     what = "no job" if job is None else f"job {job.status}, model version {job.version}"
-    return f"leader serving, term {snap.term}, {nodes} node(s) alive, {what}"
+    return f"{role} serving, term {term}, {nodes} node(s) alive, {what}"
 
 
 class _Ops:
@@ -70,22 +75,33 @@ class LeaderOps(_Ops):
         metrics_bind: str,
         coordinator: Callable[[], Any],
         notifier: SystemdNotifier | None = None,
+        ha: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(notifier)
         self.sink = MetricsSink()
         self.interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.sink)]
         self._coordinator = coordinator
+        self._ha = ha
         if metrics_bind:
-            self.metrics = serve_metrics(metrics_bind, LeaderCollector(self.snapshot, self.sink))
+            self.metrics = serve_metrics(
+                metrics_bind, LeaderCollector(self.snapshot, self.sink, self.ha_snapshot)
+            )
 
     def snapshot(self) -> LeaderSnapshot:
         return leader_snapshot(self._coordinator())
 
+    def ha_snapshot(self) -> HaSnapshot | None:
+        """A candidate's election and replication (None: a lone leader, or not started)."""
+        node = self._ha() if self._ha is not None else None
+        return None if node is None else ha_snapshot(node)
+
+    def status_line(self) -> str:
+        return leader_status_line(self.snapshot(), self.ha_snapshot())
+
     def serving(self, address: str) -> None:
         """The leader serves: tell systemd, and start the watchdog pings."""
-        line = leader_status_line(self.snapshot())
-        self.notifier.ready(f"{line} on {address}")
-        self._start_watchdog(lambda: leader_status_line(self.snapshot()))
+        self.notifier.ready(f"{self.status_line()} on {address}")
+        self._start_watchdog(self.status_line)
 
 
 class WorkerOps(_Ops):

@@ -6,7 +6,9 @@ Every container would have its own network namespace; here all share loopback, s
 are rewritten: ``0.0.0.0:P`` / ``127.0.0.1:P`` inside a replica, and ``SERVICE:P`` (Compose's
 DNS name of another service), each become ``127.0.0.1:<a free port>`` allocated per replica and
 container port; ``--tcp P`` (the MCU simulator's port) likewise. Named volumes become folders,
-tmpfs mounts a folder per replica.
+tmpfs mounts a folder per replica. Services start in the order they are listed, which
+``compose.yaml`` keeps a valid order of its ``depends_on``; :func:`awaited` says what the
+runner waits for after starting a service (its exit, or its healthcheck).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class Topology:
 
 @dataclass
 class ServiceProcess:
+    service: str
     replica: str
     argv: list[str]
     env: dict[str, str]
@@ -129,5 +132,21 @@ def plan(
             if check:
                 assert check[0] == "CMD", check
                 health = [topo.rewrite(str(a), replica, mounts) for a in check[1:]]
-            out.append(ServiceProcess(replica, argv, env, health))
+            out.append(ServiceProcess(name, replica, argv, env, health))
+    return out
+
+
+def awaited(compose: dict[str, Any]) -> dict[str, str]:
+    """Service -> the ``depends_on`` condition another service starts on (``service_healthy``,
+    ``service_completed_successfully``); listed services must come before their dependants."""
+    names = list(compose["services"])
+    out: dict[str, str] = {}
+    for name, service in compose["services"].items():
+        for dep, rule in (service.get("depends_on") or {}).items():
+            if names.index(dep) > names.index(name):
+                raise ValueError(f"{name} depends on {dep}, listed after it")
+            condition = str(rule.get("condition", "service_started"))
+            if out.get(dep, condition) != condition:
+                raise ValueError(f"{dep}: awaited both as {out[dep]} and {condition}")
+            out[dep] = condition
     return out

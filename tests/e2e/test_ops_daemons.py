@@ -101,10 +101,13 @@ def total(text: str, name: str) -> float:
 
 
 @contextlib.contextmanager
-def cluster(tmp: Path, workers: int, *, leader_metrics: int) -> Iterator[tuple[str, list[Proc]]]:
+def cluster(
+    tmp: Path, workers: int, *, leader_metrics: int, extra: tuple[str, ...] = ()
+) -> Iterator[tuple[str, list[Proc]]]:
     procs: list[Proc] = []
     try:
-        leader, address = start_leader(tmp, extra=["--metrics-bind", f"127.0.0.1:{leader_metrics}"])
+        metrics = ["--metrics-bind", f"127.0.0.1:{leader_metrics}", *extra]
+        leader, address = start_leader(tmp, extra=metrics)
         procs.append(leader)
         for i in range(workers):
             procs.append(start_worker(tmp, address, f"w{i}"))
@@ -118,7 +121,9 @@ def cluster(tmp: Path, workers: int, *, leader_metrics: int) -> Iterator[tuple[s
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing (apt prometheus)")
 def test_metrics_pass_promtool_and_follow_a_job(tmp_path: Path) -> None:
     port, worker_port = free_port(), free_port()
-    with cluster(tmp_path, 1, leader_metrics=port) as (address, procs):
+    # A known link capacity: the leader shows how busy the job keeps its link.
+    link = ("--link-capacity-mbps", "10000")  # well above the traffic: no policy switch
+    with cluster(tmp_path, 1, leader_metrics=port, extra=link) as (address, procs):
         extra = ["--metrics-bind", f"127.0.0.1:{worker_port}"]
         procs.append(start_worker(tmp_path, address, "wm", extra=extra))
         wait_for(lambda: eddl("health", address).returncode == 0, 30, "the leader SERVING")
@@ -129,6 +134,15 @@ def test_metrics_pass_promtool_and_follow_a_job(tmp_path: Path) -> None:
         # While the job runs, the leader shows each node's measured speed.
         speed = 'eddl_leader_node_samples_per_second{node="w0",role="worker"}'
         wait_for(lambda: speed in scrape(port), 60, "w0's speed on the leader's endpoint")
+        box: list[float] = []
+
+        def busy() -> bool:
+            share = value(scrape(port), "eddl_job_link_busy_ratio")
+            box[:] = [] if share is None else [share]
+            return share is not None and share > 0
+
+        wait_for(busy, 60, "the link busy share on the leader's endpoint", step=0.2)
+        assert 0 < box[0] <= 1
         assert wait_done(address, within=150)["state"] == "completed"
         refused = push_from_a_stranger(address)
         after = scrape(port)

@@ -67,3 +67,15 @@ def test_check_address_refuses_what_is_not_host_port(bad: str) -> None:
         check_address(bad, "x.bind")
     check_address("127.0.0.1:0", "x.bind")
     check_address("[::1]:50051", "x.bind")
+
+
+def test_the_leader_link_capacity_is_a_finite_non_negative_rate() -> None:
+    from eddl.leader.config import LeaderConfig
+    from eddl.leader.main import _overrides, build_parser
+
+    args = build_parser().parse_args(["--link-capacity-mbps", "100"])
+    assert _overrides(args)["link_capacity_mbps"] == 100.0
+    assert LeaderConfig(link_capacity_mbps=100.0).link_capacity_mbps == 100.0
+    for bad in (-1.0, float("nan"), float("inf"), 2e6):
+        with pytest.raises(ConfigError, match="link_capacity_mbps"):
+            LeaderConfig(link_capacity_mbps=bad)
