@@ -20,6 +20,7 @@ from tests.integration.cluster_support import (
     Cluster,
     cluster_stub,
     running_cluster,
+    wait_until,
 )
 
 SLOW_JOB = {k: v for k, v in DIGITS_JOB.items() if k != "target_accuracy"}
@@ -92,3 +93,47 @@ async def test_the_group_answers_its_upstream_task_once_and_bad_answers_change_n
             assert _snapshot(cluster, job_id) == after  # aggregated once only
             source.release(serial)
             assert source.held() == []
+
+
+async def test_a_sub_leader_that_dies_loses_its_range_to_the_others_and_its_late_answer(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path, admin_token="admin", heartbeat_interval_s=0.3) as cluster:
+        job_id = await cluster.submit(SLOW_JOB, token="admin")
+        async with cluster_stub(cluster.address) as stub:
+            dead, alive = Uplink(stub, "sub-1"), Uplink(stub, "sub-2")
+            await dead.join(TOKEN)
+            drawn = None
+            for _ in range(20):  # bounded: the job may need a moment to start
+                drawn = await dead.next_task(0.5)
+                if drawn is not None:
+                    break
+            assert drawn is not None
+            _, lost = drawn
+            _, base = await dead.pull(job_id, lost.base_version)
+            before = _snapshot(cluster, job_id)
+            await alive.join(TOKEN)
+
+            # sub-1 now goes silent: no beat, no answer; it expires after two missed beats.
+            async def sub_1_gone() -> bool:
+                await alive.heartbeat()
+                return "sub-1" not in cluster.coordinator.membership
+
+            await wait_until(sub_1_gone, 20.0, "sub-1 to expire", step=0.1)
+            retaken = None
+            for _ in range(20):  # bounded; its range is re-queued at the front
+                await alive.heartbeat()
+                got = await alive.next_task(0.3)
+                if got is not None:
+                    retaken = got[1]
+                    break
+            assert retaken is not None
+            n = min(retaken.num_samples, lost.num_samples)
+            assert n > 0 and retaken.indexes[:n].tolist() == lost.indexes[:n].tolist()
+
+            # The dead sub-leader's late answer is refused: nothing is aggregated twice.
+            sink = RelaySink(base, lost.base_version)
+            sink.add("g1", base, lost.num_samples, lost.base_version)
+            code, _ = await _refused(dead, job_id, sink.answer(lost))
+            assert code in ("NOT_FOUND", "FAILED_PRECONDITION")
+            assert _snapshot(cluster, job_id) == before
