@@ -164,7 +164,14 @@ class SplitPolicy:
                 f"{self._workers_at_promotion} at promotion, root link < {c.busy_low:.0%} busy"
             )
             return self._decide("demote", groups, reason, figures, now)
-        return SplitDecision("stay", self.groups, "not saturated", figures, now)
+        reason = "not saturated"
+        if figures.buc is not None and figures.previous_buc:
+            gain = figures.buc / figures.previous_buc - 1
+            reason += (
+                f": BUC {figures.buc:.1f}/s at {figures.workers} workers, {gain:+.0%} over "
+                f"{figures.previous_buc:.1f}/s at {figures.previous_workers}"
+            )
+        return SplitDecision("stay", self.groups, reason, figures, now)
 
     # -- internals -------------------------------------------------------------------------
     def _can_promote(self, workers: int) -> bool:
