@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between worker heartbeats (default: {d['heartbeat_interval_s']})",
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
+    p.add_argument(
+        "--upstream",
+        help="HOST:PORT of this leader's own leader: run as a sub-leader, whose group's work "
+        "comes from there (needs --insecure; default: none, a root or --follow leader)",
+    )
     p.add_argument(
         "--follow",
         help="HOST:PORT of the root leader: stand by and point every caller there "
@@ -138,8 +144,41 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
         await ops.close()
 
 
+def _sub_leader(args: argparse.Namespace) -> int:
+    import socket
+
+    from eddl.leader.subleader import SubLeaderSettings
+    from eddl.leader.subleader_daemon import serve
+
+    configure_logging("json", args.log_level or "info")
+    if args.security != "insecure" or not args.join_token:
+        print("eddl-leader: --upstream needs --insecure and --join-token", file=sys.stderr)
+        return 2
+    settings = SubLeaderSettings(
+        node_id=args.leader_id or socket.gethostname(),
+        join_token=args.join_token,
+        heartbeat_s=args.heartbeat_interval_s or 1.0,
+    )
+    port_file = Path(args.port_file) if args.port_file else None
+    try:
+        asyncio.run(
+            serve(
+                settings,
+                bind=args.bind or "127.0.0.1:0",
+                upstream=args.upstream,
+                port_file=port_file,
+            )
+        )
+    except Exception as exc:
+        get_logger("leader").error("sub-leader failed", error=str(exc))
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.upstream:
+        return _sub_leader(args)
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)

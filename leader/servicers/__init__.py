@@ -4,6 +4,7 @@
 * ``cluster``   ``ClusterServicer``: Join, Heartbeat, GetTask, PushUpdate, PullModel,
   FetchSamples, Leave (called by workers).
 * ``admin``     ``AdminServicer``: SubmitJob, JobStatus, WatchJob, ListNodes, CancelJob (the CLI).
+* ``group``     ``GroupServicer``: the Cluster service of a sub-leader, for its group.
 * ``root_only`` ``RootOnly``: a leader that is not the root refuses every Cluster and Admin
   call ``not-leader``, with the root's address.
 """
