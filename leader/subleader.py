@@ -38,6 +38,7 @@ from eddl.leader.source import Range
 from eddl.leader.uplink import Uplink, UpstreamJob
 from eddl.leader.upstream import UpstreamSource, UpstreamTask
 from eddl.learn.params import Params
+from eddl.net import REASON_KEY
 
 __all__ = ["GroupTask", "SubLeader", "SubLeaderSettings"]
 
@@ -100,6 +101,7 @@ class SubLeader:
         self._sessions = itertools.count(1)
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
+        self._job_id = ""
         self.answers = 0  # upstream tasks answered
         self.stopped = False
 
@@ -246,9 +248,30 @@ class SubLeader:
 
     async def _beats(self) -> None:
         while True:
-            await self.uplink.heartbeat()
+            try:
+                if not await self.uplink.heartbeat():
+                    await self._rejoin("its leader does not know it")
+            except grpc.aio.AioRpcError as exc:
+                log.warning("upstream heartbeat failed", code=exc.code().name)
             self.expire()
             await asyncio.sleep(self.settings.heartbeat_s / 2)
+
+    async def _rejoin(self, why: str) -> None:
+        log.info("joining upstream again", why=why)
+        await self.uplink.join(self.settings.join_token)
+
+    async def _draw(self) -> tuple[UpstreamJob, UpstreamTask] | None:
+        """The next upstream task, or ``None`` (none now, or its leader refused or is away)."""
+        try:
+            return await self.uplink.next_task(self.settings.upstream_wait_s)
+        except grpc.aio.AioRpcError as exc:
+            reason = dict(exc.trailing_metadata() or ()).get(REASON_KEY, "")
+            log.warning("upstream task refused", code=exc.code().name, reason=reason)
+            if reason in ("unknown-node", "stale-term"):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self._rejoin(str(reason))
+            await asyncio.sleep(self.settings.heartbeat_s)
+            return None
 
     async def _relay(self) -> None:
         while True:
@@ -256,16 +279,27 @@ class SubLeader:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            drawn = await self.uplink.next_task(self.settings.upstream_wait_s)
+            drawn = await self._draw()
             if drawn is None:
                 continue
             job, upstream = drawn
             serial = self.source.accept(upstream)
-            version, base = await self.uplink.pull(job.job_id, upstream.base_version)
-            if self.sink is None:
-                self.sink = RelaySink(base, version)
-            elif version > self.sink.version:
-                self.sink.adopt(version, base)
+            try:
+                version, base = await self.uplink.pull(job.job_id, upstream.base_version)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("upstream model refused", code=exc.code().name)
+                self.source.release(serial)
+                continue
+            if self.sink is None or job.job_id != self._job_id or self.sink.kept(version) is None:
+                if (
+                    self.sink is not None
+                    and job.job_id == self._job_id
+                    and version > self.sink.version
+                ):
+                    self.sink.adopt(version, base)
+                else:
+                    self.sink = RelaySink(base, version)
+            self._job_id = job.job_id
             cur = _Current(serial, job, upstream)
             self.current = cur
             started = time.monotonic()

@@ -75,10 +75,12 @@ class Uplink:
         if reply.max_chunk_bytes:
             self.chunk_bytes = min(self.chunk_bytes, reply.max_chunk_bytes)
 
-    async def heartbeat(self) -> None:
-        await self.stub.Heartbeat(
+    async def heartbeat(self) -> bool:
+        """One beat; whether the leader still knows this node (else: join again)."""
+        reply = await self.stub.Heartbeat(
             cluster_pb2.HeartbeatRequest(envelope=self.envelope()), timeout=self.rpc_timeout_s
         )
+        return bool(reply.known)
 
     async def next_task(self, wait_s: float) -> tuple[UpstreamJob, UpstreamTask] | None:
         """A task from the leader, or ``None`` when it has none now."""
