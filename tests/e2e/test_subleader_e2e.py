@@ -1,6 +1,6 @@
-"""End to end: a root, two sub-leaders (``eddl-leader --upstream``) and their workers as real
-processes; the job completes; a sub-leader killed with SIGKILL sends its workers back to the
-root and the job still completes, every sample counted once."""
+"""End to end: a root, two sub-leaders (``eddl-leader --upstream``) and twelve workers (five
+per group, two with the root) as real processes; a sub-leader killed with SIGKILL sends its
+workers back to the root and the job completes, every sample counted once."""
 
 from __future__ import annotations
 
@@ -103,27 +103,34 @@ def test_two_groups_train_a_job_and_a_killed_sub_leader_sends_its_workers_home(
         sub, sub_address = _start_sub(tmp_path, address, name)
         procs.append(sub)
         subs.append((sub, sub_address))
+    # Twelve workers: five in each group, two with the root itself.
     for i, (_, sub_address) in enumerate(subs):
-        for j in range(2):
+        for j in range(5):
             procs.append(start_worker(tmp_path, sub_address, f"w{i}{j}"))
+    for j in range(2):
+        procs.append(start_worker(tmp_path, address, f"r{j}"))
     job_id = _submit(tmp_path, address, 3.0)
 
     # Both groups answer tasks of the root; then sub-1 dies.
     wait_for(lambda: all(_answers(s) >= 2 for s, _ in subs), 120, "both groups to answer")
     subs[0][0].kill9()
+
+    # sub-1's workers go back to the root (the next address their sub-leader gave them).
+    def home(node: str) -> bool:
+        worker = next(p for p in procs if p.name == node)
+        joined = [line for line in worker.lines() if line.get("event") == "joined"]
+        return any(line.get("leader") == address for line in joined)
+
+    wait_for(lambda: all(home(f"w0{j}") for j in range(5)), 60, "sub-1's workers at the root")
     final = wait_done(address, within=200)
     assert final["state"] == "completed", final
     assert final["job_id"] == job_id
 
-    # sub-1's workers went back to the root and joined there.
-    for node in ("w00", "w01"):
-        worker = next(p for p in procs if p.name == node)
-        joined = [line for line in worker.lines() if line.get("event") == "joined"]
-        assert any(line.get("leader") == address for line in joined), joined
     # Every sample of the three epochs counted once: not lost, not twice (the root hands out
     # exactly three epochs' positions, so a range counted twice would leave another undone).
     train = len(load_dataset("digits").y_train)
     assert final["samples_trained"] == 3 * train
     work = final["detail"]["work"]
     assert work["sub-1"]["tasks"] >= 2 and work["sub-2"]["tasks"] >= 2
-    assert work["w00"]["samples"] + work["w01"]["samples"] > 0  # at the root, after the kill
+    assert not any(f"w1{j}" in work for j in range(5))  # sub-2's group stayed with sub-2
+    assert work["r0"]["tasks"] + work["r1"]["tasks"] > 0
