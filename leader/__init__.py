@@ -25,7 +25,7 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
 * leader role splitting: ``upstream`` (a sub-leader's ``UpstreamSource``), ``relay``
   (its ``RelaySink``), ``uplink`` (its calls to its own leader), ``subleader`` and
   ``subleader_daemon`` (the sub-leader, ``eddl-leader --upstream``), ``splitting`` (the
-  root's ``SplitPolicy`` and ``plan_groups``).
+  root's ``SplitPolicy`` and ``plan_groups``), ``syncmeter`` (BUC and link share at the edge).
 * ``aggregator``  the global model and version; sync rounds and async rules of eddl.learn.
 * ``policy``      the automatic sync/async switch with hysteresis
   (docs/architecture.md#the-syncasync-policy).

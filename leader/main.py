@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
     p.add_argument(
+        "--link-mbit",
+        type=float,
+        help="the root link's capacity in Mbit/s: the split advice then also weighs how busy "
+        "it is (default: none, BUC only)",
+    )
+    p.add_argument(
         "--upstream",
         help="HOST:PORT of this leader's own leader: run as a sub-leader, whose group's work "
         "comes from there (needs --insecure; default: none, a root or --follow leader)",
@@ -121,13 +127,34 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _serve(config: LeaderConfig, lock: StateDirLock) -> None:
+async def _serve(config: LeaderConfig, lock: StateDirLock, link_mbit: float | None) -> None:
     from eddl.leader.server import LeaderDaemon
+    from eddl.leader.splitting import SplitDecision, SplitPolicy
+    from eddl.leader.syncmeter import SyncMeter
     from eddl.ops.wiring import LeaderOps
 
     holder: list[LeaderDaemon] = []
     ops = LeaderOps(config.metrics_bind, lambda: holder[0].coordinator if holder else None)
-    daemon = LeaderDaemon(config, lock=lock, interceptors=ops.interceptors)
+    log = get_logger("eddl.leader.split")
+
+    def advise(d: SplitDecision) -> None:
+        f = d.figures
+        log.info(
+            "split_decision",
+            action=d.action,
+            groups=d.groups,
+            reason=d.reason,
+            workers=f.workers,
+            buc=f.buc,
+            previous_workers=f.previous_workers,
+            previous_buc=f.previous_buc,
+            link_busy=f.link_busy,
+            groups_before=f.groups,
+        )
+
+    capacity = None if link_mbit is None else link_mbit * 1e6 / 8
+    meter = SyncMeter(SplitPolicy(), advise, capacity_bytes_per_s=capacity)
+    daemon = LeaderDaemon(config, lock=lock, interceptors=[*ops.interceptors, meter])
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
 
@@ -182,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)
+        if args.link_mbit is not None and not args.link_mbit > 0:
+            raise ConfigError("--link-mbit must be > 0")
         if config.security == "off":
             raise ConfigError("leader.security: a daemon runs mtls, or insecure on loopback")
     except (ConfigError, ValueError) as exc:
@@ -200,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eddl.net.server import ServerStartError
 
     try:
-        asyncio.run(_serve(config, lock))
+        asyncio.run(_serve(config, lock, args.link_mbit))
     except (ServerStartError, LeaderError, ValueError) as exc:
         log.error("leader failed", error=str(exc))
         return 1
