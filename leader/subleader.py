@@ -273,6 +273,14 @@ class SubLeader:
             await asyncio.sleep(self.settings.heartbeat_s)
             return None
 
+    async def _cannot_run(self, job: UpstreamJob, task: UpstreamTask, why: str) -> None:
+        log.warning("upstream task refused here", task=task.task_id, why=why)
+        try:
+            await self.uplink.fail(job, task, why)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("failure report refused upstream", code=exc.code().name)
+            await asyncio.sleep(self.settings.heartbeat_s)
+
     async def _relay(self) -> None:
         while True:
             if not self.members:
@@ -283,7 +291,16 @@ class SubLeader:
             if drawn is None:
                 continue
             job, upstream = drawn
-            serial = self.source.accept(upstream)
+            try:
+                if job.layer != -1:
+                    raise InvalidArgumentError(
+                        f"task {upstream.task_id} trains layer {job.layer} only; a group "
+                        "folds whole models"
+                    )
+                serial = self.source.accept(upstream)
+            except InvalidArgumentError as exc:
+                await self._cannot_run(job, upstream, str(exc))
+                continue
             try:
                 version, base = await self.uplink.pull(job.job_id, upstream.base_version)
             except grpc.aio.AioRpcError as exc:

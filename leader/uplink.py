@@ -8,8 +8,8 @@ count handed out, a task answered once — and refuses a wrong one before anythi
 
 What the leader declares is bounded here before use: a task's indexes go through
 :meth:`UpstreamSource.accept <eddl.leader.upstream.UpstreamSource.accept>`, a model stream
-through the reassembler's byte limit, and a task for one layer only (TIFeD single-layer) is
-refused, since a group's round folds whole models.
+through the reassembler's byte limit, and the sub-leader refuses a task for one layer only (TIFeD
+single-layer: a group's round folds whole models) with a failure report (:meth:`Uplink.fail`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eddl.leader.errors import InvalidArgumentError
 from eddl.leader.relay import UpwardUpdate
 from eddl.leader.upstream import UpstreamTask
 from eddl.learn.params import Params
@@ -40,6 +39,7 @@ class UpstreamJob:
     hyper_json: str
     epochs: int
     seed: int
+    layer: int = -1  # TIFeD single-layer: the only layer to train (a group cannot: refused)
 
 
 class Uplink:
@@ -92,10 +92,6 @@ class Uplink:
         if reply.WhichOneof("outcome") != "task":
             return None
         task = reply.task
-        if task.layer != -1:
-            raise InvalidArgumentError(
-                f"task {task.task_id} trains layer {task.layer} only; a group folds whole models"
-            )
         job = UpstreamJob(
             job_id=task.envelope.job_id,
             dataset=task.dataset,
@@ -104,6 +100,7 @@ class Uplink:
             hyper_json=task.hyper_json,
             epochs=task.epochs,
             seed=task.seed,
+            layer=task.layer,
         )
         indexes = np.fromiter(task.indexes, dtype=np.int64, count=len(task.indexes))
         return job, UpstreamTask(task.task_id, task.envelope.model_version, indexes)
@@ -116,6 +113,20 @@ class Uplink:
         return await receive_model(
             self.stub.PullModel(request, timeout=self.rpc_timeout_s), self.max_model_bytes
         )
+
+    async def fail(self, job: UpstreamJob, task: UpstreamTask, reason: str) -> str:
+        """Tell the leader this sub-leader cannot run ``task`` (it re-queues the samples)."""
+        header = cluster_pb2.UpdateHeader(
+            envelope=self.envelope(job.job_id, task.base_version),
+            task_id=task.task_id,
+            num_samples=task.num_samples,
+            layer=job.layer,
+            failure=" ".join(reason.split())[:500],
+        )
+        reply: cluster_pb2.PushUpdateReply = await self.stub.PushUpdate(
+            update_stream(header, {}, self.chunk_bytes), timeout=self.rpc_timeout_s
+        )
+        return str(reply.outcome)
 
     async def push(
         self, job_id: str, update: UpwardUpdate, *, seconds: float

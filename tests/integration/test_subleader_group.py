@@ -42,11 +42,13 @@ class Group:
 
 
 @contextlib.asynccontextmanager
-async def running_group(tmp: Path) -> AsyncIterator[Group]:
+async def running_group(tmp: Path, dataset_size: int = 1 << 24) -> AsyncIterator[Group]:
     async with running_cluster(tmp, admin_token="admin", heartbeat_interval_s=5.0) as root:
         await root.submit(SLOW_JOB, token="admin")
         async with cluster_stub(root.address) as up:
-            settings = SubLeaderSettings("sub-1", TOKEN, heartbeat_s=0.2, upstream_wait_s=0.5)
+            settings = SubLeaderSettings(
+                "sub-1", TOKEN, dataset_size=dataset_size, heartbeat_s=0.2, upstream_wait_s=0.5
+            )
             sub = SubLeader(settings, Uplink(up, "sub-1"))
             servicer = GroupServicer(sub, [])
             server = await start_server(
@@ -193,3 +195,18 @@ async def test_a_silent_members_range_goes_to_another_and_the_group_answers_the_
         await wait_until(
             lambda: g.root.status(lost.envelope.job_id)["version"] > version, 20.0, "a new version"
         )
+
+
+async def test_an_upstream_task_the_group_cannot_hold_is_reported_failed_to_the_root(
+    tmp_path: Path,
+) -> None:
+    # A sub-leader whose bound on indexes is below the dataset's: it must refuse the task
+    # upstream (the root re-queues the samples), not keep it or crash.
+    async with running_group(tmp_path, dataset_size=10) as g:
+        await join(g.stub, "m1")
+        await wait_until(
+            lambda: g.root.coordinator.job_status(None)["failed_tasks"] >= 1,
+            20.0,
+            "the failure report at the root",
+        )
+        assert g.sub.source.held() == [] and g.sub.in_flight == {}
