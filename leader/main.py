@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between worker heartbeats (default: {d['heartbeat_interval_s']})",
     )
     p.add_argument("--leader-id", help="this leader's id (default: the hostname)")
+    p.add_argument(
+        "--upstream",
+        help="HOST:PORT of this leader's own leader: run as a sub-leader, whose group's work "
+        "comes from there (needs --insecure; default: none, a root or --follow leader)",
+    )
     p.add_argument(
         "--follow",
         help="HOST:PORT of the root leader: stand by and point every caller there "
@@ -153,6 +159,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.leader.server import LeaderDaemon
+    from eddl.leader.splitting import SplitDecision, SplitPolicy
+    from eddl.leader.syncmeter import SyncMeter
     from eddl.ops.wiring import LeaderOps
 
     holder: list[LeaderDaemon] = []
@@ -161,7 +169,27 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
         lambda: holder[0].coordinator if holder else None,
         ha=lambda: holder[0].ha if holder else None,
     )
-    daemon = LeaderDaemon(config, lock=lock, interceptors=ops.interceptors)
+    log = get_logger("eddl.leader.split")
+
+    def advise(d: SplitDecision) -> None:
+        f = d.figures
+        log.info(
+            "split_decision",
+            action=d.action,
+            groups=d.groups,
+            reason=d.reason,
+            workers=f.workers,
+            buc=f.buc,
+            previous_workers=f.previous_workers,
+            previous_buc=f.previous_buc,
+            link_busy=f.link_busy,
+            groups_before=f.groups,
+        )
+
+    mbps = config.link_capacity_mbps
+    capacity = mbps * 1e6 / 8 if mbps > 0 else None
+    meter = SyncMeter(SplitPolicy(), advise, capacity_bytes_per_s=capacity)
+    daemon = LeaderDaemon(config, lock=lock, interceptors=[*ops.interceptors, meter])
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
 
@@ -179,8 +207,41 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     return daemon.stepped_down
 
 
+def _sub_leader(args: argparse.Namespace) -> int:
+    import socket
+
+    from eddl.leader.subleader import SubLeaderSettings
+    from eddl.leader.subleader_daemon import serve
+
+    configure_logging("json", args.log_level or "info")
+    if args.security != "insecure" or not args.join_token:
+        print("eddl-leader: --upstream needs --insecure and --join-token", file=sys.stderr)
+        return 2
+    settings = SubLeaderSettings(
+        node_id=args.leader_id or socket.gethostname(),
+        join_token=args.join_token,
+        heartbeat_s=args.heartbeat_interval_s or 1.0,
+    )
+    port_file = Path(args.port_file) if args.port_file else None
+    try:
+        asyncio.run(
+            serve(
+                settings,
+                bind=args.bind or "127.0.0.1:0",
+                upstream=args.upstream,
+                port_file=port_file,
+            )
+        )
+    except Exception as exc:
+        get_logger("leader").error("sub-leader failed", error=str(exc))
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.upstream:
+        return _sub_leader(args)
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)

@@ -5,6 +5,7 @@
   FetchSamples, Leave (called by workers).
 * ``upload``    reading a PushUpdate stream: header checks, a failure report, the tensors.
 * ``admin``     ``AdminServicer``: SubmitJob, JobStatus, WatchJob, ListNodes, CancelJob (the CLI).
+* ``group``     ``GroupServicer``: the Cluster service of a sub-leader, for its group.
 * ``root_only`` ``RootOnly``: a leader that is not the root refuses every Cluster and Admin
   call ``not-leader``, with the root's address.
 """

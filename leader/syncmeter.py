@@ -1,0 +1,129 @@
+"""The root's synchronisation meter: BUC and its link's busy share, measured at the gRPC edge.
+
+A server interceptor, so it needs nothing from the servicers or the core: each node's
+synchronisation is its ``PullModel`` (when it pulled) plus its ``PushUpdate``, timed around
+their handlers, ``t_sync`` their sum; ``n`` is the number of nodes that pushed an update within
+the policy's window. Bytes in and out of those two calls, over the configured link capacity,
+give the link's busy share once per ``period``. Both go to a
+:class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
+a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
+``split_decision`` event with its figures). The root acts on none of them yet: it advises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from eddl.leader.splitting import SplitDecision, SplitPolicy
+
+__all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
+
+PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
+PULL_METHOD = "/eddl.v1.Cluster/PullModel"
+MAX_NODES = 65536  # pull times kept for at most this many nodes
+
+
+class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        policy: SplitPolicy,
+        on_decision: Callable[[SplitDecision], None],
+        *,
+        capacity_bytes_per_s: float | None = None,
+        period: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity_bytes_per_s is not None and not capacity_bytes_per_s > 0:
+            raise ValueError("the link capacity must be > 0 bytes/s")
+        if not period > 0:
+            raise ValueError("period must be > 0")
+        self.policy = policy
+        self.on_decision = on_decision
+        self.capacity = capacity_bytes_per_s
+        self.period = period
+        self.clock = clock
+        self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
+        self._pushed: dict[str, float] = {}  # node -> when it last pushed
+        self._bytes = 0
+        self._since = clock()
+        self._decided = clock()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = str(details.method)
+        if method == PUSH_METHOD and handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._push(handler.stream_unary))
+        if method == PULL_METHOD and handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._pull(handler.unary_stream))
+        return handler
+
+    # -- the two calls of a synchronisation -------------------------------------------------
+    def _pull(
+        self, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = self.clock()
+            sent = 0
+            async for message in inner(request, context):
+                sent += message.ByteSize()
+                yield message
+            node = str(request.envelope.node_id)[:128]
+            if node in self._pulled or len(self._pulled) < MAX_NODES:
+                self._pulled[node] = self.clock() - started
+            self._bytes += sent
+
+        return behaviour
+
+    def _push(
+        self, inner: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            started = self.clock()
+            seen: dict[str, Any] = {"node": "", "bytes": 0}
+
+            async def counted() -> AsyncIterator[Any]:
+                async for message in requests:
+                    seen["bytes"] += message.ByteSize()
+                    if message.WhichOneof("body") == "header":
+                        seen["node"] = str(message.header.envelope.node_id)[:128]
+                    yield message
+
+            reply = await inner(counted(), context)
+            self._bytes += int(seen["bytes"])
+            outcome = str(getattr(reply, "outcome", ""))
+            node = str(seen["node"])
+            if node and outcome not in ("requeued", "job-failed"):
+                now = self.clock()
+                self._synced(node, now - started + self._pulled.pop(node, 0.0), now)
+            return reply
+
+        return behaviour
+
+    # -- figures and decisions --------------------------------------------------------------
+    def _synced(self, node: str, seconds: float, now: float) -> None:
+        self._pushed[node] = now
+        horizon = now - self.policy.config.window
+        for old in [n for n, at in self._pushed.items() if at < horizon]:
+            del self._pushed[old]
+        if seconds > 0:
+            self.policy.observe_sync(now, len(self._pushed), seconds)
+        if now - self._since >= self.period:
+            if self.capacity is not None:
+                share = self._bytes / ((now - self._since) * self.capacity)
+                self.policy.observe_link(now, min(1.0, share))
+            self._bytes, self._since = 0, now
+        if now - self._decided >= self.period:
+            self._decided = now
+            decision = self.policy.decide(now)
+            if decision.action != "stay":
+                self.on_decision(decision)
