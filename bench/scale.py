@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -67,6 +68,20 @@ def _job(n: int, aggregation: str) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _knows_insecure(python: str) -> bool:
+    """Whether the leader ``python`` runs has the ``--insecure`` flag (older ones, compared
+    side by side, have no security and no such flag)."""
+    done = subprocess.run(
+        [python, "-P", "-m", "eddl.leader.main", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "--insecure" in done.stdout
+
+
 @contextlib.contextmanager
 def _leader(python: str, state: Path, *, mtls: bool = False) -> Iterator[tuple[str, int]]:
     """A leader process run by ``python``; yields its address and pid, stops it by pid.
@@ -77,7 +92,7 @@ def _leader(python: str, state: Path, *, mtls: bool = False) -> Iterator[tuple[s
     port_file = state / "leader.port"
     state.mkdir(parents=True, exist_ok=True)
     argv = [python, "-P", "-m", "eddl.leader.main", "--bind", "127.0.0.1:0"]
-    if not mtls:
+    if not mtls and _knows_insecure(python):  # a leader from before mTLS speaks plaintext
         argv += ["--insecure"]
     argv += ["--state-dir", str(state / "leader"), "--join-token", TOKEN]
     # A patient leader: beats of clients sharing one loaded event loop may come late.
