@@ -10,6 +10,8 @@ secret of the last ``Join`` and sends it with every call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 from collections import OrderedDict
@@ -57,7 +59,12 @@ class SessionTable:
 
 
 class _Holder:
-    secret: str | None = None
+    def __init__(self) -> None:
+        self.secret: str | None = None
+        # A gateway joins its devices through one session: its Joins go one at a time, so
+        # each carries the secret the previous one got and the leader adds the id to it (two
+        # Joins in flight at once would each open a session, and only one could be kept).
+        self.joining = asyncio.Lock()
 
 
 def _with_session(details: Any, secret: str | None) -> Any:
@@ -74,15 +81,18 @@ class _Unary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any, request: Any
     ) -> Any:
-        call = await continuation(_with_session(details, self._holder.secret), request)
         method = details.method
         if isinstance(method, bytes):
             method = method.decode()
-        if str(method).endswith("/Join"):
-            await call  # the reply, then the trailers that carry the session
-            for key, value in await call.trailing_metadata() or ():
-                if key == SESSION_KEY:
-                    self._holder.secret = str(value)
+        if not str(method).endswith("/Join"):
+            return await continuation(_with_session(details, self._holder.secret), request)
+        async with self._holder.joining:
+            call = await continuation(_with_session(details, self._holder.secret), request)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call  # the reply, then the trailers that carry the session
+                for key, value in await call.trailing_metadata() or ():
+                    if key == SESSION_KEY:
+                        self._holder.secret = str(value)
         return call
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,24 @@ async def test_insecure_mode_needs_the_session_from_join_on_every_later_call(
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await cluster_pb2_grpc.ClusterStub(plain).Join(bad, timeout=10)
             assert err.value.code() == UNAUTH
+
+
+async def test_a_gateway_joining_its_devices_at_once_keeps_them_in_one_session(
+    tmp_path: Path,
+) -> None:
+    """Device agents of one gateway share a session client and join concurrently: every
+    device must end up in the session the client keeps."""
+    async with leader(tmp_path, security="insecure") as daemon:
+        assert daemon.server is not None
+        sessions = SessionClient()
+        ids = [f"gw.mcu{i}" for i in range(4)]
+        async with open_channel(daemon.server.address, interceptors=sessions.interceptors()) as ch:
+            joined = await asyncio.gather(*(code_of(CLUSTER[0], ch, i) for i in ids))
+            assert joined == [grpc.StatusCode.OK] * len(ids)
+            for node_id in ids:  # each device may act under the one session kept
+                for rpc in CLUSTER[1:]:
+                    code = await code_of(rpc, ch, node_id)
+                    assert code not in REFUSED_BY_AUTHZ, (node_id, rpc.name)
 
 
 async def test_a_stranger_cannot_act_as_a_node_it_read_from_list_nodes(tmp_path: Path) -> None:
