@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from eddl.proto.v1 import admin_pb2, cluster_pb2, common_pb2, probe_pb2
 
-__all__ = ["Call", "Hints", "Rpc", "corpus", "mutate", "rpcs", "structured", "valid_requests"]
+__all__ = ["FUZZ_JOB", "Call", "Hints", "Rpc", "corpus", "mutate", "rpcs", "structured", "valid_requests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ def _string_strategy(fd: FieldDescriptor, hints: Hints) -> st.SearchStrategy[str
         "dataset": ["digits", "mnist-10k", "../etc/passwd"],
         "dtype": ["float32", "int8", "int32", "float64", "object", "<f4"],
         "role": ["worker", "mcu", "gateway", "admin"],
-        "spec_json": [json.dumps(_SPEC), "[" * 500 + "]" * 500, "{" * 3, '{"model": 1}'],
+        "spec_json": [json.dumps(FUZZ_JOB), "[" * 500 + "]" * 500, "{" * 3, '{"model": 1}'],
     }.get(fd.name, [])
     texts = st.one_of(
         st.text(max_size=24),
@@ -204,7 +204,7 @@ def structured(rpc: Rpc, count: int, hints: Hints, seed_value: int) -> list[Call
 
 # -- mutated ---------------------------------------------------------------------------------
 
-_SPEC: dict[str, Any] = {
+FUZZ_JOB: dict[str, Any] = {
     "dataset": "digits",
     "algorithm": "sgd",
     "model": {"sizes": [64, 16, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"},
@@ -226,7 +226,7 @@ def valid_requests(hints: Hints) -> dict[str, list[Message]]:
         envelope=env, task_id="t-1", num_samples=8, num_tensors=1, total_bytes=16
     )
     info = cluster_pb2.NodeInfo(hostname="h", cpu_count=2, datasets=["digits"])
-    spec = json.dumps(_SPEC)
+    spec = json.dumps(FUZZ_JOB)
     return {
         "Join": [cluster_pb2.JoinRequest(envelope=env, role="worker", join_token="no", info=info)],
         "Heartbeat": [cluster_pb2.HeartbeatRequest(envelope=env)],

@@ -21,12 +21,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
 
-from bench.fuzzing import Call
+from bench.fuzzing import FUZZ_JOB, Call
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from eddl.security.sessions import SESSION_KEY
@@ -40,14 +39,6 @@ ADMIN_TOKEN = "fuzz-admin-secret"
 # state compared before and after leaves it out.
 FUZZ_NODE = "fuzz-node"
 Metadata = tuple[tuple[str, str], ...]
-JOB: dict[str, Any] = {
-    "dataset": "digits",
-    "algorithm": "sgd",
-    "model": {"sizes": [64, 16, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"},
-    "hyper": {"lr": 0.2, "batch_size": 8},
-    "max_epochs": 2.0,
-    "rounds": 1000,
-}
 # A status that means the server did not handle the input: a bug.
 BAD_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
@@ -95,7 +86,7 @@ class FuzzLeader:
             trailers = dict((k, str(v)) for k, v in (await join.trailing_metadata()) or ())
             self.metadata = ((SESSION_KEY, trailers[SESSION_KEY]),)
             reply = await admin_pb2_grpc.AdminStub(ch).SubmitJob(
-                admin_pb2.SubmitJobRequest(spec_json=json.dumps(JOB), admin_token=ADMIN_TOKEN),
+                admin_pb2.SubmitJobRequest(spec_json=json.dumps(FUZZ_JOB), admin_token=ADMIN_TOKEN),
                 timeout=60,
             )
         self.job_id = reply.envelope.job_id

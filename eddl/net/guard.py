@@ -175,15 +175,8 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return await inner(checked, _DrainingContext(context, requests))
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AbortError:
-                await _drain(requests)
-                raise
-            except RequestError as exc:
-                await _drain(requests)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Exception as exc:
-                await _drain(requests)
-                await abort_internal(context, method, exc)
+                await _stream_failed(context, method, requests, exc)
 
         return behaviour
 
@@ -201,17 +194,23 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await result
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AbortError:
-                await _drain(requests)
-                raise
-            except RequestError as exc:
-                await _drain(requests)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Exception as exc:
-                await _drain(requests)
-                await abort_internal(context, method, exc)
+                await _stream_failed(context, method, requests, exc)
 
         return behaviour
+
+
+async def _stream_failed(
+    context: grpc.aio.ServicerContext, method: str, requests: AsyncIterator[Any], exc: Exception
+) -> NoReturn:
+    """A client-stream handler failed with ``exc``: read what the client still sends, then
+    answer (an abort already sent stands, a bad message is INVALID_ARGUMENT, the rest INTERNAL)."""
+    await _drain(requests)
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, RequestError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    await abort_internal(context, method, exc)
 
 
 class _DrainingContext:
