@@ -31,7 +31,17 @@ from hypothesis import strategies as st
 
 from eddl.proto.v1 import admin_pb2, cluster_pb2, common_pb2, probe_pb2
 
-__all__ = ["FUZZ_JOB", "Call", "Hints", "Rpc", "corpus", "mutate", "rpcs", "structured", "valid_requests"]
+__all__ = [
+    "FUZZ_JOB",
+    "Call",
+    "Hints",
+    "Rpc",
+    "corpus",
+    "mutate",
+    "rpcs",
+    "structured",
+    "valid_requests",
+]
 
 
 @dataclass(frozen=True, slots=True)
