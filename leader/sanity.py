@@ -6,8 +6,9 @@ The bound is relative to the model the task started from (its base version):
     ratio = ||update - base|| / ||base||
 
 over the tensors the update holds (all of them, or one layer's in TIFeD single-layer mode), in
-float64. Real updates of the jobs ``eddl local`` runs stay below 1 (``bench/update_ratio.py``
-measures them; docs/reliability.md has the figures), so the default bound,
+the model's float dtype (integer models in float64). Real updates of the jobs ``eddl local``
+runs stay below 1 (``bench/update_ratio.py`` measures them; docs/reliability.md has the
+figures), so the default bound,
 ``max_update_ratio = 100``, leaves a wide margin. A base of all zeros (TIFeD's integer model
 starts so) gives no reference: against it only finiteness is checked. ``quarantine_after``
 refusals in a row (default 3) quarantine the node for the rest of the job: no more tasks, a
@@ -42,19 +43,43 @@ __all__ = ["UpdateSanity", "screen_update", "update_ratio"]
 
 def update_ratio(update: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> float:
     """``||update - base|| / ||base||`` over the tensors of ``update``: inf when a value of
-    ``update`` is not finite, NaN when ``base`` is all zeros (no reference to be relative to)."""
+    ``update`` is not finite, NaN when ``base`` is all zeros (no reference to be relative to).
+
+    Float tensors are compared in their own dtype (one subtraction and two dot products per
+    tensor: no float64 copies of the model on the owner's path); a result that is not finite
+    there (a NaN, or float32 overflowing on huge values) is computed again in float64.
+    Integer tensors (TIFeD) are compared in float64 from the start."""
     diff = 0.0
     norm = 0.0
     for name, value in update.items():
-        u = np.asarray(value, dtype=np.float64)
-        if not np.isfinite(u).all():
-            return math.inf
-        b = np.asarray(base[name], dtype=np.float64) if name in base else np.zeros_like(u)
-        if b.shape != u.shape:
-            b = np.zeros_like(u)  # the aggregator refuses the shape; no ratio to speak of
-        diff += float(np.sum(np.square(u - b)))
-        norm += float(np.sum(np.square(b)))
+        u = np.asarray(value).ravel()
+        b = np.asarray(base[name]).ravel() if name in base else None
+        if b is not None and np.shape(base[name]) != np.shape(value):
+            b = None  # the aggregator refuses the shape; no ratio to speak of
+        if u.dtype.kind != "f" or (b is not None and b.dtype != u.dtype):
+            u = u.astype(np.float64)
+            b = None if b is None else b.astype(np.float64)
+        d = u if b is None else u - b
+        part = float(np.dot(d, d))
+        if not math.isfinite(part):
+            part = _exact_square_distance(u, b)
+            if not math.isfinite(part):
+                return math.inf
+        diff += part
+        if b is not None:
+            squared = float(np.dot(b, b))
+            norm += squared if math.isfinite(squared) else _exact_square_distance(b, None)
     return math.sqrt(diff) / math.sqrt(norm) if norm > 0 else math.nan
+
+
+def _exact_square_distance(u: np.ndarray, b: np.ndarray | None) -> float:
+    """``||u - b||^2`` (``||u||^2`` without ``b``) in float64: inf when ``u`` holds a value
+    that is not finite."""
+    u64 = u.astype(np.float64)
+    if not np.isfinite(u64).all():
+        return math.inf
+    d = u64 if b is None else u64 - b.astype(np.float64)
+    return float(np.dot(d, d))
 
 
 @dataclass

@@ -62,10 +62,32 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         method = str(details.method)
         if method == PUSH_METHOD and handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._push(handler.stream_unary))
+            return handler._replace(
+                stream_unary=self._push(handler.stream_unary),
+                request_deserializer=self._counted_in(handler.request_deserializer),
+            )
         if method == PULL_METHOD and handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._pull(handler.unary_stream))
+            return handler._replace(
+                unary_stream=self._pull(handler.unary_stream),
+                response_serializer=self._counted_out(handler.response_serializer),
+            )
         return handler
+
+    # -- bytes, counted where gRPC (de)serialises: exact and O(1) per message -------------------
+    def _counted_in(self, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+        def deserialize(data: bytes) -> Any:
+            self._bytes += len(data)
+            return data if inner is None else inner(data)
+
+        return deserialize
+
+    def _counted_out(self, inner: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+        def serialize(message: Any) -> bytes:
+            data: bytes = message if inner is None else inner(message)
+            self._bytes += len(data)
+            return data
+
+        return serialize
 
     # -- the two calls of a synchronisation -------------------------------------------------
     def _pull(
@@ -73,14 +95,11 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = self.clock()
-            sent = 0
             async for message in inner(request, context):
-                sent += message.ByteSize()
                 yield message
             node = str(request.envelope.node_id)[:128]
             if node in self._pulled or len(self._pulled) < MAX_NODES:
                 self._pulled[node] = self.clock() - started
-            self._bytes += sent
 
         return behaviour
 
@@ -89,19 +108,17 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]:
         async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             started = self.clock()
-            seen: dict[str, Any] = {"node": "", "bytes": 0}
+            seen = [""]  # the node its header names
 
-            async def counted() -> AsyncIterator[Any]:
+            async def noted() -> AsyncIterator[Any]:
                 async for message in requests:
-                    seen["bytes"] += message.ByteSize()
-                    if message.WhichOneof("body") == "header":
-                        seen["node"] = str(message.header.envelope.node_id)[:128]
+                    if not seen[0] and message.WhichOneof("body") == "header":
+                        seen[0] = str(message.header.envelope.node_id)[:128]
                     yield message
 
-            reply = await inner(counted(), context)
-            self._bytes += int(seen["bytes"])
+            reply = await inner(noted(), context)
             outcome = str(getattr(reply, "outcome", ""))
-            node = str(seen["node"])
+            node = seen[0]
             if node and outcome not in ("requeued", "job-failed"):
                 now = self.clock()
                 self._synced(node, now - started + self._pulled.pop(node, 0.0), now)

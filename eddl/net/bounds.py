@@ -90,18 +90,67 @@ def check_message(message: Message, bounds: MessageBounds = DEFAULT_BOUNDS) -> N
     _walk(message, bounds, message.DESCRIPTOR.name)
 
 
+# What the walk needs of a field, read once per field descriptor and bounds (descriptor
+# properties, ``GetOptions()`` and the string limit's rules are slow next to the checks
+# themselves): its kind, whether it is a map or repeated, and a string's limit. Bytes, bools
+# and enums are not listed (``_SKIP``): the message size bounds them.
+_INT, _FLOAT, _STRING, _MESSAGE, _MAP, _SKIP = range(6)
+_Plan = tuple[int, bool, int]  # (kind, repeated, string limit)
+_plans: dict[tuple[int, FieldDescriptor], _Plan] = {}
+_bounds_seen: dict[int, MessageBounds] = {}  # keeps each bounds (hence its id) alive
+
+
+def _plan(fd: FieldDescriptor, bounds: MessageBounds) -> _Plan:
+    _bounds_seen.setdefault(id(bounds), bounds)
+    kind = fd.type
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        category = _MAP
+    elif kind in _INTS:
+        category = _INT
+    elif kind in _FLOATS:
+        category = _FLOAT
+    elif kind in _STRINGS:
+        category = _STRING
+    elif kind in _MESSAGES:
+        category = _MESSAGE
+    else:
+        category = _SKIP
+    limit = bounds.string_limit(fd) if category == _STRING else 0
+    plan = _plans[(id(bounds), fd)] = (category, bool(fd.is_repeated), limit)
+    return plan
+
+
 def _walk(message: Message, bounds: MessageBounds, where: str) -> None:
+    key = id(bounds)
     for fd, value in message.ListFields():
-        name = f"{where}.{fd.name}"
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            _check_map(fd, value, bounds, name)
+        plan = _plans.get((key, fd)) or _plan(fd, bounds)
+        category, repeated, limit = plan
+        if category == _SKIP:
             continue
-        repeated = bool(fd.is_repeated)
-        values = value if repeated else (value,)
-        if repeated and len(values) > bounds.max_repeated:
-            raise BoundsError(f"{name}: {len(values)} entries; at most {bounds.max_repeated}")
-        for item in values:
-            _check_value(fd, item, bounds, name)
+        if category == _MAP:
+            _check_map(fd, value, bounds, f"{where}.{fd.name}")
+            continue
+        if not repeated:
+            value = (value,)
+        elif len(value) > bounds.max_repeated:
+            raise BoundsError(
+                f"{where}.{fd.name}: {len(value)} entries; at most {bounds.max_repeated}"
+            )
+        if category == _INT:
+            for item in value:
+                if item > bounds.max_int:
+                    raise BoundsError(f"{where}.{fd.name}: {item} is above {bounds.max_int}")
+        elif category == _FLOAT:
+            for item in value:
+                if not math.isfinite(item):
+                    raise BoundsError(f"{where}.{fd.name} must be finite, got {item!r}")
+        elif category == _STRING:
+            for item in value:
+                if len(item) > limit:
+                    raise BoundsError(f"{where}.{fd.name}: {len(item)} characters; at most {limit}")
+        else:
+            for item in value:
+                _walk(item, bounds, f"{where}.{fd.name}")
 
 
 def _check_map(
@@ -113,25 +162,25 @@ def _check_map(
     assert entry is not None
     key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
     for key, item in value.items():
-        _check_value(key_fd, key, bounds, f"{name} key")
-        _check_value(value_fd, item, bounds, f"{name}[...]")
+        _check_one(key_fd, key, bounds, f"{name} key")
+        _check_one(value_fd, item, bounds, f"{name}[...]")
 
 
-def _check_value(fd: FieldDescriptor, item: object, bounds: MessageBounds, name: str) -> None:
-    kind = fd.type
-    if kind in _INTS:
+def _check_one(fd: FieldDescriptor, item: object, bounds: MessageBounds, name: str) -> None:
+    """One key or value of a map; ``name`` is its full path."""
+    category, _, limit = _plans.get((id(bounds), fd)) or _plan(fd, bounds)
+    if category == _INT:
         assert isinstance(item, int)
         if item > bounds.max_int:
             raise BoundsError(f"{name}: {item} is above {bounds.max_int}")
-    elif kind in _FLOATS:
+    elif category == _FLOAT:
         assert isinstance(item, float)
         if not math.isfinite(item):
             raise BoundsError(f"{name} must be finite, got {item!r}")
-    elif kind in _STRINGS:
+    elif category == _STRING:
         assert isinstance(item, str)
-        limit = bounds.string_limit(fd)
         if len(item) > limit:
             raise BoundsError(f"{name}: {len(item)} characters; at most {limit}")
-    elif kind in _MESSAGES:
+    elif category == _MESSAGE:
         assert isinstance(item, Message)
         _walk(item, bounds, name)

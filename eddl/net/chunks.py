@@ -41,6 +41,7 @@ __all__ = [
     "ChunkError",
     "ChunkLimits",
     "ChunkTooLargeError",
+    "EncodedModels",
     "Reassembler",
     "encode_tensors",
     "params_nbytes",
@@ -96,6 +97,37 @@ def encode_tensors(
             offset += len(piece)
             if offset >= total:
                 break
+
+
+class EncodedModels:
+    """The chunks of the last few model versions a server sent, kept to be sent again.
+
+    Every worker of a round pulls the same version; encoding it (a copy and a CRC over every
+    byte) once per version instead of once per pull is most of a pull's cost. Keyed by job,
+    version and chunk size; at most ``max_entries`` versions and ``max_bytes`` of tensor data
+    (the newest version is always kept). A version's parameters never change, so a kept
+    encoding stays right.
+    """
+
+    def __init__(self, max_entries: int = 4, max_bytes: int = 64 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._kept: dict[tuple[str, int, int], tuple[list[cluster_pb2.TensorChunk], int]] = {}
+
+    def chunks(
+        self, job_id: str, version: int, params: Mapping[str, np.ndarray], chunk_bytes: int
+    ) -> list[cluster_pb2.TensorChunk]:
+        key = (job_id, version, chunk_bytes)
+        kept = self._kept.pop(key, None)
+        if kept is None:
+            kept = (list(encode_tensors(params, chunk_bytes)), params_nbytes(params))
+        self._kept[key] = kept  # the newest last
+        while len(self._kept) > 1 and (
+            len(self._kept) > self.max_entries
+            or sum(n for _, n in self._kept.values()) > self.max_bytes
+        ):
+            del self._kept[next(iter(self._kept))]
+        return kept[0]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
@@ -29,6 +28,7 @@ import grpc
 
 from eddl.log import get_logger
 from eddl.net.bounds import DEFAULT_BOUNDS, BoundsError, MessageBounds, check_message
+from eddl.net.handlers import relay, wrap_shapes
 from eddl.net.status import MAX_DETAIL_CHARS
 
 __all__ = [
@@ -87,17 +87,18 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None  # unknown method: gRPC answers UNIMPLEMENTED itself
         method = str(details.method)
-        changes: dict[str, Any] = {}
+        changes = wrap_shapes(
+            handler,
+            method,
+            {
+                "unary_unary": self._unary_unary,
+                "unary_stream": self._unary_stream,
+                "stream_unary": self._stream_unary,
+                "stream_stream": self._stream_stream,
+            },
+        )
         if handler.request_deserializer is not None:
             changes["request_deserializer"] = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            changes["unary_unary"] = self._unary_unary(method, handler.unary_unary)
-        elif handler.unary_stream is not None:
-            changes["unary_stream"] = self._unary_stream(method, handler.unary_stream)
-        elif handler.stream_unary is not None:
-            changes["stream_unary"] = self._stream_unary(method, handler.stream_unary)
-        elif handler.stream_stream is not None:
-            changes["stream_stream"] = self._stream_stream(method, handler.stream_stream)
         return handler._replace(**changes)
 
     # -- checks --------------------------------------------------------------------------------
@@ -155,12 +156,8 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 await self._admit(request, context)
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:  # a handler that writes through context.write
-                    await result
+                async for item in relay(inner(request, context)):
+                    yield item
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -186,12 +183,8 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         ) -> AsyncIterator[Any]:
             checked = self._checked(requests)
             try:
-                result = inner(checked, _DrainingContext(context, requests))
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in relay(inner(checked, _DrainingContext(context, requests))):
+                    yield item
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from eddl.log import get_logger
 from eddl.net.channel import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from eddl.net.guard import Guard
+from eddl.net.handlers import HandlerCache
 
 __all__ = [
     "Registration",
@@ -91,11 +92,17 @@ async def start_server(
 
     With ``credentials`` the port speaks TLS (see :mod:`eddl.security.tls`), else plaintext.
     Every handler is wrapped by :class:`~eddl.net.guard.Guard` (bounded requests, no unexpected
-    exception leaks) before ``interceptors``."""
+    exception leaks) before ``interceptors``.
+
+    Each method's handler is built once, through the guard and ``interceptors``, and kept
+    (:class:`HandlerCache`): an interceptor must return the same handler for the same method
+    and decide anything that changes (who calls, whether this leader is the root) inside the
+    handler, at each call."""
     host, _ = _split(bind)
     # The guard comes first: it wraps every handler, whatever the other interceptors return.
     server = grpc.aio.server(
-        options=channel_options(max_message_bytes), interceptors=[Guard(), *interceptors]
+        options=channel_options(max_message_bytes),
+        interceptors=[HandlerCache(), Guard(), *interceptors],
     )
     for add, servicer in registrations:
         add(servicer, server)

@@ -12,7 +12,6 @@ only calls whose node id is proven.
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from eddl.net.handlers import relay, wrap_shapes
 from eddl.net.status import REASON_KEY
 from eddl.security import pki
 from eddl.security.sessions import SESSION_KEY, SessionTable
@@ -163,15 +163,28 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 def claimed_node_ids(message: Any) -> list[str]:
     """The node ids a request names: its envelope's, or its header's envelope's."""
+    has_envelope, has_header = _carriers(message.DESCRIPTOR)
     out = []
-    fields = message.DESCRIPTOR.fields_by_name
-    if "envelope" in fields and message.HasField("envelope"):
+    if has_envelope and message.HasField("envelope"):
         out.append(message.envelope.node_id)
-    if "header" in fields and message.HasField("header"):
+    if has_header and message.HasField("header"):
         header = message.header
-        if "envelope" in header.DESCRIPTOR.fields_by_name and header.HasField("envelope"):
+        if _carriers(header.DESCRIPTOR)[0] and header.HasField("envelope"):
             out.append(header.envelope.node_id)
     return [n for n in out if n]
+
+
+# Which of a message type's fields can name a node: (an ``envelope``, a ``header``), read
+# once per type (a chunk of a stream has neither and costs one lookup).
+_carried: dict[Any, tuple[bool, bool]] = {}
+
+
+def _carriers(descriptor: Any) -> tuple[bool, bool]:
+    found = _carried.get(descriptor)
+    if found is None:
+        fields = descriptor.fields_by_name
+        found = _carried[descriptor] = ("envelope" in fields, "header" in fields)
+    return found
 
 
 _Auth = CertificateAuth | SessionAuth
@@ -190,15 +203,16 @@ class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = str(details.method)
-        changes: dict[str, Any] = {}
-        if handler.unary_unary is not None:
-            changes["unary_unary"] = self._unary(method, handler.unary_unary)
-        if handler.unary_stream is not None:
-            changes["unary_stream"] = self._unary_stream(method, handler.unary_stream)
-        if handler.stream_unary is not None:
-            changes["stream_unary"] = self._stream_unary(method, handler.stream_unary)
-        if handler.stream_stream is not None:
-            changes["stream_stream"] = self._stream_stream(method, handler.stream_stream)
+        changes = wrap_shapes(
+            handler,
+            method,
+            {
+                "unary_unary": self._unary,
+                "unary_stream": self._unary_stream,
+                "stream_unary": self._stream_unary,
+                "stream_stream": self._stream_stream,
+            },
+        )
         return handler._replace(**changes)
 
     def _admit(self, method: str, context: grpc.aio.ServicerContext) -> Caller:
@@ -258,12 +272,8 @@ class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             caller = await self._guard(method, context)
             await self._check_or_abort(caller, request, context)
-            result = inner(request, context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            else:
-                await result
+            async for item in relay(inner(request, context)):
+                yield item
 
         return behaviour
 
@@ -272,7 +282,10 @@ class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> AsyncIterator[Any]:
         async def checked() -> AsyncIterator[Any]:
             async for message in requests:
-                await self._check_or_abort(caller, message, context)
+                try:
+                    self._check(caller, message)
+                except AuthError as exc:
+                    await context.abort(exc.code, str(exc), trailing_metadata=exc.metadata)
                 yield message
 
         return checked()

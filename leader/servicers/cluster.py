@@ -24,8 +24,8 @@ from eddl.leader.service import LeaderService
 from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
 from eddl.leader.servicers.upload import draining, read_body, read_failure, read_head
 from eddl.leader.views import TaskOut
-from eddl.net import encode_tensors, params_nbytes
-from eddl.net.chunks import MAX_CHUNK_BYTES
+from eddl.net import params_nbytes
+from eddl.net.chunks import MAX_CHUNK_BYTES, EncodedModels
 from eddl.net.tensors import tensor_from_array
 from eddl.profiler.convert import link_from_proto
 from eddl.profiler.profiles import LinkEstimate
@@ -54,6 +54,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self.config = config
         self.leaders: list[str] = list(config.leaders)
         self.max_update = config.max_update_bytes
+        self._encoded = EncodedModels()  # the wire form of the versions pulled last
 
     @property
     def term(self) -> int:
@@ -255,7 +256,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     total_bytes=params_nbytes(snap.params),
                 )
             )
-            for piece in encode_tensors(snap.params, chunk):
+            for piece in self._encoded.chunks(env.job_id, snap.version, snap.params, chunk):
                 yield cluster_pb2.ModelChunk(chunk=piece)
 
         async for item in guarded_stream(context, stream):

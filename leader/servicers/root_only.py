@@ -8,13 +8,14 @@ Health, reflection and Probe stay answered: they say nothing about the cluster's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
 
 from eddl.leader.ports import Leadership
 from eddl.log import get_logger
+from eddl.net.handlers import relay, wrap_shapes
 from eddl.net.redirect import not_leader_metadata
 
 __all__ = ["RootOnly"]
@@ -24,6 +25,9 @@ _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHand
 
 
 class RootOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each Cluster and Admin handler once; whether this leader is the root is asked at
+    every call (the handlers are built once per method, see :mod:`eddl.net.server`)."""
+
     def __init__(self, leadership: Leadership, services: Collection[str]) -> None:
         self._leadership = leadership
         self._services = frozenset(services)
@@ -34,26 +38,43 @@ class RootOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         method = str(details.method)
         service = method.split("/")[1] if method.count("/") == 2 else ""
-        if handler is None or service not in self._services or self._leadership.is_root():
+        if handler is None or service not in self._services:
             return handler
-        hint = self._leadership.root_hint()
-
-        async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
-            log.info("request refused", reason="not-leader", method=method, hint=hint)
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"this leader is not the root; the root is {hint or 'unknown'}",
-                trailing_metadata=not_leader_metadata(hint),
-            )
-
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
-        return make(
-            refuse,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        changes = wrap_shapes(
+            handler,
+            method,
+            {
+                "unary_unary": self._unary,
+                "stream_unary": self._unary,
+                "unary_stream": self._streaming,
+                "stream_stream": self._streaming,
+            },
         )
+        return handler._replace(**changes)
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Refuse the call (before any request is read) unless this leader is the root."""
+        if self._leadership.is_root():
+            return
+        hint = self._leadership.root_hint()
+        log.info("request refused", reason="not-leader", method=method, hint=hint)
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"this leader is not the root; the root is {hint or 'unknown'}",
+            trailing_metadata=not_leader_metadata(hint),
+        )
+
+    def _unary(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._admit(method, context)
+            return await inner(request, context)
+
+        return behaviour
+
+    def _streaming(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._admit(method, context)
+            async for item in relay(inner(request, context)):
+                yield item
+
+        return behaviour

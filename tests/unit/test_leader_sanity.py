@@ -35,6 +35,24 @@ def test_integer_models_do_not_overflow() -> None:
     assert update_ratio(big, base) == pytest.approx(3.0)  # |-2^31 - 2^30| / 2^30
 
 
+def test_huge_finite_float32_values_are_far_not_infinite() -> None:
+    # float32 overflows on (3e38 - -3e38)^2; the ratio is decided again in float64.
+    base = {"w": np.array([-3e38, 1.0], np.float32)}
+    ratio = update_ratio({"w": np.array([3e38, 1.0], np.float32)}, base)
+    assert math.isfinite(ratio) and ratio == pytest.approx(2.0)
+    why = UpdateSanity().problem({"w": np.full(2, 3e38, np.float32)}, {"w": np.ones(2, np.float32)})
+    assert why is not None and "times the model's norm" in why
+
+
+def test_float32_ratio_matches_float64() -> None:
+    rng = np.random.default_rng(3)
+    base = {"W": rng.standard_normal((64, 32)).astype(np.float32), "b": np.ones(32, np.float32)}
+    update = {k: v + rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+    d = sum(float(np.sum((update[k].astype(np.float64) - base[k]) ** 2)) for k in base)
+    n = sum(float(np.sum(base[k].astype(np.float64) ** 2)) for k in base)
+    assert update_ratio(update, base) == pytest.approx(math.sqrt(d / n), rel=1e-5)
+
+
 def test_refusals_in_a_row_quarantine_and_an_accept_resets_the_run() -> None:
     sanity = UpdateSanity(max_update_ratio=10.0, quarantine_after=3)
     assert sanity.problem({"w": np.ones(2)}, {"w": np.ones(2)}) is None
