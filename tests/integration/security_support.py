@@ -58,9 +58,15 @@ def authority(daemon: LeaderDaemon) -> Authority:
     return daemon.security.authority
 
 
-def identity(auth: Authority, node_id: str, role: str, lifetime_s: float | None = None) -> Identity:
+def identity(
+    auth: Authority,
+    node_id: str,
+    role: str,
+    lifetime_s: float | None = None,
+    hosts: tuple[str, ...] = (),
+) -> Identity:
     key = pki.new_key()
-    issued = auth.issue(pki.make_csr(key, node_id), role, lifetime_s=lifetime_s)
+    issued = auth.issue(pki.make_csr(key, node_id, hosts), role, lifetime_s=lifetime_s)
     return Identity(pki.key_pem(key), issued.cert_pem, auth.ca_pem)
 
 
