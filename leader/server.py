@@ -117,6 +117,7 @@ class LeaderDaemon:
                     min_replicas=cfg.min_replicas,
                 ),
                 self._store,
+                security.authority,
             )
             leadership = ha.leadership
             store = ha.replicating_store()

@@ -9,9 +9,10 @@ file changed (one ``stat`` per call, no timer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,12 @@ from cryptography import x509
 
 from eddl.security import pki
 from eddl.security.files import locked, read_json, write_private
+from eddl.security.ledger import NODE_ROLES, Ledger, merge
 from eddl.security.seal import Sealed, SealError, open_secret
 from eddl.security.tokens import JoinToken, TokenError, TokenStore
 
 __all__ = ["NODE_ROLES", "Authority", "EnrolError", "Issued"]
 
-NODE_ROLES = ("worker", "gateway", "admin", "leader")
 DEFAULT_LIFETIME_S = 24 * 3600.0
 MIN_LIFETIME_S = 2.0
 MAX_LIFETIME_S = 365 * 24 * 3600.0
@@ -66,6 +67,8 @@ class Authority:
         self.tokens = TokenStore(self.dir / "tokens.json", clock=clock)
         self._revoked: frozenset[int] = frozenset()
         self._revoked_stamp: tuple[int, int] | None = None
+        # Hears each change of the ledger, from whichever thread made it.
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- issuing ---------------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class Authority:
             role = self.tokens.consume(token)
         except (TokenError, pki.PkiError) as exc:
             raise EnrolError(str(exc)) from exc
-        return self.issue(csr_pem, role)
+        return self.issue(csr_pem, role)  # issue() reports the spent token with the new serial
 
     def renew(self, csr_pem: bytes, current: pki.CertInfo) -> Issued:
         """A fresh certificate for the caller's own node id and role (the caller's certificate
@@ -138,6 +141,8 @@ class Authority:
                 revoked[s] = issued[str(s)]["not_after"]
             live = {str(s): t for s, t in revoked.items() if float(t) > now}
             write_private(self.dir / "revoked.json", json.dumps(live).encode())
+        if serials:
+            self.on_change()
         return serials
 
     def is_revoked(self, serial: int) -> bool:
@@ -150,7 +155,35 @@ class Authority:
         if stamp != self._revoked_stamp:
             self._revoked = frozenset(int(s) for s in read_json(path, {}))
             self._revoked_stamp = stamp
+            self.on_change()  # e.g. `eddl node revoke` on this host
         return serial in self._revoked
+
+    # -- the ledger leader candidates share --------------------------------------------------
+
+    def ledger(self) -> Ledger:
+        with self._ledger_locked():
+            return self._read_ledger()
+
+    def merge(self, theirs: Ledger) -> None:
+        """Take in another candidate's ledger: its revocations and spent tokens hold here."""
+        with self._ledger_locked():
+            both = merge(self._read_ledger(), theirs, self._clock())
+            for name, table in zip(("issued.json", "revoked.json"), both.files(), strict=False):
+                write_private(self.dir / name, json.dumps(table).encode())
+            write_private(self.tokens.path, json.dumps(both.files()[2], sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def _ledger_locked(self) -> Iterator[None]:
+        issued, revoked = self.dir / "issued.json", self.dir / "revoked.json"
+        with locked(issued), locked(revoked), locked(self.tokens.path):
+            yield
+
+    def _read_ledger(self) -> Ledger:
+        return Ledger.from_files(
+            read_json(self.dir / "issued.json", {}),
+            read_json(self.dir / "revoked.json", {}),
+            read_json(self.tokens.path, {}),
+        )
 
     def _record(self, info: pki.CertInfo) -> None:
         now = self._clock()
@@ -163,6 +196,7 @@ class Authority:
                 "not_after": info.not_after,
             }
             write_private(self.dir / "issued.json", json.dumps(issued).encode())
+        self.on_change()
 
 
 def _csr_cn(csr_pem: bytes) -> str:

@@ -35,16 +35,16 @@ TOKEN = "security-test-token"
 
 @contextlib.asynccontextmanager
 async def leader(tmp: Path, security: str = "mtls", **extra: Any) -> AsyncIterator[LeaderDaemon]:
-    config = LeaderConfig(
-        bind="127.0.0.1:0",
-        state_dir=tmp / "leader",
-        join_token=TOKEN,
-        security=security,
-        leader_id="leader-1",
-        heartbeat_interval_s=5.0,
-        grace_s=0.2,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "bind": "127.0.0.1:0",
+        "state_dir": tmp / "leader",
+        "join_token": TOKEN,
+        "security": security,
+        "leader_id": "leader-1",
+        "heartbeat_interval_s": 5.0,
+        "grace_s": 0.2,
+    }
+    config = LeaderConfig(**{**fields, **extra})
     daemon = LeaderDaemon(config)
     await daemon.start()
     try:
