@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from eddl.security import pki
 from eddl.security.files import locked, read_json, write_private
 from eddl.security.ledger import NODE_ROLES, Ledger, merge
@@ -108,7 +106,7 @@ class Authority:
             if token.ca_hash != self.ca_hash:
                 raise TokenError("the token was made for another cluster CA")
             # Check the CSR before spending the token on it.
-            pki.check_node_id(_csr_cn(csr_pem))
+            pki.check_csr(csr_pem)
             role = self.tokens.consume(token)
         except (TokenError, pki.PkiError) as exc:
             raise EnrolError(str(exc)) from exc
@@ -197,16 +195,3 @@ class Authority:
             }
             write_private(self.dir / "issued.json", json.dumps(issued).encode())
         self.on_change()
-
-
-def _csr_cn(csr_pem: bytes) -> str:
-    if len(csr_pem) > pki.MAX_PEM_BYTES:
-        raise pki.PkiError("CSR too large")
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise pki.PkiError("not a PEM CSR") from exc
-    cns = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    if len(cns) != 1:
-        raise pki.PkiError("the CSR must name exactly one node (common name)")
-    return str(cns[0].value)

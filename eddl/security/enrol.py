@@ -23,7 +23,7 @@ from eddl.net.channel import open_channel
 from eddl.proto.v1 import security_pb2, security_pb2_grpc
 from eddl.security import pki
 from eddl.security.seal import seal_secret
-from eddl.security.tls import Identity, channel_credentials
+from eddl.security.tls import Identity, leader_channel
 from eddl.security.tokens import JoinToken
 
 __all__ = ["EnrolmentError", "Renewer", "enrol", "renew"]
@@ -90,7 +90,7 @@ async def renew(address: str, identity: Identity) -> Identity:
     key = pki.new_key()
     csr = pki.make_csr(key, info.node_id, _hosts(identity))
     try:
-        async with open_channel(address, credentials=channel_credentials(identity)) as channel:
+        async with leader_channel(address, identity) as channel:
             stub = security_pb2_grpc.SecurityStub(channel)
             reply = await stub.Renew(security_pb2.RenewRequest(csr_pem=csr), timeout=RPC_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
@@ -109,7 +109,10 @@ def _hosts(identity: Identity) -> tuple[str, ...]:
         return ()
     names = [*sans.get_values_for_type(x509.DNSName)]
     names += [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-    return tuple(n for n in names if n != identity.info.node_id)
+    # A leader's role names are the CA's to add again, not the CSR's to ask for.
+    return tuple(
+        n for n in names if n != identity.info.node_id and not n.startswith(pki.LEADER_PREFIX)
+    )
 
 
 class Renewer:
