@@ -41,6 +41,7 @@ from eddl.leader.servicers.peer import PeerServicer
 from eddl.leader.standby import ReplicaAck, Standby
 from eddl.log import get_logger
 from eddl.security.authority import Authority
+from eddl.security.ledger import LedgerError
 
 __all__ = ["HaConfig", "HaNode", "PromotionGate"]
 
@@ -197,8 +198,8 @@ class HaNode:
 
     def _ledger_changed(self) -> None:
         """The CA's ledger changed here, on any thread: a root replicates it. A thread that
-        changed it (an enrolment, a renewal) waits, bounded, until the standbys hold it; the
-        event loop (a revocation list seen changed by a call's check) never waits."""
+        changed it (an enrolment, a renewal) reads it and waits, bounded, until the standbys
+        hold it; the event loop (a revocation list seen changed by a call's check) never waits."""
         loop = self._loop
         if loop is None or not self.leadership.state().is_root:
             return
@@ -211,7 +212,12 @@ class HaNode:
             self._tasks.append(task)
             task.add_done_callback(self._tasks.remove)
             return
-        future = asyncio.run_coroutine_threadsafe(self._replicate_ledger(), loop)
+        try:
+            ops = self._ledger_ops()
+        except (LedgerError, OSError) as exc:
+            log.error("the CA ledger cannot be read for the standbys", error=str(exc)[:200])
+            return
+        future = asyncio.run_coroutine_threadsafe(self.replicator.replicate(ops), loop)
         try:
             future.result(timeout=self.config.replication_timeout_s * 2 + 1)
         except TimeoutError:
@@ -219,7 +225,11 @@ class HaNode:
             log.warning("the CA ledger did not reach the standbys in time")
 
     async def _replicate_ledger(self) -> None:
-        ops = await asyncio.to_thread(self._ledger_ops)
+        try:
+            ops = await asyncio.to_thread(self._ledger_ops)
+        except (LedgerError, OSError) as exc:
+            log.error("the CA ledger cannot be read for the standbys", error=str(exc)[:200])
+            return
         await self.replicator.replicate(ops)
 
     async def _applied(self, ack: ReplicaAck) -> None:

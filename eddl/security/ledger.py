@@ -24,7 +24,7 @@ __all__ = ["NODE_ROLES", "IssuedCert", "Ledger", "LedgerError", "TokenRecord", "
 
 NODE_ROLES = ("worker", "gateway", "admin", "leader")
 
-MAX_ENTRIES = 100_000  # per table
+MAX_ENTRIES = 50_000  # per table: ~5.5 MB of JSON at most, within a state file's bound
 _SERIAL_MAX = 1 << 160  # RFC 5280: at most 20 octets
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TOKEN_ID = re.compile(r"[0-9a-f]{12}")

@@ -50,7 +50,7 @@ def test_merging_is_a_union_where_uses_only_go_down_and_expired_entries_drop() -
         {"tokens": {"0123456789ab": {"secret_sha256": "x", "role": "worker"}}},
         {"tokens": {"0123456789ab": {**_token(1).__dict__, "uses_left": -1}}},
         {"tokens": {"0123456789ab": {**_token(1).__dict__, "role": "leader"}}},
-        {"revoked": {str(i): NOW for i in range(100_001)}},
+        {"revoked": {str(i): NOW for i in range(50_001)}},
     ],
 )
 def test_a_malformed_or_unbounded_ledger_is_refused(raw: dict[str, Any]) -> None:
