@@ -18,7 +18,7 @@ from eddl.log import get_logger
 from eddl.net.channel import open_channel
 from eddl.security import pki
 from eddl.security.authz import Authorizer, CertificateAuth
-from eddl.security.enrol import EnrolmentError, enrol
+from eddl.security.enrol import EnrolmentError, bootstrap_address, enrol
 from eddl.security.sessions import SessionClient
 from eddl.security.tls import Identity, leader_channel, server_credentials
 from eddl.security.tokens import JoinToken
@@ -60,12 +60,6 @@ class NodeSecurity:
         if self.identity is None:
             return []
         return [Authorizer(CertificateAuth(lambda _serial: False))]
-
-
-def bootstrap_address(leader: str) -> str:
-    """The default bootstrap port of a leader: its main port + 1."""
-    host, _, port = leader.rpartition(":")
-    return f"{host}:{int(port) + 1}"
 
 
 async def prepare(

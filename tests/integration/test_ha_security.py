@@ -4,6 +4,7 @@ gRPC on loopback. What the root revoked or spent, the promoted candidate refuses
 from __future__ import annotations
 
 import contextlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,10 @@ import grpc
 import pytest
 
 from eddl.leader.server import LeaderDaemon
+from eddl.net import open_channel
+from eddl.net.redirect import not_leader
+from eddl.proto.v1.security_pb2 import GetCARequest
+from eddl.proto.v1.security_pb2_grpc import SecurityStub
 from eddl.security.authority import Authority
 from eddl.security.enrol import EnrolmentError, enrol
 from eddl.security.node import NodeSecurity
@@ -23,12 +28,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 PING = OTHER[0]
 
 
+def port_pair() -> int:
+    """A free port whose successor is free too: the bootstrap port is the main port + 1."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port + 1))
+            return port
+    raise RuntimeError("no two free consecutive ports")
+
+
 def candidate(tmp: Path, etcd: EtcdMember, name: str) -> Any:
-    """A leader candidate (state in ``tmp/name/leader``), with its bootstrap port on port 0."""
-    address = f"127.0.0.1:{free_port()}"
+    """A leader candidate (state in ``tmp/name/leader``), its bootstrap port the next one."""
+    address = f"127.0.0.1:{port_pair()}"
     return leader(
         tmp / name, bind=address, advertise=address, coordinator=etcd.coordinator,
-        leader_id=name, lease_ttl_s=3, bootstrap_bind="127.0.0.1:0",
+        leader_id=name, lease_ttl_s=6,  # a loaded machine must not cost the root its lease
     )  # fmt: skip
 
 
@@ -68,7 +83,13 @@ async def test_a_promoted_candidate_refuses_what_the_old_root_revoked_or_spent(
 
         spent, fresh, other = (host_a.new_token("worker") for _ in range(3))
         w1 = await enrol(bootstrap(a), str(spent), "w1")
-        w2 = await enrol(bootstrap(a), str(other), "w2")
+        # A standby neither enrols nor renews: it names the root, and the node enrols there.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await SecurityStub(open_channel(bootstrap(b))).GetCA(GetCARequest(), timeout=10)
+        moved = not_leader(refused.value)
+        assert moved is not None and moved.hint == a.server.address
+        w2 = await enrol(bootstrap(b), str(other), "w2")
+        assert authority_of(a).ledger().tokens[other.token_id].uses_left == 0
         # The enrolment answered only once b held the spent token and the new serials.
         b_ledger = authority_of(b).ledger()
         assert b_ledger.tokens[spent.token_id].uses_left == 0
