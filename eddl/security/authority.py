@@ -165,10 +165,10 @@ class Authority:
     def merge(self, theirs: Ledger) -> None:
         """Take in another candidate's ledger: its revocations and spent tokens hold here."""
         with self._ledger_locked():
-            both = merge(self._read_ledger(), theirs, self._clock())
-            for name, table in zip(("issued.json", "revoked.json"), both.files(), strict=False):
-                write_private(self.dir / name, json.dumps(table).encode())
-            write_private(self.tokens.path, json.dumps(both.files()[2], sort_keys=True).encode())
+            issued, revoked, tokens = merge(self._read_ledger(), theirs, self._clock()).files()
+            write_private(self.dir / "issued.json", json.dumps(issued).encode())
+            write_private(self.dir / "revoked.json", json.dumps(revoked).encode())
+            write_private(self.tokens.path, json.dumps(tokens, sort_keys=True).encode())
 
     @contextlib.contextmanager
     def _ledger_locked(self) -> Iterator[None]:
