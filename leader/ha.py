@@ -10,7 +10,11 @@ It ties the pieces together for :class:`~eddl.leader.server.LeaderDaemon`:
 * the root side: a :class:`~eddl.leader.replication.ReplicatingStore` for the coordinator,
   whose standbys are the other live candidates, and which records each committed version and
   its holders in etcd (only holders of the newest committed version may stand);
-* the candidate's bandwidth score: the profiler's probe of the other candidates.
+* the candidate's bandwidth score: the profiler's probe of the other candidates;
+* with mTLS, the cluster CA's ledger (issued and revoked serials, join tokens): the root sends
+  it in every snapshot and whenever it changes (an enrolment or renewal waits, bounded, until
+  the standbys hold it), and a standby merges it, so a promoted candidate refuses what the old
+  root revoked or spent.
 
 A root that steps down stops (``stepped_down``); its supervisor starts it again as a standby,
 which then catches up from the new root with a snapshot.
@@ -31,11 +35,13 @@ from eddl.leader.checkpoint import CheckpointStore
 from eddl.leader.election import Candidate, ElectionConfig, ElectionEvent, EtcdLeadership
 from eddl.leader.etcd import EtcdClient, EtcdError, parse_coordinator
 from eddl.leader.ports import Leadership, LeadershipState
-from eddl.leader.replica import snapshot
+from eddl.leader.replica import Op, PkiOp, snapshot
 from eddl.leader.replication import ReplicatingStore, Replicator
 from eddl.leader.servicers.peer import PeerServicer
 from eddl.leader.standby import ReplicaAck, Standby
 from eddl.log import get_logger
+from eddl.security.authority import Authority
+from eddl.security.ledger import LedgerError
 
 __all__ = ["HaConfig", "HaNode", "PromotionGate"]
 
@@ -76,8 +82,12 @@ class PromotionGate(Leadership):
 
 
 class HaNode:
-    def __init__(self, config: HaConfig, store: CheckpointStore) -> None:
+    def __init__(
+        self, config: HaConfig, store: CheckpointStore, authority: Authority | None = None
+    ) -> None:
         self.config = config
+        self.authority = authority
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.client = EtcdClient(parse_coordinator(config.coordinator))
         self.standby = Standby(store, config.credential)
         self.election = EtcdLeadership(
@@ -96,13 +106,16 @@ class HaNode:
             credentials=config.channel_credentials,
             leader_id=config.node_id,
             term=lambda: self.election.term,
-            snapshot=lambda: snapshot(store),
+            snapshot=lambda: [*snapshot(store), *self._ledger_ops()],
             min_replicas=config.min_replicas,
             timeout_s=config.replication_timeout_s,
         )
         # Once elected, nothing may write into this candidate's store but itself.
         self.standby.is_root = lambda: self.election.state().is_root
         self.peer = PeerServicer(self.standby, on_applied=self._applied)
+        if authority is not None:
+            self.standby.pki = authority.merge
+            authority.on_change = self._ledger_changed
         self._store = store
         self._tasks: list[asyncio.Task[Any]] = []
         self._peers: list[Candidate] = []
@@ -122,6 +135,7 @@ class HaNode:
 
     async def start(self, promote: Callable[[int], Awaitable[None]]) -> None:
         """Campaign; ``promote(term)`` runs once this candidate wins, before it acts as root."""
+        self._loop = asyncio.get_running_loop()
         self.election.on_election(self.events.append)
         self.election.on_peers(self._on_peers)
         promoting: list[int] = []
@@ -178,6 +192,45 @@ class HaNode:
         if figures:
             with contextlib.suppress(EtcdError):
                 await self.election.publish(score=statistics.median(figures))
+
+    def _ledger_ops(self) -> list[Op]:
+        return [] if self.authority is None else [PkiOp(self.authority.ledger())]
+
+    def _ledger_changed(self) -> None:
+        """The CA's ledger changed here, on any thread: a root replicates it. A thread that
+        changed it (an enrolment, a renewal) reads it and waits, bounded, until the standbys
+        hold it; the event loop (a revocation list seen changed by a call's check) never waits."""
+        loop = self._loop
+        if loop is None or not self.leadership.state().is_root:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            task = loop.create_task(self._replicate_ledger())
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks.remove)
+            return
+        try:
+            ops = self._ledger_ops()
+        except (LedgerError, OSError) as exc:
+            log.error("the CA ledger cannot be read for the standbys", error=str(exc)[:200])
+            return
+        future = asyncio.run_coroutine_threadsafe(self.replicator.replicate(ops), loop)
+        try:
+            future.result(timeout=self.config.replication_timeout_s * 2 + 1)
+        except TimeoutError:
+            future.cancel()
+            log.warning("the CA ledger did not reach the standbys in time")
+
+    async def _replicate_ledger(self) -> None:
+        try:
+            ops = await asyncio.to_thread(self._ledger_ops)
+        except (LedgerError, OSError) as exc:
+            log.error("the CA ledger cannot be read for the standbys", error=str(exc)[:200])
+            return
+        await self.replicator.replicate(ops)
 
     async def _applied(self, ack: ReplicaAck) -> None:
         with contextlib.suppress(EtcdError):

@@ -4,7 +4,9 @@ A payload is a list of ops:
 
 * :class:`JobOp` - a job as the root stores it (spec, status, result): created if absent;
 * a :class:`~eddl.leader.checkpoint.WriteBatch` - versions (the model and, in its meta, the
-  ledger and everything a run resumes from), job statuses, events, members.
+  ledger and everything a run resumes from), job statuses, events, members;
+* :class:`PkiOp` - the cluster CA's ledger (issued and revoked serials, join tokens and their
+  remaining uses), which a standby merges into its own (:mod:`eddl.security.ledger`).
 
 :func:`snapshot` gathers a store's whole resumable state (every job, the newest version of
 each, its events, the members) for a standby that is behind. :func:`apply` merges a payload
@@ -33,8 +35,19 @@ from eddl.leader.checkpoint import (
     WriteBatch,
 )
 from eddl.leader.events import Event
+from eddl.security.ledger import Ledger
 
-__all__ = ["JobOp", "Op", "ReplicaError", "apply", "decode", "encode", "newest_version", "snapshot"]
+__all__ = [
+    "JobOp",
+    "Op",
+    "PkiOp",
+    "ReplicaError",
+    "apply",
+    "decode",
+    "encode",
+    "newest_version",
+    "snapshot",
+]
 
 MAX_HEADER = 64 * 1024 * 1024
 
@@ -53,7 +66,12 @@ class JobOp:
     result: Mapping[str, Any]
 
 
-Op = JobOp | WriteBatch
+@dataclass(frozen=True)
+class PkiOp:
+    ledger: Ledger
+
+
+Op = JobOp | WriteBatch | PkiOp
 
 
 def newest_version(ops: Sequence[Op]) -> int:
@@ -81,8 +99,11 @@ def snapshot(store: CheckpointStore) -> list[Op]:
 
 
 def apply(store: CheckpointStore, ops: Sequence[Op]) -> None:
-    """Merge ``ops`` into ``store``; what it already holds is skipped."""
+    """Merge ``ops`` into ``store``; what it already holds is skipped. A :class:`PkiOp` is
+    not the store's: the standby hands it to its authority."""
     for op in ops:
+        if isinstance(op, PkiOp):
+            continue
         if isinstance(op, JobOp):
             known = store.job(op.job_id)
             if known is None:
@@ -138,6 +159,9 @@ def encode(ops: Sequence[Op]) -> bytes:
         if isinstance(op, JobOp):
             header.append({"op": "job", **asdict(op)})
             continue
+        if isinstance(op, PkiOp):
+            header.append({"op": "pki", **op.ledger.to_dict()})
+            continue
         header.append(
             {
                 "op": "batch",
@@ -186,6 +210,8 @@ def _op(raw: dict[str, Any], blob: memoryview) -> Op:
         return JobOp(str(raw["job_id"]), dict(raw["spec"]), str(raw["status"]),
                      float(raw["created_at"]), float(raw["updated_at"]),
                      dict(raw["result"]))  # fmt: skip
+    if kind == "pki":
+        return PkiOp(Ledger.from_dict(raw))
     if kind != "batch":
         raise ReplicaError(f"unknown replica op {kind!r}")
     return WriteBatch(

@@ -35,6 +35,7 @@ from eddl.leader.replica import JobOp, Op, encode, newest_version, snapshot
 from eddl.log import get_logger
 from eddl.net import open_channel
 from eddl.proto.v1 import peer_pb2, peer_pb2_grpc
+from eddl.security.tls import leader_server_name
 
 __all__ = ["ReplicatingStore", "ReplicationResult", "Replicator", "StandbyView"]
 
@@ -92,7 +93,9 @@ class Replicator:
             if address not in wanted:
                 await self._links.pop(address).channel.close()
         for address in sorted(wanted - set(self._links)):
-            channel = open_channel(address, credentials=self.credentials)
+            # mTLS: a standby must show a leader's certificate for its address.
+            name = leader_server_name(address) if self.credentials is not None else ""
+            channel = open_channel(address, credentials=self.credentials, server_name=name)
             self._links[address] = _Link(address, channel, peer_pb2_grpc.PeerStub(channel))
         self.degraded = not self._links or self.degraded
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,13 +92,17 @@ class LeaderSecurity:
     def credentials(self) -> grpc.ServerCredentials | None:
         return None if self.identity is None else server_credentials(self.identity)
 
-    async def start_bootstrap(self) -> None:
-        """Serve GetCA and Enrol (mtls only) on the bootstrap port."""
+    async def start_bootstrap(
+        self, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    ) -> None:
+        """Serve GetCA and Enrol (mtls only) on the bootstrap port, behind ``interceptors``."""
         if self.authority is None:
             return
         cfg = self.config
         bind = cfg.bootstrap_bind or default_bootstrap_bind(cfg.bind)
-        self.bootstrap = await start_bootstrap_server(bind, SecurityServicer(self.authority))
+        self.bootstrap = await start_bootstrap_server(
+            bind, SecurityServicer(self.authority), interceptors
+        )
         if cfg.bootstrap_port_file is not None:
             write_port_file(cfg.bootstrap_port_file, self.bootstrap.port)
 

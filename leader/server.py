@@ -49,6 +49,7 @@ from eddl.proto.v1 import (
     peer_pb2_grpc,
     probe_pb2_grpc,
 )
+from eddl.security.bootstrap import SECURITY_SERVICE_NAME
 
 __all__ = ["TICK_S", "LeaderDaemon"]
 
@@ -117,6 +118,7 @@ class LeaderDaemon:
                     min_replicas=cfg.min_replicas,
                 ),
                 self._store,
+                security.authority,
             )
             leadership = ha.leadership
             store = ha.replicating_store()
@@ -180,11 +182,13 @@ class LeaderDaemon:
             interceptors=[
                 *self.interceptors,
                 *security.interceptors,
-                RootOnly(leadership, SERVICE_NAMES[:2]),
+                # A candidate that is not root neither enrols nor renews: the root's CA ledger
+                # is the one the standbys receive.
+                RootOnly(leadership, (*SERVICE_NAMES[:2], SECURITY_SERVICE_NAME)),
             ],
             credentials=security.credentials,
         )
-        await security.start_bootstrap()
+        await security.start_bootstrap([RootOnly(leadership, (SECURITY_SERVICE_NAME,))])
         if static is not None:
             static.serving_at(server.address)
         if not cluster.leaders:

@@ -5,7 +5,8 @@ one header. A :class:`PayloadAssembler` checks every chunk as it arrives (creden
 agreeing headers, the size bound); :meth:`Standby.accept` then checks the term against the
 highest one this standby has seen, the length and the SHA-256 of the whole payload, decodes
 it, and only then merges it into the store and records the term. Any refusal raises before a
-write, so a bad payload changes nothing. A snapshot (what a new root sends first) replaces the
+write, so a bad payload changes nothing. The cluster CA's ledger in a payload goes to ``pki``
+(the candidate's authority merges it). A snapshot (what a new root sends first) replaces the
 standby's jobs, versions and events: a candidate that was root before may hold versions the
 new root never had, and those must not shadow the new root's versions of the same numbers.
 """
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 from eddl.leader.checkpoint import CheckpointStore, LeadershipRecord
 from eddl.leader.errors import InvalidArgumentError, JoinRefusedError, StaleTermError
-from eddl.leader.replica import ReplicaError, apply, decode, newest_version
+from eddl.leader.replica import PkiOp, ReplicaError, apply, decode, newest_version
+from eddl.security.ledger import Ledger
 
 __all__ = ["Chunk", "PayloadAssembler", "ReplicaAck", "Standby"]
 
@@ -116,6 +118,8 @@ class Standby:
         self.applied_at = 0.0
         # True while this candidate is (or is becoming) root: its store is then its own.
         self.is_root: Callable[[], bool] = lambda: False
+        # Takes in the root's CA ledger (mtls candidates: their authority's merge).
+        self.pki: Callable[[Ledger], None] | None = None
         for job in store.jobs():
             versions = store.versions(job.job_id)
             if versions:
@@ -152,6 +156,9 @@ class Standby:
                 self.store.reset()
                 self.version = 0
             apply(self.store, ops)
+            for op in ops:
+                if isinstance(op, PkiOp) and self.pki is not None:
+                    self.pki(op.ledger)
             self.version = max(self.version, newest_version(ops))
             self.applied_at = time.monotonic()
             return ReplicaAck(head.term, head.seq, self.version)

@@ -30,11 +30,15 @@ def open_channel(
     *,
     credentials: grpc.ChannelCredentials | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    server_name: str = "",
 ) -> grpc.aio.Channel:
     """A channel to ``address`` (host:port): mutual TLS with ``credentials`` (see
-    :mod:`eddl.security.tls`), else plaintext (``--insecure`` daemons and in-process tests)."""
-    options = channel_options(max_message_bytes)
+    :mod:`eddl.security.tls`), else plaintext (``--insecure`` daemons and in-process tests).
+    ``server_name``: the name the server's certificate must carry, instead of the host."""
+    options: list[tuple[str, int | str]] = [*channel_options(max_message_bytes)]
     if credentials is not None:
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         return grpc.aio.secure_channel(
             address, credentials, options=options, interceptors=list(interceptors) or None
         )

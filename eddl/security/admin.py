@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 from eddl.net.channel import open_channel
-from eddl.security.tls import Identity, channel_credentials
+from eddl.security.tls import Identity, leader_channel
 
 __all__ = ["CONFIG_DIR_ENV", "admin_channel", "admin_identity", "config_dir"]
 
@@ -38,4 +38,4 @@ def admin_channel(address: str, identity: Identity | None = None) -> grpc.aio.Ch
     identity = identity or admin_identity()
     if identity is None:
         return open_channel(address)
-    return open_channel(address, credentials=channel_credentials(identity))
+    return leader_channel(address, identity)

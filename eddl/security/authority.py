@@ -9,22 +9,21 @@ file changed (one ``stat`` per call, no timer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from eddl.security import pki
 from eddl.security.files import locked, read_json, write_private
+from eddl.security.ledger import NODE_ROLES, Ledger, merge
 from eddl.security.seal import Sealed, SealError, open_secret
 from eddl.security.tokens import JoinToken, TokenError, TokenStore
 
 __all__ = ["NODE_ROLES", "Authority", "EnrolError", "Issued"]
 
-NODE_ROLES = ("worker", "gateway", "admin", "leader")
 DEFAULT_LIFETIME_S = 24 * 3600.0
 MIN_LIFETIME_S = 2.0
 MAX_LIFETIME_S = 365 * 24 * 3600.0
@@ -66,6 +65,8 @@ class Authority:
         self.tokens = TokenStore(self.dir / "tokens.json", clock=clock)
         self._revoked: frozenset[int] = frozenset()
         self._revoked_stamp: tuple[int, int] | None = None
+        # Hears each change of the ledger, from whichever thread made it.
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- issuing ---------------------------------------------------------------------------
 
@@ -105,11 +106,11 @@ class Authority:
             if token.ca_hash != self.ca_hash:
                 raise TokenError("the token was made for another cluster CA")
             # Check the CSR before spending the token on it.
-            pki.check_node_id(_csr_cn(csr_pem))
+            pki.check_csr(csr_pem)
             role = self.tokens.consume(token)
         except (TokenError, pki.PkiError) as exc:
             raise EnrolError(str(exc)) from exc
-        return self.issue(csr_pem, role)
+        return self.issue(csr_pem, role)  # issue() reports the spent token with the new serial
 
     def renew(self, csr_pem: bytes, current: pki.CertInfo) -> Issued:
         """A fresh certificate for the caller's own node id and role (the caller's certificate
@@ -138,6 +139,8 @@ class Authority:
                 revoked[s] = issued[str(s)]["not_after"]
             live = {str(s): t for s, t in revoked.items() if float(t) > now}
             write_private(self.dir / "revoked.json", json.dumps(live).encode())
+        if serials:
+            self.on_change()
         return serials
 
     def is_revoked(self, serial: int) -> bool:
@@ -150,7 +153,35 @@ class Authority:
         if stamp != self._revoked_stamp:
             self._revoked = frozenset(int(s) for s in read_json(path, {}))
             self._revoked_stamp = stamp
+            self.on_change()  # e.g. `eddl node revoke` on this host
         return serial in self._revoked
+
+    # -- the ledger leader candidates share --------------------------------------------------
+
+    def ledger(self) -> Ledger:
+        with self._ledger_locked():
+            return self._read_ledger()
+
+    def merge(self, theirs: Ledger) -> None:
+        """Take in another candidate's ledger: its revocations and spent tokens hold here."""
+        with self._ledger_locked():
+            issued, revoked, tokens = merge(self._read_ledger(), theirs, self._clock()).files()
+            write_private(self.dir / "issued.json", json.dumps(issued).encode())
+            write_private(self.dir / "revoked.json", json.dumps(revoked).encode())
+            write_private(self.tokens.path, json.dumps(tokens, sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def _ledger_locked(self) -> Iterator[None]:
+        issued, revoked = self.dir / "issued.json", self.dir / "revoked.json"
+        with locked(issued), locked(revoked), locked(self.tokens.path):
+            yield
+
+    def _read_ledger(self) -> Ledger:
+        return Ledger.from_files(
+            read_json(self.dir / "issued.json", {}),
+            read_json(self.dir / "revoked.json", {}),
+            read_json(self.tokens.path, {}),
+        )
 
     def _record(self, info: pki.CertInfo) -> None:
         now = self._clock()
@@ -163,16 +194,4 @@ class Authority:
                 "not_after": info.not_after,
             }
             write_private(self.dir / "issued.json", json.dumps(issued).encode())
-
-
-def _csr_cn(csr_pem: bytes) -> str:
-    if len(csr_pem) > pki.MAX_PEM_BYTES:
-        raise pki.PkiError("CSR too large")
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise pki.PkiError("not a PEM CSR") from exc
-    cns = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    if len(cns) != 1:
-        raise pki.PkiError("the CSR must name exactly one node (common name)")
-    return str(cns[0].value)
+        self.on_change()

@@ -7,6 +7,7 @@ typed errors to status codes (a refused enrolment is ``UNAUTHENTICATED`` with on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 
@@ -63,10 +64,16 @@ class SecurityServicer(security_pb2_grpc.SecurityServicer):
         return security_pb2.RenewReply(cert_pem=issued.cert_pem)
 
 
-async def start_bootstrap_server(bind: str, servicer: SecurityServicer) -> RunningServer:
-    """The plaintext bootstrap port: only GetCA and Enrol answer there (Renew needs mTLS)."""
+async def start_bootstrap_server(
+    bind: str,
+    servicer: SecurityServicer,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """The plaintext bootstrap port: only GetCA and Enrol answer there (Renew needs mTLS).
+    ``interceptors``: a leader candidate's refusal while it is not the root."""
     return await start_server(
         bind,
         [(security_pb2_grpc.add_SecurityServicer_to_server, servicer)],
         [SECURITY_SERVICE_NAME],
+        interceptors=interceptors,
     )

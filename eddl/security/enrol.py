@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from eddl.log import get_logger
 from eddl.net.channel import open_channel
+from eddl.net.redirect import not_leader
 from eddl.proto.v1 import security_pb2, security_pb2_grpc
 from eddl.security import pki
 from eddl.security.seal import seal_secret
-from eddl.security.tls import Identity, channel_credentials
+from eddl.security.tls import Identity, leader_channel
 from eddl.security.tokens import JoinToken
 
 __all__ = ["EnrolmentError", "Renewer", "enrol", "renew"]
@@ -49,8 +50,35 @@ def _check_issued(
         raise EnrolmentError("the certificate returned is not for this node's key and id")
 
 
+def bootstrap_address(leader: str) -> str:
+    """The default bootstrap port of a leader: its main port + 1."""
+    host, _, port = leader.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
 async def enrol(
     bootstrap: str, token_text: str, node_id: str, hosts: tuple[str, ...] = ()
+) -> Identity:
+    """Enrol at ``bootstrap``; a leader candidate that is not the root names the root, whose
+    bootstrap port (its main port + 1) is then asked once."""
+    try:
+        return await _enrol_at(bootstrap, token_text, node_id, hosts)
+    except _Redirected as moved:
+        try:
+            return await _enrol_at(bootstrap_address(moved.hint), token_text, node_id, hosts)
+        except _Redirected as again:
+            raise EnrolmentError(
+                f"{moved.hint} is not the root either (it names {again.hint})"
+            ) from again
+
+
+class _Redirected(Exception):
+    def __init__(self, hint: str) -> None:
+        self.hint = hint
+
+
+async def _enrol_at(
+    bootstrap: str, token_text: str, node_id: str, hosts: tuple[str, ...]
 ) -> Identity:
     token = JoinToken.parse(token_text)
     key = pki.new_key()
@@ -79,6 +107,9 @@ async def enrol(
                 timeout=RPC_TIMEOUT_S,
             )
     except grpc.aio.AioRpcError as exc:
+        moved = not_leader(exc, bootstrap)
+        if moved is not None and moved.hint:
+            raise _Redirected(moved.hint) from exc
         raise EnrolmentError(f"enrolment at {bootstrap} failed: {exc.details()}") from exc
     ca_pem = pki.cert_pem(ca)
     _check_issued(reply.cert_pem, ca_pem, key, node_id)
@@ -90,7 +121,7 @@ async def renew(address: str, identity: Identity) -> Identity:
     key = pki.new_key()
     csr = pki.make_csr(key, info.node_id, _hosts(identity))
     try:
-        async with open_channel(address, credentials=channel_credentials(identity)) as channel:
+        async with leader_channel(address, identity) as channel:
             stub = security_pb2_grpc.SecurityStub(channel)
             reply = await stub.Renew(security_pb2.RenewRequest(csr_pem=csr), timeout=RPC_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
@@ -109,7 +140,10 @@ def _hosts(identity: Identity) -> tuple[str, ...]:
         return ()
     names = [*sans.get_values_for_type(x509.DNSName)]
     names += [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-    return tuple(n for n in names if n != identity.info.node_id)
+    # A leader's role names are the CA's to add again, not the CSR's to ask for.
+    return tuple(
+        n for n in names if n != identity.info.node_id and not n.startswith(pki.LEADER_PREFIX)
+    )
 
 
 class Renewer:

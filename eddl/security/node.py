@@ -18,9 +18,9 @@ from eddl.log import get_logger
 from eddl.net.channel import open_channel
 from eddl.security import pki
 from eddl.security.authz import Authorizer, CertificateAuth
-from eddl.security.enrol import EnrolmentError, enrol
+from eddl.security.enrol import EnrolmentError, bootstrap_address, enrol
 from eddl.security.sessions import SessionClient
-from eddl.security.tls import Identity, channel_credentials, server_credentials
+from eddl.security.tls import Identity, leader_channel, server_credentials
 from eddl.security.tokens import JoinToken
 
 __all__ = ["MODES", "NodeSecurity", "bootstrap_address", "prepare"]
@@ -46,8 +46,8 @@ class NodeSecurity:
         self.generation += 1
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        if self.identity is not None:
-            return open_channel(address, credentials=channel_credentials(self.identity))
+        if self.identity is not None:  # a node's channels lead to its leader
+            return leader_channel(address, self.identity)
         if self._sessions is not None:
             return open_channel(address, interceptors=self._sessions.interceptors())
         return open_channel(address)
@@ -60,12 +60,6 @@ class NodeSecurity:
         if self.identity is None:
             return []
         return [Authorizer(CertificateAuth(lambda _serial: False))]
-
-
-def bootstrap_address(leader: str) -> str:
-    """The default bootstrap port of a leader: its main port + 1."""
-    host, _, port = leader.rpartition(":")
-    return f"{host}:{int(port) + 1}"
 
 
 async def prepare(

@@ -3,6 +3,11 @@
 Every key is EC P-256. A node's certificate names the node in its common name and its role in
 its organizational unit; it is short-lived and signed by the cluster CA. The CA's identity in a
 join token is the SHA-256 of its public key (SubjectPublicKeyInfo, DER), as kubeadm pins it.
+
+A leader's certificate also names each of its hosts as ``eddl-leader.<host>``: the CA adds
+those names for the ``leader`` role only and refuses a CSR asking for one, so a client that
+checks the server name ``eddl-leader.<host it dialled>`` (:func:`leader_name`) accepts only a
+leader at that address: the TLS name check is the server's role check.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "LEADER_PREFIX",
     "CertInfo",
     "PkiError",
     "ca_hash",
     "cert_info",
     "cert_pem",
+    "check_csr",
     "check_node_id",
     "create_ca",
     "key_pem",
+    "leader_name",
     "load_cert",
     "load_key",
     "make_csr",
@@ -38,6 +46,7 @@ MAX_PEM_BYTES = 16 * 1024
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 MAX_SANS = 16
+LEADER_PREFIX = "eddl-leader."
 
 
 class PkiError(ValueError):
@@ -149,6 +158,11 @@ def _san(name: str) -> x509.GeneralName:
     return x509.DNSName(name)
 
 
+def leader_name(host: str) -> str:
+    """The name a leader's certificate carries for ``host`` (a name or an address)."""
+    return LEADER_PREFIX + host
+
+
 def make_csr(key: ec.EllipticCurvePrivateKey, node_id: str, hosts: tuple[str, ...] = ()) -> bytes:
     """A CSR naming ``node_id``, asking for ``hosts`` (names or addresses) as SANs."""
     check_node_id(node_id)
@@ -172,21 +186,19 @@ def _csr_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     ]
     if len(names) > MAX_SANS:
         raise PkiError(f"at most {MAX_SANS} subject alternative names")
+    if any(isinstance(n, x509.DNSName) and n.value.startswith(LEADER_PREFIX) for n in names):
+        raise PkiError(f"names starting {LEADER_PREFIX!r} are the CA's to give (leaders only)")
     return names
 
 
-def sign_csr(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
+def check_csr(csr_pem: bytes) -> str:
+    """The node id of a CSR the CA would sign (else :class:`PkiError`)."""
+    return _checked_csr(csr_pem)[1]
+
+
+def _checked_csr(
     csr_pem: bytes,
-    *,
-    role: str,
-    lifetime_s: float,
-    node_id: str | None = None,
-    now: dt.datetime | None = None,
-) -> x509.Certificate:
-    """Sign a node's CSR: CN = the node id (the CSR's, or ``node_id`` which it must equal),
-    OU = ``role``, SANs = the node id plus the hosts the CSR asks for."""
+) -> tuple[x509.CertificateSigningRequest, str, list[x509.GeneralName]]:
     if len(csr_pem) > MAX_PEM_BYTES:
         raise PkiError("CSR too large")
     try:
@@ -201,11 +213,30 @@ def sign_csr(
     cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(cns) != 1:
         raise PkiError("the CSR must name exactly one node (common name)")
-    cn = check_node_id(str(cns[0].value))
+    return csr, check_node_id(str(cns[0].value)), _csr_names(csr)
+
+
+def sign_csr(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    csr_pem: bytes,
+    *,
+    role: str,
+    lifetime_s: float,
+    node_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Sign a node's CSR: CN = the node id (the CSR's, or ``node_id`` which it must equal),
+    OU = ``role``, SANs = the node id plus the hosts the CSR asks for (and, for a leader, each
+    of them as :func:`leader_name`)."""
+    csr, cn, asked = _checked_csr(csr_pem)
     if node_id is not None and cn != node_id:
         raise PkiError("the CSR names another node")
+    public = csr.public_key()
     names: list[x509.GeneralName] = [x509.DNSName(cn)] if _HOST.fullmatch(cn) else []
-    names += [n for n in _csr_names(csr) if n not in names]
+    names += [n for n in asked if n not in names]
+    if role == "leader":
+        names += [x509.DNSName(leader_name(str(n.value))) for n in list(names)]
     now = now or _now()
     # Back-dated a little for clocks slightly behind; little enough that two thirds of the
     # lifetime (when nodes renew) stays in the future.

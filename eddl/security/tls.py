@@ -1,8 +1,9 @@
 """A node's identity on disk (key, certificate, CA) and the gRPC credentials built from it.
 
 Servers require a client certificate signed by the cluster CA (``require_client_auth``);
-clients check the server's certificate against the same CA. A node's directory holds
-``node.key`` (0600), ``node.pem`` and ``ca.pem``.
+clients check the server's certificate against the same CA, and a channel to a leader
+(:func:`leader_channel`) checks that the certificate is a leader's for the host dialled. A
+node's directory holds ``node.key`` (0600), ``node.pem`` and ``ca.pem``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from eddl.net.channel import open_channel
 from eddl.security import pki
 from eddl.security.files import write_private
 
-__all__ = ["Identity", "channel_credentials", "server_credentials"]
+__all__ = [
+    "Identity",
+    "channel_credentials",
+    "leader_channel",
+    "leader_server_name",
+    "server_credentials",
+]
 
 
 @dataclass(frozen=True)
@@ -75,4 +84,20 @@ def channel_credentials(identity: Identity) -> grpc.ChannelCredentials:
         root_certificates=identity.ca_pem,
         private_key=identity.key_pem,
         certificate_chain=identity.cert_pem,
+    )
+
+
+def leader_server_name(address: str) -> str:
+    """The name a leader at ``address`` (host:port) must carry: ``eddl-leader.<host>``."""
+    return pki.leader_name(address.rpartition(":")[0].strip("[]"))
+
+
+def leader_channel(address: str, identity: Identity, **kwargs: Any) -> grpc.aio.Channel:
+    """mTLS to a leader: a server with a worker's, gateway's or admin's certificate is
+    refused in the handshake."""
+    return open_channel(
+        address,
+        credentials=channel_credentials(identity),
+        server_name=leader_server_name(address),
+        **kwargs,
     )

@@ -35,16 +35,16 @@ TOKEN = "security-test-token"
 
 @contextlib.asynccontextmanager
 async def leader(tmp: Path, security: str = "mtls", **extra: Any) -> AsyncIterator[LeaderDaemon]:
-    config = LeaderConfig(
-        bind="127.0.0.1:0",
-        state_dir=tmp / "leader",
-        join_token=TOKEN,
-        security=security,
-        leader_id="leader-1",
-        heartbeat_interval_s=5.0,
-        grace_s=0.2,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "bind": "127.0.0.1:0",
+        "state_dir": tmp / "leader",
+        "join_token": TOKEN,
+        "security": security,
+        "leader_id": "leader-1",
+        "heartbeat_interval_s": 5.0,
+        "grace_s": 0.2,
+    }
+    config = LeaderConfig(**{**fields, **extra})
     daemon = LeaderDaemon(config)
     await daemon.start()
     try:
@@ -58,9 +58,15 @@ def authority(daemon: LeaderDaemon) -> Authority:
     return daemon.security.authority
 
 
-def identity(auth: Authority, node_id: str, role: str, lifetime_s: float | None = None) -> Identity:
+def identity(
+    auth: Authority,
+    node_id: str,
+    role: str,
+    lifetime_s: float | None = None,
+    hosts: tuple[str, ...] = (),
+) -> Identity:
     key = pki.new_key()
-    issued = auth.issue(pki.make_csr(key, node_id), role, lifetime_s=lifetime_s)
+    issued = auth.issue(pki.make_csr(key, node_id, hosts), role, lifetime_s=lifetime_s)
     return Identity(pki.key_pem(key), issued.cert_pem, auth.ca_pem)
 
 

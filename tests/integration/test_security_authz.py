@@ -104,6 +104,22 @@ async def test_a_gateway_speaks_for_its_devices_only(tmp_path: Path) -> None:
                 assert await code_of(rpc, ch, "gwx.mcu0") == DENIED, rpc.name
 
 
+async def test_every_role_reaches_exactly_the_rpcs_the_policy_gives_it(tmp_path: Path) -> None:
+    """The whole table, RPC by RPC and role by role, each caller naming itself."""
+    async with leader(tmp_path) as daemon:
+        assert daemon.server is not None
+        auth = authority(daemon)
+        for role in ("worker", "gateway", "admin", "leader"):
+            me = identity(auth, f"as-{role}", role)
+            async with NodeSecurity("mtls", me).channel(daemon.server.address) as ch:
+                for rpc in EVERY:
+                    code = await code_of(rpc, ch, f"as-{role}")
+                    allowed = role in POLICY[rpc.method]
+                    assert (code not in REFUSED_BY_AUTHZ) == allowed, (role, rpc.name, code)
+                    if not allowed:
+                        assert code == DENIED, (role, rpc.name, code)
+
+
 async def test_expired_and_revoked_certificates_are_refused_on_every_rpc(tmp_path: Path) -> None:
     async with leader(tmp_path) as daemon:
         assert daemon.server is not None
@@ -134,7 +150,8 @@ async def test_insecure_mode_needs_the_session_from_join_on_every_later_call(
         assert daemon.server is not None
         node_calls = CLUSTER[1:]
         async with open_channel(daemon.server.address) as plain:
-            for rpc in node_calls:
+            # Probe too; Security (renewal) is not served without certificates.
+            for rpc in [*node_calls, *(r for r in OTHER if r.method.startswith("/eddl.v1.Probe/"))]:
                 assert await code_of(rpc, plain, "w1") == UNAUTH, rpc.name
             forged = (("eddl-session", "0" * 48),)
             for rpc in node_calls:
