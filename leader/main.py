@@ -12,7 +12,6 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
@@ -57,7 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upstream",
         help="HOST:PORT of this leader's own leader: run as a sub-leader, whose group's work "
-        "comes from there (needs --insecure; default: none, a root or --follow leader)",
+        "comes from there (default: none, a root or --follow leader)",
+    )
+    p.add_argument(
+        "--pki-dir",
+        help="with --upstream: directory of the sub-leader's key and certificate "
+        "(default: STATE_DIR/node)",
+    )
+    p.add_argument(
+        "--enrol-token",
+        help="with --upstream: a join token of role subleader from `eddl token create --role "
+        "subleader`, used once when PKI_DIR has no certificate",
+    )
+    p.add_argument(
+        "--bootstrap",
+        help="with --upstream: HOST:PORT of the upstream leader's bootstrap port "
+        "(default: its port + 1)",
     )
     p.add_argument(
         "--follow",
@@ -207,41 +221,12 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     return daemon.stepped_down
 
 
-def _sub_leader(args: argparse.Namespace) -> int:
-    import socket
-
-    from eddl.leader.subleader import SubLeaderSettings
-    from eddl.leader.subleader_daemon import serve
-
-    configure_logging("json", args.log_level or "info")
-    if args.security != "insecure" or not args.join_token:
-        print("eddl-leader: --upstream needs --insecure and --join-token", file=sys.stderr)
-        return 2
-    settings = SubLeaderSettings(
-        node_id=args.leader_id or socket.gethostname(),
-        join_token=args.join_token,
-        heartbeat_s=args.heartbeat_interval_s or 1.0,
-    )
-    port_file = Path(args.port_file) if args.port_file else None
-    try:
-        asyncio.run(
-            serve(
-                settings,
-                bind=args.bind or "127.0.0.1:0",
-                upstream=args.upstream,
-                port_file=port_file,
-            )
-        )
-    except Exception as exc:
-        get_logger("leader").error("sub-leader failed", error=str(exc))
-        return 1
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.upstream:
-        return _sub_leader(args)
+        from eddl.leader.subleader_daemon import main as sub_leader
+
+        return sub_leader(args)
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)

@@ -24,7 +24,7 @@ from eddl.security.tokens import JoinToken, TokenError, TokenStore
 
 __all__ = ["NODE_ROLES", "Authority", "EnrolError", "Issued"]
 
-NODE_ROLES = ("worker", "gateway", "admin", "leader")
+NODE_ROLES = ("worker", "gateway", "admin", "leader", "subleader")
 DEFAULT_LIFETIME_S = 24 * 3600.0
 MIN_LIFETIME_S = 2.0
 MAX_LIFETIME_S = 365 * 24 * 3600.0

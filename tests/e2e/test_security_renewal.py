@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import Proc, eddl, start_leader, start_worker, wait_for
+from tests.e2e.procs import Proc, eddl, start_leader, start_worker, token, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -34,12 +34,6 @@ def _events(proc: Proc, name: str) -> int:
     return sum(1 for line in proc.lines() if line.get("event") == name)
 
 
-def _token(state: Path, role: str) -> str:
-    done = eddl("token", "create", "--state-dir", str(state), "--role", role, "--ttl", "300")
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_certificates_are_renewed_while_the_daemons_run_and_training_continues(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,10 +53,10 @@ def test_certificates_are_renewed_while_the_daemons_run_and_training_continues(
         for i in range(2):
             extra = [
                 "--pki-dir", str(tmp_path / f"w{i}"), "--bootstrap", bootstrap,
-                "--enrol-token", _token(state, "worker"),
+                "--enrol-token", token(state, "worker"),
             ]  # fmt: skip
             procs.append(start_worker(tmp_path, address, f"w{i}", extra=extra, insecure=False))
-        done = eddl("enrol", _token(state, "admin"), "--leader", address, "--bootstrap", bootstrap)
+        done = eddl("enrol", token(state, "admin"), "--leader", address, "--bootstrap", bootstrap)
         assert done.returncode == 0, done.stderr
         job = tmp_path / "job.toml"
         job.write_text(JOB)
