@@ -1,6 +1,7 @@
 """End to end over mutual TLS: a sub-leader enrolled with a token of role ``subleader`` trains
-its group's share of a job, its members reach it with their worker certificates, and when it is
-killed they return to the root over mTLS; a sub-leader enrolled as a worker is refused at
+its group's share of a job, its members reach it with their worker certificates (two without
+local data fetch their samples through it), and when it is killed they return to the root over
+mTLS; a sub-leader enrolled as a worker is refused at
 start."""
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def test_a_sub_leader_over_mtls_trains_its_group_and_its_members_return_to_the_r
             "--pki-dir", str(tmp_path / node), "--bootstrap", bootstrap,
             "--enrol-token", token(state, "worker"),
         ]  # fmt: skip
+        if node in ("w0", "w1"):  # no local data: samples come through the group
+            extra.append("--no-local-data")
         procs.append(start_worker(tmp_path, leader, node, extra=extra, insecure=False))
     done = eddl("enrol", token(state, "admin"), "--leader", address, "--bootstrap", bootstrap)
     assert done.returncode == 0, done.stderr
@@ -84,6 +87,11 @@ def test_a_sub_leader_over_mtls_trains_its_group_and_its_members_return_to_the_r
 
     # The group trains over mTLS: its members joined the sub-leader, which answers the root.
     wait_for(lambda: len(_events(sub, "upstream task answered")) >= 2, 120, "group answers")
+    # The members without data fetched their samples from the sub-leader, which fetched each
+    # from the root once for both of them.
+    last = _events(sub, "upstream task answered")[-1]
+    served, fetched = int(str(last["samples_served"])), int(str(last["samples_fetched"]))
+    assert 0 < fetched <= served, last
     workers = {p.name: p for p in procs if p.name in members}
     for name, worker in workers.items():
         joined = _events(worker, "joined")
