@@ -132,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"standbys that must hold a version before it is acknowledged "
         f"(default: {d['min_replicas']})",
     )
+    p.add_argument(
+        "--split",
+        choices=("advise", "auto"),
+        help="leader role splitting: advise (log the split policy's decisions) or auto (also "
+        "promote offering sub-leaders, redirect workers to groups, merge them back) "
+        f"(default: {d['split']})",
+    )
+    p.add_argument(
+        "--split-hold",
+        type=float,
+        dest="split_hold_s",
+        help=f"seconds between split decisions, and of a quiet link before a merge "
+        f"(default: {d['split_hold_s']:g})",
+    )
+    p.add_argument(
+        "--split-busy-for",
+        type=float,
+        dest="split_busy_for_s",
+        help=f"seconds the link must stay busy before a split (default: {d['split_busy_for_s']:g})",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -168,12 +188,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "cert_lifetime_s": args.cert_lifetime_s,
         "tls_hosts": args.tls_hosts,
         "token_dir": args.token_dir,
+        "split": args.split,
+        "split_hold_s": args.split_hold_s,
+        "split_busy_for_s": args.split_busy_for_s,
     }
 
 
 async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
+    from eddl.leader.groupedge import GroupEdge, split_edge
     from eddl.leader.server import LeaderDaemon
-    from eddl.leader.splitting import SplitDecision, SplitPolicy
+    from eddl.leader.splitting import SplitConfig, SplitDecision, SplitPolicy
     from eddl.leader.syncmeter import SyncMeter
     from eddl.ops.wiring import LeaderOps
 
@@ -202,8 +226,23 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
 
     mbps = config.link_capacity_mbps
     capacity = mbps * 1e6 / 8 if mbps > 0 else None
-    meter = SyncMeter(SplitPolicy(), advise, capacity_bytes_per_s=capacity)
-    daemon = LeaderDaemon(config, lock=lock, interceptors=[*ops.interceptors, meter])
+    policy = SplitPolicy(SplitConfig(hold=config.split_hold_s, busy_for=config.split_busy_for_s))
+    edges: list[GroupEdge] = []
+
+    def decided(d: SplitDecision) -> None:
+        advise(d)
+        for edge in edges:
+            edge.decided(d)
+
+    meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
+    if config.split == "auto":
+        edges.append(split_edge(config, meter, lambda: holder[0].server))
+    daemon = LeaderDaemon(
+        config,
+        lock=lock,
+        interceptors=[*ops.interceptors, meter],
+        authorized_interceptors=edges,
+    )
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
 

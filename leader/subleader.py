@@ -42,6 +42,7 @@ from eddl.leader.uplink import Uplink, UpstreamJob
 from eddl.leader.upstream import UpstreamSource, UpstreamTask
 from eddl.learn.params import Params
 from eddl.net import REASON_KEY
+from eddl.net.redirect import not_leader
 
 __all__ = ["GroupTask", "SubLeader", "SubLeaderSettings"]
 
@@ -106,6 +107,7 @@ class SubLeader:
         self._changed = asyncio.Event()
         self._job_id = ""
         self.samples = GroupSamples(uplink.fetch_samples)
+        self.home = ""  # set while its leader sends the group's members home (demoted)
         self.answers = 0  # upstream tasks answered
         self.stopped = False
 
@@ -286,8 +288,15 @@ class SubLeader:
     async def _draw(self) -> tuple[UpstreamJob, UpstreamTask] | None:
         """The next upstream task, or ``None`` (none now, or its leader refused or is away)."""
         try:
-            return await self.uplink.next_task(self.settings.upstream_wait_s)
+            drawn = await self.uplink.next_task(self.settings.upstream_wait_s)
         except grpc.aio.AioRpcError as exc:
+            redirect = not_leader(exc)
+            if redirect is not None and redirect.hint:
+                if self.home != redirect.hint:
+                    log.info("group sent home by its leader", home=redirect.hint)
+                self.home = redirect.hint
+                await asyncio.sleep(self.settings.heartbeat_s)
+                return None
             reason = dict(exc.trailing_metadata() or ()).get(REASON_KEY, "")
             log.warning("upstream task refused", code=exc.code().name, reason=reason)
             if reason in ("unknown-node", "stale-term"):
@@ -295,6 +304,10 @@ class SubLeader:
                     await self._rejoin(str(reason))
             await asyncio.sleep(self.settings.heartbeat_s)
             return None
+        if self.home:
+            log.info("group leading again", was_home=self.home)
+            self.home = ""
+        return drawn
 
     async def _cannot_run(self, job: UpstreamJob, task: UpstreamTask, why: str) -> None:
         log.warning("upstream task refused here", task=task.task_id, why=why)

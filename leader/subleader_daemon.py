@@ -115,6 +115,7 @@ async def serve(
         credentials=security.server_credentials(),
     )
     servicer.leaders = [server.address, upstream]
+    sub.uplink.lead_address = server.address
     if port_file is not None:
         write_port_file(port_file, server.port)
     stop = asyncio.Event()

@@ -64,6 +64,7 @@ class Uplink:
         self.chunk_bytes = chunk_bytes
         self.max_model_bytes = max_model_bytes
         self.max_fetch_samples = max_fetch_samples
+        self.lead_address = ""  # the group's address, offered to the leader when joining
         self.rpc_timeout_s = rpc_timeout_s
 
     def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
@@ -73,7 +74,12 @@ class Uplink:
 
     async def join(self, token: str) -> None:
         reply = await self.stub.Join(
-            cluster_pb2.JoinRequest(envelope=self.envelope(), role="worker", join_token=token),
+            cluster_pb2.JoinRequest(
+                envelope=self.envelope(),
+                role="worker",
+                join_token=token,
+                info=cluster_pb2.NodeInfo(lead_address=self.lead_address),
+            ),
             timeout=self.rpc_timeout_s,
         )
         self.term = reply.envelope.term

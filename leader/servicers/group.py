@@ -29,6 +29,7 @@ from eddl.leader.servicers.upload import drain
 from eddl.leader.subleader import GroupTask, SubLeader
 from eddl.net import ChunkError, ChunkTooLargeError, encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
+from eddl.net.redirect import not_leader_metadata
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 
 __all__ = ["GroupServicer"]
@@ -55,6 +56,15 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
             job_id=job_id, model_version=version, term=self.sub.term, node_id=node_id
         )
 
+    async def _home(self, context: grpc.aio.ServicerContext) -> None:
+        """While the group's own leader sends its members home: the ``not-leader`` redirect."""
+        if self.sub.home:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this group is merged back; go to {self.sub.home}",
+                trailing_metadata=not_leader_metadata(self.sub.home),
+            )
+
     async def Join(
         self, request: cluster_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.JoinReply:
@@ -80,6 +90,7 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.HeartbeatReply:
         async def call() -> cluster_pb2.HeartbeatReply:
             check_envelope(request.envelope, term=self.sub.term)
+            await self._home(context)
             node_id = request.envelope.node_id
             known = self.sub.beat(node_id)
             return cluster_pb2.HeartbeatReply(
@@ -121,6 +132,7 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.GetTaskReply:
         async def call() -> cluster_pb2.GetTaskReply:
             check_envelope(request.envelope, term=self.sub.term)
+            await self._home(context)
             node_id = request.envelope.node_id
             self.sub.require(node_id)
             task = await self.sub.next_task(node_id, min(request.wait_ms, 30_000) / 1000.0)

@@ -58,6 +58,10 @@ class Proc:
                 out.append(value)
         return out
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The process's JSON log lines of event ``name`` so far."""
+        return [line for line in self.lines() if line.get("event") == name]
+
     def kill9(self) -> None:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(timeout=10)

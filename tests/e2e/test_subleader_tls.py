@@ -31,10 +31,6 @@ __all__ = ["procs"]  # the fixture
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _events(proc: Proc, name: str) -> list[dict[str, object]]:
-    return [line for line in proc.lines() if line.get("event") == name]
-
-
 def test_a_sub_leader_over_mtls_trains_its_group_and_its_members_return_to_the_root(
     tmp_path: Path, procs: list[Proc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,20 +82,20 @@ def test_a_sub_leader_over_mtls_trains_its_group_and_its_members_return_to_the_r
     job_id = str(json.loads(done.stdout)["job_id"])
 
     # The group trains over mTLS: its members joined the sub-leader, which answers the root.
-    wait_for(lambda: len(_events(sub, "upstream task answered")) >= 2, 120, "group answers")
+    wait_for(lambda: len(sub.events("upstream task answered")) >= 2, 120, "group answers")
     # The members without data fetched their samples from the sub-leader, which fetched each
     # from the root once for both of them.
-    last = _events(sub, "upstream task answered")[-1]
+    last = sub.events("upstream task answered")[-1]
     served, fetched = int(str(last["samples_served"])), int(str(last["samples_fetched"]))
     assert 0 < fetched <= served, last
     workers = {p.name: p for p in procs if p.name in members}
     for name, worker in workers.items():
-        joined = _events(worker, "joined")
+        joined = worker.events("joined")
         assert joined and joined[0].get("leader") == sub_address, (name, joined)
     sub.kill9()
 
     def home(worker: Proc) -> bool:
-        return any(line.get("leader") == address for line in _events(worker, "joined"))
+        return any(line.get("leader") == address for line in worker.events("joined"))
 
     wait_for(lambda: all(home(w) for w in workers.values()), 60, "members back at the root")
     final = wait_done(address, within=200)
