@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--advertise",
-        help="HOST:PORT workers and peers reach this candidate at (with --coordinator)",
+        help="HOST:PORT workers and peers reach this candidate at (with --coordinator), or "
+        "a sub-leader's members reach it at (with --upstream)",
     )
     p.add_argument(
         "--lease-ttl",

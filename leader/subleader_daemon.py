@@ -24,6 +24,7 @@ import socket
 import sys
 from pathlib import Path
 
+from eddl.config import ConfigError, check_address
 from eddl.leader.servicers.group import GroupServicer
 from eddl.leader.subleader import SubLeader, SubLeaderSettings
 from eddl.leader.uplink import Uplink
@@ -63,6 +64,8 @@ async def sub_leader_security(args: argparse.Namespace, node_id: str) -> NodeSec
     hosts = ["localhost", "127.0.0.1", socket.gethostname(), *(args.tls_hosts or [])]
     if bind_host not in ("", "0.0.0.0", "::"):
         hosts.append(bind_host)
+    if args.advertise:
+        hosts.append(args.advertise.rpartition(":")[0].strip("[]"))
     try:
         security = await prepare(
             "mtls",
@@ -101,6 +104,7 @@ async def serve(
     upstream: str,
     port_file: Path | None,
     security: NodeSecurity | None = None,
+    advertise: str = "",
 ) -> None:
     """Serve the group and relay to ``upstream`` until SIGTERM or SIGINT."""
     security = security or NodeSecurity("insecure")
@@ -114,8 +118,10 @@ async def serve(
         interceptors=group_interceptors(security, settings.join_token),
         credentials=security.server_credentials(),
     )
-    servicer.leaders = [server.address, upstream]
-    sub.uplink.lead_address = server.address
+    # The address members dial: --advertise, else the bound one (a wildcard bind needs it).
+    address = advertise or server.address
+    servicer.leaders = [address, upstream]
+    sub.uplink.lead_address = address
     if port_file is not None:
         write_port_file(port_file, server.port)
     stop = asyncio.Event()
@@ -147,6 +153,13 @@ def main(args: argparse.Namespace) -> int:
     if args.security == "insecure" and not args.join_token:
         print("eddl-leader: --upstream --insecure needs --join-token", file=sys.stderr)
         return 2
+    try:
+        for flag, value in (("--upstream", args.upstream), ("--advertise", args.advertise)):
+            if value:
+                check_address(value, flag)
+    except ConfigError as exc:
+        print(f"eddl-leader: {exc}", file=sys.stderr)
+        return 2
     node_id = args.leader_id or socket.gethostname()
 
     async def run() -> None:
@@ -162,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
             upstream=args.upstream,
             port_file=Path(args.port_file) if args.port_file else None,
             security=security,
+            advertise=args.advertise or "",
         )
 
     try:
