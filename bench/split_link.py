@@ -8,7 +8,10 @@ namespace, so every byte between the root and the rest crosses the shaped link:
 
 * **flat**: ``n`` workers join the root;
 * **split**: two sub-leaders (``eddl-leader --upstream``) join the root and the ``n`` workers
-  join them, half each, over the client namespace's loopback (unshaped).
+  join them, half each, over the client namespace's loopback (unshaped);
+* **auto**: the root runs ``--split auto`` with ``--link-capacity-mbps`` set to the link's rate;
+  the two sub-leaders stand by (they offer to lead) and the ``n`` workers join the root, which
+  splits by itself when its link stays busy (the table says what it chose and when).
 
 The job (784-256-10 float32 on ``mnist-10k``, ~0.8 MB per model, sync FedAvg) runs to
 ``epochs`` epochs; the table gives the wall time from submit to the end, samples per second,
@@ -28,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from bench.report import markdown_table, write_section
@@ -122,7 +126,25 @@ def _status(link: ShapedLink, root: str) -> dict[str, object]:
     return value
 
 
-def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -> dict[str, float]:
+AUTO = ["--split", "auto", "--split-busy-for", "2", "--split-hold", "5"]
+LABELS = {"flat": "flat", "split": "split (2 sub-leaders)"}
+
+
+def _chosen(log: Path, started: float) -> str:
+    """What the root chose by itself: its regroups, each with its time after the submit."""
+    picks = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "regroup":
+            at = datetime.fromisoformat(str(event["timestamp"])).timestamp() - started
+            picks.append(f"{event['cause']} to {len(event['groups'])} groups at {at:.1f} s")
+    return "; ".join(picks) or "stayed flat"
+
+
+def run_once(rate: float, workers: int, epochs: float, mode: str, tmp: Path) -> dict[str, object]:
     tmp.mkdir(parents=True, exist_ok=True)
     with shaped_link(rate) as link, _processes(link, tmp) as procs:
         procs.spawn(
@@ -141,6 +163,7 @@ def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -
                 str(tmp / "root.port"),
                 "--heartbeat-interval",
                 "2",
+                *([*AUTO, "--link-capacity-mbps", f"{rate:g}"] if mode == "auto" else []),
             ],
         )
         root_port = procs.port(tmp / "root.port")
@@ -153,8 +176,8 @@ def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -
         root = f"{link.server_ip}:{root_port}"
         local_root = f"127.0.0.1:{root_port}"
         targets = [root]
-        if split:
-            targets = []
+        if mode != "flat":
+            subs = []
             for i in range(2):
                 port_file = tmp / f"sub{i}.port"
                 procs.spawn(
@@ -177,7 +200,8 @@ def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -
                         "2",
                     ],
                 )
-                targets.append(f"127.0.0.1:{procs.port(port_file)}")
+                subs.append(f"127.0.0.1:{procs.port(port_file)}")
+            targets = subs if mode == "split" else [root]
         for w in range(workers):
             procs.spawn(
                 "client",
@@ -196,7 +220,7 @@ def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -
         job = tmp / "job.toml"
         job.write_text(JOB.format(epochs=epochs))
         time.sleep(3.0)  # every process joined
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         submit = subprocess.run(
             link.command("server", [_script("eddl"), "submit", str(job), "--leader", local_root]),
             capture_output=True,
@@ -217,7 +241,8 @@ def run_once(rate: float, workers: int, epochs: float, split: bool, tmp: Path) -
             raise RuntimeError(f"job ended {status.get('state')}: {status}")
         samples = float(status["samples_trained"])  # type: ignore[arg-type]
         versions = float(status["model_version"])  # type: ignore[arg-type]
-        return {"wall": wall, "sps": samples / wall, "vps": versions / wall}
+        chosen = _chosen(tmp / "root.log", wall_started) if mode == "auto" else "-"
+        return {"wall": wall, "sps": samples / wall, "vps": versions / wall, "chosen": chosen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rates", default="20", help="root link rates in Mbit/s, comma-separated")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--epochs", type=float, default=0.5)
+    p.add_argument(
+        "--modes", default="flat,split,auto", help="topologies: flat, split, auto (comma-separated)"
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     reason = netns_unavailable_reason()
@@ -234,25 +262,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="eddl-splitlink-") as tmp:
         for rate in (float(r) for r in args.rates.split(",") if r):
-            for split in (False, True):
-                label = "split (2 sub-leaders)" if split else "flat"
-                got = run_once(
-                    rate, args.workers, args.epochs, split, Path(tmp) / f"{rate}-{label[:5]}"
-                )
+            for mode in args.modes.split(","):
+                label = LABELS.get(mode, "root's choice")
+                got = run_once(rate, args.workers, args.epochs, mode, Path(tmp) / f"{rate}-{mode}")
                 rows.append(
                     [f"{rate:g}", label, args.workers, f"{got['wall']:.1f}", f"{got['sps']:.0f}",
-                     f"{got['vps']:.2f}"]
+                     f"{got['vps']:.2f}", got["chosen"]]
                 )  # fmt: skip
                 print(rows[-1], flush=True)
     body = (
         f"Root in its own network namespace behind a veth pair shaped with `tc tbf` in both "
         f"directions; {args.workers} workers (and, split, two sub-leaders with half the workers "
-        f"each) in the other namespace. Job: 784-256-10 float32 (~0.8 MB) on mnist-10k, sync "
+        f"each; root's choice: `--split auto --split-busy-for 2 --split-hold 5` with the "
+        f"link's rate as `--link-capacity-mbps`, two standby sub-leaders, the workers at the "
+        f"root) in the other namespace. Job: 784-256-10 float32 (~0.8 MB) on mnist-10k, sync "
         f"FedAvg, {args.epochs:g} epochs; wall time from submit to the job's end. One run per "
         f"row; all processes share this machine's 2 cores. Accuracy and time to a target "
         f"accuracy are not compared here.\n\n"
         + markdown_table(
-            ["root link Mbit/s", "topology", "workers", "wall s", "samples/s", "versions/s"], rows
+            [
+                "root link Mbit/s",
+                "topology",
+                "workers",
+                "wall s",
+                "samples/s",
+                "versions/s",
+                "root's choice",
+            ],
+            rows,
         )
     )
     if args.no_write:

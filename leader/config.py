@@ -82,6 +82,12 @@ class LeaderConfig:
     advertise: str = ""
     lease_ttl_s: int = 3
     min_replicas: int = 1
+    # Leader role splitting: "advise" logs the split policy's decisions; "auto" also regroups
+    # the nodes (offering sub-leaders lead, workers are redirected). Hold and busy time of
+    # the policy's hysteresis, seconds.
+    split: str = "advise"
+    split_hold_s: float = 60.0
+    split_busy_for_s: float = 10.0
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
@@ -130,6 +136,12 @@ class LeaderConfig:
             raise ConfigError("leader.heartbeat_jitter must be in [0, 1)")
         if self.patience < 1:
             raise ConfigError("leader.patience must be >= 1")
+        if self.split not in ("advise", "auto"):
+            raise ConfigError("leader.split must be advise or auto")
+        for name in ("split_hold_s", "split_busy_for_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 86400):
+                raise ConfigError(f"leader.{name} must be within 0 .. 86400 seconds")
         if not 1024 <= self.chunk_bytes <= 3 << 20:
             raise ConfigError("leader.chunk_bytes must be within 1 KiB .. 3 MiB")
         if self.max_update_bytes <= 0 or self.max_fetch_samples <= 0:

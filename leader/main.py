@@ -12,7 +12,6 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
@@ -57,7 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upstream",
         help="HOST:PORT of this leader's own leader: run as a sub-leader, whose group's work "
-        "comes from there (needs --insecure; default: none, a root or --follow leader)",
+        "comes from there (default: none, a root or --follow leader)",
+    )
+    p.add_argument(
+        "--pki-dir",
+        help="with --upstream: directory of the sub-leader's key and certificate "
+        "(default: STATE_DIR/node)",
+    )
+    p.add_argument(
+        "--enrol-token",
+        help="with --upstream: a join token of role subleader from `eddl token create --role "
+        "subleader`, used once when PKI_DIR has no certificate",
+    )
+    p.add_argument(
+        "--bootstrap",
+        help="with --upstream: HOST:PORT of the upstream leader's bootstrap port "
+        "(default: its port + 1)",
     )
     p.add_argument(
         "--follow",
@@ -104,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--advertise",
-        help="HOST:PORT workers and peers reach this candidate at (with --coordinator)",
+        help="HOST:PORT workers and peers reach this candidate at (with --coordinator), or "
+        "a sub-leader's members reach it at (with --upstream)",
     )
     p.add_argument(
         "--lease-ttl",
@@ -117,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"standbys that must hold a version before it is acknowledged "
         f"(default: {d['min_replicas']})",
+    )
+    p.add_argument(
+        "--split",
+        choices=("advise", "auto"),
+        help="leader role splitting: advise (log the split policy's decisions) or auto (also "
+        "promote offering sub-leaders, redirect workers to groups, merge them back) "
+        f"(default: {d['split']})",
+    )
+    p.add_argument(
+        "--split-hold",
+        type=float,
+        dest="split_hold_s",
+        help=f"seconds between split decisions, and of a quiet link before a merge "
+        f"(default: {d['split_hold_s']:g})",
+    )
+    p.add_argument(
+        "--split-busy-for",
+        type=float,
+        dest="split_busy_for_s",
+        help=f"seconds the link must stay busy before a split (default: {d['split_busy_for_s']:g})",
     )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
@@ -154,12 +189,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "cert_lifetime_s": args.cert_lifetime_s,
         "tls_hosts": args.tls_hosts,
         "token_dir": args.token_dir,
+        "split": args.split,
+        "split_hold_s": args.split_hold_s,
+        "split_busy_for_s": args.split_busy_for_s,
     }
 
 
 async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
+    from eddl.leader.groupedge import GroupEdge, split_edge
     from eddl.leader.server import LeaderDaemon
-    from eddl.leader.splitting import SplitDecision, SplitPolicy
+    from eddl.leader.splitting import SplitConfig, SplitDecision, SplitPolicy
     from eddl.leader.syncmeter import SyncMeter
     from eddl.ops.wiring import LeaderOps
 
@@ -188,8 +227,23 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
 
     mbps = config.link_capacity_mbps
     capacity = mbps * 1e6 / 8 if mbps > 0 else None
-    meter = SyncMeter(SplitPolicy(), advise, capacity_bytes_per_s=capacity)
-    daemon = LeaderDaemon(config, lock=lock, interceptors=[*ops.interceptors, meter])
+    policy = SplitPolicy(SplitConfig(hold=config.split_hold_s, busy_for=config.split_busy_for_s))
+    edges: list[GroupEdge] = []
+
+    def decided(d: SplitDecision) -> None:
+        advise(d)
+        for edge in edges:
+            edge.decided(d)
+
+    meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
+    if config.split == "auto":
+        edges.append(split_edge(config, meter, lambda: holder[0].server))
+    daemon = LeaderDaemon(
+        config,
+        lock=lock,
+        interceptors=[*ops.interceptors, meter],
+        authorized_interceptors=edges,
+    )
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))
 
@@ -207,41 +261,12 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     return daemon.stepped_down
 
 
-def _sub_leader(args: argparse.Namespace) -> int:
-    import socket
-
-    from eddl.leader.subleader import SubLeaderSettings
-    from eddl.leader.subleader_daemon import serve
-
-    configure_logging("json", args.log_level or "info")
-    if args.security != "insecure" or not args.join_token:
-        print("eddl-leader: --upstream needs --insecure and --join-token", file=sys.stderr)
-        return 2
-    settings = SubLeaderSettings(
-        node_id=args.leader_id or socket.gethostname(),
-        join_token=args.join_token,
-        heartbeat_s=args.heartbeat_interval_s or 1.0,
-    )
-    port_file = Path(args.port_file) if args.port_file else None
-    try:
-        asyncio.run(
-            serve(
-                settings,
-                bind=args.bind or "127.0.0.1:0",
-                upstream=args.upstream,
-                port_file=port_file,
-            )
-        )
-    except Exception as exc:
-        get_logger("leader").error("sub-leader failed", error=str(exc))
-        return 1
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.upstream:
-        return _sub_leader(args)
+        from eddl.leader.subleader_daemon import main as sub_leader
+
+        return sub_leader(args)
     try:
         config = load_config(LeaderConfig, "leader", args.config, _overrides(args))
         configure_logging("json", config.log_level)

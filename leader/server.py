@@ -71,10 +71,13 @@ class LeaderDaemon:
         lock: StateDirLock | None = None,
         runtime_factory: RuntimeFactory | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        authorized_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.config = config
         self._runtime_factory = runtime_factory
         self.interceptors = interceptors  # e.g. eddl.ops' metrics interceptor
+        # Interceptors that see only authorized calls (e.g. eddl.leader.groupedge)
+        self.authorized_interceptors = authorized_interceptors
         self.on_serving: list[Callable[[RunningServer], None]] = []  # called once serving
         # Taken before anything else touches the state directory (``eddl-leader`` takes it
         # even before importing this module, so a second leader exits at once).
@@ -185,6 +188,7 @@ class LeaderDaemon:
                 # A candidate that is not root neither enrols nor renews: the root's CA ledger
                 # is the one the standbys receive.
                 RootOnly(leadership, (*SERVICE_NAMES[:2], SECURITY_SERVICE_NAME)),
+                *self.authorized_interceptors,
             ],
             credentials=security.credentials,
         )

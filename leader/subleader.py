@@ -22,9 +22,11 @@ import contextlib
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
+import numpy as np
 import structlog
 
 from eddl.leader.errors import (
@@ -33,12 +35,14 @@ from eddl.leader.errors import (
     UnknownNodeError,
     UnknownTaskError,
 )
+from eddl.leader.groupsamples import GroupSamples
 from eddl.leader.relay import RelaySink
 from eddl.leader.source import Range
 from eddl.leader.uplink import Uplink, UpstreamJob
 from eddl.leader.upstream import UpstreamSource, UpstreamTask
 from eddl.learn.params import Params
 from eddl.net import REASON_KEY
+from eddl.net.redirect import not_leader
 
 __all__ = ["GroupTask", "SubLeader", "SubLeaderSettings"]
 
@@ -102,6 +106,8 @@ class SubLeader:
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._job_id = ""
+        self.samples = GroupSamples(uplink.fetch_samples)
+        self.home = ""  # set while its leader sends the group's members home (demoted)
         self.answers = 0  # upstream tasks answered
         self.stopped = False
 
@@ -131,6 +137,25 @@ class SubLeader:
     def require(self, node_id: str) -> None:
         if node_id not in self.members:
             raise UnknownNodeError(f"node {node_id!r} is not a member of this group")
+
+    def check_fetch(self, node_id: str, job_id: str, indexes: Sequence[int]) -> np.ndarray:
+        """A member's sample request, bounded: the group's current job, 1..max_task_samples
+        indexes within the dataset's bound."""
+        self.require(node_id)
+        current = self._job_id or (self.current.job.job_id if self.current else "")
+        if not job_id or job_id != current:
+            raise JobNotActiveError(f"job {job_id[:64]!r} is not this group's current job")
+        count = len(indexes)
+        if not 1 <= count <= self.settings.max_task_samples:
+            raise InvalidArgumentError(
+                f"{count} samples asked for; 1..{self.settings.max_task_samples} per call"
+            )
+        idx = np.fromiter(indexes, dtype=np.int64, count=count)
+        if int(idx.min()) < 0 or int(idx.max()) >= self.settings.dataset_size:
+            raise InvalidArgumentError(
+                f"sample indexes must lie in 0..{self.settings.dataset_size - 1}"
+            )
+        return idx
 
     def expire(self) -> list[str]:
         limit = self.settings.patience * self.settings.heartbeat_s * 1.5
@@ -263,8 +288,15 @@ class SubLeader:
     async def _draw(self) -> tuple[UpstreamJob, UpstreamTask] | None:
         """The next upstream task, or ``None`` (none now, or its leader refused or is away)."""
         try:
-            return await self.uplink.next_task(self.settings.upstream_wait_s)
+            drawn = await self.uplink.next_task(self.settings.upstream_wait_s)
         except grpc.aio.AioRpcError as exc:
+            redirect = not_leader(exc)
+            if redirect is not None and redirect.hint:
+                if self.home != redirect.hint:
+                    log.info("group sent home by its leader", home=redirect.hint)
+                self.home = redirect.hint
+                await asyncio.sleep(self.settings.heartbeat_s)
+                return None
             reason = dict(exc.trailing_metadata() or ()).get(REASON_KEY, "")
             log.warning("upstream task refused", code=exc.code().name, reason=reason)
             if reason in ("unknown-node", "stale-term"):
@@ -272,6 +304,10 @@ class SubLeader:
                     await self._rejoin(str(reason))
             await asyncio.sleep(self.settings.heartbeat_s)
             return None
+        if self.home:
+            log.info("group leading again", was_home=self.home)
+            self.home = ""
+        return drawn
 
     async def _cannot_run(self, job: UpstreamJob, task: UpstreamTask, why: str) -> None:
         log.warning("upstream task refused here", task=task.task_id, why=why)
@@ -336,6 +372,8 @@ class SubLeader:
                     updates=update.updates,
                     outcome=reply.outcome,
                     version=reply.envelope.model_version,
+                    samples_fetched=self.samples.fetched,
+                    samples_served=self.samples.served,
                 )
             except grpc.aio.AioRpcError as exc:
                 # Refused (its leader took the task back) or unreachable: the leader re-queues

@@ -7,18 +7,21 @@ the policy's window. Bytes in and out of those two calls, over the configured li
 give the link's busy share once per ``period``. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
 a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
-``split_decision`` event with its figures). The root acts on none of them yet: it advises.
+``split_decision`` event with its figures; with ``--split auto`` the root also regroups,
+:mod:`eddl.leader.groupedge`). Each node's last synchronisation gives its figures for the
+plan (:meth:`SyncMeter.nodes`): bytes/s over it, and the training speed its update reported.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from eddl.leader.splitting import SplitDecision, SplitPolicy
+from eddl.leader.splitting import NodeLink, SplitDecision, SplitPolicy
 
 __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
 
@@ -48,6 +51,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.clock = clock
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
         self._pushed: dict[str, float] = {}  # node -> when it last pushed
+        self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
         self._bytes = 0
         self._since = clock()
         self._decided = clock()
@@ -108,30 +112,48 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]:
         async def behaviour(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             started = self.clock()
-            seen = [""]  # the node its header names
+            # The node its header names, the stream's bytes (the header's own, plus the tensor
+            # bytes it declares: the reassembler refuses a stream that carries other than
+            # that) and the speed it reports.
+            seen: dict[str, Any] = {"node": "", "bytes": 0, "speed": 0.0}
 
             async def noted() -> AsyncIterator[Any]:
                 async for message in requests:
-                    if not seen[0] and message.WhichOneof("body") == "header":
-                        seen[0] = str(message.header.envelope.node_id)[:128]
+                    if not seen["node"] and message.WhichOneof("body") == "header":
+                        header = message.header
+                        seen["node"] = str(header.envelope.node_id)[:128]
+                        seen["bytes"] = message.ByteSize() + header.total_bytes
+                        stats = header.stats
+                        if stats.seconds > 0 and math.isfinite(stats.seconds):
+                            seen["speed"] = min(1e9, max(0.0, stats.samples / stats.seconds))
                     yield message
 
             reply = await inner(noted(), context)
             outcome = str(getattr(reply, "outcome", ""))
-            node = seen[0]
+            node = str(seen["node"])
             if node and outcome not in ("requeued", "job-failed"):
                 now = self.clock()
-                self._synced(node, now - started + self._pulled.pop(node, 0.0), now)
+                seconds = now - started + self._pulled.pop(node, 0.0)
+                self._synced(node, seconds, now)
+                if seconds > 0 and (node in self._links or len(self._links) < MAX_NODES):
+                    rate = int(seen["bytes"]) / seconds
+                    self._links[node] = NodeLink(node, rate, float(seen["speed"]))
             return reply
 
         return behaviour
 
     # -- figures and decisions --------------------------------------------------------------
+    def nodes(self) -> list[NodeLink]:
+        """The nodes that synchronised within the window: bytes/s of their last
+        synchronisation, and the training speed (samples/s) their last update reported."""
+        return [self._links[n] for n in sorted(self._pushed) if n in self._links]
+
     def _synced(self, node: str, seconds: float, now: float) -> None:
         self._pushed[node] = now
         horizon = now - self.policy.config.window
         for old in [n for n, at in self._pushed.items() if at < horizon]:
             del self._pushed[old]
+            self._links.pop(old, None)
         if seconds > 0:
             self.policy.observe_sync(now, len(self._pushed), seconds)
         if now - self._since >= self.period:

@@ -8,7 +8,8 @@ count handed out, a task answered once — and refuses a wrong one before anythi
 
 What the leader declares is bounded here before use: a task's indexes go through
 :meth:`UpstreamSource.accept <eddl.leader.upstream.UpstreamSource.accept>`, a model stream
-through the reassembler's byte limit, and the sub-leader refuses a task for one layer only (TIFeD
+through the reassembler's byte limit, samples must answer the indexes asked, and the
+sub-leader refuses a task for one layer only (TIFeD
 single-layer: a group's round folds whole models) with a failure report (:meth:`Uplink.fail`).
 """
 
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eddl.leader.groupsamples import GroupSamplesError
 from eddl.leader.relay import UpwardUpdate
 from eddl.leader.upstream import UpstreamTask
 from eddl.learn.params import Params
 from eddl.net import params_nbytes
+from eddl.net.tensors import array_from_tensor
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from eddl.worker.transfer import receive_model, update_stream
 
@@ -52,6 +55,7 @@ class Uplink:
         *,
         chunk_bytes: int = 1 << 20,
         max_model_bytes: int = 256 << 20,
+        max_fetch_samples: int = 4096,
         rpc_timeout_s: float = 30.0,
     ) -> None:
         self.stub = stub
@@ -59,6 +63,8 @@ class Uplink:
         self.term = 0
         self.chunk_bytes = chunk_bytes
         self.max_model_bytes = max_model_bytes
+        self.max_fetch_samples = max_fetch_samples
+        self.lead_address = ""  # the group's address, offered to the leader when joining
         self.rpc_timeout_s = rpc_timeout_s
 
     def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
@@ -68,7 +74,12 @@ class Uplink:
 
     async def join(self, token: str) -> None:
         reply = await self.stub.Join(
-            cluster_pb2.JoinRequest(envelope=self.envelope(), role="worker", join_token=token),
+            cluster_pb2.JoinRequest(
+                envelope=self.envelope(),
+                role="worker",
+                join_token=token,
+                info=cluster_pb2.NodeInfo(lead_address=self.lead_address),
+            ),
             timeout=self.rpc_timeout_s,
         )
         self.term = reply.envelope.term
@@ -104,6 +115,33 @@ class Uplink:
         )
         indexes = np.fromiter(task.indexes, dtype=np.int64, count=len(task.indexes))
         return job, UpstreamTask(task.task_id, task.envelope.model_version, indexes)
+
+    async def fetch_samples(
+        self, job_id: str, dataset: str, indexes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indexes`` of the job's dataset from the leader, at most
+        ``max_fetch_samples`` per call; each batch must answer the indexes asked, in order."""
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        for start in range(0, len(indexes), self.max_fetch_samples):
+            part = [int(i) for i in indexes[start : start + self.max_fetch_samples]]
+            request = cluster_pb2.FetchSamplesRequest(
+                envelope=self.envelope(job_id), dataset=dataset, indexes=part
+            )
+            got = 0
+            async for batch in self.stub.FetchSamples(request, timeout=self.rpc_timeout_s):
+                x, y = array_from_tensor(batch.x), array_from_tensor(batch.y)
+                n = len(batch.indexes)
+                if list(batch.indexes) != part[got : got + n] or len(x) != n or len(y) != n:
+                    raise GroupSamplesError("the leader's samples do not answer the indexes asked")
+                xs.append(x)
+                ys.append(y)
+                got += n
+            if got != len(part):
+                raise GroupSamplesError(f"the leader sent {got} of {len(part)} samples")
+        if not xs:
+            raise GroupSamplesError("no samples asked for")
+        return np.concatenate(xs), np.concatenate(ys)
 
     async def pull(self, job_id: str, version: int) -> tuple[int, Params]:
         """Model ``version`` of ``job_id`` (the base of a task, or a newer global one)."""

@@ -95,8 +95,15 @@ class LeaderLink:
         await asyncio.sleep(delay)
 
     async def follow(self, address: str) -> None:
-        """Switch to ``address`` (a non-root leader's hint), keeping the others as fallbacks."""
-        await self.close()
+        """Switch to ``address`` (a non-root leader's hint), keeping the others as fallbacks.
+
+        The old channel is retired, not closed: a call still in flight on it (a heartbeat
+        beside the call that was redirected) ends with its answer, not with the
+        ``CancelledError`` a closed channel gives its calls, which would end that loop."""
+        if self._channel is not None:
+            self._retired.append(self._channel)
+        self._channel, self._stub = None, None
+        await self.close_retired()
         self.leaders = [address, *(a for a in self.leaders if a != address)]
         self._index = 0
         log.info("following the root leader", leader=address)

@@ -35,9 +35,12 @@ __all__ = [
 
 JOIN_METHOD = "/eddl.v1.Cluster/Join"
 _NODES = frozenset({"worker", "gateway"})
-_ANY = frozenset({"worker", "gateway", "admin", "leader"})
+_ANY = frozenset({"worker", "gateway", "admin", "leader", "subleader"})
 _CLUSTER = ("Join", "Heartbeat", "GetTask", "PushUpdate", "PullModel", "FetchSamples", "Leave")
 _ADMIN = ("SubmitJob", "JobStatus", "WatchJob", "ListNodes", "CancelJob")
+# A sub-leader is a node of its own leader: it joins, beats, draws tasks, pulls their base
+# versions, answers them with its group's update and fetches samples for its group; no more.
+_UPWARD = ("Join", "Heartbeat", "GetTask", "PushUpdate", "PullModel", "FetchSamples")
 
 # Method -> the roles that may call it. A method missing here is refused to everyone.
 POLICY: Mapping[str, frozenset[str]] = {
@@ -51,6 +54,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/grpc.health.v1.Health/Check": _ANY,
     "/grpc.health.v1.Health/Watch": _ANY,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset({"admin"}),
+    **{f"/eddl.v1.Cluster/{m}": _NODES | {"subleader"} for m in _UPWARD},
 }
 
 

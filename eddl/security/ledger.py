@@ -22,7 +22,7 @@ from eddl.security.tokens import MAX_USES, ROLES_BY_TOKEN
 
 __all__ = ["NODE_ROLES", "IssuedCert", "Ledger", "LedgerError", "TokenRecord", "merge"]
 
-NODE_ROLES = ("worker", "gateway", "admin", "leader")
+NODE_ROLES = ("worker", "gateway", "admin", "leader", "subleader")
 
 MAX_ENTRIES = 50_000  # per table: ~5.5 MB of JSON at most, within a state file's bound
 _SERIAL_MAX = 1 << 160  # RFC 5280: at most 20 octets

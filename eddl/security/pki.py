@@ -5,9 +5,10 @@ its organizational unit; it is short-lived and signed by the cluster CA. The CA'
 join token is the SHA-256 of its public key (SubjectPublicKeyInfo, DER), as kubeadm pins it.
 
 A leader's certificate also names each of its hosts as ``eddl-leader.<host>``: the CA adds
-those names for the ``leader`` role only and refuses a CSR asking for one, so a client that
-checks the server name ``eddl-leader.<host it dialled>`` (:func:`leader_name`) accepts only a
-leader at that address: the TLS name check is the server's role check.
+those names for the roles that lead (``leader``, and ``subleader``, which leads its group's
+workers) only and refuses a CSR asking for one, so a client that checks the server name
+``eddl-leader.<host it dialled>`` (:func:`leader_name`) accepts only a leader at that address:
+the TLS name check is the server's role check.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "LEADER_PREFIX",
+    "LEADING_ROLES",
     "CertInfo",
     "PkiError",
     "ca_hash",
@@ -47,6 +49,9 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 MAX_SANS = 16
 LEADER_PREFIX = "eddl-leader."
+# The roles whose certificates carry the leader names: the root and its candidates, and a
+# sub-leader, which its group's workers dial as their leader.
+LEADING_ROLES = frozenset({"leader", "subleader"})
 
 
 class PkiError(ValueError):
@@ -227,15 +232,15 @@ def sign_csr(
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
     """Sign a node's CSR: CN = the node id (the CSR's, or ``node_id`` which it must equal),
-    OU = ``role``, SANs = the node id plus the hosts the CSR asks for (and, for a leader, each
-    of them as :func:`leader_name`)."""
+    OU = ``role``, SANs = the node id plus the hosts the CSR asks for (and, for a leading role,
+    each of them as :func:`leader_name`)."""
     csr, cn, asked = _checked_csr(csr_pem)
     if node_id is not None and cn != node_id:
         raise PkiError("the CSR names another node")
     public = csr.public_key()
     names: list[x509.GeneralName] = [x509.DNSName(cn)] if _HOST.fullmatch(cn) else []
     names += [n for n in asked if n not in names]
-    if role == "leader":
+    if role in LEADING_ROLES:
         names += [x509.DNSName(leader_name(str(n.value))) for n in list(names)]
     now = now or _now()
     # Back-dated a little for clocks slightly behind; little enough that two thirds of the

@@ -24,7 +24,7 @@ from eddl.security.files import locked, read_json, write_private
 __all__ = ["ROLES_BY_TOKEN", "JoinToken", "TokenError", "TokenStore"]
 
 PREFIX = "EDDL1"
-ROLES_BY_TOKEN = ("worker", "gateway", "admin")
+ROLES_BY_TOKEN = ("worker", "gateway", "admin", "subleader")
 MAX_TTL_S = 30 * 24 * 3600.0
 MAX_TOKENS = 10_000
 MAX_USES = 100_000

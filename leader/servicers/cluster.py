@@ -8,7 +8,6 @@ checks run before the service is called, and the core validates before it change
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,12 +20,17 @@ from eddl.leader.config import LeaderConfig
 from eddl.leader.errors import InvalidArgumentError
 from eddl.leader.membership import NodeProfile
 from eddl.leader.service import LeaderService
-from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
+from eddl.leader.servicers.common import (
+    check_envelope,
+    check_finite,
+    guarded,
+    guarded_stream,
+    sample_batches,
+)
 from eddl.leader.servicers.upload import draining, read_body, read_failure, read_head
 from eddl.leader.views import TaskOut
 from eddl.net import params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES, EncodedModels
-from eddl.net.tensors import tensor_from_array
 from eddl.profiler.convert import link_from_proto
 from eddl.profiler.profiles import LinkEstimate
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
@@ -45,7 +49,6 @@ def _bandwidth_bps(links: list[LinkEstimate]) -> float | None:
 
 
 # A sample batch message stays near 1 MiB, like tensor chunks.
-_SAMPLE_BATCH_BYTES = 1 << 20
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -278,16 +281,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 )
             idx = np.asarray(request.indexes, dtype=np.int64)
             x, y = await self.service.samples(env.node_id, env.job_id, request.dataset, idx)
-            rows = max(1, _SAMPLE_BATCH_BYTES // max(1, x[:1].nbytes))
-            for start in range(0, count, rows):
-                stop = min(count, start + rows)
-                yield cluster_pb2.SampleBatch(
-                    envelope=self._envelope(env.job_id, node_id=env.node_id),
-                    indexes=request.indexes[start:stop],
-                    x=tensor_from_array("x", np.ascontiguousarray(x[start:stop])),
-                    y=tensor_from_array("y", np.ascontiguousarray(y[start:stop])),
-                )
-                await asyncio.sleep(0)
+            envelope = self._envelope(env.job_id, node_id=env.node_id)
+            async for batch in sample_batches(request.indexes, x, y, envelope):
+                yield batch
 
         async for item in guarded_stream(context, stream):
             yield item

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 
 from eddl.leader.errors import (
     InvalidArgumentError,
@@ -20,9 +22,19 @@ from eddl.log import get_logger
 from eddl.net import ChunkError, TensorError, abort_for
 from eddl.net.guard import abort_internal
 from eddl.net.status import MAX_DETAIL_CHARS
-from eddl.proto.v1 import common_pb2
+from eddl.net.tensors import tensor_from_array
+from eddl.proto.v1 import cluster_pb2, common_pb2
 
-__all__ = ["check_envelope", "guarded", "guarded_stream", "jsonable", "refuse"]
+__all__ = [
+    "check_envelope",
+    "guarded",
+    "guarded_stream",
+    "jsonable",
+    "refuse",
+    "sample_batches",
+]
+
+SAMPLE_BATCH_BYTES = 1 << 20
 
 log = get_logger("leader.rpc")
 T = TypeVar("T")
@@ -110,3 +122,20 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return jsonable(value.item())
     return str(value)
+
+
+async def sample_batches(
+    indexes: Sequence[int], x: np.ndarray, y: np.ndarray, envelope: common_pb2.Envelope
+) -> AsyncIterator[cluster_pb2.SampleBatch]:
+    """Rows ``x``, ``y`` of ``indexes`` as ``SampleBatch`` messages of about 1 MiB each, with
+    the loop free between them."""
+    rows = max(1, SAMPLE_BATCH_BYTES // max(1, x[:1].nbytes))
+    for start in range(0, len(indexes), rows):
+        stop = min(len(indexes), start + rows)
+        yield cluster_pb2.SampleBatch(
+            envelope=envelope,
+            indexes=indexes[start:stop],
+            x=tensor_from_array("x", np.ascontiguousarray(x[start:stop])),
+            y=tensor_from_array("y", np.ascontiguousarray(y[start:stop])),
+        )
+        await asyncio.sleep(0)

@@ -1,8 +1,10 @@
 """``GroupServicer``: the ``Cluster`` service of a sub-leader, for the workers of its group.
 
 It translates only: the envelope and every number a member declares are checked here, then
-one :class:`~eddl.leader.subleader.SubLeader` call decides. ``FetchSamples`` is not served:
-a group's members hold the dataset themselves. Every reply lists the sub-leader first and its
+one :class:`~eddl.leader.subleader.SubLeader` call decides. ``FetchSamples`` is served from
+the group's samples (:mod:`eddl.leader.groupsamples`: fetched upward once, then kept); a
+failure upstream is ``ABORTED``, so the member's task fails and its range is re-queued. Every
+reply lists the sub-leader first and its
 own leader after it, so a member whose sub-leader dies goes back to that leader.
 """
 
@@ -14,12 +16,20 @@ import grpc
 import numpy as np
 
 from eddl.leader.errors import InvalidArgumentError
-from eddl.leader.servicers.common import check_envelope, check_finite, guarded, guarded_stream
+from eddl.leader.groupsamples import GroupSamplesError
+from eddl.leader.servicers.common import (
+    check_envelope,
+    check_finite,
+    guarded,
+    guarded_stream,
+    sample_batches,
+)
 from eddl.leader.servicers.updatewire import read_update_body
 from eddl.leader.servicers.upload import drain
 from eddl.leader.subleader import GroupTask, SubLeader
 from eddl.net import ChunkError, ChunkTooLargeError, encode_tensors, params_nbytes
 from eddl.net.chunks import MAX_CHUNK_BYTES
+from eddl.net.redirect import not_leader_metadata
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 
 __all__ = ["GroupServicer"]
@@ -46,6 +56,15 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
             job_id=job_id, model_version=version, term=self.sub.term, node_id=node_id
         )
 
+    async def _home(self, context: grpc.aio.ServicerContext) -> None:
+        """While the group's own leader sends its members home: the ``not-leader`` redirect."""
+        if self.sub.home:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this group is merged back; go to {self.sub.home}",
+                trailing_metadata=not_leader_metadata(self.sub.home),
+            )
+
     async def Join(
         self, request: cluster_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.JoinReply:
@@ -71,6 +90,7 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.HeartbeatReply:
         async def call() -> cluster_pb2.HeartbeatReply:
             check_envelope(request.envelope, term=self.sub.term)
+            await self._home(context)
             node_id = request.envelope.node_id
             known = self.sub.beat(node_id)
             return cluster_pb2.HeartbeatReply(
@@ -112,6 +132,7 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.GetTaskReply:
         async def call() -> cluster_pb2.GetTaskReply:
             check_envelope(request.envelope, term=self.sub.term)
+            await self._home(context)
             node_id = request.envelope.node_id
             self.sub.require(node_id)
             task = await self.sub.next_task(node_id, min(request.wait_ms, 30_000) / 1000.0)
@@ -151,10 +172,23 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
     async def FetchSamples(
         self, request: cluster_pb2.FetchSamplesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[cluster_pb2.SampleBatch]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "a sub-leader's members hold the dataset themselves"
-        )
-        yield cluster_pb2.SampleBatch()  # never reached: makes this an async generator
+        async def stream() -> AsyncIterator[cluster_pb2.SampleBatch]:
+            env = request.envelope
+            check_envelope(env, term=self.sub.term, job=True)
+            idx = self.sub.check_fetch(env.node_id, env.job_id, request.indexes)
+            try:
+                x, y = await self.sub.samples.get(env.job_id, request.dataset, idx)
+            except (GroupSamplesError, grpc.aio.AioRpcError) as exc:
+                why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                await context.abort(
+                    grpc.StatusCode.ABORTED, f"samples unavailable upstream: {str(why)[:200]}"
+                )
+            envelope = self._envelope(env.job_id, node_id=env.node_id)
+            async for batch in sample_batches(request.indexes, x, y, envelope):
+                yield batch
+
+        async for item in guarded_stream(context, stream):
+            yield item
 
     async def PushUpdate(
         self,

@@ -58,6 +58,10 @@ class Proc:
                 out.append(value)
         return out
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The process's JSON log lines of event ``name`` so far."""
+        return [line for line in self.lines() if line.get("event") == name]
+
     def kill9(self) -> None:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(timeout=10)
@@ -123,14 +127,49 @@ def start_leader(
         *extra,
     ]
     proc = spawn(tag, argv, tmp / f"{tag}.log")
+    return proc, serving_at(proc, port_file)
+
+
+def serving_at(proc: Proc, port_file: Path) -> str:
+    """Wait for the port ``proc`` writes to ``port_file``; its loopback address."""
 
     def ready() -> bool:
         if not proc.alive():
-            raise AssertionError(f"leader exited early:\n{proc.log.read_text()[-3000:]}")
+            raise AssertionError(f"{proc.name} exited early:\n{proc.log.read_text()[-3000:]}")
         return port_file.exists() and port_file.read_text().strip().isdigit()
 
-    wait_for(ready, 60, "the leader's port file")
-    return proc, f"127.0.0.1:{int(port_file.read_text())}"
+    wait_for(ready, 60, f"{proc.name}'s port file")
+    return f"127.0.0.1:{int(port_file.read_text())}"
+
+
+def start_sub_leader(
+    tmp: Path,
+    root: str,
+    name: str,
+    *,
+    heartbeat: float = 0.5,
+    extra: Sequence[str] = (),
+    insecure: bool = True,
+) -> tuple[Proc, str]:
+    """``eddl-leader --upstream ROOT``: a sub-leader of ``root``; its group's address."""
+    port_file = tmp / f"{name}.port"
+    argv = [
+        script("eddl-leader"),
+        "--upstream",
+        root,
+        *(["--insecure", "--join-token", TOKEN] if insecure else []),
+        "--bind",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        "--leader-id",
+        name,
+        "--heartbeat-interval",
+        str(heartbeat),
+        *extra,
+    ]
+    proc = spawn(name, argv, tmp / f"{name}.log")
+    return proc, serving_at(proc, port_file)
 
 
 def start_worker(
@@ -156,6 +195,14 @@ def start_worker(
         *extra,
     ]
     return spawn(node_id, argv, tmp / f"{node_id}.log")
+
+
+def token(state: Path, role: str) -> str:
+    """A join token of ``role`` from ``eddl token create`` on the root's state directory."""
+    done = eddl("token", "create", "--state-dir", str(state), "--role", role, "--ttl", "300")
+    if done.returncode != 0:
+        raise AssertionError(f"eddl token create failed: {done.stderr}")
+    return done.stdout.strip()
 
 
 def eddl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

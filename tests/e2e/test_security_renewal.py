@@ -13,7 +13,7 @@ from eddl.mcu.launch import Launched, qemu_available, qemu_image, start_qemu
 from eddl.security import pki
 from eddl.security.authority import Authority
 from eddl.security.tls import Identity
-from tests.e2e.procs import Proc, eddl, start_leader, start_worker, wait_for
+from tests.e2e.procs import Proc, eddl, start_leader, start_worker, token, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -62,12 +62,6 @@ def _events(proc: Proc, name: str, node: str | None = None) -> int:
     )
 
 
-def _token(state: Path, role: str) -> str:
-    done = eddl("token", "create", "--state-dir", str(state), "--role", role, "--ttl", "300")
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def _mtls_leader(tmp_path: Path) -> tuple[Proc, str, str]:
     """A leader on mTLS whose certificates live LIFETIME_S; its address and bootstrap port."""
     boot_file = tmp_path / "bootstrap.port"
@@ -114,10 +108,10 @@ def test_certificates_are_renewed_while_the_daemons_run_and_training_continues(
         for i in range(2):
             extra = [
                 "--pki-dir", str(tmp_path / f"w{i}"), "--bootstrap", bootstrap,
-                "--enrol-token", _token(state, "worker"),
+                "--enrol-token", token(state, "worker"),
             ]  # fmt: skip
             procs.append(start_worker(tmp_path, address, f"w{i}", extra=extra, insecure=False))
-        done = eddl("enrol", _token(state, "admin"), "--leader", address, "--bootstrap", bootstrap)
+        done = eddl("enrol", token(state, "admin"), "--leader", address, "--bootstrap", bootstrap)
         assert done.returncode == 0, done.stderr
         _submit(tmp_path, address, JOB)
         workers = procs[1:]
@@ -167,7 +161,7 @@ def test_a_gateway_renews_while_its_mcu_trains_under_its_certificate(
     try:
         extra = [
             "--mcu", board.url, "--pki-dir", str(tmp_path / "gw"), "--bootstrap", bootstrap,
-            "--enrol-token", _token(tmp_path / "state", "gateway"),
+            "--enrol-token", token(tmp_path / "state", "gateway"),
         ]  # fmt: skip
         gateway = start_worker(tmp_path, address, "gw", extra=extra, insecure=False)
         procs.append(gateway)

@@ -12,12 +12,10 @@ import pytest
 
 from eddl.data.datasets import load_dataset
 from tests.e2e.procs import (
-    TOKEN,
     Proc,
     eddl,
-    script,
-    spawn,
     start_leader,
+    start_sub_leader,
     start_worker,
     wait_done,
     wait_for,
@@ -42,35 +40,6 @@ loss = "bce"
 lr = 0.2
 batch_size = 8
 """
-
-
-def _start_sub(tmp: Path, root: str, name: str) -> tuple[Proc, str]:
-    port_file = tmp / f"{name}.port"
-    argv = [
-        script("eddl-leader"),
-        "--upstream",
-        root,
-        "--insecure",
-        "--join-token",
-        TOKEN,
-        "--bind",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--leader-id",
-        name,
-        "--heartbeat-interval",
-        "0.5",
-    ]
-    proc = spawn(name, argv, tmp / f"{name}.log")
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise AssertionError(f"{name} exited early:\n{proc.log.read_text()[-3000:]}")
-        return port_file.exists() and port_file.read_text().strip().isdigit()
-
-    wait_for(ready, 60, f"{name}'s port file")
-    return proc, f"127.0.0.1:{int(port_file.read_text())}"
 
 
 def _submit(tmp: Path, address: str, epochs: float) -> str:
@@ -100,7 +69,7 @@ def test_two_groups_train_a_job_and_a_killed_sub_leader_sends_its_workers_home(
     procs.append(root)
     subs = []
     for name in ("sub-1", "sub-2"):
-        sub, sub_address = _start_sub(tmp_path, address, name)
+        sub, sub_address = start_sub_leader(tmp_path, address, name)
         procs.append(sub)
         subs.append((sub, sub_address))
     # Twelve workers: five in each group, two with the root itself.

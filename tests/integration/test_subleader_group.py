@@ -13,11 +13,13 @@ import grpc
 import numpy as np
 import pytest
 
+from eddl.data.datasets import load_dataset
 from eddl.leader.servicers.group import GroupServicer
 from eddl.leader.subleader import SubLeader, SubLeaderSettings
 from eddl.leader.uplink import Uplink
 from eddl.net import encode_tensors, open_channel, params_nbytes
 from eddl.net.server import start_server
+from eddl.net.tensors import array_from_tensor
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from eddl.worker.transfer import receive_model
 from tests.integration.cluster_support import (
@@ -210,3 +212,51 @@ async def test_an_upstream_task_the_group_cannot_hold_is_reported_failed_to_the_
             "the failure report at the root",
         )
         assert g.sub.source.held() == [] and g.sub.in_flight == {}
+
+
+async def fetch(
+    stub: cluster_pb2_grpc.ClusterStub, node: str, job: str, indexes: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    request = cluster_pb2.FetchSamplesRequest(
+        envelope=env(node, job), dataset="digits", indexes=indexes
+    )
+    batches = [b async for b in stub.FetchSamples(request, timeout=10)]
+    assert all(b.envelope.node_id == node for b in batches)
+    x = np.concatenate([array_from_tensor(b.x) for b in batches])
+    y = np.concatenate([array_from_tensor(b.y) for b in batches])
+    return x, y
+
+
+async def test_members_fetch_samples_through_the_group_and_each_crosses_upward_once(
+    tmp_path: Path,
+) -> None:
+    digits = load_dataset("digits")
+    async with running_group(tmp_path, dataset_size=len(digits.y_train)) as g:
+        await join(g.stub, "m1")
+        await join(g.stub, "m2")
+        task = await task_for(g.stub, "m1")
+        job = task.envelope.job_id
+        idx = list(task.indexes)[:40]
+        x, y = await fetch(g.stub, "m1", job, idx)
+        np.testing.assert_array_equal(x, digits.x_train[idx])
+        np.testing.assert_array_equal(y, digits.y_train[idx])
+        assert g.sub.samples.fetched == len(set(idx))
+        # The second member's rows come from the group: nothing more crosses upward.
+        x2, _ = await fetch(g.stub, "m2", job, idx[::-1])
+        np.testing.assert_array_equal(x2, digits.x_train[idx[::-1]])
+        assert g.sub.samples.fetched == len(set(idx))
+
+        # Bad requests are refused and change nothing.
+        held = (g.sub.samples.held, g.sub.samples.fetched, g.sub.samples.served)
+        bad = [
+            ("m3", job, idx, "NOT_FOUND"),  # not a member
+            ("m1", "other-job", idx, "FAILED_PRECONDITION"),
+            ("m1", job, [len(digits.y_train)], "INVALID_ARGUMENT"),
+            ("m1", job, [], "INVALID_ARGUMENT"),
+            ("m1", job, [0] * (g.sub.settings.max_task_samples + 1), "INVALID_ARGUMENT"),
+        ]
+        for node, job_id, indexes, code in bad:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await fetch(g.stub, node, job_id, indexes)
+            assert info.value.code().name == code, (node, job_id, len(indexes))
+        assert (g.sub.samples.held, g.sub.samples.fetched, g.sub.samples.served) == held

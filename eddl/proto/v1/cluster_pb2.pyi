@@ -89,6 +89,7 @@ class NodeInfo(_message.Message):
     DATASETS_FIELD_NUMBER: _builtins.int
     THROTTLE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    LEAD_ADDRESS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     cpu_count: _builtins.int
     memory_bytes: _builtins.int
@@ -98,6 +99,8 @@ class NodeInfo(_message.Message):
     """>= 1: the node runs this many times slower"""
     version: _builtins.str
     """EDDL version of the node"""
+    lead_address: _builtins.str
+    """a node that can lead a group (a sub-leader):"""
     @_builtins.property
     def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """datasets this node holds locally (prefetched)"""
@@ -112,10 +115,11 @@ class NodeInfo(_message.Message):
         datasets: _abc.Iterable[_builtins.str] | None = ...,
         throttle: _builtins.float = ...,
         version: _builtins.str = ...,
+        lead_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark_samples_per_second", b"benchmark_samples_per_second", "cpu_count", b"cpu_count", "datasets", b"datasets", "hostname", b"hostname", "memory_bytes", b"memory_bytes", "throttle", b"throttle", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark_samples_per_second", b"benchmark_samples_per_second", "cpu_count", b"cpu_count", "datasets", b"datasets", "hostname", b"hostname", "lead_address", b"lead_address", "memory_bytes", b"memory_bytes", "throttle", b"throttle", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

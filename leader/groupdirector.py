@@ -1,0 +1,130 @@
+"""The root's groups: which sub-leaders lead, and which workers each one leads.
+
+A sub-leader daemon that joins the root offers to lead (its ``NodeInfo.lead_address``, the
+address its members dial); until promoted it stands by with no members. When the
+:class:`~eddl.leader.splitting.SplitPolicy` decides to promote or demote,
+:meth:`GroupDirector.apply` plans the groups with :func:`~eddl.leader.splitting.plan_groups`
+(offering sub-leaders only, the highest measured bandwidth first; workers spread by speed)
+and keeps the plan: a worker assigned to a group is redirected there on its next call
+(:meth:`redirect`), a sub-leader that leads no group any more is sent its members home
+(:meth:`demoted`). A sub-leader silent for longer than ``patience`` seconds leads nothing: its
+workers are no longer redirected to it (they come back to the root by themselves, the next
+address their sub-leader gave them) and the plan drops it.
+
+Pure and clock-free: every call takes the time; every change is a typed :class:`Regroup`
+holding the figures behind it, for the daemon to publish as an event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eddl.leader.splitting import Group, NodeLink, SplitDecision, plan_groups
+
+__all__ = ["MAX_OFFERS", "GroupDirector", "Offer", "Regroup"]
+
+MAX_OFFERS = 256
+MAX_ADDRESS = 256
+
+
+@dataclass
+class Offer:
+    node_id: str
+    address: str
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class Regroup:
+    """A change of groups, and why."""
+
+    cause: str  # "promote", "demote" or "leader-lost"
+    groups: tuple[Group, ...]
+    reason: str
+    nodes: tuple[NodeLink, ...]  # the measured nodes the plan was made from
+    at: float
+    changed: bool = True  # False: the groups stay as they were
+
+
+class GroupDirector:
+    def __init__(self, *, patience: float, min_group: int = 2) -> None:
+        if not patience > 0:
+            raise ValueError("patience must be > 0 seconds")
+        self.patience = patience
+        self.min_group = min_group
+        self.offers: dict[str, Offer] = {}
+        self.groups: tuple[Group, ...] = ()
+        self._leader_of: dict[str, str] = {}  # worker -> its sub-leader's node id
+
+    # -- what the root sees --------------------------------------------------------------
+    def offer(self, node_id: str, address: str, now: float) -> None:
+        """``node_id`` joined and can lead a group at ``address`` (bounded, else ignored)."""
+        if not node_id or not address or len(address) > MAX_ADDRESS or len(node_id) > 128:
+            raise ValueError("a lead offer needs a node id and an address of 1..256 characters")
+        if node_id not in self.offers and len(self.offers) >= MAX_OFFERS:
+            raise ValueError(f"at most {MAX_OFFERS} nodes may offer to lead")
+        self.offers[node_id] = Offer(node_id, address, now)
+
+    def seen(self, node_id: str, now: float) -> None:
+        offer = self.offers.get(node_id)
+        if offer is not None:
+            offer.last_seen = now
+
+    def alive(self, node_id: str, now: float) -> bool:
+        offer = self.offers.get(node_id)
+        return offer is not None and now - offer.last_seen <= self.patience
+
+    # -- decisions ------------------------------------------------------------------------
+    def apply(self, decision: SplitDecision, nodes: list[NodeLink], now: float) -> Regroup:
+        """Form ``decision.groups`` groups from ``nodes`` (0: everyone back to the root)."""
+        offering = {n for n in self.offers if self.alive(n, now)}
+        linked = [
+            NodeLink(n.node_id, n.bandwidth, n.speed, candidate=n.node_id in offering)
+            for n in nodes
+        ]
+        known = {n.node_id for n in linked}
+        # A standby sub-leader has not synchronised yet: it enters with no measured figures.
+        linked += [NodeLink(n, 0.0, 0.0, candidate=True) for n in sorted(offering - known)]
+        groups: tuple[Group, ...] = ()
+        if decision.groups > 0:
+            groups = plan_groups(linked, decision.groups, min_group=self.min_group).groups
+        reason = decision.reason
+        if groups and {g.leader for g in groups} == {g.leader for g in self.groups}:
+            # No other node offers to lead: the groups stay as they are (no reshuffle).
+            groups = self.groups
+            reason += f"; no further sub-leader offers, {len(groups)} groups kept"
+        changed = groups != self.groups
+        self._set(groups)
+        return Regroup(decision.action, self.groups, reason, tuple(linked), now, changed)
+
+    def lost(self, now: float) -> Regroup | None:
+        """Drop the groups whose sub-leader fell silent; ``None`` when all are alive."""
+        kept = tuple(g for g in self.groups if self.alive(g.leader, now))
+        if len(kept) == len(self.groups):
+            return None
+        gone = sorted({g.leader for g in self.groups} - {g.leader for g in kept})
+        self._set(kept)
+        for node in gone:
+            del self.offers[node]
+        return Regroup("leader-lost", kept, f"sub-leader {', '.join(gone)} fell silent", (), now)
+
+    def returned(self, node_id: str) -> None:
+        """``node_id`` joined the root again by itself: its sub-leader failed it, so it is
+        not sent back there (it stays with the root until the next regroup)."""
+        self._leader_of.pop(node_id, None)
+
+    # -- what the root answers ------------------------------------------------------------
+    def redirect(self, node_id: str, now: float) -> str | None:
+        """The address ``node_id`` must go to: its group's sub-leader, while that one lives."""
+        leader = self._leader_of.get(node_id)
+        if leader is None or not self.alive(leader, now):
+            return None
+        return self.offers[leader].address
+
+    def demoted(self, node_id: str) -> bool:
+        """``node_id`` offered to lead but leads no group now: its members go home."""
+        return node_id in self.offers and not any(g.leader == node_id for g in self.groups)
+
+    def _set(self, groups: tuple[Group, ...]) -> None:
+        self.groups = groups
+        self._leader_of = {w: g.leader for g in groups for w in g.workers}

@@ -1,0 +1,180 @@
+"""``--split auto``: the root regroups its nodes by itself, at the gRPC edge.
+
+A server interceptor beside the :class:`~eddl.leader.syncmeter.SyncMeter`, holding the
+:class:`~eddl.leader.groupdirector.GroupDirector` (its state, owned by the event loop; the
+leader's own state is untouched):
+
+* ``Join`` with ``NodeInfo.lead_address``: once the leader admitted it, the node offers to lead
+  a group at that address. Over mTLS only a certificate of role ``subleader`` may offer; a
+  worker's offer is ignored (logged).
+* ``GetTask`` of a worker assigned to a live group is answered with the ``not-leader``
+  redirect (``FAILED_PRECONDITION``, ``eddl-leader-hint`` = its sub-leader's address): between
+  two tasks, so the task it holds is finished and counted at the root first. The worker joins
+  its sub-leader, and the root expires it like any node that left. A sub-leader's
+  ``GetTask`` while it leads no group is answered the same way, with the root's own address:
+  its members go home.
+* Each ``Heartbeat`` or ``GetTask`` of a sub-leader marks it alive; one silent for
+  ``patience`` seconds loses its group (``leader-lost``), whose workers come back to the root
+  by themselves (the next address their sub-leader gave them) and are not sent to it again:
+  a worker assigned to a group that joins the root by itself stays with the root.
+
+:meth:`GroupEdge.decided` applies the split policy's promotions and demotions. Every change is
+handed to ``on_regroup`` with the figures behind it (the daemon logs a ``regroup`` event); a
+promotion that forms no new group (no further node offers to lead) changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from eddl.leader.config import LeaderConfig
+from eddl.leader.groupdirector import GroupDirector, Regroup
+from eddl.leader.splitting import SplitDecision
+from eddl.leader.syncmeter import SyncMeter
+from eddl.log import get_logger
+from eddl.net import RunningServer
+from eddl.net.redirect import not_leader_metadata
+from eddl.security import pki
+
+__all__ = ["GroupEdge", "log_regroup", "split_edge"]
+
+log = get_logger("leader.groups")
+
+JOIN = "/eddl.v1.Cluster/Join"
+HEARTBEAT = "/eddl.v1.Cluster/Heartbeat"
+GET_TASK = "/eddl.v1.Cluster/GetTask"
+
+
+class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        director: GroupDirector,
+        meter: SyncMeter,
+        on_regroup: Callable[[Regroup], None],
+        *,
+        home: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.director = director
+        self.meter = meter
+        self.on_regroup = on_regroup
+        self.home = home  # the root's own address, for members sent home
+        self.clock = clock
+
+    def decided(self, decision: SplitDecision) -> Regroup:
+        """Apply a promotion or demotion of the split policy."""
+        change = self.director.apply(decision, self.meter.nodes(), self.clock())
+        # The policy counts the groups formed, not asked for (fewer nodes may offer to lead).
+        self.meter.policy.groups = len(change.groups)
+        if change.changed:
+            self.on_regroup(change)
+        return change
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = str(details.method)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if method == JOIN:
+            return handler._replace(unary_unary=self._join(handler.unary_unary))
+        if method in (HEARTBEAT, GET_TASK):
+            return handler._replace(unary_unary=self._redirect(method, handler.unary_unary))
+        return handler
+
+    def _join(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            reply = await inner(request, context)
+            self.director.returned(str(request.envelope.node_id))
+            address = str(request.info.lead_address)
+            if address:
+                node = str(request.envelope.node_id)
+                role = _role(context)
+                if role not in (None, "subleader"):
+                    log.warning("lead offer ignored", node=node[:128], role=role)
+                    return reply
+                try:
+                    self.director.offer(node, address, self.clock())
+                except ValueError as exc:
+                    log.warning("lead offer refused", node=node[:128], error=str(exc))
+                else:
+                    log.info("lead offered", node=node, address=address)
+            return reply
+
+        return behaviour
+
+    def _redirect(
+        self, method: str, inner: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            now = self.clock()
+            node = str(request.envelope.node_id)
+            director = self.director
+            director.seen(node, now)
+            lost = director.lost(now)
+            if lost is not None:
+                self.on_regroup(lost)
+            target = None
+            if method == GET_TASK:
+                target = director.redirect(node, now)
+                if target is None and director.demoted(node):
+                    target = self.home() or None
+            if target is not None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"this node's leader is {target}",
+                    trailing_metadata=not_leader_metadata(target),
+                )
+            return await inner(request, context)
+
+        return behaviour
+
+
+def log_regroup(change: Regroup) -> None:
+    """The ``regroup`` event: the groups formed, and the figures of every node behind them."""
+    log.info(
+        "regroup",
+        cause=change.cause,
+        reason=change.reason,
+        groups={g.leader: list(g.workers) for g in change.groups},
+        nodes={
+            n.node_id: {
+                "bytes_per_s": round(n.bandwidth, 1),
+                "samples_per_s": round(n.speed, 1),
+                "can_lead": n.candidate,
+            }
+            for n in change.nodes
+        },
+    )
+
+
+def split_edge(
+    config: LeaderConfig, meter: SyncMeter, server: Callable[[], RunningServer | None]
+) -> GroupEdge:
+    """``--split auto``: the edge of a root daemon; a sub-leader is lost after the same
+    silence that expires a node at the root."""
+    director = GroupDirector(patience=config.patience * config.heartbeat_interval_s * 1.5)
+
+    def home() -> str:
+        running = server()
+        return config.advertise or (running.address if running is not None else "")
+
+    return GroupEdge(director, meter, log_regroup, home=home)
+
+
+def _role(context: grpc.aio.ServicerContext) -> str | None:
+    """The role of the caller's certificate; ``None`` without one (the loopback mode)."""
+    pems = (context.auth_context() or {}).get("x509_pem_cert") or []
+    if not pems:
+        return None
+    try:
+        return pki.cert_info(pki.load_cert(bytes(pems[0]))).role
+    except (pki.PkiError, ValueError):
+        return "unknown"
