@@ -6,7 +6,8 @@ Run: ``python -m bench.tinymetafed_mcu`` (needs qemu-system-arm and arm-none-eab
 Each row is the device round of the job in ``docs/jobs/tinymetafed-digits.toml`` (5-way
 digits, 10 samples per class: 50 samples) that a gateway hands a microcontroller
 (:func:`eddl.worker.mcu_meta.run_mcu_meta_task`): the head rebuilt in numpy on the gateway,
-then the online inner loop (float ``lsgd``, batch 1) and the top-P selection on the device.
+then the online inner loop (float ``lsgd`` or integer ``lsgd-q8``, batch 1) and the top-P
+selection on the device.
 The instructions are the inner loop's, from the firmware's kernel ticks (STATS) under QEMU
 ``-icount shift=0``: one instruction per ns of virtual time, a 25 MHz timer, so 40
 instructions per tick (as ``bench.mcu_fpu``). The on-device top-P selection is not inside
@@ -49,6 +50,7 @@ BOARDS = (("an386", "Cortex-M4F"), ("mps2", "Cortex-M3, soft float"))
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("tinymetafed", "tinymetafed, 1 inner epoch", {}),
     ("tinymetafed", "tinymetafed, 5 inner epochs", {"inner_epochs": 5}),
+    ("tinymetafed", "tinymetafed lsgd-q8, 1 inner epoch", {"kernel": "lsgd-q8"}),
     ("reptile", "reptile (dense), 1 inner epoch", {}),
 )
 
@@ -71,7 +73,7 @@ def _task(job: dict[str, Any], algorithm: str, hyper: dict[str, Any], device: in
 
 
 def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, float, int]]:
-    """(variant, mean instructions per device round, samples per round) on ``board``."""
+    """(variant, mean instructions per device round, samples trained per round) on ``board``."""
     out: list[tuple[str, float, int]] = []
     with start_qemu(board, lifetime=900.0) as q, Device.open(q.url, timeout=5.0) as dev:
         runner = McuTaskRunner(dev, max_buffer=16, train_timeout=300.0)
@@ -84,7 +86,7 @@ def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, f
                 )
                 res = run_mcu_meta_task(runner, task, spec.initial_shared())
                 ticks.append(res.kernel_ticks)
-                samples = res.samples
+                samples = res.steps  # samples trained: the device's samples × epochs
             out.append((label, INSTR_PER_TICK * sum(ticks) / len(ticks), samples))
     return out
 
@@ -120,9 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             "QEMU machine",
             "device round",
-            "samples",
+            "samples trained",
             "instructions / round",
-            "per sample",
+            "per sample trained",
             f"energy / round ({PART})",
         ],
         rows,
@@ -130,10 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = "-".join(map(str, sizes))
     body = f"""
 The device round a gateway hands a microcontroller for `docs/jobs/tinymetafed-digits.toml`
-(5-way digits, {arch}, 50 samples): the online inner loop (float `lsgd`, batch 1) on the
-device, mean over {args.devices} device tasks, from the initial meta-model. TinyMetaFed's
-head is rebuilt on the gateway first, and the top-P selection runs on the device after the
-loop; neither is inside the kernel ticks counted here.
+(5-way digits, {arch}, 50 samples): the online inner loop (float `lsgd`, batch 1; or
+`lsgd-q8` on int8 weights) on the device, mean over {args.devices} device tasks, from the
+initial meta-model. TinyMetaFed's head is rebuilt on the gateway first, and the top-P
+selection runs on the device after the loop; neither is inside the kernel ticks counted here.
 
 {table}
 
