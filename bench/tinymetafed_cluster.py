@@ -23,8 +23,8 @@ from typing import Any
 from bench.report import markdown_table, write_section
 from eddl.cli.jobs import submit_job, watch_job
 from eddl.cluster import LocalCluster
-from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
+from eddl.security.admin import admin_channel
 
 __all__ = ["main"]
 
@@ -32,6 +32,7 @@ JOB = Path(__file__).resolve().parents[1] / "docs" / "jobs" / "tinymetafed-digit
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "tinymetafed": ("tinymetafed", {}),
     "tinymetafed int8": ("tinymetafed", {"values": "int8"}),
+    "tinymetafed lsgd-q8": ("tinymetafed", {"kernel": "lsgd-q8"}),
     "reptile": ("reptile", {}),
 }
 _TINY_ONLY = ("top_p", "local_layers", "recon_epochs", "values")
@@ -47,9 +48,11 @@ def _spec(algorithm: str, extra: dict[str, Any], rounds: int) -> dict[str, Any]:
 
 async def _run(cluster: LocalCluster, spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
-    job_id = await submit_job(cluster.address, spec)
-    await asyncio.wait_for(watch_job(cluster.address, job_id, lambda e: None), 900)
-    async with open_channel(cluster.address) as ch:
+    job_id = await submit_job(cluster.address, spec, identity=cluster.identity)
+    await asyncio.wait_for(
+        watch_job(cluster.address, job_id, lambda e: None, identity=cluster.identity), 900
+    )
+    async with admin_channel(cluster.address, cluster.identity) as ch:
         status = await admin_pb2_grpc.AdminStub(ch).JobStatus(
             admin_pb2.JobStatusRequest(job_id=job_id), timeout=10
         )
@@ -91,7 +94,7 @@ async def _bench(rounds: int) -> list[list[object]]:
                     f"{out['seconds']:.1f}",
                 ]
             )
-        for row in rows[:2]:
+        for row in rows[:3]:
             if dense:
                 row[0] = f"{row[0]} (−{1 - float(str(row[3]).replace(',', '')) / dense:.0%} up)"
     return rows
@@ -121,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "digits task, 10 held-out devices). Upload bytes are the serialised size of each "
         "whole `PushUpdate` stream (header included) as the leader read it, per device per "
         "round; Reptile uploads φ of all layers densely, TinyMetaFed the top 10% of φ − θ of "
-        "the shared layers as sparse records. Few-shot accuracy is the job's, from the leader "
-        "(k = 5 per class, 10 fine-tuning passes). One seed, one run per row.\n\n" + table
+        "the shared layers as sparse records; `lsgd-q8` runs the inner loop on int8 weights "
+        "(lr 0.05 → 2^-4) on workers and MCUs alike. Few-shot accuracy is the job's, from the "
+        "leader (k = 5 per class, 10 fine-tuning passes). One seed, one run per row.\n\n" + table
     )
     if not args.no_write:
         write_section("tinymetafed-cluster", "TinyMetaFed in the cluster: bytes on the wire", body)

@@ -201,6 +201,11 @@ def meta_job(config: MetaJobConfig) -> MetaJob:
         raise JobSpecError(f"job.{exc}") from exc
     except ValueError as exc:
         raise JobSpecError(f"job.model: {exc}") from exc
+    if opts.kernel == "lsgd-q8" and config.task != "characters":
+        raise JobSpecError(
+            f"job.hyper.kernel: lsgd-q8 runs on uint8 pixels (character tasks), "
+            f"not on the {config.task} task"
+        )
     split = LayerSplit(model.num_layers, opts.local_layers)
     return MetaJob(config, tasks, model, split, opts)
 

@@ -8,8 +8,9 @@ records (:mod:`eddl.net.sparse`) for TinyMetaFed — which the server decodes wi
 before the Reptile update (:func:`~eddl.learn.reptile.reptile_update`) with the round's ε.
 Bytes per device per round are the serialised sizes of those records.
 
-After the last round (and every ``eval_every`` rounds) the held-out devices run the few-shot
-evaluation (:func:`~eddl.learn.fewshot.few_shot_evaluate`) at each ``k`` in ``shots``.
+After the last round (and after each round listed in ``checkpoints``) the held-out devices run
+the few-shot evaluation (:func:`~eddl.learn.fewshot.few_shot_evaluate`) at each ``k`` in
+``shots``; the checkpoints make :attr:`MetaResult.curve`, the score against rounds.
 
 Tasks: ``sine`` (regression, MSE), ``characters`` (N-way digits from ``digits`` or
 ``mnist-10k``, accuracy) and ``presence`` (synthetic room sensors, accuracy); see
@@ -68,6 +69,8 @@ class MetaConfig:
     """k values evaluated at the end; empty: the options' ``shots``."""
     hidden: tuple[int, ...] = ()
     """Hidden widths; empty: the task's default."""
+    checkpoints: tuple[int, ...] = ()
+    """Rounds (1..rounds) after which the few-shot evaluation also runs (``MetaResult.curve``)."""
 
     def __post_init__(self) -> None:
         if self.algo not in META_ALGORITHMS:
@@ -80,6 +83,11 @@ class MetaConfig:
                 raise ValueError(f"{name} must be in 1..100000, got {value}")
         if any(not 1 <= k <= 1000 for k in self.shots):
             raise ValueError(f"shots must lie in 1..1000, got {list(self.shots)}")
+        if len(self.checkpoints) > 1000 or any(not 1 <= r <= self.rounds for r in self.checkpoints):
+            raise ValueError(
+                f"checkpoints must be at most 1000 rounds in 1..{self.rounds}, "
+                f"got {list(self.checkpoints)[:10]}"
+            )
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,15 @@ class MetaResult:
     """The full model as dense records: what plain Reptile moves each way."""
     history: list[MetaRound]
     seconds: float
+    curve: dict[int, dict[int, FewShotResult]] = field(default_factory=dict)
+    """Few-shot results after each checkpoint round: ``curve[round][k]``."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["few_shot"] = {str(k): asdict(v) for k, v in self.few_shot.items()}
+        out["curve"] = {
+            str(r): {str(k): asdict(v) for k, v in row.items()} for r, row in self.curve.items()
+        }
         return out
 
 
@@ -172,6 +185,24 @@ def run_meta(cfg: MetaConfig, on_round: Callable[[MetaRound], None] | None = Non
     theta = split.shared(full)
     dense_bytes = wire_bytes(tensor_from_array(n, a) for n, a in full.items())
     history: list[MetaRound] = []
+    curve: dict[int, dict[int, FewShotResult]] = {}
+    shots = cfg.shots or (opts.shots,)
+
+    def evaluate(params: Params) -> dict[int, FewShotResult]:
+        return {
+            k: few_shot_evaluate(
+                model,
+                split,
+                params,
+                tasks.held_out,
+                k=k,
+                opts=opts,
+                seed=cfg.seed,
+                training_ids=tasks.training_ids,
+            )
+            for k in shots
+        }
+
     per_round = min(opts.devices_per_round, len(tasks.train))
     for rnd in range(cfg.rounds):
         t_round = time.perf_counter()
@@ -202,19 +233,9 @@ def run_meta(cfg: MetaConfig, on_round: Callable[[MetaRound], None] | None = Non
         history.append(result)
         if on_round is not None:
             on_round(result)
-    few = {
-        k: few_shot_evaluate(
-            model,
-            split,
-            theta,
-            tasks.held_out,
-            k=k,
-            opts=opts,
-            seed=cfg.seed,
-            training_ids=tasks.training_ids,
-        )
-        for k in (cfg.shots or (opts.shots,))
-    }
+        if rnd + 1 in cfg.checkpoints:
+            curve[rnd + 1] = evaluate(theta)
+    few = curve[cfg.rounds] if cfg.rounds in curve else evaluate(theta)
     return MetaResult(
         algo=cfg.algo,
         task=tasks.name,
@@ -226,4 +247,5 @@ def run_meta(cfg: MetaConfig, on_round: Callable[[MetaRound], None] | None = Non
         dense_bytes=dense_bytes,
         history=history,
         seconds=time.perf_counter() - t0,
+        curve=curve,
     )

@@ -3,7 +3,9 @@
 The gateway rebuilds the device task's samples from the job (:mod:`eddl.worker.metatask`),
 rebuilds the local layers from them in numpy (:func:`~eddl.learn.reconstruction.reconstruct`,
 as :func:`~eddl.learn.tinymetafed.device_round` does first), loads the whole model onto the
-device, and the device runs the online inner loop (its ``lsgd`` kernel, batch 1) and selects
+device, and the device runs the online inner loop (its ``lsgd`` kernel, batch 1; with the job
+option ``kernel = "lsgd-q8"`` the gateway quantizes the model as
+:class:`~eddl.learn.metaq8.Q8Round` does and the device runs ``lsgd-q8``) and selects
 the top-P entries of ``φ − θ`` of the shared layers itself
 (:meth:`~eddl.worker.mcu_runner.McuTaskRunner.inner_loop`). TinyMetaFed uploads those records
 as they are; Reptile selects 100% and uploads ``φ = θ + δ`` densely. The device's pixels are
@@ -20,10 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from eddl.learn.algorithms import get_algorithm
+from eddl.learn.metaq8 import Q8Round
 from eddl.learn.params import Params
 from eddl.learn.reconstruction import reconstruct
 from eddl.learn.topp import densify
-from eddl.mcu.metaplan import KERNEL, meta_fit, meta_plan
+from eddl.mcu.metaplan import meta_fit, meta_plan
 from eddl.mcu.plan import offered_algorithms
 from eddl.worker.executor import TaskError, TaskResult, TaskSpec
 from eddl.worker.metatask import check_meta_task
@@ -66,19 +69,28 @@ def run_mcu_meta_task(
     opts = job.options
     started = time.perf_counter()
     shared = {n: np.asarray(a, dtype=np.float32) for n, a in theta.items()}
-    full = reconstruct(
-        job.model,
-        job.split,
-        shared,
-        device.x_train,
-        device.y_train,
-        lr=opts.lr,
-        epochs=opts.recon_epochs,
-        seed=task.seed,
-    )
-    algo = get_algorithm(KERNEL, plan.model, plan.hyper)
+    kernel = opts.kernel
+    if kernel == "lsgd-q8":  # θ_q and its format, exactly as a Python worker quantizes them
+        q8 = Q8Round(
+            job.model, job.split, shared, device.x_train, device.y_train, opts, seed=task.seed
+        )
+        fmt = {"weight_frac": list(q8.fmt.weight_frac), "bias_frac": list(q8.fmt.bias_frac)}
+        algo = get_algorithm(kernel, {**plan.model, "format": fmt}, plan.hyper)
+        full: Params = q8.theta_q
+    else:
+        full = reconstruct(
+            job.model,
+            job.split,
+            shared,
+            device.x_train,
+            device.y_train,
+            lr=opts.lr,
+            epochs=opts.recon_epochs,
+            seed=task.seed,
+        )
+        algo = get_algorithm(kernel, plan.model, plan.hyper)
     result = runner.inner_loop(
-        KERNEL,
+        kernel,
         algo,
         full,
         x_u8,
@@ -97,7 +109,7 @@ def run_mcu_meta_task(
         }
     return TaskResult(
         params=params,
-        samples=result.samples,
+        samples=len(device.x_train),  # the device's samples weigh its update, as on a worker
         steps=result.samples,
         train_seconds=busy,
         busy_seconds=busy,

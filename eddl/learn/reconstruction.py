@@ -5,9 +5,13 @@ server holds and sends only the shared layers ``0..L-m-1``; the device rebuilds 
 layers from its own samples every time it takes part (Singhal et al.'s federated
 reconstruction, as TinyMetaFed uses it), and its upload names only shared parameters.
 
-Rebuilding (:func:`reconstruct`): fresh local layers drawn from the device's seed, trained for
-``epochs`` online passes with the shared layers frozen. Only then does the device adapt the
-whole model (shared and local) in its inner loop; the local part is dropped afterwards.
+Rebuilding (:func:`reconstruct`): fresh local layers, trained for ``epochs`` online passes with
+the shared layers frozen. The output layer starts at zero — a neutral prediction (0 for a
+regressor, 0.5 for every class of a sigmoid head) — and any local layer below it from the
+device's seed. A random output layer made a device with a few samples start from noise:
+few-shot scores were worse on all three use cases (``bench/tinymetafed.py``). Only then does
+the device adapt the whole model (shared and local) in its inner loop; the local part is
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ def reconstruct(
     for name in split.shared_names:
         full[name] = np.array(shared[name], dtype=np.float32, copy=True)
     if split.local_layers:
+        last = split.num_layers - 1
+        full[f"W{last}"].fill(0.0)
+        full[f"b{last}"].fill(0.0)
         rng = np.random.default_rng(seed)
         model.train_pass(full, x, y, lr, first_layer=split.first_local, epochs=epochs, rng=rng)
     return full

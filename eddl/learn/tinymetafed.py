@@ -8,6 +8,9 @@
    arrival order (:meth:`~eddl.learn.metamodel.MetaModel.train_pass`, L-SGD for classifiers),
 3. take ``δ = φ − θ`` on the *shared* layers only and keep its top-P% entries.
 
+With ``kernel = "lsgd-q8"`` steps 2 and 3 run on int8 weights
+(:class:`~eddl.learn.metaq8.Q8Round`), as a microcontroller with that kernel does.
+
 :func:`fine_tune` is the same adaptation for a new device at evaluation time: reconstruct the
 local layers, then ``eval_epochs`` passes over its k shots.
 """
@@ -21,6 +24,7 @@ import numpy as np
 
 from eddl.learn.metamodel import MetaModel
 from eddl.learn.metaoptions import MetaOptions
+from eddl.learn.metaq8 import Q8Round
 from eddl.learn.params import Params
 from eddl.learn.reconstruction import LayerSplit, reconstruct
 from eddl.learn.topp import SparseDelta, top_p
@@ -69,8 +73,13 @@ def device_round(
     seed: int,
 ) -> DeviceUpdate:
     """Adapt ``θ`` (the shared layers) to ``(x, y)`` and return the upload."""
-    phi, steps = _adapt(model, split, theta, x, y, opts, opts.inner_epochs, seed)
-    delta = {n: phi[n] - theta[n] for n in split.shared_names}
+    if opts.kernel == "lsgd-q8":
+        q8 = Q8Round(model, split, theta, x, y, opts, seed=seed)
+        delta = q8.delta(q8.train())
+        steps = len(x) * opts.inner_epochs
+    else:
+        phi, steps = _adapt(model, split, theta, x, y, opts, opts.inner_epochs, seed)
+        delta = {n: phi[n] - theta[n] for n in split.shared_names}
     selected = top_p(delta, opts.top_p) if opts.sparse else None
     return DeviceUpdate(delta, selected, samples=len(x), steps=steps)
 

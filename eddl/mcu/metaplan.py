@@ -1,6 +1,7 @@
 """What a microcontroller runs of a ``tinymetafed`` or ``reptile`` job, and whether it fits.
 
-A device runs a meta job's inner loop with its float ``lsgd`` kernel: the job's classifier
+A device runs a meta job's inner loop with its ``lsgd`` kernel (float), or ``lsgd-q8`` (int8
+weights) when the job's ``kernel`` option says so: the job's classifier
 (tanh hidden layers, sigmoid/BCE head) on uint8 pixel inputs, so only the character tasks
 (``digits``, ``mnist-10k``) go to microcontrollers; sine and presence take float inputs the
 firmware does not read. The device also holds a snapshot of the shared layers for the top-P
@@ -19,13 +20,11 @@ from eddl.mcu.plan import arena_need, job_setup
 
 __all__ = ["MetaDevicePlan", "meta_fit", "meta_plan"]
 
-KERNEL = "lsgd"
-
 
 @dataclass(frozen=True)
 class MetaDevicePlan:
-    """The device's view of a meta job: the ``lsgd`` model and hyper-parameters, the
-    number of shared layers and the options."""
+    """The device's view of a meta job: the kernel's model and hyper-parameters, the
+    number of shared layers and the options (``options.kernel`` is the kernel)."""
 
     model: dict[str, Any]
     hyper: dict[str, Any]
@@ -55,7 +54,8 @@ def meta_plan(algorithm: str, model: Mapping[str, Any], hyper: Mapping[str, Any]
         "activations": ["tanh"] * (layers - 1) + ["sigmoid"],
         "loss": "bce",
     }
-    return MetaDevicePlan(device_model, {"lr": opts.lr}, layers - opts.local_layers, opts)
+    hyper = {"lr_shift": opts.lr_shift} if opts.kernel == "lsgd-q8" else {"lr": opts.lr}
+    return MetaDevicePlan(device_model, hyper, layers - opts.local_layers, opts)
 
 
 def meta_fit(
@@ -67,13 +67,15 @@ def meta_fit(
     algorithms: Iterable[str],
 ) -> str | None:
     """Why a device cannot run a meta job's inner loop, or None when it can: it needs the
-    ``lsgd`` kernel and an arena for the network, one sample and the shared snapshot."""
+    job's kernel (``lsgd`` or ``lsgd-q8``) and an arena for the network, one sample and the
+    shared snapshot."""
     offered = tuple(algorithms)
-    if KERNEL not in offered:
-        return f"runs {', '.join(offered) or 'no job algorithm'}, not {KERNEL} ({algorithm})"
     try:
         plan = meta_plan(algorithm, model, hyper)
-        spec = job_setup(KERNEL, plan.model, plan.hyper, 1, shared_layers=plan.shared_layers)
+        kernel = plan.options.kernel
+        if kernel not in offered:
+            return f"runs {', '.join(offered) or 'no job algorithm'}, not {kernel} ({algorithm})"
+        spec = job_setup(kernel, plan.model, plan.hyper, 1, shared_layers=plan.shared_layers)
         need = arena_need(spec)
     except ValueError as exc:
         return str(exc)

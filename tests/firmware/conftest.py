@@ -35,6 +35,28 @@ def sim(sim_exe: object) -> Iterator[Launched]:
         yield launched
 
 
+ALL_BOARDS = [
+    "host",
+    *(pytest.param(b, marks=pytest.mark.qemu) for b in ("due", "an386", "an500")),
+]
+
+
+@pytest.fixture(scope="module", params=ALL_BOARDS)
+def board(request: pytest.FixtureRequest) -> Iterator[Launched]:
+    """Each test that takes it runs on the host simulator and under QEMU on the Cortex-M3
+    (AN385), the Cortex-M4F (AN386) and the Cortex-M7 (AN500) images."""
+    name = request.param
+    if name == "host":
+        with start_sim("tcp", lifetime=300.0) as launched:
+            yield launched
+        return
+    if not qemu_available():
+        pytest.skip("SKIPPED LOUDLY: qemu-system-arm / arm-none-eabi-gcc not installed")
+    build_firmware("qemu", "fpu", timeout=600)
+    with start_qemu(name, lifetime=300.0) as launched:
+        yield launched
+
+
 @pytest.fixture(scope="session")
 def qemu_elf() -> object:
     if not qemu_available():

@@ -1,6 +1,7 @@
-"""A TinyMetaFed device round on a host-simulated microcontroller equals a Python worker's:
-the same reconstruction, the same online pass (float lsgd, to float tolerance), the same top-P
-entries selected on the device; the local head never leaves it."""
+"""A TinyMetaFed device round on a microcontroller equals a Python worker's: the same
+reconstruction, the same online pass (float lsgd to float tolerance; lsgd-q8 bit for bit, on
+the host simulator and under QEMU on the Cortex-M3, M4F and M7 images), the same top-P entries
+selected on the device; the local head never leaves it."""
 
 from __future__ import annotations
 
@@ -85,3 +86,41 @@ def test_a_sine_job_is_refused_before_anything_reaches_the_device(sim: Launched)
                     MetaJobConfig.of_wire("tinymetafed", "sine", sine.model_json, "{}")
                 ).initial_shared(),
             )
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "hyper"),
+    [
+        ("tinymetafed", {"top_p": 10, "local_layers": 1, "lr": 0.0625, "kernel": "lsgd-q8"}),
+        (
+            "tinymetafed",
+            {"top_p": 25, "local_layers": 1, "lr": 0.1, "kernel": "lsgd-q8", "inner_epochs": 2},
+        ),
+        ("reptile", {"lr": 0.125, "kernel": "lsgd-q8"}),
+    ],
+)
+def test_lsgd_q8_device_round_is_bit_exact_with_the_python_workers(
+    board: Launched, algorithm: str, hyper: dict[str, object]
+) -> None:
+    task = _task(algorithm, hyper, device=1)
+    job = meta_job(MetaJobConfig.of_wire(algorithm, "digits", task.model_json, task.hyper_json))
+    theta = job.initial_shared()
+    want = run_meta_task(task, theta)
+    with Device.open(board.url, timeout=5.0) as dev:
+        runner = McuTaskRunner(dev, max_buffer=16, train_timeout=120.0)
+        got = run_mcu_meta_task(runner, task, theta)
+    epochs = int(str(hyper.get("inner_epochs", 1)))
+    assert got.samples == want.samples == 30 and got.steps == want.steps == 30 * epochs
+    assert got.kernel_ticks > 0
+    if algorithm == "tinymetafed":
+        assert got.sparse is not None and want.sparse is not None
+        assert list(got.sparse) == list(want.sparse) == ["W0", "b0", "W1", "b1"]  # no head
+        for name, w in want.sparse.items():
+            np.testing.assert_array_equal(got.sparse[name].indices, w.indices, err_msg=name)
+            np.testing.assert_array_equal(got.sparse[name].values, w.values, err_msg=name)
+        assert sum(len(w.values) for w in want.sparse.values()) > 0
+    else:
+        assert sorted(got.params) == sorted(want.params) == sorted(theta)
+        for name, w in want.params.items():
+            np.testing.assert_array_equal(got.params[name], w, err_msg=name)
+        assert any(not np.array_equal(want.params[n], theta[n]) for n in theta)  # it learned

@@ -9,8 +9,6 @@ Every case runs on the host simulator and under QEMU on the Cortex-M3 (AN385), t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
@@ -19,7 +17,7 @@ from eddl.learn.lsgd import LSGDTrainer
 from eddl.learn.model import MLPSpec, init_params
 from eddl.learn.topp import SparseDelta, top_p
 from eddl.mcu.driver import Device, DeviceError
-from eddl.mcu.launch import Launched, build_firmware, qemu_available, start_qemu, start_sim
+from eddl.mcu.launch import Launched
 from eddl.mcu.plan import arena_need
 from eddl.mcu.protocol import Act, Algo, ErrorCode, Loss, MsgType, SetupSpec
 from eddl.mcu.session import DeviceModel
@@ -27,21 +25,6 @@ from eddl.mcu.topp import device_top_p, select, snapshot
 
 MLP = MLPSpec(sizes=(24, 16, 12, 5), activations=("tanh", "tanh", "sigmoid"), loss="bce")
 ACTS = tuple(Act[a.upper()] for a in MLP.activations)
-BOARDS = ["host", *(pytest.param(b, marks=pytest.mark.qemu) for b in ("due", "an386", "an500"))]
-
-
-@pytest.fixture(scope="module", params=BOARDS)
-def board(request: pytest.FixtureRequest) -> Iterator[Launched]:
-    name = request.param
-    if name == "host":
-        with start_sim("tcp", lifetime=300.0) as launched:
-            yield launched
-        return
-    if not qemu_available():
-        pytest.skip("SKIPPED LOUDLY: qemu-system-arm / arm-none-eabi-gcc not installed")
-    build_firmware("qemu", "fpu", timeout=600)
-    with start_qemu(name, lifetime=300.0) as launched:
-        yield launched
 
 
 def _data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -51,14 +51,16 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[list[cluster_pb2.UpdateChunk]]
     return streams
 
 
+@pytest.mark.parametrize("kernel", ["lsgd", "lsgd-q8"])
 async def test_tinymetafed_job_completes_with_few_shot_accuracy_and_sparse_uploads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
 ) -> None:
     streams = _spy(monkeypatch)
+    job = {**META_JOB, "hyper": {**META_JOB["hyper"], "kernel": kernel}}
     async with running_cluster(tmp_path) as cluster:
         for i in range(3):
             await cluster.add_worker(f"w{i}")
-        job_id = await cluster.submit(META_JOB)
+        job_id = await cluster.submit(job)
         status = await cluster.wait_job(job_id, 120)
     assert status["status"] == "completed", status
     assert status["version"] == 4

@@ -24,3 +24,12 @@ def test_refusals_say_why() -> None:
     assert "not lsgd" in fit(MODEL, kernels=("tifed",))
     assert "character tasks" in fit({"sizes": [1, 40, 40, 1], "task": "sine"})
     assert "arena bytes" in fit(MODEL, arena=2048)
+
+
+def test_an_lsgd_q8_job_needs_the_lsgd_q8_kernel() -> None:
+    q8 = {"kernel": "lsgd-q8", "lr": 0.05}
+    plan = meta_plan("tinymetafed", MODEL, q8)
+    assert plan.options.kernel == "lsgd-q8" and plan.hyper == {"lr_shift": 4}
+    fit = meta_fit("tinymetafed", MODEL, q8, arena_bytes=64 * 1024, algorithms=["lsgd"])
+    assert fit is not None and "not lsgd-q8" in fit
+    assert meta_fit("reptile", MODEL, q8, arena_bytes=64 * 1024, algorithms=["lsgd-q8"]) is None

@@ -67,6 +67,26 @@ def test_short_runs_report_few_shot_and_measured_bytes(task: str) -> None:
     assert 0 < result.upload_bytes < result.download_bytes <= result.dense_bytes
 
 
+def test_checkpoints_give_the_score_against_rounds() -> None:
+    cfg = MetaConfig(
+        task="sine",
+        train_devices=4,
+        held_out_devices=2,
+        rounds=3,
+        shots=(1, 2),
+        samples=6,
+        checkpoints=(1, 3),
+        hyper={"devices_per_round": 2, "eval_epochs": 2},
+    )
+    result = run_meta(cfg)
+    assert sorted(result.curve) == [1, 3] and set(result.curve[1]) == {1, 2}
+    assert result.few_shot == result.curve[3]  # the last checkpoint is the final score
+    assert result.curve[1][2].mean != result.curve[3][2].mean  # θ moved between them
+    assert set(result.to_dict()["curve"]) == {"1", "3"}
+    with pytest.raises(ValueError, match="checkpoints"):
+        MetaConfig(rounds=3, checkpoints=(4,))
+
+
 def test_eddl_train_runs_reptile(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(
         [

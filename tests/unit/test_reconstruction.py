@@ -66,3 +66,19 @@ def test_bad_splits_are_refused() -> None:
     split = LayerSplit(3, 1)
     with pytest.raises(ReconstructionError):
         split.check_shared(Classifier(SPEC).init_params(0))
+
+
+def test_reconstruction_starts_the_output_layer_at_zero() -> None:
+    """The rebuilt head starts neutral: the device's seed does not enter a one-layer head."""
+    model = Classifier(SPEC)
+    split = LayerSplit(3, 1)
+    shared = split.shared(model.init_params(0))
+    x, y = _data()
+    a = reconstruct(model, split, shared, x[:1], y[:1], lr=0.5, epochs=1, seed=4)
+    b = reconstruct(model, split, shared, x[:1], y[:1], lr=0.5, epochs=1, seed=9)
+    np.testing.assert_array_equal(a["W2"], b["W2"])
+    assert np.any(a["W2"] != 0.0)  # one step moved it off zero
+    two = LayerSplit(3, 2)  # a local layer below the output keeps its seeded draw
+    c = reconstruct(model, two, two.shared(model.init_params(0)), x, y, lr=0.5, epochs=1, seed=4)
+    d = reconstruct(model, two, two.shared(model.init_params(0)), x, y, lr=0.5, epochs=1, seed=9)
+    assert not np.array_equal(c["W1"], d["W1"])
