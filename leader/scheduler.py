@@ -162,7 +162,8 @@ class Scheduler:
         left = self.source.left()
         if self.distribution != "dynamic" or left is None:
             return size
-        busy = [Busy(t.node_id, t.issued_at, t.num_samples) for t in self.ledger.in_flight()]
+        # Read only near the end of the data (see TaskSizer.tail).
+        busy = (Busy(t.node_id, t.issued_at, t.num_samples) for t in self.ledger.in_flight())
         return self.sizer.tail(node_id, size, left, busy, self.source.workers)
 
     def set_static_workers(self, node_ids: Iterable[str]) -> None:

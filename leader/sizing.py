@@ -156,21 +156,22 @@ class TaskSizer:
         if own is None:
             return size
         now = self._now()
+        speeds: dict[str, float] = {}
+        for worker in set(workers) - {node_id}:
+            sps = self.samples_per_second(worker)
+            if sps is not None:
+                speeds[worker] = sps
+        total_rate = own + sum(speeds.values())
+        if own * left >= size * total_rate:
+            return size  # far from the end: tasks in flight only add to ``want`` below
         busy_until: dict[str, float] = {}
         for task in busy:
-            sps = self.samples_per_second(task.node_id)
-            if task.node_id == node_id or sps is None:
+            sps = speeds.get(task.node_id)
+            if sps is None:  # the asker, a node that left, or one with no speed yet
                 continue
             end = task.issued_at + task.samples / sps
             busy_until[task.node_id] = max(busy_until.get(task.node_id, now), end)
-        total_rate = own
-        backlog = 0.0
-        for worker in set(workers) - {node_id}:
-            sps = self.samples_per_second(worker)
-            if sps is None:
-                continue
-            total_rate += sps
-            backlog += sps * (busy_until.get(worker, now) - now)
+        backlog = sum(sps * (busy_until.get(w, now) - now) for w, sps in speeds.items())
         want = own * (left + backlog) / total_rate
         if want >= size:
             return size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -50,7 +51,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.period = period
         self.clock = clock
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
-        self._pushed: dict[str, float] = {}  # node -> when it last pushed
+        self._pushed: OrderedDict[str, float] = OrderedDict()  # node -> when it last pushed
         self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
         self._bytes = 0
         self._since = clock()
@@ -150,8 +151,12 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _synced(self, node: str, seconds: float, now: float) -> None:
         self._pushed[node] = now
+        self._pushed.move_to_end(node)  # oldest push first: the trim below is amortised O(1)
         horizon = now - self.policy.config.window
-        for old in [n for n, at in self._pushed.items() if at < horizon]:
+        while self._pushed:
+            old, at = next(iter(self._pushed.items()))
+            if at >= horizon:
+                break
             del self._pushed[old]
             self._links.pop(old, None)
         if seconds > 0:
