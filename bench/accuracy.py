@@ -73,7 +73,9 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("default (auto)", {}),
-    Variant("sync, plain mean", {"aggregation": "sync", "sync_params": {}}),
+    Variant("sync, default rule", {"aggregation": "sync"}),
+    Variant("async, default rule", {"aggregation": "async"}),
+    Variant("sync, plain mean", {"aggregation": "sync", "sync_params": {"sum_samples": 0}}),
     Variant("sync, server lr 2", {"aggregation": "sync", "sync_params": {"server_lr": 2.0}}),
     Variant("sync, FedAvgM 0.5", {"aggregation": "sync", "sync_params": {"server_momentum": 0.5}}),
     Variant(
@@ -84,8 +86,15 @@ VARIANTS: tuple[Variant, ...] = (
         "sync, FedYogi 0.01",
         {"aggregation": "sync", "sync_params": {"server_opt": "yogi", "server_lr": 0.01}},
     ),
-    Variant("async, FedBuff", {"aggregation": "async", "async_rule": "fedbuff"}),
+    Variant(
+        "async, FedBuff (mean)",
+        {"aggregation": "async", "async_rule": "fedbuff", "async_params": {"sum_samples": 0}},
+    ),
     Variant("async, async-delta", {"aggregation": "async", "async_rule": "async-delta"}),
+    Variant(
+        "async, FedBuff lr 3",
+        {"aggregation": "async", "async_rule": "fedbuff", "async_params": {"server_lr": 3.0}},
+    ),
     Variant("async, FedAsync", {"aggregation": "async", "async_rule": "fedasync"}),
 )
 

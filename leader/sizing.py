@@ -4,7 +4,9 @@
 granularity) × granularity, min_samples, max_samples)``; a node known only by its join-time
 micro-benchmark gets a probe of ``probe_fraction`` of that, a node known by nothing a probe of
 ``probe_fraction × default_samples``. Near the end of a job's data, :meth:`TaskSizer.tail`
-shrinks tasks so that every worker finishes the last of it together. See
+shrinks tasks so that every worker finishes the last of it together. With a round budget of
+``round_samples`` (the sync rule's ``sum_samples``), :meth:`TaskSizer.round_seconds` picks the
+target time of a sync round for time to accuracy rather than throughput. See
 docs/leader-logic.md#scheduling-dynamic-distribution for why each rule is there.
 """
 
@@ -56,6 +58,8 @@ class TaskSizer:
         now: Callable[[], float] = time.monotonic,
         probe_fraction: float = 0.25,
         min_compute_fraction: float = 0.25,
+        round_samples: int = 0,
+        comm_share: float = 0.2,
     ) -> None:
         if not 1 <= min_samples <= default_samples <= max_samples:
             raise ValueError("need 1 <= min_samples <= default_samples <= max_samples")
@@ -65,7 +69,11 @@ class TaskSizer:
             raise ValueError("probe_fraction must be in (0, 1]")
         if not 0 < min_compute_fraction <= 1:
             raise ValueError("min_compute_fraction must be in (0, 1]")
+        if round_samples < 0 or not 0 < comm_share <= 1:
+            raise ValueError("round_samples must be >= 0 and comm_share in (0, 1]")
         self.task_seconds = task_seconds
+        self.round_samples = round_samples
+        self.comm_share = comm_share
         self.min_samples = min_samples
         self.max_samples = max_samples
         self.default_samples = default_samples
@@ -77,6 +85,7 @@ class TaskSizer:
         self._estimators: dict[str, ThroughputEstimator] = {}
         self._priors: dict[str, float] = {}
         self._overheads: dict[str, float] = {}
+        self._links: dict[str, float] = {}  # leader-seen cost per task beyond training (s)
 
     # -- what is known of a node -------------------------------------------------------------
     def estimator(self, node_id: str) -> ThroughputEstimator:
@@ -110,9 +119,17 @@ class TaskSizer:
         """The node's fixed cost per task in seconds (0 until it reported one)."""
         return self._overheads.get(node_id, 0.0)
 
-    def observe(self, node_id: str, samples: int, seconds: float, overhead: float) -> None:
-        """A finished task: ``samples`` trained in ``seconds``, plus its fixed ``overhead``."""
+    def observe(
+        self, node_id: str, samples: int, seconds: float, overhead: float, wall: float = 0.0
+    ) -> None:
+        """A finished task: ``samples`` trained in ``seconds``, plus its fixed ``overhead``;
+        ``wall``: the leader's own time from handing the task out to its update (0: unknown),
+        of which what the training does not explain is the task's cost of communication."""
         now = self._now()
+        link = max(overhead, wall - seconds) if math.isfinite(wall) else overhead
+        if math.isfinite(link) and link >= 0 and wall > 0:
+            old_link = self._links.get(node_id)
+            self._links[node_id] = link if old_link is None else 0.7 * old_link + 0.3 * link
         if seconds > 0 and samples > 0:
             self.estimator(node_id).observe(samples, seconds, max(now, 0.0))
         if math.isfinite(overhead) and overhead >= 0:
@@ -139,6 +156,30 @@ class TaskSizer:
             # costs one short task, not one long round).
             want *= self.probe_fraction
         return max(self.min_samples, min(self.max_samples, self._round_down(want)))
+
+    def round_seconds(self, workers: Iterable[str]) -> float:
+        """The target time of a sync round's tasks, for time to accuracy.
+
+        ``clamp(round_samples / Σ sps_w, median overhead / comm_share, task_seconds)``: a round
+        should hold no more samples than its summed deltas still add up for (the statistical
+        cost of averaging: past that, work is divided by the number of updates), unless the
+        workers' measured cost per task beyond training (the median over the workers of what
+        the leader sees from handing a task out to its update, less the training time the
+        worker reports, else the worker's own reported overhead) would then exceed
+        ``comm_share`` of the task; never longer than the job's ``task_seconds``. Without a
+        budget, or before any worker's speed is known, the job's ``task_seconds``.
+        """
+        if not self.round_samples:
+            return self.task_seconds
+        ids = set(workers)
+        rates = [r for r in map(self.samples_per_second, ids) if r is not None and r > 0]
+        if not rates:
+            return self.task_seconds
+        statistical = self.round_samples / sum(rates)
+        costs = {**self._overheads, **self._links}
+        known = sorted(costs[w] for w in ids if w in costs)
+        link = known[len(known) // 2] / self.comm_share if known else 0.0
+        return min(self.task_seconds, max(statistical, link))
 
     def tail(
         self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]

@@ -53,3 +53,33 @@ def test_the_end_of_data_shrinks_a_task_so_workers_finish_together() -> None:
     assert s.tail("fast", 400, 100, busy, ["fast", "slow"]) == 160
     # far from the end nothing changes
     assert s.tail("fast", 400, 100_000, busy, ["fast", "slow"]) == 400
+
+
+def test_round_seconds_follow_the_budget_between_the_link_and_the_job_ceiling() -> None:
+    clock = Clock()
+    s = sizer(clock, round_samples=512)
+    workers = ["a", "b"]
+    assert s.round_seconds(workers) == 1.0  # nothing measured: the job's task_seconds
+    s.observe("a", 1000, 1.0, overhead=0.0)
+    s.observe("b", 1000, 1.0, overhead=0.0)
+    # 512 samples at 2000 samples/s together: a quarter of a second.
+    assert s.round_seconds(workers) == pytest.approx(0.256)
+    # The leader saw each task take 0.2 s more than its training: 0.2 / comm_share 0.2 = 1 s.
+    s.observe("a", 1000, 1.0, overhead=0.0, wall=1.2)
+    s.observe("b", 1000, 1.0, overhead=0.0, wall=1.2)
+    assert s.round_seconds(workers) == pytest.approx(1.0)
+    s.observe("a", 1000, 1.0, overhead=0.0, wall=1.02)
+    s.observe("b", 1000, 1.0, overhead=0.0, wall=1.02)
+    link = (0.7 * 0.2 + 0.3 * 0.02) / 0.2
+    assert s.round_seconds(workers) == pytest.approx(max(0.256, link))
+
+
+def test_round_seconds_never_exceed_the_job_and_one_peer_cannot_set_them() -> None:
+    s = sizer(Clock(), round_samples=512, task_seconds=0.5)
+    for w in ("a", "b", "c"):
+        s.observe(w, 4000, 1.0, overhead=0.0, wall=1.001)
+    s.observe("c", 4000, 1.0, overhead=1e9)  # one absurd report
+    assert s.round_seconds(["a", "b", "c"]) == pytest.approx(512 / 12_000)
+    assert sizer(Clock(), round_samples=0).round_seconds(["a"]) == 1.0  # no budget: the job's
+    with pytest.raises(ValueError):
+        sizer(Clock(), round_samples=-1)
