@@ -7,7 +7,8 @@ The job a single process would train: mnist-10k (8,000 train / 2,000 test), sgd 
 (tanh, softmax, ce), lr 0.05, batch 32, target 90% test accuracy, every other setting the job
 spec's default. For each throttle set (``light`` = 1,1,2,4; ``compute`` = 40,40,80,160: slow
 edge devices, compute-bound) one :class:`LocalCluster` of real processes runs every variant
-(sync with each server optimizer, async with each async rule, auto) ``--reps`` times in a
+(the default job; the former default, auto with plain means; sync and async with their default
+rules; sync with each server optimizer, async with each async rule) ``--reps`` times in a
 rotated order, seed = repetition, after one untimed warm-up job.
 
 Measured per run, from the leader's own event stamps: the seconds from ``job_started`` to the
@@ -73,6 +74,11 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("default (auto)", {}),
+    # What the default job did before summed deltas and budgeted task sizes: plain means.
+    Variant(
+        "auto, plain means (former default)",
+        {"sync_params": {"sum_samples": 0}, "async_params": {"sum_samples": 0}},
+    ),
     Variant("sync, default rule", {"aggregation": "sync"}),
     Variant("async, default rule", {"aggregation": "async"}),
     Variant("sync, plain mean", {"aggregation": "sync", "sync_params": {"sum_samples": 0}}),
@@ -91,10 +97,6 @@ VARIANTS: tuple[Variant, ...] = (
         {"aggregation": "async", "async_rule": "fedbuff", "async_params": {"sum_samples": 0}},
     ),
     Variant("async, async-delta", {"aggregation": "async", "async_rule": "async-delta"}),
-    Variant(
-        "async, FedBuff lr 3",
-        {"aggregation": "async", "async_rule": "fedbuff", "async_params": {"server_lr": 3.0}},
-    ),
     Variant("async, FedAsync", {"aggregation": "async", "async_rule": "fedasync"}),
 )
 
