@@ -59,7 +59,6 @@ class TaskSizer:
         probe_fraction: float = 0.25,
         min_compute_fraction: float = 0.25,
         round_samples: int = 0,
-        comm_share: float = 0.2,
     ) -> None:
         if not 1 <= min_samples <= default_samples <= max_samples:
             raise ValueError("need 1 <= min_samples <= default_samples <= max_samples")
@@ -69,11 +68,10 @@ class TaskSizer:
             raise ValueError("probe_fraction must be in (0, 1]")
         if not 0 < min_compute_fraction <= 1:
             raise ValueError("min_compute_fraction must be in (0, 1]")
-        if round_samples < 0 or not 0 < comm_share <= 1:
-            raise ValueError("round_samples must be >= 0 and comm_share in (0, 1]")
+        if round_samples < 0:
+            raise ValueError("round_samples must be >= 0")
         self.task_seconds = task_seconds
         self.round_samples = round_samples
-        self.comm_share = comm_share
         self.min_samples = min_samples
         self.max_samples = max_samples
         self.default_samples = default_samples
@@ -160,14 +158,16 @@ class TaskSizer:
     def round_seconds(self, workers: Iterable[str]) -> float:
         """The target time of a sync round's tasks, for time to accuracy.
 
-        ``clamp(round_samples / Σ sps_w, median overhead / comm_share, task_seconds)``: a round
-        should hold no more samples than its summed deltas still add up for (the statistical
-        cost of averaging: past that, work is divided by the number of updates), unless the
-        workers' measured cost per task beyond training (the median over the workers of what
-        the leader sees from handing a task out to its update, less the training time the
-        worker reports, else the worker's own reported overhead) would then exceed
-        ``comm_share`` of the task; never longer than the job's ``task_seconds``. Without a
-        budget, or before any worker's speed is known, the job's ``task_seconds``.
+        A round of ``T`` seconds holds ``N = T·Σ sps_w`` samples from ``K`` workers and, its
+        deltas summed up to ``B = round_samples`` (FedAvg's ``sum_samples``), moves the model
+        as far as ``η(N)·N/K`` samples trained in a row, ``η = clamp(K·B/N, 1, K)``; it costs
+        ``T + c``, ``c`` the median over the workers of the cost per task beyond training
+        (what the leader sees from handing a task out to its update, less the training time
+        the worker reports; else the worker's own reported overhead). That progress per
+        second grows with ``T`` up to ``N = B``, is flat in samples (so falls per second)
+        up to ``N = K·B``, and then grows again toward ``Σ sps / K``: the best ``T`` is
+        ``B / Σ sps`` or the job's ``task_seconds``, whichever makes more progress per
+        second. Without a budget, or before any worker's speed is known, ``task_seconds``.
         """
         if not self.round_samples:
             return self.task_seconds
@@ -175,11 +175,20 @@ class TaskSizer:
         rates = [r for r in map(self.samples_per_second, ids) if r is not None and r > 0]
         if not rates:
             return self.task_seconds
-        statistical = self.round_samples / sum(rates)
         costs = {**self._overheads, **self._links}
         known = sorted(costs[w] for w in ids if w in costs)
-        link = known[len(known) // 2] / self.comm_share if known else 0.0
-        return min(self.task_seconds, max(statistical, link))
+        cost = known[len(known) // 2] if known else 0.0
+        speed, k = sum(rates), len(rates)
+
+        def progress_per_second(seconds: float) -> float:
+            samples = speed * seconds
+            rate = max(1.0, min(float(k), k * self.round_samples / samples))
+            return rate * samples / k / (seconds + cost)
+
+        short = min(self.task_seconds, self.round_samples / speed)
+        if progress_per_second(short) > progress_per_second(self.task_seconds):
+            return short
+        return self.task_seconds
 
     def tail(
         self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]
