@@ -35,9 +35,10 @@ __all__ = [
 ]
 
 #: What ``[job.sync_params]`` may hold: robust aggregation (eddl.learn.aggregation.robust) or
-#: the synchronous rule's server optimizer.
+#: the synchronous rule's server optimizer, or FedAvg's summed deltas (``sum_samples``).
 SERVER_KEYS = (
     "robust",
+    "sum_samples",
     "trim",
     "server_opt",
     "server_lr",

@@ -12,9 +12,11 @@ Two modes, switchable at run time (the auto policy decides, :mod:`eddl.leader.po
   counts for less. An update more than ``max_staleness`` versions behind is refused
   (:class:`StaleVersionError`) and the coordinator re-queues its data instead.
 * **async** - each update goes straight to the async rule (FedBuff: K buffered deltas weighted
-  ``1/sqrt(1+s)``; FedAsync or EDDL's ``(global + incoming) / 2``) and a new version exists
-  whenever the rule returns one. FedBuff's deltas need the base models of recent versions; the
-  aggregator keeps the last ``max_staleness + 1`` versions for its ``base_lookup``.
+  ``1/sqrt(1+s)``, summed up to the sync rule's ``sum_samples`` when it has one and the job
+  sets no FedBuff rate of its own; FedAsync or EDDL's ``(global + incoming) / 2``) and a new
+  version exists whenever the rule returns one. FedBuff's deltas need the base models of
+  recent versions; the aggregator keeps the last ``max_staleness + 1`` versions for its
+  ``base_lookup``.
 
 Switching: sync -> async closes the open round with what it holds; async -> sync flushes the
 rule's buffer. Either may produce a version, which the switch returns. :meth:`Aggregator.flush`
@@ -89,6 +91,10 @@ class Aggregator:
         extra: dict[str, object] = dict(async_params or {})
         if async_rule == "fedbuff":
             extra.setdefault("buffer_size", 3)
+            budget = (sync_params or {}).get("sum_samples")
+            if budget and not {"server_lr", "weight_by_samples", "sum_samples"} & set(extra):
+                # The job's round budget (summed deltas) holds for its async buffer too.
+                extra["sum_samples"] = budget
         if async_rule in BASE_LOOKUP_RULES:
             extra["base_lookup"] = self._base
         if partial:

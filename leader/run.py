@@ -220,7 +220,7 @@ class JobRun:
         if self.mode == "sync":
             if node.node_id in self._round.asked:
                 return Wait(f"waiting for round {self.version} to close", self._retry())
-            seconds = self._round.budget(now, self.spec.task_seconds)
+            seconds = self._round.budget(now, self.scheduler.round_seconds())
         # A worker's first task is a probe sized before its speed is known, and carries its
         # cold start: the auto policy does not take it (or the wait after it) as evidence.
         warmup = not self.scheduler.measured(node.node_id)

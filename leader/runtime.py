@@ -77,13 +77,14 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
         return x_train[indexes], y_train[indexes]
 
     batch = spec.hyper.get("batch_size", 1)
+    granularity = batch if isinstance(batch, int) and batch > 0 else 1
     return JobRuntime(
         initial_params=checked.initial_params,
         num_train=len(y_train),
         sync_rule=str(algo.sync_rule_name),
         num_layers=int(algo.num_layers),
         single_layer=bool(algo.single_layer),
-        granularity=batch if isinstance(batch, int) and batch > 0 else 1,
+        granularity=granularity,
         evaluate=evaluate,
         samples=samples,
         info={
@@ -92,7 +93,23 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
             "test": len(y_test),
             "model": dict(checked.spec.model),
         },
+        sync_params=default_sync_params(spec, str(algo.sync_rule_name), granularity),
     )
+
+
+# A round of plain FedAvg sums its deltas up to this many mini-batches (see FedAvg's
+# ``sum_samples`` and docs/leader-logic.md#time-to-accuracy): measured with bench.fedopt's
+# simulation and bench.accuracy, 4 workers of 1-4 batches each summed reach 90% with 1.2-1.5x
+# the samples of one process, where the mean needs 3.5-4.5x; 16-batch tasks summed diverge.
+SUM_BATCHES = 16
+
+
+def default_sync_params(spec: JobSpec, rule: str, batch: int) -> dict[str, Any] | None:
+    """A float FedAvg job that sets no sync option sums its deltas up to ``SUM_BATCHES``
+    mini-batches a round; any option given (``sum_samples = 0``: the plain mean) is kept."""
+    if rule != "fedavg" or spec.sync_params:
+        return None
+    return {"sum_samples": SUM_BATCHES * batch}
 
 
 def build_meta_runtime(spec: JobSpec) -> JobRuntime:

@@ -79,6 +79,7 @@ class Scheduler:
         probe_fraction: float = 0.25,
         min_compute_fraction: float = 0.25,
         source: PermutationSource | None = None,
+        round_samples: int = 0,
     ) -> None:
         self.sizer = TaskSizer(
             task_seconds=task_seconds,
@@ -90,6 +91,7 @@ class Scheduler:
             now=now,
             probe_fraction=probe_fraction,
             min_compute_fraction=min_compute_fraction,
+            round_samples=round_samples,
         )
         # Positions never handed out beyond this many passes (None: no limit).
         limit = (
@@ -128,10 +130,19 @@ class Scheduler:
     def overhead(self, node_id: str) -> float:
         return self.sizer.overhead(node_id)
 
+    def round_seconds(self) -> float:
+        """The target time of a sync round's tasks (:meth:`TaskSizer.round_seconds`)."""
+        if not self.sizer.round_samples:
+            return self.sizer.task_seconds
+        return self.sizer.round_seconds(self.source.workers)
+
     def size_for(self, node_id: str, seconds: float | None = None) -> int:
-        """Samples a task for ``node_id`` should hold to take about ``seconds`` (default target)."""
+        """Samples a task for ``node_id`` should hold to take about ``seconds`` (default: the
+        round's target time, :meth:`round_seconds`, which async tasks follow too)."""
         if self.distribution == "static":
             return self.default_samples
+        if seconds is None and self.sizer.round_samples:
+            seconds = self.round_seconds()
         return self.sizer.size_for(node_id, seconds)
 
     # -- handing out -------------------------------------------------------------------------
@@ -186,8 +197,9 @@ class Scheduler:
         completion of the same task raises :class:`DuplicateUpdateError`.
         """
         task = self.ledger.get(task_id)
-        took = self._now() - task.issued_at if seconds is None else seconds
-        self.sizer.observe(task.node_id, task.num_samples, took, overhead)
+        wall = self._now() - task.issued_at
+        took = wall if seconds is None else seconds
+        self.sizer.observe(task.node_id, task.num_samples, took, overhead, wall)
         return self.ledger.complete(task_id)
 
     def take_back(self, task_id: str, reason: str) -> Task:
@@ -277,4 +289,12 @@ def job_scheduler(
         task_prefix=task_prefix,
         limit_epochs=spec.max_epochs,
         source=None if meta is None else meta.task_source(version),
+        round_samples=round_budget(spec, runtime),
     )
+
+
+def round_budget(spec: JobSpec, runtime: JobRuntime) -> int:
+    """The sync rule's ``sum_samples`` (0 without one): the samples a round should hold."""
+    params = spec.sync_params if runtime.sync_params is None else runtime.sync_params
+    value = params.get("sum_samples", 0)
+    return value if isinstance(value, int) and value > 0 else 0

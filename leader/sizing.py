@@ -4,7 +4,9 @@
 granularity) × granularity, min_samples, max_samples)``; a node known only by its join-time
 micro-benchmark gets a probe of ``probe_fraction`` of that, a node known by nothing a probe of
 ``probe_fraction × default_samples``. Near the end of a job's data, :meth:`TaskSizer.tail`
-shrinks tasks so that every worker finishes the last of it together. See
+shrinks tasks so that every worker finishes the last of it together. With a round budget of
+``round_samples`` (the sync rule's ``sum_samples``), :meth:`TaskSizer.round_seconds` picks the
+target time of a sync round for time to accuracy rather than throughput. See
 docs/leader-logic.md#scheduling-dynamic-distribution for why each rule is there.
 """
 
@@ -56,6 +58,7 @@ class TaskSizer:
         now: Callable[[], float] = time.monotonic,
         probe_fraction: float = 0.25,
         min_compute_fraction: float = 0.25,
+        round_samples: int = 0,
     ) -> None:
         if not 1 <= min_samples <= default_samples <= max_samples:
             raise ValueError("need 1 <= min_samples <= default_samples <= max_samples")
@@ -65,7 +68,10 @@ class TaskSizer:
             raise ValueError("probe_fraction must be in (0, 1]")
         if not 0 < min_compute_fraction <= 1:
             raise ValueError("min_compute_fraction must be in (0, 1]")
+        if round_samples < 0:
+            raise ValueError("round_samples must be >= 0")
         self.task_seconds = task_seconds
+        self.round_samples = round_samples
         self.min_samples = min_samples
         self.max_samples = max_samples
         self.default_samples = default_samples
@@ -77,6 +83,7 @@ class TaskSizer:
         self._estimators: dict[str, ThroughputEstimator] = {}
         self._priors: dict[str, float] = {}
         self._overheads: dict[str, float] = {}
+        self._links: dict[str, float] = {}  # leader-seen cost per task beyond training (s)
 
     # -- what is known of a node -------------------------------------------------------------
     def estimator(self, node_id: str) -> ThroughputEstimator:
@@ -110,9 +117,17 @@ class TaskSizer:
         """The node's fixed cost per task in seconds (0 until it reported one)."""
         return self._overheads.get(node_id, 0.0)
 
-    def observe(self, node_id: str, samples: int, seconds: float, overhead: float) -> None:
-        """A finished task: ``samples`` trained in ``seconds``, plus its fixed ``overhead``."""
+    def observe(
+        self, node_id: str, samples: int, seconds: float, overhead: float, wall: float = 0.0
+    ) -> None:
+        """A finished task: ``samples`` trained in ``seconds``, plus its fixed ``overhead``;
+        ``wall``: the leader's own time from handing the task out to its update (0: unknown),
+        of which what the training does not explain is the task's cost of communication."""
         now = self._now()
+        link = max(overhead, wall - seconds) if math.isfinite(wall) else overhead
+        if math.isfinite(link) and link >= 0 and wall > 0:
+            old_link = self._links.get(node_id)
+            self._links[node_id] = link if old_link is None else 0.7 * old_link + 0.3 * link
         if seconds > 0 and samples > 0:
             self.estimator(node_id).observe(samples, seconds, max(now, 0.0))
         if math.isfinite(overhead) and overhead >= 0:
@@ -139,6 +154,41 @@ class TaskSizer:
             # costs one short task, not one long round).
             want *= self.probe_fraction
         return max(self.min_samples, min(self.max_samples, self._round_down(want)))
+
+    def round_seconds(self, workers: Iterable[str]) -> float:
+        """The target time of a sync round's tasks, for time to accuracy.
+
+        A round of ``T`` seconds holds ``N = T·Σ sps_w`` samples from ``K`` workers and, its
+        deltas summed up to ``B = round_samples`` (FedAvg's ``sum_samples``), moves the model
+        as far as ``η(N)·N/K`` samples trained in a row, ``η = clamp(K·B/N, 1, K)``; it costs
+        ``T + c``, ``c`` the median over the workers of the cost per task beyond training
+        (what the leader sees from handing a task out to its update, less the training time
+        the worker reports; else the worker's own reported overhead). That progress per
+        second grows with ``T`` up to ``N = B``, is flat in samples (so falls per second)
+        up to ``N = K·B``, and then grows again toward ``Σ sps / K``: the best ``T`` is
+        ``B / Σ sps`` or the job's ``task_seconds``, whichever makes more progress per
+        second. Without a budget, or before any worker's speed is known, ``task_seconds``.
+        """
+        if not self.round_samples:
+            return self.task_seconds
+        ids = set(workers)
+        rates = [r for r in map(self.samples_per_second, ids) if r is not None and r > 0]
+        if not rates:
+            return self.task_seconds
+        costs = {**self._overheads, **self._links}
+        known = sorted(costs[w] for w in ids if w in costs)
+        cost = known[len(known) // 2] if known else 0.0
+        speed, k = sum(rates), len(rates)
+
+        def progress_per_second(seconds: float) -> float:
+            samples = speed * seconds
+            rate = max(1.0, min(float(k), k * self.round_samples / samples))
+            return rate * samples / k / (seconds + cost)
+
+        short = min(self.task_seconds, self.round_samples / speed)
+        if progress_per_second(short) > progress_per_second(self.task_seconds):
+            return short
+        return self.task_seconds
 
     def tail(
         self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]

@@ -53,3 +53,37 @@ def test_the_end_of_data_shrinks_a_task_so_workers_finish_together() -> None:
     assert s.tail("fast", 400, 100, busy, ["fast", "slow"]) == 160
     # far from the end nothing changes
     assert s.tail("fast", 400, 100_000, busy, ["fast", "slow"]) == 400
+
+
+def test_round_seconds_are_the_budget_when_the_link_is_cheap_else_the_job_ceiling() -> None:
+    clock = Clock()
+    s = sizer(clock, round_samples=512)
+    workers = ["a", "b"]
+    assert s.round_seconds(workers) == 1.0  # nothing measured: the job's task_seconds
+    s.observe("a", 1000, 1.0, overhead=0.0)
+    s.observe("b", 1000, 1.0, overhead=0.0)
+    # 512 samples at 2000 samples/s together, and no cost per task: a quarter of a second.
+    assert s.round_seconds(workers) == pytest.approx(0.256)
+    # The leader sees each task take 0.2 s more than its training. Short rounds: 512 samples
+    # summed per 0.456 s (1123/s); 1 s rounds: 2000 samples averaged (1000 a row) per 1.2 s
+    # (833/s). Still the budget.
+    s.observe("a", 1000, 1.0, overhead=0.0, wall=1.2)
+    s.observe("b", 1000, 1.0, overhead=0.0, wall=1.2)
+    assert s.round_seconds(workers) == pytest.approx(0.256)
+    # Fast workers (40,000 samples/s together) behind the same link: 512 per 0.2128 s
+    # (2406/s) against 20,000 per 1.2 s (16,667/s): the job's task_seconds.
+    fast = sizer(clock, round_samples=512)
+    for w in workers:
+        fast.observe(w, 20_000, 1.0, overhead=0.0, wall=1.2)
+    assert fast.round_seconds(workers) == 1.0
+
+
+def test_round_seconds_never_exceed_the_job_and_one_peer_cannot_set_them() -> None:
+    s = sizer(Clock(), round_samples=512, task_seconds=0.5)
+    for w in ("a", "b", "c"):
+        s.observe(w, 4000, 1.0, overhead=0.0, wall=1.001)
+    s.observe("c", 4000, 1.0, overhead=1e9)  # one absurd report
+    assert s.round_seconds(["a", "b", "c"]) == pytest.approx(512 / 12_000)
+    assert sizer(Clock(), round_samples=0).round_seconds(["a"]) == 1.0  # no budget: the job's
+    with pytest.raises(ValueError):
+        sizer(Clock(), round_samples=-1)

@@ -1,5 +1,6 @@
 """FedAvg: the sample-weighted mean of a round of client models (McMahan et al.), optionally
-followed by a server optimizer on the round's mean delta (Reddi et al.: FedAvgM, FedAdam...)."""
+followed by a server optimizer on the round's mean delta (Reddi et al.: FedAvgM, FedAdam...), or
+the round's deltas summed up to a sample budget (``sum_samples``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from eddl.learn.aggregation.base import AggregationError, ClientUpdate, SyncRule
 from eddl.learn.aggregation.checks import (
     cast_back,
     check_bool,
+    check_positive_int,
     check_round,
     int_weighted_mean,
 )
@@ -18,7 +20,11 @@ from eddl.learn.aggregation.serveropt import ServerOptimizer
 from eddl.learn.aggregation.state import RuleState
 from eddl.learn.params import Params
 
-__all__ = ["FedAvg", "contributions", "mean_deltas"]
+__all__ = ["SUM_SAMPLES_MAX", "FedAvg", "contributions", "mean_deltas", "summed_rate"]
+
+#: Bound of ``sum_samples``: a round of more samples than this is far past where summed deltas
+#: stop adding up (and a peer-declared sample count cannot inflate a step past it).
+SUM_SAMPLES_MAX = 1 << 20
 
 
 def contributions(name: str, updates: Sequence[ClientUpdate]) -> tuple[list[np.ndarray], list[int]]:
@@ -60,6 +66,16 @@ def mean_deltas(global_params: Params, updates: Sequence[ClientUpdate]) -> dict[
     return out
 
 
+def summed_rate(budget: int, weights: Sequence[int]) -> float:
+    """``clamp(K · budget / Σ weights, 1, K)``: the server rate on a round's mean delta that
+    sums its ``K`` deltas while the round holds at most ``budget`` samples."""
+    k = len(weights)
+    total = float(sum(weights))
+    if total <= 0:
+        return 1.0
+    return max(1.0, min(float(k), k * budget / total))
+
+
 class FedAvg(SyncRule):
     """``x = sum_i n_i x_i / sum_i n_i`` per parameter, weighted by ``num_samples``.
 
@@ -69,21 +85,40 @@ class FedAvg(SyncRule):
 
     With a ``server`` optimizer the round's mean delta ``Δ`` (:func:`mean_deltas`) goes to it
     instead: ``θ ← θ + step(Δ)``. Float models only: integer models keep the exact integer mean.
+
+    With ``sum_samples = B > 0`` (and no server optimizer) the round's deltas are **summed**
+    rather than averaged, up to a budget of ``B`` samples: ``θ ← θ + η · Δ`` with ``Δ`` the
+    sample-weighted mean delta and ``η = clamp(K · B / Σ_i n_i, 1, K)`` for the round's ``K``
+    updates. A small task's delta is close to the sum of its SGD steps, so K small tasks summed
+    (K times their mean) make about the progress of the same samples trained one after the
+    other, where the mean divides it by K; past ``B`` samples a round's deltas no longer add up
+    (each was taken from the same base), so the rate falls toward the plain mean. Integer names
+    keep the exact integer mean. See docs/leader-logic.md#time-to-accuracy.
     """
 
     name = "fedavg"
 
     def __init__(
-        self, *, allow_partial: bool = False, server: ServerOptimizer | None = None
+        self,
+        *,
+        allow_partial: bool = False,
+        server: ServerOptimizer | None = None,
+        sum_samples: int = 0,
     ) -> None:
         self.allow_partial = check_bool(allow_partial, "allow_partial")
         if server is not None and not isinstance(server, ServerOptimizer):
             raise TypeError(f"server must be a ServerOptimizer, got {type(server).__name__}")
+        self.sum_samples = check_positive_int(sum_samples, "sum_samples", minimum=0)
+        if self.sum_samples > SUM_SAMPLES_MAX:
+            raise AggregationError(f"sum_samples must be <= {SUM_SAMPLES_MAX}")
+        if server is not None and self.sum_samples:
+            raise AggregationError("sum_samples and a server optimizer exclude each other")
         self.server = server
 
     def describe(self) -> dict[str, object]:
         server = self.server.params() if self.server is not None else {}
-        return {"name": self.name, "allow_partial": self.allow_partial, **server}
+        extra = {"sum_samples": self.sum_samples} if self.sum_samples else {}
+        return {"name": self.name, "allow_partial": self.allow_partial, **server, **extra}
 
     def state(self) -> RuleState:
         return self.server.state() if self.server is not None else RuleState()
@@ -111,6 +146,10 @@ class FedAvg(SyncRule):
             arrays, weights = contributions(name, updates)
             if not arrays:
                 out[name] = current.copy()
+            elif current.dtype.kind == "f" and self.sum_samples:
+                rate = summed_rate(self.sum_samples, weights)
+                mean = weighted_float_mean(arrays, weights)
+                out[name] = cast_back(current + rate * (mean - current), current.dtype, name)
             elif current.dtype.kind == "f":
                 out[name] = cast_back(weighted_float_mean(arrays, weights), current.dtype, name)
             else:

@@ -25,6 +25,7 @@ from eddl.learn.aggregation.checks import (
     check_single,
     check_version,
 )
+from eddl.learn.aggregation.fedavg import SUM_SAMPLES_MAX
 from eddl.learn.aggregation.staleness import Polynomial, Staleness
 from eddl.learn.params import Params, ParamsError, check_like
 
@@ -43,6 +44,11 @@ class FedBuff(AsyncRule):
     normalised away: a buffer of stale deltas moves the model less than a fresh one, which is
     the paper's point. The default ``S`` is ``1/sqrt(1+s)``.
 
+    With ``sum_samples = B > 0`` the buffer's staleness-weighted deltas are summed rather than
+    averaged, up to ``B`` samples: ``x = x + server_lr · c · sum_i S(s_i) d_i`` with
+    ``c = clamp(B / sum_i n_i, 1/K, 1)``, as FedAvg's ``sum_samples`` does for a sync round (so
+    ``c_i = 1``: ``weight_by_samples`` is refused with it).
+
     The buffer keeps running float64 sums, not the K deltas, so its memory does not grow
     with K. Integer models are updated in float64, truncated toward zero and saturated at
     their dtype's range; a float result that overflows its dtype is refused.
@@ -59,6 +65,7 @@ class FedBuff(AsyncRule):
         staleness: Staleness | None = None,
         weight_by_samples: bool = False,
         allow_partial: bool = False,
+        sum_samples: int = 0,
     ) -> None:
         if not callable(base_lookup):
             raise AggregationError("fedbuff needs base_lookup, a callable version -> params")
@@ -72,9 +79,15 @@ class FedBuff(AsyncRule):
         self.staleness = staleness
         self.weight_by_samples = check_bool(weight_by_samples, "weight_by_samples")
         self.allow_partial = check_bool(allow_partial, "allow_partial")
-        # Per name: sum_i c_i S(s_i) d_i and sum_i c_i.
+        self.sum_samples = check_positive_int(sum_samples, "sum_samples", minimum=0)
+        if self.sum_samples > SUM_SAMPLES_MAX:
+            raise AggregationError(f"sum_samples must be <= {SUM_SAMPLES_MAX}")
+        if self.sum_samples and self.weight_by_samples:
+            raise AggregationError("sum_samples sums deltas: weight_by_samples does not apply")
+        # Per name: sum_i c_i S(s_i) d_i, sum_i c_i and sum_i n_i.
         self._sums: dict[str, np.ndarray] = {}
         self._weights: dict[str, float] = {}
+        self._samples: dict[str, int] = {}
         self._count = 0
 
     def describe(self) -> dict[str, object]:
@@ -86,6 +99,7 @@ class FedBuff(AsyncRule):
             **self.staleness.params(),
             "weight_by_samples": self.weight_by_samples,
             "allow_partial": self.allow_partial,
+            **({"sum_samples": self.sum_samples} if self.sum_samples else {}),
         }
 
     def pending(self) -> int:
@@ -105,15 +119,18 @@ class FedBuff(AsyncRule):
         # New dicts and arrays: the committed buffer is untouched until nothing can fail.
         sums = dict(self._sums)
         weights = dict(self._weights)
+        samples = dict(self._samples)
         for name, arr in update.params.items():
             delta = arr.astype(np.float64) - base[name].astype(np.float64)
             sums[name] = sums[name] + scale * delta if name in sums else scale * delta
             weights[name] = weights.get(name, 0.0) + weight
+            samples[name] = samples.get(name, 0) + int(update.num_samples)
         count = self._count + 1
         if count < self.buffer_size:
             self._sums, self._weights, self._count = sums, weights, count
+            self._samples = samples
             return None
-        result = self._apply(global_params, sums, weights)
+        result = self._apply(global_params, sums, weights, samples)
         self._clear()
         return result
 
@@ -129,12 +146,12 @@ class FedBuff(AsyncRule):
                 raise AggregationError(
                     f"flush: {name} has shape {global_params[name].shape}, buffered {acc.shape}"
                 )
-        result = self._apply(global_params, self._sums, self._weights)
+        result = self._apply(global_params, self._sums, self._weights, self._samples)
         self._clear()
         return result
 
     def _clear(self) -> None:
-        self._sums, self._weights, self._count = {}, {}, 0
+        self._sums, self._weights, self._count, self._samples = {}, {}, 0, {}
 
     def _base(self, base_version: int, global_params: Params) -> Mapping[str, np.ndarray]:
         try:
@@ -153,14 +170,23 @@ class FedBuff(AsyncRule):
         return base
 
     def _apply(
-        self, global_params: Params, sums: Mapping[str, np.ndarray], weights: Mapping[str, float]
+        self,
+        global_params: Params,
+        sums: Mapping[str, np.ndarray],
+        weights: Mapping[str, float],
+        samples: Mapping[str, int],
     ) -> Params:
         out: Params = {}
         for name, current in global_params.items():
             if name not in sums:
                 out[name] = current.copy()
                 continue
-            step = (self.server_lr / weights[name]) * sums[name]
+            if self.sum_samples:
+                # c_i = 1, so weights[name] counts the deltas summed for this name.
+                share = max(1.0 / weights[name], min(1.0, self.sum_samples / max(samples[name], 1)))
+            else:
+                share = 1.0 / weights[name]
+            step = (self.server_lr * share) * sums[name]
             out[name] = cast_back(current.astype(np.float64) + step, current.dtype, name)
         return out
 

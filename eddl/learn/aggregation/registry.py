@@ -56,6 +56,8 @@ def _fedavg(p: dict[str, object]) -> AggregationRule:
         servers = sorted(k for k in p if k.startswith("server_"))
         if servers:
             raise AggregationError(f"robust aggregation takes no server optimizer ({servers})")
+        if "sum_samples" in p:
+            raise AggregationError("robust aggregation takes no sum_samples")
         return RobustMean(robust, **p)  # type: ignore[arg-type]
     if "trim" in p:
         raise AggregationError('trim applies to robust = "trimmed-mean" only')
@@ -115,7 +117,7 @@ def _eddl_mix(p: dict[str, object]) -> AggregationRule:
 
 
 _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[str, ...]]] = {
-    "fedavg": (_fedavg, ("allow_partial", "robust", "trim", *_ALL_SERVER_KEYS)),
+    "fedavg": (_fedavg, ("allow_partial", "robust", "trim", "sum_samples", *_ALL_SERVER_KEYS)),
     "intmean": (_intmean, ("allow_partial", *_ALL_SERVER_KEYS)),
     "reptile": (_reptile, ("meta_lr", "allow_partial", "schedule")),
     "fedasync": (_fedasync, ("alpha", *_STALENESS_KEYS, "allow_partial")),
@@ -128,6 +130,7 @@ _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[st
             *_STALENESS_KEYS,
             "weight_by_samples",
             "allow_partial",
+            "sum_samples",
         ),
     ),
     "eddl-mix": (_eddl_mix, ("alpha", "staleness", "allow_partial")),
@@ -149,7 +152,8 @@ def make_rule(name: str, **params: object) -> AggregationRule:
     ``staleness`` ("constant" | "polynomial" | "hinge"), ``staleness_a`` and ``staleness_b``
     so that a TOML table can hold them, and ``fedavg``'s server optimizer flat as ``server_opt``
     ("sgd" | "adam" | "yogi"), ``server_lr``, ``server_momentum`` (sgd), ``server_beta1``,
-    ``server_beta2``, ``server_tau`` (adam, yogi). Every value is checked; errors are
+    ``server_beta2``, ``server_tau`` (adam, yogi), or ``sum_samples`` (summed deltas up to that
+    many samples a round, :class:`FedAvg`). Every value is checked; errors are
     :class:`AggregationError`.
     """
     entry = _RULES.get(name)
