@@ -174,6 +174,11 @@ class Scheduler:
     def get(self, task_id: str) -> Task:
         return self.ledger.get(task_id)
 
+    def adopt(self, task_id: str, node_id: str, session: int) -> Task:
+        """The in-flight task ``task_id``, or one the previous root handed to ``node_id`` whose
+        range still waits to be handed out again (see :meth:`Ledger.adopt`)."""
+        return self.ledger.adopt(task_id, node_id, session, self._now())
+
     def complete(
         self, task_id: str, *, seconds: float | None = None, overhead: float = 0.0
     ) -> Task:
