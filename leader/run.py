@@ -254,18 +254,11 @@ class JobRun:
     ) -> UpdateAck:
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
-        if self.scheduler.ledger.done_by(task_id) == node.node_id:
-            # A re-sent update (its acknowledgement was lost, perhaps with the old root): it
-            # is counted already, so it is acknowledged and not taken in a second time.
+        if self.scheduler.ledger.done_by(task_id) == node.node_id:  # re-sent, counted already
             return UpdateAck(task_id, "duplicate", self.version, "counted already")
         task = self.scheduler.adopt(task_id, node.node_id, node.session)
         check_update(
-            task,
-            node,
-            params,
-            base_version=base_version,
-            num_samples=num_samples,
-            seconds=seconds,
+            task, node, params, base_version=base_version, num_samples=num_samples, seconds=seconds
         )
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
