@@ -19,33 +19,16 @@ import grpc
 import numpy as np
 import pytest
 
-from eddl.leader.config import LeaderConfig
 from eddl.leader.server import LeaderDaemon
 from eddl.net import encode_tensors, open_channel, params_nbytes
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from tests.etcd_procs import EtcdMember, free_port
-from tests.integration.cluster_support import DIGITS_JOB, TOKEN, wait_until
+from tests.integration.cluster_support import DIGITS_JOB, TOKEN, ha_candidate, wait_until
 
 pytestmark = pytest.mark.slow
 
 JOB = {**DIGITS_JOB, "aggregation": "async", "async_params": {"buffer_size": 1},
        "target_accuracy": 1.0, "max_epochs": 50.0}  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def candidate(tmp: Path, etcd: EtcdMember, name: str) -> AsyncIterator[LeaderDaemon]:
-    address = f"127.0.0.1:{free_port()}"
-    config = LeaderConfig(
-        bind=address, advertise=address, state_dir=tmp / name, join_token=TOKEN,
-        coordinator=etcd.coordinator, leader_id=name, lease_ttl_s=3, grace_s=0.2,
-        security="off", heartbeat_interval_s=0.5,
-    )  # fmt: skip
-    daemon = LeaderDaemon(config)
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop(0.2)
 
 
 class Node:
@@ -105,9 +88,12 @@ async def test_a_new_root_takes_a_re_sent_update_once_and_acknowledges_a_counted
     tmp_path: Path, etcd: EtcdMember
 ) -> None:
     n1, n2 = Node("n1"), Node("n2")
-    async with candidate(tmp_path, etcd, "a") as a, candidate(tmp_path, etcd, "b") as b:
-        assert a.leadership is not None and b.leadership is not None and a.ha is not None
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(ha_candidate(tmp_path, etcd, "a", free_port(), "off"))
+        assert a.leadership is not None and a.ha is not None
         await wait_until(a.leadership.is_root, 20, "a acting as root")
+        b = await stack.enter_async_context(ha_candidate(tmp_path, etcd, "b", free_port(), "off"))
+        assert b.leadership is not None
         await wait_until(lambda: len(a.ha.status()["standbys"]) == 1, 20, "a sees b")  # type: ignore[union-attr]
         async with open_channel(a.config.advertise) as channel:
             admin = admin_pb2_grpc.AdminStub(channel)
