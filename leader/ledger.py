@@ -24,12 +24,15 @@ import numpy as np
 
 from eddl.leader.errors import DuplicateUpdateError, UnknownTaskError
 from eddl.leader.source import Range, TaskSource
+from eddl.log import get_logger
 
 __all__ = ["RECENT_DONE", "Ledger", "Task"]
 
 # Tasks done whose (task, node) a checkpoint keeps: a worker re-sends at most its last update,
 # so this covers a few per worker of even a large cluster; older ids are forgotten.
 RECENT_DONE = 1024
+
+log = get_logger("leader.ledger")
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Ledger:
         del self._inherited[task_id]
         task.session, task.issued_at = session, now
         self._in_flight[task_id] = task
+        log.info("task of the previous root taken up", task=task_id, node=node_id)
         return task
 
     def checkpoint(self) -> dict[str, Any]:
