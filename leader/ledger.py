@@ -17,7 +17,8 @@ duplicate when that task was already counted in the version it resumed from
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -128,27 +129,39 @@ class Ledger:
         """The node whose update of ``task_id`` was counted, while that is remembered."""
         return self._done_by.get(task_id)
 
-    def adopt(self, task_id: str, node_id: str, session: int, now: float) -> Task:
-        """Take up a task in flight at the checkpoint this ledger resumed from: its update came
-        back (re-sent to this root) while its range still waits in the re-queue whole.
+    def adopt(
+        self,
+        task_id: str,
+        node_id: str,
+        session: int,
+        now: float,
+        verify: Callable[[Task], None] = lambda task: None,
+    ) -> Task:
+        """The in-flight task ``task_id`` once ``verify`` (the update's checks) passes; or a task
+        in flight at the checkpoint this ledger resumed from, taken up: its update came back
+        (re-sent to this root) while its range still waits in the re-queue whole.
 
-        Refused (nothing changes) when the task was not ``node_id``'s, or its range was handed
-        out again meanwhile (the new holder's update counts instead).
+        Refused, with nothing changed, when ``verify`` refuses, the task was not ``node_id``'s,
+        or its range was handed out again meanwhile (the new holder's update counts instead).
         """
         task = self._inherited.get(task_id)
         if task is None:
-            return self.get(task_id)  # in flight here, or the refusal that says why not
+            found = self.get(task_id)  # in flight here, or the refusal that says why not
+            verify(found)
+            return found
         if task.node_id != node_id:
             raise UnknownTaskError(f"task {task_id} was not handed to node {node_id!r}")
-        if not self.source.reclaim(task.range):
+        if task.range not in self.source.requeued():
             del self._inherited[task_id]
             self._finished[task_id] = "taken back: its range was handed out again"
             return self.get(task_id)
+        taken = replace(task, session=session, issued_at=now)
+        verify(taken)
+        self.source.reclaim(task.range)
         del self._inherited[task_id]
-        task.session, task.issued_at = session, now
-        self._in_flight[task_id] = task
+        self._in_flight[task_id] = taken
         log.info("task of the previous root taken up", task=task_id, node=node_id)
-        return task
+        return taken
 
     def checkpoint(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from eddl.leader import capability
@@ -256,10 +257,9 @@ class JobRun:
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
         if self.scheduler.ledger.done_by(task_id) == node.node_id:  # re-sent, counted already
             return UpdateAck(task_id, "duplicate", self.version, "counted already")
-        task = self.scheduler.adopt(task_id, node.node_id, node.session)
-        check_update(
-            task, node, params, base_version=base_version, num_samples=num_samples, seconds=seconds
-        )
+        verify = partial(check_update, node=node, params=params, base_version=base_version,
+                         num_samples=num_samples, seconds=seconds)  # fmt: skip
+        task = self.scheduler.adopt(task_id, node.node_id, node.session, verify)
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
         staleness = self.version - task.base_version

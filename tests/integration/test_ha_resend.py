@@ -55,12 +55,16 @@ class Node:
         return reply.task
 
     async def push(
-        self, stub: cluster_pb2_grpc.ClusterStub, task: cluster_pb2.Task, params: dict[str, Any]
+        self,
+        stub: cluster_pb2_grpc.ClusterStub,
+        task: cluster_pb2.Task,
+        params: dict[str, Any],
+        extra_samples: int = 0,
     ) -> cluster_pb2.PushUpdateReply:
         header = cluster_pb2.UpdateHeader(
             envelope=self.env(task.envelope.job_id, task.envelope.model_version),
             task_id=task.task_id,
-            num_samples=len(task.indexes),
+            num_samples=len(task.indexes) + extra_samples,
             num_tensors=len(params),
             total_bytes=params_nbytes(params),
         )
@@ -131,6 +135,11 @@ async def test_a_new_root_takes_a_re_sent_update_once_and_acknowledges_a_counted
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await n1.push(stub, t2, p2)
             assert "not handed to node 'n1'" in (info.value.details() or "")
+            # A bad re-send of n2's task is refused and changes nothing.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await n2.push(stub, t2, p2, extra_samples=1)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert job_of(b, job_id)["samples_trained"] == trained_on_a
             # n2's task was in flight in version 1's checkpoint: its re-sent update counts.
             taken = await n2.push(stub, t2, p2)
             assert taken.outcome == "aggregated" and taken.envelope.model_version == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eddl.leader.errors import DuplicateUpdateError, UnknownTaskError
+from eddl.leader.errors import DuplicateUpdateError, UnknownTaskError, UpdateRejectedError
 from eddl.leader.ledger import Ledger, Task
 from eddl.leader.source import PermutationSource, Range
 
@@ -57,6 +57,10 @@ def test_a_checkpoint_restores_the_counts() -> None:
     assert again.checkpoint() == ledger.checkpoint()
 
 
+def _refuse(task: Task) -> None:
+    raise UpdateRejectedError(f"task {task.task_id}: wrong sample count")
+
+
 def _resumed(state: dict[str, object], size: int = 100) -> tuple[Ledger, PermutationSource]:
     """A new root's ledger and source from a replicated checkpoint (in flight -> to do)."""
     source = PermutationSource(size)
@@ -82,6 +86,10 @@ def test_a_new_root_takes_a_re_sent_update_of_a_task_in_flight_at_its_checkpoint
     # the re-queue (so it is not handed out again).
     with pytest.raises(UnknownTaskError, match="not handed to node 'w3'"):
         ledger.adopt("t2", "w3", 5, 1.0)
+    # An update that fails its checks changes nothing: the range stays in the re-queue.
+    with pytest.raises(UpdateRejectedError, match="sample count"):
+        ledger.adopt("t2", "w2", 7, 1.0, verify=_refuse)
+    assert source.requeued() == [Range(0, 10, 20), Range(0, 20, 30)]
     adopted = ledger.adopt("t2", "w2", 7, 1.0)
     assert adopted.session == 7 and adopted.base_version == 0
     assert list(adopted.indexes) == list(source.indexes(Range(0, 10, 20)))
