@@ -29,8 +29,9 @@ from eddl.log import get_logger
 
 __all__ = ["RECENT_DONE", "Ledger", "Task"]
 
-# Tasks done whose (task, node) a checkpoint keeps: a worker re-sends at most its last update,
-# so this covers a few per worker of even a large cluster; older ids are forgotten.
+# Tasks done whose (task, node) the ledger remembers. A checkpoint keeps those done since the
+# checkpoint before the previous one (an acknowledgement lost with a dead root is one of the
+# newest), at most this many; older ids are forgotten.
 RECENT_DONE = 1024
 
 log = get_logger("leader.ledger")
@@ -70,7 +71,10 @@ class Ledger:
         self._done_per_epoch: dict[int, int] = {}
         self.completed_epochs = 0
         self.samples_done = 0
-        self._recent_done: deque[tuple[str, str]] = deque(maxlen=RECENT_DONE)
+        # (task id, node, how many tasks were done before it) of the last tasks done.
+        self._recent_done: deque[tuple[str, str, int]] = deque(maxlen=RECENT_DONE)
+        self._done_count = 0
+        self._marks: deque[int] = deque(maxlen=2)  # _done_count at the last two checkpoints
         self._done_by: dict[str, str] = {}  # task id -> node, for the ids in _recent_done
         # Tasks of the checkpoint this ledger resumed from, in flight when it was written.
         self._inherited: dict[str, Task] = {}
@@ -93,7 +97,8 @@ class Ledger:
         self._finished[task_id] = "done"
         if len(self._recent_done) == self._recent_done.maxlen:
             self._done_by.pop(self._recent_done[0][0], None)
-        self._recent_done.append((task_id, task.node_id))
+        self._recent_done.append((task_id, task.node_id, self._done_count))
+        self._done_count += 1
         self._done_by[task_id] = task.node_id
         rng = task.range
         self.samples_done += len(rng)
@@ -164,6 +169,9 @@ class Ledger:
         return taken
 
     def checkpoint(self) -> dict[str, Any]:
+        """The ledger's state for a version; each call marks a checkpoint (see RECENT_DONE)."""
+        since = self._marks[0] if len(self._marks) == self._marks.maxlen else 0
+        self._marks.append(self._done_count)
         return {
             "samples_done": self.samples_done,
             "completed_epochs": self.completed_epochs,
@@ -178,7 +186,7 @@ class Ledger:
                 }
                 for t in self._in_flight.values()
             ],
-            "recent_done": [list(pair) for pair in self._recent_done],
+            "recent_done": [[t, n] for t, n, count in self._recent_done if count >= since],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -189,8 +197,10 @@ class Ledger:
         self._in_flight.clear()
         self._recent_done.clear()
         self._done_by.clear()
+        self._marks.clear()
+        self._done_count = 0
         for task_id, node_id in state.get("recent_done", []):
-            self._recent_done.append((str(task_id), str(node_id)))
+            self._recent_done.append((str(task_id), str(node_id), 0))
             self._done_by[str(task_id)] = str(node_id)
             self._finished[str(task_id)] = "done"
         self._inherited.clear()

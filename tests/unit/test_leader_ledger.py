@@ -115,3 +115,19 @@ def test_the_tasks_done_a_checkpoint_remembers_are_bounded() -> None:
     state = ledger.checkpoint()
     assert len(state["recent_done"]) == RECENT_DONE
     assert ledger.done_by("t0") is None and ledger.done_by(f"t{RECENT_DONE + 4}") == "w"
+
+
+def test_a_checkpoint_keeps_the_tasks_done_since_the_checkpoint_before_the_previous_one() -> None:
+    ledger = Ledger(PermutationSource(10), 10)
+
+    def done(*names: str) -> list[str]:
+        for name in names:
+            ledger.issue(task(name, "w", Range(0, 0, 1)))
+            ledger.complete(name)
+        return [t for t, _ in ledger.checkpoint()["recent_done"]]
+
+    assert done("a", "b") == ["a", "b"]
+    assert done("c") == ["a", "b", "c"]
+    assert done("d") == ["c", "d"]  # a and b were done before the checkpoint before last
+    assert done() == ["d"]
+    assert ledger.done_by("a") == "w"  # still remembered here, only not written any more
