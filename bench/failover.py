@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates[standbys] = rate
             if standbys == 1 and versions:
                 per_version = sent / versions
-    q = statistics.quantiles(times, n=20) if len(times) >= 2 else times * 19
+    q = statistics.quantiles(times, n=20, method="inclusive") if len(times) >= 2 else times * 19
     body = (
         f"3 leader candidates (`--lease-ttl {TTL_S}`, safety margin 0.67 s) on one etcd 3.4 "
         f"member, 3 workers, a digits job (sync, 64-32-10 model, {MODEL_BYTES} bytes), all "
