@@ -4,7 +4,8 @@ Two candidates; the root hands out two tasks and takes one update (a version, wh
 holds the other task in flight), replicates it, and stops. The new root takes the in-flight
 task's update when it is re-sent (its range is not handed out again), acknowledges a re-sent
 update it counted already as a duplicate (the model and the samples trained do not change),
-and refuses another node's claim to a task.
+and refuses another node's claim to a task and a re-send that fails its checks (nothing
+changes: the right re-send is taken afterwards).
 """
 
 from __future__ import annotations
