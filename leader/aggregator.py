@@ -263,6 +263,15 @@ class Aggregator:
         self._remember()
         return NewVersion(self._version, params, updates, samples, how)
 
+    def recall(self, older: Mapping[int, Params]) -> None:
+        """Versions before the current one, read back from the store by a resumed job: the
+        bases of updates to tasks handed out before a restart or failover."""
+        if not self._keep_history:
+            return
+        merged = {**older, **self._history}
+        keep = sorted(v for v in merged if v <= self._version)[-(self.max_staleness + 1) :]
+        self._history = OrderedDict((v, merged[v]) for v in keep)
+
     def _remember(self) -> None:
         if not self._keep_history:
             return

@@ -316,6 +316,8 @@ class Coordinator(JobCommands, Queries):
                     seconds=seconds,
                     overhead=overhead,
                 )
+            if ack.outcome == "duplicate":  # counted already: nothing new to take in
+                return ack
             run.record_bytes(wire_bytes)
             self.job_queue.advance()
             self.domain.emit(UpdateAccepted(job_id, node_id, run.version))

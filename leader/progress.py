@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from eddl.leader import capability, evaluation
-from eddl.leader.aggregator import NewVersion
+from eddl.leader.aggregator import Aggregator, NewVersion
 from eddl.leader.events import EventKind
 from eddl.leader.history import ModeSwitch
 from eddl.leader.membership import Node
 from eddl.leader.policy import Mode
 from eddl.leader.rounds import SyncRound
 from eddl.leader.runstatus import checkpoint_meta, final_result
-from eddl.leader.store import VersionRecord, WriteBatch
+from eddl.leader.store import CheckpointStore, VersionRecord, WriteBatch
+from eddl.learn.params import Params
 
 if TYPE_CHECKING:
     from eddl.leader.run import JobRun
@@ -212,10 +213,18 @@ def layer_of(run: JobRun, node: Node) -> int | None:
     return layer
 
 
+def kept_before(store: CheckpointStore, job_id: str, version: int) -> dict[int, Params]:
+    """The versions before ``version`` the store still holds."""
+    older = (store.load_version(job_id, v) for v in store.versions(job_id) if v < version)
+    return {rec.version: rec.params for rec in older if rec is not None}
+
+
 def start_or_resume(run: JobRun, start: Mode, *, resumed: bool) -> None:
     """The job's first event; a new job also stores its version 0."""
     version = run.version
     if resumed:
+        if isinstance(run.aggregator, Aggregator):  # bases of updates to tasks handed out before
+            run.aggregator.recall(kept_before(run.store, run.spec.job_id, version))
         if run.policy is not None:
             run.policy.reason = f"resumed in {start} mode, the mode at the checkpoint"
         run._event(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from eddl.leader import capability
@@ -254,15 +255,11 @@ class JobRun:
     ) -> UpdateAck:
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
-        task = self.scheduler.get(task_id)
-        check_update(
-            task,
-            node,
-            params,
-            base_version=base_version,
-            num_samples=num_samples,
-            seconds=seconds,
-        )
+        if self.scheduler.ledger.done_by(task_id) == node.node_id:  # re-sent, counted already
+            return UpdateAck(task_id, "duplicate", self.version, "counted already")
+        verify = partial(check_update, node=node, params=params, base_version=base_version,
+                         num_samples=num_samples, seconds=seconds)  # fmt: skip
+        task = self.scheduler.adopt(task_id, node.node_id, node.session, verify)
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
         staleness = self.version - task.base_version

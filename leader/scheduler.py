@@ -186,6 +186,13 @@ class Scheduler:
     def get(self, task_id: str) -> Task:
         return self.ledger.get(task_id)
 
+    def adopt(
+        self, task_id: str, node_id: str, session: int, verify: Callable[[Task], None]
+    ) -> Task:
+        """The in-flight task ``task_id``, or one the previous root handed to ``node_id`` whose
+        range still waits to be handed out again, once ``verify`` passes (:meth:`Ledger.adopt`)."""
+        return self.ledger.adopt(task_id, node_id, session, self._now(), verify)
+
     def complete(
         self, task_id: str, *, seconds: float | None = None, overhead: float = 0.0
     ) -> Task:

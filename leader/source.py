@@ -61,6 +61,11 @@ class TaskSource(ABC):
     @abstractmethod
     def requeued(self) -> list[Range]: ...
 
+    def reclaim(self, rng: Range) -> bool:
+        """Take ``rng`` out of the re-queue if it is there whole (its update came back after
+        all, see :meth:`~eddl.leader.ledger.Ledger.adopt`); False: it was handed out again."""
+        return False
+
     @abstractmethod
     def set_workers(self, node_ids: Iterable[str]) -> None:
         """The live workers, in order (the static baseline shards among them)."""
@@ -161,6 +166,12 @@ class PermutationSource(TaskSource):
 
     def requeued(self) -> list[Range]:
         return list(self._requeued)
+
+    def reclaim(self, rng: Range) -> bool:
+        if rng not in self._requeued:
+            return False
+        self._requeued.remove(rng)
+        return True
 
     def set_workers(self, node_ids: Iterable[str]) -> None:
         self._workers = list(node_ids)

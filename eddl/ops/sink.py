@@ -36,7 +36,7 @@ __all__ = [
 UPDATE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # What the leader answers to an update it takes: folded into the model at once, kept for the
 # next async buffer flush, folded although stale, or kept for the sync round.
-UPDATE_OUTCOMES = ("aggregated", "buffered", "stale-folded", "round")
+UPDATE_OUTCOMES = ("aggregated", "buffered", "stale-folded", "round", "duplicate")
 # The ``eddl-reason`` trailing-metadata values a refusal may carry (eddl.net.status): the node
 # must join again. Other refusals are told apart by their status code only.
 REFUSAL_REASONS = ("unknown-node", "stale-term", "unauthenticated", "permission-denied")

@@ -22,6 +22,7 @@ from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2_grpc
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import WorkerDaemon
+from tests.etcd_procs import EtcdMember
 
 TOKEN = "test-token"
 
@@ -150,6 +151,25 @@ async def running_cluster(tmp: Path, **leader: Any) -> AsyncIterator[Cluster]:
         for node_id in list(cluster.workers):
             with contextlib.suppress(Exception):
                 await cluster.stop_worker(node_id)
+        await daemon.stop(0.2)
+
+
+@contextlib.asynccontextmanager
+async def ha_candidate(
+    tmp: Path, etcd: EtcdMember, name: str, port: int, security: str = "insecure"
+) -> AsyncIterator[LeaderDaemon]:
+    """A leader candidate on ``etcd`` as an in-process daemon (lease TTL 3 s)."""
+    address = f"127.0.0.1:{port}"
+    config = LeaderConfig(
+        bind=address, advertise=address, state_dir=tmp / name, join_token=TOKEN,
+        coordinator=etcd.coordinator, leader_id=name, lease_ttl_s=3, grace_s=0.2,
+        security=security,
+    )  # fmt: skip
+    daemon = LeaderDaemon(config)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
         await daemon.stop(0.2)
 
 

@@ -4,15 +4,12 @@ with no live standby the root keeps going and its status says replication is deg
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from eddl.leader.config import LeaderConfig
 from eddl.leader.server import LeaderDaemon
 from eddl.net import open_channel
 from eddl.net.redirect import not_leader
@@ -27,28 +24,10 @@ from eddl.proto.v1 import (
 from eddl.security.authority import Authority
 from eddl.security.tls import channel_credentials
 from tests.etcd_procs import EtcdMember, free_port
-from tests.integration.cluster_support import DIGITS_JOB, TOKEN, wait_until
+from tests.integration.cluster_support import DIGITS_JOB, TOKEN, ha_candidate, wait_until
 from tests.integration.security_support import identity
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.asynccontextmanager
-async def candidate(
-    tmp: Path, etcd: EtcdMember, name: str, port: int, security: str = "insecure"
-) -> AsyncIterator[LeaderDaemon]:
-    address = f"127.0.0.1:{port}"
-    config = LeaderConfig(
-        bind=address, advertise=address, state_dir=tmp / name, join_token=TOKEN,
-        coordinator=etcd.coordinator, leader_id=name, lease_ttl_s=3, grace_s=0.2,
-        security=security,
-    )  # fmt: skip
-    daemon = LeaderDaemon(config)
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop(0.2)
 
 
 def ha(daemon: LeaderDaemon) -> dict[str, object]:
@@ -69,7 +48,7 @@ async def test_a_restarted_standby_catches_up_and_a_lone_root_is_degraded(
 ) -> None:
     pa, pb = free_port(), free_port()
     root_address = f"127.0.0.1:{pa}"
-    async with candidate(tmp_path, etcd, "a", pa) as a:
+    async with ha_candidate(tmp_path, etcd, "a", pa) as a:
         assert a.leadership is not None
         await wait_until(a.leadership.is_root, 20, "a acting as root")
         async with open_channel(root_address) as channel:
@@ -82,7 +61,7 @@ async def test_a_restarted_standby_catches_up_and_a_lone_root_is_degraded(
         assert detail["root"] == {"node_id": "a", "address": root_address}
         assert detail["coordinator"] == etcd.coordinator and detail["term"] == reply.envelope.term
 
-        async with candidate(tmp_path, etcd, "b", pb) as b:
+        async with ha_candidate(tmp_path, etcd, "b", pb) as b:
             assert b.leadership is not None and b.ha is not None
             await wait_until(lambda: b.leadership.root_hint() == root_address, 20, "b follows a")
             await wait_until(lambda: len(ha(a)["standbys"]) == 1, 20, "a sees b")  # type: ignore[arg-type]
@@ -103,7 +82,7 @@ async def test_a_restarted_standby_catches_up_and_a_lone_root_is_degraded(
         await join(root_address, "n2")
         assert ha(a)["degraded"] is True
 
-        async with candidate(tmp_path, etcd, "b", pb) as b:
+        async with ha_candidate(tmp_path, etcd, "b", pb) as b:
             assert b.ha is not None
             await wait_until(lambda: b.leadership.root_hint() == root_address, 20, "b back")  # type: ignore[union-attr]
             await join(root_address, "n3")
@@ -128,10 +107,10 @@ async def test_candidates_sharing_the_cluster_ca_replicate_over_mutual_tls(
         target.write_bytes((authority.dir / name).read_bytes())
         target.chmod(0o600)
     admin = channel_credentials(identity(authority, "op", "admin"))
-    async with candidate(tmp_path, etcd, "a", pa, "mtls") as a:
+    async with ha_candidate(tmp_path, etcd, "a", pa, "mtls") as a:
         assert a.leadership is not None
         await wait_until(a.leadership.is_root, 20, "a acting as root")
-        async with candidate(tmp_path, etcd, "b", pb, "mtls") as b:
+        async with ha_candidate(tmp_path, etcd, "b", pb, "mtls") as b:
             assert b.ha is not None
             await wait_until(lambda: len(ha(a)["standbys"]) == 1, 20, "a sees b")  # type: ignore[arg-type]
             async with open_channel(root_address, credentials=admin) as channel:

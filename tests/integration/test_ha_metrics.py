@@ -18,8 +18,8 @@ from eddl.leader.server import LeaderDaemon
 from eddl.ops.wiring import LeaderOps
 from tests.e2e.test_ops_dashboard import dashboard_exprs, exposed_names, metric_names
 from tests.etcd_procs import EtcdMember, free_port
-from tests.integration.cluster_support import wait_until
-from tests.integration.test_ha_daemon import candidate, ha, join
+from tests.integration.cluster_support import ha_candidate, wait_until
+from tests.integration.test_ha_daemon import ha, join
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,7 +32,7 @@ async def metered(
     tmp: Path, etcd: EtcdMember, name: str
 ) -> AsyncIterator[tuple[LeaderDaemon, LeaderOps]]:
     """A candidate with its metrics endpoint, wired as ``eddl-leader`` wires it."""
-    async with candidate(tmp, etcd, name, free_port()) as daemon:
+    async with ha_candidate(tmp, etcd, name, free_port()) as daemon:
         ops = LeaderOps("127.0.0.1:0", lambda: daemon.coordinator, ha=lambda: daemon.ha)
         try:
             yield daemon, ops

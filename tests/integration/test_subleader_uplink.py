@@ -88,8 +88,8 @@ async def test_the_group_answers_its_upstream_task_once_and_bad_answers_change_n
             assert reply.outcome in ("aggregated", "round")
             after = _snapshot(cluster, job_id)
             assert after[0] == before[0] + 1 and after[1] != before[1]
-            code, _ = await _refused(uplink, job_id, update)  # the same answer twice
-            assert code == "FAILED_PRECONDITION"
+            again = await uplink.push(job_id, update, seconds=0.2)  # the same answer twice
+            assert again.outcome == "duplicate"
             assert _snapshot(cluster, job_id) == after  # aggregated once only
             source.release(serial)
             assert source.held() == []
