@@ -49,7 +49,9 @@ async def check_health(
         raise ValueError(str(exc)) from exc
     if not timeout_s > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout_s}")
-    async with admin_channel(address, identity) as channel:
+    # Any node answers health checks (leaders and workers alike): the server's certificate
+    # must chain to the cluster CA and name the host, not carry a leader's names.
+    async with admin_channel(address, identity, leader=False) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(

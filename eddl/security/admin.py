@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 from eddl.net.channel import open_channel
-from eddl.security.tls import Identity, leader_channel
+from eddl.security.tls import Identity, channel_credentials, leader_channel
 
 __all__ = ["CONFIG_DIR_ENV", "admin_channel", "admin_identity", "config_dir"]
 
@@ -33,9 +33,16 @@ def admin_identity() -> Identity | None:
     return Identity.load(directory) if Identity.exists(directory) else None
 
 
-def admin_channel(address: str, identity: Identity | None = None) -> grpc.aio.Channel:
-    """A channel to a leader with ``identity``, else the stored admin certificate, if any."""
+def admin_channel(
+    address: str, identity: Identity | None = None, *, leader: bool = True
+) -> grpc.aio.Channel:
+    """A channel to a leader with ``identity``, else the stored admin certificate, if any.
+
+    ``leader=False`` dials any node of the cluster (a health check of a worker's endpoint):
+    its certificate must chain to the cluster CA and name the host dialled, whatever its role."""
     identity = identity or admin_identity()
     if identity is None:
         return open_channel(address)
+    if not leader:
+        return open_channel(address, credentials=channel_credentials(identity))
     return leader_channel(address, identity)

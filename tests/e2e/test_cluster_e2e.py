@@ -122,7 +122,9 @@ def test_killed_leader_restarts_and_resumes_from_its_checkpoint(tmp_path: Path) 
         # Throttled so that the job lasts long enough to be interrupted.
         procs += [start_worker(tmp_path, address, f"w{i}", throttle=10) for i in range(3)]
         wait_for(lambda: len(status(address)["nodes"]) == 3, 60, "3 workers joined", step=0.3)
-        job_id = _submit(tmp_path, address, "rounds = 25")
+        # Rounds of task_seconds (a plain mean, not summed deltas, whose rounds of a few
+        # batches would end the job before the kill).
+        job_id = _submit(tmp_path, address, "rounds = 25\n[job.sync_params]\nsum_samples = 0")
         wait_for(lambda: status(address)["model_version"] >= 4, 90, "version 4", step=0.2)
         before = status(address)["model_version"]
         leader.kill9()
