@@ -79,3 +79,15 @@ def test_the_leader_link_capacity_is_a_finite_non_negative_rate() -> None:
     for bad in (-1.0, float("nan"), float("inf"), 2e6):
         with pytest.raises(ConfigError, match="link_capacity_mbps"):
             LeaderConfig(link_capacity_mbps=bad)
+
+
+def test_the_split_settings_are_refused_out_of_range() -> None:
+    from eddl.leader.config import LeaderConfig
+
+    assert LeaderConfig(split="auto", split_hold_s=3.0).split == "auto"
+    with pytest.raises(ConfigError, match="split must be advise or auto"):
+        LeaderConfig(split="always")
+    for name in ("split_hold_s", "split_busy_for_s"):
+        for bad in (-1.0, float("nan"), float("inf"), 86401.0):
+            with pytest.raises(ConfigError, match=name):
+                LeaderConfig(**{name: bad})
