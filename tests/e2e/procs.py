@@ -7,6 +7,7 @@ reaper in ``tests/conftest.py`` if a test dies first).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    # Lines parsed so far and where the next read starts: tests ask for events many times a
+    # second, and re-parsing a growing log each time costs the CPU the daemons need.
+    _parsed: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _offset: int = field(default=0, repr=False)
 
     @property
     def pid(self) -> int:
@@ -48,15 +53,24 @@ class Proc:
 
     def lines(self) -> list[dict[str, Any]]:
         """The process's JSON log lines so far (non-JSON lines skipped)."""
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
+        with self.log.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+        self._offset += end
+        for line in chunk[:end].decode(errors="replace").splitlines():
             try:
                 value = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(value, dict):
-                out.append(value)
-        return out
+                self._parsed.append(value)
+        return list(self._parsed)
+
+    def tail(self, count: int = 30) -> str:
+        """The last ``count`` lines of the process's output, for a failing test's report."""
+        lines = self.log.read_text(errors="replace").splitlines()[-count:]
+        return "\n".join(f"[{self.name}] {line}" for line in lines)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The process's JSON log lines of event ``name`` so far."""
@@ -75,6 +89,22 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
         return int(self.popen.returncode)
+
+
+def stop_all(procs: Sequence[Proc], grace: float = 10.0) -> None:
+    """SIGTERM every live process at once, then wait for each (killing those past ``grace``):
+    one slow shutdown does not add up over a dozen daemons."""
+    for proc in procs:
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(timeout=10)
 
 
 def spawn(name: str, argv: Sequence[str], log: Path) -> Proc:

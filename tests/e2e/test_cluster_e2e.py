@@ -16,6 +16,7 @@ from tests.e2e.procs import (
     start_leader,
     start_worker,
     status,
+    stop_all,
     wait_done,
     wait_for,
 )
@@ -60,8 +61,7 @@ def _events(address: str, job_id: str) -> list[str]:
 
 
 def _stop_all(procs: list[Proc]) -> None:
-    for p in procs:
-        p.stop()
+    stop_all(procs)
 
 
 def test_leader_and_three_workers_train_digits_past_90_percent(tmp_path: Path) -> None:

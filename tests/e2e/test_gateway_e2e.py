@@ -26,6 +26,7 @@ from tests.e2e.procs import (
     start_leader,
     start_worker,
     status,
+    stop_all,
     wait_done,
     wait_for,
 )
@@ -39,7 +40,7 @@ dataset = "digits"
 algorithm = "{algorithm}"
 aggregation = "sync"
 task_seconds = 1.0
-round_deadline = 10.0
+round_deadline = 60.0
 min_task_samples = 25
 max_epochs = 100.0
 {stop}
@@ -91,8 +92,7 @@ def _pushed(gateway: Proc, node: str) -> list[dict[str, Any]]:
 
 
 def _stop_all(procs: list[Proc]) -> None:
-    for p in procs:
-        p.stop()
+    stop_all(procs)
 
 
 @pytest.mark.parametrize(("algorithm", "target"), [("tifed", 0.9), ("tifed-single", 0.85)])

@@ -17,6 +17,7 @@ from tests.e2e.procs import (
     start_leader,
     start_sub_leader,
     start_worker,
+    stop_all,
     wait_done,
     wait_for,
 )
@@ -58,8 +59,9 @@ def _answers(proc: Proc) -> int:
 def procs() -> Iterator[list[Proc]]:
     started: list[Proc] = []
     yield started
-    for proc in reversed(started):
-        proc.stop()
+    stop_all(list(reversed(started)))
+    for proc in started:  # shown by pytest only when the test failed
+        print(proc.tail(15))
 
 
 def test_two_groups_train_a_job_and_a_killed_sub_leader_sends_its_workers_home(

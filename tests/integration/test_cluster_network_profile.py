@@ -20,7 +20,15 @@ async def test_trained_worker_reports_passive_link_estimates(tmp_path: Path) -> 
         await cluster.wait_job(job_id, 120)
         service = cluster.leader.service
         assert service is not None
-        await wait_until(lambda: "network" in service.reports.of("w0"), 10, "a network report")
+
+        def links_with_both_directions() -> bool:
+            # A heartbeat sent before the worker's first push carries a download estimate only.
+            links = service.reports.of("w0").get("network", {}).get("links", [])
+            return bool(links) and {"downloadBytesPerSecond", "uploadBytesPerSecond"} <= set(
+                links[0]
+            )
+
+        await wait_until(links_with_both_directions, 15, "a network report of both directions")
         links = service.reports.of("w0")["network"]["links"]
         assert links[0]["peer"] == cluster.address
         assert links[0]["source"] == "LINK_SOURCE_PASSIVE"
