@@ -192,9 +192,11 @@ class Renewer:
             await self._on_renewed(fresh)
 
     async def _renew(self) -> Identity | None:
+        errors = []
         for address in dict.fromkeys(self._addresses()):
             try:
                 return await renew(address, self.identity)
             except (EnrolmentError, pki.PkiError) as exc:
-                log.warning("certificate renewal failed", leader=address, error=str(exc)[:200])
+                errors.append(f"{address}: {exc}"[:200])
+        log.warning("certificate renewal failed", errors=errors)
         return None
