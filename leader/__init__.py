@@ -34,8 +34,10 @@ The logic is plain, synchronous classes testable without gRPC; the servicers onl
   (and the static-shards baseline): ``sizing``, ``source`` (``TaskSource``), ``ledger``.
 * leader role splitting: ``upstream`` (a sub-leader's ``UpstreamSource``), ``relay``
   (its ``RelaySink``), ``uplink`` (its calls to its own leader), ``subleader`` and
-  ``subleader_daemon`` (the sub-leader, ``eddl-leader --upstream``), ``splitting`` (the
-  root's ``SplitPolicy`` and ``plan_groups``), ``syncmeter`` (BUC and link share at the edge).
+  ``subleader_daemon`` (the sub-leader, ``eddl-leader --upstream``),
+  ``subleader_credentials`` (its copy of the root's revocations, its renewal over mTLS),
+  ``splitting`` (the root's ``SplitPolicy`` and ``plan_groups``), ``syncmeter`` (BUC and
+  link share at the edge).
 * ``aggregator``  the global model and version; sync rounds and async rules of eddl.learn.
 * ``policy``      the automatic sync/async switch with hysteresis
   (docs/architecture.md#the-syncasync-policy).

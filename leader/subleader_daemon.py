@@ -9,8 +9,10 @@ enrolled at its leader's bootstrap port with a join token of that role
 (``eddl token create --role subleader``) and kept in ``--pki-dir``. Upward it is the client
 certificate the root's authorization admits for a node's calls only (no Admin, Peer or Leave);
 downward it is the server certificate of the group's endpoint (its names are the hosts the
-members dial), which requires the members' cluster certificates. In ``--insecure`` mode both
-sides use session credentials from ``Join`` on loopback.
+members dial), which requires the members' cluster certificates and refuses those the root
+revoked; it renews that certificate while it runs
+(:mod:`eddl.leader.subleader_credentials`). In ``--insecure`` mode both sides use session
+credentials from ``Join`` on loopback.
 """
 
 from __future__ import annotations
@@ -22,26 +24,28 @@ import secrets
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from eddl.config import ConfigError, check_address
 from eddl.leader.servicers.group import GroupServicer
 from eddl.leader.subleader import SubLeader, SubLeaderSettings
+from eddl.leader.subleader_credentials import SubLeaderCredentials
 from eddl.leader.uplink import Uplink
 from eddl.log import configure_logging, get_logger
-from eddl.net.server import start_server, write_port_file
+from eddl.net.server import RunningServer, start_server, write_port_file
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from eddl.security import pki
-from eddl.security.authz import Authorizer, CertificateAuth, SessionAuth
 from eddl.security.enrol import EnrolmentError
 from eddl.security.node import NodeSecurity, bootstrap_address, prepare
 
 __all__ = [
     "ROLE",
+    "RunningGroup",
     "SubLeaderSecurityError",
-    "group_interceptors",
     "main",
     "serve",
+    "start_group",
     "sub_leader_security",
 ]
 
@@ -53,13 +57,18 @@ class SubLeaderSecurityError(Exception):
     """The sub-leader cannot obtain the credentials it needs; nothing was started."""
 
 
+def pki_directory(args: argparse.Namespace) -> Path:
+    """Where the sub-leader's key and certificate are kept: ``--pki-dir``, else
+    ``STATE_DIR/node``."""
+    return Path(args.pki_dir) if args.pki_dir else Path(args.state_dir or "eddl-state") / "node"
+
+
 async def sub_leader_security(args: argparse.Namespace, node_id: str) -> NodeSecurity:
     """``--insecure``: session credentials. Else the saved certificate in ``--pki-dir``, or a
     new one enrolled with ``--enrol-token``; its role must be ``subleader``."""
     if args.security == "insecure":
         return NodeSecurity("insecure")
-    state = Path(args.state_dir or "eddl-state")
-    directory = Path(args.pki_dir) if args.pki_dir else state / "node"
+    directory = pki_directory(args)
     bind_host = (args.bind or "").rpartition(":")[0].strip("[]")
     hosts = ["localhost", "127.0.0.1", socket.gethostname(), *(args.tls_hosts or [])]
     if bind_host not in ("", "0.0.0.0", "::"):
@@ -87,14 +96,61 @@ async def sub_leader_security(args: argparse.Namespace, node_id: str) -> NodeSec
     return security
 
 
-def group_interceptors(security: NodeSecurity, join_token: str) -> list[Authorizer]:
-    """The group endpoint's one authorization point: members' cluster certificates (mtls),
-    else session credentials from ``Join``. With mtls ``join_token`` is the sub-leader's own
-    secret, written into every Join whose certificate was verified (as the root does)."""
-    if security.identity is None:
-        return [Authorizer(SessionAuth())]
-    # The revocation list is the root's: a sub-leader does not hold it (docs/security.md).
-    return [Authorizer(CertificateAuth(lambda _serial: False, join_token=join_token))]
+@dataclass
+class RunningGroup:
+    """A sub-leader at work: its group's endpoint, its relay to its leader, its credentials."""
+
+    sub: SubLeader
+    server: RunningServer
+    credentials: SubLeaderCredentials
+    relay: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.sub.stopped = True
+        self.relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.relay
+        await self.server.stop(1.0)
+        await self.credentials.close()
+
+
+async def start_group(
+    settings: SubLeaderSettings,
+    *,
+    bind: str,
+    upstream: str,
+    security: NodeSecurity | None = None,
+    advertise: str = "",
+    pki_dir: Path | None = None,
+) -> RunningGroup:
+    """Serve the group on ``bind`` and relay to ``upstream``. With a certificate (kept in
+    ``pki_dir``) the group is served once the root's revocation list is held."""
+    credentials = SubLeaderCredentials(security or NodeSecurity("insecure"), upstream, pki_dir)
+    uplink = Uplink(cluster_pb2_grpc.ClusterStub(credentials.channel), settings.node_id)
+    stub = cluster_pb2_grpc.ClusterStub
+    credentials.on_channel.append(lambda channel: setattr(uplink, "stub", stub(channel)))
+    try:
+        await credentials.start(within_s=uplink.rpc_timeout_s)
+    except TimeoutError as exc:
+        raise RuntimeError(f"no revocation list from {upstream} yet: not serving") from exc
+    sub = SubLeader(settings, uplink)
+    servicer = GroupServicer(sub, [])
+    try:
+        server = await start_server(
+            bind,
+            [(cluster_pb2_grpc.add_ClusterServicer_to_server, servicer)],
+            [CLUSTER],
+            interceptors=credentials.interceptors(settings.join_token),
+            credentials=credentials.security.server_credentials(),
+        )
+    except BaseException:
+        await credentials.close()
+        raise
+    # The address members dial: --advertise, else the bound one (a wildcard bind needs it).
+    address = advertise or server.address
+    servicer.leaders = [address, upstream]
+    uplink.lead_address = address
+    return RunningGroup(sub, server, credentials, asyncio.create_task(sub.run()))
 
 
 async def serve(
@@ -105,43 +161,31 @@ async def serve(
     port_file: Path | None,
     security: NodeSecurity | None = None,
     advertise: str = "",
+    pki_dir: Path | None = None,
 ) -> None:
-    """Serve the group and relay to ``upstream`` until SIGTERM or SIGINT."""
-    security = security or NodeSecurity("insecure")
-    channel = security.channel(upstream)
-    sub = SubLeader(settings, Uplink(cluster_pb2_grpc.ClusterStub(channel), settings.node_id))
-    servicer = GroupServicer(sub, [])
-    server = await start_server(
-        bind,
-        [(cluster_pb2_grpc.add_ClusterServicer_to_server, servicer)],
-        [CLUSTER],
-        interceptors=group_interceptors(security, settings.join_token),
-        credentials=security.server_credentials(),
+    """:func:`start_group`, until SIGTERM or SIGINT."""
+    group = await start_group(
+        settings,
+        bind=bind,
+        upstream=upstream,
+        security=security,
+        advertise=advertise,
+        pki_dir=pki_dir,
     )
-    # The address members dial: --advertise, else the bound one (a wildcard bind needs it).
-    address = advertise or server.address
-    servicer.leaders = [address, upstream]
-    sub.uplink.lead_address = address
     if port_file is not None:
-        write_port_file(port_file, server.port)
+        write_port_file(port_file, group.server.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    relay = asyncio.create_task(sub.run())
     try:
         done, _ = await asyncio.wait(
-            [relay, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            [group.relay, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
         )
-        if relay in done:
-            relay.result()  # raise what ended it
+        if group.relay in done:
+            group.relay.result()  # raise what ended it
     finally:
-        sub.stopped = True
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await relay
-        await server.stop(1.0)
-        await channel.close()
+        await group.stop()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -176,6 +220,7 @@ def main(args: argparse.Namespace) -> int:
             port_file=Path(args.port_file) if args.port_file else None,
             security=security,
             advertise=args.advertise or "",
+            pki_dir=None if security.identity is None else pki_directory(args),
         )
 
     try:

@@ -271,7 +271,8 @@ class WorkerDaemon:
         log.info("worker stopped", node=self.node_id, tasks_done=self.tasks_done)
 
     def renewer(self, security: NodeSecurity) -> Renewer:
-        """Renews the node's certificate at the current leader; new calls use the new one."""
+        """Renews the node's certificate at the current leader, else at the next it knows (a
+        sub-leader renews nobody: its members renew at the root); new calls use the new one."""
         assert security.identity is not None
 
         async def renewed(identity: Identity) -> None:
@@ -279,7 +280,10 @@ class WorkerDaemon:
             await self.link.close_retired()
 
         return Renewer(
-            Path(self.config.pki_dir), security.identity, lambda: self.link.address, renewed
+            Path(self.config.pki_dir),
+            security.identity,
+            lambda: [self.link.address, *self.link.leaders],
+            renewed,
         )
 
     async def _health_loop(self) -> None:

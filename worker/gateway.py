@@ -248,7 +248,7 @@ class Gateway:
         return Renewer(
             Path(self.config.pki_dir),
             security.identity,
-            lambda: self.config.leaders[0],
+            lambda: self.config.leaders,
             renewed,
         )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from eddl.security import pki
 from eddl.security.files import locked, read_json, write_private
 from eddl.security.ledger import NODE_ROLES, Ledger, merge
+from eddl.security.revocations import Revocations
 from eddl.security.seal import Sealed, SealError, open_secret
 from eddl.security.tokens import JoinToken, TokenError, TokenStore
 
@@ -63,10 +64,13 @@ class Authority:
         self.ca_pem = pki.cert_pem(self.ca_cert)
         self.ca_hash = pki.ca_hash(self.ca_cert)
         self.tokens = TokenStore(self.dir / "tokens.json", clock=clock)
-        self._revoked: frozenset[int] = frozenset()
+        self._revoked: dict[int, float] = {}
         self._revoked_stamp: tuple[int, int] | None = None
+        self.revision = 0  # counts the changes of the revocation list this process saw
         # Hears each change of the ledger, from whichever thread made it.
         self.on_change: Callable[[], None] = lambda: None
+        # Hear each change of the revocation list (the streams to sub-leaders).
+        self.revocation_listeners: list[Callable[[], None]] = []
 
     # -- issuing ---------------------------------------------------------------------------
 
@@ -144,6 +148,13 @@ class Authority:
         return serials
 
     def is_revoked(self, serial: int) -> bool:
+        return serial in self._revocations()
+
+    def revocations(self) -> Revocations:
+        """The revoked serials with their certificates' expiries, as this process sees them."""
+        return Revocations(self.revision, dict(self._revocations()))
+
+    def _revocations(self) -> dict[int, float]:
         path = self.dir / "revoked.json"
         try:
             st = path.stat()
@@ -151,10 +162,13 @@ class Authority:
         except FileNotFoundError:
             stamp = None
         if stamp != self._revoked_stamp:
-            self._revoked = frozenset(int(s) for s in read_json(path, {}))
+            self._revoked = {int(s): float(t) for s, t in read_json(path, {}).items()}
             self._revoked_stamp = stamp
+            self.revision += 1
             self.on_change()  # e.g. `eddl node revoke` on this host
-        return serial in self._revoked
+            for listener in list(self.revocation_listeners):
+                listener()
+        return self._revoked
 
     # -- the ledger leader candidates share --------------------------------------------------
 

@@ -48,6 +48,8 @@ POLICY: Mapping[str, frozenset[str]] = {
     **{f"/eddl.v1.Admin/{m}": frozenset({"admin"}) for m in _ADMIN},
     **{f"/eddl.v1.Probe/{m}": _ANY for m in ("Ping", "Upload", "Download")},
     "/eddl.v1.Security/Renew": _ANY,
+    # The root's revocation list, which a sub-leader enforces on its group's endpoint.
+    "/eddl.v1.Security/WatchRevocations": frozenset({"subleader"}),
     # Replication between leader candidates (the Peer service also checks the cluster's
     # shared credential in every chunk).
     "/eddl.v1.Peer/Replicate": frozenset({"leader"}),

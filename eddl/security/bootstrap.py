@@ -1,4 +1,5 @@
-"""The Security service: GetCA and Enrol on the bootstrap port, Renew over mTLS.
+"""The Security service: GetCA and Enrol on the bootstrap port, Renew and WatchRevocations
+over mTLS.
 
 It translates only: the wire to :class:`~eddl.security.authority.Authority` calls and its
 typed errors to status codes (a refused enrolment is ``UNAUTHENTICATED`` with one short line).
@@ -7,7 +8,7 @@ typed errors to status codes (a refused enrolment is ``UNAUTHENTICATED`` with on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -16,6 +17,7 @@ from eddl.net import RunningServer, start_server
 from eddl.proto.v1 import security_pb2, security_pb2_grpc
 from eddl.security.authority import Authority, EnrolError
 from eddl.security.authz import AuthError, CertificateAuth
+from eddl.security.revocations import RevocationFeed
 from eddl.security.seal import Sealed
 
 __all__ = ["SECURITY_SERVICE_NAME", "SecurityServicer", "start_bootstrap_server"]
@@ -23,12 +25,14 @@ __all__ = ["SECURITY_SERVICE_NAME", "SecurityServicer", "start_bootstrap_server"
 log = get_logger("security")
 SECURITY_SERVICE_NAME = security_pb2.DESCRIPTOR.services_by_name["Security"].full_name
 RENEW_METHOD = f"/{SECURITY_SERVICE_NAME}/Renew"
+WATCH_REVOCATIONS_METHOD = f"/{SECURITY_SERVICE_NAME}/WatchRevocations"
 
 
 class SecurityServicer(security_pb2_grpc.SecurityServicer):
     def __init__(self, authority: Authority) -> None:
         self.authority = authority
         self._certs = CertificateAuth(authority.is_revoked)
+        self._feed = RevocationFeed(authority.revocations, authority.revocation_listeners)
 
     async def GetCA(
         self, request: security_pb2.GetCARequest, context: grpc.aio.ServicerContext
@@ -62,6 +66,22 @@ class SecurityServicer(security_pb2_grpc.SecurityServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"renewal refused: {exc}"[:200])
         log.info("certificate renewed", node=issued.info.node_id, role=issued.info.role)
         return security_pb2.RenewReply(cert_pem=issued.cert_pem)
+
+    async def WatchRevocations(
+        self, request: security_pb2.WatchRevocationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[security_pb2.RevocationList]:
+        # Checked here too: the bootstrap port has no authorization point (nor certificates).
+        try:
+            caller = self._certs.caller(context, WATCH_REVOCATIONS_METHOD)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc), trailing_metadata=exc.metadata)
+        if caller.role != "subleader":
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "only a sub-leader watches revocations"
+            )
+        log.info("revocations watched", node=caller.node_id)
+        async for revocations in self._feed.watch():
+            yield revocations.to_proto()
 
 
 async def start_bootstrap_server(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -148,20 +148,24 @@ def _hosts(identity: Identity) -> tuple[str, ...]:
 
 class Renewer:
     """Renews a node's certificate at two thirds of its lifetime, saves it in ``directory``
-    and tells ``on_renewed`` (which reopens the node's channels with it)."""
+    and tells ``on_renewed`` (which reopens the node's channels with it).
+
+    ``addresses`` are the leaders to ask, in order: the one the node is joined to first, then
+    the others it knows. A sub-leader enrols and renews nobody, so a member of its group
+    renews at the root, which the sub-leader lists after itself."""
 
     def __init__(
         self,
         directory: Path,
         identity: Identity,
-        address: Callable[[], str],
+        addresses: Callable[[], Sequence[str]],
         on_renewed: Callable[[Identity], Awaitable[None]],
         *,
         retry_s: float = 1.0,
     ) -> None:
         self.directory = directory
         self.identity = identity
-        self._address = address
+        self._addresses = addresses
         self._on_renewed = on_renewed
         self._retry_s = retry_s
         self.renewals = 0
@@ -169,10 +173,8 @@ class Renewer:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(max(0.0, self.identity.renew_at() - time.time()))
-            try:
-                fresh = await renew(self._address(), self.identity)
-            except (EnrolmentError, pki.PkiError) as exc:
-                log.warning("certificate renewal failed", error=str(exc)[:200])
+            fresh = await self._renew()
+            if fresh is None:
                 if self.identity.expired():
                     log.error("certificate expired; enrol the node again")
                 await asyncio.sleep(self._retry_s)
@@ -181,5 +183,20 @@ class Renewer:
             self.identity = fresh
             self.renewals += 1
             info = fresh.info
-            log.info("certificate renewed", node=info.node_id, not_after=round(info.not_after))
+            log.info(
+                "certificate renewed",
+                node=info.node_id,
+                serial=str(info.serial),
+                not_after=round(info.not_after),
+            )
             await self._on_renewed(fresh)
+
+    async def _renew(self) -> Identity | None:
+        errors = []
+        for address in dict.fromkeys(self._addresses()):
+            try:
+                return await renew(address, self.identity)
+            except (EnrolmentError, pki.PkiError) as exc:
+                errors.append(f"{address}: {exc}"[:200])
+        log.warning("certificate renewal failed", errors=errors)
+        return None

@@ -20,7 +20,7 @@ from eddl.security import pki
 from eddl.security.authz import Authorizer, CertificateAuth
 from eddl.security.enrol import EnrolmentError, bootstrap_address, enrol
 from eddl.security.sessions import SessionClient
-from eddl.security.tls import Identity, leader_channel, server_credentials
+from eddl.security.tls import Identity, ServerCertificates, leader_channel
 from eddl.security.tokens import JoinToken
 
 __all__ = ["MODES", "NodeSecurity", "bootstrap_address", "prepare"]
@@ -40,10 +40,15 @@ class NodeSecurity:
         self.identity = identity
         self.generation = 0
         self._sessions = SessionClient() if mode == "insecure" else None
+        self._served: ServerCertificates | None = None
 
     def renewed(self, identity: Identity) -> None:
+        """A renewed certificate: new channels use it, and the endpoint serves it on new
+        connections (open ones keep the old one)."""
         self.identity = identity
         self.generation += 1
+        if self._served is not None:
+            self._served.replace(identity)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         if self.identity is not None:  # a node's channels lead to its leader
@@ -53,7 +58,11 @@ class NodeSecurity:
         return open_channel(address)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
-        return None if self.identity is None else server_credentials(self.identity)
+        if self.identity is None:
+            return None
+        if self._served is None:
+            self._served = ServerCertificates(self.identity)
+        return self._served.credentials()
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """A node's endpoint: any cluster certificate may probe it (no revocation list here)."""

@@ -3,11 +3,14 @@
 Servers require a client certificate signed by the cluster CA (``require_client_auth``);
 clients check the server's certificate against the same CA, and a channel to a leader
 (:func:`leader_channel`) checks that the certificate is a leader's for the host dialled. A
-node's directory holds ``node.key`` (0600), ``node.pem`` and ``ca.pem``.
+server whose certificate is renewed while it runs serves through :class:`ServerCertificates`:
+new connections get the new certificate, open ones keep theirs. A node's directory holds
+``node.key`` (0600), ``node.pem`` and ``ca.pem``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from eddl.security.files import write_private
 
 __all__ = [
     "Identity",
+    "ServerCertificates",
     "channel_credentials",
     "leader_channel",
     "leader_server_name",
@@ -76,6 +80,43 @@ def server_credentials(identity: Identity) -> grpc.ServerCredentials:
         [(identity.key_pem, identity.cert_pem)],
         root_certificates=identity.ca_pem,
         require_client_auth=True,
+    )
+
+
+class ServerCertificates:
+    """A server's certificate that :meth:`replace` swaps while it serves.
+
+    gRPC asks :meth:`_fetch` before each new connection's handshake (from its own threads):
+    it answers the new configuration once, then ``None`` (no change). Client certificates
+    are required and checked against the CA in every configuration, as with
+    :func:`server_credentials`."""
+
+    def __init__(self, identity: Identity) -> None:
+        self._lock = threading.Lock()
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._initial = _certificate_configuration(identity)
+        self.replaced = 0
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial, self._fetch, require_client_authentication=True
+        )
+
+    def replace(self, identity: Identity) -> None:
+        config = _certificate_configuration(identity)
+        with self._lock:
+            self._pending = config
+            self.replaced += 1
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            config, self._pending = self._pending, None
+        return config
+
+
+def _certificate_configuration(identity: Identity) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(identity.key_pem, identity.cert_pem)], root_certificates=identity.ca_pem
     )
 
 

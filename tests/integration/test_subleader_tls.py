@@ -13,8 +13,8 @@ import pytest
 
 from eddl.leader.servicers.group import GroupServicer
 from eddl.leader.subleader import SubLeader, SubLeaderSettings
+from eddl.leader.subleader_credentials import group_interceptors
 from eddl.leader.subleader_daemon import CLUSTER as CLUSTER_SERVICE
-from eddl.leader.subleader_daemon import group_interceptors
 from eddl.leader.uplink import Uplink
 from eddl.net import open_channel
 from eddl.net.server import RunningServer, start_server
@@ -23,6 +23,7 @@ from eddl.security import pki
 from eddl.security.authority import Authority
 from eddl.security.authz import POLICY
 from eddl.security.node import NodeSecurity
+from eddl.security.revocations import RevocationList
 from eddl.security.tls import Identity, channel_credentials
 from tests.integration.security_support import (
     ADMIN,
@@ -82,7 +83,7 @@ async def group_endpoint(tmp: Path, server_identity: Identity) -> AsyncIterator[
             "127.0.0.1:0",
             [(cluster_pb2_grpc.add_ClusterServicer_to_server, GroupServicer(sub, []))],
             [CLUSTER_SERVICE],
-            interceptors=group_interceptors(security, settings.join_token),
+            interceptors=group_interceptors(security, settings.join_token, RevocationList()),
             credentials=security.server_credentials(),
         )
         try:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64\x64l/v1/security.proto\x12\x07\x65\x64\x64l.v1\"\x0e\n\x0cGetCARequest\"\x1c\n\nGetCAReply\x12\x0e\n\x06\x63\x61_pem\x18\x01 \x01(\x0c\"q\n\x0c\x45nrolRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x18\n\x10\x65phemeral_public\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x15\n\rsealed_secret\x18\x05 \x01(\x0c\".\n\nEnrolReply\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"\x1e\n\nRenewReply\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x32\xa9\x01\n\x08Security\x12\x33\n\x05GetCA\x12\x15.eddl.v1.GetCARequest\x1a\x13.eddl.v1.GetCAReply\x12\x33\n\x05\x45nrol\x12\x15.eddl.v1.EnrolRequest\x1a\x13.eddl.v1.EnrolReply\x12\x33\n\x05Renew\x12\x15.eddl.v1.RenewRequest\x1a\x13.eddl.v1.RenewReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64\x64l/v1/security.proto\x12\x07\x65\x64\x64l.v1\"\x0e\n\x0cGetCARequest\"\x1c\n\nGetCAReply\x12\x0e\n\x06\x63\x61_pem\x18\x01 \x01(\x0c\"q\n\x0c\x45nrolRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x18\n\x10\x65phemeral_public\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x15\n\rsealed_secret\x18\x05 \x01(\x0c\".\n\nEnrolReply\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"\x1e\n\nRenewReply\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\"\x19\n\x17WatchRevocationsRequest\"7\n\x12RevokedCertificate\x12\x0e\n\x06serial\x18\x01 \x01(\x0c\x12\x11\n\tnot_after\x18\x02 \x01(\x01\"P\n\x0eRevocationList\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12,\n\x07revoked\x18\x02 \x03(\x0b\x32\x1b.eddl.v1.RevokedCertificate2\xfa\x01\n\x08Security\x12\x33\n\x05GetCA\x12\x15.eddl.v1.GetCARequest\x1a\x13.eddl.v1.GetCAReply\x12\x33\n\x05\x45nrol\x12\x15.eddl.v1.EnrolRequest\x1a\x13.eddl.v1.EnrolReply\x12\x33\n\x05Renew\x12\x15.eddl.v1.RenewRequest\x1a\x13.eddl.v1.RenewReply\x12O\n\x10WatchRevocations\x12 .eddl.v1.WatchRevocationsRequest\x1a\x17.eddl.v1.RevocationList0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENEWREQUEST']._serialized_end=275
   _globals['_RENEWREPLY']._serialized_start=277
   _globals['_RENEWREPLY']._serialized_end=307
-  _globals['_SECURITY']._serialized_start=310
-  _globals['_SECURITY']._serialized_end=479
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=309
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=334
+  _globals['_REVOKEDCERTIFICATE']._serialized_start=336
+  _globals['_REVOKEDCERTIFICATE']._serialized_end=391
+  _globals['_REVOCATIONLIST']._serialized_start=393
+  _globals['_REVOCATIONLIST']._serialized_end=473
+  _globals['_SECURITY']._serialized_start=476
+  _globals['_SECURITY']._serialized_end=726
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class SecurityStub:
                 request_serializer=eddl_dot_v1_dot_security__pb2.RenewRequest.SerializeToString,
                 response_deserializer=eddl_dot_v1_dot_security__pb2.RenewReply.FromString,
                 _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/eddl.v1.Security/WatchRevocations',
+                request_serializer=eddl_dot_v1_dot_security__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=eddl_dot_v1_dot_security__pb2.RevocationList.FromString,
+                _registered_method=True)
 
 
 class SecurityServicer:
@@ -75,6 +80,15 @@ class SecurityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRevocations(self, request, context):
+        """The root's revocation list, to a sub-leader (role subleader only): the whole list at once,
+        then again each time it changes, until the caller hangs up. The sub-leader refuses the
+        serials listed on its group's endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecurityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +106,11 @@ def add_SecurityServicer_to_server(servicer, server):
                     servicer.Renew,
                     request_deserializer=eddl_dot_v1_dot_security__pb2.RenewRequest.FromString,
                     response_serializer=eddl_dot_v1_dot_security__pb2.RenewReply.SerializeToString,
+            ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=eddl_dot_v1_dot_security__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=eddl_dot_v1_dot_security__pb2.RevocationList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +194,33 @@ class Security:
             '/eddl.v1.Security/Renew',
             eddl_dot_v1_dot_security__pb2.RenewRequest.SerializeToString,
             eddl_dot_v1_dot_security__pb2.RenewReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eddl.v1.Security/WatchRevocations',
+            eddl_dot_v1_dot_security__pb2.WatchRevocationsRequest.SerializeToString,
+            eddl_dot_v1_dot_security__pb2.RevocationList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,11 @@ class SecurityStub:
     """A certificate for a new node, for a join token (single use) and a CSR."""
     Renew: _grpc.UnaryUnaryMultiCallable[_security_pb2.RenewRequest, _security_pb2.RenewReply]
     """A fresh certificate for the caller's own node id and role, before the current one expires."""
+    WatchRevocations: _grpc.UnaryStreamMultiCallable[_security_pb2.WatchRevocationsRequest, _security_pb2.RevocationList]
+    """The root's revocation list, to a sub-leader (role subleader only): the whole list at once,
+    then again each time it changes, until the caller hangs up. The sub-leader refuses the
+    serials listed on its group's endpoint.
+    """
 
 @_typing.type_check_only
 class SecurityAsyncStub(SecurityStub):
@@ -51,6 +56,11 @@ class SecurityAsyncStub(SecurityStub):
     """A certificate for a new node, for a join token (single use) and a CSR."""
     Renew: _aio.UnaryUnaryMultiCallable[_security_pb2.RenewRequest, _security_pb2.RenewReply]  # type: ignore[assignment]
     """A fresh certificate for the caller's own node id and role, before the current one expires."""
+    WatchRevocations: _aio.UnaryStreamMultiCallable[_security_pb2.WatchRevocationsRequest, _security_pb2.RevocationList]  # type: ignore[assignment]
+    """The root's revocation list, to a sub-leader (role subleader only): the whole list at once,
+    then again each time it changes, until the caller hangs up. The sub-leader refuses the
+    serials listed on its group's endpoint.
+    """
 
 class SecurityServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +86,16 @@ class SecurityServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_security_pb2.RenewReply, _abc.Awaitable[_security_pb2.RenewReply]]:
         """A fresh certificate for the caller's own node id and role, before the current one expires."""
+
+    @_abc_1.abstractmethod
+    def WatchRevocations(
+        self,
+        request: _security_pb2.WatchRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_security_pb2.RevocationList], _abc.AsyncIterator[_security_pb2.RevocationList]]:
+        """The root's revocation list, to a sub-leader (role subleader only): the whole list at once,
+        then again each time it changes, until the caller hangs up. The sub-leader refuses the
+        serials listed on its group's endpoint.
+        """
 
 def add_SecurityServicer_to_server(servicer: SecurityServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
