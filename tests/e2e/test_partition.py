@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import signal
 import subprocess
 import time
 from collections import defaultdict
@@ -121,9 +122,16 @@ class Cluster:
         done = self.eddl("status", "--json", "--leader", address(i))
         return json.loads(done.stdout) if done.returncode == 0 else None
 
-    def stop(self) -> None:
-        for proc in [*self.others, *(run for runs in self.runs.values() for run in runs)]:
-            proc.stop()
+    def stop(self, workers: list[Proc]) -> None:
+        """Every process by its PID: all told to stop at once, then each waited for (bounded);
+        the etcd members last, so the candidates can still resign."""
+        daemons = [*workers, *(run for runs in self.runs.values() for run in runs)]
+        for group in (daemons, self.others):
+            for proc in group:
+                if proc.alive():
+                    proc.popen.send_signal(signal.SIGTERM)
+            for proc in group:
+                proc.stop()
 
 
 def roots_by_term(cluster: Cluster, workers: list[Proc]) -> dict[int, set[str]]:
@@ -163,8 +171,6 @@ def test_an_isolated_root_stops_within_its_ttl_and_the_job_completes_on_a_new_on
                 cluster.start_candidate(i)
             wait_for(lambda: cluster.root() is not None, 90, "a first root", step=0.2)
             first_root, submitted_term = cluster.root()  # type: ignore[misc]
-            done = cluster.eddl("enrol", admin_token, "--leader", address(first_root))
-            assert done.returncode == 0, done.stderr
             for i in (1, 2, 3):
                 leaders = [a for j in (i, *({1, 2, 3} - {i})) for a in ("--leader", address(j))]
                 argv = [
@@ -173,6 +179,8 @@ def test_an_isolated_root_stops_within_its_ttl_and_the_job_completes_on_a_new_on
                     "--bootstrap", f"{NET}.{i}:{PORT + 1}", "--throttle", "5",
                 ]  # fmt: skip
                 workers.append(cluster.spawn(i, f"w{i}", argv))
+            done = cluster.eddl("enrol", admin_token, "--leader", address(first_root))
+            assert done.returncode == 0, done.stderr
             job = tmp_path / "job.toml"
             job.write_text(JOB.format(rounds=ROUNDS))
             done = cluster.eddl("submit", str(job), "--leader", address(first_root), "--json")
@@ -291,6 +299,4 @@ def test_an_isolated_root_stops_within_its_ttl_and_the_job_completes_on_a_new_on
             }
             assert produced <= set(made_in.items()), sorted(produced - set(made_in.items()))
         finally:
-            for w in workers:
-                w.stop()
-            cluster.stop()
+            cluster.stop(workers)

@@ -60,4 +60,5 @@ def etcd_argv(i: int, data_dir: Path) -> list[str]:
         f"--initial-advertise-peer-urls=http://{me}:2380",
         f"--initial-cluster={cluster}", "--initial-cluster-state=new",
         "--heartbeat-interval=100", "--election-timeout=1000",
+        "--pre-vote=true",  # as deploy/ha/etcd.env.example: a healed member deposes no one
     ]  # fmt: skip
