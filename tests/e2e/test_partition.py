@@ -123,15 +123,17 @@ class Cluster:
         return json.loads(done.stdout) if done.returncode == 0 else None
 
     def stop(self, workers: list[Proc]) -> None:
-        """Every process by its PID: all told to stop at once, then each waited for (bounded);
-        the etcd members last, so the candidates can still resign."""
+        """Every process by its PID: the daemons all told to stop at once, then each waited for
+        (bounded); then the etcd members, killed (their data is thrown away)."""
         daemons = [*workers, *(run for runs in self.runs.values() for run in runs)]
-        for group in (daemons, self.others):
-            for proc in group:
-                if proc.alive():
-                    proc.popen.send_signal(signal.SIGTERM)
-            for proc in group:
-                proc.stop()
+        for proc in daemons:
+            if proc.alive():
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in daemons:
+            proc.stop()
+        for proc in self.others:
+            if proc.alive():
+                proc.kill9()
 
 
 def roots_by_term(cluster: Cluster, workers: list[Proc]) -> dict[int, set[str]]:
@@ -219,32 +221,26 @@ def test_an_isolated_root_stops_within_its_ttl_and_the_job_completes_on_a_new_on
             cluster.revive()
             ip("-n", hub, "link", "set", f"h{old}", "up")
 
-            # Healed: the old root follows the root, which sends it what it missed. (A loaded
-            # machine may cost a root its lease again: the root is whoever holds the highest
-            # term now.)
-            def caught_up() -> bool:
+            # Healed: the old root follows the root, which sends it what it missed; and the job
+            # completes. (A loaded machine may cost a root its lease again: the root is whoever
+            # holds the highest term now.)
+            final: dict[str, Any] = {}
+            caught_up: list[bool] = []
+
+            def settled() -> bool:
                 cluster.revive()
                 now = cluster.root()
                 info = cluster.status(now[0]) if now else None
                 if now is None or info is None or info.get("term") != now[1]:
                     return False
+                final.clear()
+                final.update(info)
                 mine = [s for s in info["standbys"] if s["address"] == address(old)]
-                return (
-                    bool(mine)
-                    and mine[0]["synced"]
-                    and mine[0]["version"] >= info["model_version"] > 0
-                )
+                if mine and mine[0]["synced"] and mine[0]["version"] >= info["model_version"] > 0:
+                    caught_up.append(True)
+                return bool(caught_up) and info["state"] not in ("running", "ending")
 
-            wait_for(caught_up, 90, "the old root caught up as a standby", step=0.5)
-            final: dict[str, Any] = {}
-
-            def finished() -> bool:
-                cluster.revive()
-                now = cluster.root()
-                final.update((cluster.status(now[0]) if now else None) or {})
-                return final.get("state") not in (None, "running", "ending")
-
-            wait_for(finished, 180, "the job to finish", step=0.5)
+            wait_for(settled, 180, "the old root caught up as a standby, the job done", step=0.5)
             assert final["job_id"] == job_id and final["state"] == "completed", final
             assert final["term"] > old_term and final["model_version"] >= ROUNDS, final
             new = int(final["root"]["node_id"].removeprefix("c"))
