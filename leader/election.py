@@ -192,6 +192,15 @@ class EtcdLeadership(Leadership):
             self.committed = max(self.committed, version)
         return ok
 
+    def abdicate(self, reason: str) -> None:
+        """As root: stop acting as root at once (``reason`` goes into the step-down event),
+        give up the lease and stand again under a new one."""
+        if not self._state.is_root:
+            return
+        self._lease = 0  # _evaluate no longer counts the root key under it as this one's
+        self._step_down(reason)
+        self._lease_lost.set()
+
     async def peers(self) -> list[Candidate]:
         """The live candidates (this one included)."""
         kvs, _ = await self._client.range(self._candidates, prefix_end(self._candidates))

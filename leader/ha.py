@@ -130,6 +130,7 @@ class HaNode:
             self.replicator,
             asyncio.get_running_loop(),
             on_committed=self._committed,
+            on_unprotected=self._unprotected,
             wait_s=self.config.replication_timeout_s * 2 + 1,
         )
 
@@ -236,10 +237,19 @@ class HaNode:
         with contextlib.suppress(EtcdError):
             await self.election.publish(version=ack.version)
 
-    async def _committed(self, version: int, holders: tuple[str, ...]) -> None:
+    async def _committed(self, version: int, holders: tuple[str, ...]) -> bool:
+        """Record ``version`` and its holders in etcd; whether that was done."""
         with contextlib.suppress(EtcdError):
             await self.election.publish(version=version)
-            await self.election.commit(version, [self.config.advertise, *holders])
+            return await self.election.commit(version, [self.config.advertise, *holders])
+        return False
+
+    def _unprotected(self, version: int) -> None:
+        """``version`` is on this root alone and not recorded in etcd: a standby without it
+        could stand. Step down before anyone hears of it."""
+        self.election.abdicate(
+            f"version {version} reached no standby and could not be recorded in etcd"
+        )
 
     def status(self) -> dict[str, Any]:
         state = self.election.state()

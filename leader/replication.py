@@ -9,7 +9,11 @@ standby the root keeps going and says so (``degraded``); a standby that does not
 ``timeout_s`` is marked behind and skipped until it catches up with a snapshot.
 
 ``on_committed`` hears each replicated model version with the standbys holding it (the
-elected root records it in etcd, so only holders of the newest version may stand).
+elected root records it in etcd, so only holders of the newest version may stand) and says
+whether it was recorded. A version that reached too few standbys and was not recorded either
+is *unprotected*: were the root to fail, a standby without it could stand. ``on_unprotected``
+hears it before the command's reply goes out (the elected root steps down, so the reply is
+withheld; see :class:`~eddl.leader.servicers.root_only.RootOnly`).
 """
 
 from __future__ import annotations
@@ -175,21 +179,27 @@ class ReplicatingStore(CheckpointStore):
         replicator: Replicator,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_committed: Callable[[int, tuple[str, ...]], Awaitable[Any]] | None = None,
+        on_committed: Callable[[int, tuple[str, ...]], Awaitable[bool]] | None = None,
+        on_unprotected: Callable[[int], None] | None = None,
         wait_s: float = 5.0,
     ) -> None:
         self.store = store
         self.replicator = replicator
         self._loop = loop
         self._on_committed = on_committed
+        self._on_unprotected = on_unprotected
         self._wait_s = wait_s
 
     def _replicate(self, ops: list[Op]) -> None:
+        version = newest_version(ops)
+
         async def go() -> None:
             result = await self.replicator.replicate(ops)
-            version = newest_version(ops)
+            recorded = False
             if version and self._on_committed is not None:
-                await self._on_committed(version, result.holders)
+                recorded = await self._on_committed(version, result.holders)
+            if version and result.degraded and not recorded:
+                self._unprotected(version)
 
         future = asyncio.run_coroutine_threadsafe(go(), self._loop)
         try:
@@ -198,6 +208,13 @@ class ReplicatingStore(CheckpointStore):
             future.cancel()
             self.replicator.degraded = True
             log.warning("replication wait exceeded", wait_s=self._wait_s)
+            if version:  # scheduled before the reply, which goes to the loop after this
+                self._loop.call_soon_threadsafe(self._unprotected, version)
+
+    def _unprotected(self, version: int) -> None:
+        log.warning("version unprotected", version=version)
+        if self._on_unprotected is not None:
+            self._on_unprotected(version)
 
     def commit(self, batch: WriteBatch) -> None:
         self.store.commit(batch)

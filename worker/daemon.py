@@ -209,6 +209,7 @@ class WorkerDaemon:
         # the fixed cost per task the leader sizes tasks around.
         self._pull_s = 0.0
         self._push_s = 0.0
+        self._pushed_to = ""  # the leader that answered the last push (for its log line)
         self.on_serving: list[Callable[[], None]] = []  # called once the daemon runs
         self.on_task: list[Callable[[TaskTiming], None]] = []  # called per task pushed
 
@@ -518,6 +519,8 @@ class WorkerDaemon:
             task=task.task_id,
             outcome=reply.outcome,
             version=reply.envelope.model_version,
+            leader=self._pushed_to,
+            term=reply.envelope.term,
             busy_s=round(result.busy_seconds, 3),
             train_s=round(result.train_seconds, 3),
             link_s=round(result.link_seconds, 3),
@@ -612,6 +615,7 @@ class WorkerDaemon:
 
         async def push(stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.PushUpdateReply:
             header.envelope.CopyFrom(self.envelope(job_id, version))
+            self._pushed_to = self.link.address  # the leader behind ``stub``
             reply: cluster_pb2.PushUpdateReply = await stub.PushUpdate(
                 update_stream(header, params, chunk_bytes, records),
                 timeout=self.config.rpc_timeout_s,

@@ -4,6 +4,11 @@ The check sits in front of the servicers (a server interceptor), so it covers ev
 streaming ones included, before a request is read: ``FAILED_PRECONDITION`` with the reason
 ``not-leader`` and the root's address in ``eddl-leader-hint`` (see :mod:`eddl.net.redirect`).
 Health, reflection and Probe stay answered: they say nothing about the cluster's state.
+
+A unary call is checked again when its handler is done: a leader that stopped being the root
+(or is root in another term) meanwhile withholds the reply and answers ``not-leader``, so no
+reply of an old root - an update's acknowledgement above all - goes out after its lease could
+have run out.
 """
 
 from __future__ import annotations
@@ -52,12 +57,17 @@ class RootOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         return handler._replace(**changes)
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """Refuse the call (before any request is read) unless this leader is the root."""
-        if self._leadership.is_root():
-            return
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> int:
+        """Refuse the call (before any request is read) unless this leader is the root; the
+        term it is root in."""
+        state = self._leadership.state()
+        if not state.is_root:
+            await self._refuse(method, context, "request refused")
+        return state.term
+
+    async def _refuse(self, method: str, context: grpc.aio.ServicerContext, what: str) -> None:
         hint = self._leadership.root_hint()
-        log.info("request refused", reason="not-leader", method=method, hint=hint)
+        log.info(what, reason="not-leader", method=method, hint=hint)
         await context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"this leader is not the root; the root is {hint or 'unknown'}",
@@ -66,8 +76,15 @@ class RootOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _unary(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self._admit(method, context)
-            return await inner(request, context)
+            term = await self._admit(method, context)
+            reply = await inner(request, context)
+            # A root that stopped being root while it served the call (its lease ran out
+            # while the update waited for the standbys) must not acknowledge it: the caller
+            # hears not-leader, goes to the new root and sends it again there.
+            state = self._leadership.state()
+            if not state.is_root or state.term != term:
+                await self._refuse(method, context, "reply withheld")
+            return reply
 
         return behaviour
 

@@ -123,6 +123,32 @@ def acknowledged(workers: list[Proc]) -> set[int]:
     return versions
 
 
+def final_history(watched: str, first_term: int = 0) -> tuple[list[int], set[int], dict[int, int]]:
+    """The versions of a job's final history, from ``eddl watch``'s output (its model_updated
+    events, replicated from every root), the versions dropped from it (a new root resumes from
+    the newest version it holds, and versions a dead root made after that were never
+    acknowledged to anyone), and the term each version of the history was made in (from the
+    leader_elected events; ``first_term`` before the first). Versions only increase along the
+    history."""
+    history: list[int] = []
+    dropped: set[int] = set()
+    made_in: dict[int, int] = {}
+    term = first_term
+    for line in watched.splitlines():
+        if m := re.search(r"\bv(\d+) model_updated", line):
+            version = int(m[1])
+            assert not history or version > history[-1], (history[-3:], version)
+            history.append(version)
+            made_in[version] = term
+        elif m := re.search(r"job_resumed: resumed from checkpoint version (\d+)", line):
+            resumed = int(m[1])
+            dropped |= {v for v in history if v > resumed}
+            history = [v for v in history if v <= resumed]
+        elif m := re.search(r"leader_elected: \S+ is root in term (\d+)", line):
+            term = int(m[1])
+    return history, dropped, {v: made_in[v] for v in history}
+
+
 def events(address: str, job_id: str) -> list[dict[str, Any]]:
     """The job's events as the root holds them (JSON, one per line)."""
     done = eddl("logs", job_id, "--json", "--leader", address, timeout=60)
@@ -217,17 +243,7 @@ def test_the_root_is_killed_ten_times_and_the_job_completes(
         # holds: versions the dead root made after that were never acknowledged to anyone.
         acked = acknowledged(workers) - {0}
         assert acked, "no worker logged an acknowledged update"
-        history: list[int] = []
-        dropped: set[int] = set()
-        for line in watched.stdout.splitlines():
-            if m := re.search(r"\bv(\d+) model_updated", line):
-                version = int(m[1])
-                assert not history or version > history[-1], (history[-3:], version)
-                history.append(version)
-            elif m := re.search(r"job_resumed: resumed from checkpoint version (\d+)", line):
-                resumed = int(m[1])
-                dropped |= {v for v in history if v > resumed}
-                history = [v for v in history if v <= resumed]
+        history, dropped, _ = final_history(watched.stdout)
         assert not dropped & acked, sorted(dropped & acked)
         assert acked <= set(history), sorted(acked - set(history))
         # Each takeover is in the job's events, with its reason.

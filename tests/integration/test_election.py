@@ -130,6 +130,30 @@ async def test_a_resigning_root_hands_over_in_a_higher_term(etcd: EtcdMember) ->
             assert takeover and f"term {first}" in takeover[0].reason
 
 
+async def test_an_abdicating_root_stops_at_once_and_gives_up_its_lease(etcd: EtcdMember) -> None:
+    async with candidates(etcd, [("a", 1.0, 1), ("b", 2.0, 1)]) as running:
+        await wait_until(lambda: len(roots(running)) == 1, 10, "a root elected")
+        (name,) = roots(running)
+        root, other = running[name], running[({"a", "b"} - {name}).pop()]
+        first = root.leadership.term
+        root.leadership.abdicate("version 3 is nowhere else")
+        assert not root.leadership.is_root()  # at once, before etcd hears of it
+        down = [e for e in root.events if e.kind is ElectionEventKind.STEP_DOWN]
+        assert [(e.term, e.reason) for e in down] == [(first, "version 3 is nowhere else")]
+        # Its lease revoked, the root key is free: a root of a higher term follows.
+        await wait_until(
+            lambda: any(r.leadership.is_root() and r.leadership.term > first
+                        for r in (root, other)),
+            10,
+            "a root in a higher term",
+        )  # fmt: skip
+        # A candidate that is not root has nothing to give up.
+        (follower,) = [r for r in (root, other) if not r.leadership.is_root()]
+        before = (follower.leadership.state(), list(follower.events))
+        follower.leadership.abdicate("not root")
+        assert (follower.leadership.state(), follower.events) == before
+
+
 async def test_a_candidate_below_the_committed_version_stands_back(etcd: EtcdMember) -> None:
     async with candidates(etcd, [("a", 1.0, 4)]) as running:
         a = running["a"].leadership

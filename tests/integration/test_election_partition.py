@@ -5,26 +5,23 @@ root takes part again in the new term. Needs root; skipped where namespaces cann
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eddl.profiler.netlab import netns_unavailable_reason
-from tests.etcd_procs import ETCD
+from tests.integration.netns_support import NET, etcd_argv, ip, three_namespaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
-NET = "10.214.77"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,34 +29,6 @@ def _need_netns() -> None:
     reason = netns_unavailable_reason()
     if reason is not None:
         pytest.skip(f"NETNS TEST SKIPPED: {reason}")
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-@contextlib.contextmanager
-def three_namespaces() -> Iterator[tuple[str, list[str]]]:
-    tag = f"eddlp{os.getpid()}"
-    hub, spaces = f"{tag}h", [f"{tag}n{i}" for i in (1, 2, 3)]
-    made: list[str] = []
-    try:
-        for ns in (hub, *spaces):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", hub, "link", "set", "br0", "up")
-        for i, ns in enumerate(spaces, 1):
-            ip("-n", hub, "link", "add", f"h{i}", "type", "veth", "peer", "name", "eth0",
-               "netns", ns)  # fmt: skip
-            ip("-n", hub, "link", "set", f"h{i}", "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{NET}.{i}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-        yield hub, spaces
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 class Procs:
@@ -98,21 +67,11 @@ def wait_for(predicate: Any, within: float, what: str) -> None:
 
 
 def test_an_isolated_root_steps_down_and_a_new_root_takes_over(tmp_path: Path) -> None:
-    cluster = ",".join(f"m{i}=http://{NET}.{i}:2380" for i in (1, 2, 3))
     procs = Procs(tmp_path)
     with three_namespaces() as (hub, spaces):
         try:
             for i, ns in enumerate(spaces, 1):
-                me = f"{NET}.{i}"
-                procs.start(ns, [
-                    ETCD, f"--name=m{i}", f"--data-dir={tmp_path / f'etcd{i}'}",
-                    f"--listen-client-urls=http://{me}:2379,http://127.0.0.1:2379",
-                    f"--advertise-client-urls=http://{me}:2379",
-                    f"--listen-peer-urls=http://{me}:2380",
-                    f"--initial-advertise-peer-urls=http://{me}:2380",
-                    f"--initial-cluster={cluster}", "--initial-cluster-state=new",
-                    "--heartbeat-interval=100", "--election-timeout=1000",
-                ], tmp_path / f"etcd{i}.log")  # fmt: skip
+                procs.start(ns, etcd_argv(i, tmp_path / f"etcd{i}"), tmp_path / f"etcd{i}.log")
             outs = [tmp_path / f"c{i}.out" for i in (1, 2, 3)]
             for i, ns in enumerate(spaces, 1):
                 procs.start(ns, [

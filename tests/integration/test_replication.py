@@ -128,8 +128,9 @@ async def test_a_replicating_store_returns_once_the_standby_holds_the_write(
     rep = replicator(root)
     committed: list[tuple[int, tuple[str, ...]]] = []
 
-    async def on_committed(v: int, holders: tuple[str, ...]) -> None:
+    async def on_committed(v: int, holders: tuple[str, ...]) -> bool:
         committed.append((v, holders))
+        return True
 
     async with standby_server(tmp_path / "s1") as (address, store, _):
         await rep.set_standbys([address])
@@ -139,6 +140,44 @@ async def test_a_replicating_store_returns_once_the_standby_holds_the_write(
         await asyncio.to_thread(wrapped.commit, WriteBatch(versions=[version("j1", 1)]))
         assert store.versions("j1") == [0, 1]
         assert committed[-1] == (1, (address,))
+    await rep.close()
+
+
+async def test_a_version_no_standby_holds_and_etcd_did_not_record_is_unprotected(
+    tmp_path: Path,
+) -> None:
+    """Such a version would be lost with the root (a standby without it could stand): the
+    store says so before the write returns, so the root steps down before acknowledging it."""
+    root = root_store_with_job()
+    rep = replicator(root)
+    rep.timeout_s = 1.0
+    recorded: list[bool] = [False]  # what etcd says to each record of a version
+    unprotected: list[int] = []
+
+    async def on_committed(v: int, holders: tuple[str, ...]) -> bool:
+        return recorded[0]
+
+    loop = asyncio.get_running_loop()
+    wrapped = ReplicatingStore(
+        root, rep, loop, on_committed=on_committed, on_unprotected=unprotected.append
+    )
+    async with standby_server(tmp_path / "s1") as (address, store, _):
+        await rep.set_standbys([address])
+        # Held by the standby: protected, whatever etcd said.
+        await asyncio.to_thread(wrapped.commit, WriteBatch(versions=[version("j1", 1)]))
+        assert store.versions("j1") == [1] and unprotected == []
+    # The standby is gone. Recorded in etcd: protected (no standby without it may stand).
+    recorded[0] = True
+    await asyncio.to_thread(wrapped.commit, WriteBatch(versions=[version("j1", 2)]))
+    assert rep.degraded and unprotected == []
+    # Neither: unprotected. A write without a version never is.
+    recorded[0] = False
+    await asyncio.to_thread(wrapped.commit, WriteBatch(versions=[version("j1", 3)]))
+    await asyncio.to_thread(wrapped.set_value, "x", 1)
+    await asyncio.to_thread(
+        wrapped.commit, WriteBatch(events=[Event("j1", 1, 2.0, EventKind.NODE_JOINED, "n", {})])
+    )
+    assert unprotected == [3]
     await rep.close()
 
 
