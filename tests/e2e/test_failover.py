@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.procs import TOKEN, Proc, eddl, script, spawn, start_worker, wait_for
+from tests.e2e.procs import TOKEN, Proc, eddl, script, spawn, start_worker, stop_all, wait_for
 from tests.etcd_procs import EtcdMember, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -101,12 +102,16 @@ class Candidates:
         ]
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
+        stop_all(list(self.procs.values()))
 
 
 def status(address: str) -> dict[str, Any] | None:
-    done = eddl("status", "--json", "--leader", address, timeout=30)
+    """The cluster's status as one candidate answers it, or None while none can (no root yet:
+    a call that times out means "not yet", like one that fails)."""
+    try:
+        done = eddl("status", "--json", "--leader", address, timeout=30)
+    except subprocess.TimeoutExpired:
+        return None
     if done.returncode != 0:
         return None
     value: dict[str, Any] = json.loads(done.stdout)
