@@ -250,7 +250,9 @@ class EtcdLeadership(Leadership):
                 await asyncio.wait_for(self._client.revoke(lease.id), 1.0)
 
     async def _keep_alive(self, lease_id: int) -> None:
-        interval = self.config.ttl_s / 3
+        # Renew every TTL/6, each attempt given at most TTL/3: one slow or lost renewal under
+        # load leaves room for another before the root must stop acting (TTL - margin).
+        interval = self.config.ttl_s / 6
         while True:
             deadline = self._renewed_at + self.config.ttl_s - self.config.margin_s
             wait = min(interval, deadline - self._clock())
@@ -261,7 +263,8 @@ class EtcdLeadership(Leadership):
             sent = self._clock()
             try:
                 ttl = await asyncio.wait_for(
-                    self._client.keepalive(lease_id), max(0.1, deadline - sent)
+                    self._client.keepalive(lease_id),
+                    max(0.1, min(deadline - sent, 2 * interval)),
                 )
             except (EtcdError, TimeoutError) as exc:
                 log.warning("lease renewal failed", error=str(exc) or type(exc).__name__)
