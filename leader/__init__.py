@@ -3,7 +3,8 @@
 The logic is plain, synchronous classes testable without gRPC; the servicers only translate.
 
 * ``actor``       ``LeaderCore``: the one owner of leader state (an owner thread) behind an
-  async facade; ``StoreWriter`` commits each command's writes beside it.
+  async facade; ``StoreWriter`` commits the commands' writes beside it (queued batches
+  grouped in one transaction).
 * ``evaluation``  ``Evaluator``: versions evaluated beside the owner (newest pending first),
   results posted back as commands; a job stays ``ending`` until its last version is evaluated.
 * ``service``     ``LeaderService``: the use cases the servicers call, typed results

@@ -33,6 +33,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from eddl.leader.checkpoint import CheckpointStore, WriteBatch
 from eddl.leader.coordinator import Coordinator
+from eddl.leader.errors import StoreError
 from eddl.leader.evaluation import Evaluator
 from eddl.leader.events import DomainEvent, Event, Listener
 from eddl.leader.jobs import JobSpec
@@ -47,22 +48,88 @@ P = ParamSpec("P")
 T = TypeVar("T")
 # A command, the loop of its caller and the future its result settles (None, None: nobody
 # waits for it, e.g. an evaluation posted from the evaluator's thread).
+_Write = tuple[WriteBatch, concurrent.futures.Future[None]]
 _Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
 
 
 class StoreWriter:
-    """Commits write batches to ``store`` on its own thread, in submission order."""
+    """Commits write batches to ``store`` on its own thread, in submission order.
 
-    def __init__(self, store: CheckpointStore) -> None:
+    Batches that queue up while a commit is running go together in one transaction (a group
+    commit), each keeping its own future. When the store refuses a group (a ``StoreError``:
+    validated before any write), its batches are committed one by one, so only the refused
+    batch fails; any other failure is every batch's of the group. A batch that forgets members or
+    changes the leadership record is committed alone: a group applies each kind of write in
+    one fixed order, which only keeps the batches' meaning for upserts and appends.
+    """
+
+    def __init__(self, store: CheckpointStore, *, max_group: int = 64) -> None:
         self.store = store
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="leader-store")
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="leader-store", daemon=True)
+        self._thread.start()
 
     def submit(self, batch: WriteBatch) -> concurrent.futures.Future[None]:
-        return self._pool.submit(self.store.commit, batch)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._queue.put((batch, done))
+        return done
 
     def close(self) -> None:
         """Wait for every submitted batch, then stop the thread."""
-        self._pool.shutdown(wait=True)
+        self._queue.put(None)
+        self._thread.join()
+
+    def commit(self, batch: WriteBatch) -> None:
+        """Write ``batch`` in one transaction (a hook for tests that hold or refuse writes)."""
+        self.store.commit(batch)
+
+    def _run(self) -> None:
+        held: list[_Write | None] = []  # taken from the queue, not written yet
+        while True:
+            first = held.pop() if held else self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while _groupable(group[-1][0]) and len(group) < self.max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None or not _groupable(item[0]):
+                    held.append(item)
+                    break
+                group.append(item)
+            self._write(group)
+
+    def _write(self, group: list[_Write]) -> None:
+        if len(group) > 1:
+            merged = WriteBatch()
+            for batch, _ in group:
+                merged.extend(batch)
+            try:
+                self.commit(merged)
+            except StoreError:  # refused before any write: each batch goes alone below
+                pass
+            except BaseException as exc:  # e.g. the disk or a standby failed: all heard it
+                for _, done in group:
+                    done.set_exception(exc)
+                return
+            else:
+                for _, done in group:
+                    done.set_result(None)
+                return
+        for batch, done in group:
+            try:
+                self.commit(batch)
+            except BaseException as exc:  # the batch's caller hears why
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+
+def _groupable(batch: WriteBatch) -> bool:
+    return not batch.forget_members and batch.leadership is None
 
 
 class LeaderCore:

@@ -109,6 +109,17 @@ class WriteBatch:
             or self.leadership is not None
         )
 
+    def extend(self, later: WriteBatch) -> None:
+        """Add the writes of ``later`` after these (its leadership record replaces ours)."""
+        self.statuses += later.statuses
+        self.versions += later.versions
+        self.prunes += later.prunes
+        self.events += later.events
+        self.members += later.members
+        self.forget_members += later.forget_members
+        if later.leadership is not None:
+            self.leadership = later.leadership
+
 
 class CheckpointStore(ABC):
     """Durable state of the root leader. Every method is one atomic, synchronous call;

@@ -66,15 +66,7 @@ class Outbox(CheckpointStore):
             last.result()
 
     def commit(self, batch: WriteBatch) -> None:
-        p = self._pending
-        p.statuses += batch.statuses
-        p.versions += batch.versions
-        p.prunes += batch.prunes
-        p.events += batch.events
-        p.members += batch.members
-        p.forget_members += batch.forget_members
-        if batch.leadership is not None:
-            p.leadership = batch.leadership
+        self._pending.extend(batch)
 
     # -- reads (and the writes that are not batched) go to the store after a flush ----------
     def add_job(self, job_id: str, spec: Mapping[str, Any], status: str, at: float) -> None:

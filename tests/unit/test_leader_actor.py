@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from eddl.leader.actor import LeaderCore, StoreWriter
+from eddl.leader.checkpoint import MemberRecord, VersionRecord
 from eddl.leader.coordinator import Coordinator
 from eddl.leader.errors import StoreError, UnknownJobError
 from eddl.leader.events import DomainEvent, Event, NodeChanged
@@ -25,12 +25,9 @@ class GatedWriter(StoreWriter):
         super().__init__(store)
         self.gate = threading.Event()
 
-    def submit(self, batch: WriteBatch) -> Future[None]:
-        def commit() -> None:
-            self.gate.wait(10)
-            self.store.commit(batch)
-
-        return self._pool.submit(commit)
+    def commit(self, batch: WriteBatch) -> None:
+        self.gate.wait(10)
+        self.store.commit(batch)
 
 
 def make(
@@ -100,11 +97,8 @@ async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not
 class RefusingWriter(StoreWriter):
     """A writer whose store refuses every batch."""
 
-    def submit(self, batch: WriteBatch) -> Future[None]:
-        def commit() -> None:
-            raise StoreError("disk full")
-
-        return self._pool.submit(commit)
+    def commit(self, batch: WriteBatch) -> None:
+        raise StoreError("disk full")
 
 
 async def test_a_command_whose_writes_the_store_refuses_fails_for_its_caller(
@@ -162,3 +156,86 @@ async def test_a_job_is_built_beside_the_owner_and_watchers_hear_its_events(
         release.set()
         core.close()
         writer.close()
+
+
+class CountingWriter(GatedWriter):
+    """A gated writer that records the members of each transaction it writes."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store)
+        self.transactions: list[list[str]] = []
+        self.entered = threading.Event()  # a commit is waiting at the gate
+
+    def commit(self, batch: WriteBatch) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        self.transactions.append([m.node_id for m in batch.members])
+        self.store.commit(batch)
+
+
+def member(node_id: str) -> MemberRecord:
+    return MemberRecord(node_id, "worker", 1, "ipv4:127.0.0.1:1", "alive", 1.0)
+
+
+def test_batches_that_queue_during_a_commit_go_in_one_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    writer = CountingWriter(store)
+    try:
+        first = writer.submit(WriteBatch(members=[member("w0")]))
+        assert writer.entered.wait(10)
+        queued = [writer.submit(WriteBatch(members=[member(f"w{i}")])) for i in (1, 2, 3)]
+        writer.gate.set()
+        for done in [first, *queued]:
+            assert done.result(10) is None
+    finally:
+        writer.gate.set()
+        writer.close()
+    # The first commit was held at the gate while the others queued: they went in one.
+    assert writer.transactions[0] == ["w0"]
+    assert writer.transactions[1:] == [["w1", "w2", "w3"]]
+    assert [m.node_id for m in store.members()] == ["w0", "w1", "w2", "w3"]
+
+
+def test_a_refused_batch_in_a_group_fails_alone(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    writer = CountingWriter(store)
+    refused = WriteBatch(
+        members=[member("w2")],
+        versions=[VersionRecord("no-such-job", 1, {}, {}, 1.0)],
+    )
+    try:
+        first = writer.submit(WriteBatch(members=[member("w0")]))
+        assert writer.entered.wait(10)
+        ok1 = writer.submit(WriteBatch(members=[member("w1")]))
+        bad = writer.submit(refused)
+        ok3 = writer.submit(WriteBatch(members=[member("w3")]))
+        writer.gate.set()
+        for done in (first, ok1, ok3):
+            assert done.result(10) is None
+        with pytest.raises(StoreError, match="not stored"):
+            bad.result(10)
+    finally:
+        writer.gate.set()
+        writer.close()
+    # The group's transaction was refused whole, then each batch went alone.
+    assert writer.transactions[1:] == [["w1", "w2", "w3"], ["w1"], ["w2"], ["w3"]]
+    assert [m.node_id for m in store.members()] == ["w0", "w1", "w3"]
+
+
+def test_a_batch_that_forgets_members_is_written_alone(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    writer = CountingWriter(store)
+    try:
+        first = writer.submit(WriteBatch(members=[member("w0")]))
+        assert writer.entered.wait(10)
+        forget = writer.submit(WriteBatch(forget_members=["w0"]))
+        again = writer.submit(WriteBatch(members=[member("w0")]))
+        writer.gate.set()
+        for done in (first, forget, again):
+            assert done.result(10) is None
+    finally:
+        writer.gate.set()
+        writer.close()
+    # Grouped, the upsert would run before the delete and w0 would be gone.
+    assert writer.transactions == [["w0"], [], ["w0"]]
+    assert [m.node_id for m in store.members()] == ["w0"]
