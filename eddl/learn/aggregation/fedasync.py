@@ -26,9 +26,12 @@ __all__ = ["EDDLMix", "FedAsync"]
 class FedAsync(AsyncRule):
     """``x = (1 - a_s) x + a_s x_new`` with ``a_s = alpha * S(s)``; every update applies at once.
 
-    Computed in float64 as ``x + a_s (x_new - x)`` (the same value; an update equal to the
-    global model changes nothing, exactly) and cast back: floats round, integer models
-    truncate toward zero. With ``allow_partial`` only the names present in an update move.
+    Computed as ``x + a_s (x_new - x)`` (the same value; an update equal to the global model
+    changes nothing, exactly): float32 and float64 models in their own dtype, with ``a_s = 1/2``
+    as ``(x + x_new) / 2`` (correctly rounded); other models in float64, cast back: floats
+    round, integer models truncate toward zero. A float result that overflows in its own dtype
+    is computed again in float64 and refused only if it does not fit there either. With
+    ``allow_partial`` only the names present in an update move.
     """
 
     name = "fedasync"
@@ -72,9 +75,7 @@ class FedAsync(AsyncRule):
             if incoming is None:
                 out[name] = current.copy()
                 continue
-            x = current.astype(np.float64)
-            mixed = x + weight * (incoming.astype(np.float64) - x)
-            out[name] = cast_back(mixed, current.dtype, name)
+            out[name] = _mix(current, incoming, weight, name)
         return out
 
     def pending(self) -> int:
@@ -97,3 +98,22 @@ class EDDLMix(FedAsync):
 
     # describe() is inherited: it reports alpha 0.5 and constant staleness, which make_rule
     # accepts for "eddl-mix" only with exactly these values.
+
+
+def _mix(current: np.ndarray, incoming: np.ndarray, weight: float, name: str) -> np.ndarray:
+    """``current + weight (incoming - current)``, in the model's dtype where that is float32 or
+    float64 (three passes, no float64 copies of a float32 model on the leader's update path)."""
+    if current.dtype == np.float32 or current.dtype == np.float64:
+        w = current.dtype.type(weight)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if weight == 0.5:  # EDDL's mix: one rounding, as (x + x_new) / 2
+                mixed = np.add(current, incoming)
+                mixed *= w
+            else:
+                mixed = np.subtract(incoming, current)
+                mixed *= w
+                mixed += current
+        if np.isfinite(mixed).all():
+            return mixed
+    x = current.astype(np.float64)
+    return cast_back(x + weight * (incoming.astype(np.float64) - x), current.dtype, name)
