@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_devices import PROFILES_DIR, DeviceProfile, FleetHost, load_profiles, shard
-from bench.report import markdown_table
+from bench.report import markdown_table, write_section
 from bench.scale import TOKEN, _leader
 from eddl.cli.jobs import submit_job
 from eddl.log import configure_logging
@@ -95,6 +96,7 @@ class FleetResult:
     failed: int  # devices whose daemon ended with an error
     seconds: float
     updates_per_s: float
+    t_sync: float  # mean seconds of a device's synchronisation (pull and push, paced)
     scheduler_us: float  # owner CPU per update in GetTask commands
     aggregator_us: float  # owner CPU per update in submit_update
     heartbeat_ms_per_s: float  # owner CPU per second of heartbeats
@@ -135,7 +137,7 @@ async def _until(check: Any, within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {within:g} s")
+            raise TimeoutError(f"no end of the {what} within {within:g} s")
         await asyncio.sleep(0.25)
 
 
@@ -156,13 +158,17 @@ async def run_fleet(
     leader = psutil.Process(leader_pid)
     me = psutil.Process()
     try:
+        # Every device online (or failed), then a warm-up: the leader's figures at the end
+        # say how many it still counts alive.
         ramp = devices / ramp_per_s
-        await _until(lambda: host.joined == devices or running.done(), ramp + 120, "full fleet")
+        await _until(lambda: host.started == devices or running.done(), ramp + 60, "ramp")
         await asyncio.sleep(warmup)
         before = await asyncio.to_thread(_scrape, metrics_url)
+        host.syncs.clear()
         cpu0, mine0, t0 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
         await asyncio.sleep(seconds)
         after = await asyncio.to_thread(_scrape, metrics_url)
+        syncs = list(host.syncs)
         cpu1, mine1, t1 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
     finally:
         host.stop()
@@ -175,6 +181,7 @@ async def run_fleet(
         failed=len(host.failures),
         seconds=wall,
         updates_per_s=(after.updates - before.updates) / wall,
+        t_sync=statistics.fmean(syncs) if syncs else math.nan,
         scheduler_us=1e6 * (after.seconds(SCHEDULER) - before.seconds(SCHEDULER)) / updates,
         aggregator_us=1e6 * (after.seconds(AGGREGATOR) - before.seconds(AGGREGATOR)) / updates,
         heartbeat_ms_per_s=1e3 * (after.seconds(HEARTBEAT) - before.seconds(HEARTBEAT)) / wall,
@@ -225,6 +232,8 @@ def table(results: Sequence[FleetResult]) -> str:
             r.alive,
             r.failed,
             f"{r.updates_per_s:.1f}",
+            f"{1000 * r.t_sync:.0f}",
+            f"{r.devices / r.t_sync:.1f}",
             f"{r.scheduler_us:.0f}",
             f"{r.aggregator_us:.0f}",
             f"{r.heartbeat_ms_per_s:.1f}",
@@ -239,6 +248,8 @@ def table(results: Sequence[FleetResult]) -> str:
             "alive at the leader",
             "devices failed",
             "updates/s",
+            "t_sync ms (mean)",
+            "BUC = n / t_sync (1/s)",
             "scheduler µs/update",
             "aggregator µs/update",
             "heartbeats ms CPU/s",
@@ -288,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--seconds", type=float, default=30.0)
     run.add_argument("--model", type=_sizes, default=(784, 16, 10))
     run.add_argument("--task-seconds", type=float, default=2.0)
+    run.add_argument("--no-write", action="store_true", help="print, do not write the report")
     host = sub.add_parser("host", help="one host's share of a fleet against a running leader")
     host.add_argument("--leader", required=True, help="HOST:PORT of the leader")
     host.add_argument("--token", default=TOKEN, help="the leader's join token")
@@ -312,10 +324,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench.fleet: {exc}", file=sys.stderr)
         return 2
-    names = ", ".join(p.name for p in profiles)
-    print(f"Profiles: {names}; model {'-'.join(map(str, args.model))}; {args.seconds:g} s.\n")
-    print(table(results))
+    body = describe(profiles, args.model, args.seconds, args.ramp, results)
+    if args.no_write:
+        print(body)
+    else:
+        write_section("fleet", "Fleet simulator: virtual devices against one leader", body)
     return 0
+
+
+def describe(
+    profiles: Sequence[DeviceProfile],
+    sizes: Sequence[int],
+    seconds: float,
+    ramp: float,
+    results: Sequence[FleetResult],
+) -> str:
+    names = ", ".join(
+        f"{p.name} ({p.samples_per_second:g} samples/s, "
+        f"{p.upload_bytes_per_second * 8 / 1e6:g}/{p.download_bytes_per_second * 8 / 1e6:g} "
+        f"Mbit/s up/down, RTT {p.rtt_seconds * 1000:g} ms)"
+        for p in profiles
+    )
+    return (
+        f"One `eddl-leader` process (plaintext on loopback), async FedAsync job, model "
+        f"{'-'.join(map(str, sizes))} float32; the devices are real worker daemons on one "
+        f"asyncio loop in the benchmark's process, each with its own session and TCP "
+        f"connection, playing in turn the example profiles {names}: training sleeps the "
+        f"profile's time for the task's samples, transfers are paced by its link. Devices come "
+        f"online {ramp:g}/s; heartbeat interval max(5, n/40) s. Measured for {seconds:g} s "
+        f"after every device started and 5 s more. Scheduler and aggregator: the leader's own "
+        f"`eddl_leader_command_seconds` (owner-thread CPU of the GetTask commands and of "
+        f"`submit_update`) per update taken; leader CPU: the whole process (gRPC threads, "
+        f"owner, store writer). t_sync: a task's time less its training (model pull and update "
+        f"push, paced). All processes share this machine's 2 cores with other work.\n\n"
+        + table(results)
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from eddl.net import params_nbytes
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.security.node import NodeSecurity
 from eddl.worker.config import WorkerConfig
-from eddl.worker.daemon import WorkerDaemon
+from eddl.worker.daemon import TaskTiming, WorkerDaemon
 from eddl.worker.executor import Executor, TaskResult, TaskSpec
 from eddl.worker.presence import Presence
 
@@ -277,19 +277,26 @@ class FleetHost:
                 rpc_timeout_s=60.0,
                 poll_ms=5000,
             )
-            self.daemons.append(
-                WorkerDaemon(
-                    config,
-                    SimExecutor(profile, LinkPacer(profile)),
-                    rng=random.Random(seed * 1_000_003 + i),
-                    serve=False,
-                    presence=SimPresence(profile),
-                    security=NodeSecurity("insecure", own_connection=True),
-                )
+            daemon = WorkerDaemon(
+                config,
+                SimExecutor(profile, LinkPacer(profile)),
+                rng=random.Random(seed * 1_000_003 + i),
+                serve=False,
+                presence=SimPresence(profile),
+                security=NodeSecurity("insecure", own_connection=True),
             )
+            daemon.on_task.append(self._synced)
+            self.daemons.append(daemon)
 
         # A device whose daemon ended with an error (it stays down): "node: error", in order.
         self.failures: list[str] = []
+        self.started = 0  # devices whose daemon was started
+        # Each task's synchronisation: its time less the training (model pull, update push,
+        # both over the paced link), EDDL's t_sync; cleared by the caller between windows.
+        self.syncs: list[float] = []
+
+    def _synced(self, timing: TaskTiming) -> None:
+        self.syncs.append(max(0.0, timing.seconds - timing.train_seconds))
 
     @property
     def joined(self) -> int:
@@ -316,6 +323,7 @@ class FleetHost:
         await asyncio.sleep(delay)
         if daemon.stopping:
             return
+        self.started += 1
         try:
             await daemon.run()
         except Exception as exc:  # one device down is a figure of the run, not its end
