@@ -26,13 +26,16 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,11 +94,13 @@ def _scrape(url: str) -> LeaderFigures:
 
 @dataclass(frozen=True)
 class FleetResult:
+    topology: str
     devices: int
+    device_updates_per_s: float  # tasks the devices finished (their updates taken)
     alive: int  # devices the leader counted alive at the end
     failed: int  # devices whose daemon ended with an error
     seconds: float
-    updates_per_s: float
+    updates_per_s: float  # updates the root took (a sub-leader's folded update counts one)
     t_sync: float  # mean seconds of a device's synchronisation (pull and push, paced)
     scheduler_us: float  # owner CPU per update in GetTask commands
     aggregator_us: float  # owner CPU per update in submit_update
@@ -142,7 +147,7 @@ async def _until(check: Any, within: float, what: str) -> None:
 
 
 async def run_fleet(
-    address: str,
+    targets: Sequence[str],
     metrics_url: str,
     leader_pid: int,
     profiles: Sequence[DeviceProfile],
@@ -151,9 +156,11 @@ async def run_fleet(
     warmup: float = 5.0,
     ramp_per_s: float = 20.0,
 ) -> FleetResult:
-    """Run ``devices`` against the leader at ``address`` (coming online ``ramp_per_s`` a
-    second) and, once all joined and ``warmup`` passed, measure for ``seconds``."""
-    host = FleetHost([address], TOKEN, profiles, shard(devices, 1, 0), ramp_per_s=ramp_per_s)
+    """Run ``devices`` against the leaders ``targets`` (the root, or its sub-leaders: device
+    ``i`` dials ``targets[i % len(targets)]``), coming online ``ramp_per_s`` a second, and once
+    all started and ``warmup`` passed, measure for ``seconds``; the figures with ``root`` in
+    their name are the root's (``metrics_url``, ``leader_pid``)."""
+    host = FleetHost(targets, TOKEN, profiles, shard(devices, 1, 0), ramp_per_s=ramp_per_s)
     running = asyncio.create_task(host.run())
     leader = psutil.Process(leader_pid)
     me = psutil.Process()
@@ -165,10 +172,11 @@ async def run_fleet(
         await asyncio.sleep(warmup)
         before = await asyncio.to_thread(_scrape, metrics_url)
         host.syncs.clear()
+        done0 = host.tasks_done
         cpu0, mine0, t0 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
         await asyncio.sleep(seconds)
         after = await asyncio.to_thread(_scrape, metrics_url)
-        syncs = list(host.syncs)
+        syncs, done1 = list(host.syncs), host.tasks_done
         cpu1, mine1, t1 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
     finally:
         host.stop()
@@ -180,6 +188,8 @@ async def run_fleet(
         alive=int(after.alive),
         failed=len(host.failures),
         seconds=wall,
+        topology="flat" if len(targets) == 1 else f"split ({len(targets)} sub-leaders)",
+        device_updates_per_s=(done1 - done0) / wall,
         updates_per_s=(after.updates - before.updates) / wall,
         t_sync=statistics.fmean(syncs) if syncs else math.nan,
         scheduler_us=1e6 * (after.seconds(SCHEDULER) - before.seconds(SCHEDULER)) / updates,
@@ -205,6 +215,44 @@ def fleet_leader(state: Path, heartbeat_s: float) -> Any:
         yield address, f"http://127.0.0.1:{port}/metrics", pid
 
 
+@contextlib.contextmanager
+def sub_leaders(root: str, count: int, state: Path, heartbeat_s: float) -> Iterator[list[str]]:
+    """``count`` sub-leader processes (``eddl-leader --upstream root``); yields their
+    addresses, stops them by pid."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        addresses = []
+        for i in range(count):
+            port_file = state / f"sub{i}.port"
+            argv = [sys.executable, "-P", "-m", "eddl.leader.main", "--upstream", root]
+            argv += ["--insecure", "--join-token", TOKEN, "--bind", "127.0.0.1:0"]
+            argv += ["--port-file", str(port_file), "--leader-id", f"sub{i}"]
+            argv += ["--heartbeat-interval", f"{heartbeat_s:g}"]
+            with (state / f"sub{i}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and port_file.read_text().strip().isdigit()):
+                if procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sub-leader {i} did not start; see {state}/sub{i}.log")
+                time.sleep(0.1)
+            addresses.append(f"127.0.0.1:{int(port_file.read_text())}")
+        yield addresses
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
 async def measure(
     state: Path,
     profiles: Sequence[DeviceProfile],
@@ -213,24 +261,38 @@ async def measure(
     sizes: Sequence[int],
     task_seconds: float,
     ramp_per_s: float = 20.0,
+    topologies: Sequence[str] = ("flat",),
 ) -> list[FleetResult]:
+    """Each device count with each topology in turn: ``flat`` (every device at the root) or
+    ``split`` (two sub-leaders started by hand, the devices shared between them)."""
     results = []
     for n in counts:
-        # A fleet's beats are spread out: one every n / 40 s (25 s for a thousand devices).
-        with fleet_leader(state / f"fleet-{n}", max(5.0, n / 40)) as (address, url, pid):
-            await submit_job(address, fleet_job(n, sizes, 10**8, task_seconds))
-            results.append(
-                await run_fleet(address, url, pid, profiles, n, seconds, ramp_per_s=ramp_per_s)
-            )
+        for topology in topologies:
+            where = state / f"fleet-{topology}-{n}"
+            # A fleet's beats are spread out: one every n / 40 s (25 s for a thousand devices).
+            beat = max(5.0, n / 40)
+            with fleet_leader(where, beat) as (address, url, pid):
+                await submit_job(address, fleet_job(n, sizes, 10**8, task_seconds))
+                with contextlib.ExitStack() as stack:
+                    targets = [address]
+                    if topology == "split":
+                        targets = stack.enter_context(sub_leaders(address, 2, where, beat))
+                    results.append(
+                        await run_fleet(
+                            targets, url, pid, profiles, n, seconds, ramp_per_s=ramp_per_s
+                        )
+                    )
     return results
 
 
 def table(results: Sequence[FleetResult]) -> str:
     rows = [
         [
+            r.topology,
             r.devices,
             r.alive,
             r.failed,
+            f"{r.device_updates_per_s:.1f}",
             f"{r.updates_per_s:.1f}",
             f"{1000 * r.t_sync:.0f}",
             f"{r.devices / r.t_sync:.1f}",
@@ -244,16 +306,18 @@ def table(results: Sequence[FleetResult]) -> str:
     ]
     return markdown_table(
         [
+            "topology",
             "devices",
-            "alive at the leader",
+            "alive at the root",
             "devices failed",
-            "updates/s",
+            "device updates/s",
+            "root updates/s",
             "t_sync ms (mean)",
             "BUC = n / t_sync (1/s)",
-            "scheduler µs/update",
-            "aggregator µs/update",
-            "heartbeats ms CPU/s",
-            "leader CPU ms/update",
+            "root scheduler µs/update",
+            "root aggregator µs/update",
+            "root heartbeats ms CPU/s",
+            "root CPU ms/update",
             "simulator CPU (cores)",
         ],
         rows,
@@ -299,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--seconds", type=float, default=30.0)
     run.add_argument("--model", type=_sizes, default=(784, 16, 10))
     run.add_argument("--task-seconds", type=float, default=2.0)
+    run.add_argument(
+        "--topologies", nargs="+", choices=["flat", "split"], default=["flat"], help="per count"
+    )
     run.add_argument("--no-write", action="store_true", help="print, do not write the report")
     host = sub.add_parser("host", help="one host's share of a fleet against a running leader")
     host.add_argument("--leader", required=True, help="HOST:PORT of the leader")
@@ -318,7 +385,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="eddl-fleet-") as tmp:
             results = asyncio.run(
                 measure(
-                    Path(tmp), profiles, args.devices, args.seconds, args.model, args.task_seconds
+                    Path(tmp),
+                    profiles,
+                    args.devices,
+                    args.seconds,
+                    args.model,
+                    args.task_seconds,
+                    ramp_per_s=args.ramp,
+                    topologies=args.topologies,
                 )
             )
     except ValueError as exc:

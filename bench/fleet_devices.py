@@ -243,10 +243,11 @@ def shard(devices: int, hosts: int, index: int) -> range:
 
 
 class FleetHost:
-    """The devices of one host, each a :class:`WorkerDaemon` on this loop (profiles taken in
-    turn by device number). Each has its own (insecure, loopback) session and TCP connection,
-    as a worker process would: devices sharing one session would join one at a time, and
-    gRPC would otherwise carry every device's calls over one shared connection."""
+    """The devices of one host, each a :class:`WorkerDaemon` on this loop (profiles and
+    ``leaders`` taken in turn by device number: several leaders are the groups'
+    sub-leaders). Each has its own (insecure, loopback) session and TCP connection, as a
+    worker process would: devices sharing one session would join one at a time, and gRPC
+    would otherwise carry every device's calls over one shared connection."""
 
     def __init__(
         self,
@@ -264,11 +265,13 @@ class FleetHost:
         self.ramp_per_s = ramp_per_s
         if not profiles:
             raise ProfileError("no device profiles given")
+        if not leaders:
+            raise ValueError("no leader addresses given")
         self.daemons: list[WorkerDaemon] = []
         for i in numbers:
             profile = profiles[i % len(profiles)]
             config = WorkerConfig(
-                leaders=list(leaders),
+                leaders=[leaders[i % len(leaders)]],
                 node_id=f"{prefix}{i:05d}",
                 join_token=join_token,
                 datasets=[],
