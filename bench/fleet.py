@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ class FleetResult:
     device_updates_per_s: float  # tasks the devices finished (their updates taken)
     alive: int  # devices the leader counted alive at the end
     failed: int  # devices whose daemon ended with an error
+    failed_why: str  # the commonest errors, with their counts
     seconds: float
     updates_per_s: float  # updates the root took (a sub-leader's folded update counts one)
     t_sync: float  # mean seconds of a device's synchronisation (pull and push, paced)
@@ -183,10 +185,12 @@ async def run_fleet(
         await running
     updates = max(after.updates - before.updates, 1.0)
     wall = t1 - t0
+    kinds = Counter(f.split(": ")[1] for f in host.failures)
     return FleetResult(
         devices=devices,
         alive=int(after.alive),
         failed=len(host.failures),
+        failed_why=", ".join(f"{n}x {k}" for k, n in kinds.most_common(3)),
         seconds=wall,
         topology="flat" if len(targets) == 1 else f"split ({len(targets)} sub-leaders)",
         device_updates_per_s=(done1 - done0) / wall,
@@ -291,7 +295,7 @@ def table(results: Sequence[FleetResult]) -> str:
             r.topology,
             r.devices,
             r.alive,
-            r.failed,
+            f"{r.failed} ({r.failed_why})" if r.failed else "0",
             f"{r.device_updates_per_s:.1f}",
             f"{r.updates_per_s:.1f}",
             f"{1000 * r.t_sync:.0f}",

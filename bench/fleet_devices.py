@@ -37,6 +37,7 @@ import numpy as np
 
 from eddl import __version__
 from eddl.learn.params import Params
+from eddl.log import get_logger
 from eddl.net import params_nbytes
 from eddl.proto.v1 import cluster_pb2, profile_pb2
 from eddl.security.node import NodeSecurity
@@ -56,6 +57,7 @@ __all__ = [
     "shard",
 ]
 
+log = get_logger("bench.fleet")
 PROFILES_DIR = Path(__file__).with_name("fleet_profiles")
 Direction = Literal["upload", "download"]
 _SHRINK = np.float32(1.0 - 1e-4)
@@ -332,4 +334,19 @@ class FleetHost:
         except Exception as exc:  # one device down is a figure of the run, not its end
             while isinstance(exc, ExceptionGroup):
                 exc = exc.exceptions[0]
-            self.failures.append(f"{daemon.node_id}: {type(exc).__name__}: {exc}"[:300])
+            code = getattr(exc, "code", None)
+            what = type(exc).__name__ + (f" {code().name}" if callable(code) else "")
+            self.failures.append(f"{daemon.node_id}: {what}: {exc}"[:300])
+            log.warning("device failed", node=daemon.node_id, error=what, where=_where(exc))
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of EDDL's own code the error went through (file:line function)."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "/site-packages/" not in code.co_filename:
+            where = f"{Path(code.co_filename).name}:{tb.tb_lineno} {code.co_name}"
+        tb = tb.tb_next
+    return where
