@@ -424,7 +424,9 @@ def describe(
         for p in profiles
     )
     return (
-        f"One `eddl-leader` process (plaintext on loopback), async FedAsync job, model "
+        f"One `eddl-leader` root process (plaintext on loopback; split: two sub-leader "
+        f"processes, `eddl-leader --upstream`, started by hand, device i at sub-leader i mod "
+        f"2), async FedAsync job, model "
         f"{'-'.join(map(str, sizes))} float32; the devices are real worker daemons on one "
         f"asyncio loop in the benchmark's process, each with its own session and TCP "
         f"connection, playing in turn the example profiles {names}: training sleeps the "
