@@ -26,17 +26,13 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +41,9 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_devices import PROFILES_DIR, DeviceProfile, FleetHost, load_profiles, shard
+from bench.fleet_procs import fleet_leader, sub_leaders
 from bench.report import markdown_table, write_section
-from bench.scale import TOKEN, _leader
+from bench.scale import TOKEN
 from eddl.cli.jobs import submit_job
 from eddl.log import configure_logging
 
@@ -202,59 +199,6 @@ async def run_fleet(
         leader_cpu_ms=1e3 * (cpu1 - cpu0) / updates,
         host_cpu_share=(mine1 - mine0) / wall,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def fleet_leader(state: Path, heartbeat_s: float) -> Any:
-    """A leader process with its metrics endpoint; yields (address, metrics url, pid)."""
-    port = _free_port()
-    extra = ["--metrics-bind", f"127.0.0.1:{port}", "--heartbeat-interval", f"{heartbeat_s:g}"]
-    with _leader(sys.executable, state, extra=extra) as (address, pid):
-        yield address, f"http://127.0.0.1:{port}/metrics", pid
-
-
-@contextlib.contextmanager
-def sub_leaders(root: str, count: int, state: Path, heartbeat_s: float) -> Iterator[list[str]]:
-    """``count`` sub-leader processes (``eddl-leader --upstream root``); yields their
-    addresses, stops them by pid."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        addresses = []
-        for i in range(count):
-            port_file = state / f"sub{i}.port"
-            argv = [sys.executable, "-P", "-m", "eddl.leader.main", "--upstream", root]
-            argv += ["--insecure", "--join-token", TOKEN, "--bind", "127.0.0.1:0"]
-            argv += ["--port-file", str(port_file), "--leader-id", f"sub{i}"]
-            argv += ["--heartbeat-interval", f"{heartbeat_s:g}"]
-            with (state / f"sub{i}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
-            deadline = time.monotonic() + 60
-            while not (port_file.exists() and port_file.read_text().strip().isdigit()):
-                if procs[-1].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"sub-leader {i} did not start; see {state}/sub{i}.log")
-                time.sleep(0.1)
-            addresses.append(f"127.0.0.1:{int(port_file.read_text())}")
-        yield addresses
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 async def measure(
