@@ -83,12 +83,15 @@ def _knows_insecure(python: str) -> bool:
 
 
 @contextlib.contextmanager
-def _leader(python: str, state: Path, *, mtls: bool = False) -> Iterator[tuple[str, int]]:
+def _leader(
+    python: str, state: Path, *, mtls: bool = False, extra: Sequence[str] = ()
+) -> Iterator[tuple[str, int]]:
     """A leader process run by ``python``; yields its address and pid, stops it by pid.
 
     Plaintext on loopback (``--insecure``, session credentials) unless ``mtls``: then the
     cluster CA in ``state/leader/pki`` (made by the caller, who issues the clients' and the
-    admin's certificates from it) secures every call."""
+    admin's certificates from it) secures every call. ``extra`` flags go last (a later
+    ``--heartbeat-interval`` wins)."""
     port_file = state / "leader.port"
     state.mkdir(parents=True, exist_ok=True)
     argv = [python, "-P", "-m", "eddl.leader.main", "--bind", "127.0.0.1:0"]
@@ -96,7 +99,7 @@ def _leader(python: str, state: Path, *, mtls: bool = False) -> Iterator[tuple[s
         argv += ["--insecure"]
     argv += ["--state-dir", str(state / "leader"), "--join-token", TOKEN]
     # A patient leader: beats of clients sharing one loaded event loop may come late.
-    argv += ["--port-file", str(port_file), "--heartbeat-interval", "5"]
+    argv += ["--port-file", str(port_file), "--heartbeat-interval", "5", *extra]
     with (state / "leader.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -17,6 +17,9 @@ Slow work runs beside the owner, never inside it:
 * evaluating a version runs on the :class:`~eddl.leader.evaluation.Evaluator` thread, whose
   results come back as commands (:meth:`Coordinator.record_evaluation`) posted to the owner.
 
+Each command's CPU time on the owner thread goes to ``on_command(name, seconds)`` when given
+(the leader's metrics: what handing out a task or folding an update costs the leader).
+
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
 on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
 """
@@ -28,6 +31,7 @@ import concurrent.futures
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -135,8 +139,11 @@ def _groupable(batch: WriteBatch) -> bool:
 class LeaderCore:
     """The async facade of a :class:`Coordinator` driven by one owner thread."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(
+        self, coordinator: Coordinator, on_command: Callable[[str, float], None] | None = None
+    ) -> None:
         self.coordinator = coordinator
+        self._on_command = on_command
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         # Deliveries raised by the command in progress (owner thread only); they go out once
         # its writes are durable, so a watcher never hears of an event a crash could undo.
@@ -154,7 +161,8 @@ class LeaderCore:
         """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._commands.put((lambda: fn(*args, **kwargs), loop, done))
+        command = functools.partial(fn, *args, **kwargs)
+        self._commands.put((command, loop, done))
         return await done
 
     async def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
@@ -201,10 +209,13 @@ class LeaderCore:
             if command is None:
                 return
             fn, loop, done = command
+            started = time.thread_time()
             try:
                 outcome: tuple[bool, Any] = (True, fn())
             except BaseException as exc:  # handed to the caller, who maps it to a status code
                 outcome = (False, exc)
+            if self._on_command is not None:
+                self._on_command(_name(fn), time.thread_time() - started)
             if done is None and not outcome[0]:
                 log.error("leader_command_failed", error=repr(outcome[1]))
             # A refused command changed nothing; whatever a failing one wrote still goes out.
@@ -220,6 +231,11 @@ class LeaderCore:
                 _hop(raised)
             else:
                 commit.add_done_callback(functools.partial(_hop, raised))
+
+
+def _name(fn: Callable[[], Any]) -> str:
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    return str(getattr(inner, "__name__", "command"))
 
 
 def _hop(raised: list[_Raised], _commit: object = None) -> None:

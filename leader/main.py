@@ -243,6 +243,7 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
         lock=lock,
         interceptors=[*ops.interceptors, meter],
         authorized_interceptors=edges,
+        on_command=ops.sink.command,
     )
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))

@@ -72,8 +72,10 @@ class LeaderDaemon:
         runtime_factory: RuntimeFactory | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         authorized_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        on_command: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_command = on_command  # each owner command's CPU seconds (the metrics)
         self._runtime_factory = runtime_factory
         self.interceptors = interceptors  # e.g. eddl.ops' metrics interceptor
         # Interceptors that see only authorized calls (e.g. eddl.leader.groupedge)
@@ -157,7 +159,7 @@ class LeaderDaemon:
         written = coordinator.take_commit()
         if written is not None:
             await asyncio.wrap_future(written)
-        self.core = LeaderCore(coordinator)
+        self.core = LeaderCore(coordinator, self._on_command)
         # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
         self.service = service = LeaderService(self.core)
         cluster = ClusterServicer(service, cfg)

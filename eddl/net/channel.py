@@ -31,11 +31,16 @@ def open_channel(
     credentials: grpc.ChannelCredentials | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     server_name: str = "",
+    own_connection: bool = False,
 ) -> grpc.aio.Channel:
     """A channel to ``address`` (host:port): mutual TLS with ``credentials`` (see
     :mod:`eddl.security.tls`), else plaintext (``--insecure`` daemons and in-process tests).
-    ``server_name``: the name the server's certificate must carry, instead of the host."""
+    ``server_name``: the name the server's certificate must carry, instead of the host.
+    ``own_connection``: a TCP connection of the channel's own, not the one gRPC shares between
+    channels to the same address (many simulated nodes in one process, each as a device)."""
     options: list[tuple[str, int | str]] = [*channel_options(max_message_bytes)]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     if credentials is not None:
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))

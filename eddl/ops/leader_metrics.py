@@ -269,6 +269,17 @@ class LeaderCollector(Collector):
             buckets=[(_bound(b), n) for b, n in hist.buckets],
             sum_value=hist.total,
         )
+        commands = HistogramMetricFamily(
+            "eddl_leader_command_seconds",
+            "CPU time of the leader's owner thread per command (_hand_out: the scheduler, "
+            "submit_update: the checks and the aggregator)",
+            labels=["command"],
+        )
+        for name, hist in sorted(s.command_seconds.items()):
+            commands.add_metric(
+                [name], [(_bound(b), n) for b, n in hist.buckets], sum_value=hist.total
+            )
+        yield commands
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -3,8 +3,10 @@
 Most of a leader's metrics are read from its state when Prometheus scrapes
 (:mod:`eddl.ops.leader_metrics`); what no state holds is counted here as it happens: updates
 taken (by outcome) or refused (by gRPC status code and reason), bytes received and sent per
-RPC method, and how long the leader took over each update. :mod:`eddl.ops.interceptor` feeds
-this at the gRPC edge; the collector reads :meth:`MetricsSink.snapshot`. Thread-safe: gRPC and
+RPC method, how long the leader took over each update, and the CPU time the leader's owner
+thread spent in each kind of command (a task handed out, an update folded in, a heartbeat).
+:mod:`eddl.ops.interceptor` feeds this at the gRPC edge and the leader's owner its command
+times; the collector reads :meth:`MetricsSink.snapshot`. Thread-safe: gRPC and
 the scrape thread both touch it.
 
 Label values are bounded: outcomes are the leader's fixed acknowledgements
@@ -18,11 +20,12 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 __all__ = [
+    "COMMAND_SECONDS_BUCKETS",
     "REFUSAL_REASONS",
     "UPDATE_OUTCOMES",
     "UPDATE_SECONDS_BUCKETS",
@@ -34,6 +37,10 @@ __all__ = [
 
 # From a small update on loopback (a few ms) to a large model over a slow link.
 UPDATE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Owner-thread CPU per command: from a heartbeat (tens of µs) to folding a large model.
+COMMAND_SECONDS_BUCKETS = (
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.1, 1.0
+)  # fmt: skip
 # What the leader answers to an update it takes: folded into the model at once, kept for the
 # next async buffer flush, folded although stale, or kept for the sync round.
 UPDATE_OUTCOMES = ("aggregated", "buffered", "stale-folded", "round", "duplicate")
@@ -86,6 +93,8 @@ class SinkSnapshot:
     bytes_received: dict[str, int]  # RPC method -> bytes
     bytes_sent: dict[str, int]
     update_seconds: HistogramSnapshot
+    # command name (the owner's function: ``_hand_out``, ``submit_update``...) -> CPU seconds
+    command_seconds: dict[str, HistogramSnapshot] = field(default_factory=dict)
 
 
 class MetricsSink:
@@ -96,6 +105,7 @@ class MetricsSink:
         self._refused: Counter[tuple[str, str]] = Counter()
         self._received: Counter[str] = Counter()
         self._sent: Counter[str] = Counter()
+        self._commands: dict[str, Histogram] = {}
 
     def update_accepted(self, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -121,6 +131,16 @@ class MetricsSink:
         with self._lock:
             self._sent[_bounded(self._sent, method)] += max(0, nbytes)
 
+    def command(self, name: str, seconds: float) -> None:
+        """The leader's owner thread spent ``seconds`` of CPU in one command ``name``."""
+        with self._lock:
+            hist = self._commands.get(name)
+            if hist is None:
+                if len(self._commands) >= _MAX_LABEL_VALUES:
+                    name = "other"
+                hist = self._commands.setdefault(name, Histogram(COMMAND_SECONDS_BUCKETS))
+            hist.observe(seconds)
+
     def snapshot(self) -> SinkSnapshot:
         with self._lock:
             return SinkSnapshot(
@@ -129,6 +149,7 @@ class MetricsSink:
                 dict(self._received),
                 dict(self._sent),
                 self._seconds.snapshot(),
+                {name: hist.snapshot() for name, hist in self._commands.items()},
             )
 
 

@@ -31,7 +31,9 @@ MODES = ("mtls", "insecure", "off")
 
 
 class NodeSecurity:
-    def __init__(self, mode: str, identity: Identity | None = None) -> None:
+    def __init__(
+        self, mode: str, identity: Identity | None = None, *, own_connection: bool = False
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"security mode must be one of {', '.join(MODES)}")
         if (mode == "mtls") != (identity is not None):
@@ -39,6 +41,8 @@ class NodeSecurity:
         self.mode = mode
         self.identity = identity
         self.generation = 0
+        # Plaintext channels on a TCP connection of their own (many nodes in one process).
+        self.own_connection = own_connection
         self._sessions = SessionClient() if mode == "insecure" else None
         self._served: ServerCertificates | None = None
 
@@ -54,8 +58,12 @@ class NodeSecurity:
         if self.identity is not None:  # a node's channels lead to its leader
             return leader_channel(address, self.identity)
         if self._sessions is not None:
-            return open_channel(address, interceptors=self._sessions.interceptors())
-        return open_channel(address)
+            return open_channel(
+                address,
+                interceptors=self._sessions.interceptors(),
+                own_connection=self.own_connection,
+            )
+        return open_channel(address, own_connection=self.own_connection)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         if self.identity is None:

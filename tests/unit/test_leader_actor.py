@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ class GatedWriter(StoreWriter):
 
 
 def make(
-    tmp_path: Path, writer_cls: type[StoreWriter] = StoreWriter
+    tmp_path: Path,
+    writer_cls: type[StoreWriter] = StoreWriter,
+    on_command: Callable[[str, float], None] | None = None,
 ) -> tuple[LeaderCore, StoreWriter]:
     store = SqliteStore(tmp_path)
     writer = writer_cls(store)
@@ -40,7 +43,7 @@ def make(
     coordinator = Coordinator(
         store, membership=membership, runtime_factory=float_runtime, now=clock, commit=writer.submit
     )
-    return LeaderCore(coordinator), writer
+    return LeaderCore(coordinator, on_command), writer
 
 
 async def test_commands_run_in_order_on_one_owner_thread(tmp_path: Path) -> None:
@@ -61,6 +64,27 @@ async def test_commands_run_in_order_on_one_owner_thread(tmp_path: Path) -> None
             await core.call(core.coordinator.events, "nope")
         reply = await core.call(core.coordinator.join, "w0", "tok")
         assert reply.node_id == "w0"
+    finally:
+        core.close()
+        writer.close()
+
+
+async def test_each_command_reports_its_name_and_owner_cpu_time_refused_ones_too(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str, float]] = []
+    core, writer = make(tmp_path, on_command=lambda name, s: seen.append((name, s)))
+
+    def spin(n: int) -> int:
+        return sum(i * i for i in range(n))
+
+    try:
+        await core.call(spin, 200_000)
+        await core.call(core.coordinator.join, "w0", "tok")
+        with pytest.raises(UnknownJobError):
+            await core.call(core.coordinator.events, "nope")
+        assert [name for name, _ in seen] == ["spin", "join", "events"]
+        assert seen[0][1] > 0.0 and all(s >= 0.0 for _, s in seen)
     finally:
         core.close()
         writer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -87,3 +88,19 @@ def test_task_durations_go_into_a_histogram_per_device() -> None:
     plain = TaskSink()
     plain.observe(TaskTiming("w1", 5, 1.0, 0.5))
     assert set(plain.snapshot()) == {""}
+
+
+def test_command_times_are_a_histogram_per_command_with_bounded_names() -> None:
+    sink = MetricsSink()
+    sink.command("submit_update", 0.002)
+    sink.command("submit_update", 0.004)
+    sink.command("_hand_out", 0.0005)
+    for i in range(70):  # past the guard, new names fold into "other"
+        sink.command(f"c{i}", 1e-5)
+    snap = sink.snapshot()
+    assert snap.command_seconds["submit_update"].count == 2
+    assert snap.command_seconds["submit_update"].total == pytest.approx(0.006)
+    assert len(snap.command_seconds) == 65 and snap.command_seconds["other"].count == 8
+    got = _samples(LeaderCollector(lambda: LeaderSnapshot(serving=True), sink))
+    key = ("eddl_leader_command_seconds_count", (("command", "_hand_out"),))
+    assert got[key] == 1.0
