@@ -106,6 +106,7 @@ def _mix(current: np.ndarray, incoming: np.ndarray, weight: float, name: str) ->
     if current.dtype == np.float32 or current.dtype == np.float64:
         w = current.dtype.type(weight)
         with np.errstate(over="ignore", invalid="ignore"):
+            mixed: np.ndarray
             if weight == 0.5:  # EDDL's mix: one rounding, as (x + x_new) / 2
                 mixed = np.add(current, incoming)
                 mixed *= w
