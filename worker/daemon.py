@@ -60,7 +60,13 @@ log = get_logger("worker")
 T = TypeVar("T")
 
 _REJOIN_REASONS = {"unknown-node", "stale-term"}
-_LINK_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# The leader away, too slow, or ending the call itself (CANCELLED: a leader that stops, or
+# one overloaded enough to drop calls): the daemon tries again, at the next leader it knows.
+_LINK_DOWN = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 @dataclass(frozen=True)

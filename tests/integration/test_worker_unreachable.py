@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -72,3 +73,50 @@ async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+class _Cancelling(grpc.GenericRpcHandler):
+    """A server that ends every call with CANCELLED, as an overloaded or stopping leader can."""
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def cancel(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await context.abort(grpc.StatusCode.CANCELLED, "call dropped")
+            raise AssertionError("abort returned")
+
+        return grpc.unary_unary_rpc_method_handler(cancel)
+
+
+async def test_a_worker_whose_join_is_cancelled_tries_the_next_leader(tmp_path: Path) -> None:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((_Cancelling(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with running_cluster(tmp_path) as cluster:
+            config = WorkerConfig(
+                leaders=[f"127.0.0.1:{port}", cluster.address],
+                node_id="w-next",
+                join_token=TOKEN,
+                security="off",
+                poll_ms=200,
+                backoff_initial_s=0.05,
+                backoff_max_s=0.2,
+                bind="",
+            )
+            worker = WorkerDaemon(config)
+            with capture_logs() as logs:
+                task = asyncio.create_task(worker.run())
+                try:
+                    await wait_until(lambda: worker.joined, 20, "join at the second leader")
+                    assert "w-next" in cluster.coordinator.membership
+                    assert not task.done()  # the daemon kept running through the CANCELLED
+                    down = [e for e in logs if e["event"] == "leader unreachable"]
+                    assert down and down[0]["reason"].startswith("CANCELLED")
+                    worker.request_stop()
+                    await asyncio.wait_for(task, 10)
+                finally:
+                    if not task.done():
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await server.stop(None)
