@@ -2,8 +2,9 @@
 
 A server interceptor, so it needs nothing from the servicers or the core: each node's
 synchronisation is its ``PullModel`` (when it pulled) plus its ``PushUpdate``, timed around
-their handlers, ``t_sync`` their sum; ``n`` is the number of nodes that pushed an update within
-the policy's window. Bytes in and out of those two calls, over the configured link capacity,
+their handlers, ``t_sync`` their sum; ``n`` is the number of workers that pushed an update
+within the policy's window (a sub-leader's push counts as the workers of its group). Bytes in
+and out of those two calls, over the configured link capacity,
 give the link's busy share once per ``period``. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
 a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -50,6 +51,10 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.capacity = capacity_bytes_per_s
         self.period = period
         self.clock = clock
+        # sub-leader -> the workers it leads (set by the group edge with --split auto): a
+        # sub-leader's push stands for its whole group in the worker count, so the count does
+        # not fall (and call for a demotion) merely because the groups were formed.
+        self.members_behind: Callable[[], Mapping[str, int]] = dict
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
         self._pushed: OrderedDict[str, float] = OrderedDict()  # node -> when it last pushed
         self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
@@ -149,6 +154,14 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         synchronisation, and the training speed (samples/s) their last update reported."""
         return [self._links[n] for n in sorted(self._pushed) if n in self._links]
 
+    def _workers(self) -> int:
+        """Workers that synchronised within the window, a sub-leader counted as its group."""
+        n = len(self._pushed)
+        for leader, members in self.members_behind().items():
+            if leader in self._pushed:
+                n += max(0, int(members)) - 1
+        return max(n, 1)
+
     def _synced(self, node: str, seconds: float, now: float) -> None:
         self._pushed[node] = now
         self._pushed.move_to_end(node)  # oldest push first: the trim below is amortised O(1)
@@ -160,7 +173,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             del self._pushed[old]
             self._links.pop(old, None)
         if seconds > 0:
-            self.policy.observe_sync(now, len(self._pushed), seconds)
+            self.policy.observe_sync(now, self._workers(), seconds)
         if now - self._since >= self.period:
             if self.capacity is not None:
                 share = self._bytes / ((now - self._since) * self.capacity)
