@@ -1,7 +1,8 @@
 """TinyMetaFed vs Reptile, TinyReptile, FedAvg + fine-tuning and scratch: few-shot quality
 against rounds and measured bytes per device per round, per use case, in one process.
 
-Run: ``python -m bench.tinymetafed`` (``--rounds``, ``--cases``, ``--no-write``).
+Run: ``python -m bench.tinymetafed`` (``--rounds``, ``--cases``, ``--seed``, ``--no-write``);
+a run with other cases, rounds or seed than the defaults writes a section of its own.
 
 Protocol (the same for every method; ``eddl.metasim``):
 
@@ -245,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(the same runs; scratch does not train, its row repeats):\n\n{curve_table}"
     )
     if not args.no_write:
-        write_section("tinymetafed", "TinyMetaFed: few-shot quality and bytes on the wire", body)
+        name, title = "tinymetafed", "TinyMetaFed: few-shot quality and bytes on the wire"
+        if tuple(cases) != DEFAULT_CASES or args.rounds != 40 or args.seed != 0:
+            # Another setting is a section of its own beside the default run's.
+            name = f"tinymetafed-{'-'.join(cases)}-{args.rounds}r-seed{args.seed}"
+            title = f"TinyMetaFed: {', '.join(cases)}, {args.rounds} rounds, seed {args.seed}"
+        write_section(name, title, body)
     print(body)
     return 0
 
