@@ -1,7 +1,8 @@
 """TinyMetaFed vs Reptile, TinyReptile, FedAvg + fine-tuning and scratch: few-shot quality
 against rounds and measured bytes per device per round, per use case, in one process.
 
-Run: ``python -m bench.tinymetafed`` (``--rounds``, ``--cases``, ``--no-write``).
+Run: ``python -m bench.tinymetafed`` (``--rounds``, ``--cases``, ``--seed``, ``--no-write``);
+a run with other cases, rounds or seed than the defaults writes a section of its own.
 
 Protocol (the same for every method; ``eddl.metasim``):
 
@@ -16,8 +17,10 @@ Protocol (the same for every method; ``eddl.metasim``):
 
 Methods:
 
-* ``tinymetafed``: the defaults — constant ε = 1, top-P 10% of φ − θ, the last layer local
-  (rebuilt on the device, never sent); float32 values, and the same with int8 values.
+* ``tinymetafed``: constant ε = 1, top-P 10% of φ − θ with error feedback (each device adds
+  the entries it did not send to its next delta), the last layer local (rebuilt on the
+  device, never sent); float32 values, the same with int8 values, and the same setting
+  without error feedback (each round's unsent entries dropped).
 * ``dense, same setting``: the picked TinyMetaFed setting (ε, lr, inner epochs) with dense
   uploads of every layer and no local layer: what top-P and reconstruction change. With
   constant ε = 1 this is FedAvg's update with batch-1 local SGD.
@@ -55,7 +58,7 @@ LABELS = {"digits": "digits 5-way", "mnist": "mnist-10k 5-way"}
 DEFAULT_CASES = ("sine", "digits", "presence")
 GRID = tuple({"lr_scale": m, "inner_epochs": e} for e in (1, 5) for m in (1, 2))
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tinymetafed": ("tinymetafed", {"top_p": 10.0, "local_layers": 1}),
+    "tinymetafed": ("tinymetafed", {"top_p": 10.0, "local_layers": 1, "error_feedback": True}),
     "reptile": ("reptile", {"meta_lr": 1.0, "meta_lr_final": 0.0}),
     "tinyreptile": ("reptile", {"meta_lr": 1.0, "meta_lr_final": 0.0, "devices_per_round": 1}),
     "fedavg+ft": ("reptile", {"meta_lr": 1.0, "meta_lr_final": 1.0}),
@@ -150,7 +153,10 @@ def _case(case: dict[str, Any], rounds: int, seed: int, marks: tuple[int, ...]) 
         if method == "tinymetafed":
             int8 = {**best[1], "values": "int8"}
             rows.append(_row("tinymetafed int8", int8, _run(test, algo, int8)))
-            dense = {k: v for k, v in best[1].items() if k not in ("top_p", "local_layers")}
+            plain = {**best[1], "error_feedback": False}
+            rows.append(_row("tinymetafed no feedback", plain, _run(test, algo, plain)))
+            tiny_only = ("top_p", "local_layers", "error_feedback")
+            dense = {k: v for k, v in best[1].items() if k not in tiny_only}
             rows.append(_row("dense, same setting", dense, _run(test, "reptile", dense)))
     lrs = sorted({case["lr"] * p["lr_scale"] for p in GRID})
     picked = min(
@@ -240,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(the same runs; scratch does not train, its row repeats):\n\n{curve_table}"
     )
     if not args.no_write:
-        write_section("tinymetafed", "TinyMetaFed: few-shot quality and bytes on the wire", body)
+        name, title = "tinymetafed", "TinyMetaFed: few-shot quality and bytes on the wire"
+        if tuple(cases) != DEFAULT_CASES or args.rounds != 40 or args.seed != 0:
+            # Another setting is a section of its own beside the default run's.
+            name = f"tinymetafed-{'-'.join(cases)}-{args.rounds}r-seed{args.seed}"
+            title = f"TinyMetaFed: {', '.join(cases)}, {args.rounds} rounds, seed {args.seed}"
+        write_section(name, title, body)
     print(body)
     return 0
 

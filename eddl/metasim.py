@@ -204,6 +204,7 @@ def run_meta(cfg: MetaConfig, on_round: Callable[[MetaRound], None] | None = Non
         }
 
     per_round = min(opts.devices_per_round, len(tasks.train))
+    residuals: dict[int, Params] = {}  # error feedback: each device's unsent entries
     for rnd in range(cfg.rounds):
         t_round = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 0xF00D, rnd])
@@ -220,7 +221,10 @@ def run_meta(cfg: MetaConfig, on_round: Callable[[MetaRound], None] | None = Non
                 task.y_train,
                 opts,
                 seed=cfg.seed * 1_000_003 + rnd * 10_007 + task.task_id,
+                residual=residuals.get(i),
             )
+            if update.residual is not None:
+                residuals[i] = update.residual
             delta, nbytes = _upload(update, opts, theta)
             deltas.append(delta)
             weights.append(update.samples)

@@ -54,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for key, kind in _HYPER.items():
         g.add_argument(f"--{key.replace('_', '-')}", type=kind, help=f"hyper.{key}")
     g.add_argument("--values", choices=("float32", "int8"), help="tinymetafed upload values")
+    g.add_argument(
+        "--error-feedback",
+        action="store_true",
+        help="tinymetafed: devices keep the entries top-P did not send for their next round",
+    )
 
 
 def _config(args: argparse.Namespace) -> MetaConfig:
@@ -62,6 +67,8 @@ def _config(args: argparse.Namespace) -> MetaConfig:
         hyper["lr"] = args.lr
     if args.values is not None:
         hyper["values"] = args.values
+    if args.error_feedback:
+        hyper["error_feedback"] = True
     return MetaConfig(
         algo=args.algo,
         task=args.task,

@@ -19,6 +19,8 @@ top_p          (0, 100]     10         tinymetafed: % of entries of φ − θ up
 local_layers   0..L-1       1          tinymetafed: top layers kept on the device
 recon_epochs   1..1000      5          tinymetafed: passes rebuilding the local layers
 values         float32|int8 float32    tinymetafed: value encoding of the upload
+error_feedback bool         false      tinymetafed: a device keeps the entries top-P did
+                                       not send and adds them to its next delta
 kernel         lsgd|lsgd-q8 lsgd       the inner loop: float L-SGD, or L-SGD-q8 (int8
                                        weights, learning rate ``2^-round(log2(1/lr))``,
                                        ``lr`` in [2^-10, 1]; character tasks only)
@@ -53,7 +55,7 @@ _COMMON = (
     "eval_epochs",
     "kernel",
 )
-_TINY = ("top_p", "local_layers", "recon_epochs", "values")
+_TINY = ("top_p", "local_layers", "recon_epochs", "values", "error_feedback")
 VALUE_ENCODINGS = ("float32", "int8")
 KERNELS = ("lsgd", "lsgd-q8")
 MAX_LR_SHIFT = 10
@@ -99,6 +101,7 @@ class MetaOptions:
     recon_epochs: int = 5
     values: str = "float32"
     kernel: str = "lsgd"
+    error_feedback: bool = False
 
     @property
     def lr_shift(self) -> int:
@@ -164,4 +167,10 @@ class MetaOptions:
                     f"must be one of {list(VALUE_ENCODINGS)}, got {values!r}", "hyper.values"
                 )
             opts["values"] = values
+            feedback = hyper.get("error_feedback", False)
+            if not isinstance(feedback, bool):
+                raise MetaOptionsError(
+                    f"must be true or false, got {feedback!r}", "hyper.error_feedback"
+                )
+            opts["error_feedback"] = feedback
         return cls(**opts)

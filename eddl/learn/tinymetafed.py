@@ -6,7 +6,10 @@
    nothing to do when no layer is local),
 2. adapt the whole model in the online inner loop: ``inner_epochs`` passes of batch size 1 in
    arrival order (:meth:`~eddl.learn.metamodel.MetaModel.train_pass`, L-SGD for classifiers),
-3. take ``δ = φ − θ`` on the *shared* layers only and keep its top-P% entries.
+3. take ``δ = φ − θ`` on the *shared* layers only and keep its top-P% entries; with
+   ``error_feedback`` the top-P of ``δ + r`` (``r``: what the device did not send in its
+   previous round), and the entries not sent become its new ``r``
+   (:func:`~eddl.learn.topp.top_p_feedback`).
 
 With ``kernel = "lsgd-q8"`` steps 2 and 3 run on int8 weights
 (:class:`~eddl.learn.metaq8.Q8Round`), as a microcontroller with that kernel does.
@@ -27,7 +30,7 @@ from eddl.learn.metaoptions import MetaOptions
 from eddl.learn.metaq8 import Q8Round
 from eddl.learn.params import Params
 from eddl.learn.reconstruction import LayerSplit, reconstruct
-from eddl.learn.topp import SparseDelta, top_p
+from eddl.learn.topp import SparseDelta, top_p, top_p_feedback
 
 __all__ = ["DeviceUpdate", "device_round", "fine_tune"]
 
@@ -40,6 +43,8 @@ class DeviceUpdate:
     selected: dict[str, SparseDelta] | None
     samples: int
     steps: int
+    residual: Params | None = None
+    """With error feedback: the entries not sent, for the device's next round."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -71,8 +76,15 @@ def device_round(
     opts: MetaOptions,
     *,
     seed: int,
+    residual: Mapping[str, np.ndarray] | None = None,
 ) -> DeviceUpdate:
-    """Adapt ``θ`` (the shared layers) to ``(x, y)`` and return the upload."""
+    """Adapt ``θ`` (the shared layers) to ``(x, y)`` and return the upload.
+
+    ``residual`` is the device's memory from its last round (error feedback only; None the
+    first time).
+    """
+    if residual is not None and not opts.error_feedback:
+        raise ValueError("a residual is only kept with error_feedback")
     if opts.kernel == "lsgd-q8":
         q8 = Q8Round(model, split, theta, x, y, opts, seed=seed)
         delta = q8.delta(q8.train())
@@ -80,6 +92,9 @@ def device_round(
     else:
         phi, steps = _adapt(model, split, theta, x, y, opts, opts.inner_epochs, seed)
         delta = {n: phi[n] - theta[n] for n in split.shared_names}
+    if opts.sparse and opts.error_feedback:
+        sent, kept = top_p_feedback(delta, residual, opts.top_p)
+        return DeviceUpdate(delta, sent, samples=len(x), steps=steps, residual=kept)
     selected = top_p(delta, opts.top_p) if opts.sparse else None
     return DeviceUpdate(delta, selected, samples=len(x), steps=steps)
 

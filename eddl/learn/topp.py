@@ -7,6 +7,11 @@ flat index of the lowest tensor first, so the selection is deterministic. Each t
 come back as sorted flat indexes and float32 values (:class:`SparseDelta`); :func:`densify`
 puts them back into zeros. With ``P = 100`` every entry is kept and ``densify`` returns the
 dense update exactly.
+
+:func:`top_p_feedback` is top-P with error feedback (residual accumulation, as in Stich et
+al.'s sparsified SGD with memory): the device adds what it did not send last time to its new
+delta, selects the top-P of the sum, and keeps the rest for its next round. Nothing is lost,
+only late; with ``P = 100`` the residual is zero.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from eddl.learn.params import Params
 
-__all__ = ["SparseDelta", "TopPError", "densify", "kept_entries", "top_p"]
+__all__ = ["SparseDelta", "TopPError", "densify", "kept_entries", "top_p", "top_p_feedback"]
 
 
 class TopPError(ValueError):
@@ -90,3 +95,23 @@ def densify(sparse: Mapping[str, SparseDelta]) -> Params:
         dense[s.indices] = s.values
         out[name] = dense.reshape(s.shape)
     return out
+
+
+def top_p_feedback(
+    delta: Mapping[str, np.ndarray], residual: Mapping[str, np.ndarray] | None, p: float
+) -> tuple[dict[str, SparseDelta], Params]:
+    """Top-P of ``delta + residual``, and the new residual: the entries not selected."""
+    if residual is not None:
+        if set(residual) != set(delta):
+            raise TopPError(f"residual names {sorted(residual)} differ from {sorted(delta)}")
+        for name, r in residual.items():
+            if np.shape(r) != np.shape(delta[name]):
+                want = np.shape(delta[name])
+                raise TopPError(f"residual {name} has shape {np.shape(r)}, not {want}")
+    acc = {
+        n: np.asarray(d, dtype=np.float32) + (0.0 if residual is None else residual[n])
+        for n, d in delta.items()
+    }
+    selected = top_p(acc, p)
+    sent = densify(selected)
+    return selected, {n: (a - sent[n]).astype(np.float32) for n, a in acc.items()}

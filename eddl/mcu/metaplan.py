@@ -49,6 +49,11 @@ def meta_plan(algorithm: str, model: Mapping[str, Any], hyper: Mapping[str, Any]
         opts = MetaOptions.from_hyper(algorithm, hyper, layers)
     except MetaOptionsError as exc:
         raise ValueError(str(exc)) from exc
+    if opts.error_feedback:
+        raise ValueError(
+            "error_feedback keeps a device's unsent entries between rounds; the firmware's "
+            "top-P keeps none (Python workers run it)"
+        )
     device_model = {
         "sizes": [int(s) for s in sizes],
         "activations": ["tanh"] * (layers - 1) + ["sigmoid"],

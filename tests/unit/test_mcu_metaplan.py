@@ -33,3 +33,9 @@ def test_an_lsgd_q8_job_needs_the_lsgd_q8_kernel() -> None:
     fit = meta_fit("tinymetafed", MODEL, q8, arena_bytes=64 * 1024, algorithms=["lsgd"])
     assert fit is not None and "not lsgd-q8" in fit
     assert meta_fit("reptile", MODEL, q8, arena_bytes=64 * 1024, algorithms=["lsgd-q8"]) is None
+
+
+def test_error_feedback_stays_on_python_workers() -> None:
+    hyper = {"error_feedback": True}
+    fit = meta_fit("tinymetafed", MODEL, hyper, arena_bytes=64 * 1024, algorithms=["lsgd"])
+    assert fit is not None and "error_feedback" in fit

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from eddl.cli import main
 from eddl.jobcheck import check_spec
 from eddl.jobspec import JobSpec, JobSpecError
 from eddl.learn.algorithms import AlgorithmError, default_model, get_algorithm
+from eddl.learn.metaoptions import MetaOptions
+from eddl.learn.reconstruction import LayerSplit
+from eddl.learn.tinymetafed import device_round
 from eddl.metajob import CheckedMetaJob
-from eddl.metasim import MetaConfig, run_meta
+from eddl.metasim import MetaConfig, make_model, make_tasks, run_meta
 
 
 @pytest.mark.parametrize(
@@ -26,6 +30,7 @@ from eddl.metasim import MetaConfig, run_meta
         ({"inner_epochs": 101}, "hyper.inner_epochs"),
         ({"local_layers": 3}, "hyper.local_layers"),
         ({"values": "int4"}, "hyper.values"),
+        ({"error_feedback": 1}, "hyper.error_feedback"),
         ({"batch_size": 4}, "hyper"),
     ],
 )
@@ -85,6 +90,42 @@ def test_checkpoints_give_the_score_against_rounds() -> None:
     assert set(result.to_dict()["curve"]) == {"1", "3"}
     with pytest.raises(ValueError, match="checkpoints"):
         MetaConfig(rounds=3, checkpoints=(4,))
+
+
+def _feedback_run(top_p: float, feedback: bool) -> dict[int, float]:
+    cfg = MetaConfig(
+        task="sine",
+        train_devices=2,
+        held_out_devices=2,
+        rounds=3,
+        shots=(2,),
+        samples=6,
+        hyper={
+            "devices_per_round": 2,
+            "eval_epochs": 2,
+            "top_p": top_p,
+            "error_feedback": feedback,
+        },
+    )
+    return {k: v.mean for k, v in run_meta(cfg).few_shot.items()}
+
+
+def test_error_feedback_changes_sparse_runs_only() -> None:
+    # Every device takes part in every round, so from round 2 on it sends its residual too.
+    assert _feedback_run(10.0, True) != _feedback_run(10.0, False)
+    assert _feedback_run(100.0, True) == _feedback_run(100.0, False)
+
+
+def test_a_residual_needs_error_feedback() -> None:
+    tasks = make_tasks(MetaConfig(task="sine", train_devices=1, held_out_devices=1, samples=4))
+    model = make_model(tasks)
+    opts = MetaOptions.from_hyper("tinymetafed", {}, model.num_layers)
+    split = LayerSplit(model.num_layers, opts.local_layers)
+    theta = split.shared(model.init_params(0))
+    dev = tasks.train[0]
+    residual = {n: np.zeros_like(a) for n, a in theta.items()}
+    with pytest.raises(ValueError, match="error_feedback"):
+        device_round(model, split, theta, dev.x_train, dev.y_train, opts, seed=0, residual=residual)
 
 
 def test_eddl_train_runs_reptile(capsys: pytest.CaptureFixture[str]) -> None:
