@@ -201,7 +201,8 @@ class Reassembler:
         return self._received
 
     def add(self, chunk: cluster_pb2.TensorChunk) -> None:
-        size = len(chunk.data)
+        data = chunk.data  # each read of a bytes field copies it: read it once
+        size = len(data)
         if size > self.max_chunk_bytes:
             raise ChunkTooLargeError(
                 f"chunk of tensor #{chunk.index} holds {size} bytes; at most "
@@ -236,8 +237,8 @@ class Reassembler:
             )
         if self._received + size > self.total_bytes:
             raise ChunkTooLargeError(f"stream exceeds its declared {self.total_bytes} bytes")
-        part.data += chunk.data
-        part.running_crc = zlib.crc32(chunk.data, part.running_crc)
+        part.data += data
+        part.running_crc = zlib.crc32(data, part.running_crc)
         self._received += size
 
     def _start(self, chunk: cluster_pb2.TensorChunk) -> _Partial:

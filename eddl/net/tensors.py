@@ -103,12 +103,13 @@ def array_from_tensor(tensor: common_pb2.Tensor, *, finite: bool = True) -> np.n
     dtype = check_dtype(tensor.name, tensor.dtype)
     shape = check_shape(tensor.name, tensor.shape)
     want = expected_nbytes(tensor.name, dtype, shape)
-    if len(tensor.data) != want:
+    data = tensor.data  # each read of a bytes field copies it: read it once
+    if len(data) != want:
         raise TensorError(
-            f"tensor {short(tensor.name)}: {len(tensor.data)} bytes, shape {list(shape)} "
+            f"tensor {short(tensor.name)}: {len(data)} bytes, shape {list(shape)} "
             f"of {tensor.dtype} needs {want}"
         )
-    arr = np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(tensor.dtype)
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape).astype(tensor.dtype)
     if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise TensorError(f"tensor {short(tensor.name)} holds NaN or Inf")
     return arr
