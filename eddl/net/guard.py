@@ -69,11 +69,26 @@ def incident_id() -> str:
 async def abort_internal(
     context: grpc.aio.ServicerContext, method: str, exc: BaseException
 ) -> NoReturn:
-    """Log ``exc`` in full under a fresh incident id; answer INTERNAL with the id only."""
+    """Log ``exc`` in full under a fresh incident id; answer INTERNAL with the id only. A call
+    the client already cancelled has nobody to answer: that is logged at info, not as an
+    incident (the refusal an inner layer tried to send failed for that reason alone)."""
+    _cancelled_by_client(context, method, exc)
     incident = incident_id()
     log.error("unexpected error", incident=incident, method=method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _cancelled_by_client(
+    context: grpc.aio.ServicerContext, method: str, exc: BaseException
+) -> None:
+    """Raise ``CancelledError`` when the client cancelled the call (its deadline passed, or it
+    gave up half-way through a stream): the handler's failure is that cancellation's echo."""
+    # ``done()`` before this handler answered: the call ended without it (a client that
+    # cancelled reads as done, not always as ``cancelled()``, by the time its echo arrives).
+    if context.cancelled() or context.done():
+        log.info("call cancelled by the client", method=method, error=type(exc).__name__)
+        raise asyncio.CancelledError from exc
 
 
 class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -198,6 +213,7 @@ async def _stream_failed(
 ) -> NoReturn:
     """A client-stream handler failed with ``exc``: read what the client still sends, then
     answer (an abort already sent stands, a bad message is INVALID_ARGUMENT, the rest INTERNAL)."""
+    _cancelled_by_client(context, method, exc)
     await _drain(requests)
     if isinstance(exc, grpc.aio.AbortError):
         raise exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from structlog.testing import capture_logs
 
 from eddl.net import REASON_KEY, encode_tensors, open_channel, params_nbytes
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
@@ -404,3 +406,38 @@ async def test_admin_refuses_bad_jobs_tokens_and_unknown_ids(cluster: Cluster) -
             )
         )
         assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_update_stream_the_client_cancels_is_not_an_internal_error(
+    cluster: Cluster,
+) -> None:
+    """A worker that gives up half-way through its upload (stopped, or its deadline passed)
+    changes nothing, and the leader does not report it as an unexpected error."""
+    job_id = await cluster.submit(SLOW_JOB, token="admin")
+    async with open_channel(cluster.address) as ch:
+        stub = cluster_pb2_grpc.ClusterStub(ch)
+        await _join(stub, cluster)
+        task = await _task(cluster, stub)
+        good = {k: v.copy() for k, v in cluster.coordinator.model(job_id).params.items()}
+        before = _snapshot(cluster, job_id)
+        messages = _update(cluster, task, good)
+        sent = asyncio.Event()
+
+        async def half() -> AsyncIterator[cluster_pb2.UpdateChunk]:
+            for message in messages[: len(messages) // 2]:
+                yield message
+            sent.set()
+            await asyncio.sleep(30)  # never finishes: the client cancels first
+
+        with capture_logs() as logs:
+            call = stub.PushUpdate(half(), timeout=30)
+            await asyncio.wait_for(sent.wait(), 10)
+            await asyncio.sleep(0.3)  # the leader has read what was sent
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await asyncio.sleep(0.5)  # the leader's side of the cancellation runs
+        assert not [e for e in logs if e.get("log_level") == "error"], logs
+        assert any(e["event"] == "call cancelled by the client" for e in logs), logs
+        # The model is untouched (this client sends no heartbeats: its membership may lapse).
+        assert _snapshot(cluster, job_id)[:2] == before[:2]
