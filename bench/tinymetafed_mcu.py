@@ -7,7 +7,8 @@ Each row is the device round of the job in ``docs/jobs/tinymetafed-digits.toml``
 digits, 10 samples per class: 50 samples) that a gateway hands a microcontroller
 (:func:`eddl.worker.mcu_meta.run_mcu_meta_task`): the head rebuilt in numpy on the gateway,
 then the online inner loop (float ``lsgd`` or integer ``lsgd-q8``, batch 1) and the top-P
-selection on the device.
+selection on the device, its values float32 or (``values = "int8"``) quantised on the device;
+each row also gives the bytes the gateway uploads for the round.
 The instructions are the inner loop's, from the firmware's kernel ticks (STATS) under QEMU
 ``-icount shift=0``: one instruction per ns of virtual time, a 25 MHz timer, so 40
 instructions per tick (as ``bench.mcu_fpu``). The on-device top-P selection is not inside
@@ -34,9 +35,12 @@ from eddl.mcu.build import build_firmware
 from eddl.mcu.driver import Device
 from eddl.mcu.launch import qemu_machine, start_qemu
 from eddl.metajob import MetaJobConfig, meta_job
-from eddl.worker.executor import TaskSpec
+from eddl.net.chunks import params_nbytes
+from eddl.net.sparse import wire_bytes
+from eddl.worker.executor import TaskResult, TaskSpec
 from eddl.worker.mcu_meta import run_mcu_meta_task
 from eddl.worker.mcu_runner import McuTaskRunner
+from eddl.worker.transfer import sparse_records
 
 __all__ = ["main"]
 
@@ -51,6 +55,12 @@ VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("tinymetafed", "tinymetafed, 1 inner epoch", {}),
     ("tinymetafed", "tinymetafed, 5 inner epochs", {"inner_epochs": 5}),
     ("tinymetafed", "tinymetafed lsgd-q8, 1 inner epoch", {"kernel": "lsgd-q8"}),
+    ("tinymetafed", "tinymetafed, int8 values made on the device", {"values": "int8"}),
+    (
+        "tinymetafed",
+        "tinymetafed lsgd-q8, int8 values made on the device",
+        {"kernel": "lsgd-q8", "values": "int8"},
+    ),
     ("reptile", "reptile (dense), 1 inner epoch", {}),
 )
 
@@ -72,13 +82,21 @@ def _task(job: dict[str, Any], algorithm: str, hyper: dict[str, Any], device: in
     )
 
 
-def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, float, int]]:
-    """(variant, mean instructions per device round, samples trained per round) on ``board``."""
-    out: list[tuple[str, float, int]] = []
+def _upload_bytes(res: TaskResult) -> int:
+    """What the gateway uploads for the round: the sparse records' serialised size, or the
+    dense tensors' bytes (the update header's ``total_bytes``, as the worker daemon sends)."""
+    records = sparse_records(res)
+    return wire_bytes(records) if records is not None else params_nbytes(res.params)
+
+
+def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, float, int, float]]:
+    """(variant, mean instructions per device round, samples trained per round, mean upload
+    bytes per round) on ``board``."""
+    out: list[tuple[str, float, int, float]] = []
     with start_qemu(board, lifetime=900.0) as q, Device.open(q.url, timeout=5.0) as dev:
         runner = McuTaskRunner(dev, max_buffer=16, train_timeout=300.0)
         for algorithm, label, hyper in VARIANTS:
-            ticks, samples = [], 0
+            ticks, sent, samples = [], [], 0
             for d in range(devices):
                 task = _task(job, algorithm, hyper, d)
                 spec = meta_job(
@@ -86,8 +104,10 @@ def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, f
                 )
                 res = run_mcu_meta_task(runner, task, spec.initial_shared())
                 ticks.append(res.kernel_ticks)
+                sent.append(_upload_bytes(res))
                 samples = res.steps  # samples trained: the device's samples × epochs
-            out.append((label, INSTR_PER_TICK * sum(ticks) / len(ticks), samples))
+            instr = INSTR_PER_TICK * sum(ticks) / len(ticks)
+            out.append((label, instr, samples, sum(sent) / len(sent)))
     return out
 
 
@@ -106,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_firmware("qemu", "fpu", timeout=600)
     rows = []
     for board, cpu in BOARDS:
-        for label, instr, samples in _measure(board, job, args.devices):
+        for label, instr, samples, sent in _measure(board, job, args.devices):
             energy = f"{instr * PJ_PER_CYCLE / 1e9:.2f} mJ" if board == "an386" else "-"
             rows.append(
                 [
@@ -116,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{instr / 1e6:.3f} M",
                     f"{instr / samples:,.0f}",
                     energy,
+                    f"{sent:,.0f}",
                 ]
             )
     table = markdown_table(
@@ -126,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "instructions / round",
             "per sample trained",
             f"energy / round ({PART})",
+            "upload bytes / round",
         ],
         rows,
     )
@@ -136,6 +158,8 @@ The device round a gateway hands a microcontroller for `docs/jobs/tinymetafed-di
 `lsgd-q8` on int8 weights) on the device, mean over {args.devices} device tasks, from the
 initial meta-model. TinyMetaFed's head is rebuilt on the gateway first, and the top-P
 selection runs on the device after the loop; neither is inside the kernel ticks counted here.
+Upload bytes: the serialised sparse records the gateway sends (`values = "int8"`: the
+device's own int8 records and scales, forwarded as they are), or Reptile's dense float32 `φ`.
 
 {table}
 

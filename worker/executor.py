@@ -15,13 +15,14 @@ reports either to the leader as a failed task and stays up.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from eddl.learn.params import Params
 from eddl.learn.topp import SparseDelta
+from eddl.proto.v1 import common_pb2
 
 __all__ = ["Executor", "TaskError", "TaskResult", "TaskSpec"]
 
@@ -69,6 +70,9 @@ class TaskResult:
     # their values encoded as ``value_dtype`` (float32 or int8).
     sparse: Mapping[str, SparseDelta] | None = None
     value_dtype: str = "float32"
+    # Records already encoded where the update was made (a device's int8 values and scales):
+    # uploaded as they are, ``sparse`` being their decoded values.
+    records: Sequence[common_pb2.SparseTensor] | None = None
 
 
 class Executor(ABC):

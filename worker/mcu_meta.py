@@ -8,9 +8,10 @@ option ``kernel = "lsgd-q8"`` the gateway quantizes the model as
 :class:`~eddl.learn.metaq8.Q8Round` does and the device runs ``lsgd-q8``) and selects
 the top-P entries of ``φ − θ`` of the shared layers itself
 (:meth:`~eddl.worker.mcu_runner.McuTaskRunner.inner_loop`). TinyMetaFed uploads those records
-as they are; Reptile selects 100% and uploads ``φ = θ + δ`` densely. The device's pixels are
-the task's inputs as uint8 (``round(x · 255)``: the character tasks scale uint8 pixels by
-1/255, so this is exact).
+as they are: with ``values = "int8"`` the device quantises them and the gateway forwards its
+int8 records and scales without re-quantising; Reptile selects 100% and uploads
+``φ = θ + δ`` densely. The device's pixels are the task's inputs as uint8
+(``round(x · 255)``: the character tasks scale uint8 pixels by 1/255, so this is exact).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def run_mcu_meta_task(
         top_p=opts.top_p if opts.sparse else 100.0,
         epochs=opts.inner_epochs,
         seed=task.seed,
+        values=opts.values if opts.sparse else "float32",
     )
     busy = time.perf_counter() - started
     params: Params = {}
@@ -117,4 +119,5 @@ def run_mcu_meta_task(
         kernel_ticks=result.kernel_ticks,
         sparse=result.selected if opts.sparse else None,
         value_dtype=opts.values,
+        records=result.records if opts.sparse else None,
     )

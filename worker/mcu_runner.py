@@ -45,8 +45,10 @@ from eddl.mcu.plan import (
 )
 from eddl.mcu.protocol import ProtocolError, SetupSpec
 from eddl.mcu.session import DeviceModel
-from eddl.mcu.topp import device_top_p, snapshot
+from eddl.mcu.topp import device_top_p, device_top_p_int8, snapshot
 from eddl.metajob import is_meta
+from eddl.net.sparse import decode_sparse
+from eddl.proto.v1 import common_pb2
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
 from eddl.worker.mcu_meta import check_mcu_meta_task, run_mcu_meta_task
 from eddl.worker.training import TaskRunner
@@ -84,11 +86,13 @@ class McuCounters:
 
 @dataclass(frozen=True)
 class InnerLoopResult:
-    """A TinyMetaFed inner loop run on a device: the top-P records of ``φ − θ``."""
+    """A TinyMetaFed inner loop run on a device: the top-P records of ``φ − θ`` (with int8
+    values: also the device's own wire records, ``selected`` being their decoded values)."""
 
     selected: dict[str, SparseDelta]
     samples: int
     kernel_ticks: int
+    records: list[common_pb2.SparseTensor] | None = None
 
 
 class McuTaskRunner:
@@ -240,12 +244,14 @@ class McuTaskRunner:
         top_p: float,
         epochs: int = 1,
         seed: int = 0,
+        values: str = "float32",
     ) -> InnerLoopResult:
         """TinyMetaFed's inner loop on the device: from the full model ``params`` (shared
         layers ``θ`` and the device's local layers), ``epochs`` online passes with batch 1 (in
         arrival order for one pass, else ``default_rng(seed).permutation`` per pass, as
         :func:`eddl.learn.tinymetafed.device_round`), then the top-P records of ``φ − θ`` of
-        layers ``0..shared_layers-1``. ``algorithm`` is the kernel: ``lsgd`` or ``lsgd-q8``."""
+        layers ``0..shared_layers-1``. ``algorithm`` is the kernel: ``lsgd`` or ``lsgd-q8``;
+        ``values = "int8"`` has the device quantise the values (:func:`read_selected_int8`)."""
         if algorithm not in ("lsgd", "lsgd-q8"):
             raise TaskError(f"the inner loop runs on lsgd or lsgd-q8, not {algorithm}")
         if not 1 <= shared_layers <= len(algo.sizes) - 1:
@@ -265,6 +271,11 @@ class McuTaskRunner:
                 rows = order[first : first + cap]
                 model.load_samples(x[rows], y[rows])
                 ticks += self.device.train(len(rows), timeout=self.train_timeout, **args)[1]
+        if values == "int8":
+            records = device_top_p_int8(self.device, model.spec, top_p)
+            decoded = [decode_sparse(msg) for msg in records]
+            selected = {r.name: SparseDelta(r.shape, r.indices, r.values) for r in decoded}
+            return InnerLoopResult(selected, n * epochs, ticks, records)
         fmt = algo.fmt if isinstance(algo, Q8Algorithm) else None
         selected = device_top_p(
             self.device,

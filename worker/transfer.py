@@ -31,6 +31,8 @@ async def update_stream(
 
 def sparse_records(result: TaskResult) -> list[common_pb2.SparseTensor] | None:
     """A TinyMetaFed result's upload as sparse records (None: a dense update)."""
+    if result.records is not None:
+        return list(result.records)
     if result.sparse is None:
         return None
     return [

@@ -9,6 +9,11 @@ in increasing index order, the layout of :class:`eddl.net.sparse.SparseRecord`.
 
 Values are float32 for the float kernels; lsgd-q8 sends the integer difference of the int8
 weights, and the host scales it by the tensor's ``2^-f`` (exact in float32).
+:func:`read_selected_int8` reads the same entries quantised on the device, int8 values and one
+scale per tensor (``eddl.net.sparse``'s encoding, bit for bit), and returns them as the wire's
+:class:`~eddl.proto.v1.common_pb2.SparseTensor` records, to be forwarded as they are;
+:func:`int8_record` checks a device's reply (count within the tensor and the selection,
+indexes strictly increasing inside it, one finite scale) before it becomes a record.
 
 Wire layout of ``MsgType.TOPP`` (first byte: the sub-command):
 
@@ -19,6 +24,7 @@ op        request                                       reply
 1 select  k u32                                         k u32, entries u32, threshold key u32,
                                                         ties u32, kept u32 x (2 x shared layers)
 2 read    tensor u8, first u32, at most u16             n x (index u32, value f32 / i32)
+3 read8   tensor u8, first u32, at most u16             scale f32, n x (index u32, value i8)
 ========= ============================================= =========================================
 """
 
@@ -31,14 +37,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from eddl.learn.topp import SparseDelta, kept_entries
+from eddl.net.sparse import SparseRecordError, decode_sparse
+from eddl.proto.v1 import common_pb2
 
 from .driver import Device
 from .protocol import Algo, MsgType, ProtocolError, SetupSpec, TensorKind, tensor_id
 
-__all__ = ["RECORD_BYTES", "Selection", "device_top_p", "read_selected", "select", "snapshot"]
+__all__ = [
+    "INT8_RECORD_BYTES",
+    "RECORD_BYTES",
+    "Selection",
+    "device_top_p",
+    "device_top_p_int8",
+    "int8_record",
+    "read_selected",
+    "read_selected_int8",
+    "select",
+    "shared_entries",
+    "snapshot",
+]
 
 RECORD_BYTES = 8
-OP_SNAPSHOT, OP_SELECT, OP_READ = 0, 1, 2
+INT8_HEAD_BYTES, INT8_RECORD_BYTES = 4, 5
+OP_SNAPSHOT, OP_SELECT, OP_READ, OP_READ_INT8 = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,81 @@ def read_selected(
     return out
 
 
+def shared_entries(spec: SetupSpec) -> int:
+    """How many entries the shared layers hold (ProtocolError when there are none)."""
+    entries = sum(
+        spec.sizes[i] * spec.sizes[i + 1] + spec.sizes[i + 1] for i in range(spec.shared_layers)
+    )
+    if entries == 0:
+        raise ProtocolError("the model has no shared layers (SetupSpec.shared_layers)")
+    return entries
+
+
+def _shape(spec: SetupSpec, name: str) -> tuple[int, ...]:
+    layer = int(name[1:])
+    if name[0] == "W":
+        return (spec.sizes[layer], spec.sizes[layer + 1])
+    return (spec.sizes[layer + 1],)
+
+
+def int8_record(
+    name: str, shape: tuple[int, ...], count: int, replies: Sequence[bytes]
+) -> common_pb2.SparseTensor:
+    """The wire record of one tensor from the device's TOPP read8 replies: ``count`` entries
+    in all, every reply led by the same finite scale > 0. A reply that breaks any of that, an
+    index outside the tensor or not above the one before (a duplicate) is refused with
+    :class:`ProtocolError`; nothing is built from it."""
+    size = int(np.prod(shape))
+    if not 0 <= count <= size:
+        raise ProtocolError(f"{name}: {count} entries kept of a tensor of {size}")
+    scales = set()
+    parts = []
+    for body in replies:
+        if len(body) < INT8_HEAD_BYTES or (len(body) - INT8_HEAD_BYTES) % INT8_RECORD_BYTES:
+            raise ProtocolError(f"{name}: a TOPP read8 reply of {len(body)} bytes")
+        scales.add(body[:INT8_HEAD_BYTES])
+        parts.append(body[INT8_HEAD_BYTES:])
+    raw = b"".join(parts)
+    if len(raw) != count * INT8_RECORD_BYTES or len(scales) > 1:
+        raise ProtocolError(
+            f"{name}: {len(raw) // INT8_RECORD_BYTES} records under {len(scales)} scales, "
+            f"the selection kept {count} under one"
+        )
+    scale = float(np.frombuffer(scales.pop(), "<f4")[0]) if scales else 1.0
+    rec = np.frombuffer(raw, dtype=[("i", "<u4"), ("q", "i1")])
+    idx = rec["i"].astype(np.int64)
+    if idx.size and (int(idx[-1]) >= size or np.any(np.diff(idx) <= 0)):
+        raise ProtocolError(f"{name}: record indexes not strictly increasing inside {size}")
+    msg = common_pb2.SparseTensor(
+        name=name, shape=list(shape), count=count, value_dtype="int8", scale=scale
+    )
+    msg.index_gaps.extend(np.diff(idx, prepend=0).astype(np.uint32).tolist())
+    msg.values = rec["q"].tobytes()
+    try:
+        decode_sparse(msg, expected_shape=shape, max_entries=count)
+    except SparseRecordError as exc:
+        raise ProtocolError(str(exc)) from exc
+    return msg
+
+
+def read_selected_int8(
+    device: Device, spec: SetupSpec, selection: Selection
+) -> dict[str, common_pb2.SparseTensor]:
+    """The kept entries of every shared tensor, quantised on the device, as int8 records."""
+    per_frame = max(1, min(0xFFFF, (device.max_payload - INT8_HEAD_BYTES) // INT8_RECORD_BYTES))
+    out: dict[str, common_pb2.SparseTensor] = {}
+    for name, count in selection.kept.items():
+        kind = TensorKind.W if name[0] == "W" else TensorKind.B
+        replies = []
+        for first in range(0, max(count, 1), per_frame):
+            want = min(per_frame, max(count - first, 1))
+            tensor = tensor_id(int(name[1:]), kind)
+            request = struct.pack("<BBIH", OP_READ_INT8, tensor, first, want)
+            replies.append(device.request(MsgType.TOPP, request))
+        out[name] = int8_record(name, _shape(spec, name), count, replies)
+    return out
+
+
 def device_top_p(
     device: Device,
     spec: SetupSpec,
@@ -133,10 +229,11 @@ def device_top_p(
 ) -> dict[str, SparseDelta]:
     """Select the top ``p`` percent on the device (``eddl.learn.topp.kept_entries`` of the
     shared entries) and read the records back."""
-    entries = sum(
-        spec.sizes[i] * spec.sizes[i + 1] + spec.sizes[i + 1] for i in range(spec.shared_layers)
-    )
-    if entries == 0:
-        raise ProtocolError("the model has no shared layers (SetupSpec.shared_layers)")
-    sel = select(device, spec, kept_entries(entries, p))
+    sel = select(device, spec, kept_entries(shared_entries(spec), p))
     return read_selected(device, spec, sel, weight_frac=weight_frac, bias_frac=bias_frac)
+
+
+def device_top_p_int8(device: Device, spec: SetupSpec, p: float) -> list[common_pb2.SparseTensor]:
+    """:func:`device_top_p` with the values quantised on the device: its int8 wire records."""
+    sel = select(device, spec, kept_entries(shared_entries(spec), p))
+    return list(read_selected_int8(device, spec, sel).values())

@@ -10,6 +10,11 @@
  * (four passes with a 256-counter histogram planned in the arena) finds the k-th largest key t
  * and how many entries equal to t are kept; each tensor's share of those ties is stored, so a
  * read streams a tensor's kept entries in index order with one scan and no sort.
+ *
+ * TOPP_READ_INT8 streams the same entries with int8 values and one float scale per tensor,
+ * eddl.net.sparse's encoding: scale = max|v| / 127 over the kept values (1 when none is kept),
+ * q = clip(rint(v / scale), -127, 127), rounding half to even. The largest kept magnitude is the
+ * tensor's largest key (kept whenever anything of the tensor is), recorded at select time.
  */
 #include "topp.h"
 
@@ -27,6 +32,7 @@ typedef struct {
     uint32_t threshold;
     uint32_t ties[MAX_SHARED_TENSORS];  /* entries equal to the threshold kept, per tensor */
     uint32_t counts[MAX_SHARED_TENSORS]; /* entries kept, per tensor */
+    uint32_t top[MAX_SHARED_TENSORS];    /* largest key, per tensor */
 } topp_state_t;
 
 static topp_state_t s_topp;
@@ -168,12 +174,14 @@ static long on_select(const uint8_t *p, size_t n, uint8_t *out)
     uint32_t ties_left = left;
     for (unsigned j = 0; j < tensors; ++j) {
         const view_t v = view(j);
-        uint32_t above = 0u, equal = 0u;
+        uint32_t above = 0u, equal = 0u, top = 0u;
         for (size_t i = 0; i < v.size; ++i) {
             const uint32_t key = key_at(&v, i);
             above += key > prefix;
             equal += key == prefix;
+            top = key > top ? key : top;
         }
+        s_topp.top[j] = top;
         const uint32_t take = equal < ties_left ? equal : ties_left;
         ties_left -= take;
         s_topp.ties[j] = take;
@@ -191,6 +199,46 @@ static long on_select(const uint8_t *p, size_t n, uint8_t *out)
     return (long)(16u + 4u * tensors);
 }
 
+/* The value of entry i as a float: exact for lsgd-q8 (d * 2^-f, d a small integer). */
+static float value_at(const view_t *v, size_t i)
+{
+    if (is_q8()) {
+        return (float)diff_q8(v, i) * (1.0f / (float)(1u << (14u - v->shift)));
+    }
+    return diff_f32(v, i);
+}
+
+/* The magnitude a key stands for (keys order like magnitudes; see the file comment). */
+static float key_value(uint32_t key)
+{
+    if (is_q8()) {
+        return (float)key * (1.0f / 16384.0f); /* |d| << (14 - f) = |d| * 2^-f * 2^14 */
+    }
+    float f;
+    memcpy(&f, &key, sizeof f);
+    return f;
+}
+
+/* rint: to nearest, ties to even (|r| < 2^23 here, so the truncation is exact). */
+static int32_t round_even(float r)
+{
+    int32_t n = (int32_t)r;
+    const float frac = r - (float)n;
+    if (frac > 0.5f || (frac == 0.5f && (n & 1))) {
+        ++n;
+    } else if (frac < -0.5f || (frac == -0.5f && (n & 1))) {
+        --n;
+    }
+    return n;
+}
+
+static int8_t quantize(float value, float scale)
+{
+    const int32_t q = round_even(value / scale);
+    return (int8_t)(q > 127 ? 127 : (q < -127 ? -127 : q));
+}
+
+/* TOPP_READ and TOPP_READ_INT8: request op u8, tensor u8, first u32, at most u16. */
 static long on_read(const uint8_t *p, size_t n, uint8_t *out)
 {
     if (n != 8u) {
@@ -199,6 +247,7 @@ static long on_read(const uint8_t *p, size_t n, uint8_t *out)
     if (!s_topp.selected) {
         return -ERR_NOT_READY;
     }
+    const int int8 = p[0] == TOPP_READ_INT8;
     const uint8_t id = p[1];
     const unsigned l = id / 4u, kind = id % 4u;
     if (kind > 1u || l >= g_model.shared) {
@@ -207,11 +256,24 @@ static long on_read(const uint8_t *p, size_t n, uint8_t *out)
     const unsigned j = 2u * l + kind;
     const uint32_t first = get32(p + 2);
     const uint32_t most = (uint32_t)p[6] | ((uint32_t)p[7] << 8);
-    if (first > s_topp.counts[j] || most < 1u || most > MAX_PAYLOAD / TOPP_RECORD_BYTES) {
+    const uint32_t cap = int8 ? (MAX_PAYLOAD - TOPP_INT8_HEAD_BYTES) / TOPP_INT8_RECORD_BYTES
+                              : MAX_PAYLOAD / TOPP_RECORD_BYTES;
+    if (first > s_topp.counts[j] || most < 1u || most > cap) {
         return -ERR_BAD_ARG;
     }
     const view_t v = view(j);
     const uint32_t t = s_topp.threshold;
+    float scale = 1.0f;
+    if (int8 && s_topp.counts[j] > 0u && s_topp.top[j] > 0u) {
+        scale = key_value(s_topp.top[j]) / 127.0f;
+    }
+    uint8_t *rec = out;
+    if (int8) {
+        uint32_t bits;
+        memcpy(&bits, &scale, sizeof bits);
+        put32(rec, bits);
+        rec += TOPP_INT8_HEAD_BYTES;
+    }
     uint32_t seen = 0u, ties = 0u, written = 0u;
     for (size_t i = 0; i < v.size && written < most; ++i) {
         const uint32_t key = key_at(&v, i);
@@ -226,18 +288,23 @@ static long on_read(const uint8_t *p, size_t n, uint8_t *out)
         if (seen++ < first) {
             continue;
         }
-        uint8_t *rec = out + TOPP_RECORD_BYTES * written++;
+        ++written;
         put32(rec, (uint32_t)i);
-        if (is_q8()) {
+        if (int8) {
+            rec[4] = (uint8_t)quantize(value_at(&v, i), scale);
+            rec += TOPP_INT8_RECORD_BYTES;
+        } else if (is_q8()) {
             put32(rec + 4, (uint32_t)diff_q8(&v, i));
+            rec += TOPP_RECORD_BYTES;
         } else {
             const float d = diff_f32(&v, i);
             uint32_t bits;
             memcpy(&bits, &d, sizeof bits);
             put32(rec + 4, bits);
+            rec += TOPP_RECORD_BYTES;
         }
     }
-    return (long)(TOPP_RECORD_BYTES * written);
+    return (long)(rec - out);
 }
 
 long topp_request(const uint8_t *p, size_t n, uint8_t *out)
@@ -262,6 +329,7 @@ long topp_request(const uint8_t *p, size_t n, uint8_t *out)
     case TOPP_SELECT:
         return on_select(p, n, out);
     case TOPP_READ:
+    case TOPP_READ_INT8:
         return on_read(p, n, out);
     default:
         return -ERR_BAD_ARG;

@@ -9,10 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { TOPP_SNAPSHOT = 0, TOPP_SELECT = 1, TOPP_READ = 2 };
+enum { TOPP_SNAPSHOT = 0, TOPP_SELECT = 1, TOPP_READ = 2, TOPP_READ_INT8 = 3 };
 
 /* Bytes of one record in a TOPP_READ reply: flat index u32, value (f32, or i32 for lsgd-q8). */
 #define TOPP_RECORD_BYTES 8u
+/* A TOPP_READ_INT8 reply: the tensor's scale f32, then records of index u32 and value i8. */
+#define TOPP_INT8_HEAD_BYTES 4u
+#define TOPP_INT8_RECORD_BYTES 5u
 
 /* Handle a MSG_TOPP request: reply length, or -ERR_* with nothing changed. */
 long topp_request(const uint8_t *p, size_t n, uint8_t *out);

@@ -17,6 +17,7 @@ from eddl.worker.executor import TaskError, TaskSpec
 from eddl.worker.mcu_meta import run_mcu_meta_task
 from eddl.worker.mcu_runner import McuTaskRunner
 from eddl.worker.metatask import run_meta_task
+from eddl.worker.transfer import sparse_records
 
 
 def _task(algorithm: str, hyper: dict[str, object], device: int = 2) -> TaskSpec:
@@ -124,3 +125,40 @@ def test_lsgd_q8_device_round_is_bit_exact_with_the_python_workers(
         for name, w in want.params.items():
             np.testing.assert_array_equal(got.params[name], w, err_msg=name)
         assert any(not np.array_equal(want.params[n], theta[n]) for n in theta)  # it learned
+
+
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {"top_p": 10, "local_layers": 1, "lr": 0.0625, "kernel": "lsgd-q8", "values": "int8"},
+        {"top_p": 20, "local_layers": 1, "lr": 0.05, "values": "int8"},
+    ],
+)
+def test_int8_values_are_made_on_the_device_and_forwarded_as_they_are(
+    board: Launched, hyper: dict[str, object]
+) -> None:
+    """The gateway uploads the device's own int8 records: for lsgd-q8 they are, byte for byte,
+    what a Python worker uploads; for float lsgd they quantise the device's float update."""
+    task = _task("tinymetafed", hyper, device=3)
+    job = meta_job(MetaJobConfig.of_wire("tinymetafed", "digits", task.model_json, task.hyper_json))
+    theta = job.initial_shared()
+    want = run_meta_task(task, theta)
+    with Device.open(board.url, timeout=5.0) as dev:
+        runner = McuTaskRunner(dev, max_buffer=16, train_timeout=120.0)
+        got = run_mcu_meta_task(runner, task, theta)
+    assert got.records is not None and want.records is None and got.value_dtype == "int8"
+    assert sparse_records(got) == list(got.records)  # forwarded, not encoded again
+    upload = sparse_records(want)
+    assert upload is not None and [m.name for m in got.records] == ["W0", "b0", "W1", "b1"]
+    assert all(m.value_dtype == "int8" for m in got.records)
+    if hyper.get("kernel") == "lsgd-q8":
+        assert [m.SerializeToString() for m in got.records] == [
+            m.SerializeToString() for m in upload
+        ]
+    else:
+        for g, w in zip(got.records, upload, strict=True):
+            assert list(g.index_gaps) == list(w.index_gaps), g.name
+            assert g.scale == pytest.approx(w.scale, rel=1e-3), g.name
+            qg, qw = (np.frombuffer(m.values, np.int8).astype(int) for m in (g, w))
+            assert np.abs(qg - qw).max(initial=0) <= 1, g.name
+    assert got.sparse is not None and sum(len(s.indices) for s in got.sparse.values()) > 0

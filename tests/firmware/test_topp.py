@@ -21,7 +21,9 @@ from eddl.mcu.launch import Launched
 from eddl.mcu.plan import arena_need
 from eddl.mcu.protocol import Act, Algo, ErrorCode, Loss, MsgType, SetupSpec
 from eddl.mcu.session import DeviceModel
-from eddl.mcu.topp import device_top_p, select, snapshot
+from eddl.mcu.topp import device_top_p, device_top_p_int8, select, snapshot
+from eddl.net.sparse import encode_sparse
+from eddl.proto.v1 import common_pb2
 
 MLP = MLPSpec(sizes=(24, 16, 12, 5), activations=("tanh", "tanh", "sigmoid"), loss="bce")
 ACTS = tuple(Act[a.upper()] for a in MLP.activations)
@@ -98,6 +100,60 @@ def test_lsgd_q8_inner_loop_and_top_p_are_bit_exact(board: Launched, shared: int
             d = ref[f"{k}{i}"].astype(np.int32) - theta[f"{k}{i}"].astype(np.int32)
             delta[f"{k}{i}"] = d.astype(np.float32) * np.float32(2.0**-f)
     _assert_same_selection(selected, top_p(delta, p))
+
+
+def _int8_reference(selected: dict[str, SparseDelta]) -> list[common_pb2.SparseTensor]:
+    return [
+        encode_sparse(n, s.shape, s.indices, s.values, value_dtype="int8")
+        for n, s in selected.items()
+    ]
+
+
+def _assert_same_records(got: list[common_pb2.SparseTensor], want: list[common_pb2.SparseTensor]):
+    assert [m.name for m in got] == [m.name for m in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.SerializeToString() == w.SerializeToString(), g.name  # indexes, int8, scale
+
+
+@pytest.mark.parametrize(("algo", "p"), [(Algo.LSGD, 10.0), (Algo.LSGD_Q8, 25.0)])
+def test_int8_records_from_the_device_are_the_wire_encoding_bit_for_bit(
+    board: Launched, algo: Algo, p: float
+) -> None:
+    """The device's int8 values and scales are ``encode_sparse(..., "int8")`` of its float
+    records (lsgd), and of numpy's own selection (lsgd-q8, where the floats are exact)."""
+    x, y = _data(40, 24)
+    shared = 2
+    floats = init_params(MLP, 6)
+    with Device.open(board.url, timeout=3.0) as dev:
+        spec = _spec(algo, len(x), shared)
+        model = DeviceModel(dev, spec)
+        if algo == Algo.LSGD_Q8:
+            theta, fmt = lsgd_q8.quantize(MLP, floats)
+            ref = {k: v.copy() for k, v in theta.items()}
+            lsgd_q8.LSGDQ8Trainer(MLP, fmt, lr_shift=2, seed=4).train(ref, x, y)
+            model.load_params(theta)
+            model.load_q8_format(fmt.weight_frac, fmt.bias_frac, seed=4)
+            snapshot(dev)
+            model.load_samples(x, y)
+            dev.train(len(x), lr_inv=2, timeout=60.0)
+            frac = {"weight_frac": fmt.weight_frac, "bias_frac": fmt.bias_frac}
+        else:
+            model.load_params(floats)
+            snapshot(dev)
+            model.load_samples(x, y)
+            dev.train(len(x), lr=0.1, timeout=60.0)
+            frac = {}
+        got = device_top_p_int8(dev, spec, p)
+        floats_read = device_top_p(dev, spec, p, **frac)  # the same selection, float values
+    assert sum(m.count for m in got) > 0
+    _assert_same_records(got, _int8_reference(floats_read))
+    if algo == Algo.LSGD_Q8:
+        delta = {}
+        for i in range(shared):
+            for k, f in (("W", fmt.weight_frac[i]), ("b", fmt.bias_frac[i])):
+                d = ref[f"{k}{i}"].astype(np.int32) - theta[f"{k}{i}"].astype(np.int32)
+                delta[f"{k}{i}"] = d.astype(np.float32) * np.float32(2.0**-f)
+        _assert_same_records(got, _int8_reference(top_p(delta, p)))
 
 
 def test_ties_are_taken_by_position_across_tensors(board: Launched) -> None:
