@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from eddl.leader.splitting import NodeLink, SplitDecision, SplitPolicy
+from eddl.net.handlers import counting_deserializer, counting_serializer
 
 __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
 
@@ -74,30 +75,19 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method == PUSH_METHOD and handler.stream_unary is not None:
             return handler._replace(
                 stream_unary=self._push(handler.stream_unary),
-                request_deserializer=self._counted_in(handler.request_deserializer),
+                request_deserializer=counting_deserializer(
+                    handler.request_deserializer, self._count
+                ),
             )
         if method == PULL_METHOD and handler.unary_stream is not None:
             return handler._replace(
                 unary_stream=self._pull(handler.unary_stream),
-                response_serializer=self._counted_out(handler.response_serializer),
+                response_serializer=counting_serializer(handler.response_serializer, self._count),
             )
         return handler
 
-    # -- bytes, counted where gRPC (de)serialises: exact and O(1) per message -------------------
-    def _counted_in(self, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
-        def deserialize(data: bytes) -> Any:
-            self._bytes += len(data)
-            return data if inner is None else inner(data)
-
-        return deserialize
-
-    def _counted_out(self, inner: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
-        def serialize(message: Any) -> bytes:
-            data: bytes = message if inner is None else inner(message)
-            self._bytes += len(data)
-            return data
-
-        return serialize
+    def _count(self, nbytes: int) -> None:
+        self._bytes += nbytes
 
     # -- the two calls of a synchronisation -------------------------------------------------
     def _pull(

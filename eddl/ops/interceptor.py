@@ -10,6 +10,7 @@ a call that ends with a status is a refusal, counted by its status code and ``ed
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 
 from eddl.net import REASON_KEY
+from eddl.net.handlers import counting_deserializer, counting_serializer
 from eddl.ops.sink import MetricsSink
 
 __all__ = ["UPDATE_METHOD", "MetricsInterceptor"]
@@ -43,31 +45,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         short = method.rsplit("/", 1)[-1]
         changes: dict[str, Any] = {}
         if handler.request_deserializer is not None:
-            changes["request_deserializer"] = self._counting_in(short, handler.request_deserializer)
+            changes["request_deserializer"] = counting_deserializer(
+                handler.request_deserializer, functools.partial(self.sink.received, short)
+            )
         if handler.response_serializer is not None:
-            changes["response_serializer"] = self._counting_out(short, handler.response_serializer)
+            changes["response_serializer"] = counting_serializer(
+                handler.response_serializer, functools.partial(self.sink.sent, short)
+            )
         if method == self.update_method and handler.stream_unary is not None:
             changes["stream_unary"] = self._timed(handler.stream_unary)
         return handler._replace(**changes)
-
-    def _counting_in(self, method: str, inner: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-        sink = self.sink
-
-        def deserialize(data: bytes) -> Any:
-            sink.received(method, len(data))
-            return inner(data)
-
-        return deserialize
-
-    def _counting_out(self, method: str, inner: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-        sink = self.sink
-
-        def serialize(message: Any) -> bytes:
-            data = inner(message)
-            sink.sent(method, len(data))
-            return data
-
-        return serialize
 
     def _timed(
         self, inner: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Any]]
