@@ -17,7 +17,9 @@ and the samples folded into the model up to that version. **The ideal** is measu
 same benchmark run: one process trains the same model, lr and batch alone (no cluster, no
 wire), evaluated every 64 samples, until 90%: ``ideal seconds = its samples to 90% / the
 cluster's combined speed``, the combined speed being the sum of the workers' speeds the
-leader measured during that cell's runs. Writes the section "accuracy" of docs/benchmarks.md.
+leader measured during that cell's runs. A second table says where each worker's time went
+in each cell (compute, transfer, other, waiting: :mod:`bench.timeline`, from the workers' own
+logs). Writes the section "accuracy" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
