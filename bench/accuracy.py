@@ -17,7 +17,9 @@ and the samples folded into the model up to that version. **The ideal** is measu
 same benchmark run: one process trains the same model, lr and batch alone (no cluster, no
 wire), evaluated every 64 samples, until 90%: ``ideal seconds = its samples to 90% / the
 cluster's combined speed``, the combined speed being the sum of the workers' speeds the
-leader measured during that cell's runs. Writes the section "accuracy" of docs/benchmarks.md.
+leader measured during that cell's runs. A second table says where each worker's time went
+in each cell (compute, transfer, other, waiting: :mod:`bench.timeline`, from the workers' own
+logs). Writes the section "accuracy" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 
 from bench.cluster import _SETTLE_S, _STARTS, _sample_rates
 from bench.report import markdown_table, write_section
+from bench.timeline import WorkerTimeline, mean_timeline, read_timelines
 from eddl.cli.jobs import submit_job, watch_job
 from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
@@ -142,6 +145,7 @@ class Run:
     samples: int | None  # samples folded into the model up to that version
     combined_sps: float  # the sum of the workers' speeds the leader measured
     switches: list[str]
+    timeline: list[WorkerTimeline] = field(default_factory=list)  # per worker, whole job
 
 
 async def run_job(cluster: LocalCluster, spec: dict[str, Any]) -> Run:
@@ -179,10 +183,12 @@ async def run_job(cluster: LocalCluster, spec: dict[str, Any]) -> Run:
         if e.kind == "policy_switched"
     ]
     combined = sum(rates.values()) if len(rates) == len(cluster.workers) else float("nan")
+    names = [f"worker-{i}" for i in range(len(cluster.workers))]
+    timeline = read_timelines(cluster.log_dir, names, job_id)
     if not hit or start is None or hit[0] not in made:
-        return Run(None, None, combined, switches)
+        return Run(None, None, combined, switches, timeline)
     at, samples = made[hit[0]]
-    return Run(at - start, samples, combined, switches)
+    return Run(at - start, samples, combined, switches, timeline)
 
 
 def job_spec(hidden: int, variant: Variant, seed: int) -> dict[str, Any]:
@@ -220,6 +226,7 @@ async def bench_config(
     reps: int,
     tmp: Path,
     singles: dict[int, list[Single]],
+    timelines: list[list[str]],
 ) -> list[list[str]]:
     throttles = CONFIGS[name]
     rows: list[list[str]] = []
@@ -254,6 +261,7 @@ async def bench_config(
                 med = _median([r.seconds for r in ok if r.seconds is not None])
                 samples = _median([r.samples for r in ok if r.samples is not None])
                 switched = sum(1 for r in cell.runs if r.switches)
+                timelines.extend(_timeline_rows(name, hidden, variant, cell, throttles))
                 rows.append(
                     [
                         f"{name} ({','.join(f'{t:g}' for t in throttles)})",
@@ -269,6 +277,33 @@ async def bench_config(
                         else "-",
                     ]
                 )
+    return rows
+
+
+def _timeline_rows(
+    name: str, hidden: int, variant: Variant, cell: Cell, throttles: Sequence[float]
+) -> list[list[str]]:
+    rows = []
+    for i, throttle in enumerate(throttles):
+        mine = [t for r in cell.runs for t in r.timeline if t.worker == f"worker-{i}"]
+        if not mine:
+            continue
+        t = mean_timeline(mine)
+        rows.append(
+            [
+                name,
+                f"784-{hidden}-10",
+                variant.label,
+                f"{t.worker} (x{throttle:g})",
+                f"{t.tasks}",
+                f"{t.samples / max(1, t.tasks):.0f}",
+                f"{t.span_s / max(1, t.tasks) * 1000:.0f}",
+                f"{t.compute:.0%}",
+                f"{t.transfer:.0%}",
+                f"{t.other:.0%}",
+                f"{t.waiting:.0%}",
+            ]
+        )
     return rows
 
 
@@ -296,9 +331,12 @@ async def run(args: argparse.Namespace) -> str:
         )
     load_start = os.getloadavg()[0]
     rows: list[list[str]] = []
+    timelines: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="eddl-accuracy-") as tmp:
         for name in configs:
-            rows += await bench_config(name, hidden_sizes, variants, args.reps, Path(tmp), singles)
+            rows += await bench_config(
+                name, hidden_sizes, variants, args.reps, Path(tmp), singles, timelines
+            )
     load_end = os.getloadavg()[0]
     return (
         f"Seconds from the job's start to the making of the first model version with >= 90% "
@@ -328,7 +366,29 @@ async def run(args: argparse.Namespace) -> str:
             rows,
         )
         + "\n\nTargets: <= 1.5x the ideal compute-bound (40,40,80,160), <= 2x light (1,1,2,4); "
-        "the default no slower than before in any cell."
+        "the default no slower than before in any cell.\n\n"
+        "Where each worker's time went (bench/timeline.py, from the workers' own logs, over "
+        "each worker's span in the job, the whole job to its end, mean of the cell's runs): "
+        "compute = training plus the throttle's idle (the emulated device computing); "
+        "transfer = model pull, sample fetch and update push (a push returns once the leader "
+        "has taken the update); other = the rest of a task; waiting = between tasks (the "
+        "long poll for work: in sync mode the round's barrier and close).\n\n"
+        + markdown_table(
+            [
+                "throttles",
+                "model",
+                "variant",
+                "worker",
+                "tasks",
+                "samples/task",
+                "ms/task",
+                "compute",
+                "transfer",
+                "other",
+                "waiting",
+            ],
+            timelines,
+        )
     )
 
 

@@ -481,10 +481,12 @@ class WorkerDaemon:
             self.executor.check(task)
             self._pull_s = 0.0
             params = await self._pull_model(job_id, version)
+            fetch_started = time.monotonic()
             if self.executor.wants_samples(task):
                 x, y = await self.samples.get(job_id, task.dataset, list(task.indexes))
             else:  # a device task that holds its own data (meta-learning)
                 x, y = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
+            fetch_s = time.monotonic() - fetch_started
             result = await self.executor.execute(task, params, x, y)
             self.state = "pushing"
             reply = await self._push(task, result)
@@ -530,6 +532,9 @@ class WorkerDaemon:
             busy_s=round(result.busy_seconds, 3),
             train_s=round(result.train_seconds, 3),
             link_s=round(result.link_seconds, 3),
+            pull_s=round(self._pull_s, 3),
+            fetch_s=round(fetch_s, 3),
+            push_s=round(self._push_s, 3),
             samples=result.samples,
         )
 
