@@ -166,7 +166,6 @@ def split_edge(
         running = server()
         return config.advertise or (running.address if running is not None else "")
 
-    meter.members_behind = lambda: {g.leader: len(g.workers) for g in director.groups}
     return GroupEdge(director, meter, log_regroup, home=home)
 
 

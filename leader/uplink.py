@@ -167,16 +167,19 @@ class Uplink:
         return str(reply.outcome)
 
     async def push(
-        self, job_id: str, update: UpwardUpdate, *, seconds: float
+        self, job_id: str, update: UpwardUpdate, *, seconds: float, workers: int = 0
     ) -> cluster_pb2.PushUpdateReply:
-        """Answer upstream task ``update.task_id`` with the group's folded update."""
+        """Answer upstream task ``update.task_id`` with the group's folded update, trained by
+        ``workers`` members (the root counts this push as that many workers)."""
         header = cluster_pb2.UpdateHeader(
             envelope=self.envelope(job_id, update.base_version),
             task_id=update.task_id,
             num_samples=update.num_samples,
             num_tensors=len(update.params),
             total_bytes=params_nbytes(update.params),
-            stats=cluster_pb2.TaskStats(samples=update.num_samples, seconds=max(0.0, seconds)),
+            stats=cluster_pb2.TaskStats(
+                samples=update.num_samples, seconds=max(0.0, seconds), workers=max(0, workers)
+            ),
             layer=-1,
         )
         reply: cluster_pb2.PushUpdateReply = await self.stub.PushUpdate(

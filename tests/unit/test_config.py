@@ -91,3 +91,7 @@ def test_the_split_settings_are_refused_out_of_range() -> None:
         for bad in (-1.0, float("nan"), float("inf"), 86401.0):
             with pytest.raises(ConfigError, match=name):
                 LeaderConfig(**{name: bad})
+    assert LeaderConfig(split_window_s=5.0).split_window_s == 5.0
+    for bad in (0.0, -1.0, float("nan"), float("inf"), 86401.0):
+        with pytest.raises(ConfigError, match="split_window_s"):
+            LeaderConfig(split_window_s=bad)

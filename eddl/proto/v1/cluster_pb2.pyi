@@ -448,6 +448,7 @@ class TaskStats(_message.Message):
     LOSS_FIELD_NUMBER: _builtins.int
     STATE_BYTES_FIELD_NUMBER: _builtins.int
     OVERHEAD_SECONDS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     steps: _builtins.int
     seconds: _builtins.float
@@ -460,6 +461,10 @@ class TaskStats(_message.Message):
     gRPC, and for a microcontroller over its serial link). The scheduler sizes tasks so that
     overhead + samples / speed is about the target time.
     """
+    workers: _builtins.int
+    """The workers whose updates this one folds: a sub-leader's group round counts its members
+    that contributed (the root counts its push as that many workers); 0: the node alone.
+    """
     def __init__(
         self,
         *,
@@ -469,10 +474,11 @@ class TaskStats(_message.Message):
         loss: _builtins.float = ...,
         state_bytes: _builtins.int = ...,
         overhead_seconds: _builtins.float = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "overhead_seconds", b"overhead_seconds", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "overhead_seconds", b"overhead_seconds", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
