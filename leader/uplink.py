@@ -65,6 +65,7 @@ class Uplink:
         self.max_model_bytes = max_model_bytes
         self.max_fetch_samples = max_fetch_samples
         self.lead_address = ""  # the group's address, offered to the leader when joining
+        self.lead_worker = False  # the offer is a --can-lead worker's (not a sub-leader daemon's)
         self.rpc_timeout_s = rpc_timeout_s
 
     def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
@@ -78,7 +79,9 @@ class Uplink:
                 envelope=self.envelope(),
                 role="worker",
                 join_token=token,
-                info=cluster_pb2.NodeInfo(lead_address=self.lead_address),
+                info=cluster_pb2.NodeInfo(
+                    lead_address=self.lead_address, lead_worker=self.lead_worker
+                ),
             ),
             timeout=self.rpc_timeout_s,
         )

@@ -40,9 +40,10 @@ SPLIT = [
 ]  # fmt: skip
 
 
-def _submit(tmp: Path, address: str) -> str:
+def submit_plain(tmp: Path, address: str, epochs: float) -> str:
+    """Submit the plain FedAvg job for ``epochs``; its id."""
     path = tmp / "job.toml"
-    path.write_text(PLAIN.format(epochs=EPOCHS))
+    path.write_text(PLAIN.format(epochs=epochs))
     done = eddl("submit", str(path), "--leader", address, "--json")
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["job_id"])
@@ -74,7 +75,7 @@ def test_the_root_merges_its_groups_back_when_most_workers_leave(
         f"w{i}": start_worker(tmp_path, address, f"w{i}", throttle=THROTTLE) for i in range(8)
     }
     procs.extend(workers.values())
-    job_id = _submit(tmp_path, address)
+    job_id = submit_plain(tmp_path, address, EPOCHS)
 
     # The load is up: the root promotes both sub-leaders and the groups answer tasks.
     wait_for(lambda: bool(root.events("regroup")), 120, "the root to regroup")
