@@ -84,10 +84,12 @@ class LeaderConfig:
     min_replicas: int = 1
     # Leader role splitting: "advise" logs the split policy's decisions; "auto" also regroups
     # the nodes (offering sub-leaders lead, workers are redirected). Hold and busy time of
-    # the policy's hysteresis, seconds.
+    # the policy's hysteresis, and the window of synchronisations BUC and the worker count
+    # are measured over, seconds.
     split: str = "advise"
     split_hold_s: float = 60.0
     split_busy_for_s: float = 10.0
+    split_window_s: float = 20.0
 
     def __post_init__(self) -> None:
         check_address(self.bind, "leader.bind")
@@ -142,6 +144,8 @@ class LeaderConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 86400):
                 raise ConfigError(f"leader.{name} must be within 0 .. 86400 seconds")
+        if not (math.isfinite(self.split_window_s) and 0 < self.split_window_s <= 86400):
+            raise ConfigError("leader.split_window_s must be within (0, 86400] seconds")
         if not 1024 <= self.chunk_bytes <= 3 << 20:
             raise ConfigError("leader.chunk_bytes must be within 1 KiB .. 3 MiB")
         if self.max_update_bytes <= 0 or self.max_fetch_samples <= 0:

@@ -4,7 +4,8 @@ A sub-leader daemon that joins the root offers to lead (its ``NodeInfo.lead_addr
 address its members dial); until promoted it stands by with no members. When the
 :class:`~eddl.leader.splitting.SplitPolicy` decides to promote or demote,
 :meth:`GroupDirector.apply` plans the groups with :func:`~eddl.leader.splitting.plan_groups`
-(offering sub-leaders only, the highest measured bandwidth first; workers spread by speed)
+(offering nodes only: sub-leader daemons first, then ``--can-lead`` workers' groups, the
+highest measured bandwidth first; workers spread by speed)
 and keeps the plan: a worker assigned to a group is redirected there on its next call
 (:meth:`redirect`), a sub-leader that leads no group any more is sent its members home
 (:meth:`demoted`). A sub-leader silent for longer than ``patience`` seconds leads nothing: its
@@ -32,6 +33,7 @@ class Offer:
     node_id: str
     address: str
     last_seen: float
+    worker: bool = False  # a --can-lead worker's group (planned after the sub-leader daemons)
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,14 @@ class GroupDirector:
         self._leader_of: dict[str, str] = {}  # worker -> its sub-leader's node id
 
     # -- what the root sees --------------------------------------------------------------
-    def offer(self, node_id: str, address: str, now: float) -> None:
-        """``node_id`` joined and can lead a group at ``address`` (bounded, else ignored)."""
+    def offer(self, node_id: str, address: str, now: float, *, worker: bool = False) -> None:
+        """``node_id`` joined and can lead a group at ``address`` (bounded, else ignored);
+        ``worker``: it is the group of a worker started with ``--can-lead``."""
         if not node_id or not address or len(address) > MAX_ADDRESS or len(node_id) > 128:
             raise ValueError("a lead offer needs a node id and an address of 1..256 characters")
         if node_id not in self.offers and len(self.offers) >= MAX_OFFERS:
             raise ValueError(f"at most {MAX_OFFERS} nodes may offer to lead")
-        self.offers[node_id] = Offer(node_id, address, now)
+        self.offers[node_id] = Offer(node_id, address, now, worker)
 
     def seen(self, node_id: str, now: float) -> None:
         offer = self.offers.get(node_id)
@@ -78,13 +81,23 @@ class GroupDirector:
     def apply(self, decision: SplitDecision, nodes: list[NodeLink], now: float) -> Regroup:
         """Form ``decision.groups`` groups from ``nodes`` (0: everyone back to the root)."""
         offering = {n for n in self.offers if self.alive(n, now)}
+        daemons = {n for n in offering if not self.offers[n].worker}
         linked = [
-            NodeLink(n.node_id, n.bandwidth, n.speed, candidate=n.node_id in offering)
+            NodeLink(
+                n.node_id,
+                n.bandwidth,
+                n.speed,
+                candidate=n.node_id in daemons,
+                can_lead=n.node_id in offering - daemons,
+            )
             for n in nodes
         ]
         known = {n.node_id for n in linked}
         # A standby sub-leader has not synchronised yet: it enters with no measured figures.
-        linked += [NodeLink(n, 0.0, 0.0, candidate=True) for n in sorted(offering - known)]
+        linked += [
+            NodeLink(n, 0.0, 0.0, candidate=n in daemons, can_lead=n not in daemons)
+            for n in sorted(offering - known)
+        ]
         groups: tuple[Group, ...] = ()
         if decision.groups > 0:
             groups = plan_groups(linked, decision.groups, min_group=self.min_group).groups

@@ -101,7 +101,8 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     log.warning("lead offer ignored", node=node[:128], role=role)
                     return reply
                 try:
-                    self.director.offer(node, address, self.clock())
+                    worker = bool(request.info.lead_worker)
+                    self.director.offer(node, address, self.clock(), worker=worker)
                 except ValueError as exc:
                     log.warning("lead offer refused", node=node[:128], error=str(exc))
                 else:
@@ -148,7 +149,8 @@ def log_regroup(change: Regroup) -> None:
             n.node_id: {
                 "bytes_per_s": round(n.bandwidth, 1),
                 "samples_per_s": round(n.speed, 1),
-                "can_lead": n.candidate,
+                "can_lead": n.candidate or n.can_lead,
+                "lead_worker": n.can_lead,
             }
             for n in change.nodes
         },
@@ -166,7 +168,6 @@ def split_edge(
         running = server()
         return config.advertise or (running.address if running is not None else "")
 
-    meter.members_behind = lambda: {g.leader: len(g.workers) for g in director.groups}
     return GroupEdge(director, meter, log_regroup, home=home)
 
 

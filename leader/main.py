@@ -153,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="split_busy_for_s",
         help=f"seconds the link must stay busy before a split (default: {d['split_busy_for_s']:g})",
     )
+    p.add_argument(
+        "--split-window",
+        type=float,
+        dest="split_window_s",
+        help=f"seconds of synchronisations behind BUC and the worker count (a worker silent "
+        f"for longer is no longer counted) (default: {d['split_window_s']:g})",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -192,6 +199,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "split": args.split,
         "split_hold_s": args.split_hold_s,
         "split_busy_for_s": args.split_busy_for_s,
+        "split_window_s": args.split_window_s,
     }
 
 
@@ -227,7 +235,13 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
 
     mbps = config.link_capacity_mbps
     capacity = mbps * 1e6 / 8 if mbps > 0 else None
-    policy = SplitPolicy(SplitConfig(hold=config.split_hold_s, busy_for=config.split_busy_for_s))
+    policy = SplitPolicy(
+        SplitConfig(
+            window=config.split_window_s,
+            hold=config.split_hold_s,
+            busy_for=config.split_busy_for_s,
+        )
+    )
     edges: list[GroupEdge] = []
 
     def decided(d: SplitDecision) -> None:

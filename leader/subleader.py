@@ -88,6 +88,7 @@ class _Current:
     task: UpstreamTask
     done: asyncio.Event = field(default_factory=asyncio.Event)
     answered: UpstreamTask | None = None
+    contributors: set[str] = field(default_factory=set)  # members whose updates it folds
 
 
 class SubLeader:
@@ -241,6 +242,7 @@ class SubLeader:
         self.sink.add(task_id, params, num_samples, base_version)  # checks before it changes
         del self.in_flight[task_id]
         self.members[node_id].holds = None
+        self.current.contributors.add(node_id)
         complete = self.source.record_done(task.range)
         if complete is not None:
             self.current.answered = complete
@@ -363,13 +365,17 @@ class SubLeader:
             self.sink.upward()  # pushed right here, not kept
             try:
                 reply = await self.uplink.push(
-                    job.job_id, update, seconds=time.monotonic() - started
+                    job.job_id,
+                    update,
+                    seconds=time.monotonic() - started,
+                    workers=len(cur.contributors),
                 )
                 log.info(
                     "upstream task answered",
                     task=update.task_id,
                     samples=update.num_samples,
                     updates=update.updates,
+                    workers=len(cur.contributors),
                     outcome=reply.outcome,
                     version=reply.envelope.model_version,
                     samples_fetched=self.samples.fetched,

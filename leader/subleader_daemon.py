@@ -122,9 +122,11 @@ async def start_group(
     security: NodeSecurity | None = None,
     advertise: str = "",
     pki_dir: Path | None = None,
+    lead_worker: bool = False,
 ) -> RunningGroup:
     """Serve the group on ``bind`` and relay to ``upstream``. With a certificate (kept in
-    ``pki_dir``) the group is served once the root's revocation list is held."""
+    ``pki_dir``) the group is served once the root's revocation list is held. ``lead_worker``:
+    the group is a ``--can-lead`` worker's (its offer ranks after the sub-leader daemons')."""
     credentials = SubLeaderCredentials(security or NodeSecurity("insecure"), upstream, pki_dir)
     uplink = Uplink(cluster_pb2_grpc.ClusterStub(credentials.channel), settings.node_id)
     stub = cluster_pb2_grpc.ClusterStub
@@ -150,6 +152,7 @@ async def start_group(
     address = advertise or server.address
     servicer.leaders = [address, upstream]
     uplink.lead_address = address
+    uplink.lead_worker = lead_worker
     return RunningGroup(sub, server, credentials, asyncio.create_task(sub.run()))
 
 

@@ -3,7 +3,8 @@
 A server interceptor, so it needs nothing from the servicers or the core: each node's
 synchronisation is its ``PullModel`` (when it pulled) plus its ``PushUpdate``, timed around
 their handlers, ``t_sync`` their sum; ``n`` is the number of workers that pushed an update
-within the policy's window (a sub-leader's push counts as the workers of its group). Bytes in
+within the policy's window (a sub-leader's push counts as the members whose updates it folds,
+``TaskStats.workers`` of its update, at most :data:`MAX_BEHIND`). Bytes in
 and out of those two calls, over the configured link capacity,
 give the link's busy share once per ``period``. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
 PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
 PULL_METHOD = "/eddl.v1.Cluster/PullModel"
 MAX_NODES = 65536  # pull times kept for at most this many nodes
+MAX_BEHIND = 256  # the most workers one push may stand for (a sub-leader's group bound)
 
 
 class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -52,13 +54,13 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.capacity = capacity_bytes_per_s
         self.period = period
         self.clock = clock
-        # sub-leader -> the workers it leads (set by the group edge with --split auto): a
-        # sub-leader's push stands for its whole group in the worker count, so the count does
-        # not fall (and call for a demotion) merely because the groups were formed.
-        self.members_behind: Callable[[], Mapping[str, int]] = dict
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
         self._pushed: OrderedDict[str, float] = OrderedDict()  # node -> when it last pushed
         self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
+        # node -> the workers its last push stood for (a sub-leader: the members its group
+        # round folded), so forming groups does not shrink the count (and call for a
+        # demotion) by itself, and members that leave a group lower it.
+        self._behind: dict[str, int] = {}
         self._bytes = 0
         self._since = clock()
         self._decided = clock()
@@ -111,7 +113,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # The node its header names, the stream's bytes (the header's own, plus the tensor
             # bytes it declares: the reassembler refuses a stream that carries other than
             # that) and the speed it reports.
-            seen: dict[str, Any] = {"node": "", "bytes": 0, "speed": 0.0}
+            seen: dict[str, Any] = {"node": "", "bytes": 0, "speed": 0.0, "workers": 1}
 
             async def noted() -> AsyncIterator[Any]:
                 async for message in requests:
@@ -120,6 +122,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         seen["node"] = str(header.envelope.node_id)[:128]
                         seen["bytes"] = message.ByteSize() + header.total_bytes
                         stats = header.stats
+                        seen["workers"] = min(MAX_BEHIND, max(1, int(stats.workers)))
                         if stats.seconds > 0 and math.isfinite(stats.seconds):
                             seen["speed"] = min(1e9, max(0.0, stats.samples / stats.seconds))
                     yield message
@@ -130,7 +133,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if node and outcome not in ("requeued", "job-failed"):
                 now = self.clock()
                 seconds = now - started + self._pulled.pop(node, 0.0)
-                self._synced(node, seconds, now)
+                self._synced(node, seconds, now, int(seen["workers"]))
                 if seconds > 0 and (node in self._links or len(self._links) < MAX_NODES):
                     rate = int(seen["bytes"]) / seconds
                     self._links[node] = NodeLink(node, rate, float(seen["speed"]))
@@ -146,14 +149,11 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _workers(self) -> int:
         """Workers that synchronised within the window, a sub-leader counted as its group."""
-        n = len(self._pushed)
-        for leader, members in self.members_behind().items():
-            if leader in self._pushed:
-                n += max(0, int(members)) - 1
-        return max(n, 1)
+        return max(1, sum(self._behind.get(node, 1) for node in self._pushed))
 
-    def _synced(self, node: str, seconds: float, now: float) -> None:
+    def _synced(self, node: str, seconds: float, now: float, workers: int = 1) -> None:
         self._pushed[node] = now
+        self._behind[node] = workers
         self._pushed.move_to_end(node)  # oldest push first: the trim below is amortised O(1)
         horizon = now - self.policy.config.window
         while self._pushed:
@@ -162,6 +162,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 break
             del self._pushed[old]
             self._links.pop(old, None)
+            self._behind.pop(old, None)
         if seconds > 0:
             self.policy.observe_sync(now, self._workers(), seconds)
         if now - self._since >= self.period:

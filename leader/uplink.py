@@ -65,6 +65,7 @@ class Uplink:
         self.max_model_bytes = max_model_bytes
         self.max_fetch_samples = max_fetch_samples
         self.lead_address = ""  # the group's address, offered to the leader when joining
+        self.lead_worker = False  # the offer is a --can-lead worker's (not a sub-leader daemon's)
         self.rpc_timeout_s = rpc_timeout_s
 
     def envelope(self, job_id: str = "", version: int = 0) -> common_pb2.Envelope:
@@ -78,7 +79,9 @@ class Uplink:
                 envelope=self.envelope(),
                 role="worker",
                 join_token=token,
-                info=cluster_pb2.NodeInfo(lead_address=self.lead_address),
+                info=cluster_pb2.NodeInfo(
+                    lead_address=self.lead_address, lead_worker=self.lead_worker
+                ),
             ),
             timeout=self.rpc_timeout_s,
         )
@@ -167,16 +170,19 @@ class Uplink:
         return str(reply.outcome)
 
     async def push(
-        self, job_id: str, update: UpwardUpdate, *, seconds: float
+        self, job_id: str, update: UpwardUpdate, *, seconds: float, workers: int = 0
     ) -> cluster_pb2.PushUpdateReply:
-        """Answer upstream task ``update.task_id`` with the group's folded update."""
+        """Answer upstream task ``update.task_id`` with the group's folded update, trained by
+        ``workers`` members (the root counts this push as that many workers)."""
         header = cluster_pb2.UpdateHeader(
             envelope=self.envelope(job_id, update.base_version),
             task_id=update.task_id,
             num_samples=update.num_samples,
             num_tensors=len(update.params),
             total_bytes=params_nbytes(update.params),
-            stats=cluster_pb2.TaskStats(samples=update.num_samples, seconds=max(0.0, seconds)),
+            stats=cluster_pb2.TaskStats(
+                samples=update.num_samples, seconds=max(0.0, seconds), workers=max(0, workers)
+            ),
             layer=-1,
         )
         reply: cluster_pb2.PushUpdateReply = await self.stub.PushUpdate(

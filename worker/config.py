@@ -42,6 +42,13 @@ class WorkerConfig:
     leader's ``bootstrap`` port (default: the first leader's port + 1); ``enrol_token_file``
     names a file holding the token instead. ``insecure`` speaks
     plaintext to a loopback leader, authenticated by ``join_token`` and a session credential.
+
+    ``can_lead`` (HOST:PORT, ``--can-lead``): the worker also offers to lead a group. Beside its
+    worker loop the process runs a sub-leader (node ``<node_id>.lead``, the same code as
+    ``eddl-leader --upstream``) that joins the first leader, serves its group on that address
+    and stands by until the root promotes it (``--split auto``); the root plans such workers
+    after the sub-leader daemons. Loopback (``insecure``) only: over mTLS a group needs a
+    certificate of role ``subleader`` (run ``eddl-leader --upstream`` there).
     """
 
     leaders: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
@@ -74,6 +81,7 @@ class WorkerConfig:
     enrol_token: str = ""
     enrol_token_file: str = ""
     bootstrap: str = ""
+    can_lead: str = ""  # HOST:PORT this worker serves a group on once promoted; "": never
 
     def __post_init__(self) -> None:
         if not self.leaders:
@@ -84,6 +92,14 @@ class WorkerConfig:
             raise ConfigError("worker.security must be mtls or insecure")
         if self.bootstrap:
             check_address(self.bootstrap, "worker.bootstrap")
+        if self.can_lead:
+            check_address(self.can_lead, "worker.can_lead")
+            if self.security != "insecure" or self.mcu:
+                raise ConfigError(
+                    "worker.can_lead: only a worker in --insecure (loopback) mode without "
+                    "--mcu can lead; over mTLS run `eddl-leader --upstream` with a certificate "
+                    "of role subleader"
+                )
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError(f"worker.node_id: {self.node_id!r} must be non-empty, no spaces")
         if not math.isfinite(self.throttle) or self.throttle < 1.0:

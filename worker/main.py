@@ -11,6 +11,8 @@ from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
+from eddl.leader.subleader import SubLeaderSettings
+from eddl.leader.subleader_daemon import RunningGroup, start_group
 from eddl.log import configure_logging, get_logger
 from eddl.ops.wiring import WorkerOps
 from eddl.worker.config import WorkerConfig
@@ -97,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap", help="HOST:PORT of the leader's bootstrap port (default: its port + 1)"
     )
+    p.add_argument(
+        "--can-lead",
+        metavar="HOST:PORT",
+        help="also offer to lead a group, served on HOST:PORT once the root promotes this "
+        "worker (--insecure only; default: never leads)",
+    )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
         "--metrics-bind", help="HOST:PORT of a Prometheus /metrics endpoint (default: none)"
@@ -121,6 +129,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "enrol_token": args.enrol_token,
         "enrol_token_file": args.enrol_token_file,
         "bootstrap": args.bootstrap,
+        "can_lead": args.can_lead,
     }
 
 
@@ -136,10 +145,23 @@ async def _serve(config: WorkerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    group = await _stand_by_to_lead(config)
     try:
         await daemon.run()
     finally:
+        if group is not None:
+            await group.stop()
         await ops.close()
+
+
+async def _stand_by_to_lead(config: WorkerConfig) -> RunningGroup | None:
+    """``--can-lead``: the sub-leader beside the worker loop, offering to lead."""
+    if not config.can_lead:
+        return None
+    settings = SubLeaderSettings(node_id=f"{config.node_id}.lead", join_token=config.join_token)
+    return await start_group(
+        settings, bind=config.can_lead, upstream=config.leaders[0], lead_worker=True
+    )
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -91,3 +91,18 @@ def test_the_split_settings_are_refused_out_of_range() -> None:
         for bad in (-1.0, float("nan"), float("inf"), 86401.0):
             with pytest.raises(ConfigError, match=name):
                 LeaderConfig(**{name: bad})
+    assert LeaderConfig(split_window_s=5.0).split_window_s == 5.0
+    for bad in (0.0, -1.0, float("nan"), float("inf"), 86401.0):
+        with pytest.raises(ConfigError, match="split_window_s"):
+            LeaderConfig(split_window_s=bad)
+
+
+def test_can_lead_needs_an_address_and_the_loopback_mode() -> None:
+    from eddl.worker.config import WorkerConfig
+
+    ok = WorkerConfig(security="insecure", can_lead="127.0.0.1:0")
+    assert ok.can_lead == "127.0.0.1:0" and WorkerConfig().can_lead == ""
+    with pytest.raises(ConfigError, match="can_lead"):
+        WorkerConfig(security="insecure", can_lead="no-port")
+    with pytest.raises(ConfigError, match="can_lead: only a worker in --insecure"):
+        WorkerConfig(security="mtls", can_lead="127.0.0.1:0")

@@ -163,3 +163,27 @@ def test_a_promotion_with_no_further_offers_keeps_the_groups_as_they_are() -> No
     change = director.apply(decision, reordered, clock.now)
     assert change.groups == before and "2 groups kept" in change.reason
     assert not change.changed
+
+
+def test_can_lead_workers_lead_only_after_the_sub_leader_daemons_and_others_never() -> None:
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=3, hold=10))
+    director = GroupDirector(patience=1.5)
+    # w00.lead and w01.lead are --can-lead workers' groups, sub-a a sub-leader daemon; the
+    # can-lead ones have the higher measured bandwidth, yet the daemon leads first.
+    director.offer("w00.lead", "127.0.0.1:7100", clock.now, worker=True)
+    director.offer("w01.lead", "127.0.0.1:7101", clock.now, worker=True)
+    director.offer("sub-a", "127.0.0.1:7001", clock.now)
+    nodes = [*WORKERS, NodeLink("w00.lead", 9e9, 0.0), NodeLink("w01.lead", 8e9, 0.0)]
+    busy_root(policy, clock, 12, 1.0, 5)
+    decision = policy.decide(clock.now)
+    assert decision.action == "promote" and decision.groups == 2
+    for sub in ("w00.lead", "w01.lead", "sub-a"):
+        director.seen(sub, clock.now)
+    change = director.apply(decision, nodes, clock.now)
+    assert [g.leader for g in change.groups] == ["sub-a", "w00.lead"]
+    flags = {n.node_id: (n.candidate, n.can_lead) for n in change.nodes}
+    assert flags["sub-a"] == (True, False) and flags["w00.lead"] == (False, True)
+    # A worker that made no offer is never promoted, whatever its link.
+    assert flags["w11"] == (False, False)
+    assert not {g.leader for g in change.groups} & {w.node_id for w in WORKERS}

@@ -1,4 +1,5 @@
-"""The sync meter's worker count: a sub-leader's push stands for the workers of its group."""
+"""The sync meter's worker count: a sub-leader's push stands for the members whose updates it
+folded (``TaskStats.workers``), so forming groups keeps the count and members leaving lower it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ class RecordingPolicy(SplitPolicy):
         super().observe_sync(at, workers, seconds)
 
 
-def sync(meter: SyncMeter, node: str, now: float) -> None:
-    meter._synced(node, 0.05, now)
+def sync(meter: SyncMeter, node: str, now: float, workers: int = 1) -> None:
+    meter._synced(node, 0.05, now, workers)
 
 
 def test_without_groups_every_pushing_node_is_one_worker() -> None:
@@ -30,25 +31,21 @@ def test_without_groups_every_pushing_node_is_one_worker() -> None:
     assert policy.counts == [1, 2, 3, 3]
 
 
-def test_a_sub_leader_counts_as_its_group_so_forming_groups_keeps_the_count() -> None:
+def test_a_sub_leader_counts_as_the_members_its_round_folded() -> None:
     policy = RecordingPolicy()
     meter = SyncMeter(policy, lambda decision: None, clock=lambda: 0.0)
-    groups = {"sub-1": 5, "sub-2": 4}
-    meter.members_behind = lambda: groups
     sync(meter, "w-home", 1.0)  # a worker left with the root
-    sync(meter, "sub-1", 1.1)
-    sync(meter, "sub-2", 1.2)
+    sync(meter, "sub-1", 1.1, workers=5)
+    sync(meter, "sub-2", 1.2, workers=4)
     assert policy.counts == [1, 6, 10]
-    groups["sub-2"] = 0  # a group emptied: its sub-leader stands for nobody
-    sync(meter, "sub-2", 1.3)
-    assert policy.counts[-1] == 6
+    sync(meter, "sub-2", 1.3, workers=1)  # three of its members left: the count falls
+    assert policy.counts[-1] == 7
 
 
 def test_a_sub_leader_outside_the_window_adds_nothing() -> None:
     policy = RecordingPolicy()
     meter = SyncMeter(policy, lambda decision: None, clock=lambda: 0.0)
-    meter.members_behind = lambda: {"sub-1": 5}
-    sync(meter, "sub-1", 1.0)
+    sync(meter, "sub-1", 1.0, workers=5)
     later = 1.0 + policy.config.window + 1.0
     sync(meter, "w1", later)  # sub-1's push has left the window
     assert policy.counts == [5, 1]

@@ -26,7 +26,7 @@ from eddl.proto.v1 import common_pb2 as eddl_dot_v1_dot_common__pb2
 from eddl.proto.v1 import profile_pb2 as eddl_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64\x64l/v1/cluster.proto\x12\x07\x65\x64\x64l.v1\x1a\x14\x65\x64\x64l/v1/common.proto\x1a\x15\x65\x64\x64l/v1/profile.proto\"\x8a\x01\n\x0bTensorChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x08 \x01(\r\"\xb6\x01\n\x08NodeInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12$\n\x1c\x62\x65nchmark_samples_per_second\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12\x10\n\x08throttle\x18\x06 \x01(\x01\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x14\n\x0clead_address\x18\x08 \x01(\t\"\x98\x01\n\x0bJoinRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1f\n\x04info\x18\x04 \x01(\x0b\x32\x11.eddl.v1.NodeInfo\x12!\n\x07profile\x18\x05 \x01(\x0b\x32\x10.eddl.v1.Profile\"\xa6\x01\n\tJoinReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x18\n\x10heartbeat_jitter\x18\x03 \x01(\x01\x12\x0f\n\x07leaders\x18\x04 \x03(\t\x12\x11\n\tleader_id\x18\x05 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x06 \x01(\r\"e\n\x08NodeLoad\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12samples_per_second\x18\x03 \x01(\x01\x12\r\n\x05state\x18\x04 \x01(\t\"\xd6\x01\n\x10HeartbeatRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x1f\n\x04load\x18\x02 \x01(\x0b\x32\x11.eddl.v1.NodeLoad\x12(\n\x07\x64ynamic\x18\x03 \x01(\x0b\x32\x17.eddl.v1.DynamicProfile\x12(\n\x07\x63ompute\x18\x04 \x01(\x0b\x32\x17.eddl.v1.ComputeProfile\x12(\n\x07network\x18\x05 \x01(\x0b\x32\x17.eddl.v1.NetworkProfile\"\x89\x01\n\x0eHeartbeatReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05known\x18\x02 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x0f\n\x07leaders\x18\x04 \x03(\t\x12\x13\n\x0b\x63\x61ncel_task\x18\x05 \x01(\x08\"F\n\x0eGetTaskRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xf8\x01\n\x04Task\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07indexes\x18\x04 \x03(\r\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\r\x12\r\n\x05layer\x18\x06 \x01(\x05\x12\x11\n\talgorithm\x18\x07 \x01(\t\x12\x12\n\nmodel_json\x18\x08 \x01(\t\x12\x12\n\nhyper_json\x18\t \x01(\t\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\x16\n\x0etarget_seconds\x18\x0b \x01(\x01\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x0c \x01(\x01\"\x87\x01\n\x0cGetTaskReply\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\r.eddl.v1.TaskH\x00\x12\x18\n\x0eretry_after_ms\x18\x02 \x01(\rH\x00\x12\x0e\n\x04\x64one\x18\x03 \x01(\tH\x00\x12#\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x11.eddl.v1.EnvelopeB\t\n\x07outcome\"y\n\tTaskStats\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x13\n\x0bstate_bytes\x18\x05 \x01(\x04\x12\x18\n\x10overhead_seconds\x18\x06 \x01(\x01\"\xc6\x01\n\x0cUpdateHeader\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12!\n\x05stats\x18\x06 \x01(\x0b\x32\x12.eddl.v1.TaskStats\x12\r\n\x05layer\x18\x07 \x01(\x05\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\t\"\x8e\x01\n\x0bUpdateChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.eddl.v1.UpdateHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.eddl.v1.TensorChunkH\x00\x12\'\n\x06sparse\x18\x03 \x01(\x0b\x32\x15.eddl.v1.SparseTensorH\x00\x42\x06\n\x04\x62ody\"W\n\x0fPushUpdateReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"`\n\x10PullModelRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x0e\n\x06latest\x18\x03 \x01(\x08\"\\\n\x0bModelHeader\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"c\n\nModelChunk\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.eddl.v1.ModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.eddl.v1.TensorChunkH\x00\x42\x06\n\x04\x62ody\"\\\n\x13\x46\x65tchSamplesRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07indexes\x18\x03 \x03(\r\"{\n\x0bSampleBatch\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07indexes\x18\x02 \x03(\r\x12\x1a\n\x01x\x18\x03 \x01(\x0b\x32\x0f.eddl.v1.Tensor\x12\x1a\n\x01y\x18\x04 \x01(\x0b\x32\x0f.eddl.v1.Tensor\"C\n\x0cLeaveRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\nLeaveReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x16\n\x0erequeued_tasks\x18\x02 \x01(\r2\xb1\x03\n\x07\x43luster\x12\x30\n\x04Join\x12\x14.eddl.v1.JoinRequest\x1a\x12.eddl.v1.JoinReply\x12?\n\tHeartbeat\x12\x19.eddl.v1.HeartbeatRequest\x1a\x17.eddl.v1.HeartbeatReply\x12\x39\n\x07GetTask\x12\x17.eddl.v1.GetTaskRequest\x1a\x15.eddl.v1.GetTaskReply\x12>\n\nPushUpdate\x12\x14.eddl.v1.UpdateChunk\x1a\x18.eddl.v1.PushUpdateReply(\x01\x12=\n\tPullModel\x12\x19.eddl.v1.PullModelRequest\x1a\x13.eddl.v1.ModelChunk0\x01\x12\x44\n\x0c\x46\x65tchSamples\x12\x1c.eddl.v1.FetchSamplesRequest\x1a\x14.eddl.v1.SampleBatch0\x01\x12\x33\n\x05Leave\x12\x15.eddl.v1.LeaveRequest\x1a\x13.eddl.v1.LeaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64\x64l/v1/cluster.proto\x12\x07\x65\x64\x64l.v1\x1a\x14\x65\x64\x64l/v1/common.proto\x1a\x15\x65\x64\x64l/v1/profile.proto\"\x8a\x01\n\x0bTensorChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x08 \x01(\r\"\xcb\x01\n\x08NodeInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12$\n\x1c\x62\x65nchmark_samples_per_second\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12\x10\n\x08throttle\x18\x06 \x01(\x01\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x14\n\x0clead_address\x18\x08 \x01(\t\x12\x13\n\x0blead_worker\x18\t \x01(\x08\"\x98\x01\n\x0bJoinRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x12\n\njoin_token\x18\x03 \x01(\t\x12\x1f\n\x04info\x18\x04 \x01(\x0b\x32\x11.eddl.v1.NodeInfo\x12!\n\x07profile\x18\x05 \x01(\x0b\x32\x10.eddl.v1.Profile\"\xa6\x01\n\tJoinReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x18\n\x10heartbeat_jitter\x18\x03 \x01(\x01\x12\x0f\n\x07leaders\x18\x04 \x03(\t\x12\x11\n\tleader_id\x18\x05 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x06 \x01(\r\"e\n\x08NodeLoad\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12samples_per_second\x18\x03 \x01(\x01\x12\r\n\x05state\x18\x04 \x01(\t\"\xd6\x01\n\x10HeartbeatRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x1f\n\x04load\x18\x02 \x01(\x0b\x32\x11.eddl.v1.NodeLoad\x12(\n\x07\x64ynamic\x18\x03 \x01(\x0b\x32\x17.eddl.v1.DynamicProfile\x12(\n\x07\x63ompute\x18\x04 \x01(\x0b\x32\x17.eddl.v1.ComputeProfile\x12(\n\x07network\x18\x05 \x01(\x0b\x32\x17.eddl.v1.NetworkProfile\"\x89\x01\n\x0eHeartbeatReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\r\n\x05known\x18\x02 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x0f\n\x07leaders\x18\x04 \x03(\t\x12\x13\n\x0b\x63\x61ncel_task\x18\x05 \x01(\x08\"F\n\x0eGetTaskRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xf8\x01\n\x04Task\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07indexes\x18\x04 \x03(\r\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\r\x12\r\n\x05layer\x18\x06 \x01(\x05\x12\x11\n\talgorithm\x18\x07 \x01(\t\x12\x12\n\nmodel_json\x18\x08 \x01(\t\x12\x12\n\nhyper_json\x18\t \x01(\t\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\x16\n\x0etarget_seconds\x18\x0b \x01(\x01\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x0c \x01(\x01\"\x87\x01\n\x0cGetTaskReply\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\r.eddl.v1.TaskH\x00\x12\x18\n\x0eretry_after_ms\x18\x02 \x01(\rH\x00\x12\x0e\n\x04\x64one\x18\x03 \x01(\tH\x00\x12#\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x11.eddl.v1.EnvelopeB\t\n\x07outcome\"\x8a\x01\n\tTaskStats\x12\x0f\n\x07samples\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x13\n\x0bstate_bytes\x18\x05 \x01(\x04\x12\x18\n\x10overhead_seconds\x18\x06 \x01(\x01\x12\x0f\n\x07workers\x18\x07 \x01(\r\"\xc6\x01\n\x0cUpdateHeader\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12!\n\x05stats\x18\x06 \x01(\x0b\x32\x12.eddl.v1.TaskStats\x12\r\n\x05layer\x18\x07 \x01(\x05\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\t\"\x8e\x01\n\x0bUpdateChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.eddl.v1.UpdateHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.eddl.v1.TensorChunkH\x00\x12\'\n\x06sparse\x18\x03 \x01(\x0b\x32\x15.eddl.v1.SparseTensorH\x00\x42\x06\n\x04\x62ody\"W\n\x0fPushUpdateReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"`\n\x10PullModelRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x0e\n\x06latest\x18\x03 \x01(\x08\"\\\n\x0bModelHeader\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x13\n\x0bnum_tensors\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"c\n\nModelChunk\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.eddl.v1.ModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.eddl.v1.TensorChunkH\x00\x42\x06\n\x04\x62ody\"\\\n\x13\x46\x65tchSamplesRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07indexes\x18\x03 \x03(\r\"{\n\x0bSampleBatch\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0f\n\x07indexes\x18\x02 \x03(\r\x12\x1a\n\x01x\x18\x03 \x01(\x0b\x32\x0f.eddl.v1.Tensor\x12\x1a\n\x01y\x18\x04 \x01(\x0b\x32\x0f.eddl.v1.Tensor\"C\n\x0cLeaveRequest\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\nLeaveReply\x12#\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x11.eddl.v1.Envelope\x12\x16\n\x0erequeued_tasks\x18\x02 \x01(\r2\xb1\x03\n\x07\x43luster\x12\x30\n\x04Join\x12\x14.eddl.v1.JoinRequest\x1a\x12.eddl.v1.JoinReply\x12?\n\tHeartbeat\x12\x19.eddl.v1.HeartbeatRequest\x1a\x17.eddl.v1.HeartbeatReply\x12\x39\n\x07GetTask\x12\x17.eddl.v1.GetTaskRequest\x1a\x15.eddl.v1.GetTaskReply\x12>\n\nPushUpdate\x12\x14.eddl.v1.UpdateChunk\x1a\x18.eddl.v1.PushUpdateReply(\x01\x12=\n\tPullModel\x12\x19.eddl.v1.PullModelRequest\x1a\x13.eddl.v1.ModelChunk0\x01\x12\x44\n\x0c\x46\x65tchSamples\x12\x1c.eddl.v1.FetchSamplesRequest\x1a\x14.eddl.v1.SampleBatch0\x01\x12\x33\n\x05Leave\x12\x15.eddl.v1.LeaveRequest\x1a\x13.eddl.v1.LeaveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,45 +36,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORCHUNK']._serialized_start=80
   _globals['_TENSORCHUNK']._serialized_end=218
   _globals['_NODEINFO']._serialized_start=221
-  _globals['_NODEINFO']._serialized_end=403
-  _globals['_JOINREQUEST']._serialized_start=406
-  _globals['_JOINREQUEST']._serialized_end=558
-  _globals['_JOINREPLY']._serialized_start=561
-  _globals['_JOINREPLY']._serialized_end=727
-  _globals['_NODELOAD']._serialized_start=729
-  _globals['_NODELOAD']._serialized_end=830
-  _globals['_HEARTBEATREQUEST']._serialized_start=833
-  _globals['_HEARTBEATREQUEST']._serialized_end=1047
-  _globals['_HEARTBEATREPLY']._serialized_start=1050
-  _globals['_HEARTBEATREPLY']._serialized_end=1187
-  _globals['_GETTASKREQUEST']._serialized_start=1189
-  _globals['_GETTASKREQUEST']._serialized_end=1259
-  _globals['_TASK']._serialized_start=1262
-  _globals['_TASK']._serialized_end=1510
-  _globals['_GETTASKREPLY']._serialized_start=1513
-  _globals['_GETTASKREPLY']._serialized_end=1648
-  _globals['_TASKSTATS']._serialized_start=1650
-  _globals['_TASKSTATS']._serialized_end=1771
-  _globals['_UPDATEHEADER']._serialized_start=1774
-  _globals['_UPDATEHEADER']._serialized_end=1972
-  _globals['_UPDATECHUNK']._serialized_start=1975
-  _globals['_UPDATECHUNK']._serialized_end=2117
-  _globals['_PUSHUPDATEREPLY']._serialized_start=2119
-  _globals['_PUSHUPDATEREPLY']._serialized_end=2206
-  _globals['_PULLMODELREQUEST']._serialized_start=2208
-  _globals['_PULLMODELREQUEST']._serialized_end=2304
-  _globals['_MODELHEADER']._serialized_start=2306
-  _globals['_MODELHEADER']._serialized_end=2398
-  _globals['_MODELCHUNK']._serialized_start=2400
-  _globals['_MODELCHUNK']._serialized_end=2499
-  _globals['_FETCHSAMPLESREQUEST']._serialized_start=2501
-  _globals['_FETCHSAMPLESREQUEST']._serialized_end=2593
-  _globals['_SAMPLEBATCH']._serialized_start=2595
-  _globals['_SAMPLEBATCH']._serialized_end=2718
-  _globals['_LEAVEREQUEST']._serialized_start=2720
-  _globals['_LEAVEREQUEST']._serialized_end=2787
-  _globals['_LEAVEREPLY']._serialized_start=2789
-  _globals['_LEAVEREPLY']._serialized_end=2862
-  _globals['_CLUSTER']._serialized_start=2865
-  _globals['_CLUSTER']._serialized_end=3298
+  _globals['_NODEINFO']._serialized_end=424
+  _globals['_JOINREQUEST']._serialized_start=427
+  _globals['_JOINREQUEST']._serialized_end=579
+  _globals['_JOINREPLY']._serialized_start=582
+  _globals['_JOINREPLY']._serialized_end=748
+  _globals['_NODELOAD']._serialized_start=750
+  _globals['_NODELOAD']._serialized_end=851
+  _globals['_HEARTBEATREQUEST']._serialized_start=854
+  _globals['_HEARTBEATREQUEST']._serialized_end=1068
+  _globals['_HEARTBEATREPLY']._serialized_start=1071
+  _globals['_HEARTBEATREPLY']._serialized_end=1208
+  _globals['_GETTASKREQUEST']._serialized_start=1210
+  _globals['_GETTASKREQUEST']._serialized_end=1280
+  _globals['_TASK']._serialized_start=1283
+  _globals['_TASK']._serialized_end=1531
+  _globals['_GETTASKREPLY']._serialized_start=1534
+  _globals['_GETTASKREPLY']._serialized_end=1669
+  _globals['_TASKSTATS']._serialized_start=1672
+  _globals['_TASKSTATS']._serialized_end=1810
+  _globals['_UPDATEHEADER']._serialized_start=1813
+  _globals['_UPDATEHEADER']._serialized_end=2011
+  _globals['_UPDATECHUNK']._serialized_start=2014
+  _globals['_UPDATECHUNK']._serialized_end=2156
+  _globals['_PUSHUPDATEREPLY']._serialized_start=2158
+  _globals['_PUSHUPDATEREPLY']._serialized_end=2245
+  _globals['_PULLMODELREQUEST']._serialized_start=2247
+  _globals['_PULLMODELREQUEST']._serialized_end=2343
+  _globals['_MODELHEADER']._serialized_start=2345
+  _globals['_MODELHEADER']._serialized_end=2437
+  _globals['_MODELCHUNK']._serialized_start=2439
+  _globals['_MODELCHUNK']._serialized_end=2538
+  _globals['_FETCHSAMPLESREQUEST']._serialized_start=2540
+  _globals['_FETCHSAMPLESREQUEST']._serialized_end=2632
+  _globals['_SAMPLEBATCH']._serialized_start=2634
+  _globals['_SAMPLEBATCH']._serialized_end=2757
+  _globals['_LEAVEREQUEST']._serialized_start=2759
+  _globals['_LEAVEREQUEST']._serialized_end=2826
+  _globals['_LEAVEREPLY']._serialized_start=2828
+  _globals['_LEAVEREPLY']._serialized_end=2901
+  _globals['_CLUSTER']._serialized_start=2904
+  _globals['_CLUSTER']._serialized_end=3337
 # @@protoc_insertion_point(module_scope)

@@ -90,6 +90,7 @@ class NodeInfo(_message.Message):
     THROTTLE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     LEAD_ADDRESS_FIELD_NUMBER: _builtins.int
+    LEAD_WORKER_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     cpu_count: _builtins.int
     memory_bytes: _builtins.int
@@ -101,6 +102,10 @@ class NodeInfo(_message.Message):
     """EDDL version of the node"""
     lead_address: _builtins.str
     """a node that can lead a group (a sub-leader):"""
+    lead_worker: _builtins.bool
+    """the address its members dial; empty: cannot
+    the offer comes from a worker started with
+    """
     @_builtins.property
     def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """datasets this node holds locally (prefetched)"""
@@ -116,10 +121,11 @@ class NodeInfo(_message.Message):
         throttle: _builtins.float = ...,
         version: _builtins.str = ...,
         lead_address: _builtins.str = ...,
+        lead_worker: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark_samples_per_second", b"benchmark_samples_per_second", "cpu_count", b"cpu_count", "datasets", b"datasets", "hostname", b"hostname", "lead_address", b"lead_address", "memory_bytes", b"memory_bytes", "throttle", b"throttle", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark_samples_per_second", b"benchmark_samples_per_second", "cpu_count", b"cpu_count", "datasets", b"datasets", "hostname", b"hostname", "lead_address", b"lead_address", "lead_worker", b"lead_worker", "memory_bytes", b"memory_bytes", "throttle", b"throttle", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -448,6 +454,7 @@ class TaskStats(_message.Message):
     LOSS_FIELD_NUMBER: _builtins.int
     STATE_BYTES_FIELD_NUMBER: _builtins.int
     OVERHEAD_SECONDS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     samples: _builtins.int
     steps: _builtins.int
     seconds: _builtins.float
@@ -460,6 +467,10 @@ class TaskStats(_message.Message):
     gRPC, and for a microcontroller over its serial link). The scheduler sizes tasks so that
     overhead + samples / speed is about the target time.
     """
+    workers: _builtins.int
+    """The workers whose updates this one folds: a sub-leader's group round counts its members
+    that contributed (the root counts its push as that many workers); 0: the node alone.
+    """
     def __init__(
         self,
         *,
@@ -469,10 +480,11 @@ class TaskStats(_message.Message):
         loss: _builtins.float = ...,
         state_bytes: _builtins.int = ...,
         overhead_seconds: _builtins.float = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "overhead_seconds", b"overhead_seconds", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "overhead_seconds", b"overhead_seconds", "samples", b"samples", "seconds", b"seconds", "state_bytes", b"state_bytes", "steps", b"steps", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
