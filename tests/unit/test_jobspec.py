@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eddl.jobspec import INT_BOUNDS, JobSpec, JobSpecError, job_table, load_job_file
+from eddl.jobspec import (
+    INT_BOUNDS,
+    TIFED_SINGLE_TASK_SAMPLES,
+    JobSpec,
+    JobSpecError,
+    job_table,
+    load_job_file,
+)
 
 BASE: dict[str, object] = {"rounds": 3}
 
@@ -99,3 +106,16 @@ def test_binary_or_unreadable_job_files_are_spec_errors(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00[job]")
     with pytest.raises(JobSpecError, match="cannot read"):
         load_job_file(path)
+
+
+def test_tifed_single_tasks_are_capped_unless_the_job_says_otherwise() -> None:
+    base = {**BASE, "dataset": "digits", "algorithm": "tifed-single"}
+    assert JobSpec.from_mapping(base).max_task_samples == TIFED_SINGLE_TASK_SAMPLES
+    assert JobSpec.from_mapping({**base, "max_task_samples": 2000}).max_task_samples == 2000
+    # A minimum above the cap lifts it: the job's own bound is never contradicted.
+    lifted = {**base, "min_task_samples": 900, "default_task_samples": 900}
+    assert JobSpec.from_mapping(lifted).max_task_samples == 900
+    # Other algorithms keep the general default; the cap survives a round trip.
+    assert JobSpec.from_mapping({**base, "algorithm": "tifed"}).max_task_samples == 8192
+    spec = JobSpec.from_mapping(base)
+    assert JobSpec.from_mapping(spec.to_dict()) == spec
