@@ -126,11 +126,17 @@ def test_killed_mcu_task_is_reassigned_and_the_board_rejoins(
     try:
         job_id = _submit(tmp_path, address, "tifed", "rounds = 30")
 
-        def mcu0_busy() -> bool:
-            rows = {n["node_id"]: n for n in status(address)["nodes"]}
-            return bool(rows.get("gw.mcu0", {}).get("current_task"))
+        def mcu0_training() -> bool:
+            # From the gateway's own log (read in a few ms; `eddl status` takes longer than a
+            # board's task under load): gw.mcu0 started a task and has not pushed it yet.
+            lines = gateway.lines()
+            started = [
+                e["task"] for e in lines if e.get("event") == "task" and e.get("node") == "gw.mcu0"
+            ]
+            pushed = {e["task"] for e in _pushed(gateway, "gw.mcu0")}
+            return bool(started) and started[-1] not in pushed
 
-        wait_for(mcu0_busy, 60, "gw.mcu0 to hold a task", step=0.1)
+        wait_for(mcu0_training, 60, "gw.mcu0 to be training a task", step=0.02)
         victim = boards[0]
         port = int(victim.url.rsplit(":", 1)[1])
         victim.proc.kill()
