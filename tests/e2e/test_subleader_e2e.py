@@ -80,6 +80,10 @@ def test_two_groups_train_a_job_and_a_killed_sub_leader_sends_its_workers_home(
             procs.append(start_worker(tmp_path, sub_address, f"w{i}{j}"))
     for j in range(2):
         procs.append(start_worker(tmp_path, address, f"r{j}"))
+    # Every worker joined before sub-1 can die: a worker learns the root's address when it
+    # joins its sub-leader, and one still starting (slow on a loaded host) would know none.
+    workers = [p for p in procs if p.name.startswith(("w", "r"))]
+    wait_for(lambda: all(p.events("joined") for p in workers), 120, "every worker to join")
     job_id = _submit(tmp_path, address, 3.0)
 
     # Both groups answer tasks of the root; then sub-1 dies.
