@@ -226,8 +226,9 @@ class LocalCluster:
             ),
         )
         deadline = time.monotonic() + timeout_s
-        # The bootstrap port is written after the main one: both are known once it exists.
-        while not (boot_file.exists() and boot_file.read_text().strip().isdigit()):
+        # Both ports are known once both files hold a number (the leader writes each as its
+        # server starts; their order is not part of its interface).
+        while not (_port_written(port_file) and _port_written(boot_file)):
             self.check_alive()
             if time.monotonic() > deadline:
                 raise LocalClusterError(f"the leader did not start within {timeout_s:.0f} s")
@@ -361,3 +362,11 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _port_written(path: Path) -> bool:
+    """``path`` exists and holds a port number (a file being written reads as not yet)."""
+    try:
+        return path.read_text().strip().isdigit()
+    except FileNotFoundError:
+        return False
