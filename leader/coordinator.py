@@ -303,6 +303,11 @@ class Coordinator(JobCommands, Queries):
         with self._op():
             self._check_term(term)
             node = self.membership.heartbeat(node_id)
+            finished = self.job_queue.run_for(job_id)
+            if finished is not None and finished.counted(task_id, node_id):
+                # A re-sent update (its first push's reply was lost), possibly the one that
+                # ended the job: acknowledged again, not refused and not counted twice.
+                return UpdateAck(task_id, "duplicate", finished.version, "counted already")
             run = self.job_queue.running(job_id)
             params = meta_params(run, params, sparse, base_version)
             # Counted before the update can end the job (its result reports the bytes).

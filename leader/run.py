@@ -9,7 +9,7 @@ closed are folded into the open round as stale (see :mod:`eddl.leader.aggregator
 out after ``2 × round_deadline`` is taken back and its data re-queued, and its update would then
 be refused. A task a worker reports as failed (:meth:`JobRun.fail_task`) is re-queued at once;
 ``spec.max_task_failures`` failures in a row, with no update taken in between, end the job as
-``failed``: a job whose every task fails would otherwise run, at version 0, forever.
+``failed`` (a job whose every task fails would otherwise run, at version 0, forever).
 """
 
 from __future__ import annotations
@@ -106,8 +106,7 @@ class JobRun:
         )
         if "scheduler" in meta:
             self.scheduler.restore(meta["scheduler"])
-        # Kept in every checkpoint, so a resumed job still reports who trained what and how
-        # its mode changed.
+        # Kept in every checkpoint: a resumed job still reports who trained what, mode changes.
         self.work = WorkTally.from_dict(meta.get("work") or {})
         self.switches = [ModeSwitch.from_dict(s) for s in meta.get("switches") or []]
         self.policy = (
@@ -242,6 +241,10 @@ class JobRun:
             self.policy.observe_wait(max(0.0, now - free_since[0]), now, warmup=free_since[1])
         return task
 
+    def counted(self, task_id: str, node_id: str) -> bool:
+        """Whether ``node_id``'s update for ``task_id`` is in (among the recent tasks done)."""
+        return self.scheduler.ledger.done_by(task_id) == node_id
+
     def submit(
         self,
         node: Node,
@@ -253,10 +256,10 @@ class JobRun:
         seconds: float | None = None,
         overhead: float = 0.0,
     ) -> UpdateAck:
+        if self.counted(task_id, node.node_id):  # re-sent, counted already
+            return UpdateAck(task_id, "duplicate", self.version, "counted already")
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
-        if self.scheduler.ledger.done_by(task_id) == node.node_id:  # re-sent, counted already
-            return UpdateAck(task_id, "duplicate", self.version, "counted already")
         verify = partial(check_update, node=node, params=params, base_version=base_version,
                          num_samples=num_samples, seconds=seconds)  # fmt: skip
         task = self.scheduler.adopt(task_id, node.node_id, node.session, verify)

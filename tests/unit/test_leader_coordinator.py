@@ -283,6 +283,33 @@ def test_duplicate_and_misdirected_updates_are_refused() -> None:
     assert c.job_status("job1")["round"] == {"version": 0, "tasks": 2, "back": 1}
 
 
+def test_a_resent_update_that_ended_the_job_is_acknowledged_not_refused() -> None:
+    # The push that ends a job can lose its reply; the worker sends it again. The leader says
+    # it is counted (once), as for a re-sent update of a running job.
+    clock = Clock()
+    c = coordinator(clock)
+    join(c, 40)
+    c.submit_job(spec(distribution="static", default_task_samples=40, max_epochs=1.0, rounds=100))
+    last = None
+    for _ in range(100):
+        if c.job_status("job1")["status"] != "running":
+            break
+        last = task(c, "w0")
+        push(c, last)
+    st = c.job_status("job1")
+    assert st["status"] == "completed" and last is not None
+    before = (st["samples_trained"], c.model("job1").version)
+    p = train(c.model("job1").params, last.indexes)
+    again = c.submit_update("w0", last.task_id, p, job_id="job1", base_version=last.base_version)
+    assert again.outcome == "duplicate" and again.version == before[1]
+    after = c.job_status("job1")
+    assert (after["samples_trained"], c.model("job1").version) == before
+    # Another node's update, or a task the job did not count, is still refused.
+    c.join("w9", "tok", profile=NodeProfile(benchmark_sps=40))
+    with pytest.raises(JobNotActiveError):
+        c.submit_update("w9", last.task_id, p, job_id="job1", base_version=last.base_version)
+
+
 @pytest.mark.parametrize(
     ("mutate", "kw", "match"),
     [
