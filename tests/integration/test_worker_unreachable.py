@@ -30,6 +30,34 @@ def _every_level() -> Iterator[None]:
     structlog.configure(**saved)
 
 
+def _worker(node_id: str, *leaders: str) -> WorkerDaemon:
+    """A plaintext worker that retries fast and serves nothing of its own."""
+    return WorkerDaemon(
+        WorkerConfig(
+            leaders=list(leaders),
+            node_id=node_id,
+            join_token=TOKEN,
+            security="off",
+            poll_ms=200,
+            backoff_initial_s=0.05,
+            backoff_max_s=0.2,
+            bind="",
+        )
+    )
+
+
+async def _stopped(worker: WorkerDaemon, task: asyncio.Task[None]) -> None:
+    """Stop ``worker`` (its ``run`` is ``task``) within 10 s, cancelling it if it hangs; once
+    stopped, calling it again does nothing."""
+    try:
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 def _closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -39,17 +67,7 @@ def _closed_port() -> int:
 
 async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path: Path) -> None:
     address = f"127.0.0.1:{_closed_port()}"
-    config = WorkerConfig(
-        leaders=[address],
-        node_id="w-late",
-        join_token=TOKEN,
-        security="off",
-        poll_ms=200,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.2,
-        bind="",
-    )
-    worker = WorkerDaemon(config)
+    worker = _worker("w-late", address)
     with capture_logs() as logs:
         task = asyncio.create_task(worker.run())
         try:
@@ -67,12 +85,9 @@ async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path:
                 again = [e for e in logs if e["event"] == "leader reachable again"]
                 assert len(again) == 1 and again[0]["leader"] == address
                 assert again[0]["failed_calls"] >= 3 and worker.unreachable.failing_s == 0.0
-                worker.request_stop()
-                await asyncio.wait_for(task, 10)
+                await _stopped(worker, task)  # while its leader still answers the leave
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await _stopped(worker, task)
 
 
 class _Cancelling(grpc.GenericRpcHandler):
@@ -93,17 +108,7 @@ async def test_a_worker_whose_join_is_cancelled_tries_the_next_leader(tmp_path: 
     await server.start()
     try:
         async with running_cluster(tmp_path) as cluster:
-            config = WorkerConfig(
-                leaders=[f"127.0.0.1:{port}", cluster.address],
-                node_id="w-next",
-                join_token=TOKEN,
-                security="off",
-                poll_ms=200,
-                backoff_initial_s=0.05,
-                backoff_max_s=0.2,
-                bind="",
-            )
-            worker = WorkerDaemon(config)
+            worker = _worker("w-next", f"127.0.0.1:{port}", cluster.address)
             with capture_logs() as logs:
                 task = asyncio.create_task(worker.run())
                 try:
@@ -112,11 +117,7 @@ async def test_a_worker_whose_join_is_cancelled_tries_the_next_leader(tmp_path: 
                     assert not task.done()  # the daemon kept running through the CANCELLED
                     down = [e for e in logs if e["event"] == "leader unreachable"]
                     assert down and down[0]["reason"].startswith("CANCELLED")
-                    worker.request_stop()
-                    await asyncio.wait_for(task, 10)
                 finally:
-                    if not task.done():
-                        task.cancel()
-                        await asyncio.gather(task, return_exceptions=True)
+                    await _stopped(worker, task)
     finally:
         await server.stop(None)
