@@ -20,6 +20,10 @@ Slow work runs beside the owner, never inside it:
 Each command's CPU time on the owner thread goes to ``on_command(name, seconds)`` when given
 (the leader's metrics: what handing out a task or folding an update costs the leader).
 
+The owner takes every command queued when it wakes (up to :data:`MAX_BATCH`) and sends the
+results back in one hop per loop for those that wrote nothing and one for the rest once the
+batch's last write is durable: under load, one wake-up of each thread serves many calls.
+
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
 on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
 """
@@ -54,6 +58,8 @@ T = TypeVar("T")
 # waits for it, e.g. an evaluation posted from the evaluator's thread).
 _Write = tuple[WriteBatch, concurrent.futures.Future[None]]
 _Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
+MAX_BATCH = 16  # commands the owner takes from its queue in one turn (replies wait for it)
+_Commit = concurrent.futures.Future[None] | None  # a command's writes (None: it wrote none)
 
 
 class StoreWriter:
@@ -205,32 +211,61 @@ class LeaderCore:
 
     def _own(self) -> None:
         while True:
-            command = self._commands.get()
-            if command is None:
-                return
-            fn, loop, done = command
-            started = time.thread_time()
-            try:
-                outcome: tuple[bool, Any] = (True, fn())
-            except BaseException as exc:  # handed to the caller, who maps it to a status code
-                outcome = (False, exc)
-            if self._on_command is not None:
-                self._on_command(_name(fn), time.thread_time() - started)
-            if done is None and not outcome[0]:
-                log.error("leader_command_failed", error=repr(outcome[1]))
-            # A refused command changed nothing; whatever a failing one wrote still goes out.
-            commit = self.coordinator.take_commit()
-            raised, self._raised = self._raised, []
-            if loop is not None and done is not None:
-                raised.append((loop, functools.partial(_settle, done, outcome, commit)))
-            if not raised:
-                continue
-            # Once the writes are durable (the writer commits in order, so replies and events
-            # keep the order of the commands): one hop to each loop, events before the reply.
-            if commit is None:
-                _hop(raised)
-            else:
-                commit.add_done_callback(functools.partial(_hop, raised))
+            # Every command queued by now runs in this turn: under load one wake-up of the
+            # owner, and one hop back to each loop per group below, serve many calls.
+            batch = [self._commands.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+            at_once: list[_Raised] = []  # deliveries of commands that wrote nothing
+            durable: list[_Raised] = []  # deliveries that wait for the batch's last commit
+            last: _Commit = None
+            for command in batch:
+                if command is None:
+                    _deliver(at_once, durable, last)
+                    return
+                commit, raised = self._execute(command)
+                if commit is None:
+                    at_once += raised
+                else:
+                    durable += raised
+                    last = commit
+            _deliver(at_once, durable, last)
+
+    def _execute(self, command: _Command) -> tuple[_Commit, list[_Raised]]:
+        """Run one command; its commit (None: it wrote nothing) and its deliveries."""
+        fn, loop, done = command
+        started = time.thread_time()
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as exc:  # handed to the caller, who maps it to a status code
+            outcome = (False, exc)
+        if self._on_command is not None:
+            self._on_command(_name(fn), time.thread_time() - started)
+        if done is None and not outcome[0]:
+            log.error("leader_command_failed", error=repr(outcome[1]))
+        # A refused command changed nothing; whatever a failing one wrote still goes out.
+        commit = self.coordinator.take_commit()
+        raised, self._raised = self._raised, []
+        if loop is not None and done is not None:
+            raised.append((loop, functools.partial(_settle, done, outcome, commit)))
+        return commit, raised
+
+
+def _deliver(
+    at_once: list[_Raised],
+    durable: list[_Raised],
+    last: _Commit,
+) -> None:
+    """One hop to each loop for the commands that wrote nothing, and one once the last
+    commit is in (the writer commits in order, so every earlier one is in too): replies and
+    events keep the order of the commands, events before the reply, none before its writes."""
+    if at_once:
+        _hop(at_once)
+    if durable and last is not None:
+        last.add_done_callback(functools.partial(_hop, durable))
 
 
 def _name(fn: Callable[[], Any]) -> str:

@@ -118,6 +118,58 @@ async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not
         writer.close()
 
 
+async def test_commands_queued_while_the_owner_is_busy_run_in_one_turn_in_order(
+    tmp_path: Path,
+) -> None:
+    core, writer = make(tmp_path, GatedWriter)
+    assert isinstance(writer, GatedWriter)
+    heard: list[DomainEvent] = []
+    core.on_event(heard.append)
+    busy = threading.Event()
+    turns: list[str] = []
+    loop = asyncio.get_running_loop()
+    hops = 0
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal hops
+        hops += 1
+        return plain(*args, **kwargs)  # type: ignore[arg-type]
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+        blocker = asyncio.ensure_future(core.call(lambda: busy.wait(10)))
+        await asyncio.sleep(0.05)  # the owner is inside the blocker
+        # Queued meanwhile: two joins (they write) between commands that write nothing.
+        calls = [
+            asyncio.ensure_future(core.call(lambda: turns.append("a") or "a")),
+            asyncio.ensure_future(core.call(core.coordinator.join, "w0", "tok")),
+            asyncio.ensure_future(core.call(lambda: turns.append("b") or "b")),
+            asyncio.ensure_future(core.call(core.coordinator.join, "w1", "tok")),
+        ]
+        await asyncio.sleep(0.05)
+        hops = 0
+        busy.set()
+        await blocker
+        # The commands that wrote nothing are answered; the joins wait for their writes.
+        assert [await calls[0], await calls[2]] == ["a", "b"] and turns == ["a", "b"]
+        await asyncio.sleep(0.05)
+        assert not calls[1].done() and not calls[3].done() and heard == []
+        writer.gate.set()
+        replies = [await calls[1], await calls[3]]
+        assert [r.node_id for r in replies] == ["w0", "w1"]
+        assert heard == [NodeChanged("w0", "joined"), NodeChanged("w1", "joined")]
+        # The blocker's answer; then one hop for the two plain answers and one for the joins'
+        # answers and events once durable (a hop per command would make five).
+        assert hops == 3
+    finally:
+        loop.call_soon_threadsafe = plain  # type: ignore[method-assign]
+        busy.set()
+        writer.gate.set()
+        core.close()
+        writer.close()
+
+
 class RefusingWriter(StoreWriter):
     """A writer whose store refuses every batch."""
 
