@@ -46,6 +46,15 @@ def make(
     return LeaderCore(coordinator, on_command), writer
 
 
+def gated(tmp_path: Path) -> tuple[LeaderCore, GatedWriter, list[DomainEvent]]:
+    """A core whose writes wait at a gate, and the domain events it delivered so far."""
+    core, writer = make(tmp_path, GatedWriter)
+    assert isinstance(writer, GatedWriter)
+    heard: list[DomainEvent] = []
+    core.on_event(heard.append)
+    return core, writer, heard
+
+
 async def test_commands_run_in_order_on_one_owner_thread(tmp_path: Path) -> None:
     core, writer = make(tmp_path)
     threads: list[str] = []
@@ -93,10 +102,7 @@ async def test_each_command_reports_its_name_and_owner_cpu_time_refused_ones_too
 async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not(
     tmp_path: Path,
 ) -> None:
-    core, writer = make(tmp_path, GatedWriter)
-    assert isinstance(writer, GatedWriter)
-    heard: list[DomainEvent] = []
-    core.on_event(heard.append)
+    core, writer, heard = gated(tmp_path)
     try:
         join = asyncio.ensure_future(core.call(core.coordinator.join, "w0", "tok"))
         # The join's member record waits at the gate; the owner answers other commands.
@@ -121,10 +127,7 @@ async def test_a_reply_and_its_events_wait_for_the_commit_and_the_owner_does_not
 async def test_commands_queued_while_the_owner_is_busy_run_in_one_turn_in_order(
     tmp_path: Path,
 ) -> None:
-    core, writer = make(tmp_path, GatedWriter)
-    assert isinstance(writer, GatedWriter)
-    heard: list[DomainEvent] = []
-    core.on_event(heard.append)
+    core, writer, heard = gated(tmp_path)
     busy = threading.Event()
     turns: list[str] = []
     loop = asyncio.get_running_loop()
