@@ -17,6 +17,7 @@ from eddl.data.presence import presence_tasks
 from eddl.learn.lsgd import LSGDTrainer
 from eddl.learn.metamodel import Regressor
 from eddl.learn.model import MLPSpec, init_params
+from eddl.learn.sgd import SGDTrainer
 from eddl.learn.topp import SparseDelta, top_p
 from eddl.mcu.driver import Device, DeviceError
 from eddl.mcu.launch import Launched
@@ -106,6 +107,37 @@ def test_presence_inner_loop_matches_lsgd(board: Launched) -> None:
         np.testing.assert_allclose(phi[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     names = ["W0", "b0", "W1", "b1"]
     _assert_same_selection(selected, top_p({n: phi[n] - theta[n] for n in names}, 20.0))
+
+
+def test_sgd_mini_batches_read_float_features_too(board: Launched) -> None:
+    """The SGD baseline shares the input path: float32 features (beyond [0, 1], negative)
+    with mini-batches of 5, against SGDTrainer."""
+    rng = np.random.default_rng(8)
+    mlp = MLPSpec((10, 8, 3), ("tanh", "sigmoid"), "bce")
+    x = rng.normal(0.0, 2.0, (20, 10)).astype(np.float32)
+    y = rng.integers(0, 3, 20)
+    theta = init_params(mlp, 8)
+    ref = {k: v.copy() for k, v in theta.items()}
+    SGDTrainer(mlp, 0.05, 5).train(ref, x, y, epochs=2)
+    spec = SetupSpec(
+        Algo.SGD,
+        mlp.sizes,
+        20,
+        5,
+        (Act.TANH, Act.SIGMOID),
+        Loss.BCE,
+        sample_format=SampleFormat.FLOAT_INPUTS,
+    )
+    with Device.open(board.url, timeout=3.0) as dev:
+        model = DeviceModel(dev, spec)
+        assert model.arena_used == arena_need(spec)
+        model.load_params(theta)
+        model.load_samples(x, y)
+        dev.train(20, batch=5, epochs=2, lr=0.05, timeout=60.0)
+        got = model.read_params()
+    for name, value in ref.items():
+        assert not np.allclose(value, theta[name]), f"{name} did not train"
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def _code(dev: Device, type_: MsgType, payload: bytes) -> ErrorCode | int:
