@@ -3,12 +3,14 @@
 Run: ``python -m bench.tinymetafed_mcu`` (needs qemu-system-arm and arm-none-eabi-gcc;
 ``--devices``, ``--no-write``). Writes section ``tinymetafed-mcu`` of docs/benchmarks.md.
 
-Each row is the device round of the job in ``docs/jobs/tinymetafed-digits.toml`` (5-way
-digits, 10 samples per class: 50 samples) that a gateway hands a microcontroller
-(:func:`eddl.worker.mcu_meta.run_mcu_meta_task`): the head rebuilt in numpy on the gateway,
-then the online inner loop (float ``lsgd`` or integer ``lsgd-q8``, batch 1) and the top-P
-selection on the device, its values float32 or (``values = "int8"``) quantised on the device;
-each row also gives the bytes the gateway uploads for the round.
+Each row of the first table is the device round of the job in
+``docs/jobs/tinymetafed-digits.toml`` (5-way digits, 10 samples per class: 50 samples) that
+a gateway hands a microcontroller (:func:`eddl.worker.mcu_meta.run_mcu_meta_task`): the head
+rebuilt in numpy on the gateway, then the online inner loop (float ``lsgd`` or integer
+``lsgd-q8``, batch 1) and the top-P selection on the device, its values float32 or
+(``values = "int8"``) quantised on the device; each row also gives the bytes the gateway
+uploads for the round. The second table does the same for sine
+(``docs/jobs/tinymetafed-sine.toml``) and presence, whose samples the device reads as float32.
 The instructions are the inner loop's, from the firmware's kernel ticks (STATS) under QEMU
 ``-icount shift=0``: one instruction per ns of virtual time, a 25 MHz timer, so 40
 instructions per tick (as ``bench.mcu_fpu``). The on-device top-P selection is not inside
@@ -49,7 +51,9 @@ PART = "STM32L496xx (Cortex-M4F)"
 UA_PER_MHZ = 91.0
 VDD = 3.0
 PJ_PER_CYCLE = UA_PER_MHZ * VDD  # µA/MHz · V = pJ per cycle
-JOB = Path(__file__).resolve().parent.parent / "docs" / "jobs" / "tinymetafed-digits.toml"
+JOBS = Path(__file__).resolve().parent.parent / "docs" / "jobs"
+JOB = JOBS / "tinymetafed-digits.toml"
+SINE_JOB = JOBS / "tinymetafed-sine.toml"
 BOARDS = (("an386", "Cortex-M4F"), ("mps2", "Cortex-M3, soft float"))
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("tinymetafed", "tinymetafed, 1 inner epoch", {}),
@@ -63,6 +67,19 @@ VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ),
     ("reptile", "reptile (dense), 1 inner epoch", {}),
 )
+# Sine and presence reach the device as float32 samples (the SETUP's sample format).
+FLOAT_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("tinymetafed", "tinymetafed, 1 inner epoch", {}),
+    ("reptile", "reptile (dense), 1 inner epoch", {}),
+)
+
+
+def _float_jobs(digits: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The sine job as shipped, and the digits job's schedule on presence (10 samples per
+    device, the task's default network)."""
+    sine = tomllib.loads(SINE_JOB.read_text())["job"]
+    presence = {**digits, "dataset": "presence", "model": {"devices": 8, "held_out": 10}}
+    return [("sine", sine), ("presence", presence)]
 
 
 def _task(job: dict[str, Any], algorithm: str, hyper: dict[str, Any], device: int) -> TaskSpec:
@@ -89,13 +106,18 @@ def _upload_bytes(res: TaskResult) -> int:
     return wire_bytes(records) if records is not None else params_nbytes(res.params)
 
 
-def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, float, int, float]]:
+def _measure(
+    board: str,
+    job: dict[str, Any],
+    devices: int,
+    variants: Sequence[tuple[str, str, dict[str, Any]]] = VARIANTS,
+) -> list[tuple[str, float, int, float]]:
     """(variant, mean instructions per device round, samples trained per round, mean upload
     bytes per round) on ``board``."""
     out: list[tuple[str, float, int, float]] = []
     with start_qemu(board, lifetime=900.0) as q, Device.open(q.url, timeout=5.0) as dev:
         runner = McuTaskRunner(dev, max_buffer=16, train_timeout=300.0)
-        for algorithm, label, hyper in VARIANTS:
+        for algorithm, label, hyper in variants:
             ticks, sent, samples = [], [], 0
             for d in range(devices):
                 task = _task(job, algorithm, hyper, d)
@@ -111,6 +133,17 @@ def _measure(board: str, job: dict[str, Any], devices: int) -> list[tuple[str, f
     return out
 
 
+def _arch(job: dict[str, Any]) -> str:
+    probe = _task(job, "tinymetafed", {}, 0)
+    config = MetaJobConfig.of_wire("tinymetafed", probe.dataset, probe.model_json, "{}")
+    return "-".join(map(str, meta_job(config).model.sizes))
+
+
+def _cells(board: str, instr: float, samples: int, sent: float) -> list[Any]:
+    energy = f"{instr * PJ_PER_CYCLE / 1e9:.2f} mJ" if board == "an386" else "-"
+    return [samples, f"{instr / 1e6:.3f} M", f"{instr / samples:,.0f}", energy, f"{sent:,.0f}"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=3, help="device tasks measured per row")
@@ -124,33 +157,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         MetaJobConfig.of_wire("tinymetafed", probe.dataset, probe.model_json, probe.hyper_json)
     ).model.sizes
     build_firmware("qemu", "fpu", timeout=600)
-    rows = []
+    rows, float_rows = [], []
     for board, cpu in BOARDS:
+        machine = f"`{qemu_machine(board)}` ({cpu})"
         for label, instr, samples, sent in _measure(board, job, args.devices):
-            energy = f"{instr * PJ_PER_CYCLE / 1e9:.2f} mJ" if board == "an386" else "-"
-            rows.append(
-                [
-                    f"`{qemu_machine(board)}` ({cpu})",
-                    label,
-                    samples,
-                    f"{instr / 1e6:.3f} M",
-                    f"{instr / samples:,.0f}",
-                    energy,
-                    f"{sent:,.0f}",
-                ]
-            )
-    table = markdown_table(
-        [
-            "QEMU machine",
-            "device round",
-            "samples trained",
-            "instructions / round",
-            "per sample trained",
-            f"energy / round ({PART})",
-            "upload bytes / round",
-        ],
-        rows,
-    )
+            rows.append([machine, label, *_cells(board, instr, samples, sent)])
+        for name, float_job in _float_jobs(job):
+            arch = _arch(float_job)
+            for label, instr, samples, sent in _measure(
+                board, float_job, args.devices, FLOAT_VARIANTS
+            ):
+                cells = _cells(board, instr, samples, sent)
+                float_rows.append([machine, f"{name} {arch}", label, *cells])
+    columns = [
+        "samples trained",
+        "instructions / round",
+        "per sample trained",
+        f"energy / round ({PART})",
+        "upload bytes / round",
+    ]
+    table = markdown_table(["QEMU machine", "device round", *columns], rows)
+    float_table = markdown_table(["QEMU machine", "task", "device round", *columns], float_rows)
     arch = "-".join(map(str, sizes))
     body = f"""
 The device round a gateway hands a microcontroller for `docs/jobs/tinymetafed-digits.toml`
@@ -162,6 +189,13 @@ Upload bytes: the serialised sparse records the gateway sends (`values = "int8"`
 device's own int8 records and scales, forwarded as they are), or Reptile's dense float32 `φ`.
 
 {table}
+
+Sine (`docs/jobs/tinymetafed-sine.toml`: float32 inputs and regression targets, MSE, 10
+samples per device) and presence (float32 sensor features, class labels, 10 samples per
+device) on the same devices, their samples sent as float32 (the SETUP's sample format,
+[firmware.md](firmware.md#sample-formats)); `lsgd-q8` takes character tasks only:
+
+{float_table}
 
 Instructions: firmware kernel ticks (STATS) under QEMU `-icount shift=0`, 40 instructions per
 tick (see *MCU firmware: L-SGD vs SGD*). Energy: instructions × {UA_PER_MHZ:g} µA/MHz ×

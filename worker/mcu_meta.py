@@ -10,8 +10,10 @@ the top-P entries of ``φ − θ`` of the shared layers itself
 (:meth:`~eddl.worker.mcu_runner.McuTaskRunner.inner_loop`). TinyMetaFed uploads those records
 as they are: with ``values = "int8"`` the device quantises them and the gateway forwards its
 int8 records and scales without re-quantising; Reptile selects 100% and uploads
-``φ = θ + δ`` densely. The device's pixels are the task's inputs as uint8
-(``round(x · 255)``: the character tasks scale uint8 pixels by 1/255, so this is exact).
+``φ = θ + δ`` densely. A character task's samples reach the device as uint8 pixels
+(``round(x · 255)``: the character tasks scale uint8 pixels by 1/255, so this is exact) and
+class labels; a presence task's as float32 features and class labels, a sine task's as float32
+inputs and regression targets (the SETUP's sample format, :mod:`eddl.mcu.metaplan`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from eddl.worker.executor import TaskError, TaskResult, TaskSpec
 from eddl.worker.metatask import check_meta_task
 
 if TYPE_CHECKING:
-    from eddl.worker.mcu_runner import McuTaskRunner
+    from eddl.worker.mcu_runner import DeviceAlgorithm, McuTaskRunner
 
 __all__ = ["check_mcu_meta_task", "run_mcu_meta_task"]
 
@@ -66,11 +68,15 @@ def run_mcu_meta_task(
     except ValueError as exc:
         raise TaskError(f"task {task.task_id}: {exc}") from exc
     device = job.tasks.train[task.indexes[0]]
-    x_u8 = np.rint(device.x_train * np.float32(255.0)).astype(np.uint8)
+    if plan.float_samples:
+        x = np.asarray(device.x_train, dtype=np.float32)
+    else:
+        x = np.rint(device.x_train * np.float32(255.0)).astype(np.uint8)
     opts = job.options
     started = time.perf_counter()
     shared = {n: np.asarray(a, dtype=np.float32) for n, a in theta.items()}
     kernel = opts.kernel
+    algo: DeviceAlgorithm = plan  # the float lsgd kernel runs the plan's device model
     if kernel == "lsgd-q8":  # θ_q and its format, exactly as a Python worker quantizes them
         q8 = Q8Round(
             job.model, job.split, shared, device.x_train, device.y_train, opts, seed=task.seed
@@ -89,12 +95,11 @@ def run_mcu_meta_task(
             epochs=opts.recon_epochs,
             seed=task.seed,
         )
-        algo = get_algorithm(kernel, plan.model, plan.hyper)
     result = runner.inner_loop(
         kernel,
         algo,
         full,
-        x_u8,
+        x,
         device.y_train,
         shared_layers=plan.shared_layers,
         top_p=opts.top_p if opts.sparse else 100.0,

@@ -35,6 +35,7 @@ from eddl.learn.algorithms import Algorithm, Q8Algorithm, TifedAlgorithm
 from eddl.learn.params import Params
 from eddl.learn.topp import SparseDelta
 from eddl.mcu.driver import Device, McuError
+from eddl.mcu.metaplan import MetaDevicePlan
 from eddl.mcu.plan import (
     MCU_ALGORITHMS,
     job_setup,
@@ -55,12 +56,17 @@ from eddl.worker.training import TaskRunner
 
 __all__ = [
     "LINK_FAILURES",
+    "DeviceAlgorithm",
     "DeviceLostError",
     "InnerLoopResult",
     "McuCounters",
     "McuExecutor",
     "McuTaskRunner",
 ]
+
+# What a device trains: a job's algorithm, or a meta job's device model (its float ``lsgd``
+# kernel, whatever sample format the task's inputs and targets take).
+DeviceAlgorithm = Algorithm | MetaDevicePlan
 
 # What a dying link raises: the driver's typed errors, pyserial's, the OS's.
 LINK_FAILURES = (McuError, ProtocolError, serial.SerialException, OSError)
@@ -116,7 +122,9 @@ class McuTaskRunner:
         self._model, self._key = DeviceModel(self.device, spec), key
         return self._model, True
 
-    def _prepare(self, algorithm: str, algo: Algorithm, shared_layers: int = 0) -> DeviceModel:
+    def _prepare(
+        self, algorithm: str, algo: DeviceAlgorithm, shared_layers: int = 0
+    ) -> DeviceModel:
         """SETUP (and ship TIFeD's feedback matrices) when the model changes."""
         shape = "-".join(map(str, algo.sizes))
         if isinstance(algo, TifedAlgorithm):
@@ -153,13 +161,15 @@ class McuTaskRunner:
             )
         return self._setup(spec, (spec,))[0]
 
-    def _load_model(self, model: DeviceModel, algo: Algorithm, params: Mapping[str, Any]) -> None:
+    def _load_model(
+        self, model: DeviceModel, algo: DeviceAlgorithm, params: Mapping[str, Any]
+    ) -> None:
         model.load_params(dict(params))
         if isinstance(algo, Q8Algorithm):
             # A worker's lsgd-q8 trainer is fresh per task: seed 0, counter 0.
             model.load_q8_format(algo.fmt.weight_frac, algo.fmt.bias_frac, seed=0, counter=0)
 
-    def _train_args(self, algo: Algorithm, batch: int, layer: int) -> dict[str, Any]:
+    def _train_args(self, algo: DeviceAlgorithm, batch: int, layer: int) -> dict[str, Any]:
         if isinstance(algo, TifedAlgorithm):
             return {
                 "batch": batch,
@@ -235,7 +245,7 @@ class McuTaskRunner:
     def inner_loop(
         self,
         algorithm: str,
-        algo: Algorithm,
+        algo: DeviceAlgorithm,
         params: Mapping[str, np.ndarray],
         x: np.ndarray,
         y: np.ndarray,
@@ -251,7 +261,9 @@ class McuTaskRunner:
         arrival order for one pass, else ``default_rng(seed).permutation`` per pass, as
         :func:`eddl.learn.tinymetafed.device_round`), then the top-P records of ``φ − θ`` of
         layers ``0..shared_layers-1``. ``algorithm`` is the kernel: ``lsgd`` or ``lsgd-q8``;
-        ``values = "int8"`` has the device quantise the values (:func:`read_selected_int8`)."""
+        ``values = "int8"`` has the device quantise the values (:func:`read_selected_int8`).
+        ``x`` and ``y`` are uint8 pixels and class labels, or float32 features and labels or
+        regression targets ``(n, outputs)``, as the model's sample format says."""
         if algorithm not in ("lsgd", "lsgd-q8"):
             raise TaskError(f"the inner loop runs on lsgd or lsgd-q8, not {algorithm}")
         if not 1 <= shared_layers <= len(algo.sizes) - 1:

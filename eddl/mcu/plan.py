@@ -11,6 +11,11 @@ Jobs bridged to devices (:data:`MCU_ALGORITHMS`): TIFeD (``tifed`` full network,
 summation order differs). A device offers the algorithms whose kernels its HELLO lists
 (:func:`offered_algorithms`); :func:`job_fit` tells whether a job's network fits its arena.
 A SETUP with ``shared_layers`` also plans the top-P snapshot (``firmware/src/topp.c``).
+
+A float job's model may say how its samples look: ``"inputs": "float"`` (float32 features,
+read as they are, instead of uint8 pixels read as ``x / 255``) and ``"targets": "float"``
+(float32 regression targets, MSE, instead of class labels); :func:`job_setup` turns them into
+the SETUP's :class:`~eddl.mcu.protocol.SampleFormat`, and the sample buffer grows to match.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .protocol import MAX_LAYERS, Act, Algo, Loss, SetupSpec
+from .protocol import MAX_LAYERS, Act, Algo, Loss, ProtocolError, SampleFormat, SetupSpec
 
 __all__ = [
     "MCU_ALGORITHMS",
@@ -28,6 +33,7 @@ __all__ = [
     "largest_capacity",
     "largest_job_capacity",
     "offered_algorithms",
+    "sample_format",
     "tifed_fit",
     "tifed_setup",
 ]
@@ -100,8 +106,8 @@ def arena_need(spec: SetupSpec) -> int:
         off = _take(off, dims[0] * 4)
     else:
         off = _take(off, dims[0] * 4)
-    off = _take(off, spec.capacity * dims[0])
-    off = _take(off, spec.capacity)
+    off = _take(off, spec.capacity * dims[0] * (4 if spec.float_inputs else 1))
+    off = _take(off, spec.capacity * (dims[layers] * 4 if spec.float_targets else 1))
     if spec.shared_layers:
         width = 1 if spec.algo == Algo.LSGD_Q8 else 4
         for i in range(spec.shared_layers):
@@ -151,6 +157,8 @@ def job_setup(
         raise ValueError(f"model has no layer sizes: {sizes!r}")
     widths = tuple(int(s) for s in sizes)
     if _ALGO[algorithm] == Algo.TIFED:
+        if sample_format(model):
+            raise ValueError("tifed runs on uint8 pixels and class labels, not float samples")
         batch = hyper.get("batch_size", 25)
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch_size {batch!r} is not a positive integer")
@@ -164,15 +172,36 @@ def job_setup(
     except KeyError as exc:
         raise ValueError(f"the firmware has no activation or loss {exc}") from exc
     # L-SGD is per sample: the device holds one row of activations, whatever batch_size says.
-    return SetupSpec(
-        _ALGO[algorithm],
-        widths,
-        capacity=capacity,
-        max_batch=1,
-        activations=act_codes,
-        loss=loss_code,
-        shared_layers=shared_layers,
-    )
+    try:
+        return SetupSpec(
+            _ALGO[algorithm],
+            widths,
+            capacity=capacity,
+            max_batch=1,
+            activations=act_codes,
+            loss=loss_code,
+            shared_layers=shared_layers,
+            sample_format=sample_format(model),
+        )
+    except ProtocolError as exc:
+        raise ValueError(f"{algorithm}: {exc}") from exc
+
+
+def sample_format(model: Mapping[str, Any]) -> SampleFormat:
+    """The sample format a job's model asks for (``inputs``: ``"pixels"`` or ``"float"``;
+    ``targets``: ``"labels"`` or ``"float"``); ValueError for anything else."""
+    inputs, targets = model.get("inputs", "pixels"), model.get("targets", "labels")
+    if inputs not in ("pixels", "float") or targets not in ("labels", "float"):
+        raise ValueError(
+            f"model inputs must be 'pixels' or 'float' and targets 'labels' or 'float', "
+            f"got {inputs!r} and {targets!r}"
+        )
+    fmt = SampleFormat.PIXELS
+    if inputs == "float":
+        fmt |= SampleFormat.FLOAT_INPUTS
+    if targets == "float":
+        fmt |= SampleFormat.FLOAT_TARGETS
+    return fmt
 
 
 def largest_job_capacity(

@@ -30,6 +30,7 @@ __all__ = [
     "Loss",
     "MsgType",
     "ProtocolError",
+    "SampleFormat",
     "SetupSpec",
     "Stats",
     "TensorKind",
@@ -116,6 +117,18 @@ class Loss(enum.IntEnum):
     BCE = 0
     CE = 1
     MSE = 2
+
+
+class SampleFormat(enum.IntFlag):
+    """How SETUP lays out the sample buffer (its optional last byte; none: ``PIXELS``).
+
+    ``PIXELS``: uint8 pixels read as ``x / 255`` and u8 class labels, as every SETUP before the
+    byte existed. ``FLOAT_INPUTS``: float32 features read as they are. ``FLOAT_TARGETS``:
+    float32 regression targets, one per output (MSE). Float kernels (L-SGD, SGD) only."""
+
+    PIXELS = 0
+    FLOAT_INPUTS = 1
+    FLOAT_TARGETS = 2
 
 
 class TensorKind(enum.IntEnum):
@@ -250,6 +263,7 @@ class SetupSpec:
     target: int = 16
     act_shift: int = 8
     shared_layers: int = 0  # layers 0..k-1 get a theta snapshot for top-P (MsgType.TOPP)
+    sample_format: SampleFormat = SampleFormat.PIXELS
 
     def __post_init__(self) -> None:
         layers = len(self.sizes) - 1
@@ -263,11 +277,29 @@ class SetupSpec:
             raise ProtocolError("need 1 <= max_batch <= capacity <= 65535")
         if not 0 <= self.shared_layers <= layers:
             raise ProtocolError(f"shared_layers must be in 0..{layers}")
+        fmt = SampleFormat(self.sample_format)
+        if fmt and self.algo not in (Algo.LSGD, Algo.SGD):
+            raise ProtocolError(
+                f"float samples need a float kernel (lsgd, sgd), not {self.algo.name}"
+            )
+        if SampleFormat.FLOAT_TARGETS in fmt and self.loss != Loss.MSE:
+            raise ProtocolError("float32 targets are regression targets: the loss must be MSE")
+
+    @property
+    def float_inputs(self) -> bool:
+        return SampleFormat.FLOAT_INPUTS in SampleFormat(self.sample_format)
+
+    @property
+    def float_targets(self) -> bool:
+        return SampleFormat.FLOAT_TARGETS in SampleFormat(self.sample_format)
 
 
 def setup_payload(spec: SetupSpec) -> bytes:
+    """SETUP's payload; the sample-format byte is sent only when it is not ``PIXELS``, so a
+    pixel model's SETUP is byte for byte what it always was."""
     layers = len(spec.sizes) - 1
     acts = spec.activations or tuple(Act.LINEAR for _ in range(layers))
+    fmt = bytes([int(spec.sample_format)]) if spec.sample_format else b""
     return (
         struct.pack(
             "<BBBBBBHH",
@@ -282,6 +314,7 @@ def setup_payload(spec: SetupSpec) -> bytes:
         )
         + struct.pack(f"<{layers + 1}H", *spec.sizes)
         + bytes(int(a) for a in acts)
+        + fmt
     )
 
 

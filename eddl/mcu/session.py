@@ -2,7 +2,9 @@
 
 :class:`DeviceModel` wraps a :class:`~eddl.mcu.driver.Device` with one SETUP. It checks every
 array on the host (names, shapes, dtypes, finiteness, pixel and label ranges) before anything is
-sent, so bad input raises :class:`McuInputError` and the device is untouched.
+sent, so bad input raises :class:`McuInputError` and the device is untouched. Samples are
+uint8 pixels with class labels, or float32 features with class labels or float32 regression
+targets, as the SETUP's :class:`~eddl.mcu.protocol.SampleFormat` says.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class McuInputError(ValueError):
 def param_dtype(algo: Algo) -> np.dtype[np.generic]:
     """Weight dtype per algorithm: TIFeD int32, L-SGD/SGD float32, L-SGD-q8 int8."""
     return np.dtype({Algo.TIFED: np.int32, Algo.LSGD_Q8: np.int8}.get(algo, np.float32))
+
+
+def _finite_f32(a: np.ndarray) -> bool:
+    """Every value finite once it is a float32 (a float64 beyond float32's range is not)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(a.astype(np.float32)).all())
 
 
 class DeviceModel:
@@ -128,29 +136,57 @@ class DeviceModel:
         return int(struct.unpack("<II", seed_counter)[1])
 
     def load_samples(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
-        """Put uint8 pixel rows (and labels) at the start of the device's sample buffer."""
-        width, classes = self.spec.sizes[0], self.spec.sizes[-1]
-        if not isinstance(x, np.ndarray) or x.dtype.kind not in "iu" or x.ndim != 2:
-            raise McuInputError("samples must be a 2-D integer (uint8 pixel) array")
+        """Put samples (and their targets) at the start of the device's sample buffer: uint8
+        pixel rows and class labels, or, as the SETUP's sample format says, float32 feature
+        rows and float32 regression targets of shape ``(n, outputs)``. Everything is checked
+        before the first byte is sent."""
+        n = self._check_inputs(x)
+        if y is not None:
+            self._check_targets(y, n)
+        if self.spec.float_inputs:
+            self.device.load(TENSOR_X, np.ascontiguousarray(x, dtype="<f4").tobytes())
+        else:
+            self.device.load(TENSOR_X, x.astype(np.uint8).tobytes())
+        if y is not None:
+            dtype = "<f4" if self.spec.float_targets else np.uint8
+            self.device.load(TENSOR_Y, np.ascontiguousarray(y, dtype=dtype).tobytes())
+        return n
+
+    def _check_inputs(self, x: np.ndarray) -> int:
+        width = self.spec.sizes[0]
+        floats = self.spec.float_inputs
+        kinds, what = ("f", "float32 feature") if floats else ("iu", "integer (uint8 pixel)")
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in kinds or x.ndim != 2:
+            raise McuInputError(f"samples must be a 2-D {what} array")
         n = int(x.shape[0])
         if x.shape[1] != width or not 1 <= n <= self.spec.capacity:
             raise McuInputError(
                 f"samples have shape {x.shape}; need (1..{self.spec.capacity}, {width})"
             )
-        if x.min() < 0 or x.max() > 255:
+        if floats:
+            if not _finite_f32(x):
+                raise McuInputError("samples hold NaN or Inf (or values beyond float32)")
+        elif x.min() < 0 or x.max() > 255:
             raise McuInputError("pixels must lie in 0..255")
-        if y is not None:
-            if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.shape != (n,):
-                raise McuInputError(f"labels must be an integer array of shape ({n},)")
-            if y.min() < 0 or y.max() >= classes:
-                raise McuInputError(f"labels must lie in 0..{classes - 1}")
-        self.device.load(TENSOR_X, x.astype(np.uint8).tobytes())
-        if y is not None:
-            self.device.load(TENSOR_Y, y.astype(np.uint8).tobytes())
         return n
 
+    def _check_targets(self, y: np.ndarray, n: int) -> None:
+        outputs = self.spec.sizes[-1]
+        if self.spec.float_targets:
+            if not isinstance(y, np.ndarray) or y.dtype.kind != "f" or y.shape != (n, outputs):
+                raise McuInputError(f"targets must be a float array of shape ({n}, {outputs})")
+            if not _finite_f32(y):
+                raise McuInputError("targets hold NaN or Inf (or values beyond float32)")
+            return
+        if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.shape != (n,):
+            raise McuInputError(f"labels must be an integer array of shape ({n},)")
+        if y.min() < 0 or y.max() >= outputs:
+            raise McuInputError(f"labels must lie in 0..{outputs - 1}")
+
     def predict(self, x: np.ndarray, *, timeout: float | None = None) -> npt.NDArray[np.int64]:
-        """Labels predicted on the device, in buffer-sized chunks."""
+        """Labels predicted on the device, in buffer-sized chunks (classifiers only)."""
+        if self.spec.float_targets:
+            raise McuInputError("a regression model (float targets) predicts no labels")
         step = min(self.spec.capacity, self.device.max_payload)
         out = []
         for start in range(0, x.shape[0], step):

@@ -270,7 +270,7 @@ static long on_train(const uint8_t *p, size_t n, uint8_t *out)
         return -ERR_BAD_ARG;
     }
     const unsigned classes = m->dims[m->nlayers];
-    for (uint16_t s = 0; s < a.n; ++s) {
+    for (uint16_t s = 0; s < a.n && !(m->format & FORMAT_FLOAT_TARGETS); ++s) {
         if (m->Y[s] >= classes) {
             return -ERR_BAD_ARG;
         }
@@ -323,6 +323,9 @@ static long on_predict(const uint8_t *p, size_t n, uint8_t *out)
     const uint16_t count = get16(p);
     if (count < 1u || count > m->capacity) {
         return -ERR_BAD_ARG;
+    }
+    if (m->format & FORMAT_FLOAT_TARGETS) {
+        return -ERR_BAD_ARG; /* PREDICT answers class labels; a regression model has none */
     }
 #if MAX_PAYLOAD < 0xFFFFu /* otherwise every u16 count fits the reply */
     if (count > MAX_PAYLOAD) {

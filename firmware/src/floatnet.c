@@ -3,7 +3,9 @@
  * L-SGD keeps only each layer's outputs and two delta buffers sized to the widest layer: the
  * backward pass computes layer l-1's delta with the old W(l) row by row and updates that row at
  * once. SGD ("Algorithm 1") keeps a gradient buffer per weight and bias, a delta per layer, and
- * applies the mean gradient after the batch's backward passes. Inputs are pixels / 255.
+ * applies the mean gradient after the batch's backward passes. Inputs are pixels / 255, or
+ * float32 features as they are; targets are class labels (one-hot) or float32 regression
+ * targets (the sample format chosen at SETUP).
  */
 #include <math.h>
 #include <string.h>
@@ -41,9 +43,15 @@ static float slope(uint8_t act, float y)
     }
 }
 
+/* Sample s into xin: pixels / 255, or float32 features as they are. */
 static void load_input(uint16_t s)
 {
     model_t *m = &g_model;
+    if (m->format & FORMAT_FLOAT_INPUTS) {
+        const size_t row = (size_t)m->dims[0] * sizeof(float);
+        memcpy(m->xin, m->X + (size_t)s * row, row);
+        return;
+    }
     const uint8_t *x = m->X + (size_t)s * m->dims[0];
     for (unsigned i = 0; i < m->dims[0]; ++i) {
         m->xin[i] = (float)x[i] / 255.0f;
@@ -86,14 +94,22 @@ static void forward(void)
     }
 }
 
-/* Output delta into d: y - t for sigmoid+BCE and softmax+CE, (y - t) f'(y) for MSE. */
-static void output_delta(uint8_t label, float *d)
+/* Output delta of sample s into d: y - t for sigmoid+BCE and softmax+CE, (y - t) f'(y) for
+ * MSE. The target t is the one-hot of a class label, or a row of float32 regression targets
+ * (MSE; with a linear output the delta is y - t, the gradient of (y - t)^2 / 2). */
+static void output_delta(uint16_t s, float *d)
 {
     model_t *m = &g_model;
     const unsigned L = m->nlayers, C = m->dims[L];
     const float *y = (const float *)m->act[L - 1u];
+    const int regression = (m->format & FORMAT_FLOAT_TARGETS) != 0;
+    const uint8_t label = regression ? 0u : m->Y[s];
     for (unsigned k = 0; k < C; ++k) {
-        const float e = y[k] - (k == label ? 1.0f : 0.0f);
+        float t = k == label ? 1.0f : 0.0f;
+        if (regression) {
+            memcpy(&t, m->Y + ((size_t)s * C + k) * sizeof(float), sizeof t);
+        }
+        const float e = y[k] - t;
         d[k] = m->loss == LOSS_MSE ? e * slope(m->acts[L - 1u], y[k]) : e;
     }
 }
@@ -108,7 +124,7 @@ void lsgd_train(const train_args_t *a)
             forward();
             float *d = (float *)m->delta[0];
             float *next = (float *)m->delta[1];
-            output_delta(m->Y[s], d);
+            output_delta(s, d);
             for (unsigned l = m->nlayers; l-- > 0u;) {
                 const unsigned in = m->dims[l], out = m->dims[l + 1u];
                 const float *x = l == 0u ? m->xin : (const float *)m->act[l - 1u];
@@ -157,7 +173,7 @@ void sgd_train(const train_args_t *a)
             for (uint16_t s = first; s < first + count; ++s) {
                 load_input(s);
                 forward();
-                output_delta(m->Y[s], (float *)m->delta[L - 1u]);
+                output_delta(s, (float *)m->delta[L - 1u]);
                 for (unsigned l = L; l-- > 0u;) {
                     const unsigned in = m->dims[l], out = m->dims[l + 1u];
                     const float *x = l == 0u ? m->xin : (const float *)m->act[l - 1u];

@@ -16,6 +16,16 @@ static uint64_t take(uint64_t *off, uint64_t bytes)
     return at;
 }
 
+uint64_t model_x_row_bytes(const model_t *m)
+{
+    return (uint64_t)m->dims[0] * ((m->format & FORMAT_FLOAT_INPUTS) ? 4u : 1u);
+}
+
+uint64_t model_y_row_bytes(const model_t *m)
+{
+    return (m->format & FORMAT_FLOAT_TARGETS) ? (uint64_t)m->dims[m->nlayers] * 4u : 1u;
+}
+
 /* Lay out every buffer of `m` from offset 0; pointers hold offsets until relocated. */
 static uint64_t plan(model_t *m)
 {
@@ -101,8 +111,8 @@ static uint64_t plan(model_t *m)
         m->xin = AT(float *, (uint64_t)m->dims[0] * 4u);
         break;
     }
-    m->X = AT(uint8_t *, (uint64_t)m->capacity * m->dims[0]);
-    m->Y = AT(uint8_t *, m->capacity);
+    m->X = AT(uint8_t *, (uint64_t)m->capacity * model_x_row_bytes(m));
+    m->Y = AT(uint8_t *, (uint64_t)m->capacity * model_y_row_bytes(m));
     if (m->shared > 0u) {
         const uint64_t width = m->algo == ALGO_LSGD_Q8 ? 1u : 4u;
         for (unsigned l = 0; l < m->shared; ++l) {
@@ -173,9 +183,12 @@ int model_setup(const uint8_t *p, size_t n)
     if (m.nlayers < 1u || m.nlayers > MAX_LAYERS) {
         return ERR_BAD_ARG;
     }
-    if (n != 10u + 2u * (m.nlayers + 1u) + m.nlayers) {
+    /* The sample format is an optional last byte, so that every earlier SETUP stays valid. */
+    const size_t base = 10u + 2u * (m.nlayers + 1u) + m.nlayers;
+    if (n != base && n != base + 1u) {
         return ERR_BAD_ARG;
     }
+    m.format = n == base + 1u ? p[base] : 0u;
     if (m.algo < ALGO_TIFED || m.algo > ALGO_LSGD_Q8) {
         return ERR_BAD_ARG;
     }
@@ -191,7 +204,7 @@ int model_setup(const uint8_t *p, size_t n)
             return ERR_BAD_ARG;
         }
     }
-    if (m.dims[m.nlayers] > 255u) { /* labels are one byte */
+    if (!(m.format & FORMAT_FLOAT_TARGETS) && m.dims[m.nlayers] > 255u) { /* u8 labels */
         return ERR_BAD_ARG;
     }
     for (unsigned l = 0; l < m.nlayers; ++l) {
@@ -205,6 +218,12 @@ int model_setup(const uint8_t *p, size_t n)
         return ERR_BAD_ARG;
     }
     if (m.loss > LOSS_MSE) {
+        return ERR_BAD_ARG;
+    }
+    /* Float samples feed the float kernels only; float targets are regression targets (MSE). */
+    if ((m.format & ~(unsigned)FORMAT_ALL) != 0u ||
+        (m.format != 0u && m.algo != ALGO_LSGD && m.algo != ALGO_SGD) ||
+        ((m.format & FORMAT_FLOAT_TARGETS) && m.loss != LOSS_MSE)) {
         return ERR_BAD_ARG;
     }
     if (m.algo == ALGO_TIFED && (m.target < 1u || m.target > 127u || m.act_shift > 16u)) {
@@ -254,8 +273,8 @@ int model_tensor(uint8_t id, uint8_t **ptr, size_t *bytes, uint8_t *elem)
     }
     if (id == TENSOR_X) {
         *ptr = m->X;
-        *bytes = (size_t)m->capacity * m->dims[0];
-        *elem = ELEM_U8;
+        *bytes = (size_t)(m->capacity * model_x_row_bytes(m));
+        *elem = (m->format & FORMAT_FLOAT_INPUTS) ? ELEM_F32 : ELEM_U8;
         return 0;
     }
     if (id == TENSOR_Q8STATE) {
@@ -269,8 +288,8 @@ int model_tensor(uint8_t id, uint8_t **ptr, size_t *bytes, uint8_t *elem)
     }
     if (id == TENSOR_Y) {
         *ptr = m->Y;
-        *bytes = m->capacity;
-        *elem = ELEM_U8;
+        *bytes = (size_t)(m->capacity * model_y_row_bytes(m));
+        *elem = (m->format & FORMAT_FLOAT_TARGETS) ? ELEM_F32 : ELEM_U8;
         return 0;
     }
     const unsigned l = id / 4u, k = id % 4u;

@@ -26,6 +26,7 @@ typedef struct {
     uint8_t target;    /* TIFeD one-hot scale */
     uint8_t act_shift; /* TIFeD: v = z // (2^act_shift * fan_in) */
     uint8_t shared;    /* layers 0..shared-1 take part in top-P (topp.c); 0: none */
+    uint8_t format;    /* FORMAT_* bits: float32 inputs, float32 targets; 0: pixels, labels */
     uint16_t capacity;  /* samples the X/Y buffer holds */
     uint16_t max_batch; /* widest mini-batch TRAIN may ask for */
     uint16_t dims[MAX_LAYERS + 1u];
@@ -38,8 +39,8 @@ typedef struct {
     int16_t *B[MAX_LAYERS]; /* TIFeD feedback matrices, hidden layers only */
     int8_t *fmt[MAX_LAYERS]; /* lsgd-q8 per-layer {fw, fb} */
     uint8_t *q8state;        /* lsgd-q8 {u32 seed, u32 counter} */
-    uint8_t *X;
-    uint8_t *Y;
+    uint8_t *X; /* capacity rows of dims[0] uint8 pixels or float32 features */
+    uint8_t *Y; /* capacity u8 labels, or rows of dims[L] float32 targets */
     /* Working buffers. */
     void *act[MAX_LAYERS];     /* per-layer outputs (batch rows for TIFeD / SGD) */
     uint8_t *ginv[MAX_LAYERS]; /* TIFeD gradInv per output */
@@ -64,5 +65,8 @@ int model_setup(const uint8_t *p, size_t n);
 int model_tensor(uint8_t id, uint8_t **ptr, size_t *bytes, uint8_t *elem);
 /* Bytes a configuration needs (also used by the size report). */
 uint64_t model_plan_bytes(const model_t *shape);
+/* Bytes of one sample's inputs and of its target in the X and Y buffers. */
+uint64_t model_x_row_bytes(const model_t *m);
+uint64_t model_y_row_bytes(const model_t *m);
 
 #endif

@@ -68,8 +68,14 @@ enum { ALGO_TIFED = 1, ALGO_LSGD = 2, ALGO_SGD = 3, ALGO_LSGD_Q8 = 4 };
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_SOFTMAX = 4 };
 enum { LOSS_BCE = 0, LOSS_CE = 1, LOSS_MSE = 2 };
 
+/* Sample format (SETUP's optional last byte; absent = 0: uint8 pixels and u8 class labels).
+ * Float inputs are float32 features read as they are (not pixels / 255); float targets are
+ * float32 regression targets, one per output (MSE). Float algorithms only. */
+enum { FORMAT_FLOAT_INPUTS = 1, FORMAT_FLOAT_TARGETS = 2, FORMAT_ALL = 3 };
+
 /* Tensor ids for LOAD/READ: layer l has W = 4l, b = 4l+1, feedback B = 4l+2 (TIFeD hidden
- * layers), format = 4l+3 (lsgd-q8 {fw, fb} fractional bits); the sample buffer is X, labels Y. */
+ * layers), format = 4l+3 (lsgd-q8 {fw, fb} fractional bits); the sample buffer is X (uint8
+ * pixels or float32 features), labels Y (u8 class labels or float32 targets). */
 #define TENSOR_W(l) ((uint8_t)(4u * (l)))
 #define TENSOR_X 0xF0u
 #define TENSOR_Y 0xF1u

@@ -1,7 +1,8 @@
 """A TinyMetaFed device round on a microcontroller equals a Python worker's: the same
 reconstruction, the same online pass (float lsgd to float tolerance; lsgd-q8 bit for bit, on
 the host simulator and under QEMU on the Cortex-M3, M4F and M7 images), the same top-P entries
-selected on the device; the local head never leaves it."""
+selected on the device; the local head never leaves it. Character tasks reach the device as
+uint8 pixels, sine and presence as float32 samples."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from eddl.mcu.driver import Device
 from eddl.mcu.launch import Launched
 from eddl.metajob import MetaJobConfig, meta_job
-from eddl.worker.executor import TaskError, TaskSpec
+from eddl.worker.executor import TaskError, TaskResult, TaskSpec
 from eddl.worker.mcu_meta import run_mcu_meta_task
 from eddl.worker.mcu_runner import McuTaskRunner
 from eddl.worker.metatask import run_meta_task
@@ -52,6 +53,12 @@ def test_device_round_on_the_mcu_equals_the_python_workers(
     with Device.open(sim.url) as dev:
         got = run_mcu_meta_task(McuTaskRunner(dev, max_buffer=16, train_timeout=30.0), task, theta)
     assert got.samples == want.samples == 30
+    _assert_same_float_round(got, want, algorithm)
+
+
+def _assert_same_float_round(got: TaskResult, want: TaskResult, algorithm: str) -> None:
+    """The device's float round is the Python worker's: the same top-P entries (TinyMetaFed:
+    shared layers only) or the same dense φ (Reptile), values to float tolerance."""
     if algorithm == "tinymetafed":
         assert got.sparse is not None and want.sparse is not None and not got.params
         assert list(got.sparse) == list(want.sparse) == ["W0", "b0", "W1", "b1"]  # no head
@@ -66,27 +73,62 @@ def test_device_round_on_the_mcu_equals_the_python_workers(
             np.testing.assert_allclose(got.params[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_a_sine_job_is_refused_before_anything_reaches_the_device(sim: Launched) -> None:
-    task = _task("tinymetafed", {})
-    sine = TaskSpec(
-        **{
-            **task.__dict__,
-            "dataset": "sine",
-            "model_json": json.dumps(
-                {"devices": 4, "held_out": 2, "samples": 6, "task": "sine", "task_seed": 3}
-            ),
-        }
+def _float_task(dataset: str, algorithm: str, hyper: dict[str, object]) -> TaskSpec:
+    model = {"devices": 4, "held_out": 2, "samples": 8, "task": dataset, "task_seed": 5}
+    if dataset == "sine":
+        model["hidden"] = [16, 12]
+    return TaskSpec(
+        job_id="j",
+        task_id="t2",
+        version=0,
+        dataset=dataset,
+        indexes=(1,),
+        algorithm=algorithm,
+        model_json=json.dumps(model),
+        hyper_json=json.dumps(hyper),
+        seed=13,
     )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "algorithm", "hyper"),
+    [
+        ("sine", "tinymetafed", {"top_p": 20, "local_layers": 1, "lr": 0.02}),
+        ("sine", "reptile", {"lr": 0.02}),
+        ("presence", "tinymetafed", {"top_p": 10, "local_layers": 1, "lr": 0.05}),
+    ],
+)
+def test_float_task_device_round_on_the_mcu_equals_the_python_workers(
+    board: Launched, dataset: str, algorithm: str, hyper: dict[str, object]
+) -> None:
+    """Sine (float inputs and regression targets) and presence (float features, labels) go to
+    the device as float32 samples; its round equals a Python worker's to float tolerance."""
+    task = _float_task(dataset, algorithm, hyper)
+    job = meta_job(MetaJobConfig.of_wire(algorithm, dataset, task.model_json, task.hyper_json))
+    theta = job.initial_shared()
+    want = run_meta_task(task, theta)
+    with Device.open(board.url, timeout=5.0) as dev:
+        runner = McuTaskRunner(dev, max_buffer=16, train_timeout=60.0)
+        got = run_mcu_meta_task(runner, task, theta)
+        assert runner._model is not None and runner._model.spec.float_inputs
+        assert runner._model.spec.float_targets == (dataset == "sine")
+    assert got.samples == want.samples and got.steps == want.steps and got.kernel_ticks > 0
+    _assert_same_float_round(got, want, algorithm)
+    if want.sparse is not None:
+        assert sum(len(w.values) for w in want.sparse.values()) > 0
+    else:
+        assert any(not np.array_equal(want.params[n], theta[n]) for n in theta)  # it learned
+
+
+def test_an_lsgd_q8_sine_task_is_refused_before_anything_reaches_the_device(sim: Launched) -> None:
+    task = _float_task("sine", "tinymetafed", {"kernel": "lsgd-q8"})
     with Device.open(sim.url) as dev:
         runner = McuTaskRunner(dev, max_buffer=16, train_timeout=30.0)
-        with pytest.raises(TaskError, match="character tasks"):
-            run_mcu_meta_task(
-                runner,
-                sine,
-                meta_job(
-                    MetaJobConfig.of_wire("tinymetafed", "sine", sine.model_json, "{}")
-                ).initial_shared(),
-            )
+        before = dev.stats()
+        with pytest.raises(TaskError, match="lsgd-q8 runs on uint8 pixels"):
+            run_mcu_meta_task(runner, task, {})
+        after = dev.stats()
+    assert after.frames_ok == before.frames_ok + 1  # the second STATS alone reached it
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eddl.mcu.protocol import TENSOR_X, TENSOR_Y, Act, Algo, SetupSpec, TensorKind, tensor_id
+from eddl.mcu.protocol import (
+    TENSOR_X,
+    TENSOR_Y,
+    Act,
+    Algo,
+    Loss,
+    ProtocolError,
+    SampleFormat,
+    SetupSpec,
+    TensorKind,
+    setup_payload,
+    tensor_id,
+)
 from eddl.mcu.session import DeviceModel, McuInputError, param_dtype
 
 
@@ -98,6 +110,71 @@ def test_samples_go_to_x_and_y() -> None:
     x = np.arange(12, dtype=np.int64).reshape(2, 6)
     m.load_samples(x, np.array([2, 0]))
     assert dev.loads == [(TENSOR_X, bytes(range(12))), (TENSOR_Y, bytes([2, 0]))]
+
+
+FLOAT_SPEC = SetupSpec(
+    Algo.LSGD,
+    (3, 4, 2),
+    capacity=4,
+    activations=(Act.TANH, Act.LINEAR),
+    loss=Loss.MSE,
+    sample_format=SampleFormat.FLOAT_INPUTS | SampleFormat.FLOAT_TARGETS,
+)
+
+
+@pytest.mark.parametrize(
+    "x,y",
+    [
+        (np.zeros((2, 3), np.uint8), np.zeros((2, 2), np.float32)),  # pixels, not floats
+        (np.zeros((2, 4), np.float32), np.zeros((2, 2), np.float32)),  # wrong width
+        (np.zeros((5, 3), np.float32), np.zeros((5, 2), np.float32)),  # over capacity
+        (np.array([[0, np.nan, 0], [0, 0, 0]], np.float32), np.zeros((2, 2), np.float32)),
+        (np.full((2, 3), 1e39), np.zeros((2, 2), np.float32)),  # beyond float32
+        (np.zeros((2, 3), np.float32), np.array([0, 1])),  # labels, not targets
+        (np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32)),  # one target per output
+        (np.zeros((2, 3), np.float32), np.array([[0, np.inf], [0, 0]], np.float32)),
+    ],
+)
+def test_bad_float_samples_are_refused_before_sending(x: np.ndarray, y: np.ndarray) -> None:
+    m, dev = model(FLOAT_SPEC)
+    with pytest.raises(McuInputError):
+        m.load_samples(x, y)
+    assert dev.loads == []
+
+
+def test_float_samples_go_to_x_and_y_as_little_endian_float32() -> None:
+    m, dev = model(FLOAT_SPEC)
+    x = np.arange(6, dtype=np.float64).reshape(2, 3) - 2.5
+    y = np.array([[0.5, -1.0], [2.0, 3.0]], np.float32)
+    m.load_samples(x, y)
+    assert dev.loads == [
+        (TENSOR_X, x.astype("<f4").tobytes()),
+        (TENSOR_Y, y.astype("<f4").tobytes()),
+    ]
+    with pytest.raises(McuInputError, match="regression"):
+        m.predict(x)
+    features = SetupSpec(
+        Algo.LSGD,
+        (3, 4, 2),
+        capacity=4,
+        activations=(Act.TANH, Act.SIGMOID),
+        sample_format=SampleFormat.FLOAT_INPUTS,
+    )
+    fm, fdev = model(features)
+    fm.load_samples(x.astype(np.float32), np.array([1, 0]))
+    assert fdev.loads[-1] == (TENSOR_Y, bytes([1, 0]))
+    with pytest.raises(McuInputError):
+        fm.load_samples(x.astype(np.float32), np.array([[0.5], [1.0]], np.float32))
+
+
+def test_float_formats_need_a_float_kernel_and_targets_need_mse() -> None:
+    with pytest.raises(ProtocolError, match="float kernel"):
+        SetupSpec(Algo.TIFED, (3, 2), capacity=2, sample_format=SampleFormat.FLOAT_INPUTS)
+    with pytest.raises(ProtocolError, match="MSE"):
+        SetupSpec(Algo.LSGD, (3, 2), capacity=2, sample_format=SampleFormat.FLOAT_TARGETS)
+    assert setup_payload(FLOAT_SPEC)[-1] == 3
+    plain = SetupSpec(Algo.LSGD, (3, 2), capacity=2, activations=(Act.SIGMOID,))
+    assert len(setup_payload(plain)) == 10 + 2 * 2 + 1  # no format byte
 
 
 def test_feedback_checks() -> None:
