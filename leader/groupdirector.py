@@ -134,9 +134,13 @@ class GroupDirector:
             return None
         return self.offers[leader].address
 
+    def leads(self, node_id: str) -> bool:
+        """``node_id`` leads one of the groups now (the root promoted it)."""
+        return any(g.leader == node_id for g in self.groups)
+
     def demoted(self, node_id: str) -> bool:
         """``node_id`` offered to lead but leads no group now: its members go home."""
-        return node_id in self.offers and not any(g.leader == node_id for g in self.groups)
+        return node_id in self.offers and not self.leads(node_id)
 
     def _set(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups

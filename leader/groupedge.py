@@ -21,6 +21,11 @@ leader's own state is untouched):
 :meth:`GroupEdge.decided` applies the split policy's promotions and demotions. Every change is
 handed to ``on_regroup`` with the figures behind it (the daemon logs a ``regroup`` event); a
 promotion that forms no new group (no further node offers to lead) changes nothing.
+
+:meth:`GroupEdge.leads` tells the meter whose push may stand for several workers
+(``TaskStats.workers``): a sub-leader the root promoted (``--split auto``), or with
+``--split advise`` (``acts=False``: offers are recorded, nobody is redirected) a sub-leader
+whose offer the root admitted, since it was given its members by hand.
 """
 
 from __future__ import annotations
@@ -58,8 +63,10 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         home: Callable[[], str],
         clock: Callable[[], float] = time.monotonic,
+        acts: bool = True,
     ) -> None:
         self.director = director
+        self.acts = acts  # False: offers are only recorded (--split advise)
         self.meter = meter
         self.on_regroup = on_regroup
         self.home = home  # the root's own address, for members sent home
@@ -74,6 +81,12 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.on_regroup(change)
         return change
 
+    def leads(self, node_id: str) -> bool:
+        """Whether ``node_id``'s push may stand for the members its group round folded."""
+        if self.acts:
+            return self.director.leads(node_id)
+        return node_id in self.director.offers
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -85,7 +98,7 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if method == JOIN:
             return handler._replace(unary_unary=self._join(handler.unary_unary))
-        if method in (HEARTBEAT, GET_TASK):
+        if method in (HEARTBEAT, GET_TASK) and self.acts:
             return handler._replace(unary_unary=self._redirect(method, handler.unary_unary))
         return handler
 
@@ -160,15 +173,18 @@ def log_regroup(change: Regroup) -> None:
 def split_edge(
     config: LeaderConfig, meter: SyncMeter, server: Callable[[], RunningServer | None]
 ) -> GroupEdge:
-    """``--split auto``: the edge of a root daemon; a sub-leader is lost after the same
-    silence that expires a node at the root."""
+    """The group edge of a root daemon, which also tells ``meter`` whose push may stand for
+    several workers. ``--split auto`` regroups; ``advise`` only records the lead offers. A
+    sub-leader is lost after the same silence that expires a node at the root."""
     director = GroupDirector(patience=config.patience * config.heartbeat_interval_s * 1.5)
 
     def home() -> str:
         running = server()
         return config.advertise or (running.address if running is not None else "")
 
-    return GroupEdge(director, meter, log_regroup, home=home)
+    edge = GroupEdge(director, meter, log_regroup, home=home, acts=config.split == "auto")
+    meter.leads = edge.leads
+    return edge
 
 
 def _role(context: grpc.aio.ServicerContext) -> str | None:

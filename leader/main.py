@@ -250,13 +250,14 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
             edge.decided(d)
 
     meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
-    if config.split == "auto":
-        edges.append(split_edge(config, meter, lambda: holder[0].server))
+    edge = split_edge(config, meter, lambda: holder[0].server)
+    if edge.acts:
+        edges.append(edge)  # decisions regroup
     daemon = LeaderDaemon(
         config,
         lock=lock,
         interceptors=[*ops.interceptors, meter],
-        authorized_interceptors=edges,
+        authorized_interceptors=[edge],
         on_command=ops.sink.command,
     )
     holder.append(daemon)
