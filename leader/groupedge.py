@@ -30,9 +30,10 @@ handed to ``on_regroup`` with the figures behind it (the daemon logs a ``regroup
 promotion that forms no new group (no further node offers to lead) changes nothing.
 
 :meth:`GroupEdge.leads` tells the meter whose push may stand for several workers
-(``TaskStats.workers``): a sub-leader the root promoted (``--split auto``), or with
-``--split advise`` (``acts=False``: offers are recorded, nobody is redirected) a sub-leader
-whose offer the root admitted, since it was given its members by hand.
+(``TaskStats.workers``): a sub-leader whose offer the root admitted, promoted by the root
+(``--split auto``) or given its members by hand (``--split advise``, ``acts=False``: offers
+are recorded, nobody is redirected); never a worker, nor a ``--can-lead`` worker's pending
+offer.
 """
 
 from __future__ import annotations
@@ -94,10 +95,13 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return change
 
     def leads(self, node_id: str) -> bool:
-        """Whether ``node_id``'s push may stand for the members its group round folded."""
-        if self.acts:
-            return self.director.leads(node_id)
-        return node_id in self.director.offers
+        """Whether ``node_id``'s push may stand for the members its group round folded: it is
+        a sub-leader whose offer to lead the root admitted (over mTLS, a certificate of role
+        subleader). One the root promoted has such an offer; so has one started with its
+        members by hand (``--split advise``), and one just demoted or regrouped that still
+        folds its members' updates (counting it as one would itself call for a demotion)."""
+        offer = self.director.offers.get(node_id)
+        return offer is not None and not offer.pending
 
     async def intercept_service(
         self,

@@ -1,5 +1,5 @@
 """The root's sync meter over real gRPC: workers' syncs and bytes feed the split policy; only
-a sub-leader the root promoted may push for several workers."""
+a sub-leader whose offer the root admitted may push for several workers."""
 
 from __future__ import annotations
 
@@ -116,7 +116,9 @@ async def _answer(uplink: Uplink, workers: int) -> None:
 
 
 @pytest.mark.usefixtures("every_log_level")
-async def test_only_a_promoted_sub_leader_pushes_for_several_workers(tmp_path: Path) -> None:
+async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_its_group(
+    tmp_path: Path,
+) -> None:
     policy = CountingPolicy()
     meter = SyncMeter(policy, lambda d: None)
     config = LeaderConfig(

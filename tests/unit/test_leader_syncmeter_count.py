@@ -1,6 +1,6 @@
 """The sync meter's worker count: a sub-leader's push stands for the members whose updates it
 folded (``TaskStats.workers``), so forming groups keeps the count and members leaving lower it;
-only a sub-leader of the root may declare that figure."""
+only a sub-leader whose offer the root admitted may declare that figure."""
 
 from __future__ import annotations
 
@@ -78,23 +78,21 @@ def _edge(acts: bool) -> GroupEdge:
     director = GroupDirector(patience=60.0)
     director.offer("sub-1", "127.0.0.1:7001", 0.0)
     director.offer("sub-2", "127.0.0.1:7002", 0.0)
+    # A --can-lead worker's own offer over mTLS: its sub-leader has not joined.
+    director.offer("w9.lead", "127.0.0.1:7009", 0.0, worker=True, owner="w9")
     return GroupEdge(director, meter, print, home=lambda: "", clock=lambda: 1.0, acts=acts)
 
 
-def test_with_split_auto_only_a_promoted_sub_leader_leads() -> None:
-    edge = _edge(acts=True)
-    assert not edge.leads("sub-1") and not edge.leads("w1")  # offered, not promoted
+@pytest.mark.parametrize("acts", [True, False])
+def test_only_a_sub_leader_whose_offer_the_root_admitted_leads(acts: bool) -> None:
+    edge = _edge(acts)
+    assert edge.leads("sub-1") and edge.leads("sub-2")
+    assert not edge.leads("w1")  # no offer: a worker
+    assert not edge.leads("w9.lead") and not edge.leads("w9")  # pending, and its owner
     promote = SplitDecision("promote", 1, "test", SplitFigures(4, None, None, None, 1.0, 0), 1.0)
     nodes = [NodeLink(f"w{i}", 1e6, 10.0) for i in range(4)]
-    formed = edge.director.apply(promote, nodes, 1.0)
-    assert [g.leader for g in formed.groups] == ["sub-1"]
-    assert edge.leads("sub-1") and not edge.leads("sub-2") and not edge.leads("w1")
+    edge.director.apply(promote, nodes, 1.0)
     demote = SplitDecision("demote", 0, "test", SplitFigures(1, None, None, None, 0.0, 1), 2.0)
     edge.director.apply(demote, nodes, 2.0)
-    assert not edge.leads("sub-1")
-
-
-def test_with_split_advise_a_sub_leader_whose_offer_was_admitted_leads() -> None:
-    edge = _edge(acts=False)
-    assert edge.leads("sub-1") and edge.leads("sub-2")
-    assert not edge.leads("w1")
+    # Demoted, it still folds its members' updates until they are home: still counted.
+    assert edge.leads("sub-1") and not edge.leads("w1")
