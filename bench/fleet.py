@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import math
 import statistics
 import sys
@@ -34,6 +36,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_devices import PROFILES_DIR, DeviceProfile, FleetHost, load_profiles, shard
 from bench.fleet_procs import fleet_leader, sub_leaders
-from bench.report import markdown_table, write_section
+from bench.fleet_report import describe
+from bench.fleet_split import auto_flags, describe_promotion, promoted, promotions
+from bench.report import write_section
 from bench.scale import TOKEN
 from eddl.cli.jobs import submit_job
 from eddl.log import configure_logging
@@ -106,6 +111,8 @@ class FleetResult:
     heartbeat_ms_per_s: float  # owner CPU per second of heartbeats
     leader_cpu_ms: float  # the leader process' CPU per update
     host_cpu_share: float  # this process' CPU seconds per wall second (1.0 = one core)
+    members: tuple[int, ...] = ()  # devices with each watched sub-leader at the end
+    note: str = ""  # auto: what the root decided
 
 
 def fleet_job(
@@ -154,11 +161,14 @@ async def run_fleet(
     seconds: float,
     warmup: float = 5.0,
     ramp_per_s: float = 20.0,
+    ready: Any = None,
+    watch: Sequence[str] = (),
 ) -> FleetResult:
     """Run ``devices`` against the leaders ``targets`` (the root, or its sub-leaders: device
     ``i`` dials ``targets[i % len(targets)]``), coming online ``ramp_per_s`` a second, and once
-    all started and ``warmup`` passed, measure for ``seconds``; the figures with ``root`` in
-    their name are the root's (``metrics_url``, ``leader_pid``)."""
+    all started (and ``ready()``, when given, within 60 s more) and ``warmup`` passed, measure
+    for ``seconds``; the figures with ``root`` in their name are the root's (``metrics_url``,
+    ``leader_pid``); ``members``: the devices with each sub-leader of ``watch`` at the end."""
     host = FleetHost(targets, TOKEN, profiles, shard(devices, 1, 0), ramp_per_s=ramp_per_s)
     running = asyncio.create_task(host.run())
     leader = psutil.Process(leader_pid)
@@ -168,6 +178,8 @@ async def run_fleet(
         # say how many it still counts alive.
         ramp = devices / ramp_per_s
         await _until(lambda: host.started == devices or running.done(), ramp + 60, "ramp")
+        if ready is not None:
+            await _until(lambda: ready() or running.done(), 60, "wait for the root's split")
         await asyncio.sleep(warmup)
         before = await asyncio.to_thread(_scrape, metrics_url)
         host.syncs.clear()
@@ -177,6 +189,7 @@ async def run_fleet(
         after = await asyncio.to_thread(_scrape, metrics_url)
         syncs, done1 = list(host.syncs), host.tasks_done
         cpu1, mine1, t1 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
+        members = tuple(sum(d.link.address == a for d in host.daemons) for a in watch)
     finally:
         host.stop()
         await running
@@ -189,7 +202,13 @@ async def run_fleet(
         failed=len(host.failures),
         failed_why=", ".join(f"{n}x {k}" for k, n in kinds.most_common(3)),
         seconds=wall,
-        topology="flat" if len(targets) == 1 else f"split ({len(targets)} sub-leaders)",
+        topology=(
+            f"auto ({len(watch)} candidates)"
+            if watch
+            else "flat"
+            if len(targets) == 1
+            else f"split ({len(targets)} sub-leaders)"
+        ),
         device_updates_per_s=(done1 - done0) / wall,
         updates_per_s=(after.updates - before.updates) / wall,
         t_sync=statistics.fmean(syncs) if syncs else math.nan,
@@ -198,6 +217,7 @@ async def run_fleet(
         heartbeat_ms_per_s=1e3 * (after.seconds(HEARTBEAT) - before.seconds(HEARTBEAT)) / wall,
         leader_cpu_ms=1e3 * (cpu1 - cpu0) / updates,
         host_cpu_share=(mine1 - mine0) / wall,
+        members=members,
     )
 
 
@@ -210,66 +230,45 @@ async def measure(
     task_seconds: float,
     ramp_per_s: float = 20.0,
     topologies: Sequence[str] = ("flat",),
+    link_mbps: float = 8.0,
 ) -> list[FleetResult]:
-    """Each device count with each topology in turn: ``flat`` (every device at the root) or
-    ``split`` (two sub-leaders started by hand, the devices shared between them)."""
+    """Each device count with each topology in turn: ``flat`` (every device at the root),
+    ``split`` (two sub-leaders started by hand, the devices shared between them) or ``auto``
+    (every device at the root, which runs ``--split auto`` against a declared link of
+    ``link_mbps`` with two standby sub-leaders: :mod:`bench.fleet_split`)."""
     results = []
     for n in counts:
         for topology in topologies:
             where = state / f"fleet-{topology}-{n}"
             # A fleet's beats are spread out: one every n / 40 s (25 s for a thousand devices).
             beat = max(5.0, n / 40)
-            with fleet_leader(where, beat) as (address, url, pid):
+            extra = auto_flags(link_mbps) if topology == "auto" else []
+            with fleet_leader(where, beat, extra) as (address, url, pid):
                 await submit_job(address, fleet_job(n, sizes, 10**8, task_seconds))
                 with contextlib.ExitStack() as stack:
-                    targets = [address]
+                    targets, subs = [address], []
+                    if topology != "flat":
+                        subs = stack.enter_context(sub_leaders(address, 2, where, beat))
                     if topology == "split":
-                        targets = stack.enter_context(sub_leaders(address, 2, where, beat))
-                    results.append(
-                        await run_fleet(
-                            targets, url, pid, profiles, n, seconds, ramp_per_s=ramp_per_s
-                        )
+                        targets = subs
+                    started = datetime.now(UTC)
+                    log = where / "leader.log"
+                    result = await run_fleet(
+                        targets,
+                        url,
+                        pid,
+                        profiles,
+                        n,
+                        seconds,
+                        ramp_per_s=ramp_per_s,
+                        ready=functools.partial(promoted, log) if topology == "auto" else None,
+                        watch=subs if topology == "auto" else (),
                     )
+                    if topology == "auto":
+                        note = describe_promotion(promotions(log)[0], started, result.members)
+                        result = dataclasses.replace(result, note=note)
+                    results.append(result)
     return results
-
-
-def table(results: Sequence[FleetResult]) -> str:
-    rows = [
-        [
-            r.topology,
-            r.devices,
-            r.alive,
-            f"{r.failed} ({r.failed_why})" if r.failed else "0",
-            f"{r.device_updates_per_s:.1f}",
-            f"{r.updates_per_s:.1f}",
-            f"{1000 * r.t_sync:.0f}",
-            f"{r.devices / r.t_sync:.1f}",
-            f"{r.scheduler_us:.0f}",
-            f"{r.aggregator_us:.0f}",
-            f"{r.heartbeat_ms_per_s:.1f}",
-            f"{r.leader_cpu_ms:.2f}",
-            f"{r.host_cpu_share:.2f}",
-        ]
-        for r in results
-    ]
-    return markdown_table(
-        [
-            "topology",
-            "devices",
-            "alive at the root",
-            "devices failed",
-            "device updates/s",
-            "root updates/s",
-            "t_sync ms (mean)",
-            "BUC = n / t_sync (1/s)",
-            "root scheduler µs/update",
-            "root aggregator µs/update",
-            "root heartbeats ms CPU/s",
-            "root CPU ms/update",
-            "simulator CPU (cores)",
-        ],
-        rows,
-    )
 
 
 async def _host(args: argparse.Namespace, profiles: Sequence[DeviceProfile]) -> int:
@@ -312,7 +311,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--model", type=_sizes, default=(784, 16, 10))
     run.add_argument("--task-seconds", type=float, default=2.0)
     run.add_argument(
-        "--topologies", nargs="+", choices=["flat", "split"], default=["flat"], help="per count"
+        "--topologies",
+        nargs="+",
+        choices=["flat", "split", "auto"],
+        default=["flat"],
+        help="per count: flat, two sub-leaders by hand, or the root's own split",
+    )
+    run.add_argument(
+        "--root-link-mbps",
+        type=float,
+        default=8.0,
+        help="auto: the root's declared link capacity (Mbit/s), its busy signal",
     )
     run.add_argument("--no-write", action="store_true", help="print, do not write the report")
     host = sub.add_parser("host", help="one host's share of a fleet against a running leader")
@@ -341,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.task_seconds,
                     ramp_per_s=args.ramp,
                     topologies=args.topologies,
+                    link_mbps=args.root_link_mbps,
                 )
             )
     except ValueError as exc:
@@ -350,39 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_write:
         print(body)
     else:
-        write_section("fleet", "Fleet simulator: virtual devices against one leader", body)
+        if "auto" in args.topologies:  # beside the fleet table, not over it
+            write_section("fleet-auto", "Fleet simulator: the root splits by itself", body)
+        else:
+            write_section("fleet", "Fleet simulator: virtual devices against one leader", body)
     return 0
-
-
-def describe(
-    profiles: Sequence[DeviceProfile],
-    sizes: Sequence[int],
-    seconds: float,
-    ramp: float,
-    results: Sequence[FleetResult],
-) -> str:
-    names = ", ".join(
-        f"{p.name} ({p.samples_per_second:g} samples/s, "
-        f"{p.upload_bytes_per_second * 8 / 1e6:g}/{p.download_bytes_per_second * 8 / 1e6:g} "
-        f"Mbit/s up/down, RTT {p.rtt_seconds * 1000:g} ms)"
-        for p in profiles
-    )
-    return (
-        f"One `eddl-leader` root process (plaintext on loopback; split: two sub-leader "
-        f"processes, `eddl-leader --upstream`, started by hand, device i at sub-leader i mod "
-        f"2), async FedAsync job, model "
-        f"{'-'.join(map(str, sizes))} float32; the devices are real worker daemons on one "
-        f"asyncio loop in the benchmark's process, each with its own session and TCP "
-        f"connection, playing in turn the example profiles {names}: training sleeps the "
-        f"profile's time for the task's samples, transfers are paced by its link. Devices come "
-        f"online {ramp:g}/s; heartbeat interval max(5, n/40) s. Measured for {seconds:g} s "
-        f"after every device started and 5 s more. Scheduler and aggregator: the leader's own "
-        f"`eddl_leader_command_seconds` (owner-thread CPU of the GetTask commands and of "
-        f"`submit_update`) per update taken; leader CPU: the whole process (gRPC threads, "
-        f"owner, store writer). t_sync: a task's time less its training (model pull and update "
-        f"push, paced). All processes share this machine's 2 cores with other work.\n\n"
-        + table(results)
-    )
 
 
 if __name__ == "__main__":

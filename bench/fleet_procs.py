@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.scale import TOKEN, _leader
@@ -25,11 +25,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def fleet_leader(state: Path, heartbeat_s: float) -> Iterator[tuple[str, str, int]]:
-    """A leader process with its metrics endpoint; yields (address, metrics url, pid)."""
+def fleet_leader(
+    state: Path, heartbeat_s: float, flags: Sequence[str] = ()
+) -> Iterator[tuple[str, str, int]]:
+    """A leader process with its metrics endpoint and further ``flags``; yields (address,
+    metrics url, pid). Its log is ``state/leader.log``."""
     port = _free_port()
     extra = ["--metrics-bind", f"127.0.0.1:{port}", "--heartbeat-interval", f"{heartbeat_s:g}"]
-    with _leader(sys.executable, state, extra=extra) as (address, pid):
+    with _leader(sys.executable, state, extra=[*extra, *flags]) as (address, pid):
         yield address, f"http://127.0.0.1:{port}/metrics", pid
 
 

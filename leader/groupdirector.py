@@ -22,10 +22,15 @@ from dataclasses import dataclass
 
 from eddl.leader.splitting import Group, NodeLink, SplitDecision, plan_groups
 
-__all__ = ["MAX_OFFERS", "GroupDirector", "Offer", "Regroup"]
+__all__ = ["MAX_OFFERS", "GroupDirector", "Offer", "Regroup", "lead_id"]
 
 MAX_OFFERS = 256
 MAX_ADDRESS = 256
+
+
+def lead_id(worker: str) -> str:
+    """The node id of a ``--can-lead`` worker's sub-leader."""
+    return f"{worker}.lead"
 
 
 @dataclass
@@ -34,6 +39,15 @@ class Offer:
     address: str
     last_seen: float
     worker: bool = False  # a --can-lead worker's group (planned after the sub-leader daemons)
+    # Over mTLS a --can-lead worker offers its group itself, before its sub-leader exists (it
+    # has no certificate of role subleader until promoted): ``owner`` is that worker, and
+    # the offer is pending until the sub-leader ``node_id`` joins with its certificate.
+    owner: str = ""
+    token: str = ""  # the token the root made for ``owner`` once it promoted the group
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.owner)
 
 
 @dataclass(frozen=True)
@@ -59,19 +73,36 @@ class GroupDirector:
         self._leader_of: dict[str, str] = {}  # worker -> its sub-leader's node id
 
     # -- what the root sees --------------------------------------------------------------
-    def offer(self, node_id: str, address: str, now: float, *, worker: bool = False) -> None:
+    def offer(
+        self, node_id: str, address: str, now: float, *, worker: bool = False, owner: str = ""
+    ) -> None:
         """``node_id`` joined and can lead a group at ``address`` (bounded, else ignored);
-        ``worker``: it is the group of a worker started with ``--can-lead``."""
+        ``worker``: it is the group of a worker started with ``--can-lead``; ``owner``: that
+        worker made the offer for its sub-leader ``node_id``, which has not joined yet (a
+        sub-leader that joined is not turned back into a pending offer)."""
         if not node_id or not address or len(address) > MAX_ADDRESS or len(node_id) > 128:
             raise ValueError("a lead offer needs a node id and an address of 1..256 characters")
         if node_id not in self.offers and len(self.offers) >= MAX_OFFERS:
             raise ValueError(f"at most {MAX_OFFERS} nodes may offer to lead")
-        self.offers[node_id] = Offer(node_id, address, now, worker)
+        known = self.offers.get(node_id)
+        if owner and known is not None and not known.pending:
+            known.last_seen = now
+            return
+        self.offers[node_id] = Offer(node_id, address, now, worker, owner)
 
     def seen(self, node_id: str, now: float) -> None:
-        offer = self.offers.get(node_id)
-        if offer is not None:
-            offer.last_seen = now
+        """``node_id`` called: it, or the pending offer it made for its sub-leader, lives."""
+        for offer in (self.offers.get(node_id), self.offers.get(lead_id(node_id))):
+            if offer is not None and (offer.node_id == node_id or offer.owner == node_id):
+                offer.last_seen = now
+
+    def promoted_owner(self, node_id: str) -> Offer | None:
+        """The pending offer ``node_id`` made, when the root promoted it: its sub-leader
+        needs a certificate of role subleader (the root hands the owner a token for it)."""
+        offer = self.offers.get(lead_id(node_id))
+        if offer is None or offer.owner != node_id or not self.leads(offer.node_id):
+            return None
+        return offer
 
     def alive(self, node_id: str, now: float) -> bool:
         offer = self.offers.get(node_id)
@@ -129,14 +160,20 @@ class GroupDirector:
     # -- what the root answers ------------------------------------------------------------
     def redirect(self, node_id: str, now: float) -> str | None:
         """The address ``node_id`` must go to: its group's sub-leader, while that one lives."""
+        if self.promoted_owner(node_id) is not None:
+            return None  # it stays with the root until it holds its own group's token
         leader = self._leader_of.get(node_id)
-        if leader is None or not self.alive(leader, now):
-            return None
+        if leader is None or not self.alive(leader, now) or self.offers[leader].pending:
+            return None  # a pending sub-leader serves nobody yet: the worker stays for now
         return self.offers[leader].address
+
+    def leads(self, node_id: str) -> bool:
+        """``node_id`` leads one of the groups now (the root promoted it)."""
+        return any(g.leader == node_id for g in self.groups)
 
     def demoted(self, node_id: str) -> bool:
         """``node_id`` offered to lead but leads no group now: its members go home."""
-        return node_id in self.offers and not any(g.leader == node_id for g in self.groups)
+        return node_id in self.offers and not self.leads(node_id)
 
     def _set(self, groups: tuple[Group, ...]) -> None:
         self.groups = groups

@@ -5,8 +5,15 @@ A server interceptor beside the :class:`~eddl.leader.syncmeter.SyncMeter`, holdi
 leader's own state is untouched):
 
 * ``Join`` with ``NodeInfo.lead_address``: once the leader admitted it, the node offers to lead
-  a group at that address. Over mTLS only a certificate of role ``subleader`` may offer; a
-  worker's offer is ignored (logged).
+  a group at that address. Over mTLS only a certificate of role ``subleader`` may offer, and
+  a worker's certificate only for a ``--can-lead`` worker's group (``lead_worker``): the offer
+  is then its sub-leader's, ``<worker>.lead``, pending until that sub-leader joins with a
+  certificate of role subleader; any other worker's offer is ignored (logged).
+* ``Heartbeat`` of a worker whose pending group the root promoted: the reply carries a
+  single-use token of role ``subleader`` admitting ``<worker>.lead`` only
+  (``HeartbeatReply.lead_token``), made at the first such beat: the worker enrols its
+  sub-leader with it at the bootstrap port, as a sub-leader daemon does. The root makes no
+  such token for a group it did not promote, and no worker is redirected to a pending one.
 * ``GetTask`` of a worker assigned to a live group is answered with the ``not-leader``
   redirect (``FAILED_PRECONDITION``, ``eddl-leader-hint`` = its sub-leader's address): between
   two tasks, so the task it holds is finished and counted at the root first. The worker joins
@@ -21,10 +28,17 @@ leader's own state is untouched):
 :meth:`GroupEdge.decided` applies the split policy's promotions and demotions. Every change is
 handed to ``on_regroup`` with the figures behind it (the daemon logs a ``regroup`` event); a
 promotion that forms no new group (no further node offers to lead) changes nothing.
+
+:meth:`GroupEdge.leads` tells the meter whose push may stand for several workers
+(``TaskStats.workers``): a sub-leader whose offer the root admitted, promoted by the root
+(``--split auto``) or given its members by hand (``--split advise``, ``acts=False``: offers
+are recorded, nobody is redirected); never a worker, nor a ``--can-lead`` worker's pending
+offer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,7 +46,7 @@ from typing import Any
 import grpc
 
 from eddl.leader.config import LeaderConfig
-from eddl.leader.groupdirector import GroupDirector, Regroup
+from eddl.leader.groupdirector import GroupDirector, Regroup, lead_id
 from eddl.leader.splitting import SplitDecision
 from eddl.leader.syncmeter import SyncMeter
 from eddl.log import get_logger
@@ -58,8 +72,14 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         home: Callable[[], str],
         clock: Callable[[], float] = time.monotonic,
+        acts: bool = True,
+        lead_tokens: Callable[[str], str] | None = None,
     ) -> None:
         self.director = director
+        self.acts = acts  # False: offers are only recorded (--split advise)
+        # mTLS: a single-use token of role subleader admitting only the node id given
+        # (blocking: the token store is a file), for --can-lead workers the root promoted.
+        self.lead_tokens = lead_tokens
         self.meter = meter
         self.on_regroup = on_regroup
         self.home = home  # the root's own address, for members sent home
@@ -74,6 +94,15 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.on_regroup(change)
         return change
 
+    def leads(self, node_id: str) -> bool:
+        """Whether ``node_id``'s push may stand for the members its group round folded: it is
+        a sub-leader whose offer to lead the root admitted (over mTLS, a certificate of role
+        subleader). One the root promoted has such an offer; so has one started with its
+        members by hand (``--split advise``), and one just demoted or regrouped that still
+        folds its members' updates (counting it as one would itself call for a demotion)."""
+        offer = self.director.offers.get(node_id)
+        return offer is not None and not offer.pending
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -85,7 +114,7 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if method == JOIN:
             return handler._replace(unary_unary=self._join(handler.unary_unary))
-        if method in (HEARTBEAT, GET_TASK):
+        if method in (HEARTBEAT, GET_TASK) and self.acts:
             return handler._replace(unary_unary=self._redirect(method, handler.unary_unary))
         return handler
 
@@ -97,12 +126,15 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if address:
                 node = str(request.envelope.node_id)
                 role = _role(context)
-                if role not in (None, "subleader"):
+                worker = bool(request.info.lead_worker)
+                owner = ""
+                if role == "worker" and worker and self.lead_tokens is not None:
+                    node, owner = lead_id(node), node  # its sub-leader, not enrolled yet
+                elif role not in (None, "subleader"):
                     log.warning("lead offer ignored", node=node[:128], role=role)
                     return reply
                 try:
-                    worker = bool(request.info.lead_worker)
-                    self.director.offer(node, address, self.clock(), worker=worker)
+                    self.director.offer(node, address, self.clock(), worker=worker, owner=owner)
                 except ValueError as exc:
                     log.warning("lead offer refused", node=node[:128], error=str(exc))
                 else:
@@ -133,9 +165,22 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     f"this node's leader is {target}",
                     trailing_metadata=not_leader_metadata(target),
                 )
-            return await inner(request, context)
+            reply = await inner(request, context)
+            if method == HEARTBEAT:
+                await self._hand_lead_token(node, reply)
+            return reply
 
         return behaviour
+
+    async def _hand_lead_token(self, node: str, reply: Any) -> None:
+        """A promoted --can-lead worker's beat: the token for its sub-leader's certificate."""
+        offer = self.director.promoted_owner(node)
+        if offer is None or self.lead_tokens is None:
+            return
+        if not offer.token:
+            offer.token = await asyncio.to_thread(self.lead_tokens, offer.node_id)
+            log.info("lead token made", node=node, sub_leader=offer.node_id)
+        reply.lead_token = offer.token
 
 
 def log_regroup(change: Regroup) -> None:
@@ -158,17 +203,30 @@ def log_regroup(change: Regroup) -> None:
 
 
 def split_edge(
-    config: LeaderConfig, meter: SyncMeter, server: Callable[[], RunningServer | None]
+    config: LeaderConfig,
+    meter: SyncMeter,
+    server: Callable[[], RunningServer | None],
+    lead_tokens: Callable[[str], str] | None = None,
 ) -> GroupEdge:
-    """``--split auto``: the edge of a root daemon; a sub-leader is lost after the same
-    silence that expires a node at the root."""
+    """The group edge of a root daemon, which also tells ``meter`` whose push may stand for
+    several workers. ``--split auto`` regroups; ``advise`` only records the lead offers. A
+    sub-leader is lost after the same silence that expires a node at the root."""
     director = GroupDirector(patience=config.patience * config.heartbeat_interval_s * 1.5)
 
     def home() -> str:
         running = server()
         return config.advertise or (running.address if running is not None else "")
 
-    return GroupEdge(director, meter, log_regroup, home=home)
+    edge = GroupEdge(
+        director,
+        meter,
+        log_regroup,
+        home=home,
+        acts=config.split == "auto",
+        lead_tokens=lead_tokens,
+    )
+    meter.leads = edge.leads
+    return edge
 
 
 def _role(context: grpc.aio.ServicerContext) -> str | None:

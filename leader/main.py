@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
@@ -250,13 +250,14 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
             edge.decided(d)
 
     meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
-    if config.split == "auto":
-        edges.append(split_edge(config, meter, lambda: holder[0].server))
+    edge = split_edge(config, meter, lambda: holder[0].server, _lead_tokens(config, holder))
+    if edge.acts:
+        edges.append(edge)  # decisions regroup
     daemon = LeaderDaemon(
         config,
         lock=lock,
         interceptors=[*ops.interceptors, meter],
-        authorized_interceptors=edges,
+        authorized_interceptors=[edge],
         on_command=ops.sink.command,
     )
     holder.append(daemon)
@@ -274,6 +275,21 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     finally:
         await ops.close()
     return daemon.stepped_down
+
+
+def _lead_tokens(config: LeaderConfig, holder: list[Any]) -> Callable[[str], str] | None:
+    """mTLS: a single-use token of role subleader for one node id (a --can-lead worker's
+    sub-leader the root promoted), valid for ten minutes."""
+    if config.security != "mtls":
+        return None
+
+    def make(node_id: str) -> str:
+        security = holder[0].security
+        if security is None or security.authority is None:
+            raise RuntimeError("this leader holds no cluster CA")
+        return str(security.authority.new_token("subleader", 600.0, node_id=node_id))
+
+    return make
 
 
 def main(argv: Sequence[str] | None = None) -> int:

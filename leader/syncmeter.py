@@ -4,7 +4,9 @@ A server interceptor, so it needs nothing from the servicers or the core: each n
 synchronisation is its ``PullModel`` (when it pulled) plus its ``PushUpdate``, timed around
 their handlers, ``t_sync`` their sum; ``n`` is the number of workers that pushed an update
 within the policy's window (a sub-leader's push counts as the members whose updates it folds,
-``TaskStats.workers`` of its update, at most :data:`MAX_BEHIND`). Bytes in
+``TaskStats.workers`` of its update, at most :data:`MAX_BEHIND`; honoured only from a node
+:attr:`SyncMeter.leads` names, a sub-leader of this root: from any other node the declared
+figure is ignored, logged, and the push counts as one worker). Bytes in
 and out of those two calls, over the configured link capacity,
 give the link's busy share once per ``period``. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
@@ -25,6 +27,7 @@ from typing import Any
 import grpc
 
 from eddl.leader.splitting import NodeLink, SplitDecision, SplitPolicy
+from eddl.log import get_logger
 from eddl.net.handlers import counting_deserializer, counting_serializer
 
 __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
@@ -33,6 +36,12 @@ PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
 PULL_METHOD = "/eddl.v1.Cluster/PullModel"
 MAX_NODES = 65536  # pull times kept for at most this many nodes
 MAX_BEHIND = 256  # the most workers one push may stand for (a sub-leader's group bound)
+
+log = get_logger("leader.split")
+
+
+def _nobody(node_id: str) -> bool:
+    return False
 
 
 class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -54,6 +63,9 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.capacity = capacity_bytes_per_s
         self.period = period
         self.clock = clock
+        # Whether a node's push may stand for several workers: a sub-leader of this root
+        # (the daemon sets it from its group edge); by default no node may.
+        self.leads: Callable[[str], bool] = _nobody
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
         self._pushed: OrderedDict[str, float] = OrderedDict()  # node -> when it last pushed
         self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
@@ -122,7 +134,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         seen["node"] = str(header.envelope.node_id)[:128]
                         seen["bytes"] = message.ByteSize() + header.total_bytes
                         stats = header.stats
-                        seen["workers"] = min(MAX_BEHIND, max(1, int(stats.workers)))
+                        seen["workers"] = self._declared(seen["node"], int(stats.workers))
                         if stats.seconds > 0 and math.isfinite(stats.seconds):
                             seen["speed"] = min(1e9, max(0.0, stats.samples / stats.seconds))
                     yield message
@@ -140,6 +152,21 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return reply
 
         return behaviour
+
+    def _declared(self, node: str, workers: int) -> int:
+        """The workers a push stands for: what it declares, from a sub-leader of this root;
+        one from any other node (its declaration is logged and changes nothing)."""
+        if workers <= 1:
+            return 1
+        if not self.leads(node):
+            log.warning(
+                "declared workers ignored",
+                node=node,
+                workers=workers,
+                reason="only a sub-leader of this root may push for several workers",
+            )
+            return 1
+        return min(MAX_BEHIND, workers)
 
     # -- figures and decisions --------------------------------------------------------------
     def nodes(self) -> list[NodeLink]:

@@ -44,6 +44,16 @@ def _fresh_logging() -> Iterator[None]:
 
 
 @pytest.fixture
+def every_log_level() -> Iterator[None]:
+    """Every record, info and warnings included, reaches ``structlog.testing.capture_logs``
+    whatever level an earlier test configured; that configuration is restored after."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
     """One real etcd member on free loopback ports, killed by its PID after the test."""
     with etcd_cluster(tmp_path / "etcd") as members:

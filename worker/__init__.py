@@ -21,6 +21,8 @@
 * ``gateway``  ``Gateway`` (``eddl-worker --mcu URL ...``): one ``McuAgent`` per device, a
   daemon with the device's ``McuExecutor`` and ``McuPresence``, joins the cluster as the
   device; lost devices leave and are looked for again.
+* ``leading``  ``CanLead`` (``--can-lead``): the sub-leader beside the worker loop; over mTLS
+  enrolled with the token the root hands a worker it promoted, and only then served.
 * ``main``     the ``eddl-worker`` entry point: flags, config, logging, signal handling.
 """
 

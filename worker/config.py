@@ -47,8 +47,10 @@ class WorkerConfig:
     worker loop the process runs a sub-leader (node ``<node_id>.lead``, the same code as
     ``eddl-leader --upstream``) that joins the first leader, serves its group on that address
     and stands by until the root promotes it (``--split auto``); the root plans such workers
-    after the sub-leader daemons. Loopback (``insecure``) only: over mTLS a group needs a
-    certificate of role ``subleader`` (run ``eddl-leader --upstream`` there).
+    after the sub-leader daemons. Over mTLS the worker's own join makes the offer and the
+    sub-leader starts only once promoted, with a certificate of role ``subleader`` enrolled
+    with the token the root hands it then (:mod:`eddl.worker.leading`); the address needs a
+    fixed port there. Not for a gateway (``mcu``).
     """
 
     leaders: list[str] = field(default_factory=lambda: ["127.0.0.1:50051"])
@@ -94,11 +96,15 @@ class WorkerConfig:
             check_address(self.bootstrap, "worker.bootstrap")
         if self.can_lead:
             check_address(self.can_lead, "worker.can_lead")
-            if self.security != "insecure" or self.mcu:
+            if self.security not in ("insecure", "mtls") or self.mcu:
                 raise ConfigError(
-                    "worker.can_lead: only a worker in --insecure (loopback) mode without "
-                    "--mcu can lead; over mTLS run `eddl-leader --upstream` with a certificate "
-                    "of role subleader"
+                    "worker.can_lead: a gateway (--mcu) or a worker without security cannot "
+                    "lead a group; run `eddl-leader --upstream` instead"
+                )
+            if self.security == "mtls" and self.can_lead.rpartition(":")[2] == "0":
+                raise ConfigError(
+                    "worker.can_lead: over mTLS the address is offered to the root before the "
+                    "group is served, so it needs a fixed port (not 0)"
                 )
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError(f"worker.node_id: {self.node_id!r} must be non-empty, no spaces")

@@ -218,6 +218,9 @@ class WorkerDaemon:
         self._pushed_to = ""  # the leader that answered the last push (for its log line)
         self.on_serving: list[Callable[[], None]] = []  # called once the daemon runs
         self.on_task: list[Callable[[TaskTiming], None]] = []  # called per task pushed
+        # Called with the token a heartbeat reply carries when the root promoted this
+        # --can-lead worker's group over mTLS (eddl.worker.leading).
+        self.on_lead_token: list[Callable[[str], None]] = []
 
     @property
     def role(self) -> str:
@@ -419,6 +422,9 @@ class WorkerDaemon:
                     self._current.cancel()
                 if reply.heartbeat_interval_ms:
                     self.heartbeat_s = max(0.05, reply.heartbeat_interval_ms / 1000.0)
+                if reply.lead_token:
+                    for hook in self.on_lead_token:
+                        hook(reply.lead_token)
                 self.link.learn_leaders(list(reply.leaders))
             delay = self.heartbeat_s * (1 + self._rng.uniform(-self.jitter, self.jitter))
             await asyncio.sleep(delay)

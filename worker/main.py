@@ -11,13 +11,12 @@ from typing import Any
 
 from eddl.cli.help import Parser, add_version, config_defaults
 from eddl.config import ConfigError, load_config
-from eddl.leader.subleader import SubLeaderSettings
-from eddl.leader.subleader_daemon import RunningGroup, start_group
 from eddl.log import configure_logging, get_logger
 from eddl.ops.wiring import WorkerOps
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
 from eddl.worker.gateway import Gateway
+from eddl.worker.leading import CanLead
 
 __all__ = ["build_parser", "main"]
 
@@ -103,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--can-lead",
         metavar="HOST:PORT",
         help="also offer to lead a group, served on HOST:PORT once the root promotes this "
-        "worker (--insecure only; default: never leads)",
+        "worker (over mTLS with a certificate of role subleader the root issues on promotion; "
+        "default: never leads)",
     )
     p.add_argument("--log-level", help=f"log level (default: {d['log_level']})")
     p.add_argument(
@@ -145,23 +145,18 @@ async def _serve(config: WorkerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    group = await _stand_by_to_lead(config)
+    # --can-lead: the sub-leader beside the worker loop (eddl.worker.leading).
+    lead = None
+    if config.can_lead and isinstance(daemon, WorkerDaemon):
+        lead = CanLead(config)
+        daemon.on_lead_token.append(lead.promoted)
+        await lead.stand_by()
     try:
         await daemon.run()
     finally:
-        if group is not None:
-            await group.stop()
+        if lead is not None:
+            await lead.stop()
         await ops.close()
-
-
-async def _stand_by_to_lead(config: WorkerConfig) -> RunningGroup | None:
-    """``--can-lead``: the sub-leader beside the worker loop, offering to lead."""
-    if not config.can_lead:
-        return None
-    settings = SubLeaderSettings(node_id=f"{config.node_id}.lead", join_token=config.join_token)
-    return await start_group(
-        settings, bind=config.can_lead, upstream=config.leaders[0], lead_worker=True
-    )
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

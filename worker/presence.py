@@ -67,6 +67,9 @@ class HostPresence(Presence):
                 datasets=list(config.datasets),
                 throttle=config.throttle,
                 version=__version__,
+                # Over mTLS a --can-lead worker offers its group itself (eddl.worker.leading).
+                lead_address=config.can_lead if config.security == "mtls" else "",
+                lead_worker=bool(config.can_lead) and config.security == "mtls",
             ),
             profile=profile_pb2.Profile(static=self._static),
         )

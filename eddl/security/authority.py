@@ -110,8 +110,8 @@ class Authority:
             if token.ca_hash != self.ca_hash:
                 raise TokenError("the token was made for another cluster CA")
             # Check the CSR before spending the token on it.
-            pki.check_csr(csr_pem)
-            role = self.tokens.consume(token)
+            node_id = pki.check_csr(csr_pem)
+            role = self.tokens.consume(token, node_id)
         except (TokenError, pki.PkiError) as exc:
             raise EnrolError(str(exc)) from exc
         return self.issue(csr_pem, role)  # issue() reports the spent token with the new serial
@@ -122,9 +122,10 @@ class Authority:
         return self.issue(csr_pem, current.role, node_id=current.node_id)
 
     def new_token(
-        self, role: str = "worker", ttl_s: float = 24 * 3600.0, uses: int = 1
+        self, role: str = "worker", ttl_s: float = 24 * 3600.0, uses: int = 1, *, node_id: str = ""
     ) -> JoinToken:
-        return self.tokens.create(self.ca_hash, role, ttl_s, uses)
+        """A join token; with ``node_id``, one that admits that node id only."""
+        return self.tokens.create(self.ca_hash, role, ttl_s, uses, node_id=node_id)
 
     # -- revocation --------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ promoted candidate refuses what the old root revoked or spent. Its wire form is 
 files of ``<state_dir>/pki`` side by side (``issued.json``, ``revoked.json``,
 ``tokens.json``). Merging is monotone, so a ledger sent twice, late or out of order changes
 nothing twice: issued and revoked serials are unions (expired ones dropped), a token's
-remaining uses only go down, and a token one side does not know is added. Every entry of a
+remaining uses only go down, and a token one side does not know is added (with the node id
+it may name, which no merge drops). Every entry of a
 ledger read from a peer is checked and bounded before it is used (:class:`LedgerError`).
 """
 
@@ -47,6 +48,18 @@ class TokenRecord:
     role: str
     expires_at: float
     uses_left: int
+    node_id: str = ""  # the one node the token admits ("": any)
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "secret_sha256": self.secret_sha256,
+            "role": self.role,
+            "expires_at": self.expires_at,
+            "uses_left": self.uses_left,
+        }
+        if self.node_id:
+            record["node_id"] = self.node_id
+        return record
 
 
 @dataclass(frozen=True)
@@ -70,9 +83,7 @@ class Ledger:
             {str(s): {"node": c.node, "role": c.role, "not_after": c.not_after}
              for s, c in self.issued.items()},
             {str(s): t for s, t in self.revoked.items()},
-            {k: {"secret_sha256": r.secret_sha256, "role": r.role,
-                 "expires_at": r.expires_at, "uses_left": r.uses_left}
-             for k, r in self.tokens.items()},
+            {k: r.to_json() for k, r in self.tokens.items()},
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def merge(ours: Ledger, theirs: Ledger, now: float) -> Ledger:
             tokens[key] = record
         elif mine.secret_sha256 == record.secret_sha256 and record.uses_left < mine.uses_left:
             tokens[key] = TokenRecord(mine.secret_sha256, mine.role, mine.expires_at,
-                                      record.uses_left)  # fmt: skip
+                                      record.uses_left, mine.node_id or record.node_id)  # fmt: skip
     tokens = {k: r for k, r in tokens.items() if r.expires_at > now}
     return Ledger(issued, revoked, tokens)
 
@@ -155,4 +166,10 @@ def _token(raw: Any) -> TokenRecord:
         raise LedgerError("a token record needs the SHA-256 of its secret")
     if isinstance(uses, bool) or not isinstance(uses, int) or not 0 <= uses <= MAX_USES:
         raise LedgerError(f"a token's uses left must be within 0 .. {MAX_USES}")
-    return TokenRecord(digest, str(raw["role"]), _time(raw.get("expires_at")), uses)
+    node = raw.get("node_id", "")
+    if node != "":
+        try:
+            node = pki.check_node_id(node)
+        except pki.PkiError as exc:
+            raise LedgerError(str(exc)) from exc
+    return TokenRecord(digest, str(raw["role"]), _time(raw.get("expires_at")), uses, node)

@@ -4,7 +4,10 @@ The token pins the CA (a new node checks the CA it fetches against the hash: no 
 use), names a record by ``id`` and proves itself with ``secret``. The leader's store keeps only
 the SHA-256 of the secret, the role the token grants, its expiry and how many more nodes it
 admits: by default one node, once, before its TTL (``uses`` > 1 only for a fleet that
-enrols unattended, such as a Compose cluster's scaled workers).
+enrols unattended, such as a Compose cluster's scaled workers). A token may also name the one
+node id it admits (the root's token for a ``--can-lead`` worker it promoted, role
+``subleader``, admits only ``<worker>.lead``): a CSR for another name is refused and the
+token is not spent.
 """
 
 from __future__ import annotations
@@ -65,7 +68,13 @@ class TokenStore:
         self._clock = clock
 
     def create(
-        self, ca_hash: str, role: str = "worker", ttl_s: float = 24 * 3600.0, uses: int = 1
+        self,
+        ca_hash: str,
+        role: str = "worker",
+        ttl_s: float = 24 * 3600.0,
+        uses: int = 1,
+        *,
+        node_id: str = "",
     ) -> JoinToken:
         if not 1 <= uses <= MAX_USES:
             raise TokenError(f"uses must be within 1 .. {MAX_USES}")
@@ -85,11 +94,14 @@ class TokenStore:
                 "expires_at": now + ttl_s,
                 "uses_left": uses,
             }
+            if node_id:
+                records[token.token_id]["node_id"] = node_id
             self._write(records)
         return token
 
-    def consume(self, token: JoinToken) -> str:
-        """The role ``token`` grants; marks it used. TokenError when it cannot admit a node."""
+    def consume(self, token: JoinToken, node_id: str = "") -> str:
+        """The role ``token`` grants to ``node_id``; marks it used. TokenError when it cannot
+        admit that node (unknown, expired, used, or naming another node: then not spent)."""
         now = self._clock()
         with locked(self.path):
             records = self._live(now)
@@ -100,6 +112,9 @@ class TokenStore:
                 raise TokenError("unknown or expired join token")
             if int(str(record.get("uses_left", 0))) < 1:
                 raise TokenError("join token already used")
+            bound = str(record.get("node_id", ""))
+            if bound and node_id != bound:
+                raise TokenError(f"this join token admits node {bound!r} only")
             record["uses_left"] = int(str(record["uses_left"])) - 1
             self._write(records)
             return str(record["role"])

@@ -7,6 +7,7 @@ answer the root's tasks, and the job completes with every sample counted once.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,37 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 EPOCHS = 30.0
 LEADS = ("w0", "w1")
+
+
+def promoted_groups(root: Proc) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The root's first regroup, a promotion of exactly the can-lead workers' sub-leaders:
+    its groups (sub-leader -> members) and the whole event."""
+    wait_for(lambda: bool(root.events("regroup")), 120, "the root to regroup")
+    change = root.events("regroup")[0]
+    assert change["cause"] == "promote", change
+    groups = change["groups"]
+    assert isinstance(groups, dict) and sorted(groups) == [f"{w}.lead" for w in LEADS], change
+    return groups, change
+
+
+def wait_groups_served(
+    workers: dict[str, Proc], groups: dict[str, list[str]], served_at: dict[str, str], within: float
+) -> None:
+    """Every member of ``groups`` joined its sub-leader at ``served_at[leader]``, and each
+    can-lead worker's process answered two upstream tasks for its group."""
+
+    def joined(worker: Proc) -> list[str]:
+        return [str(e.get("leader")) for e in worker.events("joined")]
+
+    wait_for(
+        lambda: all(served_at[lead] in joined(workers[w]) for lead, g in groups.items() for w in g),
+        within,
+        "members at their groups",
+    )
+    answered = "upstream task answered"
+    wait_for(
+        lambda: all(len(workers[w].events(answered)) >= 2 for w in LEADS), 120, "group answers"
+    )
 
 
 def test_can_lead_workers_are_promoted_and_serve_their_groups(
@@ -39,11 +71,7 @@ def test_can_lead_workers_are_promoted_and_serve_their_groups(
     assert sorted(offered) == ["w0.lead", "w1.lead"], offered
     job_id = submit_plain(tmp_path, address, EPOCHS)
 
-    wait_for(lambda: bool(root.events("regroup")), 120, "the root to regroup")
-    change = root.events("regroup")[0]
-    assert change["cause"] == "promote", change
-    groups = change["groups"]
-    assert isinstance(groups, dict) and sorted(groups) == ["w0.lead", "w1.lead"], change
+    groups, change = promoted_groups(root)
     nodes = change["nodes"]
     assert isinstance(nodes, dict)
     assert all(nodes[g]["lead_worker"] for g in groups), nodes  # type: ignore[index]
@@ -52,18 +80,7 @@ def test_can_lead_workers_are_promoted_and_serve_their_groups(
 
     # The groups are served by the can-lead workers' processes: members join there and the
     # groups answer the root's tasks.
-    def joined(worker: Proc) -> list[str]:
-        return [str(e.get("leader")) for e in worker.events("joined")]
-
-    wait_for(
-        lambda: all(offered[lead] in joined(workers[w]) for lead, g in groups.items() for w in g),
-        60,
-        "members at their groups",
-    )
-    answered = "upstream task answered"
-    wait_for(
-        lambda: all(len(workers[w].events(answered)) >= 2 for w in LEADS), 120, "group answers"
-    )
+    wait_groups_served(workers, groups, offered, within=60)
 
     final = wait_done(address, within=240)
     assert final["state"] == "completed", final

@@ -1,4 +1,5 @@
-"""The root's sync meter over real gRPC: workers' syncs and bytes feed the split policy."""
+"""The root's sync meter over real gRPC: workers' syncs and bytes feed the split policy; only
+a sub-leader whose offer the root admitted may push for several workers."""
 
 from __future__ import annotations
 
@@ -8,13 +9,29 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from eddl.leader.config import LeaderConfig
+from eddl.leader.groupedge import split_edge
+from eddl.leader.relay import UpwardUpdate
 from eddl.leader.server import LeaderDaemon
-from eddl.leader.splitting import SplitConfig, SplitDecision, SplitPolicy
+from eddl.leader.splitting import (
+    NodeLink,
+    SplitConfig,
+    SplitDecision,
+    SplitFigures,
+    SplitPolicy,
+)
 from eddl.leader.syncmeter import SyncMeter
+from eddl.leader.uplink import Uplink
 from eddl.worker.daemon import WorkerDaemon
-from tests.integration.cluster_support import DIGITS_JOB, TOKEN, Cluster, wait_until
+from tests.integration.cluster_support import (
+    DIGITS_JOB,
+    TOKEN,
+    Cluster,
+    cluster_stub,
+    wait_until,
+)
 
 SLOW_JOB = {k: v for k, v in DIGITS_JOB.items() if k != "target_accuracy"}
 SLOW_JOB.update(rounds=1000, max_epochs=10000.0)
@@ -69,3 +86,80 @@ async def test_syncs_over_a_busy_link_make_a_promotion_with_the_figures(tmp_path
     assert first.figures.link_busy == 1.0 and "root link >= 85% busy" in first.reason
     assert first.figures.workers >= 4
     assert measured[0][1] > 0
+
+
+class CountingPolicy(SplitPolicy):
+    """The split policy, keeping the worker count of each synchronisation it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__(SplitConfig(window=600, hold=600))
+        self.counts: list[int] = []
+
+    def observe_sync(self, at: float, workers: int, seconds: float) -> None:
+        self.counts.append(workers)
+        super().observe_sync(at, workers, seconds)
+
+
+async def _answer(uplink: Uplink, workers: int) -> None:
+    """Draw a task and answer it with its base model, declaring ``workers`` members."""
+    drawn = None
+    for _ in range(40):  # bounded: the job starts, the round closes
+        drawn = await uplink.next_task(0.5)
+        if drawn is not None:
+            break
+    assert drawn is not None, f"{uplink.node_id} got no task"
+    job, task = drawn
+    _, params = await uplink.pull(job.job_id, task.base_version)
+    update = UpwardUpdate(task.task_id, task.base_version, task.num_samples, params, 1)
+    reply = await uplink.push(job.job_id, update, seconds=0.1, workers=workers)
+    assert reply.outcome not in ("requeued", "job-failed")
+
+
+@pytest.mark.usefixtures("every_log_level")
+async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_its_group(
+    tmp_path: Path,
+) -> None:
+    policy = CountingPolicy()
+    meter = SyncMeter(policy, lambda d: None)
+    config = LeaderConfig(
+        bind="127.0.0.1:0",
+        state_dir=tmp_path / "leader",
+        join_token=TOKEN,
+        security="off",
+        heartbeat_interval_s=5.0,
+        admin_token="admin",
+        split="auto",
+    )
+    holder: list[LeaderDaemon] = []
+    edge = split_edge(config, meter, lambda: holder[0].server)
+    daemon = LeaderDaemon(config, interceptors=[meter], authorized_interceptors=[edge])
+    holder.append(daemon)
+    server = await daemon.start()
+    cluster = Cluster(daemon, server.address, tmp_path)
+    try:
+        await cluster.submit(SLOW_JOB, token="admin")
+        async with cluster_stub(server.address) as stub:
+            sub = Uplink(stub, "sub-1")
+            sub.lead_address = "127.0.0.1:7001"
+            liar = Uplink(stub, "w-liar")
+            await sub.join(TOKEN)
+            await liar.join(TOKEN)
+            assert set(edge.director.offers) == {"sub-1"}
+            with capture_logs() as logs:
+                # The worker's declaration counts for nothing.
+                await _answer(liar, workers=256)
+                assert policy.counts == [1]
+                figures = SplitFigures(4, None, None, None, 1.0, 0)
+                promote = SplitDecision("promote", 1, "test", figures, 0.0)
+                members = [NodeLink("g1", 1e6, 10.0), NodeLink("g2", 1e6, 10.0)]
+                formed = edge.director.apply(promote, members, edge.clock())
+                assert [g.leader for g in formed.groups] == ["sub-1"]
+                # Promoted: its push stands for its five members; the worker's 256 for one.
+                await _answer(sub, workers=5)
+                await _answer(liar, workers=256)
+            assert policy.counts == [1, 6, 6]
+            assert meter._behind == {"sub-1": 5, "w-liar": 1}
+            ignored = [e for e in logs if e["event"] == "declared workers ignored"]
+            assert [(e["node"], e["workers"]) for e in ignored] == [("w-liar", 256)] * 2
+    finally:
+        await daemon.stop(0.2)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from eddl.worker.config import WorkerConfig
@@ -20,14 +18,7 @@ from eddl.worker.daemon import WorkerDaemon
 
 from .cluster_support import TOKEN, running_cluster, wait_until
 
-
-@pytest.fixture(autouse=True)
-def _every_level() -> Iterator[None]:
-    """Info records reach ``capture_logs`` whatever level an earlier test configured."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("every_log_level")
 
 
 def _worker(node_id: str, *leaders: str) -> WorkerDaemon:

@@ -97,12 +97,15 @@ def test_the_split_settings_are_refused_out_of_range() -> None:
             LeaderConfig(split_window_s=bad)
 
 
-def test_can_lead_needs_an_address_and_the_loopback_mode() -> None:
+def test_can_lead_needs_an_address_a_fixed_port_over_mtls_and_no_mcu() -> None:
     from eddl.worker.config import WorkerConfig
 
     ok = WorkerConfig(security="insecure", can_lead="127.0.0.1:0")
     assert ok.can_lead == "127.0.0.1:0" and WorkerConfig().can_lead == ""
+    assert WorkerConfig(security="mtls", can_lead="127.0.0.1:7100").can_lead == "127.0.0.1:7100"
     with pytest.raises(ConfigError, match="can_lead"):
         WorkerConfig(security="insecure", can_lead="no-port")
-    with pytest.raises(ConfigError, match="can_lead: only a worker in --insecure"):
+    with pytest.raises(ConfigError, match=r"can_lead: over mTLS .* fixed port"):
         WorkerConfig(security="mtls", can_lead="127.0.0.1:0")
+    with pytest.raises(ConfigError, match="can_lead: a gateway"):
+        WorkerConfig(security="off", can_lead="127.0.0.1:7100")

@@ -187,3 +187,31 @@ def test_can_lead_workers_lead_only_after_the_sub_leader_daemons_and_others_neve
     # A worker that made no offer is never promoted, whatever its link.
     assert flags["w11"] == (False, False)
     assert not {g.leader for g in change.groups} & {w.node_id for w in WORKERS}
+
+
+def test_a_worker_offering_over_mtls_leads_only_once_its_sub_leader_joined() -> None:
+    """A --can-lead worker's own offer (mTLS) is pending: planned like any can-lead offer,
+    kept alive by the worker's calls, nobody redirected to it (the worker itself stays with
+    the root) until its sub-leader joins with its certificate."""
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=3, hold=10))
+    director = GroupDirector(patience=1.5)
+    director.offer("w00.lead", "127.0.0.1:7100", clock.now, worker=True, owner="w00")
+    assert director.promoted_owner("w00") is None  # offered, not promoted
+    busy_root(policy, clock, 12, 1.0, 5)
+    director.seen("w00", clock.now)  # the worker's own beat keeps its offer alive
+    decision = policy.decide(clock.now)
+    director.apply(decision, WORKERS, clock.now)
+    assert [g.leader for g in director.groups] == ["w00.lead"]
+    offer = director.promoted_owner("w00")
+    assert offer is not None and offer.node_id == "w00.lead" and offer.pending
+    assert director.promoted_owner("w01") is None  # another worker owns nothing
+    assert director.promoted_owner("w00.lead") is None
+    members = director.groups[0].workers
+    assert all(director.redirect(w, clock.now) is None for w in members)
+    # A second offer from the worker's join does not replace the sub-leader once it joined.
+    director.offer("w00.lead", "127.0.0.1:7100", clock.now, worker=True)
+    director.offer("w00.lead", "127.0.0.1:7100", clock.now, worker=True, owner="w00")
+    assert not director.offers["w00.lead"].pending
+    assert director.promoted_owner("w00") is None
+    assert all(director.redirect(w, clock.now) == "127.0.0.1:7100" for w in members)

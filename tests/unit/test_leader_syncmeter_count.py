@@ -1,10 +1,18 @@
 """The sync meter's worker count: a sub-leader's push stands for the members whose updates it
-folded (``TaskStats.workers``), so forming groups keeps the count and members leaving lower it."""
+folded (``TaskStats.workers``), so forming groups keeps the count and members leaving lower it;
+only a sub-leader whose offer the root admitted may declare that figure."""
 
 from __future__ import annotations
 
-from eddl.leader.splitting import SplitPolicy
+import pytest
+from structlog.testing import capture_logs
+
+from eddl.leader.groupdirector import GroupDirector
+from eddl.leader.groupedge import GroupEdge
+from eddl.leader.splitting import NodeLink, SplitDecision, SplitFigures, SplitPolicy
 from eddl.leader.syncmeter import SyncMeter
+
+pytestmark = pytest.mark.usefixtures("every_log_level")
 
 
 class RecordingPolicy(SplitPolicy):
@@ -49,3 +57,42 @@ def test_a_sub_leader_outside_the_window_adds_nothing() -> None:
     later = 1.0 + policy.config.window + 1.0
     sync(meter, "w1", later)  # sub-1's push has left the window
     assert policy.counts == [5, 1]
+
+
+def test_only_a_node_the_meter_is_told_leads_may_stand_for_several_workers() -> None:
+    meter = SyncMeter(RecordingPolicy(), lambda decision: None, clock=lambda: 0.0)
+    with capture_logs() as logs:
+        # By default nobody leads: a declared count is ignored and logged.
+        assert meter._declared("w1", 256) == 1
+        meter.leads = lambda node: node == "sub-1"
+        assert meter._declared("w1", 200) == 1
+        assert meter._declared("sub-1", 5) == 5
+        assert meter._declared("sub-1", 10_000) == 256  # the group bound
+        assert meter._declared("w1", 1) == meter._declared("w1", 0) == 1
+    ignored = [e for e in logs if e["event"] == "declared workers ignored"]
+    assert [(e["node"], e["workers"]) for e in ignored] == [("w1", 256), ("w1", 200)]
+
+
+def _edge(acts: bool) -> GroupEdge:
+    meter = SyncMeter(SplitPolicy(), lambda decision: None, clock=lambda: 0.0)
+    director = GroupDirector(patience=60.0)
+    director.offer("sub-1", "127.0.0.1:7001", 0.0)
+    director.offer("sub-2", "127.0.0.1:7002", 0.0)
+    # A --can-lead worker's own offer over mTLS: its sub-leader has not joined.
+    director.offer("w9.lead", "127.0.0.1:7009", 0.0, worker=True, owner="w9")
+    return GroupEdge(director, meter, print, home=lambda: "", clock=lambda: 1.0, acts=acts)
+
+
+@pytest.mark.parametrize("acts", [True, False])
+def test_only_a_sub_leader_whose_offer_the_root_admitted_leads(acts: bool) -> None:
+    edge = _edge(acts)
+    assert edge.leads("sub-1") and edge.leads("sub-2")
+    assert not edge.leads("w1")  # no offer: a worker
+    assert not edge.leads("w9.lead") and not edge.leads("w9")  # pending, and its owner
+    promote = SplitDecision("promote", 1, "test", SplitFigures(4, None, None, None, 1.0, 0), 1.0)
+    nodes = [NodeLink(f"w{i}", 1e6, 10.0) for i in range(4)]
+    edge.director.apply(promote, nodes, 1.0)
+    demote = SplitDecision("demote", 0, "test", SplitFigures(1, None, None, None, 0.0, 1), 2.0)
+    edge.director.apply(demote, nodes, 2.0)
+    # Demoted, it still folds its members' updates until they are home: still counted.
+    assert edge.leads("sub-1") and not edge.leads("w1")

@@ -108,3 +108,18 @@ def test_a_many_use_token_admits_exactly_its_count(tmp_path: Path) -> None:
         authority.enrol(token, pki.make_csr(pki.new_key(), "w3"))
     with pytest.raises(TokenError):
         authority.new_token("worker", uses=0)
+
+
+def test_a_token_naming_a_node_admits_that_node_only_and_is_not_spent_by_another(
+    tmp_path: Path,
+) -> None:
+    auth = Authority(tmp_path / "pki")
+    token = str(auth.new_token("subleader", node_id="w1.lead"))
+    with pytest.raises(EnrolError, match=r"admits node 'w1\.lead' only"):
+        auth.enrol(token, pki.make_csr(pki.new_key(), "w2.lead"))
+    with pytest.raises(EnrolError, match=r"admits node 'w1\.lead' only"):
+        auth.enrol(token, pki.make_csr(pki.new_key(), "w1"))
+    issued = auth.enrol(token, pki.make_csr(pki.new_key(), "w1.lead"))  # still unspent
+    assert (issued.info.node_id, issued.info.role) == ("w1.lead", "subleader")
+    with pytest.raises(EnrolError, match="already used"):
+        auth.enrol(token, pki.make_csr(pki.new_key(), "w1.lead"))

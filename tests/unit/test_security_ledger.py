@@ -93,3 +93,26 @@ def test_an_authority_takes_in_a_spent_token_and_a_revocation(tmp_path: Path) ->
     assert standby.ledger() == before
     with pytest.raises(EnrolError, match="already used"):
         standby.enrol(str(token), pki.make_csr(pki.new_key(), "w2"))
+
+
+def test_a_token_naming_a_node_keeps_its_name_through_the_wire_and_merges(
+    tmp_path: Path,
+) -> None:
+    root = Authority(tmp_path / "root")
+    (tmp_path / "standby").mkdir()
+    for part in ("ca.key", "ca.pem"):
+        shutil.copy(root.dir / part, tmp_path / "standby" / part)
+    standby = Authority(tmp_path / "standby")
+    token = root.new_token("subleader", node_id="w1.lead")
+    (op,) = decode(encode([PkiOp(root.ledger())]))
+    assert isinstance(op, PkiOp) and op.ledger.tokens[token.token_id].node_id == "w1.lead"
+    standby.merge(op.ledger)
+    root.merge(standby.ledger())  # the root's own record rewritten by a merge
+    for auth in (root, standby):
+        with pytest.raises(EnrolError, match="admits node"):
+            auth.enrol(str(token), pki.make_csr(pki.new_key(), "w2.lead"))
+    issued = standby.enrol(str(token), pki.make_csr(pki.new_key(), "w1.lead"))
+    assert issued.info.role == "subleader"
+    bad = {"secret_sha256": "a" * 64, "role": "subleader", "expires_at": NOW, "uses_left": 1}
+    with pytest.raises(LedgerError, match="node id"):
+        Ledger.from_dict({"tokens": {"0" * 12: {**bad, "node_id": "bad name"}}})

@@ -5,11 +5,9 @@ A hand-driven clock: the reporter reads the time only through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from eddl.worker.unreachable import UnreachableReporter
@@ -18,13 +16,7 @@ LEADER = "10.0.0.5:50051"
 REASON = "UNAVAILABLE: failed to connect to all addresses"
 
 
-@pytest.fixture(autouse=True)
-def _every_level() -> Iterator[None]:
-    """Info records reach ``capture_logs`` whatever level an earlier test configured."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("every_log_level")
 
 
 class Clock:

@@ -293,11 +293,16 @@ class HeartbeatReply(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     LEADERS_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_FIELD_NUMBER: _builtins.int
+    LEAD_TOKEN_FIELD_NUMBER: _builtins.int
     known: _builtins.bool
     """false: the leader forgot this node; join again"""
     heartbeat_interval_ms: _builtins.int
     cancel_task: _builtins.bool
     """the node's current task is void (job cancelled, reassigned)"""
+    lead_token: _builtins.str
+    """A --can-lead worker the root promoted over mTLS: a single-use join token of role
+    subleader, admitting only "<node id>.lead", for the certificate of the group it leads.
+    """
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope: ...
     @_builtins.property
@@ -310,10 +315,11 @@ class HeartbeatReply(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         leaders: _abc.Iterable[_builtins.str] | None = ...,
         cancel_task: _builtins.bool = ...,
+        lead_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task", b"cancel_task", "envelope", b"envelope", "heartbeat_interval_ms", b"heartbeat_interval_ms", "known", b"known", "leaders", b"leaders"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task", b"cancel_task", "envelope", b"envelope", "heartbeat_interval_ms", b"heartbeat_interval_ms", "known", b"known", "lead_token", b"lead_token", "leaders", b"leaders"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
