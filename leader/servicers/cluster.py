@@ -25,6 +25,7 @@ from eddl.leader.servicers.common import (
     check_finite,
     guarded,
     guarded_stream,
+    optional_task_id,
     sample_batches,
 )
 from eddl.leader.servicers.upload import draining, read_body, read_failure, read_head
@@ -182,6 +183,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 job_id=env.job_id or None,
                 term=env.term,
                 wait_s=min(request.wait_ms, 30_000) / 1000.0,
+                after_task=optional_task_id("after_task_id", request.after_task_id),
             )
             if isinstance(outcome, TaskOut):
                 return cluster_pb2.GetTaskReply(

@@ -289,6 +289,49 @@ async def test_bad_updates_are_refused_and_change_nothing(cluster: Cluster) -> N
         assert cluster.status(job_id)["samples_trained"] == trained
 
 
+async def test_a_task_asked_for_during_its_push_comes_once_the_update_is_taken(
+    cluster: Cluster,
+) -> None:
+    job_id = await cluster.submit(SLOW_JOB, token="admin")
+    async with open_channel(cluster.address) as ch:
+        stub = cluster_pb2_grpc.ClusterStub(ch)
+        await _join(stub, cluster)
+        task = await _task(cluster, stub)
+        before = _snapshot(cluster, job_id)
+        code, detail, _ = await _code(
+            stub.GetTask(
+                cluster_pb2.GetTaskRequest(
+                    envelope=_env(cluster), wait_ms=100, after_task_id="x" * 257
+                ),
+                timeout=10,
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "after_task_id" in detail
+        assert _snapshot(cluster, job_id) == before
+        # Asked ahead and not answered in its budget: told to retry, never the task held.
+        waited = await stub.GetTask(
+            cluster_pb2.GetTaskRequest(
+                envelope=_env(cluster), wait_ms=200, after_task_id=task.task_id
+            ),
+            timeout=10,
+        )
+        assert waited.WhichOneof("outcome") == "retry_after_ms"
+        ahead = asyncio.ensure_future(
+            stub.GetTask(
+                cluster_pb2.GetTaskRequest(
+                    envelope=_env(cluster), wait_ms=10_000, after_task_id=task.task_id
+                ),
+                timeout=20,
+            )
+        )
+        good = {k: v.copy() for k, v in cluster.coordinator.model(job_id).params.items()}
+        ok = await stub.PushUpdate(_stream(_update(cluster, task, good)), timeout=10)
+        assert ok.outcome == "aggregated"  # one worker: its update closes the round
+        nxt = await asyncio.wait_for(ahead, 20)
+        assert nxt.WhichOneof("outcome") == "task" and nxt.task.task_id != task.task_id
+        assert nxt.task.envelope.model_version == ok.envelope.model_version
+
+
 async def test_single_message_over_the_limit_is_resource_exhausted(cluster: Cluster) -> None:
     job_id = await cluster.submit(SLOW_JOB, token="admin")
     async with open_channel(cluster.address) as ch:

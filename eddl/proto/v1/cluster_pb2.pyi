@@ -325,8 +325,13 @@ class GetTaskRequest(_message.Message):
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
+    AFTER_TASK_ID_FIELD_NUMBER: _builtins.int
     wait_ms: _builtins.int
     """long-poll budget"""
+    after_task_id: _builtins.str
+    """A task whose update this node is pushing while it asks (the next task asked for ahead):
+    never answer with that task; wait, within wait_ms, until its update is taken or refused.
+    """
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope:
         """job_id may be empty: any job"""
@@ -336,10 +341,11 @@ class GetTaskRequest(_message.Message):
         *,
         envelope: _common_pb2.Envelope | None = ...,
         wait_ms: _builtins.int = ...,
+        after_task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "wait_ms", b"wait_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_task_id", b"after_task_id", "envelope", b"envelope", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
