@@ -33,12 +33,14 @@ from eddl.learn.params import Params
 from eddl.log import get_logger
 from eddl.net import (
     REASON_KEY,
+    ChunkError,
     RunningServer,
     array_from_tensor,
     params_nbytes,
     start_server,
     write_port_file,
 )
+from eddl.net.chunks import MAX_INLINE_MODEL_BYTES
 from eddl.net.redirect import not_leader
 from eddl.net.sparse import wire_bytes
 from eddl.profiler import LinkTracker
@@ -53,7 +55,7 @@ from eddl.worker.executor import Executor, TaskResult, TaskSpec
 from eddl.worker.link import Backoff, LeaderLink
 from eddl.worker.presence import HostPresence, Presence
 from eddl.worker.training import NumpyExecutor
-from eddl.worker.transfer import receive_model, sparse_records, update_stream
+from eddl.worker.transfer import inline_model, receive_model, sparse_records, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
 __all__ = ["JoinRefusedError", "TaskTiming", "WorkerDaemon", "start_endpoint", "task_from_proto"]
@@ -439,8 +441,15 @@ class WorkerDaemon:
     ) -> cluster_pb2.GetTaskReply:
         # Built per attempt: a rejoin in between changes the term the envelope carries.
         wait_ms = self.config.poll_ms
+        held = self._model
         request = cluster_pb2.GetTaskRequest(
-            envelope=self.envelope(), wait_ms=wait_ms, after_task_id=after_task
+            envelope=self.envelope(),
+            wait_ms=wait_ms,
+            after_task_id=after_task,
+            # The task's model inside the reply when small (no PullModel), unless held.
+            inline_model_bytes=min(self.config.max_model_bytes, MAX_INLINE_MODEL_BYTES),
+            held_job_id=held[0] if held is not None else "",
+            held_version=held[1] if held is not None else 0,
         )
         reply: cluster_pb2.GetTaskReply = await stub.GetTask(
             request, timeout=wait_ms / 1000.0 + self.config.rpc_timeout_s
@@ -471,6 +480,16 @@ class WorkerDaemon:
                 return reply
         return await self._call(self._get_task)
 
+    def _keep_inline(self, task: TaskSpec, reply: cluster_pb2.GetTaskReply) -> None:
+        """Keep the model the reply carries for ``task``; a bad one is left to PullModel."""
+        try:
+            got = inline_model(reply, self.config.max_model_bytes)
+        except ChunkError as exc:
+            log.warning("inline model refused", task=task.task_id, error=str(exc))
+            return
+        if got is not None and got[0] == task.version:
+            self._model = (task.job_id, got[0], got[1])
+
     async def _task_loop(self) -> None:
         try:
             await self._tasks()
@@ -482,7 +501,9 @@ class WorkerDaemon:
             reply = await self._next_reply()
             outcome = reply.WhichOneof("outcome")
             if outcome == "task":
-                await self._run_cancellable(task_from_proto(reply.task))
+                task = task_from_proto(reply.task)
+                self._keep_inline(task, reply)
+                await self._run_cancellable(task)
             elif outcome == "retry_after_ms":
                 await asyncio.sleep(min(reply.retry_after_ms, 5000) / 1000.0)
             else:
