@@ -278,6 +278,9 @@ async def bench_config(
                 med = _median([r.seconds for r in ok if r.seconds is not None])
                 samples = _median([r.samples for r in ok if r.samples is not None])
                 switched = sum(1 for r in cell.runs if r.switches)
+                # What the cluster trained per second on its way to the target, against the
+                # sum of its workers' speeds: the share the per-task fixed costs left.
+                rate = _median([r.samples / r.seconds for r in ok if r.samples and r.seconds])
                 titled = _titled(variant.label, tree)
                 timelines.extend(_timeline_rows(name, hidden, titled, cell, throttles))
                 rows.append(
@@ -289,6 +292,7 @@ async def bench_config(
                         ", ".join(f"{r.seconds:.2f}" if r.seconds else "-" for r in cell.runs),
                         f"{samples:,.0f} ({samples / single_samples:.1f}x)" if ok else "-",
                         f"{ideal:.2f} ({combined:.0f}/s)",
+                        f"{rate:,.0f} ({rate / combined:.2f})" if ok else "-",
                         f"{med / ideal:.2f}" if ok else "-",
                         f"{switched}/{len(cell.runs)}"
                         if variant.job.get("aggregation") is None
@@ -380,7 +384,9 @@ async def run(args: argparse.Namespace) -> str:
         f"and batch, evaluated every {_EVAL_EVERY} samples, seeds 0..{args.reps - 1}, measured "
         f"in this benchmark run) needs S samples; the ideal is S / the sum of the workers' "
         f"speeds the leader measured during the cell's runs (given beside it). 'auto switched' "
-        f"counts the runs in which auto changed mode. Single process: "
+        f"counts the runs in which auto changed mode. 'samples/s to 90%': samples / seconds "
+        f"of each run (median), and that over the combined speed: x ideal ≈ (samples x the "
+        f"single process's) / (this share). Single process: "
         + "; ".join(reference)
         + f". 1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end."
         + (
@@ -399,6 +405,7 @@ async def run(args: argparse.Namespace) -> str:
                 "each run (s)",
                 "samples to 90% (median)",
                 "ideal s (combined speed)",
+                "samples/s to 90% (x combined)",
                 "x ideal",
                 "auto switched",
             ],
