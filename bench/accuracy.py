@@ -1,7 +1,7 @@
 """Time to accuracy against the ideal: a cluster of throttled workers vs one process.
 
     python -m bench.accuracy [--reps 5] [--configs light,compute] [--models 64,256]
-                             [--variants all|NAME,...] [--no-write]
+                             [--variants all|NAME,...] [--baseline-python PATH] [--no-write]
 
 The job a single process would train: mnist-10k (8,000 train / 2,000 test), sgd 784-H-10
 (tanh, softmax, ce), lr 0.05, batch 32, target 90% test accuracy, every other setting the job
@@ -20,6 +20,11 @@ cluster's combined speed``, the combined speed being the sum of the workers' spe
 leader measured during that cell's runs. A second table says where each worker's time went
 in each cell (compute, transfer, other, waiting: :mod:`bench.timeline`, from the workers' own
 logs). Writes the section "accuracy" of docs/benchmarks.md.
+
+``--baseline-python`` compares two EDDL installs side by side: a second cluster's daemons run
+with that interpreter (a virtual environment with another commit installed, e.g. ``pip install
+--no-deps`` of a ``git archive``), both clusters stay up, and each job runs on one then the
+other (the order alternating by repetition), so both see the same load. Rows say which tree.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -227,50 +233,66 @@ async def bench_config(
     tmp: Path,
     singles: dict[int, list[Single]],
     timelines: list[list[str]],
+    baseline_python: str = "",
 ) -> list[list[str]]:
     throttles = CONFIGS[name]
     rows: list[list[str]] = []
-    with LocalCluster(tmp / name, throttles) as cluster:
-        await asyncio.to_thread(cluster.start)
-        await cluster.wait_for_nodes(len(throttles), 120)
+    # (label, interpreter): this tree alone, or this tree and a baseline install side by side.
+    trees = [("", "")] if not baseline_python else [(THIS, ""), (BASELINE, baseline_python)]
+    with contextlib.ExitStack() as stack:
+        clusters = []
+        for label, python in trees:
+            where = tmp / (f"{name}-{label.replace(' ', '-')}" if label else name)
+            cluster = stack.enter_context(LocalCluster(where, throttles, python=python))
+            await asyncio.to_thread(cluster.start)
+            await cluster.wait_for_nodes(len(throttles), 120)
+            clusters.append((label, cluster))
         for hidden in hidden_sizes:
-            # Untimed: every worker's first tasks pay its cold start (imports, the dataset).
-            warm = job_spec(hidden, Variant("warm-up", {"aggregation": "sync"}), 10**6)
-            await run_job(cluster, {**warm, "rounds": 4, "target_accuracy": 0.999})
-            await asyncio.sleep(_SETTLE_S)
-            cells = {v.label: Cell() for v in variants}
+            for _, cluster in clusters:
+                # Untimed: every worker's first tasks pay its cold start (imports, dataset).
+                warm = job_spec(hidden, Variant("warm-up", {"aggregation": "sync"}), 10**6)
+                await run_job(cluster, {**warm, "rounds": 4, "target_accuracy": 0.999})
+                await asyncio.sleep(_SETTLE_S)
+            cells = {(t, v.label): Cell() for t, _ in trees for v in variants}
             for rep in range(reps):
                 k = rep % len(variants)
                 for variant in [*variants[k:], *variants[:k]]:
-                    run = await run_job(cluster, job_spec(hidden, variant, rep))
-                    cells[variant.label].runs.append(run)
-                    print(
-                        f"{name} 784-{hidden}-10 rep {rep} {variant.label}: {run.seconds} s, "
-                        f"{run.samples} samples, combined {run.combined_sps:.0f}/s "
-                        f"{run.switches}",
-                        flush=True,
-                    )
-                    await asyncio.sleep(_SETTLE_S)
+                    j = rep % len(clusters)
+                    for label, cluster in [*clusters[j:], *clusters[:j]]:
+                        run = await run_job(cluster, job_spec(hidden, variant, rep))
+                        cells[label, variant.label].runs.append(run)
+                        print(
+                            f"{name} 784-{hidden}-10 rep {rep} {_titled(variant.label, label)}: "
+                            f"{run.seconds} s, {run.samples} samples, combined "
+                            f"{run.combined_sps:.0f}/s {run.switches}",
+                            flush=True,
+                        )
+                        await asyncio.sleep(_SETTLE_S)
             single = [s.samples for s in singles[hidden] if s.samples is not None]
             single_samples = _median(single)
-            for variant in variants:
-                cell = cells[variant.label]
+            for tree, variant in [(t, v) for v in variants for t, _ in trees]:
+                cell = cells[tree, variant.label]
                 ok = cell.reached()
                 combined = _median([r.combined_sps for r in cell.runs if r.combined_sps > 0])
                 ideal = single_samples / combined
                 med = _median([r.seconds for r in ok if r.seconds is not None])
                 samples = _median([r.samples for r in ok if r.samples is not None])
                 switched = sum(1 for r in cell.runs if r.switches)
-                timelines.extend(_timeline_rows(name, hidden, variant, cell, throttles))
+                # What the cluster trained per second on its way to the target, against the
+                # sum of its workers' speeds: the share the per-task fixed costs left.
+                rate = _median([r.samples / r.seconds for r in ok if r.samples and r.seconds])
+                titled = _titled(variant.label, tree)
+                timelines.extend(_timeline_rows(name, hidden, titled, cell, throttles))
                 rows.append(
                     [
                         f"{name} ({','.join(f'{t:g}' for t in throttles)})",
                         f"784-{hidden}-10",
-                        variant.label,
+                        titled,
                         f"{med:.2f}" if ok else "not reached",
                         ", ".join(f"{r.seconds:.2f}" if r.seconds else "-" for r in cell.runs),
                         f"{samples:,.0f} ({samples / single_samples:.1f}x)" if ok else "-",
                         f"{ideal:.2f} ({combined:.0f}/s)",
+                        f"{rate:,.0f} ({rate / combined:.2f})" if ok else "-",
                         f"{med / ideal:.2f}" if ok else "-",
                         f"{switched}/{len(cell.runs)}"
                         if variant.job.get("aggregation") is None
@@ -280,8 +302,15 @@ async def bench_config(
     return rows
 
 
+THIS, BASELINE = "this tree", "baseline"
+
+
+def _titled(variant: str, tree: str) -> str:
+    return f"{variant} [{tree}]" if tree else variant
+
+
 def _timeline_rows(
-    name: str, hidden: int, variant: Variant, cell: Cell, throttles: Sequence[float]
+    name: str, hidden: int, variant: str, cell: Cell, throttles: Sequence[float]
 ) -> list[list[str]]:
     rows = []
     for i, throttle in enumerate(throttles):
@@ -293,7 +322,7 @@ def _timeline_rows(
             [
                 name,
                 f"784-{hidden}-10",
-                variant.label,
+                variant,
                 f"{t.worker} (x{throttle:g})",
                 f"{t.tasks}",
                 f"{t.samples / max(1, t.tasks):.0f}",
@@ -335,7 +364,14 @@ async def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="eddl-accuracy-") as tmp:
         for name in configs:
             rows += await bench_config(
-                name, hidden_sizes, variants, args.reps, Path(tmp), singles, timelines
+                name,
+                hidden_sizes,
+                variants,
+                args.reps,
+                Path(tmp),
+                singles,
+                timelines,
+                args.baseline_python,
             )
     load_end = os.getloadavg()[0]
     return (
@@ -348,9 +384,18 @@ async def run(args: argparse.Namespace) -> str:
         f"and batch, evaluated every {_EVAL_EVERY} samples, seeds 0..{args.reps - 1}, measured "
         f"in this benchmark run) needs S samples; the ideal is S / the sum of the workers' "
         f"speeds the leader measured during the cell's runs (given beside it). 'auto switched' "
-        f"counts the runs in which auto changed mode. Single process: "
+        f"counts the runs in which auto changed mode. 'samples/s to 90%': samples / seconds "
+        f"of each run (median), and that over the combined speed: x ideal ≈ (samples x the "
+        f"single process's) / (this share). Single process: "
         + "; ".join(reference)
-        + f". 1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n\n"
+        + f". 1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end."
+        + (
+            f" [{THIS}]: daemons of this checkout's install; [{BASELINE}]: daemons run by "
+            f"{args.baseline_python} (another install), both clusters up, each job run on one "
+            "then the other (the order alternating by repetition).\n\n"
+            if args.baseline_python
+            else "\n\n"
+        )
         + markdown_table(
             [
                 "throttles",
@@ -360,6 +405,7 @@ async def run(args: argparse.Namespace) -> str:
                 "each run (s)",
                 "samples to 90% (median)",
                 "ideal s (combined speed)",
+                "samples/s to 90% (x combined)",
                 "x ideal",
                 "auto switched",
             ],
@@ -399,6 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="64,256", help="hidden layer sizes")
     p.add_argument(
         "--variants", default="all", help="'all' or labels separated by ';' (see VARIANTS)"
+    )
+    p.add_argument(
+        "--baseline-python",
+        default="",
+        help="run each job also on a cluster of daemons run by this interpreter (another "
+        "EDDL install), interleaved",
     )
     p.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
     args = p.parse_args(argv)

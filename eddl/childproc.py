@@ -39,9 +39,10 @@ _PR_SET_PDEATHSIG = 1
 PARENT_GONE = 125
 
 
-def python_module(module: str, *args: str) -> list[str]:
-    """``python -P -m module args...`` with this interpreter (no console script on PATH needed)."""
-    return [sys.executable, "-P", "-m", module, *args]
+def python_module(module: str, *args: str, python: str = "") -> list[str]:
+    """``python -P -m module args...`` with ``python``, by default this interpreter (no console
+    script on PATH needed)."""
+    return [python or sys.executable, "-P", "-m", module, *args]
 
 
 def bound_to_parent(argv: Sequence[str], parent_pid: int | None = None) -> list[str]:

@@ -267,7 +267,12 @@ class Coordinator(JobCommands, Queries):
 
     # -- work ------------------------------------------------------------------------------
     def next_task(
-        self, node_id: str, *, job_id: str | None = None, term: int | None = None
+        self,
+        node_id: str,
+        *,
+        job_id: str | None = None,
+        term: int | None = None,
+        after_task: str | None = None,
     ) -> Task | Wait:
         with self._op():
             self._check_term(term)
@@ -283,7 +288,7 @@ class Coordinator(JobCommands, Queries):
                     status = "unknown" if record is None else record.status
                     return Wait(f"job {job_id} is {status}", 1.0, done=status != "queued")
                 return Wait("no job is running", 0.5)
-            return run.next_task(node)
+            return run.next_task(node, after_task=after_task)
 
     def submit_update(
         self,

@@ -204,7 +204,10 @@ class JobRun:
         return reason
 
     # -- work ------------------------------------------------------------------------------
-    def next_task(self, node: Node) -> Task | Wait:
+    def next_task(self, node: Node, *, after_task: str | None = None) -> Task | Wait:
+        """The node's next task, or why it waits. ``after_task``: a task whose update the node
+        is pushing while it asks (its next task asked for ahead); that task is never the
+        answer, the node waits for the update to be taken or refused instead."""
         if self.status != "running":
             return Wait(f"job {self.spec.job_id} is {self.status}", 1.0, done=True)
         cannot = self.unable(node)
@@ -214,6 +217,8 @@ class JobRun:
             return Wait(f"{who} cannot run job {self.spec.job_id}: {cannot}", 1.0)
         held = self.task_of(node.node_id)
         if held is not None and held.session == node.session:
+            if held.task_id == after_task:  # woken again once its update is in
+                return Wait(f"the update of task {after_task} is on its way", self._retry())
             return held  # a retried GetTask gets the same task, never a second one
         now = self._now()
         seconds: float | None = None

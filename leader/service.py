@@ -37,7 +37,8 @@ from eddl.net.sparse import SparseRecord
 
 __all__ = ["LeaderService"]
 
-_Ask = tuple[str, str | None, int | None]  # a GetTask: node id, job id, term
+# A GetTask: node id, job id, term, and the task whose update the node is pushing meanwhile.
+_Ask = tuple[str, str | None, int | None, str | None]
 
 
 class LeaderService:
@@ -147,11 +148,18 @@ class LeaderService:
 
     # -- work ------------------------------------------------------------------------------
     async def next_task(
-        self, node_id: str, *, job_id: str | None, term: int | None, wait_s: float
+        self,
+        node_id: str,
+        *,
+        job_id: str | None,
+        term: int | None,
+        wait_s: float,
+        after_task: str | None = None,
     ) -> TaskOut | Wait:
-        """A task, or after up to ``wait_s`` (woken by domain events) the last ``Wait``."""
+        """A task, or after up to ``wait_s`` (woken by domain events) the last ``Wait``;
+        never ``after_task``, whose update the node is pushing (see ``JobRun.next_task``)."""
         deadline = time.monotonic() + wait_s
-        ask = (node_id, job_id, term)
+        ask = (node_id, job_id, term, after_task)
         since = self.polls.generation
         outcome = self._kept(await self._call(self._hand_out, *ask))
         while True:
@@ -188,8 +196,10 @@ class LeaderService:
             self._models.keep(outcome.job_id, outcome.base_version, outcome.base_params)
         return outcome
 
-    def _hand_out(self, node_id: str, job_id: str | None, term: int | None) -> TaskOut | Wait:
-        outcome = self._c.next_task(node_id, job_id=job_id, term=term)
+    def _hand_out(
+        self, node_id: str, job_id: str | None, term: int | None, after_task: str | None = None
+    ) -> TaskOut | Wait:
+        outcome = self._c.next_task(node_id, job_id=job_id, term=term, after_task=after_task)
         if isinstance(outcome, Wait):
             return outcome
         run = self._c.job_queue.active

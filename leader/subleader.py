@@ -178,11 +178,13 @@ class SubLeader:
         self._wake()
 
     # -- the group's work ------------------------------------------------------------------
-    def hand_out(self, node_id: str) -> GroupTask | None:
+    def hand_out(self, node_id: str, after_task: str | None = None) -> GroupTask | None:
+        """The member's task: the one it holds (a retried ask), else a new share of the current
+        upstream task; None while it holds ``after_task``, whose update it is pushing."""
         self.require(node_id)
         member = self.members[node_id]
         if member.holds is not None:
-            return self.in_flight.get(member.holds)
+            return None if member.holds == after_task else self.in_flight.get(member.holds)
         cur = self.current
         if cur is None or cur.answered is not None:
             return None
@@ -202,10 +204,12 @@ class SubLeader:
         member.holds = task.task_id
         return task
 
-    async def next_task(self, node_id: str, wait_s: float) -> GroupTask | None:
+    async def next_task(
+        self, node_id: str, wait_s: float, after_task: str | None = None
+    ) -> GroupTask | None:
         deadline = time.monotonic() + max(0.0, min(wait_s, 60.0))
         while True:
-            task = self.hand_out(node_id)
+            task = self.hand_out(node_id, after_task)
             left = deadline - time.monotonic()
             if task is not None or left <= 0 or self.stopped:
                 return task

@@ -2,11 +2,13 @@
 
 Two loops run in one ``asyncio.TaskGroup``: heartbeats (interval from the leader, with jitter)
 and tasks (long-poll ``GetTask``, fetch the model version the task starts from, train with
-the executor, push the update in chunks). Both share one :class:`LeaderLink`. When the leader
-is away (``UNAVAILABLE``) or has forgotten the node (unknown node, new term), the next call
-joins again, moving down the leader list with backoff. :meth:`WorkerDaemon.request_stop`
-(SIGTERM/SIGINT) stops both loops and sends ``Leave`` so the leader requeues the node's task at
-once.
+the executor, push the update in chunks). The next ``GetTask`` leaves with the push, naming
+the task being pushed (``after_task_id``): the leader answers it once the update is taken, so
+a worker's next task reaches it without a round trip after the push's reply. Both loops share
+one :class:`LeaderLink`. When the leader is away (``UNAVAILABLE``) or has forgotten the node
+(unknown node, new term), the next call joins again, moving down the leader list with backoff.
+:meth:`WorkerDaemon.request_stop` (SIGTERM/SIGINT) stops both loops and sends ``Leave`` so the
+leader requeues the node's task at once.
 
 The daemon is the wire edge: what the node is (:class:`~eddl.worker.presence.Presence`) and
 how it trains (:class:`~eddl.worker.executor.Executor`) are given to it, and a task reaches the
@@ -31,12 +33,14 @@ from eddl.learn.params import Params
 from eddl.log import get_logger
 from eddl.net import (
     REASON_KEY,
+    ChunkError,
     RunningServer,
     array_from_tensor,
     params_nbytes,
     start_server,
     write_port_file,
 )
+from eddl.net.chunks import MAX_INLINE_MODEL_BYTES
 from eddl.net.redirect import not_leader
 from eddl.net.sparse import wire_bytes
 from eddl.profiler import LinkTracker
@@ -51,7 +55,7 @@ from eddl.worker.executor import Executor, TaskResult, TaskSpec
 from eddl.worker.link import Backoff, LeaderLink
 from eddl.worker.presence import HostPresence, Presence
 from eddl.worker.training import NumpyExecutor
-from eddl.worker.transfer import receive_model, sparse_records, update_stream
+from eddl.worker.transfer import inline_model, receive_model, sparse_records, update_stream
 from eddl.worker.unreachable import UnreachableReporter
 
 __all__ = ["JoinRefusedError", "TaskTiming", "WorkerDaemon", "start_endpoint", "task_from_proto"]
@@ -209,6 +213,9 @@ class WorkerDaemon:
         self._stop = asyncio.Event()
         self._model: tuple[str, int, Params] | None = None
         self._current: asyncio.Task[None] | None = None
+        # The next GetTask, asked while the last task's update was pushed (see _ask_ahead).
+        self._ahead: asyncio.Task[cluster_pb2.GetTaskReply] | None = None
+        self._pushed_task = ""  # the task whose update the leader took last
         # Passive link estimates from the model pulls and update pushes this worker makes.
         self.links = LinkTracker()
         # The last task's model pull (0 when cached) and the last update push, in seconds:
@@ -435,21 +442,74 @@ class WorkerDaemon:
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    async def _get_task(self, stub: cluster_pb2_grpc.ClusterStub) -> cluster_pb2.GetTaskReply:
+    async def _get_task(
+        self, stub: cluster_pb2_grpc.ClusterStub, after_task: str = ""
+    ) -> cluster_pb2.GetTaskReply:
         # Built per attempt: a rejoin in between changes the term the envelope carries.
         wait_ms = self.config.poll_ms
-        request = cluster_pb2.GetTaskRequest(envelope=self.envelope(), wait_ms=wait_ms)
+        held = self._model
+        request = cluster_pb2.GetTaskRequest(
+            envelope=self.envelope(),
+            wait_ms=wait_ms,
+            after_task_id=after_task,
+            # The task's model inside the reply when small (no PullModel), unless held.
+            inline_model_bytes=min(self.config.max_model_bytes, MAX_INLINE_MODEL_BYTES),
+            held_job_id=held[0] if held is not None else "",
+            held_version=held[1] if held is not None else 0,
+        )
         reply: cluster_pb2.GetTaskReply = await stub.GetTask(
             request, timeout=wait_ms / 1000.0 + self.config.rpc_timeout_s
         )
         return reply
 
+    def _ask_ahead(self, task_id: str) -> None:
+        """Ask for the next task now, while ``task_id``'s update is pushed: the leader answers
+        once it has taken (or refused) that update, as it would a GetTask sent after it."""
+        self._drop_ahead()
+        self._ahead = asyncio.create_task(
+            self._call(lambda stub: self._get_task(stub, after_task=task_id))
+        )
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+
+    async def _next_reply(self) -> cluster_pb2.GetTaskReply:
+        """The answer asked ahead during the last push, else a GetTask sent now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            reply = await ahead
+            # A leader that does not know ``after_task_id`` may answer with the task being
+            # pushed (a retried ask gets the task held): it is done now, so ask again.
+            if reply.WhichOneof("outcome") != "task" or reply.task.task_id != self._pushed_task:
+                return reply
+        return await self._call(self._get_task)
+
+    def _keep_inline(self, task: TaskSpec, reply: cluster_pb2.GetTaskReply) -> None:
+        """Keep the model the reply carries for ``task``; a bad one is left to PullModel."""
+        try:
+            got = inline_model(reply, self.config.max_model_bytes)
+        except ChunkError as exc:
+            log.warning("inline model refused", task=task.task_id, error=str(exc))
+            return
+        if got is not None and got[0] == task.version:
+            self._model = (task.job_id, got[0], got[1])
+
     async def _task_loop(self) -> None:
+        try:
+            await self._tasks()
+        finally:
+            self._drop_ahead()
+
+    async def _tasks(self) -> None:
         while True:
-            reply = await self._call(self._get_task)
+            reply = await self._next_reply()
             outcome = reply.WhichOneof("outcome")
             if outcome == "task":
-                await self._run_cancellable(task_from_proto(reply.task))
+                task = task_from_proto(reply.task)
+                self._keep_inline(task, reply)
+                await self._run_cancellable(task)
             elif outcome == "retry_after_ms":
                 await asyncio.sleep(min(reply.retry_after_ms, 5000) / 1000.0)
             else:
@@ -463,6 +523,7 @@ class WorkerDaemon:
         try:
             await job
         except asyncio.CancelledError:
+            self._drop_ahead()
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 raise  # the daemon is stopping
@@ -495,8 +556,11 @@ class WorkerDaemon:
             fetch_s = time.monotonic() - fetch_started
             result = await self.executor.execute(task, params, x, y)
             self.state = "pushing"
+            self._ask_ahead(task.task_id)
             reply = await self._push(task, result)
+            self._pushed_task = task.task_id
         except grpc.aio.AioRpcError as exc:
+            self._drop_ahead()  # the push failed: ask afresh, as before the ask ahead
             # The leader refused this task's model or update (stale version, cancelled job):
             # the task is void, the next GetTask brings a fresh one.
             log.warning(
@@ -511,6 +575,7 @@ class WorkerDaemon:
             # Whatever went wrong with this task (its model or samples, the trainer, memory),
             # the node stays up: it tells the leader, which re-queues the samples and fails
             # the job if its tasks keep failing, and asks for the next task.
+            self._drop_ahead()
             await self._task_failed(task, exc)
             return
         finally:

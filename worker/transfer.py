@@ -10,7 +10,7 @@ from eddl.net.sparse import encode_sparse
 from eddl.proto.v1 import cluster_pb2, common_pb2
 from eddl.worker.executor import TaskResult
 
-__all__ = ["receive_model", "sparse_records", "update_stream"]
+__all__ = ["inline_model", "receive_model", "sparse_records", "update_stream"]
 
 
 async def update_stream(
@@ -41,6 +41,21 @@ def sparse_records(result: TaskResult) -> list[common_pb2.SparseTensor] | None:
     ]
 
 
+def _reassembler(header: cluster_pb2.ModelHeader, max_bytes: int) -> Reassembler:
+    return Reassembler(header.num_tensors, header.total_bytes, max_total_bytes=max_bytes)
+
+
+def inline_model(reply: cluster_pb2.GetTaskReply, max_bytes: int) -> tuple[int, Params] | None:
+    """The model version a ``GetTask`` reply carries inline, as (version, params); None when
+    it carries none; a malformed one is refused like a malformed ``PullModel`` stream."""
+    if not reply.HasField("model_header"):
+        return None
+    reassembler = _reassembler(reply.model_header, max_bytes)
+    for chunk in reply.model_chunks:
+        reassembler.add(chunk)
+    return reply.model_header.envelope.model_version, reassembler.finish()
+
+
 async def receive_model(
     stream: AsyncIterator[cluster_pb2.ModelChunk], max_bytes: int
 ) -> tuple[int, Params]:
@@ -54,9 +69,7 @@ async def receive_model(
                 raise ChunkError("model stream holds two headers")
             header = message.header
             version = header.envelope.model_version
-            reassembler = Reassembler(
-                header.num_tensors, header.total_bytes, max_total_bytes=max_bytes
-            )
+            reassembler = _reassembler(header, max_bytes)
         elif kind == "chunk":
             if reassembler is None:
                 raise ChunkError("model stream: chunk before the header")

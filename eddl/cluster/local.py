@@ -130,6 +130,8 @@ class LocalCluster:
     devices: list[Launched] = field(default_factory=list)
     cert_lifetime_s: float = 24 * 3600.0
     identity: Identity | None = None  # the admin certificate the cluster's caller uses
+    # The daemons' interpreter (empty: this one); another venv runs another EDDL install.
+    python: str = ""
     _authority: Authority | None = field(default=None, init=False, repr=False)
     # The one thread that starts every child (see the module docstring): kept until stop().
     _spawner: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -223,6 +225,7 @@ class LocalCluster:
                 str(boot_file),
                 "--cert-lifetime",
                 str(self.cert_lifetime_s),
+                python=self.python,
             ),
         )
         deadline = time.monotonic() + timeout_s
@@ -263,6 +266,7 @@ class LocalCluster:
             "--join-token",
             self.token,
             *self._security_args("gateway", "gateway"),
+            python=self.python,
         )
         for device in self.devices:
             argv += ["--mcu", device.url]
@@ -285,6 +289,7 @@ class LocalCluster:
             "--throttle",
             str(self.workers[index]),
             *self._security_args(name, "worker"),
+            python=self.python,
         )
         self._spawn(name, argv, device=True)
 

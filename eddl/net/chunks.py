@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_LIMITS",
     "MAX_CHUNK_BYTES",
+    "MAX_INLINE_MODEL_BYTES",
     "ChunkError",
     "ChunkLimits",
     "ChunkTooLargeError",
@@ -50,6 +51,8 @@ __all__ = [
 # 1 MiB keeps each message a quarter of gRPC's 4 MiB default, leaving room for the header.
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 3 << 20
+# A model this small may travel inside a GetTask reply (one message, like one chunk).
+MAX_INLINE_MODEL_BYTES = MAX_CHUNK_BYTES
 
 
 class ChunkError(TensorError):

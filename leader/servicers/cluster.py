@@ -17,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from eddl.leader.capability import McuCapabilities
 from eddl.leader.config import LeaderConfig
-from eddl.leader.errors import InvalidArgumentError
+from eddl.leader.errors import InvalidArgumentError, LeaderError
 from eddl.leader.membership import NodeProfile
 from eddl.leader.service import LeaderService
 from eddl.leader.servicers.common import (
@@ -25,12 +25,13 @@ from eddl.leader.servicers.common import (
     check_finite,
     guarded,
     guarded_stream,
+    optional_task_id,
     sample_batches,
 )
 from eddl.leader.servicers.upload import draining, read_body, read_failure, read_head
 from eddl.leader.views import TaskOut
 from eddl.net import params_nbytes
-from eddl.net.chunks import MAX_CHUNK_BYTES, EncodedModels
+from eddl.net.chunks import MAX_CHUNK_BYTES, MAX_INLINE_MODEL_BYTES, EncodedModels
 from eddl.profiler.convert import link_from_proto
 from eddl.profiler.profiles import LinkEstimate
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
@@ -182,12 +183,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 job_id=env.job_id or None,
                 term=env.term,
                 wait_s=min(request.wait_ms, 30_000) / 1000.0,
+                after_task=optional_task_id("after_task_id", request.after_task_id),
             )
             if isinstance(outcome, TaskOut):
-                return cluster_pb2.GetTaskReply(
+                reply = cluster_pb2.GetTaskReply(
                     task=self._task_message(outcome),
                     envelope=self._envelope(outcome.job_id, outcome.base_version, env.node_id),
                 )
+                await self._inline_model(reply, request, outcome)
+                return reply
             if outcome.done and env.job_id:
                 return cluster_pb2.GetTaskReply(done=outcome.reason, envelope=self._envelope())
             return cluster_pb2.GetTaskReply(
@@ -196,6 +200,32 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             )
 
         return await guarded(context, call())
+
+    async def _inline_model(
+        self, reply: cluster_pb2.GetTaskReply, request: cluster_pb2.GetTaskRequest, task: TaskOut
+    ) -> None:
+        """Put the task's base version into ``reply`` when the node takes a model that large
+        inline and does not hold that version: its PullModel is then skipped."""
+        limit = min(request.inline_model_bytes, MAX_INLINE_MODEL_BYTES)
+        held = (request.held_job_id, request.held_version) == (task.job_id, task.base_version)
+        if limit <= 0 or held:
+            return
+        try:
+            snap = await self.service.model(task.job_id, task.base_version)
+        except LeaderError:
+            return  # the task stands; the node's PullModel hears why
+        total = params_nbytes(snap.params)
+        if total > limit:
+            return
+        reply.model_header.CopyFrom(
+            cluster_pb2.ModelHeader(
+                envelope=self._envelope(task.job_id, snap.version, task.node_id),
+                num_tensors=len(snap.params),
+                total_bytes=total,
+            )
+        )
+        chunks = self._encoded.chunks(task.job_id, snap.version, snap.params, MAX_CHUNK_BYTES)
+        reply.model_chunks.extend(chunks)
 
     async def PushUpdate(
         self,

@@ -26,10 +26,12 @@ from eddl.net.tensors import tensor_from_array
 from eddl.proto.v1 import cluster_pb2, common_pb2
 
 __all__ = [
+    "MAX_TASK_ID_CHARS",
     "check_envelope",
     "guarded",
     "guarded_stream",
     "jsonable",
+    "optional_task_id",
     "refuse",
     "sample_batches",
 ]
@@ -66,6 +68,19 @@ def check_envelope(
         raise InvalidArgumentError(f"envelope.job_id {envelope.job_id!r} is malformed")
     if check_term and envelope.term != term:
         raise StaleTermError(f"message carries term {envelope.term}; this leader is at {term}")
+
+
+# A task id names a job and a counter (a sub-leader adds its own): far shorter than this.
+MAX_TASK_ID_CHARS = 256
+
+
+def optional_task_id(name: str, value: str) -> str | None:
+    """A task id a request may carry: None when empty, refused when absurdly long."""
+    if len(value) > MAX_TASK_ID_CHARS:
+        raise InvalidArgumentError(
+            f"{name} of {len(value)} characters; at most {MAX_TASK_ID_CHARS}"
+        )
+    return value or None
 
 
 def check_finite(name: str, value: float) -> float:

@@ -22,6 +22,7 @@ from eddl.leader.servicers.common import (
     check_finite,
     guarded,
     guarded_stream,
+    optional_task_id,
     sample_batches,
 )
 from eddl.leader.servicers.updatewire import read_update_body
@@ -135,7 +136,11 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
             await self._home(context)
             node_id = request.envelope.node_id
             self.sub.require(node_id)
-            task = await self.sub.next_task(node_id, min(request.wait_ms, 30_000) / 1000.0)
+            task = await self.sub.next_task(
+                node_id,
+                min(request.wait_ms, 30_000) / 1000.0,
+                optional_task_id("after_task_id", request.after_task_id),
+            )
             if task is None:
                 return cluster_pb2.GetTaskReply(retry_after_ms=200, envelope=self._envelope())
             return cluster_pb2.GetTaskReply(

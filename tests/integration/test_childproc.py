@@ -136,3 +136,9 @@ def test_bad_launcher_arguments_are_refused() -> None:
     assert main([str(os.getpid()), "sleep", "1"]) == 2
     with pytest.raises(ValueError):
         bound_to_parent([])
+
+
+def test_a_module_runs_with_the_interpreter_given_else_this_one() -> None:
+    assert python_module("m", "a")[:3] == [sys.executable, "-P", "-m"]
+    other = python_module("eddl.childproc", python="/opt/other/bin/python")
+    assert other == ["/opt/other/bin/python", "-P", "-m", "eddl.childproc"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 
 from eddl.net import REASON_KEY, encode_tensors, open_channel, params_nbytes
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from eddl.worker.transfer import inline_model
 from tests.integration.cluster_support import DIGITS_JOB, TOKEN, Cluster, running_cluster
 
 SLOW_JOB = {k: v for k, v in DIGITS_JOB.items() if k != "target_accuracy"}
@@ -287,6 +289,84 @@ async def test_bad_updates_are_refused_and_change_nothing(cluster: Cluster) -> N
         assert again.outcome == "duplicate"
         assert _snapshot(cluster, job_id) == after
         assert cluster.status(job_id)["samples_trained"] == trained
+
+
+@contextlib.asynccontextmanager
+async def _member_of_a_slow_job(
+    cluster: Cluster,
+) -> AsyncIterator[tuple[str, cluster_pb2_grpc.ClusterStub]]:
+    """A slow job's id and the Cluster stub of node n1, joined."""
+    job_id = await cluster.submit(SLOW_JOB, token="admin")
+    async with open_channel(cluster.address) as ch:
+        stub = cluster_pb2_grpc.ClusterStub(ch)
+        await _join(stub, cluster)
+        yield job_id, stub
+
+
+async def test_a_task_asked_for_during_its_push_comes_once_the_update_is_taken(
+    cluster: Cluster,
+) -> None:
+    async with _member_of_a_slow_job(cluster) as (job_id, stub):
+        task = await _task(cluster, stub)
+        before = _snapshot(cluster, job_id)
+        code, detail, _ = await _code(
+            stub.GetTask(
+                cluster_pb2.GetTaskRequest(
+                    envelope=_env(cluster), wait_ms=100, after_task_id="x" * 257
+                ),
+                timeout=10,
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "after_task_id" in detail
+        assert _snapshot(cluster, job_id) == before
+        # Asked ahead and not answered in its budget: told to retry, never the task held.
+        waited = await stub.GetTask(
+            cluster_pb2.GetTaskRequest(
+                envelope=_env(cluster), wait_ms=200, after_task_id=task.task_id
+            ),
+            timeout=10,
+        )
+        assert waited.WhichOneof("outcome") == "retry_after_ms"
+        ahead = asyncio.ensure_future(
+            stub.GetTask(
+                cluster_pb2.GetTaskRequest(
+                    envelope=_env(cluster), wait_ms=10_000, after_task_id=task.task_id
+                ),
+                timeout=20,
+            )
+        )
+        good = {k: v.copy() for k, v in cluster.coordinator.model(job_id).params.items()}
+        ok = await stub.PushUpdate(_stream(_update(cluster, task, good)), timeout=10)
+        assert ok.outcome == "aggregated"  # one worker: its update closes the round
+        nxt = await asyncio.wait_for(ahead, 20)
+        assert nxt.WhichOneof("outcome") == "task" and nxt.task.task_id != task.task_id
+        assert nxt.task.envelope.model_version == ok.envelope.model_version
+
+
+async def test_a_task_reply_carries_its_model_inline_when_asked_and_not_held(
+    cluster: Cluster,
+) -> None:
+    async with _member_of_a_slow_job(cluster) as (job_id, stub):
+
+        async def ask(**fields: Any) -> cluster_pb2.GetTaskReply:
+            request = cluster_pb2.GetTaskRequest(envelope=_env(cluster), wait_ms=3000, **fields)
+            reply: cluster_pb2.GetTaskReply = await stub.GetTask(request, timeout=10)
+            assert reply.WhichOneof("outcome") == "task", reply
+            return reply
+
+        plain = await ask()  # not asked for: no model (the node pulls)
+        assert not plain.HasField("model_header") and not plain.model_chunks
+        version = plain.task.envelope.model_version
+        model = cluster.coordinator.model(job_id, version).params
+        size = params_nbytes(model)
+        got = inline_model(await ask(inline_model_bytes=1 << 30), max_bytes=size)
+        assert got is not None and got[0] == version
+        assert {k: v.tobytes() for k, v in got[1].items()} == {
+            k: v.tobytes() for k, v in model.items()
+        }
+        assert not (await ask(inline_model_bytes=size - 1)).HasField("model_header")
+        held = await ask(inline_model_bytes=size, held_job_id=job_id, held_version=version)
+        assert not held.HasField("model_header") and held.task.task_id == plain.task.task_id
 
 
 async def test_single_message_over_the_limit_is_resource_exhausted(cluster: Cluster) -> None:

@@ -72,3 +72,38 @@ async def test_the_daemon_hands_typed_tasks_to_its_executor_and_reports_failures
     assert first.num_samples > 0 and first.epochs == 1 and first.layer == -1
     assert [t.version for t in executor.executed] == sorted(t.version for t in executor.executed)
     assert executor.wrong_samples == []
+
+
+class PullWatcher(Executor):
+    """Trains with numpy; notes each task's id and the model pull it needed (0: none)."""
+
+    def __init__(self) -> None:
+        self.numpy = NumpyExecutor()
+        self.daemon: WorkerDaemon | None = None
+        self.runs: list[tuple[str, float]] = []
+
+    def check(self, task: TaskSpec) -> None:
+        self.numpy.check(task)
+
+    async def execute(
+        self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> TaskResult:
+        assert self.daemon is not None
+        self.runs.append((task.task_id, self.daemon._pull_s))
+        return await self.numpy.execute(task, params, x, y)
+
+
+async def test_each_task_runs_once_with_its_model_inline_and_no_pull(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        executor = PullWatcher()
+        daemon = executor.daemon = WorkerDaemon(cluster.worker_config("w0"), executor)
+        cluster.workers["w0"] = (daemon, asyncio.create_task(daemon.run()))
+        await wait_until(lambda: "w0" in cluster.coordinator.membership, 10, "w0 joined")
+        job = await cluster.submit({**SHORT_JOB, "rounds": 4})
+        status = await cluster.wait_job(job, 60)
+    assert status["status"] == "completed", status
+    ids = [task_id for task_id, _ in executor.runs]
+    assert len(ids) == len(set(ids)) == daemon.tasks_done >= 4  # none run twice
+    assert all(pull == 0.0 for _, pull in executor.runs), executor.runs  # never pulled

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eddl.jobcheck import check_job
 from eddl.jobspec import JobSpec, JobSpecError
 from eddl.leader.aggregator import Aggregator
 from eddl.leader.runtime import SUM_BATCHES, default_sync_params
 from eddl.learn.aggregation import AggregationError, ClientUpdate, FedAvg, FedBuff, make_rule
-from eddl.learn.aggregation.fedavg import summed_rate
+from eddl.learn.aggregation.fedavg import summed_rate, weighted_float_mean
 from eddl.learn.params import Params
 
 MODEL = {"sizes": [64, 16, 10], "activations": ["tanh", "sigmoid"], "loss": "bce"}
@@ -145,3 +147,23 @@ def test_a_job_may_set_the_budget_and_bad_ones_are_refused_at_submission() -> No
     )
     with pytest.raises(JobSpecError):
         check_job(bad)
+
+
+@given(
+    st.lists(st.integers(1, 500), min_size=1, max_size=5),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_weighted_mean_has_the_bits_of_its_written_out_formula(
+    weights: list[int], dtype: type, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((7, 5)).astype(dtype) for _ in weights]
+    ref = arrays[0].astype(np.float64)
+    acc = np.zeros_like(ref)
+    for arr, w in zip(arrays, weights, strict=True):
+        acc += float(w) * (arr.astype(np.float64) - ref)
+    written_out = ref + acc / float(sum(weights))
+    got = weighted_float_mean(arrays, weights)
+    assert got.dtype == np.float64 and got.tobytes() == written_out.tobytes()

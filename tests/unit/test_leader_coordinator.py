@@ -155,6 +155,38 @@ def test_each_worker_gets_one_task_per_sync_round_and_retries_get_the_same() -> 
     assert task(c, "w0").base_version == 1
 
 
+@pytest.mark.parametrize("aggregation", ["sync", "async"])
+def test_a_task_asked_for_ahead_of_its_push_waits_for_the_update_then_comes_after_it(
+    aggregation: str,
+) -> None:
+    clock = Clock()
+    c = coordinator(clock)
+    join(c, 40)
+    c.submit_job(spec(aggregation=aggregation))
+    t0 = task(c, "w0")
+    ahead = c.next_task("w0", after_task=t0.task_id)
+    assert isinstance(ahead, Wait) and t0.task_id in ahead.reason and not ahead.done
+    assert task(c, "w0").task_id == t0.task_id  # a plain retry still gets the task held
+    push(c, t0)
+    t1 = task(c, "w0") if aggregation == "sync" else c.next_task("w0", after_task=t0.task_id)
+    assert isinstance(t1, Task) and t1.task_id != t0.task_id
+    # It starts from the model as the update left it (sync: the round's new version).
+    assert t1.base_version == c.job_status("job1")["version"] == (1 if aggregation == "sync" else 0)
+
+
+def test_a_task_asked_for_ahead_of_a_refused_push_is_the_next_one() -> None:
+    clock = Clock()
+    c = coordinator(clock)
+    join(c, 40)
+    c.submit_job(spec(aggregation="async"))
+    t0 = task(c, "w0")
+    assert isinstance(c.next_task("w0", after_task=t0.task_id), Wait)
+    c.fail_task("w0", t0.task_id, "boom", job_id="job1", base_version=t0.base_version)
+    t1 = c.next_task("w0", after_task=t0.task_id)
+    assert isinstance(t1, Task) and t1.task_id != t0.task_id
+    assert set(t1.indexes) >= set(t0.indexes)  # the failed task's data came back first
+
+
 def test_async_job_versions_without_rounds() -> None:
     clock = Clock()
     c = coordinator(clock)

@@ -38,13 +38,21 @@ def weighted_float_mean(arrays: Sequence[np.ndarray], weights: Sequence[int]) ->
     """``sum(w * x) / sum(w)`` in float64, as offsets from the first array.
 
     Mathematically the plain weighted mean; summing offsets keeps identical models exactly
-    identical (every offset is 0) and loses less to cancellation when models are close.
+    identical (every offset is 0) and loses less to cancellation when models are close. The
+    terms are formed in one reused buffer (the same operations in the same order, so the same
+    bits as ``ref + Σ w·(x − ref) / Σ w`` written out): a round's close runs on the leader's
+    owner thread, and fresh arrays of a large model cost more than the arithmetic.
     """
     ref = arrays[0].astype(np.float64)
     acc = np.zeros_like(ref)
+    term = np.empty_like(ref)
     for arr, w in zip(arrays, weights, strict=True):
-        acc += float(w) * (arr.astype(np.float64) - ref)
-    return ref + acc / float(sum(weights))
+        np.subtract(arr, ref, out=term, dtype=np.float64)
+        term *= float(w)
+        acc += term
+    acc /= float(sum(weights))
+    acc += ref
+    return acc
 
 
 def mean_deltas(global_params: Params, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:

@@ -331,8 +331,23 @@ class GetTaskRequest(_message.Message):
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
+    AFTER_TASK_ID_FIELD_NUMBER: _builtins.int
+    INLINE_MODEL_BYTES_FIELD_NUMBER: _builtins.int
+    HELD_JOB_ID_FIELD_NUMBER: _builtins.int
+    HELD_VERSION_FIELD_NUMBER: _builtins.int
     wait_ms: _builtins.int
     """long-poll budget"""
+    after_task_id: _builtins.str
+    """A task whose update this node is pushing while it asks (the next task asked for ahead):
+    never answer with that task; wait, within wait_ms, until its update is taken or refused.
+    """
+    inline_model_bytes: _builtins.int
+    """The largest model (bytes) this node takes inside a reply holding a task, to skip the
+    PullModel of the task's base version; 0: never (it pulls).
+    """
+    held_job_id: _builtins.str
+    """The model version this node holds already (job held_job_id): never sent inline."""
+    held_version: _builtins.int
     @_builtins.property
     def envelope(self) -> _common_pb2.Envelope:
         """job_id may be empty: any job"""
@@ -342,10 +357,14 @@ class GetTaskRequest(_message.Message):
         *,
         envelope: _common_pb2.Envelope | None = ...,
         wait_ms: _builtins.int = ...,
+        after_task_id: _builtins.str = ...,
+        inline_model_bytes: _builtins.int = ...,
+        held_job_id: _builtins.str = ...,
+        held_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "wait_ms", b"wait_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_task_id", b"after_task_id", "envelope", b"envelope", "held_job_id", b"held_job_id", "held_version", b"held_version", "inline_model_bytes", b"inline_model_bytes", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -422,6 +441,8 @@ class GetTaskReply(_message.Message):
     RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    MODEL_HEADER_FIELD_NUMBER: _builtins.int
+    MODEL_CHUNKS_FIELD_NUMBER: _builtins.int
     retry_after_ms: _builtins.int
     """nothing to do now; ask again after this long"""
     done: _builtins.str
@@ -432,6 +453,14 @@ class GetTaskReply(_message.Message):
     def envelope(self) -> _common_pb2.Envelope:
         """the leader's term in every reply"""
 
+    @_builtins.property
+    def model_header(self) -> Global___ModelHeader:
+        """With a task, when the node takes it inline (inline_model_bytes): the version the task
+        starts from, as PullModel would send it (header, then every chunk).
+        """
+
+    @_builtins.property
+    def model_chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorChunk]: ...
     def __init__(
         self,
         *,
@@ -439,10 +468,12 @@ class GetTaskReply(_message.Message):
         retry_after_ms: _builtins.int = ...,
         done: _builtins.str = ...,
         envelope: _common_pb2.Envelope | None = ...,
+        model_header: Global___ModelHeader | None = ...,
+        model_chunks: _abc.Iterable[Global___TensorChunk] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "model_header", b"model_header", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "model_chunks", b"model_chunks", "model_header", b"model_header", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["task", "retry_after_ms", "done"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015

@@ -1,0 +1,60 @@
+"""The worker's tensor streams: a model carried inline in a GetTask reply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eddl.net import ChunkError, ChunkTooLargeError, encode_tensors, params_nbytes
+from eddl.proto.v1 import cluster_pb2, common_pb2
+from eddl.worker.transfer import inline_model
+
+
+def _params() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "W0": rng.standard_normal((64, 32)).astype(np.float32),
+        "b0": rng.standard_normal(32).astype(np.float32),
+    }
+
+
+def _reply(params: dict[str, np.ndarray], version: int = 7) -> cluster_pb2.GetTaskReply:
+    reply = cluster_pb2.GetTaskReply(task=cluster_pb2.Task(task_id="job:1"))
+    reply.model_header.CopyFrom(
+        cluster_pb2.ModelHeader(
+            envelope=common_pb2.Envelope(job_id="job", model_version=version),
+            num_tensors=len(params),
+            total_bytes=params_nbytes(params),
+        )
+    )
+    reply.model_chunks.extend(encode_tensors(params, 1024))
+    return reply
+
+
+def test_an_inline_model_is_reassembled_exactly_with_its_version() -> None:
+    params = _params()
+    got = inline_model(_reply(params), max_bytes=1 << 20)
+    assert got is not None
+    version, arrays = got
+    assert version == 7 and list(arrays) == ["W0", "b0"]
+    for name, array in params.items():
+        assert arrays[name].dtype == array.dtype and np.array_equal(arrays[name], array)
+
+
+def test_a_reply_without_a_model_holds_none() -> None:
+    reply = cluster_pb2.GetTaskReply(task=cluster_pb2.Task(task_id="job:1"))
+    assert inline_model(reply, max_bytes=1 << 20) is None
+
+
+def test_a_corrupt_truncated_or_oversized_inline_model_is_refused() -> None:
+    params = _params()
+    corrupt = _reply(params)
+    corrupt.model_chunks[0].data = b"\0" * len(corrupt.model_chunks[0].data)
+    with pytest.raises(ChunkError, match=r"(?i)crc|checksum"):
+        inline_model(corrupt, max_bytes=1 << 20)
+    truncated = _reply(params)
+    del truncated.model_chunks[-1]
+    with pytest.raises(ChunkError):
+        inline_model(truncated, max_bytes=1 << 20)
+    with pytest.raises(ChunkTooLargeError):
+        inline_model(_reply(params), max_bytes=params_nbytes(params) - 1)
