@@ -66,6 +66,8 @@ T = TypeVar("T")
 _REJOIN_REASONS = {"unknown-node", "stale-term"}
 # The leader away, too slow, or ending the call itself (CANCELLED: a leader that stops, or
 # one overloaded enough to drop calls): the daemon tries again, at the next leader it knows.
+# How long a stopping worker waits for the answer to an update it is pushing.
+STOP_PUSH_GRACE_S = 5.0
 _LINK_DOWN = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -273,6 +275,7 @@ class WorkerDaemon:
                 health = tg.create_task(self._health_loop()) if self.endpoint else None
                 await self._stop.wait()
                 beats.cancel()
+                await self._finish_push()
                 work.cancel()
                 for task in (health, renewer):
                     if task is not None:
@@ -286,6 +289,13 @@ class WorkerDaemon:
                 if self.endpoint is not None:
                     await self.endpoint.stop(grace=1.0)
         log.info("worker stopped", node=self.node_id, tasks_done=self.tasks_done)
+
+    async def _finish_push(self) -> None:
+        """A stop that finds an update on its way lets the leader answer it (bounded): the
+        work is done, and the leader's answer is what says whether it was taken."""
+        current = self._current
+        if current is not None and self.state == "pushing":
+            await asyncio.wait({current}, timeout=STOP_PUSH_GRACE_S)
 
     def renewer(self, security: NodeSecurity) -> Renewer:
         """Renews the node's certificate at the current leader, else at the next it knows (a

@@ -107,3 +107,31 @@ async def test_each_task_runs_once_with_its_model_inline_and_no_pull(
     ids = [task_id for task_id, _ in executor.runs]
     assert len(ids) == len(set(ids)) == daemon.tasks_done >= 4  # none run twice
     assert all(pull == 0.0 for _, pull in executor.runs), executor.runs  # never pulled
+
+
+class StopsAfterTraining(PullWatcher):
+    """Asks its daemon to stop as it hands back its first update: the stop finds it pushing."""
+
+    async def execute(
+        self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> TaskResult:
+        result = await super().execute(task, params, x, y)
+        assert self.daemon is not None
+        self.daemon.request_stop()
+        return result
+
+
+async def test_a_worker_stopped_while_pushing_waits_for_the_answer_and_counts_it(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        executor = StopsAfterTraining()
+        daemon = executor.daemon = WorkerDaemon(cluster.worker_config("w0"), executor)
+        running = asyncio.create_task(daemon.run())
+        await wait_until(lambda: "w0" in cluster.coordinator.membership, 10, "w0 joined")
+        job = await cluster.submit({**SHORT_JOB, "rounds": 4})
+        await asyncio.wait_for(running, 30)  # it stops after its first task's push
+        run = cluster.coordinator.job_queue.run_for(job)
+        assert run is not None
+        taken = run.work.of("w0").tasks  # the leader took the update the worker counted
+    assert len(executor.runs) == 1 and daemon.tasks_done == 1 == taken
