@@ -121,8 +121,7 @@ class JobRun:
         )
         self.accuracy: float | None = meta.get("accuracy")
         self.best_accuracy: float | None = meta.get("best_accuracy")
-        # Versions are evaluated beside the owner when the job queue sets ``evaluate_beside``
-        # (see :mod:`eddl.leader.evaluation`), else at once.
+        # Evaluated beside the owner once the job queue sets ``evaluate_beside``, else at once.
         self.evaluation = EvaluationTrack()
         self.evaluate_beside: Callable[[EvaluationRequest], None] | None = None
         self._round = SyncRound(version)
@@ -181,11 +180,8 @@ class JobRun:
         return summary(self)
 
     def unable(self, node: Node) -> str | None:
-        """Why ``node`` cannot run this job (None: it can); decided once per node session.
-
-        The one place the capability rule is applied to a running job: task hand-out, the
-        sync round's roll of expected workers and the static shards all ask here.
-        """
+        """Why ``node`` cannot run this job (None: it can), once per node session: the one place
+        the capability rule meets a running job (hand-out, a round's roll, static shards)."""
         if node.node_id in self.sanity.quarantined:
             return f"quarantined: {self.sanity.quarantined[node.node_id]}"
         known = self._fit.get(node.node_id)
@@ -206,8 +202,7 @@ class JobRun:
     # -- work ------------------------------------------------------------------------------
     def next_task(self, node: Node, *, after_task: str | None = None) -> Task | Wait:
         """The node's next task, or why it waits. ``after_task``: a task whose update the node
-        is pushing while it asks (its next task asked for ahead); that task is never the
-        answer, the node waits for the update to be taken or refused instead."""
+        is pushing as it asks; never the answer (the node waits until the update is decided)."""
         if self.status != "running":
             return Wait(f"job {self.spec.job_id} is {self.status}", 1.0, done=True)
         cannot = self.unable(node)
@@ -386,8 +381,8 @@ class JobRun:
 
     # -- internals -------------------------------------------------------------------------
     def _take_back(self, task: Task, reason: str, message: str, **data: Any) -> None:
-        """The one way work goes back: its range to the front of the re-queue, out of the
-        round, counted as lost by the policy, and a ``task_requeued`` event."""
+        """The one way work goes back: range re-queued first, out of the round, lost for the
+        policy, a ``task_requeued`` event."""
         self.scheduler.take_back(task.task_id, reason)
         self._round.settle(task.task_id)
         now = self._now()
