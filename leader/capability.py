@@ -34,7 +34,9 @@ class McuCapabilities:
 
     ``arena_bytes`` is the static arena models are allocated in (what a job must fit),
     ``algorithms`` the job algorithms the device runs through its gateway, ``max_layers`` the
-    deepest network its firmware holds. Rates are 0 when the gateway has not measured them.
+    deepest network its firmware holds, ``float_samples`` whether its firmware takes float32
+    samples (HELLO's flag; sine and presence jobs need it). Rates are 0 when the gateway has
+    not measured them.
     An empty ``algorithms`` is allowed (firmware without the integer kernels): such a device
     is a member that no job suits, and submissions say so.
     """
@@ -54,6 +56,7 @@ class McuCapabilities:
     ticks_per_sample: float = 0.0
     benchmark_model: str = ""
     max_buffer: int = 0
+    float_samples: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.gateway_id.strip()), "mcu.gateway_id is required")
@@ -99,6 +102,7 @@ class McuCapabilities:
             ticks_per_sample=float(mcu.ticks_per_sample),
             benchmark_model=mcu.benchmark_model,
             max_buffer=int(mcu.max_buffer),
+            float_samples=bool(mcu.float_samples),
         )
 
     def fit(self, algorithm: str, model: Mapping[str, Any], hyper: Mapping[str, Any]) -> str | None:
@@ -110,6 +114,7 @@ class McuCapabilities:
                 hyper,
                 arena_bytes=self.arena_bytes,
                 algorithms=self.algorithms,
+                float_samples=self.float_samples,
             )
         return tifed_fit(
             algorithm,
@@ -118,6 +123,7 @@ class McuCapabilities:
             arena_bytes=self.arena_bytes,
             algorithms=self.algorithms,
             max_layers=self.max_layers,
+            float_samples=self.float_samples,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class McuPresence(Presence):
             ticks_per_sample=self.bench.ticks_per_sample if self.bench else 0.0,
             benchmark_model=self.bench.model if self.bench else "",
             max_buffer=self.config.mcu_max_buffer,
+            float_samples=h.float_samples,
         )
 
     async def join_request(self, node: WorkerDaemon) -> cluster_pb2.JoinRequest:
@@ -310,6 +311,8 @@ class Gateway:
                 device=url,
                 board=agent.hello.board,
                 arena=agent.hello.arena_bytes,
+                firmware=agent.hello.firmware_version,
+                float_samples=agent.hello.float_samples,
                 ticks_per_sample=round(bench.ticks_per_sample, 1) if bench else None,
             )
             agent.daemon.on_task.extend(self.on_task)

@@ -49,6 +49,7 @@ def check_mcu_meta_task(runner: McuTaskRunner, task: TaskSpec, name: str) -> Non
         dict(job.config.hyper),
         arena_bytes=runner.info.arena_bytes,
         algorithms=offered_algorithms(runner.info.kernels),
+        float_samples=runner.info.float_samples,
     )
     if why is not None:
         raise TaskError(f"{name}: {why}")

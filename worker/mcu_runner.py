@@ -42,6 +42,7 @@ from eddl.mcu.plan import (
     largest_capacity,
     largest_job_capacity,
     offered_algorithms,
+    samples_fit,
     tifed_setup,
 )
 from eddl.mcu.protocol import ProtocolError, SetupSpec
@@ -155,6 +156,9 @@ class McuTaskRunner:
             spec = job_setup(algorithm, algo.model, algo.hyper, cap, shared_layers=shared_layers)
         except ValueError as exc:
             raise TaskError(f"{algorithm} {shape}: {exc}") from exc
+        unread = samples_fit(spec, self.info.float_samples)
+        if unread is not None:  # an older firmware would answer the SETUP with BAD_ARG
+            raise TaskError(f"{algorithm} {shape}: {unread}")
         if cap == 0:
             raise TaskError(
                 f"{algorithm} {shape} does not fit the device's {self.info.arena_bytes}-byte arena"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eddl.learn.metaoptions import META_ALGORITHMS, MetaOptions, MetaOptionsError
-from eddl.mcu.plan import arena_need, job_setup
+from eddl.mcu.plan import arena_need, job_setup, samples_fit
 
 __all__ = ["MetaDevicePlan", "meta_fit", "meta_plan"]
 
@@ -104,10 +104,12 @@ def meta_fit(
     *,
     arena_bytes: int,
     algorithms: Iterable[str],
+    float_samples: bool = True,
 ) -> str | None:
     """Why a device cannot run a meta job's inner loop, or None when it can: it needs the
-    job's kernel (``lsgd`` or ``lsgd-q8``) and an arena for the network, one sample and the
-    shared snapshot."""
+    job's kernel (``lsgd`` or ``lsgd-q8``), the float-sample flag in its HELLO
+    (``float_samples``) for presence and sine tasks, and an arena for the network, one sample
+    and the shared snapshot."""
     offered = tuple(algorithms)
     try:
         plan = meta_plan(algorithm, model, hyper)
@@ -118,6 +120,9 @@ def meta_fit(
         need = arena_need(spec)
     except ValueError as exc:
         return str(exc)
+    unread = samples_fit(spec, float_samples)
+    if unread is not None:
+        return f"{algorithm} on the {model['task']} task: {unread}"
     if need > arena_bytes:
         shape = "-".join(str(s) for s in plan.model["sizes"])
         return (

@@ -16,6 +16,7 @@ A float job's model may say how its samples look: ``"inputs": "float"`` (float32
 read as they are, instead of uint8 pixels read as ``x / 255``) and ``"targets": "float"``
 (float32 regression targets, MSE, instead of class labels); :func:`job_setup` turns them into
 the SETUP's :class:`~eddl.mcu.protocol.SampleFormat`, and the sample buffer grows to match.
+Only a device whose HELLO carries the float-sample flag takes them (:func:`samples_fit`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "largest_job_capacity",
     "offered_algorithms",
     "sample_format",
+    "samples_fit",
     "tifed_fit",
     "tifed_setup",
 ]
@@ -204,6 +206,21 @@ def sample_format(model: Mapping[str, Any]) -> SampleFormat:
     return fmt
 
 
+def samples_fit(spec: SetupSpec, float_samples: bool) -> str | None:
+    """Why a device cannot take ``spec``'s samples, or None when it can: float32 samples need
+    a firmware whose HELLO says it reads them (``HelloFlag.FLOAT_SAMPLES``, firmware 0.2.0)."""
+    if float_samples or spec.sample_format == SampleFormat.PIXELS:
+        return None
+    kinds = [
+        name for name, on in (("inputs", spec.float_inputs), ("targets", spec.float_targets)) if on
+    ]
+    return (
+        f"the job's samples are float32 ({' and '.join(kinds)}); the device's firmware reads "
+        "uint8 pixels and class labels only (its HELLO lacks the float-sample flag of firmware "
+        "0.2.0 and later)"
+    )
+
+
 def largest_job_capacity(
     algorithm: str,
     model: Mapping[str, Any],
@@ -242,10 +259,12 @@ def job_fit(
     arena_bytes: int,
     algorithms: Iterable[str],
     max_layers: int = MAX_LAYERS,
+    float_samples: bool = True,
 ) -> str | None:
     """Why a device cannot run a job, or None when it can.
 
-    The device must offer ``algorithm`` and hold the whole network plus one mini-batch (one
+    The device must offer ``algorithm``, take the job's sample format (``float_samples``: its
+    HELLO says it reads float32 samples) and hold the whole network plus one mini-batch (one
     sample for L-SGD) in its arena. In single-layer mode a TIFeD device updates one layer but
     still runs the whole forward pass (and the output error that drives DFA), so a layer fits
     exactly when its network does.
@@ -263,6 +282,9 @@ def job_fit(
         need = arena_need(spec)
     except ValueError as exc:
         return str(exc)
+    unread = samples_fit(spec, float_samples)
+    if unread is not None:
+        return unread
     if need > arena_bytes:
         shape = "-".join(str(s) for s in sizes)
         rows = f"mini-batches of {spec.max_batch}" if spec.algo == Algo.TIFED else "one sample"

@@ -27,6 +27,7 @@ __all__ = [
     "Algo",
     "ErrorCode",
     "Hello",
+    "HelloFlag",
     "Loss",
     "MsgType",
     "ProtocolError",
@@ -146,6 +147,17 @@ def tensor_id(layer: int, kind: TensorKind) -> int:
     return 4 * layer + int(kind)
 
 
+class HelloFlag(enum.IntFlag):
+    """HELLO's flags byte (its last byte; a firmware without it sets none).
+
+    ``HAS_SEQ``: the device has executed a sequence number (the newest is in the reply).
+    ``FLOAT_SAMPLES``: SETUP takes float32 samples (:class:`SampleFormat`), firmware 0.2.0 and
+    later with the float kernels built; firmware 0.1.x sets ``HAS_SEQ`` alone."""
+
+    HAS_SEQ = 1
+    FLOAT_SAMPLES = 2
+
+
 @dataclass(frozen=True)
 class Hello:
     """Device capabilities from HELLO."""
@@ -164,6 +176,8 @@ class Hello:
     # has executed (None: none yet, or a firmware that does not say).
     seq_window: int = 0
     last_seq: int | None = None
+    # SETUP takes float32 samples (HelloFlag.FLOAT_SAMPLES); False for older firmware.
+    float_samples: bool = False
 
 
 _HELLO = struct.Struct("<BBBBIIIHHIBB")
@@ -196,11 +210,13 @@ def parse_hello(payload: bytes) -> Hello:
         raise ProtocolError("HELLO reply truncated in the board name")
     names = {Algo.TIFED: "tifed", Algo.LSGD: "lsgd", Algo.SGD: "sgd", Algo.LSGD_Q8: "lsgd-q8"}
     built = tuple(n for a, n in names.items() if kernels & (1 << a))
-    window, last_seq = 0, None
+    window, last_seq, flags = 0, None, HelloFlag(0)
     tail = payload[_HELLO.size + name_len :]
     if len(tail) >= _HELLO_WINDOW.size:
-        top, window, have_top = _HELLO_WINDOW.unpack_from(tail)
-        last_seq = top if have_top else None
+        top, window, bits = _HELLO_WINDOW.unpack_from(tail)
+        # Bits this host does not know (a later firmware's) are ignored.
+        flags = HelloFlag(bits & (HelloFlag.HAS_SEQ | HelloFlag.FLOAT_SAMPLES))
+        last_seq = top if HelloFlag.HAS_SEQ in flags else None
     return Hello(
         proto,
         f"{major}.{minor}.{patch}",
@@ -214,6 +230,7 @@ def parse_hello(payload: bytes) -> Hello:
         name.decode("ascii", "replace"),
         window,
         last_seq,
+        HelloFlag.FLOAT_SAMPLES in flags,
     )
 
 

@@ -155,7 +155,8 @@ static long on_hello(const uint8_t *p, size_t n, uint8_t *out)
      * executed instead of guessing one the window might refuse. */
     put16(out + 26 + name_len, s_top);
     out[28 + name_len] = (uint8_t)SEQ_WINDOW;
-    out[29 + name_len] = s_have_top;
+    out[29 + name_len] = (uint8_t)((s_have_top ? HELLO_HAS_SEQ : 0u) |
+                                   (WITH_FLOAT ? HELLO_FLOAT_SAMPLES : 0u));
     return (long)(30u + name_len);
 }
 

@@ -7,7 +7,7 @@
 
 #ifndef FW_VERSION_MAJOR
 #define FW_VERSION_MAJOR 0
-#define FW_VERSION_MINOR 1
+#define FW_VERSION_MINOR 2
 #define FW_VERSION_PATCH 0
 #endif
 #ifndef BOARD_NAME

@@ -73,6 +73,11 @@ enum { LOSS_BCE = 0, LOSS_CE = 1, LOSS_MSE = 2 };
  * float32 regression targets, one per output (MSE). Float algorithms only. */
 enum { FORMAT_FLOAT_INPUTS = 1, FORMAT_FLOAT_TARGETS = 2, FORMAT_ALL = 3 };
 
+/* HELLO's flags byte (its last byte): bit 0, a sequence number has been executed (the newest
+ * one is in the reply); bit 1, SETUP takes float32 samples (the sample format above: firmware
+ * 0.2.0 and later with the float kernels built). Firmware 0.1.x sets bit 0 alone. */
+enum { HELLO_HAS_SEQ = 1, HELLO_FLOAT_SAMPLES = 2 };
+
 /* Tensor ids for LOAD/READ: layer l has W = 4l, b = 4l+1, feedback B = 4l+2 (TIFeD hidden
  * layers), format = 4l+3 (lsgd-q8 {fw, fb} fractional bits); the sample buffer is X (uint8
  * pixels or float32 features), labels Y (u8 class labels or float32 targets). */

@@ -58,6 +58,7 @@ def test_hello_reports_capabilities(sim: Launched) -> None:
     assert info.arena_bytes > 0 and info.max_payload == SIM_MAX_PAYLOAD
     assert {"tifed", "lsgd", "sgd"} <= set(info.kernels)
     assert info.tick_hz == 1_000_000 and info.max_layers == 4
+    assert info.firmware_version == "0.2.0" and info.float_samples
 
 
 def test_bad_crc_gets_link_error_and_device_keeps_working(raw: RawLink) -> None:

@@ -62,6 +62,17 @@ def _device_pass(
         return model.read_params(), device_top_p(dev, spec, p)
 
 
+def test_hello_says_setup_takes_float_samples(board: Launched) -> None:
+    """HELLO's flag bit 1 (firmware 0.2.0): the host can tell this firmware from one whose
+    SETUP refuses the sample format, before any task."""
+    with Device.open(board.url, timeout=3.0) as dev:
+        info = dev.info
+        assert info is not None and info.firmware_version == "0.2.0" and info.float_samples
+        dev.stats()  # a numbered request executed: bit 0 joins bit 1
+        again = dev.hello()
+        assert again.last_seq is not None and again.float_samples
+
+
 @pytest.mark.parametrize(("shared", "p"), [(2, 10.0), (3, 100.0)])
 def test_sine_inner_loop_matches_the_regressor(board: Launched, shared: int, p: float) -> None:
     task = sine_tasks(2, 1, seed=shared, samples=20).train[1]

@@ -72,6 +72,10 @@ async def test_a_vanished_device_is_reported_gone_and_rejoins(tmp_path: Path) ->
         async with running_cluster(tmp_path) as cluster, _gateway(cluster, [first.url]) as gateway:
             members = cluster.coordinator.membership
             await wait_until(lambda: "gw.mcu0" in members, 20, "the MCU to join")
+            # The join carries HELLO: this firmware takes float32 samples (sine, presence jobs).
+            node = members.get("gw.mcu0")
+            assert node is not None and node.mcu is not None
+            assert (node.mcu.firmware_version, node.mcu.float_samples) == ("0.2.0", True)
             first.close()  # the device vanishes
             await wait_until(lambda: "gw.mcu0" not in members, 10, "the MCU to be gone")
             await wait_until(lambda: gateway.losses["gw.mcu0"] == 1, 10, "the loss counted")

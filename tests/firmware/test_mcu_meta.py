@@ -6,6 +6,7 @@ uint8 pixels, sine and presence as float32 samples."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ from eddl.mcu.driver import Device
 from eddl.mcu.launch import Launched
 from eddl.metajob import MetaJobConfig, meta_job
 from eddl.worker.executor import TaskError, TaskResult, TaskSpec
-from eddl.worker.mcu_meta import run_mcu_meta_task
+from eddl.worker.mcu_meta import check_mcu_meta_task, run_mcu_meta_task
 from eddl.worker.mcu_runner import McuTaskRunner
 from eddl.worker.metatask import run_meta_task
 from eddl.worker.transfer import sparse_records
@@ -127,6 +128,28 @@ def test_an_lsgd_q8_sine_task_is_refused_before_anything_reaches_the_device(sim:
         before = dev.stats()
         with pytest.raises(TaskError, match="lsgd-q8 runs on uint8 pixels"):
             run_mcu_meta_task(runner, task, {})
+        after = dev.stats()
+    assert after.frames_ok == before.frames_ok + 1  # the second STATS alone reached it
+
+
+def test_a_sine_task_for_firmware_without_float_samples_is_refused_before_any_transfer(
+    sim: Launched,
+) -> None:
+    """The gateway holds the device's HELLO; one without the float-sample flag (firmware
+    0.1.x, whose SETUP would answer BAD_ARG) gets no sine task: both the executor's check and
+    the runner refuse it, and nothing reaches the device."""
+    task = _float_task("sine", "tinymetafed", {"top_p": 20, "local_layers": 1})
+    with Device.open(sim.url) as dev:
+        assert dev.info is not None and dev.info.float_samples
+        dev.info = dataclasses.replace(dev.info, firmware_version="0.1.0", float_samples=False)
+        runner = McuTaskRunner(dev, max_buffer=16, train_timeout=30.0)
+        config = MetaJobConfig.of_wire("tinymetafed", "sine", task.model_json, task.hyper_json)
+        theta = meta_job(config).initial_shared()
+        before = dev.stats()
+        with pytest.raises(TaskError, match="mcu0: tinymetafed on the sine task: the job's"):
+            check_mcu_meta_task(runner, task, "mcu0")
+        with pytest.raises(TaskError, match="HELLO lacks the float-sample flag"):
+            run_mcu_meta_task(runner, task, theta)
         after = dev.stats()
     assert after.frames_ok == before.frames_ok + 1  # the second STATS alone reached it
 

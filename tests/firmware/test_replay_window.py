@@ -11,7 +11,6 @@ sent once.
 from __future__ import annotations
 
 import random
-import struct
 import time
 import zlib
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from eddl.mcu.protocol import (
     TensorKind,
     load_payload,
     parse_error,
+    parse_hello,
     parse_stats,
     tensor_id,
     train_payload,
@@ -79,10 +79,9 @@ def _weights_and_calls(url: str) -> tuple[list[bytes], int]:
 
 def _top(link: RawLink) -> int:
     """The newest sequence number the device executed, from a HELLO on ``link``."""
-    hello = _ask(link, MsgType.HELLO, 0xBEEF, b"")
-    top, window, have = struct.unpack_from("<HBB", hello.payload, len(hello.payload) - 4)
-    assert (window, have) == (WINDOW, 1)
-    return int(top)
+    hello = parse_hello(_ask(link, MsgType.HELLO, 0xBEEF, b"").payload)
+    assert hello.seq_window == WINDOW and hello.last_seq is not None
+    return hello.last_seq
 
 
 def _ask(link: RawLink, type_: int, seq: int, payload: bytes) -> Frame:

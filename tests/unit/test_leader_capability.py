@@ -54,6 +54,7 @@ def test_from_proto_keeps_every_field() -> None:
         ticks_per_sample=800.0,
         benchmark_model="tifed 64-32-10",
         max_buffer=250,
+        float_samples=True,
     )
     caps = McuCapabilities.from_proto(msg)
     assert caps.to_dict() == {
@@ -72,7 +73,11 @@ def test_from_proto_keeps_every_field() -> None:
         "ticks_per_sample": 800.0,
         "benchmark_model": "tifed 64-32-10",
         "max_buffer": 250,
+        "float_samples": True,
     }
+    # An older gateway does not send the field: its devices take no float samples.
+    msg.ClearField("float_samples")
+    assert McuCapabilities.from_proto(msg).float_samples is False
 
 
 @pytest.mark.parametrize(
@@ -123,6 +128,37 @@ def test_mcu_runs_only_its_algorithms_on_models_that_fit_its_arena() -> None:
     deep = {"sizes": [64, 8, 8, 8, 8, 10]}
     assert unable(mcu, "tifed", deep, {"batch_size": 1}) == "5 layers exceed the device's 4"
     assert describe_node(mcu) == "pi1.mcu0 (mcu ram64)"
+
+
+SINE = {"sizes": [1, 40, 40, 1], "task": "sine"}
+PRESENCE = {"sizes": [24, 32, 16, 2], "task": "presence"}
+CHARACTERS = {"sizes": [64, 40, 32, 5], "task": "characters"}
+
+
+@pytest.mark.parametrize("algorithm", ["tinymetafed", "reptile"])
+def test_float_sample_jobs_need_the_float_sample_flag(algorithm: str) -> None:
+    old = node(replace(GOOD, algorithms=("lsgd",), firmware_version="0.1.0"))
+    new = node(replace(GOOD, algorithms=("lsgd",), firmware_version="0.2.0", float_samples=True))
+    for model, kinds in ((SINE, "inputs and targets"), (PRESENCE, "inputs")):
+        why = unable(old, algorithm, model, {})
+        assert why == (
+            f"{algorithm} on the {model['task']} task: the job's samples are float32 ({kinds}); "
+            "the device's firmware reads uint8 pixels and class labels only (its HELLO lacks "
+            "the float-sample flag of firmware 0.2.0 and later)"
+        )
+        assert unable(new, algorithm, model, {}) is None
+    # Character tasks send uint8 pixels and labels, which every firmware reads.
+    assert unable(old, algorithm, CHARACTERS, {}) is None
+    # A float lsgd job outside meta-learning is judged the same way.
+    floats = {
+        "sizes": [4, 8, 1],
+        "activations": ["tanh", "linear"],
+        "loss": "mse",
+        "inputs": "float",
+        "targets": "float",
+    }
+    assert "float32 (inputs and targets)" in str(unable(old, "lsgd", floats, {}))
+    assert unable(new, "lsgd", floats, {}) is None
 
 
 def test_device_without_job_algorithms_is_a_member_no_job_suits() -> None:

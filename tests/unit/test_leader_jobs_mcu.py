@@ -5,6 +5,8 @@ coordinator with a hand-driven clock and tiny integer runtimes."""
 from __future__ import annotations
 
 import itertools
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from eddl.leader.events import EventKind
 from eddl.leader.jobs import JobSpec
 from eddl.leader.membership import Membership, NodeProfile, Role
 from eddl.leader.run import Wait
-from eddl.leader.runtime import JobRuntime
+from eddl.leader.runtime import JobRuntime, build_runtime
 from eddl.leader.scheduler import Task
 from eddl.leader.store import MemoryStore
 from tests.unit.test_leader_support import Clock, spec
@@ -173,6 +175,44 @@ def test_submit_is_refused_when_no_joined_node_can_run_the_job() -> None:
     with pytest.raises(NoCapableNodeError, match="runs tifed, not sgd"):
         c.submit_job(job(algorithm="sgd", hyper={}))
     assert store.jobs() == [] and c.job_queue.active is None
+
+
+SINE_JOB = {
+    "job_id": "sine1",
+    "dataset": "sine",
+    "algorithm": "tinymetafed",
+    "aggregation": "sync",
+    "rounds": 2,
+    "task_seconds": 0.5,
+    "model": {"devices": 3, "held_out": 2, "samples": 5, "hidden": [8, 8]},
+    "hyper": {"devices_per_round": 2, "local_layers": 1, "shots": 2},
+}
+OLD_FIRMWARE = replace(caps(53_248, algorithms=("lsgd",)), firmware_version="0.1.0")
+NEW_FIRMWARE = replace(OLD_FIRMWARE, firmware_version="0.2.0", float_samples=True)
+
+
+def test_a_float_sample_job_skips_an_mcu_whose_firmware_lacks_the_flag() -> None:
+    """A sine job's samples are float32: a device whose HELLO does not offer them is refused
+    at submission when it is the only node, and gets no task, with the reason, otherwise."""
+    clock = Clock()
+    membership = Membership(heartbeat_interval=1.0, now=clock, join_tokens={"tok": Role.WORKER})
+    c = Coordinator(MemoryStore(), membership=membership, runtime_factory=build_runtime, now=clock)
+    join_mcu(c, "pi1.mcu0", OLD_FIRMWARE)
+    why = "the job's samples are float32 (inputs and targets)"
+    with pytest.raises(NoCapableNodeError, match=re.escape(why)):
+        c.submit_job(JobSpec.from_mapping(SINE_JOB))
+    assert c.job_queue.active is None
+    join_mcu(c, "pi1.mcu1", NEW_FIRMWARE)
+    with capture_logs() as logs:
+        c.submit_job(JobSpec.from_mapping(SINE_JOB))
+        got = c.next_task("pi1.mcu0")
+    assert isinstance(got, Wait) and not got.done
+    assert got.reason.startswith("pi1.mcu0 (mcu ram64) cannot run job sine1: tinymetafed on ")
+    assert why in got.reason
+    refused = [e for e in logs if e["event"] == "node_cannot_run_job"]
+    assert [e["node_id"] for e in refused] == ["pi1.mcu0"] and why in refused[0]["reason"]
+    assert isinstance(c.next_task("pi1.mcu1"), Task)
+    assert list(c.job_status("sine1")["unable_nodes"]) == ["pi1.mcu0"]
 
 
 def test_submit_is_accepted_by_an_empty_cluster_or_one_capable_node() -> None:

@@ -82,3 +82,18 @@ def test_lsgd_q8_refuses_float_tasks_with_a_clear_error() -> None:
             "tinymetafed", model, {"kernel": "lsgd-q8"}, arena_bytes=1 << 20, algorithms=["lsgd-q8"]
         )
         assert why is not None and "lsgd-q8 kernel reads uint8 pixels" in why and task in why
+
+
+def test_float_tasks_need_a_firmware_that_reads_float_samples() -> None:
+    """``float_samples``: the device's HELLO says SETUP takes float32 samples (firmware 0.2.0)."""
+
+    def fit(model: dict[str, object]) -> str | None:
+        return meta_fit(
+            "reptile", model, {}, arena_bytes=1 << 20, algorithms=["lsgd"], float_samples=False
+        )
+
+    for task, sizes in (("sine", [1, 40, 40, 1]), ("presence", [24, 32, 16, 2])):
+        why = fit({"sizes": sizes, "task": task})
+        assert why is not None and why.startswith(f"reptile on the {task} task: the job's")
+        assert "HELLO lacks the float-sample flag" in why
+    assert fit(MODEL) is None

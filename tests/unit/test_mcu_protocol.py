@@ -89,6 +89,31 @@ def test_hello_and_stats_parsing() -> None:
         p.parse_stats(b"\x00" * 39)
 
 
+def _hello(version: tuple[int, int, int], tail: bytes) -> bytes:
+    head = struct.pack("<BBBBIIIHHIBB", 1, *version, 98304, 524288, 86016, 1024, 0x1E, 1000, 4, 3)
+    return head + b"due" + tail
+
+
+@pytest.mark.parametrize(
+    ("version", "tail", "last_seq", "float_samples"),
+    [
+        ((0, 1, 0), b"", None, False),  # before the replay window: no flags byte at all
+        ((0, 1, 0), struct.pack("<HBB", 9, 16, 0), None, False),
+        ((0, 1, 0), struct.pack("<HBB", 9, 16, 1), 9, False),  # 0.1.x: bit 0 alone
+        ((0, 2, 0), struct.pack("<HBB", 9, 16, 2), None, True),
+        ((0, 2, 0), struct.pack("<HBB", 9, 16, 3), 9, True),
+        ((0, 3, 0), struct.pack("<HBB", 9, 16, 0xFF), 9, True),  # a later firmware's new bits
+    ],
+)
+def test_hello_flags_of_old_and_new_firmware(
+    version: tuple[int, int, int], tail: bytes, last_seq: int | None, float_samples: bool
+) -> None:
+    hello = p.parse_hello(_hello(version, tail))
+    assert hello.firmware_version == "{}.{}.{}".format(*version) and hello.board == "due"
+    assert (hello.last_seq, hello.float_samples) == (last_seq, float_samples)
+    assert hello.kernels == ("tifed", "lsgd", "sgd", "lsgd-q8")
+
+
 @pytest.mark.parametrize("max_payload", [0, 13, p.MIN_MAX_PAYLOAD - 1])
 def test_hello_with_a_too_small_max_payload_is_refused(max_payload: int) -> None:
     raw = struct.pack("<BBBBIIIHHIBB", 1, 0, 1, 0, 1, 1, 1, max_payload, 2, 1, 4, 0)

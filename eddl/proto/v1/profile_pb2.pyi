@@ -429,6 +429,7 @@ class McuProfile(_message.Message):
     TICKS_PER_SAMPLE_FIELD_NUMBER: _builtins.int
     BENCHMARK_MODEL_FIELD_NUMBER: _builtins.int
     MAX_BUFFER_FIELD_NUMBER: _builtins.int
+    FLOAT_SAMPLES_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     """node id of the gateway that speaks for the device"""
     device: _builtins.str
@@ -453,6 +454,8 @@ class McuProfile(_message.Message):
     """algorithm and layer sizes, e.g. "tifed 64-32-10" """
     max_buffer: _builtins.int
     """sample buffer the gateway uses (samples per TRAIN)"""
+    float_samples: _builtins.bool
+    """SETUP takes float32 samples (HELLO flag bit 1)"""
     @_builtins.property
     def algorithms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """job algorithms this device runs through its gateway"""
@@ -475,10 +478,11 @@ class McuProfile(_message.Message):
         ticks_per_sample: _builtins.float = ...,
         benchmark_model: _builtins.str = ...,
         max_buffer: _builtins.int = ...,
+        float_samples: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "arena_bytes", b"arena_bytes", "benchmark_model", b"benchmark_model", "board", b"board", "device", b"device", "firmware_version", b"firmware_version", "flash_bytes", b"flash_bytes", "gateway_id", b"gateway_id", "link_bytes_per_second", b"link_bytes_per_second", "max_buffer", b"max_buffer", "max_layers", b"max_layers", "max_payload", b"max_payload", "ram_bytes", b"ram_bytes", "tick_hz", b"tick_hz", "ticks_per_sample", b"ticks_per_sample"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "arena_bytes", b"arena_bytes", "benchmark_model", b"benchmark_model", "board", b"board", "device", b"device", "firmware_version", b"firmware_version", "flash_bytes", b"flash_bytes", "float_samples", b"float_samples", "gateway_id", b"gateway_id", "link_bytes_per_second", b"link_bytes_per_second", "max_buffer", b"max_buffer", "max_layers", b"max_layers", "max_payload", b"max_payload", "ram_bytes", b"ram_bytes", "tick_hz", b"tick_hz", "ticks_per_sample", b"ticks_per_sample"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
