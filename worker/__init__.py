@@ -10,11 +10,18 @@
   ``--throttle`` slow-down (``TaskRunner``).
 * ``presence`` what a node tells the leader about itself (role, join request, heartbeats);
   ``HostPresence`` for a Python worker on this host.
-* ``transfer`` the update as a client stream of chunks; the model reassembled from a stream.
-* ``daemon``   ``WorkerDaemon(config, executor, presence=...)``: join, heartbeats, task loop (a
-  task the leader voids is cancelled, a task that raises is reported failed), update push,
-  clean leave; the wire edge, where protobuf tasks become ``TaskSpec``; ``on_task`` hooks hear
-  each pushed task's ``TaskTiming`` (the metrics' task durations).
+* ``transfer`` the update as a client stream of chunks; the model reassembled from a stream;
+  ``Transfers``: a node's model pulls (or the model a ``GetTask`` reply carries inline),
+  update pushes and failure reports, sample fetches, each timed (the link estimates).
+* ``session``  ``LeaderSession``: the node's membership at its leader; join, every call with
+  retry and rejoin (leader away, node forgotten, not the root), leave.
+* ``heartbeat`` ``Heartbeats``: beats with jitter; a reply may cancel the task in flight.
+* ``tasks``    ``TaskLoop``: ``GetTask`` long-polls (the next one asked during the push), a
+  task's run (a task the leader voids is cancelled, a task that raises is reported failed),
+  the node's counters; ``task_from_proto``, where protobuf tasks become ``TaskSpec``.
+* ``daemon``   ``WorkerDaemon(config, executor, presence=...)``: owns the session, transfers,
+  heartbeats and task loop and runs them until it stops, then leaves cleanly; ``on_task``
+  hooks hear each pushed task's ``TaskTiming`` (the metrics' task durations).
 * ``mcu_runner`` a task on a microcontroller: SETUP / LOAD / TRAIN / READ, bit-exact with
   ``training``; ``McuExecutor`` (one device, lost on a link failure); the device benchmark a
   gateway runs before joining a device.

@@ -107,7 +107,7 @@ class Cluster:
         daemon, task = self.workers.pop(node_id)
         # A cancelled daemon says goodbye in its ``finally`` when it believes it is joined;
         # a crash never does, so make it believe it is not.
-        daemon._joined.clear()
+        daemon.session.joined.clear()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
             await asyncio.wait_for(task, 10)

@@ -89,7 +89,7 @@ class PullWatcher(Executor):
         self, task: TaskSpec, params: Params, x: np.ndarray, y: np.ndarray
     ) -> TaskResult:
         assert self.daemon is not None
-        self.runs.append((task.task_id, self.daemon._pull_s))
+        self.runs.append((task.task_id, self.daemon.transfers.pull_s))
         return await self.numpy.execute(task, params, x, y)
 
 
