@@ -90,7 +90,7 @@ class TaskLoop:
         self.samples_per_second = 0.0
         self.current: asyncio.Task[None] | None = None
         # The next GetTask, asked while the last task's update was pushed (see _ask_ahead).
-        self._ahead: asyncio.Task[cluster_pb2.GetTaskReply] | None = None
+        self._ahead: asyncio.Task[tuple[cluster_pb2.GetTaskReply, float]] | None = None
         self._pushed_task = ""  # the task whose update the leader took last
 
     def cancel_current(self) -> None:
@@ -113,7 +113,8 @@ class TaskLoop:
 
     async def _get_task(
         self, stub: cluster_pb2_grpc.ClusterStub, after_task: str = ""
-    ) -> cluster_pb2.GetTaskReply:
+    ) -> tuple[cluster_pb2.GetTaskReply, float]:
+        """The leader's reply and the call's seconds (which time an inline model's download)."""
         # Built per attempt: a rejoin in between changes the term the envelope carries.
         wait_ms = self.config.poll_ms
         held = self.transfers.model
@@ -126,10 +127,11 @@ class TaskLoop:
             held_job_id=held[0] if held is not None else "",
             held_version=held[1] if held is not None else 0,
         )
+        started = time.monotonic()
         reply: cluster_pb2.GetTaskReply = await stub.GetTask(
             request, timeout=wait_ms / 1000.0 + self.config.rpc_timeout_s
         )
-        return reply
+        return reply, time.monotonic() - started
 
     def _ask_ahead(self, task_id: str) -> None:
         """Ask for the next task now, while ``task_id``'s update is pushed: the leader answers
@@ -144,24 +146,24 @@ class TaskLoop:
             self._ahead.cancel()
             self._ahead = None
 
-    async def _next_reply(self) -> cluster_pb2.GetTaskReply:
+    async def _next_reply(self) -> tuple[cluster_pb2.GetTaskReply, float]:
         """The answer asked ahead during the last push, else a GetTask sent now."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            reply = await ahead
+            reply, seconds = await ahead
             # A leader that does not know ``after_task_id`` may answer with the task being
             # pushed (a retried ask gets the task held): it is done now, so ask again.
             if reply.WhichOneof("outcome") != "task" or reply.task.task_id != self._pushed_task:
-                return reply
+                return reply, seconds
         return await self.session.call(self._get_task)
 
     async def _tasks(self) -> None:
         while True:
-            reply = await self._next_reply()
+            reply, seconds = await self._next_reply()
             outcome = reply.WhichOneof("outcome")
             if outcome == "task":
                 task = task_from_proto(reply.task)
-                self.transfers.keep_inline(task, reply)
+                self.transfers.keep_inline(task, reply, seconds)
                 await self._run_cancellable(task)
             elif outcome == "retry_after_ms":
                 await asyncio.sleep(min(reply.retry_after_ms, 5000) / 1000.0)

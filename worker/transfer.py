@@ -110,8 +110,14 @@ class Transfers:
         self.push_s = 0.0
         self.pushed_to = ""  # the leader that answered the last push (for its log line)
 
-    def keep_inline(self, task: TaskSpec, reply: cluster_pb2.GetTaskReply) -> None:
-        """Keep the model the reply carries for ``task``; a bad one is left to PullModel."""
+    def keep_inline(
+        self, task: TaskSpec, reply: cluster_pb2.GetTaskReply, call_s: float = 0.0
+    ) -> None:
+        """Keep the model the reply carries for ``task``; a bad one is left to PullModel.
+
+        ``call_s``: the GetTask call's seconds. Less the time the leader says it held the call
+        (``held_ms``), it times the model's download for the passive link estimate; a held
+        time the call cannot contain is not believed, and nothing is estimated."""
         try:
             got = inline_model(reply, self.config.max_model_bytes)
         except ChunkError as exc:
@@ -119,6 +125,7 @@ class Transfers:
             return
         if got is not None and got[0] == task.version:
             self.model = (task.job_id, got[0], got[1])
+            self._observe("download", reply.ByteSize(), call_s - reply.held_ms / 1000.0)
 
     async def pull_model(self, job_id: str, version: int) -> Params:
         """The model ``version`` of ``job_id``: the one held, else pulled from the leader."""

@@ -8,6 +8,7 @@ checks run before the service is called, and the core validates before it change
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -178,6 +179,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         async def call() -> cluster_pb2.GetTaskReply:
             check_envelope(request.envelope, term=self.term)
             env = request.envelope
+            started = time.monotonic()
             outcome = await self.service.next_task(
                 env.node_id,
                 job_id=env.job_id or None,
@@ -189,6 +191,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 reply = cluster_pb2.GetTaskReply(
                     task=self._task_message(outcome),
                     envelope=self._envelope(outcome.job_id, outcome.base_version, env.node_id),
+                    held_ms=min(2**32 - 1, int((time.monotonic() - started) * 1000)),
                 )
                 await self._inline_model(reply, request, outcome)
                 return reply

@@ -443,10 +443,15 @@ class GetTaskReply(_message.Message):
     ENVELOPE_FIELD_NUMBER: _builtins.int
     MODEL_HEADER_FIELD_NUMBER: _builtins.int
     MODEL_CHUNKS_FIELD_NUMBER: _builtins.int
+    HELD_MS_FIELD_NUMBER: _builtins.int
     retry_after_ms: _builtins.int
     """nothing to do now; ask again after this long"""
     done: _builtins.str
     """no job left; the reason"""
+    held_ms: _builtins.int
+    """How long the leader held the call before it had the answer (a long-poll's wait): the
+    node takes it off the call's time to time the inline model's download.
+    """
     @_builtins.property
     def task(self) -> Global___Task: ...
     @_builtins.property
@@ -470,10 +475,11 @@ class GetTaskReply(_message.Message):
         envelope: _common_pb2.Envelope | None = ...,
         model_header: Global___ModelHeader | None = ...,
         model_chunks: _abc.Iterable[Global___TensorChunk] | None = ...,
+        held_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "model_header", b"model_header", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "model_chunks", b"model_chunks", "model_header", b"model_header", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "envelope", b"envelope", "held_ms", b"held_ms", "model_chunks", b"model_chunks", "model_header", b"model_header", "outcome", b"outcome", "retry_after_ms", b"retry_after_ms", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["task", "retry_after_ms", "done"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
