@@ -51,7 +51,7 @@ import numpy as np
 from bench.cluster import _SETTLE_S, _STARTS, _sample_rates
 from bench.report import markdown_table, write_section
 from bench.timeline import WorkerTimeline, mean_timeline, read_timelines
-from eddl.cli.jobs import submit_job, watch_job
+from eddl.cli.admin_client import submit_job, watch_job
 from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm

@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.report import markdown_table, write_section
 from bench.scale import scale
-from eddl.cli.jobs import cancel_job, submit_job, watch_job
+from eddl.cli.admin_client import cancel_job, submit_job, watch_job
 from eddl.cluster import LocalCluster
 from eddl.data import load_dataset
 from eddl.learn.algorithms import get_algorithm

@@ -49,7 +49,7 @@ from bench.fleet_report import describe
 from bench.fleet_split import auto_flags, describe_promotion, promoted, promotions
 from bench.report import write_section
 from bench.scale import TOKEN
-from eddl.cli.jobs import submit_job
+from eddl.cli.admin_client import submit_job
 from eddl.log import configure_logging
 
 __all__ = ["FleetResult", "LeaderFigures", "fleet_job", "main", "parse_figures", "run_fleet"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import markdown_table, write_section
-from eddl.cli.jobs import submit_job, watch_job
+from eddl.cli.admin_client import submit_job, watch_job
 from eddl.cluster import MCU_BOARD, MCU_JOB, LocalCluster
 from eddl.proto.v1 import admin_pb2
 

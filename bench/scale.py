@@ -35,7 +35,7 @@ import numpy as np
 import psutil
 
 from bench.report import markdown_table
-from eddl.cli.jobs import job_status, submit_job
+from eddl.cli.admin_client import job_status, submit_job
 from eddl.net import Reassembler, encode_tensors, params_nbytes
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from eddl.security.node import NodeSecurity

@@ -49,8 +49,10 @@ from typing import Any
 
 import grpc
 
-from eddl.cli.jobs import JobFileError, meta_lines, read_job_file, submit_job, watch_job
+from eddl.cli.admin_client import submit_job, watch_job
+from eddl.cli.jobs import JobFileError, read_job_file
 from eddl.cli.progress import Progress, ProgressView, make_view
+from eddl.cli.statusview import meta_lines
 from eddl.cli.stopping import StopOnSignals, Stopped
 from eddl.cluster.local import (
     DEFAULT_JOB,

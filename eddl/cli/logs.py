@@ -26,14 +26,8 @@ from typing import Any
 
 import grpc
 
-from eddl.cli.jobs import (
-    DEFAULT_LEADER,
-    FINAL_EVENTS,
-    LEADER_ENV,
-    describe_event,
-    job_status,
-    leader_error,
-)
+from eddl.cli.admin_client import DEFAULT_LEADER, FINAL_EVENTS, LEADER_ENV, job_status, leader_error
+from eddl.cli.statusview import describe_event
 from eddl.config import ConfigError
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 from eddl.security.admin import admin_channel

@@ -3,8 +3,11 @@
 * ``crc``       CRC-32 of the frames (as zlib and the firmware).
 * ``framing``   COBS byte stuffing, frame encode/decode, a delimiter-cutting reader.
 * ``protocol``  message types, error codes, payload layouts (mirrors ``firmware/src/proto.h``).
-* ``driver``    :class:`Device`: stop-and-wait requests over any pyserial URL with timeouts,
-  bounded retransmission and duplicate-safe retries.
+* ``link``      :class:`Link`: byte I/O on any pyserial URL, frames cut and replies matched; the
+  driver's errors.
+* ``exchange``  :class:`Exchange`: sequence numbers, HELLO, stop-and-wait and pipelined requests
+  with timeouts, bounded retransmission and duplicate-safe retries.
+* ``driver``    :class:`Device`: the commands a device answers (SETUP, LOAD, TRAIN, ...).
 * ``aio``       :class:`AsyncDevice`: the driver for asyncio code (I/O in worker threads).
 * ``session``   :class:`DeviceModel`: typed upload/download of weights, samples, accuracy.
 * ``training``  the host loop that trains a dataset on one device (``eddl mcu train``).

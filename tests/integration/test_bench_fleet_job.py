@@ -13,7 +13,7 @@ from bench.fleet import fleet_job, parse_figures
 from bench.fleet_devices import PROFILES_DIR, FleetHost, load_profiles, shard
 from bench.fleet_procs import fleet_leader
 from bench.scale import TOKEN
-from eddl.cli.jobs import job_status, submit_job
+from eddl.cli.admin_client import job_status, submit_job
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from eddl.cli import main as cli_main
-from eddl.cli.jobs import watch_job
+from eddl.cli.admin_client import watch_job
 from eddl.net import open_channel
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc
 from eddl.worker.training import NumpyExecutor

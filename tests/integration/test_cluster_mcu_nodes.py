@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from eddl.cli.jobs import describe_device, job_placement, status_dict
+from eddl.cli.statusview import describe_device, job_placement, status_dict
 from eddl.mcu.plan import arena_need, tifed_setup
 from eddl.net import open_channel
 from eddl.proto.v1 import (

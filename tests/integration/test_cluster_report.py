@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eddl.cli.jobs import job_status, list_nodes, status_dict
+from eddl.cli.admin_client import job_status, list_nodes
+from eddl.cli.statusview import status_dict
 from tests.integration.cluster_support import DIGITS_JOB, running_cluster
 
 

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from eddl.cli.jobs import job_status, list_nodes, submit_job
+from eddl.cli.admin_client import job_status, list_nodes, submit_job
 from eddl.cluster.local import DEFAULT_JOB
 from eddl.net import encode_tensors, params_nbytes
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2

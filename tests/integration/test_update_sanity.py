@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from eddl.cli.jobs import job_placement, status_dict
+from eddl.cli.statusview import job_placement, status_dict
 from eddl.net import encode_tensors, open_channel, params_nbytes
 from eddl.proto.v1 import admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from tests.integration.cluster_support import DIGITS_JOB, TOKEN, Cluster, running_cluster

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from eddl.cli import main
-from eddl.cli.jobs import DEFAULT_LEADER, LEADER_ENV, leader_error
+from eddl.cli.admin_client import DEFAULT_LEADER, LEADER_ENV, leader_error
 
 HINT = f"--leader HOST:PORT or {LEADER_ENV}=HOST:PORT"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eddl.cli.jobs import job_placement, meta_lines
+from eddl.cli.statusview import job_placement, meta_lines
 
 META = {
     "metric": "accuracy",

@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from eddl.cli.jobs import _print_status, status_dict
+from eddl.cli.statusview import print_status, status_dict
 from eddl.proto.v1 import admin_pb2, common_pb2
 
 HA = {
@@ -44,7 +44,7 @@ def test_status_json_names_the_root_its_standbys_and_the_coordinator() -> None:
     assert info["replication_degraded"] is False
     assert info["detail"] == {"other": 1}  # the HA block is not repeated in detail
     out = io.StringIO()
-    _print_status(info, Console(file=out, width=200))
+    print_status(info, Console(file=out, width=200))
     assert "root pi1 at 10.0.0.11:50051; standbys pi2 v7 (lag 0)" in out.getvalue()
 
 
@@ -52,11 +52,11 @@ def test_a_lone_leader_reports_no_coordinator_and_a_degraded_root_says_so() -> N
     info = status_dict(_reply({}), admin_pb2.ListNodesReply())
     assert info["coordinator"] == "" and info["standbys"] == [] and info["root"] == {}
     out = io.StringIO()
-    _print_status(info, Console(file=out, width=200))
+    print_status(info, Console(file=out, width=200))
     assert "coordinator" not in out.getvalue()
     degraded = status_dict(
         _reply({"ha": {**HA, "degraded": True, "standbys": []}}), admin_pb2.ListNodesReply()
     )
     out = io.StringIO()
-    _print_status(degraded, Console(file=out, width=200))
+    print_status(degraded, Console(file=out, width=200))
     assert "standbys none; replication DEGRADED" in out.getvalue()

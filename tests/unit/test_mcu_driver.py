@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from eddl.mcu import driver
+from eddl.mcu import link
 from eddl.mcu.aio import AsyncDevice
 from eddl.mcu.driver import Device, DeviceError, LinkError
 from eddl.mcu.framing import Frame, FrameReader, decode_frame, encode_frame
@@ -345,7 +345,7 @@ def test_a_full_link_runs_idle_work_and_delivers_every_byte_in_order() -> None:
 def test_a_link_that_takes_nothing_is_a_link_error_not_a_hang(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(driver, "_STALL_MIN", 0.1)
+    monkeypatch.setattr(link, "_STALL_MIN", 0.1)
     ours, theirs = _small_pair()
     dev = Device(SocketPort(ours), timeout=0.05, retries=1)  # type: ignore[arg-type]
     start = time.monotonic()
