@@ -7,7 +7,8 @@ within the policy's window (a sub-leader's push counts as the members whose upda
 ``TaskStats.workers`` of its update, at most :data:`MAX_BEHIND`; honoured only from a node
 :attr:`SyncMeter.leads` names, a sub-leader of this root: from any other node the declared
 figure is ignored, logged, and the push counts as one worker). Bytes in
-and out of those two calls, over the configured link capacity,
+and out of those two calls and of ``GetTask`` (whose reply can carry the task's model inline,
+in place of a pull), over the configured link capacity,
 give the link's busy share once per ``period``. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
 a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
@@ -34,6 +35,7 @@ __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
 
 PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
 PULL_METHOD = "/eddl.v1.Cluster/PullModel"
+TASK_METHOD = "/eddl.v1.Cluster/GetTask"
 MAX_NODES = 65536  # pull times kept for at most this many nodes
 MAX_BEHIND = 256  # the most workers one push may stand for (a sub-leader's group bound)
 
@@ -93,12 +95,22 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     handler.request_deserializer, self._count
                 ),
             )
+        if method == TASK_METHOD and handler.unary_unary is not None:
+            # A task's reply can carry its model inline (no PullModel): its bytes load the link.
+            return handler._replace(
+                response_serializer=counting_serializer(handler.response_serializer, self._count)
+            )
         if method == PULL_METHOD and handler.unary_stream is not None:
             return handler._replace(
                 unary_stream=self._pull(handler.unary_stream),
                 response_serializer=counting_serializer(handler.response_serializer, self._count),
             )
         return handler
+
+    @property
+    def link_bytes(self) -> int:
+        """Bytes the metered calls moved since the link's last busy-share figure."""
+        return self._bytes
 
     def _count(self, nbytes: int) -> None:
         self._bytes += nbytes

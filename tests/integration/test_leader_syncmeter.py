@@ -24,6 +24,8 @@ from eddl.leader.splitting import (
 )
 from eddl.leader.syncmeter import SyncMeter
 from eddl.leader.uplink import Uplink
+from eddl.net import params_nbytes
+from eddl.proto.v1 import cluster_pb2, common_pb2
 from eddl.worker.daemon import WorkerDaemon
 from tests.integration.cluster_support import (
     DIGITS_JOB,
@@ -161,5 +163,39 @@ async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_i
             assert meter._behind == {"sub-1": 5, "w-liar": 1}
             ignored = [e for e in logs if e["event"] == "declared workers ignored"]
             assert [(e["node"], e["workers"]) for e in ignored] == [("w-liar", 256)] * 2
+    finally:
+        await daemon.stop(0.2)
+
+
+async def test_a_models_bytes_inside_a_task_reply_load_the_link(tmp_path: Path) -> None:
+    # A task's model can come inside the GetTask reply, with no PullModel: the meter counts it.
+    meter = SyncMeter(SplitPolicy(), print, capacity_bytes_per_s=1e9, period=600.0)
+    config = LeaderConfig(
+        bind="127.0.0.1:0",
+        state_dir=tmp_path / "leader",
+        join_token=TOKEN,
+        security="off",
+        admin_token="admin",
+    )
+    daemon = LeaderDaemon(config, interceptors=[meter])
+    server = await daemon.start()
+    cluster = Cluster(daemon, server.address, tmp_path)
+    try:
+        job_id = await cluster.submit(SLOW_JOB, token="admin")
+        env = common_pb2.Envelope(node_id="n1", term=cluster.coordinator.term)
+        async with cluster_stub(cluster.address) as stub:
+            await stub.Join(
+                cluster_pb2.JoinRequest(envelope=env, role="worker", join_token=TOKEN), timeout=10
+            )
+            before = meter.link_bytes
+            request = cluster_pb2.GetTaskRequest(envelope=env, wait_ms=3000)
+            plain = await stub.GetTask(request, timeout=10)
+            assert plain.WhichOneof("outcome") == "task" and not plain.model_chunks
+            small = meter.link_bytes - before
+            assert 0 < small < 10_000  # a task alone: its indexes and settings
+            request.inline_model_bytes = 1 << 30
+            inline = await stub.GetTask(request, timeout=10)
+        model = params_nbytes(cluster.coordinator.model(job_id).params)
+        assert inline.model_chunks and meter.link_bytes - before - small >= model
     finally:
         await daemon.stop(0.2)
