@@ -34,7 +34,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,9 @@ class LeaderFigures:
     alive: float  # worker nodes alive
     command_seconds: dict[str, float]  # owner-thread CPU seconds per command
     command_counts: dict[str, float]
+    syncs: float = 0.0  # synchronisations the root's sync meter timed
+    sync_seconds: float = 0.0  # and their seconds
+    sync_workers: float = 0.0  # the workers it counts in its window now
 
     def seconds(self, names: Sequence[str]) -> float:
         return sum(self.command_seconds.get(n, 0.0) for n in names)
@@ -74,7 +77,7 @@ class LeaderFigures:
 
 def parse_figures(text: str) -> LeaderFigures:
     """Read :class:`LeaderFigures` from the leader's Prometheus text exposition."""
-    updates = alive = 0.0
+    updates = alive = syncs = sync_seconds = sync_workers = 0.0
     seconds: dict[str, float] = {}
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -87,7 +90,13 @@ def parse_figures(text: str) -> LeaderFigures:
                 seconds[s.labels["command"]] = s.value
             elif s.name == "eddl_leader_command_seconds_count":
                 counts[s.labels["command"]] = s.value
-    return LeaderFigures(updates, alive, seconds, counts)
+            elif s.name == "eddl_leader_syncs_total":
+                syncs = s.value
+            elif s.name == "eddl_leader_sync_seconds_total":
+                sync_seconds = s.value
+            elif s.name == "eddl_leader_sync_workers":
+                sync_workers = s.value
+    return LeaderFigures(updates, alive, seconds, counts, syncs, sync_seconds, sync_workers)
 
 
 def _scrape(url: str) -> LeaderFigures:
@@ -113,6 +122,9 @@ class FleetResult:
     host_cpu_share: float  # this process' CPU seconds per wall second (1.0 = one core)
     members: tuple[int, ...] = ()  # devices with each watched sub-leader at the end
     note: str = ""  # auto: what the root decided
+    link_bytes: tuple[int, int] = (0, 0)  # bytes the ``link`` counter saw in, out (window)
+    root_buc: float = math.nan  # the root's own BUC: its workers / its mean t_sync (window)
+    root_t_sync: float = math.nan  # the root's mean t_sync in the window
 
 
 def fleet_job(
@@ -163,12 +175,14 @@ async def run_fleet(
     ramp_per_s: float = 20.0,
     ready: Any = None,
     watch: Sequence[str] = (),
+    link: Callable[[], tuple[int, int]] | None = None,
 ) -> FleetResult:
     """Run ``devices`` against the leaders ``targets`` (the root, or its sub-leaders: device
     ``i`` dials ``targets[i % len(targets)]``), coming online ``ramp_per_s`` a second, and once
     all started (and ``ready()``, when given, within 60 s more) and ``warmup`` passed, measure
     for ``seconds``; the figures with ``root`` in their name are the root's (``metrics_url``,
-    ``leader_pid``); ``members``: the devices with each sub-leader of ``watch`` at the end."""
+    ``leader_pid``); ``members``: the devices with each sub-leader of ``watch`` at the end;
+    ``link``, when given, counts a link's bytes (in, out), read at the window's ends."""
     host = FleetHost(targets, TOKEN, profiles, shard(devices, 1, 0), ramp_per_s=ramp_per_s)
     running = asyncio.create_task(host.run())
     leader = psutil.Process(leader_pid)
@@ -184,8 +198,10 @@ async def run_fleet(
         before = await asyncio.to_thread(_scrape, metrics_url)
         host.syncs.clear()
         done0 = host.tasks_done
+        link0 = link() if link is not None else (0, 0)
         cpu0, mine0, t0 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
         await asyncio.sleep(seconds)
+        link1 = link() if link is not None else (0, 0)
         after = await asyncio.to_thread(_scrape, metrics_url)
         syncs, done1 = list(host.syncs), host.tasks_done
         cpu1, mine1, t1 = sum(leader.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
@@ -195,6 +211,8 @@ async def run_fleet(
         await running
     updates = max(after.updates - before.updates, 1.0)
     wall = t1 - t0
+    timed = after.syncs - before.syncs
+    root_t_sync = (after.sync_seconds - before.sync_seconds) / timed if timed else math.nan
     kinds = Counter(f.split(": ")[1] for f in host.failures)
     return FleetResult(
         devices=devices,
@@ -218,6 +236,9 @@ async def run_fleet(
         leader_cpu_ms=1e3 * (cpu1 - cpu0) / updates,
         host_cpu_share=(mine1 - mine0) / wall,
         members=members,
+        link_bytes=(link1[0] - link0[0], link1[1] - link0[1]),
+        root_buc=after.sync_workers / root_t_sync if root_t_sync > 0 else math.nan,
+        root_t_sync=root_t_sync,
     )
 
 

@@ -4,8 +4,6 @@ and sub-leaders started by hand (``eddl-leader --upstream``); each stopped by it
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.scale import TOKEN, _leader
+from bench.scale import TOKEN, _leader, stop
 
 __all__ = ["fleet_leader", "sub_leaders"]
 
@@ -64,11 +62,4 @@ def sub_leaders(root: str, count: int, state: Path, heartbeat_s: float) -> Itera
         yield addresses
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop(proc)

@@ -82,6 +82,17 @@ def _knows_insecure(python: str) -> bool:
     return "--insecure" in done.stdout
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``proc`` by its pid: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def _leader(
     python: str, state: Path, *, mtls: bool = False, extra: Sequence[str] = ()
@@ -110,13 +121,7 @@ def _leader(
             time.sleep(0.05)
         yield f"127.0.0.1:{int(port_file.read_text())}", proc.pid
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc)
 
 
 @dataclass

@@ -211,11 +211,6 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.ops.wiring import LeaderOps
 
     holder: list[LeaderDaemon] = []
-    ops = LeaderOps(
-        config.metrics_bind,
-        lambda: holder[0].coordinator if holder else None,
-        ha=lambda: holder[0].ha if holder else None,
-    )
     log = get_logger("eddl.leader.split")
 
     def advise(d: SplitDecision) -> None:
@@ -250,6 +245,12 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
             edge.decided(d)
 
     meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
+    ops = LeaderOps(
+        config.metrics_bind,
+        lambda: holder[0].coordinator if holder else None,
+        ha=lambda: holder[0].ha if holder else None,
+        sync=meter.totals,
+    )
     edge = split_edge(config, meter, lambda: holder[0].server, _lead_tokens(config, holder))
     if edge.acts:
         edges.append(edge)  # decisions regroup

@@ -23,6 +23,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -31,7 +32,7 @@ from eddl.leader.splitting import NodeLink, SplitDecision, SplitPolicy
 from eddl.log import get_logger
 from eddl.net.handlers import counting_deserializer, counting_serializer
 
-__all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter"]
+__all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter", "SyncTotals"]
 
 PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
 PULL_METHOD = "/eddl.v1.Cluster/PullModel"
@@ -44,6 +45,17 @@ log = get_logger("leader.split")
 
 def _nobody(node_id: str) -> bool:
     return False
+
+
+@dataclass(frozen=True)
+class SyncTotals:
+    """The meter's running figures for a metrics scrape: timed synchronisations and their
+    seconds since the start (BUC over a scrape interval is ``workers`` over the mean of the
+    new ones), and the workers counted in the window now."""
+
+    syncs: int
+    seconds: float
+    workers: int
 
 
 class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -76,6 +88,8 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # demotion) by itself, and members that leave a group lower it.
         self._behind: dict[str, int] = {}
         self._bytes = 0
+        self._syncs = 0  # timed synchronisations since the start, and their seconds
+        self._sync_seconds = 0.0
         self._since = clock()
         self._decided = clock()
 
@@ -186,6 +200,11 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         synchronisation, and the training speed (samples/s) their last update reported."""
         return [self._links[n] for n in sorted(self._pushed) if n in self._links]
 
+    def totals(self) -> SyncTotals:
+        """The running figures (:class:`SyncTotals`) as of the last synchronisation."""
+        workers = self._workers() if self._pushed else 0
+        return SyncTotals(self._syncs, self._sync_seconds, workers)
+
     def _workers(self) -> int:
         """Workers that synchronised within the window, a sub-leader counted as its group."""
         return max(1, sum(self._behind.get(node, 1) for node in self._pushed))
@@ -203,6 +222,8 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._links.pop(old, None)
             self._behind.pop(old, None)
         if seconds > 0:
+            self._syncs += 1
+            self._sync_seconds += seconds
             self.policy.observe_sync(now, self._workers(), seconds)
         if now - self._since >= self.period:
             if self.capacity is not None:

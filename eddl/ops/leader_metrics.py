@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,6 +38,7 @@ __all__ = [
     "LeaderCollector",
     "LeaderSnapshot",
     "NodeSpeed",
+    "SyncFigures",
     "leader_snapshot",
 ]
 
@@ -150,10 +151,12 @@ class LeaderCollector(Collector):
         snapshot: Callable[[], LeaderSnapshot],
         sink: MetricsSink,
         ha: Callable[[], HaSnapshot | None] | None = None,
+        sync: Callable[[], SyncFigures] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._sink = sink
         self._ha = ha
+        self._sync = sync
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families depend on the snapshot: let the registry collect instead
@@ -189,6 +192,8 @@ class LeaderCollector(Collector):
         yield speed
         yield from self._job(snap.job)
         yield from self._counted()
+        if self._sync is not None:
+            yield from _sync_families(self._sync())
 
     def _job(self, job: JobSnapshot | None) -> Iterator[Metric]:
         if job is None:
@@ -280,6 +285,34 @@ class LeaderCollector(Collector):
                 [name], [(_bound(b), n) for b, n in hist.buckets], sum_value=hist.total
             )
         yield commands
+
+
+class SyncFigures(Protocol):
+    """The root's synchronisation meter, as a scrape reads it (``SyncMeter.totals()``)."""
+
+    @property
+    def syncs(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def workers(self) -> int: ...
+
+
+def _sync_families(sync: SyncFigures) -> Iterator[Metric]:
+    # BUC = n / t_sync over a scrape interval: workers / (increase(seconds) / increase(syncs))
+    yield _counter(
+        "eddl_leader_syncs",
+        "synchronisations (a model pull and an update push) the root timed",
+        sync.syncs,
+    )
+    yield _counter(
+        "eddl_leader_sync_seconds", "seconds of the synchronisations the root timed", sync.seconds
+    )
+    yield _gauge(
+        "eddl_leader_sync_workers",
+        "workers that synchronised within the split window (a sub-leader as its group)",
+        sync.workers,
+    )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

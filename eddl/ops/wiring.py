@@ -76,6 +76,7 @@ class LeaderOps(_Ops):
         coordinator: Callable[[], Any],
         notifier: SystemdNotifier | None = None,
         ha: Callable[[], Any] | None = None,
+        sync: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(notifier)
         self.sink = MetricsSink()
@@ -83,9 +84,8 @@ class LeaderOps(_Ops):
         self._coordinator = coordinator
         self._ha = ha
         if metrics_bind:
-            self.metrics = serve_metrics(
-                metrics_bind, LeaderCollector(self.snapshot, self.sink, self.ha_snapshot)
-            )
+            collector = LeaderCollector(self.snapshot, self.sink, self.ha_snapshot, sync)
+            self.metrics = serve_metrics(metrics_bind, collector)
 
     def snapshot(self) -> LeaderSnapshot:
         return leader_snapshot(self._coordinator())

@@ -7,6 +7,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from eddl.leader.splitting import SplitPolicy
+from eddl.leader.syncmeter import SyncMeter
 from eddl.ops.leader_metrics import JobSnapshot, LeaderCollector, LeaderSnapshot, NodeSpeed
 from eddl.ops.sink import MetricsSink
 from eddl.ops.worker_metrics import TaskSink, WorkerCollector
@@ -104,3 +106,20 @@ def test_command_times_are_a_histogram_per_command_with_bounded_names() -> None:
     got = _samples(LeaderCollector(lambda: LeaderSnapshot(serving=True), sink))
     key = ("eddl_leader_command_seconds_count", (("command", "_hand_out"),))
     assert got[key] == 1.0
+
+
+def test_the_roots_sync_meter_is_exported_for_buc() -> None:
+    policy = SplitPolicy()
+    meter = SyncMeter(policy, lambda decision: None, clock=lambda: 0.0)
+    collector = LeaderCollector(lambda: LeaderSnapshot(serving=True), MetricsSink(), None, None)
+    assert ("eddl_leader_syncs_total", ()) not in _samples(collector)
+    collector = LeaderCollector(
+        lambda: LeaderSnapshot(serving=True), MetricsSink(), None, meter.totals
+    )
+    assert _samples(collector)[("eddl_leader_sync_workers", ())] == 0.0
+    meter._synced("w1", 0.25, 1.0)
+    meter._synced("sub-1", 0.5, 1.1, workers=3)
+    got = _samples(collector)
+    assert got[("eddl_leader_syncs_total", ())] == 2.0
+    assert got[("eddl_leader_sync_seconds_total", ())] == pytest.approx(0.75)
+    assert got[("eddl_leader_sync_workers", ())] == 4.0  # the sub-leader as its group
