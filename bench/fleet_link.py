@@ -45,7 +45,7 @@ from bench.fleet_procs import sub_leaders
 from bench.fleet_split import auto_flags, describe_promotion, promoted, promotions
 from bench.report import markdown_table, write_section
 from bench.scale import TOKEN, stop
-from eddl.cli.jobs import submit_job
+from eddl.cli.admin_client import submit_job
 from eddl.log import configure_logging
 from eddl.profiler.netlab import ShapedLink, netns_unavailable_reason, shaped_link
 
