@@ -160,6 +160,8 @@ class TaskLoop:
     async def _tasks(self) -> None:
         while True:
             reply, seconds = await self._next_reply()
+            if self._stopping():  # a stop came during the last push: no new task starts
+                return
             outcome = reply.WhichOneof("outcome")
             if outcome == "task":
                 task = task_from_proto(reply.task)
