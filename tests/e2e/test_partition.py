@@ -20,6 +20,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -126,6 +127,8 @@ class Cluster:
         """Every process by its PID: the daemons all told to stop at once, then each waited for
         (bounded); then the etcd members, killed (their data is thrown away)."""
         daemons = [*workers, *(run for runs in self.runs.values() for run in runs)]
+        if sys.exc_info()[0] is not None:  # a failing test: each daemon's last lines
+            print("\n".join(proc.tail(40) for proc in daemons))
         for proc in daemons:
             if proc.alive():
                 proc.popen.send_signal(signal.SIGTERM)
