@@ -277,8 +277,9 @@ def test_the_root_is_killed_ten_times_and_the_job_completes(
             for line in cands.all_lines()
             if line.get("event") == "task of the previous root taken up"
         ]
+        # Whether a kill finds an update in flight, of a task the new root knows, is chance:
+        # the figure is reported; tests/integration/test_ha_resend.py makes both cases happen.
         print(f"re-sent updates taken up by a new root: {len(adopted)}, duplicates: {duplicates}")
-        assert adopted or duplicates, "no update re-sent to a new root was taken or acknowledged"
         # Every version of the final history holds the samples of its updates, and the job's
         # count of samples trained agrees with them at every version: nothing was lost on a
         # failover or counted twice by the root that made the version.
