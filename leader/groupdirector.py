@@ -8,9 +8,12 @@ address its members dial); until promoted it stands by with no members. When the
 highest measured bandwidth first; workers spread by speed)
 and keeps the plan: a worker assigned to a group is redirected there on its next call
 (:meth:`redirect`), a sub-leader that leads no group any more is sent its members home
-(:meth:`demoted`). A sub-leader silent for longer than ``patience`` seconds leads nothing: its
-workers are no longer redirected to it (they come back to the root by themselves, the next
-address their sub-leader gave them) and the plan drops it.
+(:meth:`demoted`). A worker the plan does not know (it joined, or first synchronised, after
+the groups were formed) joins the live group with the fewest members (:meth:`place`): a root
+that split because its link was saturated does not take late workers back onto it. A
+sub-leader silent for longer than ``patience`` seconds leads nothing: its workers are no
+longer redirected to it (they come back to the root by themselves, the next address their
+sub-leader gave them, and stay there until the next plan) and the plan drops it.
 
 Pure and clock-free: every call takes the time; every change is a typed :class:`Regroup`
 holding the figures behind it, for the daemon to publish as an event.
@@ -71,6 +74,9 @@ class GroupDirector:
         self.offers: dict[str, Offer] = {}
         self.groups: tuple[Group, ...] = ()
         self._leader_of: dict[str, str] = {}  # worker -> its sub-leader's node id
+        # Workers back at the root by themselves (their sub-leader failed them, or was lost):
+        # not placed in a group again until the next plan.
+        self._stay: set[str] = set()
 
     # -- what the root sees --------------------------------------------------------------
     def offer(
@@ -138,6 +144,7 @@ class GroupDirector:
             groups = self.groups
             reason += f"; no further sub-leader offers, {len(groups)} groups kept"
         changed = groups != self.groups
+        self._stay.clear()
         self._set(groups)
         return Regroup(decision.action, self.groups, reason, tuple(linked), now, changed)
 
@@ -147,6 +154,7 @@ class GroupDirector:
         if len(kept) == len(self.groups):
             return None
         gone = sorted({g.leader for g in self.groups} - {g.leader for g in kept})
+        self._stay.update(w for g in self.groups if g not in kept for w in g.workers)
         self._set(kept)
         for node in gone:
             del self.offers[node]
@@ -155,7 +163,33 @@ class GroupDirector:
     def returned(self, node_id: str) -> None:
         """``node_id`` joined the root again by itself: its sub-leader failed it, so it is
         not sent back there (it stays with the root until the next regroup)."""
-        self._leader_of.pop(node_id, None)
+        if self._leader_of.pop(node_id, None) is not None:
+            self._stay.add(node_id)
+
+    def place(self, node_id: str, now: float) -> Group | None:
+        """Put a worker the plan does not know in the live group with the fewest members; that
+        group, or ``None`` when it stays with the root: no group lives, it is in a group or
+        came back from one by itself, or it is (or owns) a sub-leader."""
+        if (
+            not self.groups
+            or node_id in self._leader_of
+            or node_id in self._stay
+            or node_id in self.offers
+            or lead_id(node_id) in self.offers
+        ):
+            return None
+        open_groups = [
+            g
+            for g in self.groups
+            if self.alive(g.leader, now) and not self.offers[g.leader].pending
+        ]
+        if not open_groups:
+            return None
+        target = min(open_groups, key=lambda g: (len(g.workers), g.leader))
+        placed = Group(target.leader, (*target.workers, node_id))
+        self.groups = tuple(placed if g is target else g for g in self.groups)
+        self._leader_of[node_id] = target.leader
+        return placed
 
     # -- what the root answers ------------------------------------------------------------
     def redirect(self, node_id: str, now: float) -> str | None:

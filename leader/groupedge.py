@@ -156,6 +156,15 @@ class GroupEdge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 self.on_regroup(lost)
             target = None
             if method == GET_TASK:
+                placed = director.place(node, now)
+                if placed is not None:
+                    log.info(
+                        "worker placed",
+                        node=node,
+                        sub_leader=placed.leader,
+                        members=len(placed.workers),
+                        groups={g.leader: len(g.workers) for g in director.groups},
+                    )
                 target = director.redirect(node, now)
                 if target is None and director.demoted(node):
                     target = self.home() or None

@@ -215,3 +215,39 @@ def test_a_worker_offering_over_mtls_leads_only_once_its_sub_leader_joined() -> 
     assert not director.offers["w00.lead"].pending
     assert director.promoted_owner("w00") is None
     assert all(director.redirect(w, clock.now) == "127.0.0.1:7100" for w in members)
+
+
+def test_a_worker_the_plan_does_not_know_joins_the_smallest_live_group() -> None:
+    clock = Clock()
+    _, director = promoted(clock)
+    sizes = {g.leader: len(g.workers) for g in director.groups}
+    smallest = min(sizes, key=lambda leader: (sizes[leader], leader))
+    placed = director.place("late", clock.now)
+    assert placed is not None and placed.leader == smallest and placed.workers[-1] == "late"
+    assert director.redirect("late", clock.now) == director.offers[smallest].address
+    assert director.place("late", clock.now) is None  # placed once
+    # The next late worker goes to the other group when the first made them even.
+    second = director.place("later", clock.now)
+    assert second is not None
+    counts = sorted(len(g.workers) for g in director.groups)
+    assert counts[-1] - counts[0] <= 1
+    # Sub-leaders, can-lead owners and planned workers are never placed.
+    director.offer("w99.lead", "127.0.0.1:7199", clock.now, worker=True)
+    for node in ("sub-a", "w99", WORKERS[0].node_id):
+        assert director.place(node, clock.now) is None
+
+
+def test_no_placement_without_groups_or_for_workers_back_by_themselves() -> None:
+    clock = Clock()
+    director = GroupDirector(patience=1.5)
+    assert director.place("late", clock.now) is None  # no split: everyone at the root
+    _, director = promoted(clock)
+    worker = director.groups[0].workers[0]
+    director.returned(worker)  # its sub-leader failed it
+    assert director.place(worker, clock.now) is None
+    assert director.returned("brand-new") is None and director.place("brand-new", clock.now)
+    # Workers of a lost group stay home until the next plan; no live group: nobody is placed.
+    clock.advance(2.0)
+    change = director.lost(clock.now)
+    assert change is not None and change.groups == ()
+    assert director.place("another", clock.now) is None
