@@ -22,9 +22,13 @@
 * ``daemon``   ``WorkerDaemon(config, executor, presence=...)``: owns the session, transfers,
   heartbeats and task loop and runs them until it stops, then leaves cleanly; ``on_task``
   hooks hear each pushed task's ``TaskTiming`` (the metrics' task durations).
-* ``mcu_runner`` a task on a microcontroller: SETUP / LOAD / TRAIN / READ, bit-exact with
-  ``training``; ``McuExecutor`` (one device, lost on a link failure); the device benchmark a
-  gateway runs before joining a device.
+* ``mcu_runner`` ``McuTaskRunner``: a task on a microcontroller, SETUP / LOAD / TRAIN / READ,
+  bit-exact with ``training``; a TinyMetaFed inner loop on the device.
+* ``mcu_executor`` ``McuExecutor``: the device's executor (one task at a time, the device lost
+  on a link failure or a wrong update); ``McuCounters``.
+* ``metatask`` a Python worker's part of a ``tinymetafed`` or ``reptile`` round.
+* ``mcu_meta`` a microcontroller's part of a ``tinymetafed`` or ``reptile`` round.
+* ``mcu_bench`` the device benchmark a gateway runs before joining a device.
 * ``gateway``  ``Gateway`` (``eddl-worker --mcu URL ...``): one ``McuAgent`` per device, a
   daemon with the device's ``McuExecutor`` and ``McuPresence``, joins the cluster as the
   device; lost devices leave and are looked for again.
@@ -37,7 +41,7 @@ from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import JoinRefusedError, WorkerDaemon
 from eddl.worker.executor import Executor, TaskError, TaskResult, TaskSpec
 from eddl.worker.gateway import Gateway, McuAgent
-from eddl.worker.mcu_runner import McuExecutor
+from eddl.worker.mcu_executor import McuExecutor
 from eddl.worker.training import NumpyExecutor
 
 __all__ = [

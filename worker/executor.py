@@ -3,7 +3,7 @@
 A :class:`~eddl.worker.daemon.WorkerDaemon` does the talking (join, heartbeats, model pulls,
 update pushes) and hands each task to its executor: the numpy trainer on this host
 (:class:`~eddl.worker.training.NumpyExecutor`) or a microcontroller behind a gateway
-(:class:`~eddl.worker.mcu_runner.McuExecutor`). Executors see :class:`TaskSpec`, never the
+(:class:`~eddl.worker.mcu_executor.McuExecutor`). Executors see :class:`TaskSpec`, never the
 protobuf ``Task``: the daemon converts at the wire edge, so an executor can be tested, or
 reused by a node of another kind, without gRPC.
 

@@ -5,7 +5,7 @@ the serial link, reads HELLO, times a short benchmark (:func:`benchmark_device`)
 :class:`McuAgent`: a :class:`~eddl.worker.daemon.WorkerDaemon` that joins the leader *as the
 device* (:class:`McuPresence`: role ``mcu``, its own node id, a profile made of HELLO and the
 measurements), beats for it and hands its tasks to the device's executor
-(:class:`~eddl.worker.mcu_runner.McuExecutor`: SETUP / LOAD / TRAIN / READ). The result goes
+(:class:`~eddl.worker.mcu_executor.McuExecutor`: SETUP / LOAD / TRAIN / READ). The result goes
 back as an ordinary update.
 
 A device that stops answering (QEMU killed, cable pulled, a link error that retransmission
@@ -37,7 +37,7 @@ from eddl.security.tls import Identity
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import TaskTiming, WorkerDaemon, node_security, start_endpoint
 from eddl.worker.mcu_bench import BenchmarkResult, benchmark_device
-from eddl.worker.mcu_runner import LINK_FAILURES, McuCounters, McuExecutor
+from eddl.worker.mcu_executor import LINK_FAILURES, McuCounters, McuExecutor
 from eddl.worker.presence import Presence
 
 __all__ = ["Gateway", "McuAgent", "McuPresence"]

@@ -21,7 +21,8 @@ from eddl.mcu.driver import Device
 from eddl.mcu.launch import Launched, start_sim
 from eddl.worker.executor import TaskSpec
 from eddl.worker.mcu_bench import benchmark_device
-from eddl.worker.mcu_runner import DeviceLostError, McuExecutor, McuTaskRunner
+from eddl.worker.mcu_executor import DeviceLostError, McuExecutor
+from eddl.worker.mcu_runner import McuTaskRunner
 from eddl.worker.training import NumpyExecutor, TaskError, TaskRunner
 
 
