@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -104,12 +105,20 @@ class CountingPolicy(SplitPolicy):
 
 async def _answer(uplink: Uplink, workers: int) -> None:
     """Draw a task and answer it with its base model, declaring ``workers`` members."""
+    await _push(uplink, await _draw(uplink), workers)
+
+
+async def _draw(uplink: Uplink) -> tuple[Any, Any]:
     drawn = None
     for _ in range(40):  # bounded: the job starts, the round closes
         drawn = await uplink.next_task(0.5)
         if drawn is not None:
             break
     assert drawn is not None, f"{uplink.node_id} got no task"
+    return drawn
+
+
+async def _push(uplink: Uplink, drawn: tuple[Any, Any], workers: int) -> None:
     job, task = drawn
     _, params = await uplink.pull(job.job_id, task.base_version)
     update = UpwardUpdate(task.task_id, task.base_version, task.num_samples, params, 1)
@@ -151,6 +160,9 @@ async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_i
                 # The worker's declaration counts for nothing.
                 await _answer(liar, workers=256)
                 assert policy.counts == [1]
+                # Its next task is drawn before the split: once groups exist, a worker the
+                # plan does not know is placed in one and asks its sub-leader for tasks.
+                held = await _draw(liar)
                 figures = SplitFigures(4, None, None, None, 1.0, 0)
                 promote = SplitDecision("promote", 1, "test", figures, 0.0)
                 members = [NodeLink("g1", 1e6, 10.0), NodeLink("g2", 1e6, 10.0)]
@@ -158,7 +170,7 @@ async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_i
                 assert [g.leader for g in formed.groups] == ["sub-1"]
                 # Promoted: its push stands for its five members; the worker's 256 for one.
                 await _answer(sub, workers=5)
-                await _answer(liar, workers=256)
+                await _push(liar, held, workers=256)
             assert policy.counts == [1, 6, 6]
             assert meter._behind == {"sub-1": 5, "w-liar": 1}
             ignored = [e for e in logs if e["event"] == "declared workers ignored"]
