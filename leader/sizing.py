@@ -224,10 +224,10 @@ class TaskSizer:
         # SIT_OUT_TOLERANCE of the best progress per second take part; the slower ones sit
         # short rounds out (a worker whose smallest task alone outlasts the others' whole
         # budget would hold every round back).
-        options = []
-        for j in range(1, len(fastest) + 1):
-            speed = sum(r for _, r in fastest[:j])
-            short = max(self.round_samples / speed, self.min_samples / fastest[j - 1][1])
+        options, speed = [], 0.0
+        for j, (_, rate) in enumerate(fastest, 1):
+            speed += rate
+            short = max(self.round_samples / speed, self.min_samples / rate)
             options.append((short, progress_per_second(short, speed, j)))
         best = max(p for _, p in options)
         j = max(i for i, (_, p) in enumerate(options, 1) if p >= (1 - SIT_OUT_TOLERANCE) * best)
