@@ -17,7 +17,9 @@ from eddl.leader.membership import Node
 from eddl.leader.policy import Mode
 from eddl.leader.rounds import SyncRound
 from eddl.leader.runstatus import checkpoint_meta, final_result
+from eddl.leader.sizing import RoundTarget
 from eddl.leader.store import CheckpointStore, VersionRecord, WriteBatch
+from eddl.leader.updates import Wait
 from eddl.learn.params import Params
 
 if TYPE_CHECKING:
@@ -33,8 +35,28 @@ __all__ = [
     "node_gone",
     "node_joined",
     "start_or_resume",
+    "sync_target",
     "tick",
 ]
+
+
+def sync_target(run: JobRun, node_id: str, now: float) -> RoundTarget | Wait | None:
+    """What a task handed to ``node_id`` in the open sync round aims at (None: a full task of
+    a new round), or why it gets none: it had its task of this round, or it sits short rounds
+    out (its smallest task would hold every round back: ``TaskSizer.round_target``)."""
+    if node_id in run._round.asked:
+        return Wait(f"waiting for round {run.version} to close", run._retry())
+    target = run.scheduler.round_target()
+    if node_id in target.sit_out:
+        run._round.sits_out(node_id)
+        # Left out by the sizing rule, not waiting for the barrier: no idle for the policy.
+        run._free_since.pop(node_id, None)
+        return Wait(
+            f"sitting out round {run.version}: its smallest task would take longer than the "
+            f"round's {target.seconds:.3f} s of training",
+            run._retry(),
+        )
+    return run._round.budget(now, target)
 
 
 def close_round(run: JobRun, why: str, *, deadline: bool = False) -> NewVersion | None:

@@ -10,14 +10,16 @@ gets at most one task per round. The round may close (its updates folded into ve
   counts as having asked);
 
 or at the round deadline with whatever arrived. Tasks handed out late in the round get only the
-time left until the round's target end (at least a quarter of ``task_seconds``), so a worker
-that asks late gets less work instead of delaying everyone.
+time left until the round's target end (at least a quarter of the target), so a worker that asks
+late gets less work instead of delaying everyone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+
+from eddl.leader.sizing import RoundTarget
 
 __all__ = ["SyncRound"]
 
@@ -30,11 +32,13 @@ class SyncRound:
     settled: set[str] = field(default_factory=set)
     asked: set[str] = field(default_factory=set)
 
-    def budget(self, now: float, task_seconds: float) -> float | None:
-        """Seconds of work for a task handed out now (None: a full task, the round is new)."""
+    def budget(self, now: float, target: RoundTarget) -> RoundTarget | None:
+        """What a task handed out now aims at (None: a full task, the round is new): what is
+        left of the round's ``target``, at least a quarter of it."""
         if self.opened_at is None:
             return None
-        return max(task_seconds - (now - self.opened_at), 0.25 * task_seconds)
+        seconds = max(target.seconds - (now - self.opened_at), 0.25 * target.seconds)
+        return RoundTarget(seconds, target.training)
 
     def handed(self, node_id: str, task_id: str, now: float) -> None:
         if self.opened_at is None:
@@ -51,6 +55,10 @@ class SyncRound:
         """The task's update arrived, or the task was taken back."""
         if task_id in self.tasks:
             self.settled.add(task_id)
+
+    def sits_out(self, node_id: str) -> None:
+        """``node_id`` takes no part in this round (the sizing rule left it out)."""
+        self.asked.add(node_id)
 
     def forget(self, node_id: str) -> None:
         """The node left: it is no longer expected, and may ask again if it rejoins."""

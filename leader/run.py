@@ -38,6 +38,7 @@ from eddl.leader.progress import (
     node_gone,
     node_joined,
     start_or_resume,
+    sync_target,
     tick,
 )
 from eddl.leader.rounds import SyncRound
@@ -216,15 +217,13 @@ class JobRun:
                 return Wait(f"the update of task {after_task} is on its way", self._retry())
             return held  # a retried GetTask gets the same task, never a second one
         now = self._now()
-        seconds: float | None = None
-        if self.mode == "sync":
-            if node.node_id in self._round.asked:
-                return Wait(f"waiting for round {self.version} to close", self._retry())
-            seconds = self._round.budget(now, self.scheduler.round_seconds())
+        target = sync_target(self, node.node_id, now) if self.mode == "sync" else None
+        if isinstance(target, Wait):
+            return target
         # A worker's first task is a probe sized before its speed is known, and carries its
         # cold start: the auto policy does not take it (or the wait after it) as evidence.
         warmup = not self.scheduler.measured(node.node_id)
-        task = self.scheduler.assign(node.node_id, node.session, seconds=seconds)
+        task = self.scheduler.assign(node.node_id, node.session, target=target)
         if task is None:
             if self.mode == "sync":
                 self._round.nothing_for(node.node_id)

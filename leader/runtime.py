@@ -98,10 +98,11 @@ def build_runtime(spec: JobSpec, limits: JobLimits | None = None) -> JobRuntime:
 
 
 # A round of plain FedAvg sums its deltas up to this many mini-batches (see FedAvg's
-# ``sum_samples`` and docs/leader-logic.md#time-to-accuracy): measured with bench.fedopt's
-# simulation and bench.accuracy, 4 workers of 1-4 batches each summed reach 90% with 1.2-1.5x
-# the samples of one process, where the mean needs 3.5-4.5x; 16-batch tasks summed diverge.
-SUM_BATCHES = 16
+# ``sum_samples`` and docs/leader-logic.md#time-to-accuracy), and a short sync round trains
+# that many (TaskSizer.round_target): 4 workers of 1-4 batches each summed reach 90% with
+# 1.1-1.5x the samples of one process, where the mean needs 3.5-4.5x; rounds of ~12 batches
+# needed 1.5-1.7x (bench.accuracy, compute-bound), and 16-batch tasks summed diverge.
+SUM_BATCHES = 8
 
 
 def default_sync_params(spec: JobSpec, rule: str, batch: int) -> dict[str, Any] | None:

@@ -44,13 +44,20 @@ import numpy as np
 from eddl.leader.jobs import JobSpec
 from eddl.leader.ledger import Ledger, Task
 from eddl.leader.runtime import JobRuntime
-from eddl.leader.sizing import Busy, EstimatorFactory, TaskSizer, ThroughputEstimator
+from eddl.leader.sizing import (
+    Busy,
+    EstimatorFactory,
+    RoundTarget,
+    TaskSizer,
+    ThroughputEstimator,
+)
 from eddl.leader.source import PermutationSource, Range
 from eddl.profiler.estimator import RuntimeEstimator
 
 __all__ = [
     "EstimatorFactory",
     "Range",
+    "RoundTarget",
     "Scheduler",
     "Task",
     "ThroughputEstimator",
@@ -130,20 +137,24 @@ class Scheduler:
     def overhead(self, node_id: str) -> float:
         return self.sizer.overhead(node_id)
 
-    def round_seconds(self) -> float:
-        """The target time of a sync round's tasks (:meth:`TaskSizer.round_seconds`)."""
+    def round_target(self) -> RoundTarget:
+        """What a sync round's tasks aim at (:meth:`TaskSizer.round_target`)."""
         if not self.sizer.round_samples:
-            return self.sizer.task_seconds
-        return self.sizer.round_seconds(self.source.workers)
+            return RoundTarget(self.sizer.task_seconds)
+        return self.sizer.round_target(self.source.workers)
 
-    def size_for(self, node_id: str, seconds: float | None = None) -> int:
+    def size_for(
+        self, node_id: str, seconds: float | None = None, *, training: bool = False
+    ) -> int:
         """Samples a task for ``node_id`` should hold to take about ``seconds`` (default: the
-        round's target time, :meth:`round_seconds`, which async tasks follow too)."""
+        round's target, :meth:`round_target`, which async tasks follow too; ``training``:
+        ``seconds`` of training alone)."""
         if self.distribution == "static":
             return self.default_samples
         if seconds is None and self.sizer.round_samples:
-            seconds = self.round_seconds()
-        return self.sizer.size_for(node_id, seconds)
+            target = self.round_target()
+            seconds, training = target.seconds, target.training
+        return self.sizer.size_for(node_id, seconds, training=training)
 
     # -- handing out -------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -151,14 +162,20 @@ class Scheduler:
         return self.source.order(epoch)
 
     def assign(
-        self, node_id: str, session: int = 0, *, seconds: float | None = None
+        self,
+        node_id: str,
+        session: int = 0,
+        *,
+        target: RoundTarget | None = None,
     ) -> Task | None:
-        """The next task for ``node_id``, or ``None`` when there is nothing for it right now.
+        """The next task for ``node_id`` (sized for ``target``, default :meth:`round_target`),
+        or ``None`` when there is nothing for it right now.
 
         ``None`` when the epoch limit is reached, or in static mode when the worker's shard is
         used up until the epoch ends.
         """
-        size = self._tail(node_id, self.size_for(node_id, seconds))
+        seconds, training = (None, False) if target is None else (target.seconds, target.training)
+        size = self._tail(node_id, self.size_for(node_id, seconds, training=training))
         rng = self.source.take(node_id, size)
         if rng is None:
             return None

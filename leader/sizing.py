@@ -5,9 +5,10 @@ granularity) × granularity, min_samples, max_samples)``; a node known only by i
 micro-benchmark gets a probe of ``probe_fraction`` of that, a node known by nothing a probe of
 ``probe_fraction × default_samples``. Near the end of a job's data, :meth:`TaskSizer.tail`
 shrinks tasks so that every worker finishes the last of it together. With a round budget of
-``round_samples`` (the sync rule's ``sum_samples``), :meth:`TaskSizer.round_seconds` picks the
-target time of a sync round for time to accuracy rather than throughput. See
-docs/leader-logic.md#scheduling-dynamic-distribution for why each rule is there.
+``round_samples`` (the sync rule's ``sum_samples``), :meth:`TaskSizer.round_target` picks what
+a sync round's tasks aim at, for time to accuracy rather than throughput: each worker's share of
+the budget in training time, or the job's ``task_seconds``. See
+docs/leader-logic.md#scheduling-dynamic-distribution and #time-to-accuracy for why.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from typing import Protocol
 
 from eddl.profiler.estimator import RuntimeEstimator
 
-__all__ = ["Busy", "EstimatorFactory", "TaskSizer", "ThroughputEstimator"]
+__all__ = ["Busy", "EstimatorFactory", "RoundTarget", "TaskSizer", "ThroughputEstimator"]
+
+#: Workers take part in short sync rounds as long as their rounds make at least this share less
+#: progress per second than the best choice (see :meth:`TaskSizer.round_target`).
+SIT_OUT_TOLERANCE = 0.1
 
 
 class ThroughputEstimator(Protocol):
@@ -41,6 +46,21 @@ class Busy:
     node_id: str
     issued_at: float
     samples: int
+
+
+@dataclass(frozen=True)
+class RoundTarget:
+    """What the tasks of a sync round (and async tasks) aim at.
+
+    ``training``: ``seconds`` are seconds of training, so that the round holds the budget
+    whatever each task costs beyond its training (each worker trains its share of it);
+    otherwise ``seconds`` are the task's whole time, the worker's overhead taken off.
+    """
+
+    seconds: float
+    training: bool = False
+    # Workers whose smallest task takes longer than such a round trains: they sit it out.
+    sit_out: frozenset[str] = frozenset()
 
 
 class TaskSizer:
@@ -135,8 +155,13 @@ class TaskSizer:
             self._overheads[node_id] = overhead if old is None else 0.7 * old + 0.3 * overhead
 
     # -- the rules ---------------------------------------------------------------------------
-    def size_for(self, node_id: str, seconds: float | None = None) -> int:
-        """Samples a task for ``node_id`` should hold to take about ``seconds`` (default target)."""
+    def size_for(
+        self, node_id: str, seconds: float | None = None, *, training: bool = False
+    ) -> int:
+        """Samples a task for ``node_id`` should hold to take about ``seconds`` (default target).
+
+        ``training``: ``seconds`` of training alone (a share of a round's budget, rounded to the
+        nearest mini-batch so that the round holds about the budget), not of the whole task."""
         sps = self.samples_per_second(node_id)
         if sps is None:
             # Nothing known about the node: a probe-sized first task. The default size is a
@@ -145,7 +170,10 @@ class TaskSizer:
             probe = self.default_samples * self.probe_fraction
             return max(self.min_samples, min(self.default_samples, self._round_down(probe)))
         target = self.task_seconds if seconds is None else seconds
-        budget = max(target - self.overhead(node_id), target * self.min_compute_fraction)
+        if training:
+            budget = target
+        else:
+            budget = max(target - self.overhead(node_id), target * self.min_compute_fraction)
         want = sps * budget
         if not self.measured(node_id):
             # Only the micro-benchmark so far: it ran alone, without the device's load,
@@ -153,42 +181,64 @@ class TaskSizer:
             # target time measures the real speed cheaply (a 4x-optimistic benchmark then
             # costs one short task, not one long round).
             want *= self.probe_fraction
-        return max(self.min_samples, min(self.max_samples, self._round_down(want)))
+        size = self._round_nearest(want) if training else self._round_down(want)
+        return max(self.min_samples, min(self.max_samples, size))
 
-    def round_seconds(self, workers: Iterable[str]) -> float:
-        """The target time of a sync round's tasks, for time to accuracy.
+    def round_target(self, workers: Iterable[str]) -> RoundTarget:
+        """What a sync round's tasks aim at, for time to accuracy.
 
-        A round of ``T`` seconds holds ``N = T·Σ sps_w`` samples from ``K`` workers and, its
-        deltas summed up to ``B = round_samples`` (FedAvg's ``sum_samples``), moves the model
-        as far as ``η(N)·N/K`` samples trained in a row, ``η = clamp(K·B/N, 1, K)``; it costs
-        ``T + c``, ``c`` the median over the workers of the cost per task beyond training
-        (what the leader sees from handing a task out to its update, less the training time
-        the worker reports; else the worker's own reported overhead). That progress per
-        second grows with ``T`` up to ``N = B``, is flat in samples (so falls per second)
-        up to ``N = K·B``, and then grows again toward ``Σ sps / K``: the best ``T`` is
-        ``B / Σ sps`` or the job's ``task_seconds``, whichever makes more progress per
-        second. Without a budget, or before any worker's speed is known, ``task_seconds``.
+        ``K`` workers of speeds ``sps_w`` and a budget ``B = round_samples`` (FedAvg's
+        ``sum_samples``: the round's deltas are summed while it holds at most ``B`` samples).
+        A round whose tasks train ``t`` seconds holds ``N = t · Σ sps`` samples and, its deltas
+        summed up to ``B`` (``η = clamp(K·B/N, 1, K)``), moves the model as far as ``η·N/K``
+        samples trained in a row; it costs ``t + c``, ``c`` the median over the workers of the
+        cost per task beyond training (what the leader sees from handing a task out to its
+        update, less the training time the worker reports; else the worker's own reported
+        overhead). A *short* round trains ``t = B / Σ sps`` on every worker, so that it holds
+        ``B`` samples (each worker ``sps_w · t``) whatever its tasks cost beyond training: a
+        cheaper task makes rounds shorter, never bigger. It is never shorter than the slowest
+        worker's smallest task (``min_samples / sps_w``), since the round waits for that one.
+        The short round is taken when it makes more progress per second than tasks of
+        ``task_seconds`` (whose time includes the worker's overhead). Without a budget, or
+        before any worker's speed is known, ``task_seconds``.
         """
+        whole = RoundTarget(self.task_seconds)
         if not self.round_samples:
-            return self.task_seconds
+            return whole
         ids = set(workers)
-        rates = [r for r in map(self.samples_per_second, ids) if r is not None and r > 0]
-        if not rates:
-            return self.task_seconds
+        speeds = {w: r for w in ids if (r := self.samples_per_second(w)) is not None and r > 0}
+        if not speeds:
+            return whole
         costs = {**self._overheads, **self._links}
         known = sorted(costs[w] for w in ids if w in costs)
         cost = known[len(known) // 2] if known else 0.0
-        speed, k = sum(rates), len(rates)
+        fastest = sorted(speeds.items(), key=lambda item: (-item[1], item[0]))
 
-        def progress_per_second(seconds: float) -> float:
+        def progress_per_second(seconds: float, speed: float, k: int) -> float:
             samples = speed * seconds
             rate = max(1.0, min(float(k), k * self.round_samples / samples))
             return rate * samples / k / (seconds + cost)
 
-        short = min(self.task_seconds, self.round_samples / speed)
-        if progress_per_second(short) > progress_per_second(self.task_seconds):
-            return short
-        return self.task_seconds
+        # Short rounds with the j fastest workers: never shorter than the j-th's smallest
+        # task (the others would only wait for it). The most workers whose rounds make within
+        # SIT_OUT_TOLERANCE of the best progress per second take part; the slower ones sit
+        # short rounds out (a worker whose smallest task alone outlasts the others' whole
+        # budget would hold every round back).
+        options, speed = [], 0.0
+        for j, (_, rate) in enumerate(fastest, 1):
+            speed += rate
+            short = max(self.round_samples / speed, self.min_samples / rate)
+            options.append((short, progress_per_second(short, speed, j)))
+        best = max(p for _, p in options)
+        j = max(i for i, (_, p) in enumerate(options, 1) if p >= (1 - SIT_OUT_TOLERANCE) * best)
+        short, progress = options[j - 1]
+        everyone = sum(speeds.values())
+        if short < self.task_seconds and progress > progress_per_second(
+            self.task_seconds, everyone, len(speeds)
+        ):
+            sit_out = frozenset(w for w, _ in fastest[j:])
+            return RoundTarget(short, training=True, sit_out=sit_out)
+        return whole
 
     def tail(
         self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]
@@ -226,6 +276,9 @@ class TaskSizer:
         if want >= size:
             return size
         return max(self.min_samples, min(size, self._round_down(want)))
+
+    def _round_nearest(self, samples: float) -> int:
+        return math.floor(samples / self.granularity + 0.5) * self.granularity
 
     def _round_down(self, samples: float) -> int:
         # The small epsilon keeps 49.999... from becoming 49.

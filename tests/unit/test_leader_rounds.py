@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 
 from eddl.leader.rounds import SyncRound
+from eddl.leader.sizing import RoundTarget
 
 
 def test_late_askers_get_the_time_left_but_at_least_a_quarter() -> None:
     r = SyncRound(3)
-    assert r.budget(10.0, 2.0) is None  # a fresh round: a full task
+    assert r.budget(10.0, RoundTarget(2.0)) is None  # a fresh round: a full task
     r.handed("a", "t1", 10.0)
-    assert r.budget(10.5, 2.0) == pytest.approx(1.5)
-    assert r.budget(13.0, 2.0) == pytest.approx(0.5)
+    assert r.budget(10.5, RoundTarget(2.0)) == RoundTarget(pytest.approx(1.5))
+    assert r.budget(13.0, RoundTarget(2.0)) == RoundTarget(pytest.approx(0.5))
+    # A round sized in training time stays so for a late asker.
+    assert r.budget(10.5, RoundTarget(0.2, training=True)) == RoundTarget(0.05, training=True)
 
 
 def test_closes_when_all_tasks_are_back_and_everyone_asked() -> None:

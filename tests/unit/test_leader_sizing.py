@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eddl.leader.sizing import Busy, TaskSizer
+from eddl.leader.sizing import Busy, RoundTarget, TaskSizer
 from tests.unit.test_leader_support import Clock
 
 
@@ -55,35 +55,92 @@ def test_the_end_of_data_shrinks_a_task_so_workers_finish_together() -> None:
     assert s.tail("fast", 400, 100_000, busy, ["fast", "slow"]) == 400
 
 
-def test_round_seconds_are_the_budget_when_the_link_is_cheap_else_the_job_ceiling() -> None:
+def test_a_round_trains_the_budget_when_the_link_is_cheap_else_takes_the_job_ceiling() -> None:
     clock = Clock()
     s = sizer(clock, round_samples=512)
     workers = ["a", "b"]
-    assert s.round_seconds(workers) == 1.0  # nothing measured: the job's task_seconds
+    assert s.round_target(workers) == RoundTarget(1.0)  # nothing measured: task_seconds
     s.observe("a", 1000, 1.0, overhead=0.0)
     s.observe("b", 1000, 1.0, overhead=0.0)
-    # 512 samples at 2000 samples/s together, and no cost per task: a quarter of a second.
-    assert s.round_seconds(workers) == pytest.approx(0.256)
+    # 512 samples at 2000 samples/s together, and no cost per task: a quarter of a second of
+    # training on each worker.
+    assert s.round_target(workers) == RoundTarget(pytest.approx(0.256), training=True)
     # The leader sees each task take 0.2 s more than its training. Short rounds: 512 samples
     # summed per 0.456 s (1123/s); 1 s rounds: 2000 samples averaged (1000 a row) per 1.2 s
     # (833/s). Still the budget.
     s.observe("a", 1000, 1.0, overhead=0.0, wall=1.2)
     s.observe("b", 1000, 1.0, overhead=0.0, wall=1.2)
-    assert s.round_seconds(workers) == pytest.approx(0.256)
+    assert s.round_target(workers) == RoundTarget(pytest.approx(0.256), training=True)
     # Fast workers (40,000 samples/s together) behind the same link: 512 per 0.2128 s
     # (2406/s) against 20,000 per 1.2 s (16,667/s): the job's task_seconds.
     fast = sizer(clock, round_samples=512)
     for w in workers:
         fast.observe(w, 20_000, 1.0, overhead=0.0, wall=1.2)
-    assert fast.round_seconds(workers) == 1.0
+    assert fast.round_target(workers) == RoundTarget(1.0)
 
 
-def test_round_seconds_never_exceed_the_job_and_one_peer_cannot_set_them() -> None:
+def test_a_cheaper_task_makes_a_round_shorter_not_bigger() -> None:
+    # Speeds 600, 300, 100 samples/s and a budget of 256: 0.256 s of training on each,
+    # shares 153.6, 76.8, 25.6 samples -> the nearest mini-batch of 8: 152, 80, 24 (256 in
+    # all), whatever each worker reports as its overhead.
+    for overhead, whole in ((0.0, 152), (0.05, 120), (0.15, 56)):
+        s = sizer(Clock(), round_samples=256)
+        for w, sps in (("a", 600.0), ("b", 300.0), ("c", 100.0)):
+            s.observe(w, int(sps), 1.0, overhead=overhead, wall=1.0 + overhead)
+        target = s.round_target(["a", "b", "c"])
+        assert target == RoundTarget(pytest.approx(0.256), training=True)
+        sizes = [s.size_for(w, target.seconds, training=True) for w in ("a", "b", "c")]
+        assert sizes == [152, 80, 24]
+        # A whole task of the same time, the overhead taken off (what the round held before):
+        # 600 x (0.256 s - overhead) rounded down, smaller as the overhead grows.
+        assert s.size_for("a", target.seconds) == whole
+    tiny = sizer(Clock(), round_samples=256)
+    tiny.observe("slow", 10, 1.0, overhead=0.0)
+    assert tiny.size_for("slow", 0.1, training=True) == 8  # under half a batch: the minimum
+
+
+def test_round_targets_never_exceed_the_job_and_one_peer_cannot_set_them() -> None:
     s = sizer(Clock(), round_samples=512, task_seconds=0.5)
     for w in ("a", "b", "c"):
         s.observe(w, 4000, 1.0, overhead=0.0, wall=1.001)
     s.observe("c", 4000, 1.0, overhead=1e9)  # one absurd report
-    assert s.round_seconds(["a", "b", "c"]) == pytest.approx(512 / 12_000)
-    assert sizer(Clock(), round_samples=0).round_seconds(["a"]) == 1.0  # no budget: the job's
+    assert s.round_target(["a", "b", "c"]) == RoundTarget(
+        pytest.approx(512 / 12_000), training=True
+    )
+    slow = sizer(Clock(), round_samples=512, task_seconds=0.5)
+    slow.observe("a", 100, 1.0, overhead=0.0)  # 512 samples would take 5 s: the job's 0.5
+    assert slow.round_target(["a"]) == RoundTarget(0.5)
+    assert sizer(Clock(), round_samples=0).round_target(["a"]) == RoundTarget(1.0)  # no budget
     with pytest.raises(ValueError):
         sizer(Clock(), round_samples=-1)
+
+
+def test_a_round_is_never_shorter_than_the_slowest_workers_smallest_task() -> None:
+    # 256 samples at 2,060 samples/s would be 0.124 s of training, but the worker of 60
+    # samples/s needs 0.133 s for its smallest task (8): the round waits for it anyway, so
+    # the others train that long too (it still makes 96% of the progress per second of
+    # rounds without it: it takes part).
+    s = sizer(Clock(), round_samples=256)
+    for w, sps in (("a", 1000.0), ("b", 1000.0), ("slow", 60.0)):
+        s.observe(w, int(sps), 1.0, overhead=0.0)
+    target = s.round_target(["a", "b", "slow"])
+    assert target == RoundTarget(pytest.approx(8 / 60), training=True)
+    sizes = [s.size_for(w, target.seconds, training=True) for w in ("a", "b", "slow")]
+    assert sizes == [136, 136, 8]
+
+
+def test_a_worker_whose_smallest_task_holds_every_round_back_sits_short_rounds_out() -> None:
+    # The worker of 40 samples/s needs 0.2 s for 8 samples; the other two train the budget
+    # in 0.128 s. With it, rounds of 0.2 s (+ 0.05 s of cost per task) hold 408 samples
+    # worth 256 summed: 1,024/s; without it, 256 per 0.178 s: 1,438/s.
+    s = sizer(Clock(), round_samples=256)
+    for w, sps in (("a", 1000.0), ("b", 1000.0), ("slow", 40.0)):
+        s.observe(w, int(sps), 1.0, overhead=0.0, wall=1.05)
+    target = s.round_target(["a", "b", "slow"])
+    assert target == RoundTarget(pytest.approx(0.128), training=True, sit_out=frozenset({"slow"}))
+    # Many equal workers whose smallest tasks already exceed the budget: none sits out.
+    many = sizer(Clock(), round_samples=256)
+    crowd = [f"w{i}" for i in range(64)]
+    for w in crowd:
+        many.observe(w, 100, 1.0, overhead=0.0, wall=1.05)
+    assert many.round_target(crowd) == RoundTarget(pytest.approx(0.08), training=True)
