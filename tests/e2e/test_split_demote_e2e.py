@@ -31,7 +31,7 @@ __all__ = ["procs"]  # the fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-EPOCHS = 60.0  # long enough to split, stop six workers and merge back before it ends
+EPOCHS = 200.0  # long enough to split, stop six workers and merge back before it ends
 # Plain FedAvg rounds (no sum_samples budget), so that tasks last about task_seconds and the
 # root's link load follows the number of workers.
 PLAIN = JOB + "[job.sync_params]\nsum_samples = 0\n"
