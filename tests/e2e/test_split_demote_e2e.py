@@ -31,11 +31,15 @@ __all__ = ["procs"]  # the fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-EPOCHS = 200.0  # long enough to split, stop six workers and merge back before it ends
+EPOCHS = 120.0  # long enough to split, stop six workers and merge back before it ends
 # Plain FedAvg rounds (no sum_samples budget), so that tasks last about task_seconds and the
 # root's link load follows the number of workers.
 PLAIN = JOB + "[job.sync_params]\nsum_samples = 0\n"
 THROTTLE = 40.0  # workers this many times slower: tasks of about the job's task_seconds
+# Slower still here: a task is at most an epoch of digits (1438 samples), and the link of a
+# root whose two groups keep one worker each must go quiet, so their rounds must not be
+# shorter than the job's task_seconds.
+DEMOTE_THROTTLE = 160.0
 HOLD, WINDOW = 2.0, 3.0
 SPLIT = [
     "--split", "auto", "--split-hold", f"{HOLD:g}", "--split-busy-for", "2",
@@ -76,7 +80,8 @@ def test_the_root_merges_its_groups_back_when_most_workers_leave(
         subs[name] = (sub, sub_address)
     wait_for(lambda: len(root.events("lead offered")) == 2, 60, "two lead offers")
     workers = {
-        f"w{i}": start_worker(tmp_path, address, f"w{i}", throttle=THROTTLE) for i in range(8)
+        f"w{i}": start_worker(tmp_path, address, f"w{i}", throttle=DEMOTE_THROTTLE)
+        for i in range(8)
     }
     procs.extend(workers.values())
     job_id = submit_plain(tmp_path, address, EPOCHS)
