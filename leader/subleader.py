@@ -88,7 +88,8 @@ class _Current:
     task: UpstreamTask
     done: asyncio.Event = field(default_factory=asyncio.Event)
     answered: UpstreamTask | None = None
-    contributors: set[str] = field(default_factory=set)  # members whose updates it folds
+    # The members whose updates it folds, with each one's training seconds.
+    contributors: dict[str, float] = field(default_factory=dict)
 
 
 class SubLeader:
@@ -226,9 +227,15 @@ class SubLeader:
         return version, params
 
     def submit(
-        self, node_id: str, task_id: str, params: Params, num_samples: int, base_version: int
+        self,
+        node_id: str,
+        task_id: str,
+        params: Params,
+        num_samples: int,
+        base_version: int,
+        train_seconds: float = 0.0,
     ) -> int:
-        """Take a member's update; the version it leaves the group at."""
+        """Take a member's update, trained in ``train_seconds``; the group's version after."""
         self.require(node_id)
         task = self.in_flight.get(task_id)
         if task is None or task.node_id != node_id:
@@ -246,7 +253,7 @@ class SubLeader:
         self.sink.add(task_id, params, num_samples, base_version)  # checks before it changes
         del self.in_flight[task_id]
         self.members[node_id].holds = None
-        self.current.contributors.add(node_id)
+        self.current.contributors[node_id] = train_seconds
         complete = self.source.record_done(task.range)
         if complete is not None:
             self.current.answered = complete
@@ -349,12 +356,9 @@ class SubLeader:
                 log.warning("upstream model refused", code=exc.code().name)
                 self.source.release(serial)
                 continue
-            if self.sink is None or job.job_id != self._job_id or self.sink.kept(version) is None:
-                if (
-                    self.sink is not None
-                    and job.job_id == self._job_id
-                    and version > self.sink.version
-                ):
+            same_job = job.job_id == self._job_id
+            if self.sink is None or not same_job or self.sink.kept(version) is None:
+                if self.sink is not None and same_job and version > self.sink.version:
                     self.sink.adopt(version, base)
                 else:
                     self.sink = RelaySink(base, version)
@@ -371,7 +375,8 @@ class SubLeader:
                 reply = await self.uplink.push(
                     job.job_id,
                     update,
-                    seconds=time.monotonic() - started,
+                    seconds=max(cur.contributors.values(), default=0.0),  # members in parallel
+                    wall=time.monotonic() - started,
                     workers=len(cur.contributors),
                 )
                 log.info(

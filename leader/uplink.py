@@ -170,10 +170,20 @@ class Uplink:
         return str(reply.outcome)
 
     async def push(
-        self, job_id: str, update: UpwardUpdate, *, seconds: float, workers: int = 0
+        self,
+        job_id: str,
+        update: UpwardUpdate,
+        *,
+        seconds: float,
+        wall: float = 0.0,
+        workers: int = 0,
     ) -> cluster_pb2.PushUpdateReply:
         """Answer upstream task ``update.task_id`` with the group's folded update, trained by
-        ``workers`` members (the root counts this push as that many workers)."""
+        ``workers`` members (the root counts this push as that many workers) in ``seconds``
+        of compute, the round taking ``wall``: reported as a device reports a task, the compute
+        apart from the fixed cost (``wall - seconds``: model and updates moved, the wait for the
+        slowest member), or the root would size the group's tasks as if the fixed cost were
+        slow training and shrink them to the minimum. ``seconds`` 0: all of ``wall``."""
         header = cluster_pb2.UpdateHeader(
             envelope=self.envelope(job_id, update.base_version),
             task_id=update.task_id,
@@ -181,7 +191,10 @@ class Uplink:
             num_tensors=len(update.params),
             total_bytes=params_nbytes(update.params),
             stats=cluster_pb2.TaskStats(
-                samples=update.num_samples, seconds=max(0.0, seconds), workers=max(0, workers)
+                samples=update.num_samples,
+                seconds=max(0.0, seconds or wall),
+                overhead_seconds=max(0.0, wall - seconds) if seconds else 0.0,
+                workers=max(0, workers),
             ),
             layer=-1,
         )

@@ -207,7 +207,7 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
             header = first.header
             env = header.envelope
             check_envelope(env, term=self.sub.term, job=True)
-            check_finite("stats.seconds", header.stats.seconds)
+            train = check_finite("stats.seconds", header.stats.seconds)
             self.sub.require(env.node_id)
             if header.failure:
                 self.sub.fail(env.node_id, header.task_id, " ".join(header.failure.split())[:200])
@@ -227,7 +227,12 @@ class GroupServicer(cluster_pb2_grpc.ClusterServicer):
             if not all(np.isfinite(v).all() for v in body.params.values()):
                 raise InvalidArgumentError("an update holds NaN or Inf")
             version = self.sub.submit(
-                env.node_id, header.task_id, body.params, int(header.num_samples), env.model_version
+                env.node_id,
+                header.task_id,
+                body.params,
+                int(header.num_samples),
+                env.model_version,
+                max(0.0, train),
             )
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, version, env.node_id), outcome="round"
