@@ -222,8 +222,7 @@ async def _point(args: argparse.Namespace) -> AccuracyRun:
         for daemon in host.daemons:
             daemon.on_task.append(lambda t: trained.append((t.samples, t.train_seconds)))
         me, root = psutil.Process(), psutil.Process(args.leader_pid)
-        dev = args.client_dev
-        link0 = _link_bytes(dev)
+        link0 = _link_bytes(args.client_dev)
         cpu0, root0, busy0 = sum(me.cpu_times()[:2]), sum(root.cpu_times()[:2]), _busy_cores()
         start, t0 = time.time(), time.monotonic()
         running = asyncio.create_task(host.run())
@@ -234,7 +233,7 @@ async def _point(args: argparse.Namespace) -> AccuracyRun:
                     break
                 await asyncio.sleep(0.25)
             wall = time.monotonic() - t0
-            link1 = _link_bytes(dev)
+            link1 = _link_bytes(args.client_dev)
             cpu1, root1, busy1 = sum(me.cpu_times()[:2]), sum(root.cpu_times()[:2]), _busy_cores()
         finally:
             host.stop()
@@ -324,11 +323,27 @@ def _sweep(args: argparse.Namespace) -> int:
                         r = runs[-1]
                         print(f"{rate:g} Mbit/s {topology} rep {rep}: {r.reached} "
                               f"wall {r.wall:.1f} s CPU {r.sim_cpu:.2f}", flush=True)  # fmt: skip
-    body = describe(runs, args)
-    if args.no_write:
+    if args.json is not None:  # every run, to write the report again: ``report``
+        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in runs]))
+    command = f"python -m bench.fleet_accuracy {' '.join(sys.argv[1:])}"
+    _write(describe(runs, args, f"Command: `{command}`"), args.no_write)
+    return 0
+
+
+def _write(body: str, no_write: bool) -> None:
+    if no_write:
         print(body)
     else:
         write_section("fleet-accuracy", "Fleet simulator: time to 90% with real training", body)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The section again from the runs of earlier sweeps (``run --json``), one per command."""
+    runs = [load_run(d) for path in args.runs for d in json.loads(path.read_text())]
+    commands = "Commands (the runs below, in this order):\n\n" + "\n".join(
+        f"* `{c}`" for c in args.commands
+    )
+    _write(describe(runs, args, commands), args.no_write)
     return 0
 
 
@@ -339,7 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="the sweep: shaped links, leaders and fleets")
     point = sub.add_parser("point", help="one run's fleet (run by `run`, in the client ns)")
-    for p in (run, point):
+    report = sub.add_parser("report", help="write the section from the runs of `run --json`")
+    report.add_argument("runs", nargs="+", type=Path)
+    report.add_argument("--commands", nargs="+", default=[], help="the commands that ran")
+    report.add_argument("--no-write", action="store_true", help="print, do not write")
+    for p in (run, point, report):
         p.add_argument("--devices", type=int, default=64)
         p.add_argument("--limit", type=float, default=240.0, help="seconds before giving up")
         p.add_argument("--task-seconds", type=float, default=1.0)
@@ -351,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--topologies", nargs="+", default=["flat", "1-4"])
     run.add_argument("--reps", type=int, default=1)
     run.add_argument("--no-write", action="store_true", help="print, do not write the report")
+    run.add_argument("--json", type=Path, help="also write every run to this file")
     for flag in ("--root", "--topology", "--state", "--client-dev"):
         point.add_argument(flag, required=True)
     point.add_argument("--out", required=True, type=Path)
@@ -360,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.limit > 0 and args.task_seconds > 0 and args.train_threads >= 1):
         parser.error("--limit and --task-seconds must be > 0, --train-threads >= 1")
+    if args.command == "report":
+        return _report(args)
     if args.command == "run":
         if args.reps < 1 or "auto" in args.topologies:
             parser.error("--reps must be >= 1; topologies: flat, 1-2, 1-4")

@@ -40,12 +40,17 @@ class Comparison:
     flat: float
     ratio: float  # split / flat; with flat infinite: split / limit, an upper bound
     bound: bool  # ratio is an upper bound (flat's median run did not reach the target)
-    holds: bool | None  # the <= GOAL target; None: cannot be told (split did not reach it)
+    holds: bool | None  # the <= GOAL target; None: cannot be told from these runs
 
     def text(self) -> str:
-        if self.holds is None:
+        if math.isinf(self.split):
             return "split did not reach 90% in its median run: the target cannot be checked"
         ratio = f"{'< ' if self.bound else ''}{self.ratio:.2f}x"
+        if self.holds is None:
+            return (
+                f"{ratio} flat: flat's median run did not reach 90%, so the <= {GOAL:g}x "
+                "target can be neither confirmed nor ruled out"
+            )
         verdict = "holds" if self.holds else "missed"
         return f"{ratio} flat: the <= {GOAL:g}x target {verdict}"
 
@@ -60,13 +65,13 @@ def compare(
     if math.isinf(s):
         return Comparison(s, f, math.nan, False, None)
     if math.isinf(f):
-        ratio = s / limit
-        return Comparison(s, f, ratio, True, ratio <= GOAL)
+        ratio = s / limit  # flat took longer than the limit: the ratio is below this
+        return Comparison(s, f, ratio, True, True if ratio <= GOAL else None)
     return Comparison(s, f, s / f, False, s / f <= GOAL)
 
 
-def _seconds(t: float | None, limit: float) -> str:
-    return f"not in {limit:g} s" if t is None else f"{t:.1f}"
+def _seconds(t: float | None, limit: float, unit: str = "") -> str:
+    return f"not in {limit:g} s" if t is None else f"{t:.1f}{unit}"
 
 
 def _rows(runs: Sequence[AccuracyRun], limit: float) -> list[list[object]]:
@@ -86,7 +91,7 @@ def _rows(runs: Sequence[AccuracyRun], limit: float) -> list[list[object]]:
     return rows
 
 
-def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace) -> str:
+def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: str) -> str:
     """The section: what ran, each run, and per rate each split topology against flat."""
     table = markdown_table(
         ["root link Mbit/s", "topology", "rep", "s to 90%", "root version", "samples at it",
@@ -106,13 +111,12 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace) -> str:
             c = compare(split, flat, args.limit)
             verdicts.append(
                 f"* {rate:g} Mbit/s, {LABELS[topology]} vs flat, median of "
-                f"{len(split)} and {len(flat)} runs: {_seconds(_finite(c.split), args.limit)} "
-                f"vs {_seconds(_finite(c.flat), args.limit)} s, {c.text()}"
+                f"{len(split)} and {len(flat)} runs: "
+                f"{_seconds(_finite(c.split), args.limit, ' s')} vs "
+                f"{_seconds(_finite(c.flat), args.limit, ' s')}: {c.text()}"
             )
     return (
-        f"Command: `python -m bench.fleet_accuracy run --rates "
-        f"{','.join(f'{r:g}' for r in args.rates)} --devices {args.devices} --topologies "
-        f"{' '.join(args.topologies)} --reps {args.reps} --limit {args.limit:g}`\n\n"
+        f"{commands}\n\n"
         f"{args.devices} virtual devices of the fleet simulator (the example profiles, their "
         "links paced) training for real: each is a real worker daemon whose executor is the "
         "worker's own numpy executor (784-256-10, tanh/softmax/ce, lr 0.05, batch 32, on the "

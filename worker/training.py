@@ -3,8 +3,9 @@
 :class:`NumpyExecutor` is the Python worker's :class:`~eddl.worker.executor.Executor`;
 :class:`TaskRunner` is the part a gateway reuses for its numpy reference.
 
-Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``) and the event
-loop keeps sending heartbeats meanwhile. ``throttle`` F makes the worker behave F times slower:
+Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``, or the pool
+given to :class:`TaskRunner`) and the event loop keeps sending heartbeats meanwhile.
+``throttle`` F makes the worker behave F times slower:
 after training n samples it idles for (F - 1)·n·p, p being the median CPU time per sample of the
 training thread over its recent tasks. This is how heterogeneous clusters are emulated on one
 machine, so p is CPU time, not wall time: time spent waiting for a core that another emulated
