@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--devices", type=int, default=64)
         p.add_argument("--limit", type=float, default=240.0, help="seconds before giving up")
         p.add_argument("--task-seconds", type=float, default=1.0)
-        p.add_argument("--max-task-samples", type=int, default=128)
+        p.add_argument("--max-task-samples", type=int, default=4096)
         p.add_argument("--train-threads", type=int, default=2)
     run.add_argument(
         "--rates", type=lambda s: [float(r) for r in s.split(",")], default=[20.0, 100.0]
