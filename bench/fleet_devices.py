@@ -247,9 +247,12 @@ def shard(devices: int, hosts: int, index: int) -> range:
 class FleetHost:
     """The devices of one host, each a :class:`WorkerDaemon` on this loop (profiles and
     ``leaders`` taken in turn by device number: several leaders are the groups'
-    sub-leaders). Each has its own (insecure, loopback) session and TCP connection, as a
-    worker process would: devices sharing one session would join one at a time, and gRPC
-    would otherwise carry every device's calls over one shared connection."""
+    sub-leaders). ``executor`` makes each device's executor from its profile and link
+    (default :class:`SimExecutor`; :mod:`bench.fleet_accuracy` trains for real), and
+    ``datasets`` are the datasets each device holds. Each has its own (insecure, loopback)
+    session and TCP connection, as a worker process would: devices sharing one session would
+    join one at a time, and gRPC would otherwise carry every device's calls over one shared
+    connection."""
 
     def __init__(
         self,
@@ -261,6 +264,8 @@ class FleetHost:
         prefix: str = "dev",
         seed: int = 0,
         ramp_per_s: float = 20.0,
+        executor: Callable[[DeviceProfile, LinkPacer], Executor] | None = None,
+        datasets: Sequence[str] = (),
     ) -> None:
         if not (math.isfinite(ramp_per_s) and ramp_per_s > 0):
             raise ValueError(f"ramp_per_s must be a positive number, got {ramp_per_s!r}")
@@ -276,15 +281,16 @@ class FleetHost:
                 leaders=[leaders[i % len(leaders)]],
                 node_id=f"{prefix}{i:05d}",
                 join_token=join_token,
-                datasets=[],
+                datasets=list(datasets),
                 bind="",
                 security="insecure",
                 rpc_timeout_s=60.0,
                 poll_ms=5000,
             )
+            make = executor or SimExecutor
             daemon = WorkerDaemon(
                 config,
-                SimExecutor(profile, LinkPacer(profile)),
+                make(profile, LinkPacer(profile)),
                 rng=random.Random(seed * 1_000_003 + i),
                 serve=False,
                 presence=SimPresence(profile),

@@ -3,8 +3,9 @@
 :class:`NumpyExecutor` is the Python worker's :class:`~eddl.worker.executor.Executor`;
 :class:`TaskRunner` is the part a gateway reuses for its numpy reference.
 
-Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``) and the event
-loop keeps sending heartbeats meanwhile. ``throttle`` F makes the worker behave F times slower:
+Training is CPU-bound numpy work, so it runs in a thread (``asyncio.to_thread``, or the pool
+given to :class:`TaskRunner`) and the event loop keeps sending heartbeats meanwhile.
+``throttle`` F makes the worker behave F times slower:
 after training n samples it idles for (F - 1)·n·p, p being the median CPU time per sample of the
 training thread over its recent tasks. This is how heterogeneous clusters are emulated on one
 machine, so p is CPU time, not wall time: time spent waiting for a core that another emulated
@@ -18,11 +19,13 @@ single-threaded (``eddl local`` starts its workers so).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import statistics
 import time
 from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Executor as ThreadPool
 from typing import Any
 
 import numpy as np
@@ -48,10 +51,14 @@ def _load_json(text: str, what: str) -> dict[str, Any]:
 
 
 class TaskRunner:
-    def __init__(self, throttle: float = 1.0) -> None:
+    """Trains tasks in ``pool`` (the event loop's default executor when None): many runners
+    on one loop (the fleet simulator's devices) can share a pool of bounded size."""
+
+    def __init__(self, throttle: float = 1.0, pool: ThreadPool | None = None) -> None:
         if throttle < 1.0:
             raise TaskError(f"throttle {throttle} must be >= 1")
         self.throttle = throttle
+        self.pool = pool
         self._per_sample: deque[float] = deque(maxlen=16)
         self._algorithms: dict[tuple[str, str, str], Any] = {}
         self._warm: set[int] = set()  # algorithms (cached above, so ids are stable) warmed up
@@ -112,9 +119,14 @@ class TaskRunner:
     ) -> TaskResult:
         if epochs < 1:
             raise TaskError(f"task asks for {epochs} epochs")
-        trained, stats, seconds, cpu = await asyncio.to_thread(
+        train = functools.partial(
             self._train, algo, params, x_u8, y, epochs=epochs, layer=layer, seed=seed
         )
+        if self.pool is None:
+            trained, stats, seconds, cpu = await asyncio.to_thread(train)
+        else:
+            loop = asyncio.get_running_loop()
+            trained, stats, seconds, cpu = await loop.run_in_executor(self.pool, train)
         samples = max(1, int(stats.samples))
         # A platform whose thread clock cannot see a short task falls back to wall time.
         self._per_sample.append((cpu if cpu > 0 else seconds) / samples)
@@ -137,8 +149,8 @@ class TaskRunner:
 class NumpyExecutor(Executor):
     """The Python worker's executor: ``eddl.learn`` on this host, slowed by ``throttle``."""
 
-    def __init__(self, throttle: float = 1.0) -> None:
-        self.runner = TaskRunner(throttle)
+    def __init__(self, throttle: float = 1.0, pool: ThreadPool | None = None) -> None:
+        self.runner = TaskRunner(throttle, pool)
 
     def wants_samples(self, task: TaskSpec) -> bool:
         return not is_meta(task.algorithm)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -90,6 +92,28 @@ def test_numpy_executor_trains_what_eddl_learn_trains(
     assert result.steps > 0 and result.busy_seconds == result.train_seconds
     for name, value in before.items():  # the global model is the daemon's cache: untouched
         np.testing.assert_array_equal(params[name], value)
+
+
+def test_a_pool_given_to_the_executor_runs_its_training() -> None:
+    """The fleet simulator shares one bounded pool between many devices' executors: training
+    runs there, and trains what it trains anywhere else."""
+    spec = _spec("sgd", SGD_MODEL, SGD_HYPER)
+    params = get_algorithm("sgd", SGD_MODEL, SGD_HYPER).init_params(5)
+    threads: set[str] = set()
+    executor = NumpyExecutor(pool=(pool := ThreadPoolExecutor(1, "train-pool")))
+    train = executor.runner._train
+
+    def spy(*args: object, **kwargs: object) -> object:
+        threads.add(threading.current_thread().name)
+        return train(*args, **kwargs)  # type: ignore[arg-type]
+
+    executor.runner._train = spy  # type: ignore[method-assign]
+    with pool:
+        result = _execute(executor, spec, params)
+    assert threads and all(t.startswith("train-pool") for t in threads)
+    expected = _direct(spec, params, *_samples(spec))
+    for name, value in expected.items():
+        np.testing.assert_array_equal(result.params[name], value)
 
 
 def test_the_task_seed_decides_the_sample_order() -> None:
