@@ -24,7 +24,8 @@ from tests.etcd_procs import EtcdMember, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 KILLS = 10
-ROUNDS = 70  # the job's target; the kills land well before it
+ROUNDS = 300  # the job's target; the kills land well before it (a root makes up to ~16
+# versions between its election and its kill: rounds of digits take tens of milliseconds)
 SEED = 13  # the kill schedule: versions each root makes, and a pause, before its kill
 
 JOB = """

@@ -102,7 +102,12 @@ def total(text: str, name: str) -> float:
 
 @contextlib.contextmanager
 def cluster(
-    tmp: Path, workers: int, *, leader_metrics: int, extra: tuple[str, ...] = ()
+    tmp: Path,
+    workers: int,
+    *,
+    leader_metrics: int,
+    extra: tuple[str, ...] = (),
+    throttle: float = 1.0,
 ) -> Iterator[tuple[str, list[Proc]]]:
     procs: list[Proc] = []
     try:
@@ -110,7 +115,7 @@ def cluster(
         leader, address = start_leader(tmp, extra=metrics)
         procs.append(leader)
         for i in range(workers):
-            procs.append(start_worker(tmp, address, f"w{i}"))
+            procs.append(start_worker(tmp, address, f"w{i}", throttle=throttle))
         yield address, procs
     finally:
         for proc in reversed(procs):
@@ -123,9 +128,12 @@ def test_metrics_pass_promtool_and_follow_a_job(tmp_path: Path) -> None:
     port, worker_port = free_port(), free_port()
     # A known link capacity: the leader shows how busy the job keeps its link.
     link = ("--link-capacity-mbps", "10000")  # well above the traffic: no policy switch
-    with cluster(tmp_path, 1, leader_metrics=port, extra=link) as (address, procs):
+    # Slowed down so that the job's 40 rounds last seconds, long enough to be scraped while
+    # it runs (unslowed, digits rounds take milliseconds).
+    slow = 200.0
+    with cluster(tmp_path, 1, leader_metrics=port, extra=link, throttle=slow) as (address, procs):
         extra = ["--metrics-bind", f"127.0.0.1:{worker_port}"]
-        procs.append(start_worker(tmp_path, address, "wm", extra=extra))
+        procs.append(start_worker(tmp_path, address, "wm", throttle=slow, extra=extra))
         wait_for(lambda: eddl("health", address).returncode == 0, 30, "the leader SERVING")
         before = scrape(port)
         assert value(before, "eddl_leader_serving") == 1.0
