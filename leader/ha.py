@@ -46,6 +46,7 @@ from eddl.security.ledger import LedgerError
 __all__ = ["HaConfig", "HaNode", "PromotionGate"]
 
 log = get_logger("leader.ha")
+CATCH_UP_FIRST_S, CATCH_UP_MAX_S = 0.5, 5.0  # retries of a snapshot to an unreachable standby
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class HaNode:
             authority.on_change = self._ledger_changed
         self._store = store
         self._tasks: list[asyncio.Task[Any]] = []
+        self._catching: asyncio.Task[None] | None = None  # the standbys being brought up to date
         self._peers: list[Candidate] = []
         self.events: list[ElectionEvent] = []
         self.stepped_down = asyncio.Event()
@@ -172,11 +174,21 @@ class HaNode:
         self._peers = others
         if not fresh:
             return
-        self._tasks.append(
-            asyncio.create_task(self.replicator.set_standbys([p.address for p in others]))
-        )
+        if self._catching is not None:  # a newer set of standbys replaces the one it syncs
+            self._catching.cancel()
+        self._catching = asyncio.create_task(self._standbys([p.address for p in others]))
+        self._tasks.append(self._catching)
         if self.config.probe_score and others:
             self._tasks.append(asyncio.create_task(self._measure_score(others)))
+
+    async def _standbys(self, addresses: list[str]) -> None:
+        """Link to the standbys now live; as root, bring new ones up to date at once, trying
+        again (0.5 s doubling to 5 s) while one cannot be reached and this node is root."""
+        await self.replicator.set_standbys(addresses)
+        delay = CATCH_UP_FIRST_S
+        while self.election.state().is_root and not await self.replicator.catch_up():
+            await asyncio.sleep(delay)
+            delay = min(CATCH_UP_MAX_S, 2 * delay)
 
     async def _measure_score(self, peers: list[Candidate]) -> None:
         """Score = median over peers of min(upload, download) bytes/s (the probe's figures)."""

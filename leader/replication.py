@@ -69,6 +69,8 @@ class _Link:
     synced: bool = False
     version: int = 0
     error: str = ""
+    # One send at a time to a standby, in order (a catch-up's snapshot, then the writes).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -125,27 +127,42 @@ class Replicator:
         self.degraded = len(holders) < min(self.min_replicas, len(links)) or not holders
         return ReplicationResult(holders, self.degraded)
 
+    async def catch_up(self) -> bool:
+        """Send a snapshot now to every standby not in sync (one that just joined, or fell
+        behind) rather than with the next write: a root with nothing more to write (its job
+        done) still brings a new standby up to date. Whether every standby is in sync."""
+        links = [link for link in self._links.values() if not link.synced]
+        if links:
+            await asyncio.gather(*(self._ship(link, None, 0) for link in links))
+            held = sum(link.synced for link in self._links.values())
+            self.degraded = not held or held < min(self.min_replicas, len(self._links))
+        return all(link.synced for link in self._links.values())
+
     async def close(self) -> None:
         for link in self._links.values():
             await link.channel.close()
         self._links.clear()
 
-    async def _ship(self, link: _Link, payload: bytes, version: int) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if not link.synced:
-                    ops = await asyncio.to_thread(self.snapshot)
-                    await self._send(link, encode(ops), newest_version(ops), snapshot=True)
-                    link.synced = True
-                await self._send(link, payload, version, snapshot=False)
-        except (TimeoutError, grpc.aio.AioRpcError) as exc:
-            detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timed out"
-            if link.synced or link.error != detail:
-                log.warning("standby behind", standby=link.address, error=detail)
-            link.synced, link.error = False, str(detail)
-            return False
-        link.error = ""
-        return True
+    async def _ship(self, link: _Link, payload: bytes | None, version: int) -> bool:
+        """Bring ``link`` in sync with a snapshot when it is not, then send ``payload`` (None:
+        the snapshot alone); whether the standby holds it."""
+        async with link.lock:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if not link.synced:
+                        ops = await asyncio.to_thread(self.snapshot)
+                        await self._send(link, encode(ops), newest_version(ops), snapshot=True)
+                        link.synced = True
+                    if payload is not None:
+                        await self._send(link, payload, version, snapshot=False)
+            except (TimeoutError, grpc.aio.AioRpcError) as exc:
+                detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timed out"
+                if link.synced or link.error != detail:
+                    log.warning("standby behind", standby=link.address, error=detail)
+                link.synced, link.error = False, str(detail)
+                return False
+            link.error = ""
+            return True
 
     async def _send(self, link: _Link, payload: bytes, version: int, *, snapshot: bool) -> None:
         digest = hashlib.sha256(payload).digest()

@@ -43,6 +43,25 @@ async def join(address: str, node_id: str) -> None:
         await cluster_pb2_grpc.ClusterStub(channel).Join(request, timeout=20)
 
 
+async def test_a_standby_that_joins_after_the_last_write_is_brought_up_to_date(
+    tmp_path: Path, etcd: EtcdMember
+) -> None:
+    pa, pb = free_port(), free_port()
+    root_address = f"127.0.0.1:{pa}"
+    async with ha_candidate(tmp_path, etcd, "a", pa) as a:
+        assert a.leadership is not None
+        await wait_until(a.leadership.is_root, 20, "a acting as root")
+        await join(root_address, "n1")  # the root's last write: nothing follows it
+        async with ha_candidate(tmp_path, etcd, "b", pb) as b:
+            assert b.ha is not None
+            standbys = lambda: ha(a)["standbys"]  # noqa: E731
+            await wait_until(lambda: len(standbys()) == 1, 20, "a sees b")  # type: ignore[arg-type]
+            # No write since b joined: the root sent it a snapshot by itself.
+            synced = lambda: standbys()[0]["synced"] and ha(a)["degraded"] is False  # noqa: E731
+            await wait_until(synced, 20, "b in sync, a no longer degraded")  # type: ignore[index]
+            assert "n1" in {m.node_id for m in b.ha.standby.store.members()}
+
+
 async def test_a_restarted_standby_catches_up_and_a_lone_root_is_degraded(
     tmp_path: Path, etcd: EtcdMember
 ) -> None:
