@@ -45,7 +45,7 @@ import psutil
 from bench.fleet_accuracy_report import describe
 from bench.fleet_devices import PROFILES_DIR, DeviceProfile, FleetHost, LinkPacer, load_profiles
 from bench.fleet_devices import shard as shard_of
-from bench.fleet_link import REPO, _port, _spawned, net_dev_bytes, plan
+from bench.fleet_link import REPO, leader_port, net_dev_bytes, plan, root_argv, spawned
 from bench.fleet_procs import sub_leaders
 from bench.report import write_section
 from bench.scale import TOKEN
@@ -267,15 +267,11 @@ def run_point(
 ) -> AccuracyRun:
     """A root in the server namespace, a forwarder to it, and the run's fleet process."""
     where.mkdir(parents=True)
-    beat = max(5.0, args.devices / 40)
-    root = [sys.executable, "-P", "-m", "eddl.leader.main", "--insecure"]
-    root += ["--bind", "127.0.0.1:0", "--state-dir", str(where / "leader")]
-    root += ["--join-token", TOKEN, "--port-file", str(where / "leader.port")]
-    root += ["--heartbeat-interval", f"{beat:g}"]
-    with _spawned(link.command("server", root), where / "leader.log") as leader:
-        port = _port(where / "leader.port", leader)
+    root = root_argv(where, args.devices)
+    with spawned(link.command("server", root), where / "leader.log") as leader:
+        port = leader_port(where / "leader.port", leader)
         fwd = [sys.executable, "-m", "bench.tcpfwd", f"{link.server_ip}:{port}", str(port)]
-        with _spawned(link.command("server", fwd), where / "fwd.log"):
+        with spawned(link.command("server", fwd), where / "fwd.log"):
             time.sleep(0.5)
             fleet = [sys.executable, "-m", "bench.fleet_accuracy", "point"]
             fleet += ["--out", str(where / "r.json"), "--root", f"{link.server_ip}:{port}"]

@@ -49,7 +49,17 @@ from eddl.cli.admin_client import submit_job
 from eddl.log import configure_logging
 from eddl.profiler.netlab import ShapedLink, netns_unavailable_reason, shaped_link
 
-__all__ = ["TOPOLOGIES", "Point", "link_use", "main", "net_dev_bytes", "plan"]
+__all__ = [
+    "TOPOLOGIES",
+    "Point",
+    "leader_port",
+    "link_use",
+    "main",
+    "net_dev_bytes",
+    "plan",
+    "root_argv",
+    "spawned",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = (784, 256, 10)  # ~0.8 MB of float32
@@ -157,7 +167,7 @@ async def _point(args: argparse.Namespace) -> FleetResult:
 
 
 @contextlib.contextmanager
-def _spawned(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def spawned(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
@@ -168,7 +178,7 @@ def _spawned(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop(proc)
 
 
-def _port(path: Path, proc: subprocess.Popen[bytes], within: float = 60.0) -> int:
+def leader_port(path: Path, proc: subprocess.Popen[bytes], within: float = 60.0) -> int:
     deadline = time.monotonic() + within
     while not (path.exists() and path.read_text().strip().isdigit()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -177,21 +187,27 @@ def _port(path: Path, proc: subprocess.Popen[bytes], within: float = 60.0) -> in
     return int(path.read_text())
 
 
-def run_point(link: ShapedLink, point: Point, where: Path, args: argparse.Namespace) -> FleetResult:
-    """A root in the server namespace, a forwarder to it, and the point's fleet process."""
-    where.mkdir(parents=True)
-    beat = max(5.0, point.devices / 40)
+def root_argv(where: Path, devices: int) -> list[str]:
+    """The root leader of a point: plaintext on loopback (the forwarder relays the veth address
+    to it), its state and port file under ``where``, heartbeats patient with many devices."""
+    beat = max(5.0, devices / 40)
     root = [sys.executable, "-P", "-m", "eddl.leader.main", "--insecure"]
     root += ["--bind", "127.0.0.1:0", "--state-dir", str(where / "leader")]
     root += ["--join-token", TOKEN, "--port-file", str(where / "leader.port")]
-    root += ["--heartbeat-interval", f"{beat:g}"]
+    return [*root, "--heartbeat-interval", f"{beat:g}"]
+
+
+def run_point(link: ShapedLink, point: Point, where: Path, args: argparse.Namespace) -> FleetResult:
+    """A root in the server namespace, a forwarder to it, and the point's fleet process."""
+    where.mkdir(parents=True)
+    root = root_argv(where, point.devices)
     root += ["--metrics-bind", f"{link.server_ip}:{METRICS_PORT}"]
     if point.topology == "auto":
         root += auto_flags(point.rate_mbit)
-    with _spawned(link.command("server", root), where / "leader.log") as leader:
-        port = _port(where / "leader.port", leader)
+    with spawned(link.command("server", root), where / "leader.log") as leader:
+        port = leader_port(where / "leader.port", leader)
         fwd = [sys.executable, "-m", "bench.tcpfwd", f"{link.server_ip}:{port}", str(port)]
-        with _spawned(link.command("server", fwd), where / "fwd.log"):
+        with spawned(link.command("server", fwd), where / "fwd.log"):
             time.sleep(0.5)
             fleet = [sys.executable, "-m", "bench.fleet_link", "--seconds", f"{args.seconds:g}"]
             fleet += ["--warmup", f"{args.warmup:g}", "--task-seconds", f"{args.task_seconds:g}"]
