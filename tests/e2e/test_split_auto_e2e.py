@@ -26,7 +26,8 @@ __all__ = ["procs"]  # the fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-EPOCHS = 40.0  # long enough to split early in it, whatever the load
+EPOCHS = 200.0  # long enough to split early in it and lose a sub-leader, whatever the load
+# (unslowed workers: 40 epochs once ended 4 s after the start, right after the promotion)
 SPLIT = [
     "--split", "auto", "--split-hold", "3", "--split-busy-for", "2",
     "--link-capacity-mbps", "0.2",
