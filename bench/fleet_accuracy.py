@@ -1,10 +1,11 @@
 """Time to 90% with the fleet simulator's devices training for real: flat vs split, root shaped.
 
-``python -m bench.fleet_accuracy run --rates 20 --devices 64 --topologies flat 1-4 1-2``
-runs, per root link rate, repetition and topology, one job to 90% test accuracy with the
-network set up as :mod:`bench.fleet_link` sets it (the root in its own namespace behind a veth
-shaped with ``tc tbf``, the devices and the sub-leaders in the other), except that each
-virtual device trains for real: :class:`RealExecutor` is the worker's own
+``python -m bench.fleet_accuracy run --rates 20 --devices 64 --topologies flat 1-4 1-2 auto``
+runs, per root link rate, repetition and topology (``auto``: every device at the root, which
+runs ``--split auto`` with its veth's counters and two standby sub-leaders), one job to 90%
+test accuracy with the network set up as :mod:`bench.fleet_link` sets it (the root in its
+own namespace behind a veth shaped with ``tc tbf``, the devices and the sub-leaders in the
+other), except that each virtual device trains for real: :class:`RealExecutor` is the worker's own
 :class:`~worker.training.NumpyExecutor` (``eddl.learn``'s numpy trainer on the shipped
 ``mnist-10k``, which every device holds locally) in one thread pool of bounded size shared by
 every device of the process, so the event loop keeps pacing the devices' links; the model pull
@@ -36,6 +37,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,17 @@ import psutil
 from bench.fleet_accuracy_report import describe
 from bench.fleet_devices import PROFILES_DIR, DeviceProfile, FleetHost, LinkPacer, load_profiles
 from bench.fleet_devices import shard as shard_of
-from bench.fleet_link import REPO, leader_port, net_dev_bytes, plan, root_argv, spawned
+from bench.fleet_link import (
+    REPO,
+    TOPOLOGIES,
+    leader_port,
+    net_dev_bytes,
+    plan,
+    root_argv,
+    spawned,
+)
 from bench.fleet_procs import sub_leaders
+from bench.fleet_split import Promotion, auto_flags, promotions
 from bench.report import write_section
 from bench.scale import TOKEN
 from eddl.cli.admin_client import submit_job, watch_job
@@ -182,6 +193,7 @@ class AccuracyRun:
     machine_cpu: float  # the whole machine's busy cores (every process, others' work too)
     root_cpu: float  # the root leader process' cores
     link_bytes: tuple[int, int]  # root link bytes down (to the devices), up, over the run
+    note: str = ""  # auto: what the root chose, and when
 
 
 # -- one run, inside the client namespace ---------------------------------------------------
@@ -192,13 +204,24 @@ def _busy_cores() -> float:
     return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
+def _promotion(first: Promotion, started: datetime) -> str:
+    busy = "unknown" if first.link_busy is None else f"{first.link_busy:.0%}"
+    sizes = ", ".join(f"{leader}: {len(ws)} devices" for leader, ws in first.groups.items())
+    return (
+        f"promoted {(first.at - started).total_seconds():.1f} s after the start, at "
+        f"{first.workers} workers with the link {busy} busy ({first.reason}); groups planned "
+        f"{sizes} (later devices join the smallest)"
+    )
+
+
 def _link_bytes(device: str) -> tuple[int, int]:
     return net_dev_bytes(Path("/proc/net/dev").read_text(), device)
 
 
 async def _point(args: argparse.Namespace) -> AccuracyRun:
     profiles = load_profiles(sorted(PROFILES_DIR.glob("*.json")), "sgd")
-    n, subs_n = args.devices, {"flat": 0, "1-2": 2, "1-4": 4}[args.topology]
+    # auto: every device at the root, which splits by itself (the sub-leaders stand by)
+    n, subs_n = args.devices, TOPOLOGIES[args.topology]
     beat = max(5.0, n / 40)
     spec = job_spec(n, args.task_seconds, args.max_task_samples, args.rep)
     job_id = await submit_job(args.root, spec)
@@ -211,7 +234,7 @@ async def _point(args: argparse.Namespace) -> AccuracyRun:
         pool = stack.enter_context(ThreadPoolExecutor(args.train_threads, "train"))
         subs = stack.enter_context(sub_leaders(args.root, subs_n, Path(args.state), beat))
         host = FleetHost(
-            subs or [args.root],
+            subs if subs and args.topology != "auto" else [args.root],
             TOKEN,
             profiles,
             shard_of(n, 1, 0),
@@ -221,6 +244,7 @@ async def _point(args: argparse.Namespace) -> AccuracyRun:
         trained: list[tuple[int, float]] = []
         for daemon in host.daemons:
             daemon.on_task.append(lambda t: trained.append((t.samples, t.train_seconds)))
+        started = datetime.now(UTC)
         me, root = psutil.Process(), psutil.Process(args.leader_pid)
         link0 = _link_bytes(args.client_dev)
         cpu0, root0, busy0 = sum(me.cpu_times()[:2]), sum(root.cpu_times()[:2]), _busy_cores()
@@ -241,7 +265,12 @@ async def _point(args: argparse.Namespace) -> AccuracyRun:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watching
             await running
+    note = ""
+    if args.topology == "auto":
+        chosen = promotions(Path(args.state) / "leader.log")
+        note = _promotion(chosen[0], started) if chosen else "the root did not promote"
     return AccuracyRun(
+        note=note,
         rate_mbit=args.rate,
         devices=n,
         topology=args.topology,
@@ -268,6 +297,8 @@ def run_point(
     """A root in the server namespace, a forwarder to it, and the run's fleet process."""
     where.mkdir(parents=True)
     root = root_argv(where, args.devices)
+    if topology == "auto":
+        root += auto_flags(link.rate_mbit, link.server_dev)
     with spawned(link.command("server", root), where / "leader.log") as leader:
         port = leader_port(where / "leader.port", leader)
         fwd = [sys.executable, "-m", "bench.tcpfwd", f"{link.server_ip}:{port}", str(port)]
@@ -379,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     if args.command == "run":
-        if args.reps < 1 or "auto" in args.topologies:
-            parser.error("--reps must be >= 1; topologies: flat, 1-2, 1-4")
+        if args.reps < 1:
+            parser.error("--reps must be >= 1")
         try:
             return _sweep(args)
         except ValueError as exc:

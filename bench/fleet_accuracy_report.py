@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["GOAL", "Comparison", "compare", "describe", "median_time"]
 
 GOAL = 0.5  # time to target, split / flat
-LABELS = {"flat": "flat", "1-2": "1-2-n", "1-4": "1-4-n"}
+LABELS = {"flat": "flat", "1-2": "1-2-n", "1-4": "1-4-n", "auto": "root's choice"}
 
 
 def median_time(times: Sequence[float | None]) -> float:
@@ -139,6 +139,11 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: st
         "kind shares the machine's 2 cores with other work: times move between runs.\n\n"
         + table
         + "\n\n"
+        + "".join(
+            f"{LABELS[r.topology]}, {r.rate_mbit:g} Mbit/s, rep {r.rep}: {r.note}\n\n"
+            for r in runs
+            if r.note
+        )
         + (
             "\n".join(verdicts)
             if verdicts

@@ -203,7 +203,7 @@ def run_point(link: ShapedLink, point: Point, where: Path, args: argparse.Namesp
     root = root_argv(where, point.devices)
     root += ["--metrics-bind", f"{link.server_ip}:{METRICS_PORT}"]
     if point.topology == "auto":
-        root += auto_flags(point.rate_mbit)
+        root += auto_flags(point.rate_mbit, link.server_dev)
     with spawned(link.command("server", root), where / "leader.log") as leader:
         port = leader_port(where / "leader.port", leader)
         fwd = [sys.executable, "-m", "bench.tcpfwd", f"{link.server_ip}:{port}", str(port)]

@@ -30,8 +30,9 @@ __all__ = [
 SPLIT_HOLD_S = 30.0  # no second decision inside a short run: the table shows the first one
 
 
-def auto_flags(link_mbps: float) -> list[str]:
-    """The root's flags for ``auto``: act on its decisions, against a link of ``link_mbps``."""
+def auto_flags(link_mbps: float, interface: str = "") -> list[str]:
+    """The root's flags for ``auto``: act on its decisions, against a link of ``link_mbps``
+    (whose byte counters are ``interface``'s, when named)."""
     if not link_mbps > 0:
         raise ValueError(f"the root's link must be > 0 Mbit/s, got {link_mbps!r}")
     return [
@@ -39,6 +40,7 @@ def auto_flags(link_mbps: float) -> list[str]:
         "auto",
         "--link-capacity-mbps",
         f"{link_mbps:g}",
+        *(["--link-interface", interface] if interface else []),
         "--split-busy-for",
         "2",
         "--split-window",
@@ -54,7 +56,7 @@ class Promotion:
 
     at: datetime  # when the root formed the groups
     reason: str  # the policy's reason (its figures in words)
-    workers: int  # the workers the root counted when it decided
+    workers: int  # the workers the root counted synchronising when it decided
     link_busy: float | None  # the link's busy share then
     groups: dict[str, list[str]]  # sub-leader -> the devices assigned to it
 
@@ -80,7 +82,8 @@ def promotions(log: Path) -> list[Promotion]:
                 Promotion(
                     at=datetime.fromisoformat(str(entry["timestamp"])),
                     reason=str(decision.get("reason", "")),
-                    workers=int(str(decision.get("workers", 0))),
+                    # the workers synchronising (finished or under way), where the log has them
+                    workers=int(str(decision.get("synchronising", decision.get("workers", 0)))),
                     link_busy=None if busy is None else float(str(busy)),
                     groups={str(k): [str(w) for w in v] for k, v in entry["groups"].items()},
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,9 @@ class LeaderConfig:
     # The leader link's capacity, megabits/s: the auto policy's bandwidth signal and the
     # eddl_job_link_busy_ratio metric. 0: unknown (neither).
     link_capacity_mbps: float = 0.0
+    # The network interface that carries that link (e.g. "eth0"): the root's split meter reads
+    # its byte counters, every byte as it crosses. "": bytes of the metered calls only.
+    link_interface: str = ""
     security: str = "mtls"
     bootstrap_bind: str = ""
     bootstrap_port_file: Path | None = None
@@ -134,6 +138,16 @@ class LeaderConfig:
             raise ConfigError("leader.heartbeat_interval_s must be > 0")
         if not math.isfinite(self.link_capacity_mbps) or not 0 <= self.link_capacity_mbps <= 1e6:
             raise ConfigError("leader.link_capacity_mbps must be within 0 .. 1000000 (0: unknown)")
+        if self.link_interface and not self.link_capacity_mbps:
+            raise ConfigError(
+                "leader.link_interface needs leader.link_capacity_mbps (the rate its counters "
+                "are measured against)"
+            )
+        if self.link_interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", self.link_interface):
+            raise ConfigError(
+                f"leader.link_interface {self.link_interface[:64]!r} is not a network "
+                "interface's name"
+            )
         if not 0 <= self.heartbeat_jitter < 1:
             raise ConfigError("leader.heartbeat_jitter must be in [0, 1)")
         if self.patience < 1:

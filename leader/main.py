@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the leader link's capacity in megabits/s, for the auto policy's bandwidth signal "
         "and the link busy metric (default: unknown)",
     )
+    p.add_argument(
+        "--link-interface",
+        help="the network interface carrying that link (e.g. eth0): the split meter reads its "
+        "byte counters, so a link too full for any update to arrive is still seen busy "
+        "(default: the bytes of the metered calls)",
+    )
     return p
 
 
@@ -190,6 +196,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_level": args.log_level,
         "metrics_bind": args.metrics_bind,
         "link_capacity_mbps": args.link_capacity_mbps,
+        "link_interface": args.link_interface,
         "security": args.security,
         "bootstrap_bind": args.bootstrap_bind,
         "bootstrap_port_file": args.bootstrap_port_file,
@@ -209,6 +216,7 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
     from eddl.leader.splitting import SplitConfig, SplitDecision, SplitPolicy
     from eddl.leader.syncmeter import SyncMeter
     from eddl.ops.wiring import LeaderOps
+    from eddl.profiler.interface import InterfaceCounter
 
     holder: list[LeaderDaemon] = []
     log = get_logger("eddl.leader.split")
@@ -221,6 +229,7 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
             groups=d.groups,
             reason=d.reason,
             workers=f.workers,
+            synchronising=f.synchronising,
             buc=f.buc,
             previous_workers=f.previous_workers,
             previous_buc=f.previous_buc,
@@ -244,7 +253,8 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
         for edge in edges:
             edge.decided(d)
 
-    meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity)
+    interface = InterfaceCounter(config.link_interface) if config.link_interface else None
+    meter = SyncMeter(policy, decided, capacity_bytes_per_s=capacity, interface=interface)
     ops = LeaderOps(
         config.metrics_bind,
         lambda: holder[0].coordinator if holder else None,
@@ -304,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("json", config.log_level)
         if config.security == "off":
             raise ConfigError("leader.security: a daemon runs mtls, or insecure on loopback")
+        if config.link_interface:
+            from eddl.profiler.interface import InterfaceCounter
+
+            try:
+                InterfaceCounter(config.link_interface)
+            except ValueError as exc:
+                raise ConfigError(f"leader.link_interface: {exc}") from exc
     except (ConfigError, ValueError) as exc:
         print(f"eddl-leader: configuration error: {exc}", file=sys.stderr)
         return 2

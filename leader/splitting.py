@@ -74,6 +74,9 @@ class SplitFigures:
     previous_buc: float | None
     link_busy: float | None  # the root link's share in use, latest
     groups: int
+    # Workers synchronising in the window, finished or still under way (>= ``workers``, which
+    # counts finished synchronisations only): what a promotion is judged on.
+    synchronising: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class SplitPolicy:
         self._buc_at: dict[int, float] = {}  # the latest BUC measured at each worker count
         self._last_decision = -math.inf
         self._workers_at_promotion = 0
+        self._seen = 0  # workers synchronising in the window, finished or not (the meter's)
 
     # -- figures ---------------------------------------------------------------------------
     def observe_sync(self, at: float, workers: int, seconds: float) -> None:
@@ -113,6 +117,14 @@ class SplitPolicy:
             raise ValueError(f"utilisation must be in [0, 1], got {utilisation!r}")
         self._link.append((at, utilisation))
         self._trim(at)
+
+    def observe_workers(self, workers: int) -> None:
+        """``workers`` were synchronising within the window, their synchronisation finished or
+        still under way: the count a promotion is judged on when too few finish for a BUC
+        figure (a link so full that no update completes)."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        self._seen = workers
 
     def buc(self, now: float) -> tuple[int, float] | None:
         """``(n, n / t_sync)`` over the window, when every sync in it saw the same ``n``."""
@@ -143,7 +155,7 @@ class SplitPolicy:
             and figures.previous_buc is not None
             and figures.buc < figures.previous_buc * (1 + c.min_gain)
         )
-        if (busy or flat_buc) and self._can_promote(figures.workers):
+        if (busy or flat_buc) and self._can_promote(figures.synchronising):
             groups = max(2, 2 * self.groups)
             if flat_buc:
                 reason = (
@@ -153,14 +165,14 @@ class SplitPolicy:
                 )
             else:
                 reason = f"root link >= {c.busy_high:.0%} busy for {c.busy_for:g} s"
-            self._workers_at_promotion = figures.workers
+            self._workers_at_promotion = figures.synchronising
             return self._decide("promote", groups, reason, figures, now)
         quiet = self._link_held(now, c.hold, lambda u: u < c.busy_low) or not self._link
-        few = figures.workers <= c.demote_fraction * self._workers_at_promotion
+        few = figures.synchronising <= c.demote_fraction * self._workers_at_promotion
         if self.groups and few and quiet:
             groups = self.groups // 2 if self.groups > 2 else 0
             reason = (
-                f"{figures.workers} workers <= {c.demote_fraction:.0%} of "
+                f"{figures.synchronising} workers <= {c.demote_fraction:.0%} of "
                 f"{self._workers_at_promotion} at promotion, root link < {c.busy_low:.0%} busy"
             )
             return self._decide("demote", groups, reason, figures, now)
@@ -199,6 +211,7 @@ class SplitPolicy:
             previous_buc=None if prev is None else self._buc_at[prev],
             link_busy=self._link[-1][1] if self._link else None,
             groups=self.groups,
+            synchronising=max(workers, self._seen),
         )
 
     def _link_held(self, now: float, seconds: float, test: Callable[[float], bool]) -> bool:

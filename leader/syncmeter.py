@@ -9,8 +9,14 @@ within the policy's window (a sub-leader's push counts as the members whose upda
 figure is ignored, logged, and the push counts as one worker). Bytes in
 and out of those two calls and of ``GetTask`` (whose reply can carry the task's model inline,
 in place of a pull), over the configured link capacity,
-give the link's busy share once per ``period``. Both go to a
-:class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``;
+give the link's busy share once per ``period``. Bytes out are counted as each message is
+serialised. An update's bytes in are counted as declared once the leader reads on past the
+header of an update for the task its last ``GetTask`` handed that node (so authorization
+passed), before they have crossed the link, and the node counts as synchronising from then;
+when the stream ends the count is settled to the bytes that arrived. So on a link so full
+that no update completes, the meter still sees the link busy and the workers trying. Both go to a
+:class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``,
+as metered calls and heartbeats begin and end;
 a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
 ``split_decision`` event with its figures; with ``--split auto`` the root also regroups,
 :mod:`eddl.leader.groupedge`). Each node's last synchronisation gives its figures for the
@@ -31,12 +37,14 @@ import grpc
 from eddl.leader.splitting import NodeLink, SplitDecision, SplitPolicy
 from eddl.log import get_logger
 from eddl.net.handlers import counting_deserializer, counting_serializer
+from eddl.profiler.interface import InterfaceCounter
 
 __all__ = ["PULL_METHOD", "PUSH_METHOD", "SyncMeter", "SyncTotals"]
 
 PUSH_METHOD = "/eddl.v1.Cluster/PushUpdate"
 PULL_METHOD = "/eddl.v1.Cluster/PullModel"
 TASK_METHOD = "/eddl.v1.Cluster/GetTask"
+HEARTBEAT_METHOD = "/eddl.v1.Cluster/Heartbeat"
 MAX_NODES = 65536  # pull times kept for at most this many nodes
 MAX_BEHIND = 256  # the most workers one push may stand for (a sub-leader's group bound)
 
@@ -67,6 +75,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         capacity_bytes_per_s: float | None = None,
         period: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        interface: InterfaceCounter | None = None,
     ) -> None:
         if capacity_bytes_per_s is not None and not capacity_bytes_per_s > 0:
             raise ValueError("the link capacity must be > 0 bytes/s")
@@ -75,12 +84,19 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.policy = policy
         self.on_decision = on_decision
         self.capacity = capacity_bytes_per_s
+        if interface is not None and capacity_bytes_per_s is None:
+            raise ValueError("an interface's counters need the link's capacity")
+        # The link's own byte counters, when the interface carrying it is named: every byte
+        # as it crosses, where the gRPC edge counts a message once it has arrived whole.
+        self.interface = interface
+        self._reading = interface.read() if interface is not None else None
         self.period = period
         self.clock = clock
         # Whether a node's push may stand for several workers: a sub-leader of this root
         # (the daemon sets it from its group edge); by default no node may.
         self.leads: Callable[[str], bool] = _nobody
         self._pulled: dict[str, float] = {}  # node -> seconds of its last pull
+        self._handed: dict[str, str] = {}  # node -> the task its last GetTask was handed
         self._pushed: OrderedDict[str, float] = OrderedDict()  # node -> when it last pushed
         self._links: dict[str, NodeLink] = {}  # node -> its last synchronisation's figures
         # node -> the workers its last push stood for (a sub-leader: the members its group
@@ -112,8 +128,13 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method == TASK_METHOD and handler.unary_unary is not None:
             # A task's reply can carry its model inline (no PullModel): its bytes load the link.
             return handler._replace(
-                response_serializer=counting_serializer(handler.response_serializer, self._count)
+                unary_unary=self._task(handler.unary_unary),
+                response_serializer=counting_serializer(handler.response_serializer, self._count),
             )
+        if method == HEARTBEAT_METHOD and handler.unary_unary is not None:
+            # Every live node beats: the link's figure and the decisions go on while no
+            # synchronisation begins or ends.
+            return handler._replace(unary_unary=self._beat(handler.unary_unary))
         if method == PULL_METHOD and handler.unary_stream is not None:
             return handler._replace(
                 unary_stream=self._pull(handler.unary_stream),
@@ -135,11 +156,35 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = self.clock()
+            self._tick(started)
             async for message in inner(request, context):
                 yield message
             node = str(request.envelope.node_id)[:128]
             if node in self._pulled or len(self._pulled) < MAX_NODES:
                 self._pulled[node] = self.clock() - started
+
+        return behaviour
+
+    def _beat(
+        self, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self._tick(self.clock())
+            return await inner(request, context)
+
+        return behaviour
+
+    def _task(
+        self, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self._tick(self.clock())
+            reply = await inner(request, context)
+            if reply.WhichOneof("outcome") == "task":
+                node = str(request.envelope.node_id)[:128]
+                if node in self._handed or len(self._handed) < MAX_NODES:
+                    self._handed[node] = str(reply.task.task_id)[:128]
+            return reply
 
         return behaviour
 
@@ -155,6 +200,7 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def noted() -> AsyncIterator[Any]:
                 async for message in requests:
+                    task = ""
                     if not seen["node"] and message.WhichOneof("body") == "header":
                         header = message.header
                         seen["node"] = str(header.envelope.node_id)[:128]
@@ -163,7 +209,16 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         seen["workers"] = self._declared(seen["node"], int(stats.workers))
                         if stats.seconds > 0 and math.isfinite(stats.seconds):
                             seen["speed"] = min(1e9, max(0.0, stats.samples / stats.seconds))
+                        task = "" if header.failure else str(header.task_id)
                     yield message
+                    node = str(seen["node"])
+                    if task and self._handed.get(node) == task:
+                        # The leader reads on past the header of an update for the task it
+                        # handed this node: authorization passed (a refused caller's stream
+                        # is not read on), so the node counts as synchronising from now,
+                        # before its update has crossed the link.
+                        del self._handed[node]
+                        self._began(node, int(seen["workers"]), float(seen["speed"]))
 
             reply = await inner(noted(), context)
             outcome = str(getattr(reply, "outcome", ""))
@@ -209,10 +264,25 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Workers that synchronised within the window, a sub-leader counted as its group."""
         return max(1, sum(self._behind.get(node, 1) for node in self._pushed))
 
-    def _synced(self, node: str, seconds: float, now: float, workers: int = 1) -> None:
+    def _began(self, node: str, workers: int, speed: float) -> None:
+        """``node``'s update is on its way: the node counts as synchronising (``workers`` of
+        them, for a sub-leader) before its update arrives. One with no finished
+        synchronisation enters the plan with its reported speed and no measured bandwidth."""
+        now = self.clock()
+        if node in self._pushed or len(self._pushed) < MAX_NODES:
+            self._note(node, now, workers)
+            if node not in self._links and len(self._links) < MAX_NODES:
+                self._links[node] = NodeLink(node, 0.0, speed)
+        self._tick(now)
+
+    def _note(self, node: str, now: float, workers: int) -> None:
+        """``node`` synchronised (or began to) at ``now``; nodes outside the window leave."""
         self._pushed[node] = now
         self._behind[node] = workers
-        self._pushed.move_to_end(node)  # oldest push first: the trim below is amortised O(1)
+        self._pushed.move_to_end(node)  # oldest push first: the trim is amortised O(1)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
         horizon = now - self.policy.config.window
         while self._pushed:
             old, at = next(iter(self._pushed.items()))
@@ -221,17 +291,40 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             del self._pushed[old]
             self._links.pop(old, None)
             self._behind.pop(old, None)
+
+    def _synced(self, node: str, seconds: float, now: float, workers: int = 1) -> None:
+        self._note(node, now, workers)
         if seconds > 0:
             self._syncs += 1
             self._sync_seconds += seconds
             self.policy.observe_sync(now, self._workers(), seconds)
+        self._tick(now)
+
+    def _share(self, elapsed: float, capacity: float) -> float:
+        """The link's busy share over the last ``elapsed`` seconds: from the interface's
+        counters, its busier direction (each carries ``capacity``); without them (or while
+        the interface is gone), the metered calls' bytes, both directions together."""
+        if self.interface is not None:
+            last, self._reading = self._reading, self.interface.read()
+            if last is not None and self._reading is not None:
+                received = self._reading.received - last.received
+                sent = self._reading.sent - last.sent
+                return max(0, received, sent) / (elapsed * capacity)
+        return self._bytes / (elapsed * capacity)
+
+    def _tick(self, now: float) -> None:
+        """At most once per ``period``: the bytes counted since the last figure become the
+        link's busy share, and the policy is asked for a decision. Called as metered calls
+        begin and end, so a link too full for any synchronisation to finish is seen too."""
         if now - self._since >= self.period:
             if self.capacity is not None:
-                share = self._bytes / ((now - self._since) * self.capacity)
+                share = self._share(now - self._since, self.capacity)
                 self.policy.observe_link(now, min(1.0, share))
             self._bytes, self._since = 0, now
         if now - self._decided >= self.period:
             self._decided = now
+            self._trim(now)
+            self.policy.observe_workers(self._workers() if self._pushed else 0)
             decision = self.policy.decide(now)
             if decision.action != "stay":
                 self.on_decision(decision)

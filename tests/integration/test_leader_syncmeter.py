@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from structlog.testing import capture_logs
 
@@ -26,6 +28,7 @@ from eddl.leader.splitting import (
 from eddl.leader.syncmeter import SyncMeter
 from eddl.leader.uplink import Uplink
 from eddl.net import params_nbytes
+from eddl.profiler.interface import InterfaceCounter
 from eddl.proto.v1 import cluster_pb2, common_pb2
 from eddl.worker.daemon import WorkerDaemon
 from tests.integration.cluster_support import (
@@ -211,3 +214,104 @@ async def test_a_models_bytes_inside_a_task_reply_load_the_link(tmp_path: Path) 
         assert inline.model_chunks and meter.link_bytes - before - small >= model
     finally:
         await daemon.stop(0.2)
+
+
+def _header(uplink: Uplink, drawn: tuple[Any, Any], task_id: str) -> cluster_pb2.UpdateChunk:
+    job, task = drawn
+    return cluster_pb2.UpdateChunk(
+        header=cluster_pb2.UpdateHeader(
+            envelope=uplink.envelope(job.job_id, task.base_version),
+            task_id=task_id,
+            num_samples=task.num_samples,
+            num_tensors=2,
+            total_bytes=1 << 20,
+            stats=cluster_pb2.TaskStats(samples=task.num_samples, seconds=0.5),
+            layer=-1,
+        )
+    )
+
+
+async def _header_only(
+    head: cluster_pb2.UpdateChunk, release: asyncio.Event | None
+) -> AsyncIterator[cluster_pb2.UpdateChunk]:
+    """An update's stream: its header, then nothing until ``release`` is set (an update stuck
+    on a full link); with no ``release``, the stream ends after the header."""
+    yield head
+    if release is not None:
+        await release.wait()
+
+
+async def test_updates_under_way_count_their_nodes_and_the_interface_sees_every_byte(
+    tmp_path: Path,
+) -> None:
+    # A link too full for any update to arrive: the nodes whose updates are under way count as
+    # synchronising, the interface's counters see bytes the gRPC edge has not counted, and
+    # heartbeats keep the figures and the decisions coming while no synchronisation finishes.
+    decisions: list[SplitDecision] = []
+    policy = SplitPolicy(SplitConfig(window=60, busy_for=0.6, hold=0, min_group=1, max_groups=2))
+    meter = SyncMeter(
+        policy,
+        decisions.append,
+        capacity_bytes_per_s=100_000.0,
+        period=0.2,
+        interface=InterfaceCounter("lo"),
+    )
+    config = LeaderConfig(
+        bind="127.0.0.1:0",
+        state_dir=tmp_path / "leader",
+        join_token=TOKEN,
+        security="off",
+        heartbeat_interval_s=5.0,
+        admin_token="admin",
+    )
+    daemon = LeaderDaemon(config, interceptors=[meter])
+    server = await daemon.start()
+    cluster = Cluster(daemon, server.address, tmp_path)
+    release = asyncio.Event()
+    stuck: list[Any] = []
+
+    async def discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):
+            pass
+        writer.close()
+
+    # Bytes on loopback that no metered call carries, as other traffic fills a link.
+    other = await asyncio.start_server(discard, "127.0.0.1", 0)
+    _, traffic = await asyncio.open_connection(*other.sockets[0].getsockname()[:2])
+    try:
+        await cluster.submit(SLOW_JOB, token="admin")
+        async with cluster_stub(server.address) as stub:
+            nodes = [Uplink(stub, f"w{i}") for i in range(5)]
+            for node in nodes:
+                await node.join(TOKEN)
+            drawn = [await _draw(node) for node in nodes]
+            # An update for a task the node was not handed counts for nothing.
+            wrong = _header(nodes[4], drawn[4], "not-its-task")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.PushUpdate(_header_only(wrong, None), timeout=10)
+            assert meter._pushed == {} and meter.nodes() == []
+            for node, task in zip(nodes[:4], drawn[:4], strict=True):
+                head = _header(node, task, task[1].task_id)
+                stuck.append(stub.PushUpdate(_header_only(head, release), timeout=60))
+            await wait_until(lambda: len(meter._pushed) == 4, 10.0, "four updates under way")
+            assert {n.node_id for n in meter.nodes()} == {"w0", "w1", "w2", "w3"}
+            assert all(n.bandwidth == 0.0 for n in meter.nodes())  # not measured yet
+            for _ in range(200):  # bounded: at most 200 beats, about 20 s
+                traffic.write(b"x" * 50_000)
+                await traffic.drain()
+                await nodes[4].heartbeat()
+                if decisions:
+                    break
+                await asyncio.sleep(0.05)
+            assert meter.totals().syncs == 0  # no update arrived
+    finally:
+        release.set()
+        for call in stuck:
+            call.cancel()
+        traffic.close()
+        other.close()
+        await daemon.stop(0.2)
+    first = decisions[0]
+    assert first.action == "promote" and "root link >= 85% busy" in first.reason
+    assert first.figures.workers == 0 and first.figures.synchronising == 4
+    assert first.figures.link_busy is not None and first.figures.link_busy >= 0.85

@@ -81,6 +81,20 @@ def test_the_leader_link_capacity_is_a_finite_non_negative_rate() -> None:
             LeaderConfig(link_capacity_mbps=bad)
 
 
+def test_the_leader_link_interface_needs_a_capacity_and_an_interface_name() -> None:
+    from eddl.leader.config import LeaderConfig
+    from eddl.leader.main import _overrides, build_parser
+
+    args = build_parser().parse_args(["--link-interface", "eth0", "--link-capacity-mbps", "20"])
+    assert _overrides(args)["link_interface"] == "eth0"
+    assert LeaderConfig(link_interface="veth-r0", link_capacity_mbps=20.0).link_interface
+    with pytest.raises(ConfigError, match=r"needs leader\.link_capacity_mbps"):
+        LeaderConfig(link_interface="eth0")
+    for bad in ("eth 0", "a" * 16, "../x", "eth0\n"):
+        with pytest.raises(ConfigError, match="not a network interface's name"):
+            LeaderConfig(link_interface=bad, link_capacity_mbps=20.0)
+
+
 def test_the_split_settings_are_refused_out_of_range() -> None:
     from eddl.leader.config import LeaderConfig
 

@@ -95,6 +95,22 @@ def test_no_promotion_without_workers_for_every_group() -> None:
     assert policy.decide(clock.now).groups == 4  # max_groups
 
 
+def test_a_busy_link_promotes_on_workers_still_synchronising_when_none_finished() -> None:
+    # A link so full that no update arrives: no sync figure, but the meter counts the nodes
+    # whose updates are under way.
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(busy_for=0, hold=0, min_group=2))
+    policy.observe_link(clock.advance(1.0), 1.0)
+    assert policy.decide(clock.now).action == "stay"  # nobody known: nothing to split
+    policy.observe_workers(5)  # two groups need 2 × (1 + 2) = 6 nodes
+    assert policy.decide(clock.now).action == "stay"
+    policy.observe_workers(64)
+    decision = policy.decide(clock.now)
+    assert decision.action == "promote" and decision.groups == 2
+    assert decision.figures.workers == 0 and decision.figures.synchronising == 64
+    assert decision.figures.buc is None
+
+
 def test_demotion_waits_for_fewer_workers_and_a_quiet_link_then_halves_the_groups() -> None:
     clock = Clock()
     cfg = SplitConfig(window=5, busy_for=5, hold=60, busy_low=0.5, demote_fraction=0.5)
@@ -142,6 +158,8 @@ def test_no_demotion_while_the_link_is_still_busy_or_workers_stay() -> None:
         (lambda p: p.observe_sync(1.0, 4, 0.0), "sync seconds"),
         (lambda p: p.observe_link(1.0, 1.5), "utilisation"),
         (lambda p: p.observe_link(1.0, float("inf")), "utilisation"),
+        (lambda p: p.observe_workers(-1), "workers"),
+        (lambda p: p.observe_workers(True), "workers"),
     ],
 )
 def test_figures_out_of_bounds_are_refused_and_change_nothing(call, match: str) -> None:

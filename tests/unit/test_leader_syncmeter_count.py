@@ -4,6 +4,9 @@ only a sub-leader whose offer the root admitted may declare that figure."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -11,6 +14,7 @@ from eddl.leader.groupdirector import GroupDirector
 from eddl.leader.groupedge import GroupEdge
 from eddl.leader.splitting import NodeLink, SplitDecision, SplitFigures, SplitPolicy
 from eddl.leader.syncmeter import SyncMeter
+from eddl.profiler.interface import InterfaceCounter
 
 pytestmark = pytest.mark.usefixtures("every_log_level")
 
@@ -96,3 +100,57 @@ def test_only_a_sub_leader_whose_offer_the_root_admitted_leads(acts: bool) -> No
     edge.director.apply(demote, nodes, 2.0)
     # Demoted, it still folds its members' updates until they are home: still counted.
     assert edge.leads("sub-1") and not edge.leads("w1")
+
+
+class Counters:
+    """An interface's counters as psutil reports them, moved by the test."""
+
+    def __init__(self) -> None:
+        self.received = self.sent = 0
+
+    def __call__(self) -> dict[str, Any]:
+        return {"veth0": SimpleNamespace(bytes_recv=self.received, bytes_sent=self.sent)}
+
+
+class LinkPolicy(SplitPolicy):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shares: list[float] = []
+
+    def observe_link(self, at: float, utilisation: float) -> None:
+        self.shares.append(utilisation)
+        super().observe_link(at, utilisation)
+
+
+def test_the_interface_gives_the_busier_directions_share_once_per_period() -> None:
+    counters, policy = Counters(), LinkPolicy()
+    meter = SyncMeter(
+        policy,
+        lambda decision: None,
+        capacity_bytes_per_s=1000.0,
+        period=1.0,
+        clock=lambda: 0.0,
+        interface=InterfaceCounter("veth0", counters),
+    )
+    meter._count(10_000)  # the metered calls' bytes are not the figure with an interface
+    counters.received, counters.sent = 600, 200
+    meter._tick(0.5)  # within the period: no figure yet
+    assert policy.shares == []
+    meter._tick(1.0)
+    counters.received, counters.sent = 800, 2_200  # 200 in, 2,000 out over the next 2 s
+    meter._tick(3.0)
+    assert policy.shares == [0.6, 1.0]
+    counters.received = counters.sent = 2_200  # nothing out, 1,400 in over 2 s
+    meter._tick(5.0)
+    assert policy.shares[-1] == 0.7
+
+
+def test_without_an_interface_the_metered_calls_bytes_are_the_figure() -> None:
+    policy = LinkPolicy()
+    meter = SyncMeter(policy, lambda decision: None, capacity_bytes_per_s=1000.0, clock=lambda: 0.0)
+    meter._count(300)
+    meter._count(200)
+    meter._tick(1.0)
+    assert policy.shares == [0.5]
+    with pytest.raises(ValueError, match="need the link's capacity"):
+        SyncMeter(policy, print, interface=InterfaceCounter("veth0", Counters()))
