@@ -43,6 +43,23 @@ SLOW_JOB = {k: v for k, v in DIGITS_JOB.items() if k != "target_accuracy"}
 SLOW_JOB.update(rounds=1000, max_epochs=10000.0)
 
 
+async def _metered_leader(
+    tmp_path: Path, meter: SyncMeter, *, heartbeat_s: float
+) -> tuple[LeaderDaemon, Cluster]:
+    """A plaintext leader on loopback port 0 with ``meter`` at its edge, no split."""
+    config = LeaderConfig(
+        bind="127.0.0.1:0",
+        state_dir=tmp_path / "leader",
+        join_token=TOKEN,
+        security="off",
+        heartbeat_interval_s=heartbeat_s,
+        admin_token="admin",
+    )
+    daemon = LeaderDaemon(config, interceptors=[meter])
+    server = await daemon.start()
+    return daemon, Cluster(daemon, server.address, tmp_path)
+
+
 def test_a_link_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         SyncMeter(SplitPolicy(), print, capacity_bytes_per_s=0.0)
@@ -53,17 +70,7 @@ async def test_syncs_over_a_busy_link_make_a_promotion_with_the_figures(tmp_path
     policy = SplitPolicy(SplitConfig(window=3, busy_for=0, hold=0, min_group=1, max_groups=2))
     # A 2 kB/s link: every model pulled or update pushed keeps it full.
     meter = SyncMeter(policy, decisions.append, capacity_bytes_per_s=2000.0, period=0.2)
-    config = LeaderConfig(
-        bind="127.0.0.1:0",
-        state_dir=tmp_path / "leader",
-        join_token=TOKEN,
-        security="off",
-        heartbeat_interval_s=1.0,
-        admin_token="admin",
-    )
-    daemon = LeaderDaemon(config, interceptors=[meter])
-    server = await daemon.start()
-    cluster = Cluster(daemon, server.address, tmp_path)
+    daemon, cluster = await _metered_leader(tmp_path, meter, heartbeat_s=1.0)
     workers: list[tuple[WorkerDaemon, asyncio.Task[None]]] = []
     try:
         await cluster.submit(SLOW_JOB, token="admin")
@@ -256,17 +263,7 @@ async def test_updates_under_way_count_their_nodes_and_the_interface_sees_every_
         period=0.2,
         interface=InterfaceCounter("lo"),
     )
-    config = LeaderConfig(
-        bind="127.0.0.1:0",
-        state_dir=tmp_path / "leader",
-        join_token=TOKEN,
-        security="off",
-        heartbeat_interval_s=5.0,
-        admin_token="admin",
-    )
-    daemon = LeaderDaemon(config, interceptors=[meter])
-    server = await daemon.start()
-    cluster = Cluster(daemon, server.address, tmp_path)
+    daemon, cluster = await _metered_leader(tmp_path, meter, heartbeat_s=5.0)
     release = asyncio.Event()
     stuck: list[Any] = []
 
@@ -280,7 +277,7 @@ async def test_updates_under_way_count_their_nodes_and_the_interface_sees_every_
     _, traffic = await asyncio.open_connection(*other.sockets[0].getsockname()[:2])
     try:
         await cluster.submit(SLOW_JOB, token="admin")
-        async with cluster_stub(server.address) as stub:
+        async with cluster_stub(cluster.address) as stub:
             nodes = [Uplink(stub, f"w{i}") for i in range(5)]
             for node in nodes:
                 await node.join(TOKEN)
