@@ -19,8 +19,9 @@ Methods:
 
 * ``tinymetafed``: constant ε = 1, top-P 10% of φ − θ with error feedback (each device adds
   the entries it did not send to its next delta), the last layer local (rebuilt on the
-  device, never sent); float32 values, the same with int8 values, and the same setting
-  without error feedback (each round's unsent entries dropped).
+  device with ``recon_epochs``' default 2 passes, never sent); float32 values, the same
+  with int8 values, and the same setting without error feedback (each round's unsent
+  entries dropped).
 * ``dense, same setting``: the picked TinyMetaFed setting (ε, lr, inner epochs) with dense
   uploads of every layer and no local layer: what top-P and reconstruction change. With
   constant ε = 1 this is FedAvg's update with batch-1 local SGD.

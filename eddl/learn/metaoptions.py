@@ -17,7 +17,7 @@ shots          1..1000      5          k of the job's few-shot evaluation
 eval_epochs    1..1000      10         fine-tuning passes over the k shots at evaluation
 top_p          (0, 100]     10         tinymetafed: % of entries of φ − θ uploaded
 local_layers   0..L-1       1          tinymetafed: top layers kept on the device
-recon_epochs   1..1000      5          tinymetafed: passes rebuilding the local layers
+recon_epochs   1..1000      2          tinymetafed: passes rebuilding the local layers
 values         float32|int8 float32    tinymetafed: value encoding of the upload
 error_feedback bool         false      tinymetafed: a device keeps the entries top-P did
                                        not send and adds them to its next delta
@@ -33,6 +33,13 @@ The step is constant by default (``meta_lr_final = meta_lr``): a job runs tens o
 Reptile's tens of thousands of iterations, and a linear decay to 0 spent half of them at small
 steps (measured in ``bench/tinymetafed.py``: worse few-shot scores on all three use cases).
 Give ``meta_lr_final`` for Reptile's annealed schedule.
+
+The local layers are rebuilt with 2 passes by default: a device adapts the shared layers on the
+same samples its rebuilt head was fitted to, so the closer the head fits them the less error is
+left for the shared layers to learn from in the round. Measured on five validation draws
+(seeds 1-5, 40 rounds, k = 5): 2 passes against 5 gave sine MSE 2.21 against 2.51, digits
+97.3% against 96.9%, presence 95.15% against 95.10%; 1 pass and 10 were worse than 2 on sine
+and digits.
 """
 
 from __future__ import annotations
@@ -98,7 +105,7 @@ class MetaOptions:
     eval_epochs: int = 10
     top_p: float = 100.0
     local_layers: int = 0
-    recon_epochs: int = 5
+    recon_epochs: int = 2
     values: str = "float32"
     kernel: str = "lsgd"
     error_feedback: bool = False
@@ -160,7 +167,7 @@ class MetaOptions:
             top = num_layers - 1 if num_layers is not None else 1000
             opts["top_p"] = _number(hyper, "top_p", 10.0, 0.0, 100.0)
             opts["local_layers"] = _int(hyper, "local_layers", min(1, top), 0, top)
-            opts["recon_epochs"] = _int(hyper, "recon_epochs", 5, 1, 1000)
+            opts["recon_epochs"] = _int(hyper, "recon_epochs", 2, 1, 1000)
             values = hyper.get("values", "float32")
             if values not in VALUE_ENCODINGS:
                 raise MetaOptionsError(

@@ -58,6 +58,9 @@ def test_check_spec_dispatches_and_check_job_refuses_meta_jobs() -> None:
         ({"model": {"layers": 3}}, "job.model: unknown key"),
         ({"model": {"hidden": [0]}}, "job.model.hidden"),
         ({"hyper": {"top_p": 0}}, "job.hyper.top_p"),
+        ({"hyper": {"recon_epochs": 0}}, "job.hyper.recon_epochs"),
+        ({"hyper": {"recon_epochs": True}}, "job.hyper.recon_epochs"),
+        ({"hyper": {"recon_epochs": 2.5}}, "job.hyper.recon_epochs"),
         ({"hyper": {"batch_size": 4}}, "job.hyper"),
         ({"dataset": "sine", "target_accuracy": 0.5}, "job.target_accuracy"),
         ({"algorithm": "reptile"}, "job.hyper"),  # top_p is TinyMetaFed's
@@ -72,3 +75,9 @@ def test_a_sine_reptile_job_is_scored_by_mse() -> None:
     checked = check_meta_job(_spec(dataset="sine", algorithm="reptile", hyper={}))
     assert checked.job.model.metric == "mse"
     assert checked.spec.model["task"] == "sine" and checked.spec.model["sizes"] == [1, 40, 40, 1]
+
+
+def test_local_layers_are_rebuilt_with_two_passes_unless_the_job_says() -> None:
+    assert check_meta_job(_spec()).job.options.recon_epochs == 2
+    five = check_meta_job(_spec(hyper={"local_layers": 1, "recon_epochs": 5}))
+    assert five.job.options.recon_epochs == 5
