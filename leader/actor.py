@@ -10,8 +10,9 @@ Slow work runs beside the owner, never inside it:
 
 * store writes: each command's writes leave as one :class:`~eddl.leader.checkpoint.WriteBatch`
   for the :class:`StoreWriter` thread, which commits batches in order; the caller's reply
-  waits for its batch (an update is acknowledged once its version is durable) while the
-  owner already handles the next command;
+  waits for its batch (an update is acknowledged once its version is durable; without
+  standbys task traffic goes sooner, see below) while the owner already handles the next
+  command;
 * building a job (its dataset and model) runs in a worker thread (:meth:`LeaderCore.submit_job`),
   and only the light bookkeeping that queues the built job goes through the owner;
 * evaluating a version runs on the :class:`~eddl.leader.evaluation.Evaluator` thread, whose
@@ -26,6 +27,17 @@ batch's last write is durable: under load, one wake-up of each thread serves man
 
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
 on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
+
+Task traffic before the commit (``replies_before_commit``, a leader without standbys): the
+replies of :meth:`LeaderCore.call_before_commit` (a task handed out, an update taken) and the
+domain events a ``before_commit`` listener hears (the long-polls' wake-ups) go out as soon as
+the command ran, beside its commit: a sync round's next tasks leave while the new version is
+still being written. A crash before that write loses the version, as it would a moment earlier:
+the restarted leader resumes from the last stored version under a new term, refuses every
+update of the lost tasks (their term and task ids are the old incarnation's) and hands their
+data out again. With standbys replicating, a version a failover could lose is never handed
+out: the answer to task traffic waits for every commit made so far, not only its own (a task
+asked for while the round's version is being written waits for that write).
 """
 
 from __future__ import annotations
@@ -50,14 +62,18 @@ from eddl.log import get_logger
 __all__ = ["LeaderCore", "StoreWriter"]
 
 log = get_logger("leader.core")
-# A delivery raised by a command: run ``deliver`` on ``loop`` once the command's writes are in.
-_Raised = tuple[asyncio.AbstractEventLoop, Callable[[], None]]
+# A delivery raised by a command: run ``deliver`` on ``loop`` once the command's writes are in
+# (or at once, when it may go before the commit).
+_Raised = tuple[asyncio.AbstractEventLoop, Callable[[], None], bool]
 P = ParamSpec("P")
 T = TypeVar("T")
-# A command, the loop of its caller and the future its result settles (None, None: nobody
-# waits for it, e.g. an evaluation posted from the evaluator's thread).
 _Write = tuple[WriteBatch, concurrent.futures.Future[None]]
-_Command = tuple[Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None"]
+# A command, the loop of its caller and the future its result settles (None, None: nobody
+# waits for it, e.g. an evaluation posted from the evaluator's thread), and whether it is task
+# traffic (:meth:`LeaderCore.call_before_commit`).
+_Command = tuple[
+    Callable[[], Any], asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None", bool
+]
 MAX_BATCH = 16  # commands the owner takes from its queue in one turn (replies wait for it)
 _Commit = concurrent.futures.Future[None] | None  # a command's writes (None: it wrote none)
 
@@ -146,10 +162,18 @@ class LeaderCore:
     """The async facade of a :class:`Coordinator` driven by one owner thread."""
 
     def __init__(
-        self, coordinator: Coordinator, on_command: Callable[[str, float], None] | None = None
+        self,
+        coordinator: Coordinator,
+        on_command: Callable[[str, float], None] | None = None,
+        *,
+        replies_before_commit: bool = False,
     ) -> None:
         self.coordinator = coordinator
         self._on_command = on_command
+        # Task traffic may leave before its commit (see the module docstring): only where no
+        # standby replicates the writes.
+        self.replies_before_commit = replies_before_commit
+        self._newest: _Commit = None  # the last commit handed to the writer (owner thread)
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         # Deliveries raised by the command in progress (owner thread only); they go out once
         # its writes are durable, so a watcher never hears of an event a crash could undo.
@@ -158,17 +182,28 @@ class LeaderCore:
         self._thread.start()
         self.evaluator = Evaluator(
             lambda result: self._commands.put(
-                (lambda: coordinator.record_evaluation(result), None, None)
+                (lambda: coordinator.record_evaluation(result), None, None, False)
             )
         )
         coordinator.evaluate_beside(self.evaluator.submit)
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the owner thread; its writes are durable on return."""
+        return await self._call(False, functools.partial(fn, *args, **kwargs))
+
+    async def call_before_commit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run task traffic ``fn(*args, **kwargs)`` on the owner thread. With
+        ``replies_before_commit`` the result comes back as soon as it ran, its writes still on
+        their way to the store; else once every write made so far is durable (its own and those
+        of the commands before it: a task from a version still being written waits for it)."""
+        return await self._call(True, functools.partial(fn, *args, **kwargs))
+
+    async def _call(self, task: bool, command: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        command = functools.partial(fn, *args, **kwargs)
-        self._commands.put((command, loop, done))
+        self._commands.put((command, loop, done, task))
         return await done
 
     async def submit_job(self, spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
@@ -186,12 +221,17 @@ class LeaderCore:
         unsubscribe = await self.call(self.coordinator.subscribe, job_id, hop)
         return lambda: self._post(unsubscribe)
 
-    def on_event(self, callback: Callable[[DomainEvent], None]) -> Callable[[], None]:
-        """``callback`` runs on the current loop after each domain event (long-poll wake-ups)."""
+    def on_event(
+        self, callback: Callable[[DomainEvent], None], *, before_commit: bool = False
+    ) -> Callable[[], None]:
+        """``callback`` runs on the current loop after each domain event (long-poll wake-ups):
+        once the event's writes are durable, or with ``before_commit`` (and the core's
+        ``replies_before_commit``) as soon as its command ran."""
         loop = asyncio.get_running_loop()
+        early = before_commit and self.replies_before_commit
 
         def hop(event: DomainEvent) -> None:
-            self._raise(loop, lambda: callback(event))
+            self._raise(loop, lambda: callback(event), early=early)
 
         return self.coordinator.domain.subscribe(hop)
 
@@ -202,12 +242,14 @@ class LeaderCore:
         self._thread.join()
 
     # -- the owner thread ------------------------------------------------------------------------
-    def _raise(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None]) -> None:
-        self._raised.append((loop, deliver))
+    def _raise(
+        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None], *, early: bool = False
+    ) -> None:
+        self._raised.append((loop, deliver, early))
 
     def _post(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the owner without waiting for it (an unsubscribe)."""
-        self._commands.put((fn, None, None))
+        self._commands.put((fn, None, None, False))
 
     def _own(self) -> None:
         while True:
@@ -219,24 +261,28 @@ class LeaderCore:
                     batch.append(self._commands.get_nowait())
                 except queue.Empty:
                     break
-            at_once: list[_Raised] = []  # deliveries of commands that wrote nothing
+            # Deliveries of commands that wrote nothing, and those that may go before a commit.
+            at_once: list[_Raised] = []
             durable: list[_Raised] = []  # deliveries that wait for the batch's last commit
             last: _Commit = None
             for command in batch:
                 if command is None:
                     _deliver(at_once, durable, last)
                     return
-                commit, raised = self._execute(command)
-                if commit is None:
+                wait, raised = self._execute(command)
+                if wait is None:
                     at_once += raised
                 else:
-                    durable += raised
-                    last = commit
+                    at_once += [r for r in raised if r[2]]
+                    durable += [r for r in raised if not r[2]]
+                    last = wait  # the newest so far: the writer commits in order
             _deliver(at_once, durable, last)
 
     def _execute(self, command: _Command) -> tuple[_Commit, list[_Raised]]:
-        """Run one command; its commit (None: it wrote nothing) and its deliveries."""
-        fn, loop, done = command
+        """Run one command; the commit its durable deliveries wait for (None: none) and its
+        deliveries."""
+        fn, loop, done, task = command
+        early = task and self.replies_before_commit
         started = time.thread_time()
         try:
             outcome: tuple[bool, Any] = (True, fn())
@@ -249,9 +295,19 @@ class LeaderCore:
         # A refused command changed nothing; whatever a failing one wrote still goes out.
         commit = self.coordinator.take_commit()
         raised, self._raised = self._raised, []
+        wait = commit
+        if commit is not None:
+            self._newest = commit
+        elif task and not early and self._newest is not None and not self._newest.done():
+            wait = self._newest  # its answer may rest on writes not yet durable
+        if early and commit is not None:
+            # The reply leaves before the commit: a commit that fails later is only logged
+            # (the leader's state moved on, as it does for a command answered after it).
+            commit.add_done_callback(functools.partial(_failed_after_reply, _name(fn)))
         if loop is not None and done is not None:
-            raised.append((loop, functools.partial(_settle, done, outcome, commit)))
-        return commit, raised
+            settled = None if early else commit
+            raised.append((loop, functools.partial(_settle, done, outcome, settled), early))
+        return wait, raised
 
 
 def _deliver(
@@ -259,9 +315,10 @@ def _deliver(
     durable: list[_Raised],
     last: _Commit,
 ) -> None:
-    """One hop to each loop for the commands that wrote nothing, and one once the last
-    commit is in (the writer commits in order, so every earlier one is in too): replies and
-    events keep the order of the commands, events before the reply, none before its writes."""
+    """One hop to each loop for the commands that wrote nothing (and the deliveries that may go
+    before a commit), and one once the last commit is in (the writer commits in order, so every
+    earlier one is in too): within each hop, replies and events keep the order of the commands,
+    events before the reply; a durable one never goes before its writes."""
     if at_once:
         _hop(at_once)
     if durable and last is not None:
@@ -275,7 +332,7 @@ def _name(fn: Callable[[], Any]) -> str:
 
 def _hop(raised: list[_Raised], _commit: object = None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
-    for loop, deliver in raised:
+    for loop, deliver, _early in raised:
         by_loop.setdefault(loop, []).append(deliver)
     for loop, delivers in by_loop.items():
         if not loop.is_closed():
@@ -285,6 +342,12 @@ def _hop(raised: list[_Raised], _commit: object = None) -> None:
 def _run_all(delivers: list[Callable[[], None]]) -> None:
     for deliver in delivers:
         deliver()
+
+
+def _failed_after_reply(name: str, commit: concurrent.futures.Future[None]) -> None:
+    failed = commit.exception()
+    if failed is not None:
+        log.error("leader_commit_failed_after_reply", command=name, error=repr(failed))
 
 
 def _settle(

@@ -159,7 +159,9 @@ class LeaderDaemon:
         written = coordinator.take_commit()
         if written is not None:
             await asyncio.wrap_future(written)
-        self.core = LeaderCore(coordinator, self._on_command)
+        # Without standbys, a round's next tasks leave before its version's commit; with them,
+        # nothing a failover could lose is handed out (see eddl.leader.actor).
+        self.core = LeaderCore(coordinator, self._on_command, replies_before_commit=self.ha is None)
         # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
         self.service = service = LeaderService(self.core)
         cluster = ClusterServicer(service, cfg)

@@ -4,6 +4,10 @@ Each method is one command on the :class:`~eddl.leader.actor.LeaderCore` (run in
 owner thread, with the caches of :mod:`eddl.leader.handout`) and returns typed results
 (:mod:`eddl.leader.views`, the coordinator's replies); the servicers only decode requests,
 call one method and encode its answer. Long-polls wait here, woken by the core's domain events.
+
+Task traffic (a task handed out, an update or a failure reported, the long-polls' wake-ups) goes
+through :meth:`LeaderCore.call_before_commit`: on a leader without standbys its answers leave
+before the commit of what the command wrote (see :mod:`eddl.leader.actor`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class LeaderService:
         self.core = core
         self.coordinator = c = core.coordinator
         self._call = core.call
+        self._task_call = core.call_before_commit
         # An elected candidate's view of the cluster (root, term, standbys), for the status.
         self.ha_status: Callable[[], dict[str, Any]] | None = None
         self._c = c
@@ -58,7 +63,7 @@ class LeaderService:
         # from (immutable), to serve PullModel without a command.
         self._members: set[str] = set()
         self._models = ModelCache()
-        self._unsubscribe = core.on_event(self._on_event)
+        self._unsubscribe = core.on_event(self._on_event, before_commit=True)
         self.reports = self._reports = NodeReports()
         self._wires: dict[str, JobWire] = {}
 
@@ -69,7 +74,7 @@ class LeaderService:
     def close(self) -> None:
         self._unsubscribe()
 
-    def _on_event(self, event: DomainEvent) -> None:  # on the loop, once the writes are in
+    def _on_event(self, event: DomainEvent) -> None:  # on the loop (see ``before_commit``)
         if isinstance(event, NodeChanged):
             if event.change == "joined":
                 self._members.add(event.node_id)
@@ -161,7 +166,7 @@ class LeaderService:
         deadline = time.monotonic() + wait_s
         ask = (node_id, job_id, term, after_task)
         since = self.polls.generation
-        outcome = self._kept(await self._call(self._hand_out, *ask))
+        outcome = self._kept(await self._task_call(self._hand_out, *ask))
         while True:
             if isinstance(outcome, TaskOut):
                 return outcome
@@ -173,13 +178,13 @@ class LeaderService:
             )
             if woken is None:  # nothing happened before the retry time: ask again
                 since = self.polls.generation
-                outcome = self._kept(await self._call(self._hand_out, *ask))
+                outcome = self._kept(await self._task_call(self._hand_out, *ask))
             else:
                 outcome, since = woken
                 outcome = self._kept(outcome)
 
     async def _ask_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
-        return await self._call(self._hand_out_many, asks)
+        return await self._task_call(self._hand_out_many, asks)
 
     def _hand_out_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
         answers: list[TaskOut | Wait | BaseException] = []
@@ -261,7 +266,7 @@ class LeaderService:
         wire_bytes: int,
         sparse: Mapping[str, SparseRecord] | None = None,
     ) -> UpdateAck:
-        return await self._call(
+        return await self._task_call(
             self._c.submit_update,
             node_id,
             task_id,
@@ -286,7 +291,7 @@ class LeaderService:
         base_version: int,
         term: int | None,
     ) -> UpdateAck:
-        return await self._call(
+        return await self._task_call(
             self._c.fail_task,
             node_id,
             task_id,

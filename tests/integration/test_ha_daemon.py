@@ -50,6 +50,8 @@ async def test_a_standby_that_joins_after_the_last_write_is_brought_up_to_date(
     root_address = f"127.0.0.1:{pa}"
     async with ha_candidate(tmp_path, etcd, "a", pa) as a:
         assert a.leadership is not None
+        # Replicated: nothing a failover could lose is handed out (tasks wait for commits).
+        assert a.core is not None and not a.core.replies_before_commit
         await wait_until(a.leadership.is_root, 20, "a acting as root")
         await join(root_address, "n1")  # the root's last write: nothing follows it
         async with ha_candidate(tmp_path, etcd, "b", pb) as b:
