@@ -151,11 +151,8 @@ async def test_with_standbys_the_next_tasks_wait_for_the_versions_commit(
         t0, t1 = await start_two_workers(lead)
         waiting = await round_about_to_close(lead, t0)
         closing = asyncio.ensure_future(push(lead, t1))
-        for _ in range(200):  # bounded: until the version's commit waits at the gate
-            if lead.writer.held.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert lead.writer.held.is_set()
+        # Until the version's commit waits at the gate (bounded).
+        assert await asyncio.to_thread(lead.writer.held.wait, 2.0)
         await asyncio.sleep(0.1)
         # Version 1 exists but is not durable: neither the ack nor a task from it is out.
         assert not closing.done() and not waiting.done()
