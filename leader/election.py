@@ -247,7 +247,8 @@ class EtcdLeadership(Leadership):
             # Resign the lease: the root key (if ours) and the candidate key go at once.
             self._lease = 0
             with contextlib.suppress(EtcdError, TimeoutError):
-                await asyncio.wait_for(self._client.revoke(lease.id), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._client.revoke(lease.id)
 
     async def _keep_alive(self, lease_id: int) -> None:
         # Renew every TTL/6, each attempt given at most TTL/3: one slow or lost renewal under
@@ -262,10 +263,10 @@ class EtcdLeadership(Leadership):
             await asyncio.sleep(wait)
             sent = self._clock()
             try:
-                ttl = await asyncio.wait_for(
-                    self._client.keepalive(lease_id),
-                    max(0.1, min(deadline - sent, 2 * interval)),
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a result that
+                # lands with a cancel and drops the cancel, and this loop would never end.
+                async with asyncio.timeout(max(0.1, min(deadline - sent, 2 * interval))):
+                    ttl = await self._client.keepalive(lease_id)
             except (EtcdError, TimeoutError) as exc:
                 log.warning("lease renewal failed", error=str(exc) or type(exc).__name__)
                 continue

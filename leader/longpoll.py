@@ -69,7 +69,8 @@ class LongPolls(Generic[Ask, Answer]):
         try:
             # On a timeout (or a cancelled call) the answer is cancelled: a command in flight
             # that still asks for it drops its answer.
-            return await asyncio.wait_for(poll.answer, seconds)
+            async with asyncio.timeout(seconds):
+                return await poll.answer
         except TimeoutError:
             return None
         finally:

@@ -216,7 +216,8 @@ class SubLeader:
                 return task
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     def model(self, version: int) -> tuple[int, Params]:
         if self.sink is None:

@@ -90,7 +90,8 @@ class SubLeaderCredentials:
         assert self.renewer is not None
         self._tasks.append(asyncio.create_task(self.renewer.run()))
         try:
-            await asyncio.wait_for(self.watch.ready.wait(), within_s)
+            async with asyncio.timeout(within_s):
+                await self.watch.ready.wait()
         except TimeoutError:
             await self.close()
             raise

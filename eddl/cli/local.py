@@ -121,10 +121,10 @@ async def run_local(
             f"{spec.get('aggregation', 'auto')} aggregation"
         )
         try:
-            final = await asyncio.wait_for(
-                watch_job(cluster.address, job_id, on_event, identity=cluster.identity),
-                args.timeout,
-            )
+            async with asyncio.timeout(args.timeout):
+                final = await watch_job(
+                    cluster.address, job_id, on_event, identity=cluster.identity
+                )
         except TimeoutError as exc:
             raise LocalClusterError(f"the job did not finish within {args.timeout:.0f} s") from exc
     finally:

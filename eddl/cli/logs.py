@@ -73,7 +73,8 @@ async def print_events(
                     raise LogsTimeoutError(f"stopped after {timeout_s:g} s, before the job ended")
                 quieted = quiet is not None and quiet < left
                 try:
-                    event = await asyncio.wait_for(call.read(), quiet if quieted else left)
+                    async with asyncio.timeout(quiet if quieted else left):
+                        event = await call.read()
                 except TimeoutError:
                     if quieted:
                         return count  # the stored events are out; the job goes on

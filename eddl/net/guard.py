@@ -267,4 +267,5 @@ async def _drain(requests: AsyncIterator[Any]) -> None:
                 return
 
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(consume(), DRAIN_MAX_SECONDS)
+        async with asyncio.timeout(DRAIN_MAX_SECONDS):
+            await consume()

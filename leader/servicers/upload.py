@@ -93,4 +93,5 @@ async def drain(messages: Stream, max_bytes: int, max_seconds: float = 5.0) -> N
                 return
 
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(consume(), max_seconds)
+        async with asyncio.timeout(max_seconds):
+            await consume()
