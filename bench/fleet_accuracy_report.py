@@ -21,7 +21,7 @@ from bench.report import markdown_table
 if TYPE_CHECKING:
     from bench.fleet_accuracy import AccuracyRun
 
-__all__ = ["GOAL", "Comparison", "compare", "describe", "median_time"]
+__all__ = ["GOAL", "Comparison", "compare", "describe", "label", "median_time"]
 
 GOAL = 0.5  # time to target, split / flat
 LABELS = {"flat": "flat", "1-2": "1-2-n", "1-4": "1-4-n", "auto": "root's choice"}
@@ -70,6 +70,13 @@ def compare(
     return Comparison(s, f, s / f, False, s / f <= GOAL)
 
 
+def label(run: AccuracyRun) -> str:
+    """A run's topology, with the root's rule for a split one (flat: every update is a
+    device's own, the same under both rules)."""
+    name = LABELS[run.topology]
+    return name if run.topology == "flat" else f"{name}, {run.rule}"
+
+
 def _seconds(t: float | None, limit: float, unit: str = "") -> str:
     return f"not in {limit:g} s" if t is None else f"{t:.1f}{unit}"
 
@@ -80,7 +87,7 @@ def _rows(runs: Sequence[AccuracyRun], limit: float) -> list[list[object]]:
         down, up = (link_use(b, r.wall, r.rate_mbit) for b in r.link_bytes)
         best = "-" if r.reached.best is None else f"{r.reached.best:.3f}"
         rows.append(
-            [f"{r.rate_mbit:g}", LABELS[r.topology], r.rep, _seconds(r.reached.seconds, limit),
+            [f"{r.rate_mbit:g}", label(r), r.rep, _seconds(r.reached.seconds, limit),
              r.reached.version if r.reached.version is not None else "-",
              f"{r.reached.samples:,}" if r.reached.samples is not None else "-",
              best, r.reached.versions, f"{r.tasks / r.wall:.1f}",
@@ -104,13 +111,13 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: st
     for rate in dict.fromkeys(r.rate_mbit for r in runs):
         at = [r for r in runs if r.rate_mbit == rate]
         flat = [r.reached.seconds for r in at if r.topology == "flat"]
-        for topology in dict.fromkeys(r.topology for r in at if r.topology != "flat"):
-            split = [r.reached.seconds for r in at if r.topology == topology]
+        for topology in dict.fromkeys(label(r) for r in at if r.topology != "flat"):
+            split = [r.reached.seconds for r in at if label(r) == topology]
             if not flat:
                 continue
             c = compare(split, flat, args.limit)
             verdicts.append(
-                f"* {rate:g} Mbit/s, {LABELS[topology]} vs flat, median of "
+                f"* {rate:g} Mbit/s, {topology} vs flat, median of "
                 f"{len(split)} and {len(flat)} runs: "
                 f"{_seconds(_finite(c.split), args.limit, ' s')} vs "
                 f"{_seconds(_finite(c.flat), args.limit, ' s')}: {c.text()}"
@@ -125,7 +132,9 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: st
         "keeps pacing the links. The root leader in its own network namespace behind a veth "
         "shaped with `tc tbf` (the rate per direction), the devices and the sub-leaders in the "
         "other (1-2-n / 1-4-n: two / four sub-leaders started by hand, device i at sub-leader "
-        "i mod k). Async FedAsync job with target_accuracy 0.9, task_seconds "
+        "i mod k). Async job (the root's rule beside each split topology: `fedasync`, or "
+        "`fedasync-folds`, which counts a sub-leader's update for the updates it folds; a "
+        "device's own update is FedAsync's under both) with target_accuracy 0.9, task_seconds "
         f"{args.task_seconds:g}, tasks of 8-{args.max_task_samples} samples, every root "
         "version evaluated on the 2,000 test images. **s to 90%**: from the first device's "
         "start to the making of the first root version whose test accuracy is >= 90% (the "
@@ -140,9 +149,7 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: st
         + table
         + "\n\n"
         + "".join(
-            f"{LABELS[r.topology]}, {r.rate_mbit:g} Mbit/s, rep {r.rep}: {r.note}\n\n"
-            for r in runs
-            if r.note
+            f"{label(r)}, {r.rate_mbit:g} Mbit/s, rep {r.rep}: {r.note}\n\n" for r in runs if r.note
         )
         + (
             "\n".join(verdicts)

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 Aggregation = Literal["sync", "async", "auto"]
-AsyncRuleName = Literal["fedbuff", "fedasync", "eddl-mix", "async-delta"]
+AsyncRuleName = Literal["fedbuff", "fedasync", "fedasync-folds", "eddl-mix", "async-delta"]
 Distribution = Literal["dynamic", "static"]
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 ASYNC_RULES: tuple[str, ...] = get_args(AsyncRuleName)

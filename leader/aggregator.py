@@ -184,9 +184,11 @@ class Aggregator:
         return staleness
 
     def add(
-        self, task_id: str, params: Params, num_samples: int, base_version: int
+        self, task_id: str, params: Params, num_samples: int, base_version: int, *, folds: int = 1
     ) -> NewVersion | None:
-        """Take one validated update; in async mode it may produce a new version at once."""
+        """Take one validated update; in async mode it may produce a new version at once.
+        ``folds``: the updates it stands for (a sub-leader's group update), read by the async
+        rule ``fedasync-folds`` only; a sync round weights every update by its samples."""
         staleness = self.check(params, num_samples, base_version)
         if self.mode == "sync":
             weight = (
@@ -197,7 +199,7 @@ class Aggregator:
             update = self._update(params, weight, base_version)
             self._round.append((task_id, update))
             return None
-        update = self._update(params, int(num_samples), base_version)
+        update = self._update(params, int(num_samples), base_version, folds)
         buffered = self.async_rule.pending()
         try:
             result = self.async_rule.submit(self._params, update, self._version)
@@ -249,10 +251,15 @@ class Aggregator:
         return self._commit(flushed, buffered, samples, f"{self.async_rule.name} flush")
 
     # -- internals -------------------------------------------------------------------------
-    def _update(self, params: Params, num_samples: int, base_version: int) -> ClientUpdate:
+    def _update(
+        self, params: Params, num_samples: int, base_version: int, folds: int = 1
+    ) -> ClientUpdate:
         try:
             return ClientUpdate(
-                params=dict(params), num_samples=int(num_samples), base_version=int(base_version)
+                params=dict(params),
+                num_samples=int(num_samples),
+                base_version=int(base_version),
+                folds=folds,
             )
         except AggregationError as exc:
             raise UpdateRejectedError(str(exc)) from exc

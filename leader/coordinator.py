@@ -304,6 +304,7 @@ class Coordinator(JobCommands, Queries):
         term: int | None = None,
         wire_bytes: int = 0,
         sparse: Mapping[str, SparseRecord] | None = None,
+        folds: int = 1,
     ) -> UpdateAck:
         with self._op():
             self._check_term(term)
@@ -325,6 +326,7 @@ class Coordinator(JobCommands, Queries):
                     num_samples=num_samples,
                     seconds=seconds,
                     overhead=overhead,
+                    folds=folds,
                 )
             if ack.outcome == "duplicate":  # counted already: nothing new to take in
                 return ack

@@ -50,6 +50,7 @@ class RelaySink:
         self._models: OrderedDict[int, Params] = OrderedDict({version: clone(params)})
         self._keep = keep
         self._round: dict[str, int] = {}  # task id -> samples
+        self._folds: dict[str, int] = {}  # task id -> the updates it stands for
         self._round_base: int | None = None
         self._sum: dict[str, np.ndarray] = {}
         self._outbox: deque[UpwardUpdate] = deque()
@@ -123,15 +124,21 @@ class RelaySink:
         return self.version - base_version
 
     def add(
-        self, task_id: str, params: Params, num_samples: int, base_version: int
+        self, task_id: str, params: Params, num_samples: int, base_version: int, *, folds: int = 1
     ) -> NewVersion | None:
+        """A member's update into the open round (``folds``: the updates it stands for, 1
+        for a device's own; the round's upward update stands for their sum)."""
         self.check(params, num_samples, base_version)
         if task_id in self._round:
             raise DuplicateUpdateError(f"task {task_id} is already in the open round")
+        if isinstance(folds, bool) or not isinstance(folds, int) or not 1 <= folds <= num_samples:
+            raise UpdateRejectedError(f"an update of {num_samples} samples folds 1..{num_samples}"
+                                      f" updates, got {folds!r}")  # fmt: skip
         for name, value in params.items():
             term = value.astype(np.float64) * float(num_samples)
             self._sum[name] = self._sum[name] + term if name in self._sum else term
         self._round[task_id] = int(num_samples)
+        self._folds[task_id] = folds
         self._round_base = base_version
         return None
 
@@ -151,8 +158,9 @@ class RelaySink:
             )
         like = self.params  # the base version may have left the kept ones: same names, dtypes
         params = {k: (self._sum[k] / samples).astype(like[k].dtype) for k in like}
-        update = UpwardUpdate(task.task_id, task.base_version, samples, params, len(self._round))
-        self._round, self._sum, self._round_base = {}, {}, None
+        folded = sum(self._folds.values())
+        update = UpwardUpdate(task.task_id, task.base_version, samples, params, folded)
+        self._round, self._folds, self._sum, self._round_base = {}, {}, {}, None
         self._outbox.append(update)
         return update
 

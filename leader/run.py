@@ -254,13 +254,14 @@ class JobRun:
         num_samples: int | None = None,
         seconds: float | None = None,
         overhead: float = 0.0,
+        folds: int = 1,
     ) -> UpdateAck:
         if self.counted(task_id, node.node_id):  # re-sent, counted already
             return UpdateAck(task_id, "duplicate", self.version, "counted already")
         if self.status != "running":
             raise DuplicateUpdateError(f"job {self.spec.job_id} is {self.status}; update ignored")
         verify = partial(check_update, node=node, params=params, base_version=base_version,
-                         num_samples=num_samples, seconds=seconds)  # fmt: skip
+                         num_samples=num_samples, seconds=seconds, folds=folds)  # fmt: skip
         task = self.scheduler.adopt(task_id, node.node_id, node.session, verify)
         took = self._now() - task.issued_at
         stale = task.base_version < self.version
@@ -269,7 +270,9 @@ class JobRun:
         try:
             # The sink validates and refuses before it changes anything; only once it has
             # taken the update is the task marked done (so a refusal never loses the data).
-            produced = self.aggregator.add(task_id, params, task.num_samples, task.base_version)
+            produced = self.aggregator.add(
+                task_id, params, task.num_samples, task.base_version, folds=folds
+            )
         except StaleVersionError as exc:
             # Too old to use: the data is done again by someone else.
             self._free_since[node.node_id] = (self._now(), False)

@@ -265,6 +265,7 @@ class LeaderService:
         term: int | None,
         wire_bytes: int,
         sparse: Mapping[str, SparseRecord] | None = None,
+        folds: int = 1,
     ) -> UpdateAck:
         return await self._task_call(
             self._c.submit_update,
@@ -279,6 +280,7 @@ class LeaderService:
             term=term,
             wire_bytes=wire_bytes,
             sparse=sparse,
+            folds=folds,
         )
 
     async def fail_task(

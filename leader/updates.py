@@ -22,6 +22,7 @@ from eddl.leader.errors import UnknownTaskError, UpdateRejectedError
 from eddl.leader.ledger import Task
 from eddl.leader.membership import Node
 from eddl.leader.policy import Mode
+from eddl.learn.aggregation import MAX_FOLDS
 from eddl.learn.params import Params
 
 __all__ = ["UpdateAck", "UpdateSink", "Wait", "check_update"]
@@ -72,7 +73,7 @@ class UpdateSink(Protocol):
         ...
 
     def add(
-        self, task_id: str, params: Params, num_samples: int, base_version: int
+        self, task_id: str, params: Params, num_samples: int, base_version: int, *, folds: int = 1
     ) -> NewVersion | None: ...
 
     def close_round(self) -> NewVersion | None: ...
@@ -90,8 +91,10 @@ def check_update(
     base_version: int,
     num_samples: int | None,
     seconds: float | None,
+    folds: int = 1,
 ) -> None:
-    """Refuse an update that does not answer ``task`` as it was handed to ``node``."""
+    """Refuse an update that does not answer ``task`` as it was handed to ``node`` (``folds``,
+    the updates a group update stands for: 1..``MAX_FOLDS``, at most one per sample)."""
     task_id = task.task_id
     if task.node_id != node.node_id or task.session != node.session:
         raise UnknownTaskError(
@@ -105,6 +108,13 @@ def check_update(
     if num_samples is not None and num_samples != task.num_samples:
         raise UpdateRejectedError(
             f"task {task_id} holds {task.num_samples} samples, the update says {num_samples}"
+        )
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 1 <= folds <= MAX_FOLDS:
+        raise UpdateRejectedError(f"an update stands for 1..{MAX_FOLDS} updates, got {folds!r}")
+    if folds > task.num_samples:
+        raise UpdateRejectedError(
+            f"task {task_id} holds {task.num_samples} samples; an update of it cannot fold "
+            f"{folds} updates"
         )
     if seconds is not None and not (seconds >= 0 and np.isfinite(seconds)):
         raise UpdateRejectedError(f"task seconds must be finite and >= 0, got {seconds!r}")

@@ -264,6 +264,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     term=env.term,
                     wire_bytes=body.wire_bytes,
                     sparse=body.sparse,
+                    folds=head.folds,
                 )
             return cluster_pb2.PushUpdateReply(
                 envelope=self._envelope(env.job_id, ack.version, env.node_id),

@@ -16,6 +16,7 @@ from typing import TypeVar
 from eddl.leader.errors import InvalidArgumentError
 from eddl.leader.servicers.common import check_envelope, check_finite
 from eddl.leader.servicers.updatewire import UpdateBody, read_update_body
+from eddl.learn.aggregation import MAX_FOLDS
 from eddl.net import ChunkError, ChunkTooLargeError
 from eddl.proto.v1 import cluster_pb2, common_pb2
 
@@ -29,13 +30,16 @@ Stream = AsyncIterator[cluster_pb2.UpdateChunk]
 
 @dataclass(frozen=True)
 class UpdateHead:
-    """A checked update header: who sends what (``seconds`` and ``overhead`` finite)."""
+    """A checked update header: who sends what (``seconds`` and ``overhead`` finite;
+    ``folds``: the updates it stands for, ``stats.workers`` of a sub-leader's group update,
+    1..``MAX_FOLDS``, 1 when not given)."""
 
     header: cluster_pb2.UpdateHeader
     env: common_pb2.Envelope
     seconds: float
     overhead: float
     wire_bytes: int
+    folds: int = 1
 
 
 async def read_head(stream: Stream, *, term: int) -> UpdateHead:
@@ -49,7 +53,13 @@ async def read_head(stream: Stream, *, term: int) -> UpdateHead:
         raise InvalidArgumentError("update header: task_id is required")
     seconds = check_finite("stats.seconds", header.stats.seconds)
     overhead = check_finite("stats.overhead_seconds", header.stats.overhead_seconds)
-    return UpdateHead(header, header.envelope, seconds, overhead, first.ByteSize())
+    folds = int(header.stats.workers) or 1
+    if not 1 <= folds <= MAX_FOLDS:
+        raise InvalidArgumentError(
+            f"update header: stats.workers must be 0..{MAX_FOLDS} (the updates a group update "
+            f"folds), got {folds}"
+        )
+    return UpdateHead(header, header.envelope, seconds, overhead, first.ByteSize(), folds)
 
 
 async def read_failure(stream: Stream, head: UpdateHead) -> str:

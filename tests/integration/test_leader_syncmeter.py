@@ -167,8 +167,10 @@ async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_i
             await liar.join(TOKEN)
             assert set(edge.director.offers) == {"sub-1"}
             with capture_logs() as logs:
-                # The worker's declaration counts for nothing.
-                await _answer(liar, workers=256)
+                # The worker's declaration counts for nothing. It declares 8, the job's
+                # min_task_samples: an update may not stand for more updates than its task
+                # has samples (refused outright, test_subleader_folds.py).
+                await _answer(liar, workers=8)
                 assert policy.counts == [1]
                 # Its next task is drawn before the split: once groups exist, a worker the
                 # plan does not know is placed in one and asks its sub-leader for tasks.
@@ -178,13 +180,13 @@ async def test_a_worker_counts_as_one_whatever_it_declares_and_a_sub_leader_as_i
                 members = [NodeLink("g1", 1e6, 10.0), NodeLink("g2", 1e6, 10.0)]
                 formed = edge.director.apply(promote, members, edge.clock())
                 assert [g.leader for g in formed.groups] == ["sub-1"]
-                # Promoted: its push stands for its five members; the worker's 256 for one.
+                # Promoted: its push stands for its five members; the worker's 8 for one.
                 await _answer(sub, workers=5)
-                await _push(liar, held, workers=256)
+                await _push(liar, held, workers=8)
             assert policy.counts == [1, 6, 6]
             assert meter._behind == {"sub-1": 5, "w-liar": 1}
             ignored = [e for e in logs if e["event"] == "declared workers ignored"]
-            assert [(e["node"], e["workers"]) for e in ignored] == [("w-liar", 256)] * 2
+            assert [(e["node"], e["workers"]) for e in ignored] == [("w-liar", 8)] * 2
     finally:
         await daemon.stop(0.2)
 

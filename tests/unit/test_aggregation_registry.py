@@ -38,6 +38,7 @@ def test_public_surface_is_explicit() -> None:
         "fedasync",
         "fedavg",
         "fedbuff",
+        "folds",
         "intmean",
         "registry",
         "reptile",
@@ -57,10 +58,11 @@ def test_every_named_rule_is_built_with_its_defaults() -> None:
         "fedbuff",
         "eddl-mix",
         "async-delta",
+        "fedasync-folds",
     )
     built = {
         name: make_rule(name, base_lookup=lookup)
-        if name in ("fedbuff", "async-delta")
+        if name in ("fedbuff", "async-delta", "fedasync-folds")
         else make_rule(name)
         for name in RULE_NAMES
     }
@@ -73,6 +75,14 @@ def test_every_named_rule_is_built_with_its_defaults() -> None:
         "staleness": "polynomial",
         "staleness_a": 0.5,
         "allow_partial": False,
+    }
+    assert built["fedasync-folds"].describe() == {
+        "name": "fedasync-folds",
+        "alpha": 0.6,
+        "staleness": "polynomial",
+        "staleness_a": 0.5,
+        "allow_partial": False,
+        "max_gain": 4.0,
     }
     assert isinstance(built["eddl-mix"], EDDLMix)
     assert built["eddl-mix"].describe() == {

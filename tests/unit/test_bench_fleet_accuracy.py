@@ -3,12 +3,13 @@ split vs flat against the 0.5x target with runs that did not reach it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from bench.fleet_accuracy import TargetWatch, job_spec
-from bench.fleet_accuracy_report import GOAL, compare, median_time
+from bench.fleet_accuracy import AccuracyRun, Reached, TargetWatch, job_spec
+from bench.fleet_accuracy_report import GOAL, compare, label, median_time
 from eddl.jobspec import JobSpec
 
 
@@ -69,3 +70,19 @@ def test_the_job_is_a_valid_spec_with_the_target() -> None:
     spec = JobSpec.from_mapping(job_spec(64, 1.0, 4096, seed=1))
     assert spec.target_accuracy == pytest.approx(0.9) and spec.eval_every == 1
     assert spec.max_task_samples == 4096
+
+
+def test_the_roots_rule_is_chosen_and_checked() -> None:
+    assert JobSpec.from_mapping(job_spec(64, 1.0, 4096, seed=1)).async_rule == "fedasync-folds"
+    plain = JobSpec.from_mapping(job_spec(64, 1.0, 4096, seed=1, async_rule="fedasync"))
+    assert plain.async_rule == "fedasync"
+    with pytest.raises(ValueError, match="async_rule"):
+        job_spec(64, 1.0, 4096, seed=1, async_rule="fedbuff")
+
+
+def test_a_split_run_is_labelled_with_the_roots_rule() -> None:
+    reached = Reached(100.0, 150, 1000, 0.9, 150)
+    run = AccuracyRun(20.0, 64, "1-4", 0, reached, 100.0, 10, 1000, 0, 0.1, 0.1, 0.5, 0.1,
+                      (1, 1), rule="fedasync-folds")  # fmt: skip
+    assert label(run) == "1-4-n, fedasync-folds"
+    assert label(dataclasses.replace(run, topology="flat")) == "flat"

@@ -15,12 +15,14 @@ Modules:
 * ``reptile``   Reptile's outer step ``θ + ε·Σ w_i(φ_i − θ)`` (sync; ε = 1 is FedAvg).
 * ``fedasync``  FedAsync and EDDL's ``(global + incoming) / 2`` mix (async, unbuffered).
 * ``fedbuff``   FedBuff, K buffered staleness-weighted deltas; AsyncDelta, K = 1 (async).
+* ``folds``     FedAsync that counts a sub-leader's group update for the updates it folds.
 * ``robust``    coordinate-wise median and trimmed mean, fedavg's ``robust`` option (sync).
 * ``registry``  ``make_rule(name, **params)``.
 """
 
 from eddl.learn.aggregation.adaptive import FedAdam, FedYogi
 from eddl.learn.aggregation.base import (
+    MAX_FOLDS,
     AggregationError,
     AggregationRule,
     AsyncRule,
@@ -30,6 +32,7 @@ from eddl.learn.aggregation.base import (
 from eddl.learn.aggregation.fedasync import EDDLMix, FedAsync
 from eddl.learn.aggregation.fedavg import FedAvg
 from eddl.learn.aggregation.fedbuff import AsyncDelta, BaseLookup, FedBuff
+from eddl.learn.aggregation.folds import FoldedFedAsync
 from eddl.learn.aggregation.intmean import IntMean
 from eddl.learn.aggregation.registry import (
     BASE_LOOKUP_RULES,
@@ -52,6 +55,7 @@ from eddl.learn.aggregation.state import RuleState
 
 __all__ = [
     "BASE_LOOKUP_RULES",
+    "MAX_FOLDS",
     "RULE_NAMES",
     "SERVER_OPT_NAMES",
     "STALENESS_NAMES",
@@ -68,6 +72,7 @@ __all__ = [
     "FedAvg",
     "FedBuff",
     "FedYogi",
+    "FoldedFedAsync",
     "Hinge",
     "IntMean",
     "Polynomial",

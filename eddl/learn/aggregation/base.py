@@ -21,12 +21,17 @@ if TYPE_CHECKING:  # state.py builds on this module's error type
     from eddl.learn.aggregation.state import RuleState
 
 __all__ = [
+    "MAX_FOLDS",
     "AggregationError",
     "AggregationRule",
     "AsyncRule",
     "ClientUpdate",
     "SyncRule",
 ]
+
+
+#: The most updates one update may stand for (a sub-leader's group of that many devices).
+MAX_FOLDS = 256
 
 
 class AggregationError(ParamsError):
@@ -47,11 +52,15 @@ class ClientUpdate:
     built with ``allow_partial=True``) a non-empty subset of the names. ``base_version`` is the
     global model version the client started from; the staleness of the update is
     ``version - base_version`` where ``version`` is the version of the global model it meets.
+    ``folds`` is the number of updates it stands for: 1 for a device's own, a sub-leader's
+    group update the updates of its members it folded (1..``MAX_FOLDS``, at most one per
+    sample); only a rule that weights by it (``fedasync-folds``) reads it.
     """
 
     params: Params
     num_samples: int
     base_version: int
+    folds: int = 1
 
     def __post_init__(self) -> None:
         check_update_fields(self)
@@ -82,6 +91,13 @@ def check_update_fields(update: object) -> ClientUpdate:
         )
     if update.base_version < 0:
         raise AggregationError(f"base_version must be >= 0, got {update.base_version}")
+    if not _is_int(update.folds):
+        raise AggregationError(f"folds must be an int, got {type(update.folds).__name__}")
+    if not 1 <= update.folds <= min(MAX_FOLDS, update.num_samples):
+        raise AggregationError(
+            f"folds must be 1..{MAX_FOLDS} and at most num_samples ({update.num_samples}), "
+            f"got {update.folds}"
+        )
     return update
 
 

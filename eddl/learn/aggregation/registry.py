@@ -9,6 +9,7 @@ from eddl.learn.aggregation.base import AggregationError, AggregationRule
 from eddl.learn.aggregation.fedasync import EDDLMix, FedAsync
 from eddl.learn.aggregation.fedavg import FedAvg
 from eddl.learn.aggregation.fedbuff import AsyncDelta, FedBuff
+from eddl.learn.aggregation.folds import FoldedFedAsync
 from eddl.learn.aggregation.intmean import IntMean
 from eddl.learn.aggregation.reptile import Reptile
 from eddl.learn.aggregation.robust import RobustMean
@@ -92,6 +93,13 @@ def _fedasync(p: dict[str, object]) -> AggregationRule:
     return FedAsync(**p)  # type: ignore[arg-type]
 
 
+def _fedasync_folds(p: dict[str, object]) -> AggregationRule:
+    if "base_lookup" not in p:
+        raise AggregationError("fedasync-folds needs base_lookup, a callable version -> params")
+    _staleness_from(p, "polynomial")
+    return FoldedFedAsync(**p)  # type: ignore[arg-type]
+
+
 def _fedbuff(p: dict[str, object]) -> AggregationRule:
     if "base_lookup" not in p:
         raise AggregationError("fedbuff needs base_lookup, a callable version -> params")
@@ -138,11 +146,15 @@ _RULES: dict[str, tuple[Callable[[dict[str, object]], AggregationRule], tuple[st
         _async_delta,
         ("base_lookup", "server_lr", *_STALENESS_KEYS, "allow_partial"),
     ),
+    "fedasync-folds": (
+        _fedasync_folds,
+        ("base_lookup", "alpha", *_STALENESS_KEYS, "max_gain", "allow_partial"),
+    ),
 }
 
 RULE_NAMES: tuple[str, ...] = tuple(_RULES)
 #: The rules that compute deltas against the base model of an update's version.
-BASE_LOOKUP_RULES: tuple[str, ...] = ("fedbuff", "async-delta")
+BASE_LOOKUP_RULES: tuple[str, ...] = ("fedbuff", "async-delta", "fedasync-folds")
 
 
 def make_rule(name: str, **params: object) -> AggregationRule:
