@@ -270,6 +270,7 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
         interceptors=[*ops.interceptors, meter],
         authorized_interceptors=[edge],
         on_command=ops.sink.command,
+        leads=edge.leads,
     )
     holder.append(daemon)
     daemon.on_serving.append(lambda server: ops.serving(server.address))

@@ -73,8 +73,12 @@ class LeaderDaemon:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         authorized_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         on_command: Callable[[str, float], None] | None = None,
+        leads: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
+        # Whether a node leads a group of this root (eddl.leader.groupedge): its update may
+        # stand for the updates its group folded.
+        self._leads = leads
         self._on_command = on_command  # each owner command's CPU seconds (the metrics)
         self._runtime_factory = runtime_factory
         self.interceptors = interceptors  # e.g. eddl.ops' metrics interceptor
@@ -164,6 +168,8 @@ class LeaderDaemon:
         self.core = LeaderCore(coordinator, self._on_command, replies_before_commit=self.ha is None)
         # Typed domain events, not a periodic comparison of statuses, wake the long-polls.
         self.service = service = LeaderService(self.core)
+        if self._leads is not None:
+            service.leads = self._leads
         cluster = ClusterServicer(service, cfg)
         admin = AdminServicer(service, cfg)
         registrations: list[Any] = [

@@ -37,12 +37,15 @@ from eddl.leader.run import UpdateAck, Wait
 from eddl.leader.scheduler import Task
 from eddl.leader.views import JobView, NodeView, TaskOut, job_view, node_view
 from eddl.learn.params import Params
+from eddl.log import get_logger
 from eddl.net.sparse import SparseRecord
 
 __all__ = ["LeaderService"]
 
 # A GetTask: node id, job id, term, and the task whose update the node is pushing meanwhile.
 _Ask = tuple[str, str | None, int | None, str | None]
+
+log = get_logger("leader.service")
 
 
 class LeaderService:
@@ -66,6 +69,9 @@ class LeaderService:
         self._unsubscribe = core.on_event(self._on_event, before_commit=True)
         self.reports = self._reports = NodeReports()
         self._wires: dict[str, JobWire] = {}
+        # Whether a node leads a group of this root (a sub-leader whose offer to lead was
+        # admitted): only its update may stand for several (``folds``). Nobody by default.
+        self.leads: Callable[[str], bool] = _nobody
 
     @property
     def term(self) -> int:
@@ -267,6 +273,14 @@ class LeaderService:
         sparse: Mapping[str, SparseRecord] | None = None,
         folds: int = 1,
     ) -> UpdateAck:
+        if folds > 1 and not self.leads(node_id):
+            log.warning(
+                "declared folds ignored",
+                node=node_id[:128],
+                folds=folds,
+                reason="only a sub-leader of this root may push for several updates",
+            )
+            folds = 1
         return await self._task_call(
             self._c.submit_update,
             node_id,
@@ -333,3 +347,7 @@ class LeaderService:
 
     async def subscribe(self, job_id: str, listener: Listener) -> Callable[[], None]:
         return await self.core.subscribe(job_id, listener)
+
+
+def _nobody(node_id: str) -> bool:
+    return False
