@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.disturb import FREEZE_GAP_S, FREEZE_S, churn, freeze
 from bench.report import markdown_table, write_section
 from bench.scale import scale
 from eddl.cli.admin_client import cancel_job, submit_job, watch_job
@@ -286,31 +287,15 @@ POLICIES = ("sync", "async", "auto")
 _SETTLE_S = 1.5
 
 
-async def _churn(
-    cluster: LocalCluster, index: int, period: float, stop: asyncio.Event, *, crash: bool = False
-) -> int:
-    """Worker ``index`` leaves every ``period`` s (``crash``: is killed with SIGKILL, so the
-    leader must notice it by missed heartbeats) and is started again 2 s later."""
-    flips = 0
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), period)
-            break
-        except TimeoutError:
-            pass
-        if crash:
-            proc = cluster.procs[f"worker-{index}"]
-            proc.kill()
-            await asyncio.to_thread(proc.wait, 10)
-        else:
-            await asyncio.to_thread(cluster.stop_worker, index)
-        flips += 1
-        await asyncio.sleep(min(2.0, period / 4))
-        cluster.start_worker(index)
-    return flips
-
-
-SCENARIOS = ("one 4x straggler", "churn", "crashes", "homogeneous")
+SCENARIOS = (
+    "one 4x straggler",
+    "churn",
+    "crashes",
+    "homogeneous",
+    "one 10x straggler",
+    "freezes",
+    "homogeneous 8",
+)
 
 
 async def policies(
@@ -321,18 +306,22 @@ async def policies(
     target: float,
     reps: int,
     only: Sequence[str] = SCENARIOS,
+    first_rep: int = 0,
 ) -> str:
-    # name -> (throttles, how worker 3 comes and goes: None, "leave" or "crash")
+    # name -> (throttles, what happens to worker 3: None, "leave", "crash" or "freeze")
     scenarios: dict[str, tuple[list[float], str | None]] = {
         "one 4x straggler": ([scale, scale, scale, 4 * scale], None),
         "churn": ([scale] * 4, "leave"),
         "crashes": ([scale] * 4, "crash"),
         "homogeneous": ([scale] * 4, None),
+        "one 10x straggler": ([scale, scale, scale, 10 * scale], None),
+        "freezes": ([scale] * 4, "freeze"),
+        "homogeneous 8": ([scale] * 8, None),
     }
     rows = []
     details: list[str] = []
     load_start = os.getloadavg()[0]
-    for name, (throttles, churn) in scenarios.items():
+    for name, (throttles, disturbance) in scenarios.items():
         if name not in only:
             continue
         times: dict[str, list[float]] = {p: [] for p in POLICIES}
@@ -349,21 +338,23 @@ async def policies(
             # first. Sync rounds make every worker finish each of its 8 tasks.
             await _run_job(cluster, _job(rounds=8, aggregation="sync", seed=10**6))
             await asyncio.sleep(_SETTLE_S)
-            for rep in range(reps):
+            for rep in range(first_rep, first_rep + reps):
                 # Rotate the order so no policy always runs first (or last) in a repetition.
                 for policy in POLICIES[rep % 3 :] + POLICIES[: rep % 3]:
                     stop = asyncio.Event()
                     churner = (
-                        asyncio.create_task(
-                            _churn(
+                        asyncio.create_task(freeze(cluster.procs["worker-3"], stop))
+                        if disturbance == "freeze"
+                        else asyncio.create_task(
+                            churn(
                                 cluster,
                                 3,
-                                crash_period if churn == "crash" else churn_period,
+                                crash_period if disturbance == "crash" else churn_period,
                                 stop,
-                                crash=churn == "crash",
+                                crash=disturbance == "crash",
                             )
                         )
-                        if churn
+                        if disturbance
                         else None
                     )
                     result = await _run_to_target(
@@ -404,8 +395,9 @@ async def policies(
         raw_med = {p: statistics.median(v) if v else math.inf for p, v in raw.items()}
         raw_low, raw_high = _ratio_interval(raw)
         churn_note = ""
-        if churn:
-            churn_note = f"; worker 3 {'killed' if churn == 'crash' else 'left'} {sum(flips)} times"
+        if disturbance:
+            verb = {"crash": "killed", "leave": "left", "freeze": "frozen"}[disturbance]
+            churn_note = f"; worker 3 {verb} {sum(flips)} times"
         rows.append(
             [
                 name,
@@ -427,9 +419,13 @@ async def policies(
         f"processes (throttle x{scale:g}); async = FedBuff (buffer 3); churn: worker 3 leaves "
         f"every {churn_period:g} s and rejoins 2 s later; crashes: worker 3 is killed (SIGKILL) "
         f"every {crash_period:g} s and started again 2 s later (heartbeat 0.5 s, so the leader "
-        f"declares it gone 1-1.5 s after the kill); auto with the default policy "
-        f"(`PolicyConfig()`, see leader-logic.md). {reps} repetitions per policy, the order "
-        f"rotated each repetition, seed = repetition for every policy, after one untimed "
+        f"declares it gone 1-1.5 s after the kill); freezes: worker 3 is stopped (SIGSTOP) for "
+        f"{FREEZE_S:g} s and continued (SIGCONT) {FREEZE_GAP_S:g} s, over and over (shorter than "
+        f"the heartbeat patience, so the leader declares it gone only now and then); homogeneous "
+        f"8: eight equal workers; auto with the default policy "
+        f"(`PolicyConfig()`, see leader-logic.md). {reps} repetitions per policy (numbered "
+        f"{first_rep}-{first_rep + reps - 1}), the order rotated each repetition, seed = "
+        f"repetition for every policy, after one untimed "
         f"warm-up job per cluster and with a {_SETTLE_S:g} s pause after each job; the table "
         f"gives the median and each run. 1-minute load average {load_start:.1f} at the start, "
         f"{load_end:.1f} at the end (2 cores).\n\n"
@@ -510,6 +506,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"policies: comma-separated subset of {', '.join(SCENARIOS)}",
     )
     p.add_argument("--reps", type=int, default=3, help="repetitions (the median is reported)")
+    p.add_argument(
+        "--first-rep",
+        type=int,
+        default=0,
+        help="policies: number of the first repetition (its seed and order), to split a long "
+        "measurement into runs",
+    )
     p.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
     p.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
     p.add_argument(
@@ -545,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"{flag} must be > 0 seconds, got {value}")
     if args.reps < 1:
         p.error(f"--reps must be >= 1, got {args.reps}")
+    if not 0 <= args.first_rep <= 10**6:
+        p.error(f"--first-rep must be in 0..1000000, got {args.first_rep}")
     command = ["python", "-m", "bench.cluster", *(argv if argv is not None else sys.argv[1:])]
 
     def emit(name: str, title: str, body: str) -> None:
@@ -571,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     target,
                     1 if args.quick else args.reps,
                     only,
+                    args.first_rep,
                 )
             )
             emit("cluster-policies", "Cluster: sync vs async vs auto", body)

@@ -18,6 +18,7 @@ from bench.scale import _Client, wake_latencies
         (["--crash-period", "0"], "--crash-period must be > 0"),
         (["--churn-period", "nan"], "--churn-period must be > 0"),
         (["--reps", "0"], "--reps must be >= 1"),
+        (["--first-rep", "-1"], "--first-rep must be in 0..1000000"),
     ],
 )
 def test_bad_options_are_refused(
