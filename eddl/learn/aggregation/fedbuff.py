@@ -29,7 +29,7 @@ from eddl.learn.aggregation.fedavg import SUM_SAMPLES_MAX
 from eddl.learn.aggregation.staleness import Polynomial, Staleness
 from eddl.learn.params import Params, ParamsError, check_like
 
-__all__ = ["AsyncDelta", "BaseLookup", "FedBuff"]
+__all__ = ["AsyncDelta", "BaseLookup", "FedBuff", "base_model"]
 
 BaseLookup = Callable[[int], Mapping[str, np.ndarray] | None]
 
@@ -113,7 +113,9 @@ class FedBuff(AsyncRule):
         v = check_version(version)
         check_global(global_params)
         s = check_single(global_params, update, v, allow_partial=self.allow_partial, what="update")
-        base = global_params if s == 0 else self._base(update.base_version, global_params)
+        base: Mapping[str, np.ndarray] = global_params
+        if s:
+            base = base_model(self.base_lookup, update.base_version, global_params, "its delta")
         weight = self.update_weight(update)
         scale = weight * self.staleness(s)
         # New dicts and arrays: the committed buffer is untouched until nothing can fail.
@@ -152,22 +154,6 @@ class FedBuff(AsyncRule):
 
     def _clear(self) -> None:
         self._sums, self._weights, self._count, self._samples = {}, {}, 0, {}
-
-    def _base(self, base_version: int, global_params: Params) -> Mapping[str, np.ndarray]:
-        try:
-            base = self.base_lookup(base_version)
-        except LookupError:
-            base = None
-        if base is None:
-            raise AggregationError(
-                f"update: base model version {base_version} is not available, so its delta "
-                "cannot be computed"
-            )
-        try:
-            check_like(global_params, base, what=f"base model version {base_version}")
-        except ParamsError as exc:
-            raise AggregationError(str(exc)) from exc
-        return base
 
     def _apply(
         self,
@@ -226,3 +212,24 @@ class AsyncDelta(FedBuff):
             **self.staleness.params(),
             "allow_partial": self.allow_partial,
         }
+
+
+def base_model(
+    lookup: BaseLookup, base_version: int, global_params: Params, what: str
+) -> Mapping[str, np.ndarray]:
+    """The model of ``base_version`` from ``lookup``, shaped like ``global_params``; refused
+    (``AggregationError``) when it is gone or unlike: ``what`` then cannot be computed."""
+    try:
+        base = lookup(base_version)
+    except LookupError:
+        base = None
+    if base is None:
+        raise AggregationError(
+            f"update: base model version {base_version} is not available, so {what} "
+            "cannot be computed"
+        )
+    try:
+        check_like(global_params, base, what=f"base model version {base_version}")
+    except ParamsError as exc:
+        raise AggregationError(str(exc)) from exc
+    return base

@@ -21,7 +21,6 @@ with ``g = 4``, 107 and 116 with FedAsync, 282 and 263 with ``g = 16``; docs/agg
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -34,9 +33,9 @@ from eddl.learn.aggregation.checks import (
     check_version,
 )
 from eddl.learn.aggregation.fedasync import FedAsync
-from eddl.learn.aggregation.fedbuff import BaseLookup
+from eddl.learn.aggregation.fedbuff import BaseLookup, base_model
 from eddl.learn.aggregation.staleness import Staleness
-from eddl.learn.params import Params, ParamsError, check_like
+from eddl.learn.params import Params
 
 __all__ = ["MAX_GAIN", "FoldedFedAsync"]
 
@@ -78,7 +77,8 @@ class FoldedFedAsync(FedAsync):
         g = self.gain(update.folds)
         if g == 1.0:
             return super().submit(global_params, update, version)
-        base = self._base(update.base_version, global_params)  # refused before any change
+        step_of = "the group's own step"
+        base = base_model(self.base_lookup, update.base_version, global_params, step_of)
         a = self.mixing_weight(s)
         out: Params = {}
         for name, current in global_params.items():
@@ -91,19 +91,3 @@ class FoldedFedAsync(FedAsync):
             step = a * (x_in - x) + (a * (g - 1.0)) * (x_in - base[name].astype(np.float64))
             out[name] = cast_back(x + step, current.dtype, name)
         return out
-
-    def _base(self, base_version: int, global_params: Params) -> Mapping[str, np.ndarray]:
-        try:
-            base = self.base_lookup(base_version)
-        except LookupError:
-            base = None
-        if base is None:
-            raise AggregationError(
-                f"update: base model version {base_version} is not available, so the group's "
-                "own step cannot be computed"
-            )
-        try:
-            check_like(global_params, base, what=f"base model version {base_version}")
-        except ParamsError as exc:
-            raise AggregationError(str(exc)) from exc
-        return base
