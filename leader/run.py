@@ -1,15 +1,13 @@
 """One running job: scheduler + aggregator + auto policy + checkpoints, behind plain methods.
 
-:class:`JobRun` is driven by the :class:`~eddl.leader.coordinator.Coordinator`, which owns the
-membership and the job queue and checks envelopes first. Everything here is synchronous and
-short (numpy work on one update, a small SQLite write per version).
+:class:`JobRun` is driven by the :class:`~eddl.leader.coordinator.Coordinator` (which owns the
+membership and job queue and checks envelopes first); everything here is synchronous and short.
 
-Synchronous rounds follow :mod:`eddl.leader.rounds`. Updates that arrive after their round
-closed are folded into the open round as stale (see :mod:`eddl.leader.aggregator`); a task still
-out after ``2 × round_deadline`` is taken back and its data re-queued, and its update would then
-be refused. A task a worker reports as failed (:meth:`JobRun.fail_task`) is re-queued at once;
-``spec.max_task_failures`` failures in a row, with no update taken in between, end the job as
-``failed`` (a job whose every task fails would otherwise run, at version 0, forever).
+Synchronous rounds follow :mod:`eddl.leader.rounds`; late updates fold into the open round as
+stale (:mod:`eddl.leader.aggregator`). A task out after ``2 × round_deadline`` is taken back,
+its data re-queued and its update refused; a task reported failed (:meth:`JobRun.fail_task`)
+is re-queued at once. ``spec.max_task_failures`` failures in a row with no update taken in
+between end the job as ``failed`` (else a job whose every task fails runs on at version 0).
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ goes up while the group waits for the next upstream task.
 
 :class:`SubLeader` is the one owner of this state; its methods run on the event loop, one at
 a time between awaits, and never block. A member silent for ``patience`` beats is dropped and
-its range re-queued for the others; a member that answers for a range it no longer holds is
-refused.
+its range re-queued; an answer for a range the member no longer holds is refused.
 """
 
 from __future__ import annotations
