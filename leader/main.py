@@ -230,6 +230,8 @@ async def _serve(config: LeaderConfig, lock: StateDirLock) -> bool:
             reason=d.reason,
             workers=f.workers,
             synchronising=f.synchronising,
+            outstanding=f.outstanding,
+            served=f.served,
             buc=f.buc,
             previous_workers=f.previous_workers,
             previous_buc=f.previous_buc,

@@ -6,14 +6,19 @@ pulled) over a sliding window. The root is *saturated* when adding workers no lo
 (BUC at the larger worker count is less than ``1 + min_gain`` times the BUC last measured at a
 smaller one), or when its own link stays above ``busy_high`` for ``busy_for`` seconds. Then
 :class:`SplitPolicy` decides to *promote*: the number of groups doubles (0 → 2 → 4, up to
-``max_groups``, at least ``min_group`` workers per group). It *demotes* (the groups halve,
-2 → 0 is the flat cluster again) with hysteresis: only once the workers have fallen to
-``demote_fraction`` of their count at the last promotion and the link has stayed below
-``busy_low`` for ``hold`` seconds, and never within ``hold`` seconds of the last decision.
+``max_groups``, at least ``min_group`` workers per group). When the link is held full and the
+tasks outstanding (handed, their update not yet arrived) are at least ``surge`` times the
+synchronisations it completed within the window, the demand is far beyond the link and one
+promotion takes as many doublings as the workers synchronising or holding a task fill. It
+*demotes* (the groups halve, 2 → 0 is the flat cluster again) with hysteresis: only once
+the workers have fallen to ``demote_fraction`` of their count at the last promotion and the
+link has stayed below ``busy_low`` for ``hold`` seconds, and never within ``hold`` seconds of
+the last decision.
 
 :func:`plan_groups` then picks the sub-leaders (leader candidates first, then workers started
-with ``--can-lead``; the highest measured bandwidth first) and spreads the other workers over
-the groups so that every group holds about the same training speed.
+with ``--can-lead``; the highest measured bandwidth first; a candidate not picked stays a
+standby) and spreads the other workers over the groups so that every group holds about the
+same training speed.
 
 Pure and clock-free: every figure comes in with its time; every decision is a typed
 :class:`SplitDecision` holding the figures behind it, for the leader to publish as an event.
@@ -52,6 +57,9 @@ class SplitConfig:
     demote_fraction: float = 0.5  # ... and workers down to this share of the promotion's count
     max_groups: int = 4
     min_group: int = 2  # workers per group, the sub-leader not counted
+    # A link held full with at least this many tasks outstanding per synchronisation it
+    # completed in the window: one promotion takes every doubling the workers fill.
+    surge: float = 4.0
 
     def __post_init__(self) -> None:
         if not (self.window > 0 and self.busy_for >= 0 and self.hold >= 0):
@@ -62,6 +70,8 @@ class SplitConfig:
             raise ValueError("demote_fraction must be in (0, 1)")
         if self.max_groups < 2 or self.min_group < 1:
             raise ValueError("max_groups must be >= 2 and min_group >= 1")
+        if not (math.isfinite(self.surge) and self.surge >= 1):
+            raise ValueError("surge must be finite and >= 1")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,11 @@ class SplitFigures:
     # Workers synchronising in the window, finished or still under way (>= ``workers``, which
     # counts finished synchronisations only): what a promotion is judged on.
     synchronising: int = 0
+    # Nodes holding a task the root handed whose update has not arrived (tasks outstanding),
+    # and the synchronisations that finished within the window: how far demand outruns the
+    # link (a full link's busy share stops at 100%).
+    outstanding: int = 0
+    served: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class SplitPolicy:
         self._last_decision = -math.inf
         self._workers_at_promotion = 0
         self._seen = 0  # workers synchronising in the window, finished or not (the meter's)
+        self._outstanding = 0  # tasks handed whose update has not arrived (the meter's)
 
     # -- figures ---------------------------------------------------------------------------
     def observe_sync(self, at: float, workers: int, seconds: float) -> None:
@@ -118,13 +134,16 @@ class SplitPolicy:
         self._link.append((at, utilisation))
         self._trim(at)
 
-    def observe_workers(self, workers: int) -> None:
+    def observe_workers(self, workers: int, outstanding: int = 0) -> None:
         """``workers`` were synchronising within the window, their synchronisation finished or
         still under way: the count a promotion is judged on when too few finish for a BUC
-        figure (a link so full that no update completes)."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        figure (a link so full that no update completes). ``outstanding`` nodes hold a task
+        the root handed them and their update for it has not arrived."""
+        for name, value in (("workers", workers), ("outstanding", outstanding)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self._seen = workers
+        self._outstanding = outstanding
 
     def buc(self, now: float) -> tuple[int, float] | None:
         """``(n, n / t_sync)`` over the window, when every sync in it saw the same ``n``."""
@@ -165,6 +184,17 @@ class SplitPolicy:
                 )
             else:
                 reason = f"root link >= {c.busy_high:.0%} busy for {c.busy_for:g} s"
+                if figures.outstanding >= c.surge * max(1, figures.served):
+                    # Nodes holding a task are workers too: those the plan does not know yet
+                    # join the smallest group when they next ask for a task.
+                    workers = max(figures.synchronising, figures.outstanding)
+                    while self._fills(2 * groups, workers):
+                        groups *= 2
+                    reason += (
+                        f", {figures.outstanding} tasks outstanding for {figures.served} "
+                        f"synchronisations completed in {c.window:g} s (>= {c.surge:g}x): "
+                        f"{groups} groups at once"
+                    )
             self._workers_at_promotion = figures.synchronising
             return self._decide("promote", groups, reason, figures, now)
         quiet = self._link_held(now, c.hold, lambda u: u < c.busy_low) or not self._link
@@ -187,8 +217,10 @@ class SplitPolicy:
 
     # -- internals -------------------------------------------------------------------------
     def _can_promote(self, workers: int) -> bool:
-        groups = max(2, 2 * self.groups)
-        # Every group needs a sub-leader and min_group workers besides it.
+        return self._fills(max(2, 2 * self.groups), workers)
+
+    def _fills(self, groups: int, workers: int) -> bool:
+        """``workers`` fill ``groups``: each needs a sub-leader and min_group workers besides."""
         return groups <= self.config.max_groups and workers >= groups * (1 + self.config.min_group)
 
     def _decide(
@@ -212,6 +244,8 @@ class SplitPolicy:
             link_busy=self._link[-1][1] if self._link else None,
             groups=self.groups,
             synchronising=max(workers, self._seen),
+            outstanding=self._outstanding,
+            served=len(self._syncs),
         )
 
     def _link_held(self, now: float, seconds: float, test: Callable[[float], bool]) -> bool:
@@ -257,8 +291,10 @@ class GroupPlan:
 def plan_groups(nodes: list[NodeLink], groups: int, *, min_group: int = 2) -> GroupPlan:
     """Pick ``groups`` sub-leaders and share the other nodes among them by speed.
 
-    Fewer groups are formed when fewer nodes may lead or too few workers are left for
-    ``min_group`` each; with none, everyone stays with the root.
+    A leader candidate (a standby sub-leader, which does not train) that is not picked stays
+    with the root as a standby: it is no group's member. Fewer groups are formed when fewer
+    nodes may lead or too few workers are left for ``min_group`` each; with none, everyone
+    stays with the root.
     """
     if groups < 0 or min_group < 1:
         raise ValueError("groups must be >= 0 and min_group >= 1")
@@ -268,16 +304,18 @@ def plan_groups(nodes: list[NodeLink], groups: int, *, min_group: int = 2) -> Gr
         (n for n in nodes if n.candidate or n.can_lead),
         key=lambda n: (not n.candidate, -n.bandwidth, n.node_id),
     )
+
+    def members_of(leaders: list[NodeLink]) -> list[NodeLink]:
+        chosen = {n.node_id for n in leaders}
+        return [n for n in nodes if n.node_id not in chosen and not n.candidate]
+
     count = min(groups, len(eligible))
-    while count and len(nodes) - count < count * min_group:
+    while count and len(members_of(eligible[:count])) < count * min_group:
         count -= 1
     if count == 0:
         return GroupPlan((), tuple(sorted(n.node_id for n in nodes)))
     leaders = eligible[:count]
-    chosen = {n.node_id for n in leaders}
-    rest = sorted(
-        (n for n in nodes if n.node_id not in chosen), key=lambda n: (-n.speed, n.node_id)
-    )
+    rest = sorted(members_of(leaders), key=lambda n: (-n.speed, n.node_id))
     members: list[list[str]] = [[] for _ in leaders]
     load = [0.0 for _ in leaders]
     for node in rest:  # fastest first, each to the group with the least speed so far

@@ -14,7 +14,11 @@ serialised. An update's bytes in are counted as declared once the leader reads o
 header of an update for the task its last ``GetTask`` handed that node (so authorization
 passed), before they have crossed the link, and the node counts as synchronising from then;
 when the stream ends the count is settled to the bytes that arrived. So on a link so full
-that no update completes, the meter still sees the link busy and the workers trying. Both go to a
+that no update completes, the meter still sees the link busy and the workers trying. A node
+a ``GetTask`` handed a task holds it until its update for that task has been read (a task
+*outstanding*; forgotten after the policy's ``hold`` or ``window``, the longer, when no update
+comes): the outstanding tasks against the synchronisations that finished in the window say
+how far demand outruns the link. Both go to a
 :class:`~eddl.leader.splitting.SplitPolicy`, asked for a decision at most once per ``period``,
 as metered calls and heartbeats begin and end;
 a promotion or a demotion is handed to ``on_decision`` (the daemon logs it as a
@@ -103,6 +107,9 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # round folded), so forming groups does not shrink the count (and call for a
         # demotion) by itself, and members that leave a group lower it.
         self._behind: dict[str, int] = {}
+        # node -> when GetTask handed it the task it holds, until its update for that task has
+        # been read (oldest first): the tasks outstanding.
+        self._holding: OrderedDict[str, float] = OrderedDict()
         self._bytes = 0
         self._syncs = 0  # timed synchronisations since the start, and their seconds
         self._sync_seconds = 0.0
@@ -184,6 +191,9 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 node = str(request.envelope.node_id)[:128]
                 if node in self._handed or len(self._handed) < MAX_NODES:
                     self._handed[node] = str(reply.task.task_id)[:128]
+                if node in self._holding or len(self._holding) < MAX_NODES:
+                    self._holding[node] = self.clock()
+                    self._holding.move_to_end(node)
             return reply
 
         return behaviour
@@ -196,7 +206,13 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # The node its header names, the stream's bytes (the header's own, plus the tensor
             # bytes it declares: the reassembler refuses a stream that carries other than
             # that) and the speed it reports.
-            seen: dict[str, Any] = {"node": "", "bytes": 0, "speed": 0.0, "workers": 1}
+            seen: dict[str, Any] = {
+                "node": "",
+                "bytes": 0,
+                "speed": 0.0,
+                "workers": 1,
+                "handed": False,
+            }
 
             async def noted() -> AsyncIterator[Any]:
                 async for message in requests:
@@ -218,9 +234,14 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         # is not read on), so the node counts as synchronising from now,
                         # before its update has crossed the link.
                         del self._handed[node]
+                        seen["handed"] = True
                         self._began(node, int(seen["workers"]), float(seen["speed"]))
 
-            reply = await inner(noted(), context)
+            try:
+                reply = await inner(noted(), context)
+            finally:
+                if seen["handed"]:  # its update for the task it was handed has been read
+                    self._holding.pop(str(seen["node"]), None)
             outcome = str(getattr(reply, "outcome", ""))
             node = str(seen["node"])
             if node and outcome not in ("requeued", "job-failed"):
@@ -292,6 +313,17 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._links.pop(old, None)
             self._behind.pop(old, None)
 
+    def _forget(self, now: float) -> None:
+        """Tasks handed longer ago than the policy's hold or window (the longer) are no longer
+        counted outstanding: their node left without an update, or is that slow."""
+        config = self.policy.config
+        horizon = now - max(config.hold, config.window)
+        while self._holding:
+            node, at = next(iter(self._holding.items()))
+            if at >= horizon:
+                break
+            del self._holding[node]
+
     def _synced(self, node: str, seconds: float, now: float, workers: int = 1) -> None:
         self._note(node, now, workers)
         if seconds > 0:
@@ -324,7 +356,10 @@ class SyncMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if now - self._decided >= self.period:
             self._decided = now
             self._trim(now)
-            self.policy.observe_workers(self._workers() if self._pushed else 0)
+            self._forget(now)
+            self.policy.observe_workers(
+                self._workers() if self._pushed else 0, outstanding=len(self._holding)
+            )
             decision = self.policy.decide(now)
             if decision.action != "stay":
                 self.on_decision(decision)

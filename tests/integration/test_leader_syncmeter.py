@@ -313,4 +313,6 @@ async def test_updates_under_way_count_their_nodes_and_the_interface_sees_every_
     first = decisions[0]
     assert first.action == "promote" and "root link >= 85% busy" in first.reason
     assert first.figures.workers == 0 and first.figures.synchronising == 4
+    # Five tasks handed, none of their updates arrived (w4's went out for another task).
+    assert (first.figures.outstanding, first.figures.served) == (5, 0)
     assert first.figures.link_busy is not None and first.figures.link_busy >= 0.85

@@ -111,6 +111,71 @@ def test_a_busy_link_promotes_on_workers_still_synchronising_when_none_finished(
     assert decision.figures.buc is None
 
 
+def full_link_for(policy: SplitPolicy, clock: Clock, syncs: int, workers: int) -> None:
+    """The link held full for 2 s while ``syncs`` synchronisations of ``workers`` finish."""
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_link(clock.advance(1.0), 1.0)
+    for _ in range(syncs):
+        policy.observe_sync(clock.advance(0.01), workers, 0.5)
+
+
+def test_a_full_link_with_far_more_tasks_outstanding_than_it_serves_takes_every_doubling() -> None:
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=1, hold=30, min_group=2, surge=4))
+    full_link_for(policy, clock, 2, 13)
+    policy.observe_workers(13, outstanding=60)  # 60 tasks outstanding, 2 synchronisations served
+    decision = policy.decide(clock.now)
+    assert decision.action == "promote" and decision.groups == 4 and policy.groups == 4
+    f = decision.figures
+    assert (f.outstanding, f.served, f.synchronising, f.groups) == (60, 2, 13, 0)
+    assert "60 tasks outstanding for 2 synchronisations" in decision.reason
+    assert "4 groups at once" in decision.reason
+    # The hold still applies after a promotion of several doublings.
+    policy.observe_workers(64, outstanding=60)
+    assert policy.decide(clock.advance(1.0)).reason == "too soon after the last decision"
+
+
+def test_a_full_link_that_serves_its_outstanding_tasks_doubles_once() -> None:
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=1, hold=0, min_group=2, surge=4))
+    full_link_for(policy, clock, 10, 13)
+    policy.observe_workers(13, outstanding=39)  # 39 < 4 × 10 served
+    decision = policy.decide(clock.now)
+    assert decision.action == "promote" and decision.groups == 2
+    assert "at once" not in decision.reason
+    assert (decision.figures.outstanding, decision.figures.served) == (39, 10)
+
+
+def test_a_surge_takes_only_the_doublings_the_workers_fill() -> None:
+    clock = Clock()
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=1, hold=0, min_group=2, max_groups=8))
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_workers(11, outstanding=11)  # nothing served; four groups need 12
+    assert policy.decide(clock.now).groups == 2
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=1, hold=0, min_group=2))
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_link(clock.advance(1.0), 1.0)
+    # Eight synchronising, 60 holding a task (its model on the way): they fill groups too.
+    policy.observe_workers(8, outstanding=60)
+    decision = policy.decide(clock.now)
+    f = decision.figures
+    assert decision.groups == 4 and (f.synchronising, f.outstanding) == (8, 60)
+    policy = SplitPolicy(SplitConfig(window=5, busy_for=1, hold=0, min_group=2, max_groups=8))
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_link(clock.advance(1.0), 1.0)
+    policy.observe_workers(30, outstanding=50)  # eight groups need 24: up to max_groups 8
+    decision = policy.decide(clock.now)
+    assert decision.groups == 8 and "8 groups at once" in decision.reason
+    # Flat BUC is not a measure of demand against the link: it doubles once.
+    policy = SplitPolicy(SplitConfig(window=10, hold=0, busy_for=1))
+    run_syncs(policy, clock, 8, 8 / 300, 12)
+    policy.decide(clock.now)
+    run_syncs(policy, clock, 16, 16 / 305, 12)
+    policy.observe_workers(16, outstanding=100)
+    assert policy.decide(clock.now).groups == 2
+
+
 def test_demotion_waits_for_fewer_workers_and_a_quiet_link_then_halves_the_groups() -> None:
     clock = Clock()
     cfg = SplitConfig(window=5, busy_for=5, hold=60, busy_low=0.5, demote_fraction=0.5)
@@ -160,6 +225,8 @@ def test_no_demotion_while_the_link_is_still_busy_or_workers_stay() -> None:
         (lambda p: p.observe_link(1.0, float("inf")), "utilisation"),
         (lambda p: p.observe_workers(-1), "workers"),
         (lambda p: p.observe_workers(True), "workers"),
+        (lambda p: p.observe_workers(4, outstanding=-1), "outstanding"),
+        (lambda p: p.observe_workers(4, outstanding=2.5), "outstanding"),
     ],
 )
 def test_figures_out_of_bounds_are_refused_and_change_nothing(call, match: str) -> None:
@@ -167,6 +234,13 @@ def test_figures_out_of_bounds_are_refused_and_change_nothing(call, match: str) 
     with pytest.raises(ValueError, match=match):
         call(policy)
     assert policy.buc(2.0) is None and policy.decide(2.0).figures.link_busy is None
+
+
+def test_a_surge_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="surge"):
+        SplitConfig(surge=0.5)
+    with pytest.raises(ValueError, match="surge"):
+        SplitConfig(surge=float("nan"))
 
 
 def nodes() -> list[NodeLink]:
@@ -210,3 +284,15 @@ def test_fewer_groups_when_too_few_may_lead_or_too_few_workers_are_left() -> Non
     assert flat.groups == () and flat.root_workers == ("a", "b")
     with pytest.raises(ValueError, match="unique"):
         plan_groups([NodeLink("a", 1e6, 10), NodeLink("a", 1e6, 10)], 2)
+
+
+def test_candidates_not_picked_stand_by_and_are_no_groups_member() -> None:
+    standbys = [NodeLink(f"sub{i}", 0.0, 0.0, candidate=True) for i in range(4)]
+    workers = [NodeLink(f"w{i}", 5e6, 100 + i) for i in range(6)]
+    plan = plan_groups(standbys + workers, 2)
+    assert [g.leader for g in plan.groups] == ["sub0", "sub1"]
+    members = sorted(w for g in plan.groups for w in g.workers)
+    assert members == [f"w{i}" for i in range(6)]  # sub2, sub3: no group's member
+    # Four groups need 4 × 2 workers: six are too few, and standbys do not fill the gap.
+    assert len(plan_groups(standbys + workers, 4).groups) == 3
+    assert len(plan_groups(standbys + workers[:3], 2).groups) == 1

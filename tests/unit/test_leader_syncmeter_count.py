@@ -12,9 +12,16 @@ from structlog.testing import capture_logs
 
 from eddl.leader.groupdirector import GroupDirector
 from eddl.leader.groupedge import GroupEdge
-from eddl.leader.splitting import NodeLink, SplitDecision, SplitFigures, SplitPolicy
+from eddl.leader.splitting import (
+    NodeLink,
+    SplitConfig,
+    SplitDecision,
+    SplitFigures,
+    SplitPolicy,
+)
 from eddl.leader.syncmeter import SyncMeter
 from eddl.profiler.interface import InterfaceCounter
+from eddl.proto.v1 import cluster_pb2, common_pb2
 
 pytestmark = pytest.mark.usefixtures("every_log_level")
 
@@ -154,3 +161,69 @@ def test_without_an_interface_the_metered_calls_bytes_are_the_figure() -> None:
     assert policy.shares == [0.5]
     with pytest.raises(ValueError, match="need the link's capacity"):
         SyncMeter(policy, print, interface=InterfaceCounter("veth0", Counters()))
+
+
+class Figures(SplitPolicy):
+    """The split policy, keeping the tasks outstanding the meter tells it of."""
+
+    def __init__(self, config: SplitConfig) -> None:
+        super().__init__(config)
+        self.outstanding: list[int] = []
+
+    def observe_workers(self, workers: int, outstanding: int = 0) -> None:
+        self.outstanding.append(outstanding)
+        super().observe_workers(workers, outstanding)
+
+
+async def test_a_handed_task_is_outstanding_until_the_hold_when_no_update_comes() -> None:
+    now = [0.0]
+    policy = Figures(SplitConfig(window=5, hold=30))
+    meter = SyncMeter(policy, lambda decision: None, clock=lambda: now[0])
+
+    async def task(request: Any, context: Any) -> cluster_pb2.GetTaskReply:
+        return cluster_pb2.GetTaskReply(task=cluster_pb2.Task(task_id="t1"))
+
+    async def later(request: Any, context: Any) -> cluster_pb2.GetTaskReply:
+        return cluster_pb2.GetTaskReply(retry_after_ms=100)
+
+    for node in ("w1", "w2"):
+        request = cluster_pb2.GetTaskRequest(envelope=common_pb2.Envelope(node_id=node))
+        await meter._task(task)(request, None)
+    request = cluster_pb2.GetTaskRequest(envelope=common_pb2.Envelope(node_id="w3"))
+    await meter._task(later)(request, None)  # no task handed: nothing outstanding
+    now[0] = 20.0
+    await meter._task(task)(request, None)
+    now[0] = 21.0  # the meter tells the policy once a period (1 s)
+    meter._tick(now[0])
+    assert policy.outstanding[-1] == 3
+    now[0] = 31.0  # w1's and w2's tasks were handed more than the hold (30 s) ago
+    meter._tick(now[0])
+    assert policy.outstanding[-1] == 1 and list(meter._holding) == ["w3"]
+
+
+async def test_an_update_for_the_handed_task_ends_it_and_one_for_another_task_does_not() -> None:
+    policy = Figures(SplitConfig(window=5, hold=30))
+    meter = SyncMeter(policy, lambda decision: None, clock=lambda: 1.0)
+
+    async def task(request: Any, context: Any) -> cluster_pb2.GetTaskReply:
+        return cluster_pb2.GetTaskReply(task=cluster_pb2.Task(task_id="t1"))
+
+    async def take(requests: Any, context: Any) -> cluster_pb2.PushUpdateReply:
+        async for _chunk in requests:
+            pass
+        return cluster_pb2.PushUpdateReply(outcome="aggregated")
+
+    async def update(task_id: str) -> Any:
+        header = cluster_pb2.UpdateHeader(
+            envelope=common_pb2.Envelope(node_id="w1"),
+            task_id=task_id,
+            stats=cluster_pb2.TaskStats(samples=8, seconds=0.5),
+        )
+        yield cluster_pb2.UpdateChunk(header=header)
+
+    request = cluster_pb2.GetTaskRequest(envelope=common_pb2.Envelope(node_id="w1"))
+    await meter._task(task)(request, None)
+    await meter._push(take)(update("another-task"), None)
+    assert list(meter._holding) == ["w1"]
+    await meter._push(take)(update("t1"), None)
+    assert list(meter._holding) == []
