@@ -2,7 +2,7 @@
 
 ``python -m bench.fleet_accuracy run --rates 20 --devices 64 --topologies flat 1-4 1-2 auto``
 runs, per root link rate, repetition and topology (``auto``: every device at the root, which
-runs ``--split auto`` with its veth's counters and two standby sub-leaders), one job to 90%
+runs ``--split auto`` with its veth's counters and four standby sub-leaders), one job to 90%
 test accuracy with the network set up as :mod:`bench.fleet_link` sets it (the root in its
 own namespace behind a veth shaped with ``tc tbf``, the devices and the sub-leaders in the
 other), except that each virtual device trains for real: :class:`RealExecutor` is the worker's own

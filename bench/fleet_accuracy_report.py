@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.fleet_link import link_use
+from bench.fleet_link import TOPOLOGIES, link_use
 from bench.report import markdown_table
 
 if TYPE_CHECKING:
@@ -132,7 +132,9 @@ def describe(runs: Sequence[AccuracyRun], args: argparse.Namespace, commands: st
         "keeps pacing the links. The root leader in its own network namespace behind a veth "
         "shaped with `tc tbf` (the rate per direction), the devices and the sub-leaders in the "
         "other (1-2-n / 1-4-n: two / four sub-leaders started by hand, device i at sub-leader "
-        "i mod k). Async job (the root's rule beside each split topology: `fedasync`, or "
+        "i mod k; root's choice: every device dials the root, which runs `--split auto` with "
+        f"{TOPOLOGIES['auto']} standby sub-leaders as its candidates and promotes as many as "
+        "it decides). Async job (the root's rule beside each split topology: `fedasync`, or "
         "`fedasync-folds`, which counts a sub-leader's update for the updates it folds; a "
         "device's own update is FedAsync's under both) with target_accuracy 0.9, task_seconds "
         f"{args.task_seconds:g}, tasks of 8-{args.max_task_samples} samples, every root "

@@ -16,9 +16,10 @@ root crossing a shaped link:
 Topologies (:data:`TOPOLOGIES`): ``flat`` (every device at the root), ``1-2`` and ``1-4``
 (EDDL's fixed two-level trees: that many sub-leaders started by hand, device ``i`` at
 sub-leader ``i mod k``), and ``auto`` (every device at the root, which runs ``--split auto``
-with the link's rate as its declared capacity and two standby sub-leaders; measured once it
-promoted: :mod:`bench.fleet_split`). The root link's use is the client end's byte counters
-(``/proc/net/dev`` of the client namespace) over the window, per direction, over the rate.
+with the link's rate as its declared capacity and four standby sub-leaders, as many as the
+largest fixed tree has; measured once it promoted: :mod:`bench.fleet_split`). The root link's
+use is the client end's byte counters (``/proc/net/dev`` of the client namespace) over the
+window, per direction, over the rate.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 MODEL = (784, 256, 10)  # ~0.8 MB of float32
 METRICS_PORT = 9464
-# name -> sub-leaders started beside the root (auto: the standby candidates)
-TOPOLOGIES = {"flat": 0, "1-2": 2, "1-4": 4, "auto": 2}
+# name -> sub-leaders started beside the root (auto: the standby candidates, as many as the
+# largest fixed tree has sub-leaders: the root decides whether and how many to promote)
+FIXED = {"flat": 0, "1-2": 2, "1-4": 4}
+TOPOLOGIES = {**FIXED, "auto": max(FIXED.values())}
 
 
 @dataclass(frozen=True)
@@ -268,8 +271,9 @@ def describe(args: argparse.Namespace, rows: Sequence[tuple[Point, FleetResult]]
         "stays on that namespace's loopback. Async FedAsync job, model 784-256-10 float32 "
         f"(~0.8 MB), task_seconds {args.task_seconds:g}. Topologies: flat; 1-2-n and 1-4-n "
         "(two or four sub-leaders started by hand, device i at sub-leader i mod k); root's "
-        "choice (`--split auto` with the link's rate as `--link-capacity-mbps`, two standby "
-        f"sub-leaders, measured once it promoted). Measured for {args.seconds:g} s after every "
+        "choice (`--split auto` with the link's rate as `--link-capacity-mbps`, "
+        f"{TOPOLOGIES['auto']} standby sub-leaders, measured once it promoted). Measured for "
+        f"{args.seconds:g} s after every "
         f"device started and {args.warmup:g} s more, one run per row. Root versions/s: updates "
         "the root took (a sub-leader's folded update counts one). t_sync: a device's task "
         "time less its training (model pull and update push, with its leader: the root when "

@@ -1,13 +1,14 @@
 """``--topologies auto`` of the fleet simulator: the root chooses its own split.
 
 The root runs with ``--split auto`` and a declared link capacity (``--link-capacity-mbps``, the
-policy's bandwidth signal; the link itself is loopback, not shaped), two sub-leader processes
-(``eddl-leader --upstream``) join it and stand by as candidates, and every device dials the
-root. Nothing is assigned by hand: the root's :class:`~eddl.leader.splitting.SplitPolicy`
-decides to promote from the figures its sync meter measures, its group edge plans the groups
-from the devices it measured, and the devices it assigns follow the ``not-leader`` redirect to
-their sub-leader. What the root decided is read back from its own log: the ``split_decision``
-and ``regroup`` events (:func:`promotions`).
+policy's bandwidth signal; the link itself is loopback, not shaped, unless the benchmark
+shapes it), the benchmark's sub-leader processes (``eddl-leader --upstream``: two in
+:mod:`bench.fleet`, four in :mod:`bench.fleet_link`) join it and stand by as candidates, and
+every device dials the root. Nothing is assigned by hand: the root's
+:class:`~eddl.leader.splitting.SplitPolicy` decides to promote from the figures its sync
+meter measures, its group edge plans the groups from the devices it measured, and the devices
+it assigns follow the ``not-leader`` redirect to their sub-leader. What the root decided is
+read back from its own log: the ``split_decision`` and ``regroup`` events (:func:`promotions`).
 """
 
 from __future__ import annotations
