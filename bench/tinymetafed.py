@@ -10,12 +10,14 @@ Protocol (the same for every method; ``eddl.metasim``):
 * Same tasks, model, initialisation and few-shot evaluation (10 fine-tuning passes over the k
   shots at the method's inner learning rate), the same device sampling, and the same device
   compute per round: 5 devices per round, each running ``inner_epochs`` online passes.
-* The same tuning budget: every method picks its ``lr`` (the use case's base and twice it)
-  and ``inner_epochs`` (1 or 5) from the same 4-point grid — scratch picks its ``lr`` only —
-  by its mean k = 5 score over ``--val-draws`` *validation draws* (seeds ``seed + 100``, ...:
-  other training devices, other held-out tasks, another initialisation). The one picked
-  setting then runs on each of ``--draws`` *test draws* (seeds ``seed``, ``seed + 1``, ...);
-  no setting is chosen on a test draw, and validation and test seeds never meet.
+* The same tuning budget: every method picks its ``lr`` (×0.25, ×0.5, ×1 or ×2 the use
+  case's base) and ``inner_epochs`` (1, 5 or 20 online passes over the device's samples)
+  from the same 12-point grid — scratch picks its ``lr`` only — by its mean k = 5 score
+  over ``--val-draws`` *validation draws* (seeds ``seed + 100``, ...: other training
+  devices, other held-out tasks, another initialisation). The one picked setting then runs
+  on each of ``--draws`` *test draws* (seeds ``seed``, ``seed + 1``, ...); no setting is
+  chosen on a test draw, and validation and test seeds never meet. A point whose training
+  diverges on a validation draw is not picked.
 * Scores are the mean and sample standard deviation over the test draws. A target "A above
   B" is judged on the paired per-draw difference (:mod:`bench.drawstats`): met when its 95%
   Student-t interval lies above 0, missed when below, "within noise" otherwise.
@@ -52,6 +54,7 @@ from bench.report import markdown_table, write_section
 from eddl.learn.fewshot import few_shot_evaluate
 from eddl.learn.metaoptions import MetaOptions
 from eddl.learn.reconstruction import LayerSplit
+from eddl.learn.trainer import DivergedError
 from eddl.metasim import MetaConfig, MetaResult, make_model, make_tasks, run_meta
 
 __all__ = ["main"]
@@ -65,7 +68,9 @@ USE_CASES: dict[str, dict[str, Any]] = {
 }
 LABELS = {"digits": "digits 5-way", "mnist": "mnist-10k 5-way"}
 DEFAULT_CASES = ("sine", "digits", "presence")
-GRID = tuple({"lr_scale": m, "inner_epochs": e} for e in (1, 5) for m in (1, 2))
+LR_SCALES = (0.25, 0.5, 1, 2)
+INNER_EPOCHS = (1, 5, 20)
+GRID = tuple({"lr_scale": m, "inner_epochs": e} for e in INNER_EPOCHS for m in LR_SCALES)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "tinymetafed": ("tinymetafed", {"top_p": 10.0, "local_layers": 1, "error_feedback": True}),
     "reptile": ("reptile", {"meta_lr": 1.0, "meta_lr_final": 0.0}),
@@ -103,6 +108,14 @@ def _fmt_spread(metric: str, values: list[float]) -> str:
     if metric == "accuracy":
         return f"{s.mean:.1%} ± {100 * s.sd:.1f}"
     return f"{s.mean:.3f} ± {s.sd:.3f}"
+
+
+def _scales() -> str:
+    return ", ".join(f"×{m:g}" for m in LR_SCALES[:-1]) + f" or ×{LR_SCALES[-1]:g}"
+
+
+def _epochs() -> str:
+    return ", ".join(map(str, INNER_EPOCHS[:-1])) + f" or {INNER_EPOCHS[-1]}"
 
 
 def _better(metric: str, a: float, b: float) -> bool:
@@ -183,11 +196,15 @@ def _pick(case: dict[str, Any], d: Draws, algo: str, fixed: dict[str, Any], metr
     best: tuple[float, dict[str, Any]] | None = None
     for point in GRID:
         hyper = _hyper(case, fixed, point)
-        runs = [_run(_config(case, d.rounds, s, ()), algo, hyper) for s in d.val]
+        try:
+            runs = [_run(_config(case, d.rounds, s, ()), algo, hyper) for s in d.val]
+        except DivergedError:
+            continue
         score = float(np.mean([r.few_shot[SELECT_K].mean for r in runs]))
         if best is None or _better(metric, score, best[0]):
             best = (score, hyper)
-    assert best is not None
+    if best is None:
+        raise DivergedError(f"{algo}: every point of the grid diverged")
     return best[1]
 
 
@@ -340,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"20 training devices, {HELD_OUT} held-out devices (unseen tasks), {args.rounds} "
         f"rounds. Each method's setting is picked once, by its mean k = {SELECT_K} score over "
         f"the {len(d.val)} validation draws (seeds {vals}), from the same grid for every "
-        f"method (lr ×1 or ×2 the use case's base, 1 or 5 inner epochs; scratch: lr only), "
+        f"method (lr {_scales()} the use case's base, {_epochs()} inner epochs; scratch: lr "
+        f"only; a point that diverges is not picked), "
         f"and then run on each of the {len(d.test)} test draws (seeds {seeds}); scores are "
         f"the mean ± sample standard deviation over the test draws. Every method "
         f"samples 5 devices per round (TinyReptile 1). Few-shot: each held-out device fine-"
