@@ -1,66 +1,53 @@
 """The automatic sync/async switch, measured on what each mode costs.
 
-The rule in brief, with the other algorithms: docs/architecture.md#the-syncasync-policy.
-
-A job under ``aggregation = "auto"`` starts synchronous. :class:`AutoPolicy` watches, over a
-sliding window of ``window_s`` seconds:
+In brief: docs/architecture.md#the-syncasync-policy. A job under ``aggregation = "auto"``
+starts synchronous. :class:`AutoPolicy` watches, over a sliding window of ``window_s`` s:
 
 * **idle** = the fraction of worker-time spent *not* holding a task: from the arrival of a
   worker's update to the hand-out of its next task, plus the whole time of tasks that were lost
   (taken back at a deadline, from a dead worker, or refused as too stale). In synchronous mode
   this is the barrier's cost, measured: a worker that finished early waits for the round to
   close. In asynchronous mode it is only the cost of asking for the next task;
-* **barrier** (asynchronous mode only) = what synchronous rounds *would* idle with the task
-  times seen now: consecutive tasks are grouped into virtual rounds of one task per live
-  worker, and each round idles ``1 − mean / slowest``; the predicted idle is that plus the
-  idle measured in async (the cost of asking, which sync pays too);
-* **spread** = slowest / median task time (hand-out to arrival), at least ``min_tasks`` tasks,
-  used in async to confirm that task times are even before returning to sync;
-* **staleness** = mean number of versions between the model an update started from and the
-  model it is applied to: what asynchronous aggregation costs (an update computed on an old model
-  is worth less; FedBuff weights it ``1/sqrt(1+s)``);
+* **barrier** (async only) = the predicted sync idle: consecutive task times grouped into
+  virtual rounds of one task per live worker, each idling ``1 − mean / slowest``, plus the idle
+  measured in async (the cost of asking, which sync pays too);
+* **spread** = slowest / median task time, at least ``min_tasks`` tasks (async: are task
+  times even enough to return to sync?);
+* **staleness** = mean versions between an update's base model and the one it is applied to;
 * **churn** = joins + leaves + expiries, and of those the **expiries** (workers that vanished
-  without a goodbye). An expiry stalls a sync round until the worker is declared dead (the
-  heartbeat patience) while every other worker waits; async does not care. That stall is
-  measured where it is paid, as idle (the waits it causes and the lost task), and weighed
-  against staleness like any barrier cost: a count of expiries is no trigger of its own (with
-  a short patience the stall costs less than async's staleness; switching on two expiries
-  made jobs 1.44x slower, see docs/leader-logic.md). A clean leave costs sync no more than
-  async (in either mode its task is re-queued at once, and a round then closes with the
-  rest), and a join costs sync nothing (the newcomer gets a task sized to the time left in
-  the round). Any churn keeps async from returning, and expiries at ``churn_high`` mean sync
-  is not "no worse";
+  without a goodbye). An expiry's stall of a sync round is measured where it is paid, as idle;
+  a count of expiries is no trigger of its own, and a clean leave or a join costs sync nothing
+  more than async (docs/leader-logic.md). Any churn keeps async from returning, and expiries at
+  ``churn_high`` mean sync is not "no worse";
 * **bandwidth utilisation** of the leader's link (0..1), when the link's capacity is known;
-* **staleness cost** = ``1 − 1/sqrt(1 + s)``, the share of an update's worth that FedBuff's own
-  discount takes away at staleness ``s``: what async loses per update, as idle is what sync
-  loses per worker-second. In async ``s`` is the measured staleness; in sync it is the staleness
-  async would show, ``(workers − 1) / K`` (with ``K`` updates per version, each update waits
-  on average for the other workers' updates to make ``(workers − 1) / K`` versions; ``K = 1``
-  for FedAsync and EDDL's mix). With four workers and FedBuff's K = 3 it is 29%.
+* **staleness cost** = ``1 − 1/sqrt(1 + s)``, the share of an update's worth FedBuff's
+  discount takes away: measured ``s`` in async, in sync the staleness async would show,
+  ``(workers − 1) / K`` (``K`` updates per version, 1 for FedAsync and EDDL's mix);
+* **progress ratio** (FedBuff, ``K >= 2`` only) = predicted progress per second of async over
+  sync, counting a version as one step whatever the number of updates it sums (eight deltas
+  summed from one base moved the model no further than three, measured) and an async version
+  at ``1/sqrt(1 + s)`` of a fresh one: in sync ``n·S((N − 1)/K) / (K·(1 − idle))`` with ``n``
+  the measured updates per version (async makes ``N/K`` versions per task time where sync
+  makes one per round, and loses no time to the barrier); in async ``N·S(s)·(1 − idle) /
+  (K·(1 − predicted idle))`` with ``s`` measured. Until the first switch, sync not yet
+  measured is predicted from the cluster's shape (``n = N``, no idle: idle only raises the
+  ratio). Off for ``K = 1`` rules, whose version applies part of one update (not measured).
 
-Warm-up is no evidence. A worker's first task in a job is a *probe* (a quarter of the target
-time, sized before its speed is known) and it carries the worker's cold start; in a sync round
-the worker then idles three quarters of the round. That is the cost of measuring, paid once per
-worker, not the cost of the barrier, so the caller reports such tasks with ``warmup=True``: they
-are kept out of idle and spread (a warm-up task that is *lost* still counts, its time is
-wasted either way).
+Warm-up is no evidence: a worker's first task (a short probe carrying its cold start) is
+reported with ``warmup=True`` and kept out of idle and spread, as is the wait after it (a lost
+one still counts as idle).
 
-Rule. In sync it switches to async when **any** of: idle ≥ ``max(idle_high, staleness cost)``
-(the barrier, stragglers' and expiries' stalls included, costs more than staleness would), link
-≥ ``bandwidth_high``. (Spread is no trigger in sync: rounds hand late askers shorter tasks on
-purpose and a worker's first task is a short probe, so there spread measures the schedule, not a
-straggler; what a straggler costs sync shows in idle.) In async it switches back when **all**
-of: predicted idle ≤ ``idle_low``, spread ≤ ``spread_low``, churn ≤ ``churn_low``, link ≤
-``bandwidth_low`` — or when async's own cost is the larger, staleness cost ≥ predicted idle +
-(``idle_high`` − ``idle_low``) (the same band as the idle thresholds) or staleness ≥
-``staleness_high``, while sync is predicted no worse than its own trigger (predicted idle <
-``idle_high``, spread < ``spread_high``, expiries < ``churn_high``). Either return is blocked
-for ``memory_s`` after sync was last *measured* above its trigger: a prediction made from async
-task times cannot see everything a real round costs, and a measurement beats a prediction until
-it is old. A switch also needs ``min_dwell_s`` since the previous switch (the first switch needs
-only enough evidence). Two thresholds per signal, the dwell time and the memory are what keep it
-from flapping. Each switch is returned as a :class:`Switch` with a human-readable reason; the
-coordinator turns it into a ``policy_switched`` event.
+Rule (docs/leader-logic.md has it with its reasons). sync -> async on **any** of: idle ≥
+``max(idle_high, staleness cost)``, progress ratio ≥ ``rate_high``, link ≥ ``bandwidth_high``
+(spread is no trigger in sync: rounds size tasks on purpose). async -> sync, never while the
+progress ratio is above ``rate_low``, on **all** of: predicted idle ≤ ``idle_low``, spread ≤
+``spread_low``, churn ≤ ``churn_low``, link ≤ ``bandwidth_low``; or, while sync is predicted no
+worse than its trigger, on staleness cost ≥ predicted idle + (``idle_high`` − ``idle_low``),
+staleness ≥ ``staleness_high`` or progress ratio ≤ ``1 / rate_high``. A return is blocked for
+``memory_s`` after sync was last *measured* above a trigger (a measurement beats a prediction
+until it is old), and any switch needs ``min_dwell_s`` since the last. Each switch is a
+:class:`Switch` with a human-readable reason; the coordinator makes it a ``policy_switched``
+event.
 """
 
 from __future__ import annotations
@@ -92,6 +79,8 @@ class PolicyMetrics:
     staleness: float | None = None
     expiries: int = 0
     staleness_cost: float | None = None
+    updates_per_version: float | None = None
+    progress_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +128,7 @@ class AutoPolicy:
         self._stale: deque[tuple[float, int]] = deque()
         self._churn: deque[tuple[float, bool]] = deque()
         self._bandwidth: deque[tuple[float, float]] = deque()
+        self._versions: deque[tuple[float, int]] = deque()
         self._workers = 0
         # When sync was last measured too costly (idle above its trigger), and how costly.
         self._sync_costly: tuple[float, float] | None = None
@@ -180,6 +170,12 @@ class AutoPolicy:
             raise ValueError(f"utilisation must be in [0, 1], got {utilisation!r}")
         self._bandwidth.append((at, utilisation))
 
+    def observe_version(self, updates: int, at: float) -> None:
+        """A model version was made from ``updates`` updates (a round's, or the async buffer's)."""
+        if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+            raise ValueError(f"updates must be an integer >= 0, got {updates!r}")
+        self._versions.append((at, updates))
+
     def set_workers(self, count: int) -> None:
         """Live workers: the size of a virtual round when predicting sync's barrier."""
         self._workers = max(0, int(count))
@@ -207,11 +203,24 @@ class AutoPolicy:
         stale = statistics.fmean(s for _, s in self._stale) if self._stale else None
         bandwidth = statistics.fmean(u for _, u in self._bandwidth) if self._bandwidth else None
         expiries = sum(1 for _, expired in self._churn if expired)
+        per_version = None
+        if len(self._versions) >= max(2, c.min_tasks // 4):
+            per_version = statistics.fmean(u for _, u in self._versions)
+        k, ratio = self.async_buffer, None
         if self.mode == "sync":
-            expected = max(0, self._workers - 1) / self.async_buffer
+            expected = max(0, self._workers - 1) / k
             cost: float | None = staleness_cost(expected)
+            if idle is not None and per_version is not None:
+                n, busy = per_version, max(0.01, 1 - idle)
+            else:  # the shape of the cluster: rounds of one update per worker, no idle
+                n, busy = (self._workers if self._last_switch_at is None else 0), 1.0
+            if k >= 2 and n > 0:
+                ratio = n * (1 - staleness_cost(expected)) / (k * busy)
         else:
             cost = None if stale is None else staleness_cost(stale)
+            if k >= 2 and cost is not None and barrier is not None:
+                busy = 1 - (idle or 0.0)
+                ratio = max(2, self._workers) * (1 - cost) * busy / (k * max(0.01, 1 - barrier))
         return PolicyMetrics(
             now,
             len(times),
@@ -223,13 +232,16 @@ class AutoPolicy:
             stale,
             expiries,
             cost,
+            per_version,
+            ratio,
         )
 
     def decide(self, now: float) -> Switch | None:
         """Switch mode if the signals say so; returns the switch, or None to stay."""
         m = self.metrics(now)
         c = self.config
-        if self.mode == "sync" and m.idle is not None and m.idle >= self._idle_bar(m):
+        slow = m.updates_per_version is not None and (m.progress_ratio or 0.0) >= c.rate_high
+        if self.mode == "sync" and m.idle is not None and (m.idle >= self._idle_bar(m) or slow):
             self._sync_costly = (now, m.idle)
         if self._last_switch_at is not None and now - self._last_switch_at < c.min_dwell_s:
             return None
@@ -243,7 +255,7 @@ class AutoPolicy:
         self.reason = reason
         self._last_switch_at = now
         # Observations made under the old mode say little about the new one.
-        for queue in (self._tasks, self._lost, self._waits, self._stale):
+        for queue in (self._tasks, self._lost, self._waits, self._stale, self._versions):
             queue.clear()
         self.switches.append(switch)
         return switch
@@ -273,9 +285,36 @@ class AutoPolicy:
                 f"sync barrier: workers idle {m.idle:.0%} >= {why} of the time "
                 f"waiting for rounds to close{spread}{expired}"
             )
+        if m.progress_ratio is not None and m.progress_ratio >= c.rate_high:
+            reasons.append(self._progress(m, "async", m.progress_ratio, c.rate_high))
         if m.bandwidth is not None and m.bandwidth >= c.bandwidth_high:
             reasons.append(f"leader link {m.bandwidth:.0%} busy >= {c.bandwidth_high:.0%}")
         return "; ".join(reasons) or None
+
+    def _progress(self, m: PolicyMetrics, better: Mode, ratio: float, bar: float) -> str:
+        """The progress-ratio reason, with the figures it was computed from."""
+        k, worth = self.async_buffer, 1 - (m.staleness_cost or 0.0)
+        if self.mode == "sync":
+            sync = (
+                "sync not measured yet: rounds of one update per worker at best"
+                if m.updates_per_version is None or m.idle is None
+                else f"sync: {m.updates_per_version:.1f} updates per version, workers idle "
+                f"{m.idle:.0%}"
+            )
+            figures = (
+                f"{sync}; async: {self._workers} workers, {k} updates per version, "
+                f"expected staleness {max(0, self._workers - 1) / k:.1f}, worth {worth:.0%}"
+            )
+        else:
+            figures = (
+                f"async: {self._workers} workers, {k} updates per version, staleness "
+                f"{m.staleness:.1f}, worth {worth:.0%}; predicted sync idle {m.barrier:.0%}"
+            )
+        other = "sync" if better == "async" else "async"
+        return (
+            f"progress: {better} predicted {ratio:.2f}x as fast as {other} (versions per second, "
+            f"each counted at its worth) >= {bar:.2f} ({figures})"
+        )
 
     def _to_sync(self, m: PolicyMetrics, now: float) -> str | None:
         c = self.config
@@ -283,6 +322,8 @@ class AutoPolicy:
             return None  # sync was measured costly recently; a prediction does not overrule it
         if m.barrier is None or m.spread is None:
             return None
+        if m.progress_ratio is not None and m.progress_ratio > c.rate_low:
+            return None  # async is still predicted to make faster progress
         link = "" if m.bandwidth is None else f", link {m.bandwidth:.0%} busy"
         calm = (
             m.barrier <= c.idle_low
@@ -308,6 +349,8 @@ class AutoPolicy:
             f" while predicted sync idle is {m.barrier:.0%} < {c.idle_high:.0%} (spread "
             f"{m.spread:.2f}, churn {m.churn}{link})"
         )
+        if m.progress_ratio is not None and m.progress_ratio * c.rate_high <= 1.0:
+            return self._progress(m, "sync", 1 / m.progress_ratio, c.rate_high) + tail
         if m.staleness >= c.staleness_high:
             return f"async staleness {m.staleness:.1f} >= {c.staleness_high:g} versions" + tail
         if m.staleness_cost >= m.barrier + band:
@@ -326,6 +369,7 @@ class AutoPolicy:
             self._stale,
             self._bandwidth,
             self._churn,
+            self._versions,
         ):
             while queue and queue[0][0] < horizon:
                 queue.popleft()

@@ -85,6 +85,8 @@ def close_round(run: JobRun, why: str, *, deadline: bool = False) -> NewVersion 
 
 def new_version(run: JobRun, produced: NewVersion) -> None:
     run._round = SyncRound(produced.version)
+    if run.policy is not None:  # updates per version: what one of this mode's steps sums
+        run.policy.observe_version(produced.updates, run._now())
     # Evaluated beside the owner (the result comes back later), or at once without an
     # evaluator; ``accuracy`` here is the newest known when the version is made.
     done = (

@@ -69,8 +69,15 @@ async def test_auto_switches_to_async_under_churn_and_says_why(tmp_path: Path) -
 async def test_auto_takes_no_evidence_from_probes_joins_leaves_or_a_count_of_expiries(
     tmp_path: Path,
 ) -> None:
-    # A high idle bar keeps the mode on churn alone; a long window keeps every observation.
-    policy = {"window_s": 120.0, "min_tasks": 4, "idle_high": 0.95, "idle_low": 0.5}
+    # A high idle bar (and progress-ratio bar) keeps the mode on churn alone; a long window
+    # keeps every observation.
+    policy = {
+        "window_s": 120.0,
+        "min_tasks": 4,
+        "idle_high": 0.95,
+        "idle_low": 0.5,
+        "rate_high": 100.0,
+    }
     job = _without_target(aggregation="auto", rounds=100000, max_epochs=100000.0, policy=policy)
     async with running_cluster(tmp_path) as cluster:
         await cluster.add_worker("a")
