@@ -12,6 +12,7 @@ import math
 import pytest
 
 from eddl.leader.policy import AutoPolicy, PolicyConfig
+from tests.unit.test_leader_policy import rounds
 
 CFG = PolicyConfig(
     window_s=10.0,
@@ -31,10 +32,7 @@ def sync_rounds(
     """``count`` sync rounds of one task per worker, each closed into one version."""
     t = start
     for _ in range(count):
-        t += max(b + w for b, w in zip(busy, waits, strict=True))
-        for b, w in zip(busy, waits, strict=True):
-            policy.observe_task(b, t)
-            policy.observe_wait(w, t)
+        t = rounds(policy, busy, waits, t, 1)
         policy.observe_version(len(busy), t)
     return t
 
