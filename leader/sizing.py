@@ -181,8 +181,9 @@ class TaskSizer:
             # target time measures the real speed cheaply (a 4x-optimistic benchmark then
             # costs one short task, not one long round).
             want *= self.probe_fraction
-        size = self._round_nearest(want) if training else self._round_down(want)
-        return max(self.min_samples, min(self.max_samples, size))
+        if training:
+            return self._training_size(want)
+        return max(self.min_samples, min(self.max_samples, self._round_down(want)))
 
     def round_target(self, workers: Iterable[str]) -> RoundTarget:
         """What a sync round's tasks aim at, for time to accuracy.
@@ -197,7 +198,8 @@ class TaskSizer:
         overhead). A *short* round trains ``t = B / Σ sps`` on every worker, so that it holds
         ``B`` samples (each worker ``sps_w · t``) whatever its tasks cost beyond training: a
         cheaper task makes rounds shorter, never bigger. It is never shorter than the slowest
-        worker's smallest task (``min_samples / sps_w``), since the round waits for that one.
+        worker's smallest task (``min_samples / sps_w``), since the round waits for that one,
+        and it is timed by the tasks it hands out (shares rounded to whole mini-batches).
         The short round is taken when it makes more progress per second than tasks of
         ``task_seconds`` (whose time includes the worker's overhead). Without a budget, or
         before any worker's speed is known, ``task_seconds``.
@@ -214,27 +216,31 @@ class TaskSizer:
         cost = known[len(known) // 2] if known else 0.0
         fastest = sorted(speeds.items(), key=lambda item: (-item[1], item[0]))
 
-        def progress_per_second(seconds: float, speed: float, k: int) -> float:
-            samples = speed * seconds
+        def progress_per_second(seconds: float, samples: float, k: int) -> float:
             rate = max(1.0, min(float(k), k * self.round_samples / samples))
             return rate * samples / k / (seconds + cost)
 
         # Short rounds with the j fastest workers: never shorter than the j-th's smallest
-        # task (the others would only wait for it). The most workers whose rounds make within
-        # SIT_OUT_TOLERANCE of the best progress per second take part; the slower ones sit
-        # short rounds out (a worker whose smallest task alone outlasts the others' whole
-        # budget would hold every round back).
+        # task (the others would only wait for it), and as long as the longest of the tasks
+        # they get (each share rounded to a mini-batch: a slow worker's may be up to half a
+        # batch longer than its share, and the round waits for it). The most workers whose
+        # rounds make within SIT_OUT_TOLERANCE of the best progress per second take part; the
+        # slower ones sit short rounds out (a worker whose smallest task alone outlasts the
+        # others' whole budget would hold every round back).
         options, speed = [], 0.0
         for j, (_, rate) in enumerate(fastest, 1):
             speed += rate
             short = max(self.round_samples / speed, self.min_samples / rate)
-            options.append((short, progress_per_second(short, speed, j)))
+            sizes = [(self._training_size(r * short), r) for _, r in fastest[:j]]
+            longest = max(n / r for n, r in sizes)
+            held = sum(n for n, _ in sizes)
+            options.append((short, progress_per_second(longest, held, j)))
         best = max(p for _, p in options)
         j = max(i for i, (_, p) in enumerate(options, 1) if p >= (1 - SIT_OUT_TOLERANCE) * best)
         short, progress = options[j - 1]
         everyone = sum(speeds.values())
         if short < self.task_seconds and progress > progress_per_second(
-            self.task_seconds, everyone, len(speeds)
+            self.task_seconds, everyone * self.task_seconds, len(speeds)
         ):
             sit_out = frozenset(w for w, _ in fastest[j:])
             return RoundTarget(short, training=True, sit_out=sit_out)
@@ -277,8 +283,10 @@ class TaskSizer:
             return size
         return max(self.min_samples, min(size, self._round_down(want)))
 
-    def _round_nearest(self, samples: float) -> int:
-        return math.floor(samples / self.granularity + 0.5) * self.granularity
+    def _training_size(self, samples: float) -> int:
+        """A short round's task: its share to the nearest mini-batch, clamped."""
+        size = math.floor(samples / self.granularity + 0.5) * self.granularity
+        return max(self.min_samples, min(self.max_samples, size))
 
     def _round_down(self, samples: float) -> int:
         # The small epsilon keeps 49.999... from becoming 49.

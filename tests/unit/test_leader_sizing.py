@@ -144,3 +144,21 @@ def test_a_worker_whose_smallest_task_holds_every_round_back_sits_short_rounds_o
     for w in crowd:
         many.observe(w, 100, 1.0, overhead=0.0, wall=1.05)
     assert many.round_target(crowd) == RoundTarget(pytest.approx(0.08), training=True)
+
+
+def test_a_worker_whose_share_rounds_up_to_a_longer_task_sits_short_rounds_out() -> None:
+    # Speeds of the compute-bound benchmark cluster (throttles 40, 40, 80, 160), mini-batches
+    # of 32, 0.04 s of cost per task. The round would train 256 / 3,526 = 0.073 s; the
+    # slowest worker's share of it (18 samples) rounds up to a whole batch of 32, which takes
+    # it 0.13 s: every round would last that long, not the 0.073 s its smallest task (8)
+    # suggests. Without it the three others train 0.078 s (96, 96 and 32 samples).
+    s = sizer(Clock(), round_samples=256, granularity=32)
+    workers = ("a", "b", "c", "slow")
+    for w, sps in zip(workers, (1340.0, 1340.0, 600.0, 246.0), strict=True):
+        s.observe(w, int(sps), 1.0, overhead=0.0, wall=1.04)
+    target = s.round_target(workers)
+    assert target == RoundTarget(
+        pytest.approx(256 / 3280), training=True, sit_out=frozenset({"slow"})
+    )
+    sizes = [s.size_for(w, target.seconds, training=True) for w in ("a", "b", "c")]
+    assert sizes == [96, 96, 32]
