@@ -136,12 +136,27 @@ async def test_without_standbys_the_next_tasks_leave_before_the_versions_commit(
         assert await push(lead, t1) == "aggregated"
         task = await waiting
         assert isinstance(task, TaskOut) and task.base_version == 1
-        assert lead.writer.held.is_set()
+        assert await asyncio.to_thread(lead.writer.held.wait, 2.0)  # bounded: at the gate
         assert max(lead.store.versions("job1")) == 0  # not durable yet
         lead.writer.open.set()
         nxt = await lead.service.next_task("w1", job_id="job1", term=None, wait_s=5.0)
         assert isinstance(nxt, TaskOut) and nxt.base_version == 1
         assert max(lead.store.versions("job1")) == 1
+
+
+async def test_the_closing_turn_answers_the_waiting_worker_with_no_second_command(
+    tmp_path: Path,
+) -> None:
+    async with leader(tmp_path, replies_before_commit=True) as lead:
+        t0, t1 = await start_two_workers(lead)
+        waiting = await round_about_to_close(lead, t0)
+        lead.writer.open.set()
+        asked = lead.service.polls.batches
+        assert await push(lead, t1) == "aggregated"
+        task = await waiting
+        assert isinstance(task, TaskOut) and task.base_version == 1
+        # w0's task was worked out in the turn of w1's update: no ``ask_many`` command.
+        assert lead.service.polls.batches == asked
 
 
 async def test_with_standbys_the_next_tasks_wait_for_the_versions_commit(
