@@ -287,14 +287,14 @@ class LeaderCore:
             # The long-polls this turn's events woke get their answers in the same hop.
             follows, self._follow = self._follow, {}
             for answer, loop in follows.items():
-                command = (functools.partial(self._answer, loop, answer), None, None, True)
+                command = (functools.partial(self._hand_out_woken, loop, answer), None, None, True)
                 last = _sort(self._execute(command), at_once, durable, last)
             self._follow.clear()  # events of the answers wake the loop's polls as usual
             _deliver(at_once, durable, last)
             if None in batch:
                 return
 
-    def _answer(self, loop: asyncio.AbstractEventLoop, answer: _Answer) -> None:
+    def _hand_out_woken(self, loop: asyncio.AbstractEventLoop, answer: _Answer) -> None:
         if (deliver := answer()) is not None:
             self._raise(loop, deliver, early=True)
 
