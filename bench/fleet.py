@@ -8,9 +8,9 @@ and once every device has joined and a warm-up passed, measures for ``seconds``:
 
 * updates/s taken by the leader, and the devices it counts alive;
 * from the leader's own histogram ``eddl_leader_command_seconds`` (CPU time of its owner
-  thread per command): the scheduler's cost per update (``_hand_out`` and ``_hand_out_many``,
-  the GetTask commands) and the aggregator's (``submit_update``: the checks and the fold), and
-  the heartbeats' CPU per second;
+  thread per command): the scheduler's cost per update (``_hand_out``, ``_hand_out_many`` and
+  ``_hand_out_woken``, the GetTask commands) and the aggregator's (``submit_update``: the
+  checks and the fold), and the heartbeats' CPU per second;
 * the leader process' CPU per update (all its threads: gRPC, the owner, the store writer) and
   this process' CPU share (the devices' side).
 
@@ -54,7 +54,7 @@ from eddl.log import configure_logging
 
 __all__ = ["FleetResult", "LeaderFigures", "fleet_job", "main", "parse_figures", "run_fleet"]
 
-SCHEDULER = ("_hand_out", "_hand_out_many")
+SCHEDULER = ("_hand_out", "_hand_out_many", "_hand_out_woken")
 AGGREGATOR = ("submit_update",)
 HEARTBEAT = ("beat",)
 

@@ -26,7 +26,9 @@ results back in one hop per loop for those that wrote nothing and one for the re
 batch's last write is durable: under load, one wake-up of each thread serves many calls.
 
 Domain events (job :class:`~eddl.leader.events.Event`\\ s, node and update signals) are raised
-on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop.
+on the owner thread; :meth:`LeaderCore.on_event` hands them to a callback on the loop. Before
+the commit, the answers of the long-polls they wake are worked out at the end of the same turn
+and go back in the same hop: a woken GetTask makes no second trip through the owner.
 
 Task traffic before the commit (``replies_before_commit``, a leader without standbys): the
 replies of :meth:`LeaderCore.call_before_commit` (a task handed out, an update taken) and the
@@ -76,6 +78,7 @@ _Command = tuple[
 ]
 MAX_BATCH = 16  # commands the owner takes from its queue in one turn (replies wait for it)
 _Commit = concurrent.futures.Future[None] | None  # a command's writes (None: it wrote none)
+_Answer = Callable[[], Callable[[], None] | None]  # see ``LeaderCore.on_event``
 
 
 class StoreWriter:
@@ -176,8 +179,10 @@ class LeaderCore:
         self._newest: _Commit = None  # the last commit handed to the writer (owner thread)
         self._commands: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         # Deliveries raised by the command in progress (owner thread only); they go out once
-        # its writes are durable, so a watcher never hears of an event a crash could undo.
+        # its writes are durable, so a watcher never hears of an event a crash could undo. And
+        # the ``answer`` callbacks (see :meth:`on_event`) due at the end of the turn.
         self._raised: list[_Raised] = []
+        self._follow: dict[_Answer, asyncio.AbstractEventLoop] = {}
         self._thread = threading.Thread(target=self._own, name="leader-core", daemon=True)
         self._thread.start()
         self.evaluator = Evaluator(
@@ -222,16 +227,26 @@ class LeaderCore:
         return lambda: self._post(unsubscribe)
 
     def on_event(
-        self, callback: Callable[[DomainEvent], None], *, before_commit: bool = False
+        self,
+        callback: Callable[[DomainEvent], None],
+        *,
+        before_commit: bool = False,
+        answer: _Answer | None = None,
     ) -> Callable[[], None]:
         """``callback`` runs on the current loop after each domain event (long-poll wake-ups):
         once the event's writes are durable, or with ``before_commit`` (and the core's
-        ``replies_before_commit``) as soon as its command ran."""
+        ``replies_before_commit``) as soon as its command ran; then ``answer()`` (if given) runs
+        on the owner at the end of each turn that raised an event, as task traffic, and what it
+        returns runs on the loop after those events, in the same hop (a woken long-poll's answer
+        needs no second trip through the owner)."""
         loop = asyncio.get_running_loop()
         early = before_commit and self.replies_before_commit
+        follow = answer if early else None
 
         def hop(event: DomainEvent) -> None:
             self._raise(loop, lambda: callback(event), early=early)
+            if follow is not None:
+                self._follow[follow] = loop
 
         return self.coordinator.domain.subscribe(hop)
 
@@ -267,16 +282,21 @@ class LeaderCore:
             last: _Commit = None
             for command in batch:
                 if command is None:
-                    _deliver(at_once, durable, last)
-                    return
-                wait, raised = self._execute(command)
-                if wait is None:
-                    at_once += raised
-                else:
-                    at_once += [r for r in raised if r[2]]
-                    durable += [r for r in raised if not r[2]]
-                    last = wait  # the newest so far: the writer commits in order
+                    break
+                last = _sort(self._execute(command), at_once, durable, last)
+            # The long-polls this turn's events woke get their answers in the same hop.
+            follows, self._follow = self._follow, {}
+            for answer, loop in follows.items():
+                command = (functools.partial(self._hand_out_woken, loop, answer), None, None, True)
+                last = _sort(self._execute(command), at_once, durable, last)
+            self._follow.clear()  # events of the answers wake the loop's polls as usual
             _deliver(at_once, durable, last)
+            if None in batch:
+                return
+
+    def _hand_out_woken(self, loop: asyncio.AbstractEventLoop, answer: _Answer) -> None:
+        if (deliver := answer()) is not None:
+            self._raise(loop, deliver, early=True)
 
     def _execute(self, command: _Command) -> tuple[_Commit, list[_Raised]]:
         """Run one command; the commit its durable deliveries wait for (None: none) and its
@@ -308,6 +328,19 @@ class LeaderCore:
             settled = None if early else commit
             raised.append((loop, functools.partial(_settle, done, outcome, settled), early))
         return wait, raised
+
+
+def _sort(
+    executed: tuple[_Commit, list[_Raised]],
+    at_once: list[_Raised],
+    durable: list[_Raised],
+    last: _Commit,
+) -> _Commit:
+    """File a command's deliveries; the newest commit so far (the writer commits in order)."""
+    wait, raised = executed
+    at_once += [r for r in raised if wait is None or r[2]]
+    durable += [r for r in raised if wait is not None and not r[2]]
+    return last if wait is None else wait
 
 
 def _deliver(

@@ -10,12 +10,18 @@ Lost wake-ups: an event delivered between the moment a call asked the owner and 
 starts waiting would find nobody to wake. :attr:`LongPolls.generation` counts the events seen
 on the loop; a call that waits after an event it may have missed is asked again at once.
 
-Everything here runs on the serving loop; the owner's state is only read inside ``ask_many``.
+Sooner still, the owner's turn that raised the event answers the calls waiting then
+(:meth:`LongPolls.answer_beside`, on the owner thread) and its hop to the loop hands the answers
+over right after the event: a woken call makes no second trip through the owner. Calls that
+began to wait after that turn are asked by ``ask_many`` as above.
+
+Everything else here runs on the serving loop; the owner's state is only read on the owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -75,6 +81,33 @@ class LongPolls(Generic[Ask, Answer]):
             return None
         finally:
             self._waiting.pop(poll, None)
+
+    def answer_beside(
+        self, answer_each: Callable[[Sequence[Ask]], Sequence[Answer | BaseException]]
+    ) -> Callable[[], None] | None:
+        """On the owner thread, after a command that raised an event: ``answer_each`` answers
+        the calls waiting now; returns what hands the answers over on the loop (after that
+        event), or ``None`` when nobody waits."""
+        # One C-level copy under the GIL (the keys hash by identity, no Python code runs): the
+        # loop may change the dict meanwhile.
+        polls = tuple(self._waiting.copy())
+        if not polls:
+            return None
+        answers = answer_each([p.ask for p in polls])
+        return functools.partial(self._hand_over, polls, answers)
+
+    def _hand_over(
+        self, polls: Sequence[_Poll[Ask, Answer]], answers: Sequence[Answer | BaseException]
+    ) -> None:
+        """On the loop, right after the event the answers followed (counted in ``generation``)."""
+        for poll, answer in zip(polls, answers, strict=True):
+            self._waiting.pop(poll, None)
+            if poll.answer.done():  # timed out, cancelled, or answered by ``ask_many``
+                continue
+            if isinstance(answer, BaseException):
+                poll.answer.set_exception(answer)
+            else:
+                poll.answer.set_result((answer, self.generation))
 
     def _answer_soon(self) -> None:
         if not self._waiting:

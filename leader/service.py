@@ -66,7 +66,9 @@ class LeaderService:
         # from (immutable), to serve PullModel without a command.
         self._members: set[str] = set()
         self._models = ModelCache()
-        self._unsubscribe = core.on_event(self._on_event, before_commit=True)
+        self._unsubscribe = core.on_event(
+            self._on_event, before_commit=True, answer=self._answer_waiting
+        )
         self.reports = self._reports = NodeReports()
         self._wires: dict[str, JobWire] = {}
         # Whether a node leads a group of this root (a sub-leader whose offer to lead was
@@ -188,6 +190,9 @@ class LeaderService:
             else:
                 outcome, since = woken
                 outcome = self._kept(outcome)
+
+    def _answer_waiting(self) -> Callable[[], None] | None:  # on the owner (``on_event``)
+        return self.polls.answer_beside(self._hand_out_many)
 
     async def _ask_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
         return await self._task_call(self._hand_out_many, asks)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,12 @@ class Leader:
 
 
 @asynccontextmanager
-async def leader(tmp_path: Path, *, replies_before_commit: bool) -> AsyncIterator[Leader]:
+async def leader(
+    tmp_path: Path,
+    *,
+    replies_before_commit: bool,
+    on_command: Callable[[str, float], None] | None = None,
+) -> AsyncIterator[Leader]:
     store = SqliteStore(tmp_path)
     writer = HeldWriter(store)
     clock = Clock()
@@ -68,7 +73,7 @@ async def leader(tmp_path: Path, *, replies_before_commit: bool) -> AsyncIterato
     coordinator = Coordinator(
         store, membership=membership, runtime_factory=float_runtime, now=clock, commit=writer.submit
     )
-    core = LeaderCore(coordinator, replies_before_commit=replies_before_commit)
+    core = LeaderCore(coordinator, on_command, replies_before_commit=replies_before_commit)
     service = LeaderService(core)
     try:
         yield Leader(core, service, writer, store)
@@ -136,12 +141,34 @@ async def test_without_standbys_the_next_tasks_leave_before_the_versions_commit(
         assert await push(lead, t1) == "aggregated"
         task = await waiting
         assert isinstance(task, TaskOut) and task.base_version == 1
-        assert lead.writer.held.is_set()
+        assert await asyncio.to_thread(lead.writer.held.wait, 2.0)  # bounded: at the gate
         assert max(lead.store.versions("job1")) == 0  # not durable yet
         lead.writer.open.set()
         nxt = await lead.service.next_task("w1", job_id="job1", term=None, wait_s=5.0)
         assert isinstance(nxt, TaskOut) and nxt.base_version == 1
         assert max(lead.store.versions("job1")) == 1
+
+
+async def test_the_closing_turn_answers_the_waiting_worker_with_no_second_command(
+    tmp_path: Path,
+) -> None:
+    commands: list[str] = []
+    async with leader(
+        tmp_path, replies_before_commit=True, on_command=lambda name, _: commands.append(name)
+    ) as lead:
+        t0, t1 = await start_two_workers(lead)
+        waiting = await round_about_to_close(lead, t0)
+        lead.writer.open.set()
+        asked = lead.service.polls.batches
+        commands.clear()
+        assert await push(lead, t1) == "aggregated"
+        task = await waiting
+        assert isinstance(task, TaskOut) and task.base_version == 1
+        # w0's task was worked out in the turn of w1's update: no ``ask_many`` command, and
+        # the metrics count that hand-out as the scheduler's.
+        assert lead.service.polls.batches == asked
+        assert commands[:2] == ["submit_update", "_hand_out_woken"]
+        assert "_hand_out_many" not in commands
 
 
 async def test_with_standbys_the_next_tasks_wait_for_the_versions_commit(

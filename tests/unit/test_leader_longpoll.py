@@ -100,3 +100,21 @@ async def test_a_failed_command_fails_each_call_it_asked_for() -> None:
     polls.wake()
     with pytest.raises(RuntimeError, match="owner stopped"):
         await waiting
+
+
+async def test_calls_answered_on_the_owner_need_no_command_and_later_ones_are_asked() -> None:
+    owner = Owner()
+    polls: LongPolls[str, str] = LongPolls(owner.ask_many)
+    assert polls.answer_beside(lambda asks: [a.upper() for a in asks]) is None  # nobody waits
+    first = asyncio.create_task(polls.wait("w0", WAIT_S, since=0))
+    await asyncio.sleep(0)
+    # The owner's turn that raised an event answers the call waiting then, on its own thread.
+    hand_over = await asyncio.to_thread(polls.answer_beside, lambda asks: [a.upper() for a in asks])
+    assert hand_over is not None and not first.done()
+    late = asyncio.create_task(polls.wait("w1", WAIT_S, since=0))  # began after that turn
+    await asyncio.sleep(0)
+    polls.wake()  # the event, then the answers, in one hop
+    hand_over()
+    assert await first == ("W0", 1)
+    assert await late == ("W1", 1)
+    assert owner.batches == [["w1"]] and len(polls) == 0  # w0 was never asked again
