@@ -8,8 +8,10 @@ its own.
 Protocol (the same for every method; ``eddl.metasim``):
 
 * Same tasks, model, initialisation and few-shot evaluation (10 fine-tuning passes over the k
-  shots at the method's inner learning rate), the same device sampling, and the same device
-  compute per round: 5 devices per round, each running ``inner_epochs`` online passes.
+  shots at the method's inner learning rate), the same device sampling, and the same inner
+  loop per round: 5 devices per round, each running ``inner_epochs`` online passes
+  (TinyMetaFed's devices, in training and in the few-shot evaluation, also first rebuild the
+  local output layer with 2 passes that train that layer alone).
 * The same tuning budget: every method picks its ``lr`` (×0.25, ×0.5, ×1 or ×2 the use
   case's base) and ``inner_epochs`` (1, 5 or 20 online passes over the device's samples)
   from the same 12-point grid — scratch picks its ``lr`` only — by its mean k = 5 score

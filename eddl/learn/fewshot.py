@@ -6,8 +6,8 @@ on them (:func:`~eddl.learn.tinymetafed.fine_tune`) and is scored on its own tes
 The result is the mean over devices of accuracy (or MSE).
 
 The evaluation reads only the tasks it is given and refuses any whose id is one of
-``training_ids``: no training device's data can leak into the score. :func:`scratch_evaluate`
-is the baseline that fine-tunes a fresh random model on the same shots.
+``training_ids``: no training device's data can leak into the score. With ``theta=None`` it is
+the baseline that fine-tunes a fresh random model on the same shots (training from scratch).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def few_shot_evaluate(
         tseed = seed * 1_000_003 + task.task_id
         idx = shots_of(task.y_train, k, per_class=per_class, seed=tseed)
         x, y = task.x_train[idx], task.y_train[idx]
-        if theta is None:  # scratch: every layer is fresh, rebuilt like a local layer
+        if theta is None:  # scratch: every layer fresh from the seed (Glorot, output too)
             base = model.init_params(tseed)
             full = fine_tune(model, LayerSplit(model.num_layers), base, x, y, opts, seed=tseed)
         else:
