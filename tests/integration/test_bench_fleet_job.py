@@ -39,7 +39,8 @@ async def test_fifty_virtual_devices_finish_a_job_on_a_real_leader(tmp_path: Pat
             while time.monotonic() < deadline:  # bounded: 180 s at most
                 reply = await job_status(address, job_id)
                 state = reply.state
-                if state not in ("running", "pending"):
+                # "ending": trained, waiting for the evaluation of its last version.
+                if state not in ("running", "pending", "ending"):
                     break
                 await asyncio.sleep(0.5)
         finally:
