@@ -33,22 +33,27 @@ from tests.unit.test_leader_support import Clock, float_runtime, spec, train
 
 class HeldWriter(StoreWriter):
     """Commits pass while ``open`` is set; a commit that finds it clear waits for it (``held``
-    says one does), and once ``crashed`` is set no batch reaches the store any more."""
+    says one does, ``released`` that it reached the store), and once ``crashed`` is set no
+    batch reaches the store any more."""
 
     def __init__(self, store: SqliteStore) -> None:
         super().__init__(store)
         self.open = threading.Event()
         self.open.set()
         self.held = threading.Event()
+        self.released = threading.Event()
         self.crashed = False
 
     def commit(self, batch: WriteBatch) -> None:
-        if not self.open.is_set():
+        was_held = not self.open.is_set()
+        if was_held:
             self.held.set()
             self.open.wait(10)
         if self.crashed:
             raise StoreError("the leader crashed before this commit")
         self.store.commit(batch)
+        if was_held:
+            self.released.set()
 
 
 @dataclass
@@ -146,6 +151,8 @@ async def test_without_standbys_the_next_tasks_leave_before_the_versions_commit(
         lead.writer.open.set()
         nxt = await lead.service.next_task("w1", job_id="job1", term=None, wait_s=5.0)
         assert isinstance(nxt, TaskOut) and nxt.base_version == 1
+        # The held commit runs on the writer's thread once the gate opens: wait for it.
+        assert await asyncio.to_thread(lead.writer.released.wait, 2.0)  # bounded
         assert max(lead.store.versions("job1")) == 1
 
 
