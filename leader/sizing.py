@@ -13,11 +13,14 @@ docs/leader-logic.md#scheduling-dynamic-distribution and #time-to-accuracy for w
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from eddl.profiler.estimator import RuntimeEstimator
 
@@ -216,8 +219,8 @@ class TaskSizer:
         cost = known[len(known) // 2] if known else 0.0
         fastest = sorted(speeds.items(), key=lambda item: (-item[1], item[0]))
 
-        def progress_per_second(seconds: float, samples: float, k: int) -> float:
-            rate = max(1.0, min(float(k), k * self.round_samples / samples))
+        def progress_per_second(seconds: Any, samples: Any, k: Any) -> Any:  # numbers or arrays
+            rate = np.minimum(np.maximum(k * self.round_samples / samples, 1.0), k)
             return rate * samples / k / (seconds + cost)
 
         # Short rounds with the j fastest workers: never shorter than the j-th's smallest
@@ -227,17 +230,11 @@ class TaskSizer:
         # rounds make within SIT_OUT_TOLERANCE of the best progress per second take part; the
         # slower ones sit short rounds out (a worker whose smallest task alone outlasts the
         # others' whole budget would hold every round back).
-        options, speed = [], 0.0
-        for j, (_, rate) in enumerate(fastest, 1):
-            speed += rate
-            short = max(self.round_samples / speed, self.min_samples / rate)
-            sizes = [(self._training_size(r * short), r) for _, r in fastest[:j]]
-            longest = max(n / r for n, r in sizes)
-            held = sum(n for n, _ in sizes)
-            options.append((short, progress_per_second(longest, held, j)))
-        best = max(p for _, p in options)
-        j = max(i for i, (_, p) in enumerate(options, 1) if p >= (1 - SIT_OUT_TOLERANCE) * best)
-        short, progress = options[j - 1]
+        shorts, longest, held = self._short_rounds(np.array([r for _, r in fastest]))
+        options = progress_per_second(longest, held, np.arange(1.0, len(fastest) + 1))
+        near_best = options >= (1 - SIT_OUT_TOLERANCE) * options.max()
+        j = int(np.flatnonzero(near_best)[-1]) + 1
+        short, progress = float(shorts[j - 1]), float(options[j - 1])
         everyone = sum(speeds.values())
         if short < self.task_seconds and progress > progress_per_second(
             self.task_seconds, everyone * self.task_seconds, len(speeds)
@@ -245,6 +242,21 @@ class TaskSizer:
             sit_out = frozenset(w for w, _ in fastest[j:])
             return RoundTarget(short, training=True, sit_out=sit_out)
         return whole
+
+    def _short_rounds(self, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``rates`` (samples/s, fastest first), the short round of the ``j`` fastest for
+        each ``j``: its training time ``t_j = max(B / Σ_j sps, min_samples / sps_j)``, the
+        longest of its tasks (each share ``sps_i · t_j`` rounded as :meth:`_training_size`
+        does, over ``sps_i``) and the samples they hold. All ``j`` at once (``n × n`` in numpy,
+        not ``n²`` Python steps: a leader of many workers sizes a task per update)."""
+        shorts = np.maximum(self.round_samples / np.cumsum(rates), self.min_samples / rates)
+        g = self.granularity
+        shares = np.floor(np.outer(rates, shorts) / g + 0.5) * g
+        sizes = np.minimum(np.maximum(shares, self.min_samples), self.max_samples)
+        member = _members(len(rates))
+        longest = np.where(member, sizes / rates[:, None], -np.inf).max(axis=0)
+        held = np.where(member, sizes, 0.0).sum(axis=0)
+        return shorts, longest, held
 
     def tail(
         self, node_id: str, size: int, left: int, busy: Iterable[Busy], workers: Iterable[str]
@@ -291,3 +303,12 @@ class TaskSizer:
     def _round_down(self, samples: float) -> int:
         # The small epsilon keeps 49.999... from becoming 49.
         return math.floor(samples / self.granularity + 1e-6) * self.granularity
+
+
+@functools.lru_cache(maxsize=64)
+def _members(n: int) -> np.ndarray:
+    """``[i, j]``: whether the ``i``-th fastest worker takes part in the round of the ``j + 1``
+    fastest (``i <= j``)."""
+    members = np.triu(np.ones((n, n), dtype=bool))
+    members.flags.writeable = False  # shared by every call
+    return members

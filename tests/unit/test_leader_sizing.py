@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eddl.leader.sizing import Busy, RoundTarget, TaskSizer
 from tests.unit.test_leader_support import Clock
@@ -162,3 +165,28 @@ def test_a_worker_whose_share_rounds_up_to_a_longer_task_sits_short_rounds_out()
     )
     sizes = [s.size_for(w, target.seconds, training=True) for w in ("a", "b", "c")]
     assert sizes == [96, 96, 32]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rates=st.lists(st.floats(1.0, 1e5), min_size=1, max_size=40),
+    budget=st.integers(1, 1 << 16),
+    granularity=st.sampled_from([1, 8, 32]),
+    min_samples=st.integers(1, 64),
+)
+def test_all_short_rounds_at_once_match_each_round_on_its_own(
+    rates: list[float], budget: int, granularity: int, min_samples: int
+) -> None:
+    # The rule's definition, one round of the j fastest at a time, against the sizer's
+    # all-at-once form: the same training times, longest tasks and samples, to the bit.
+    s = sizer(Clock(), round_samples=budget, granularity=granularity, min_samples=min_samples)
+    fastest = sorted(rates, reverse=True)
+    shorts, longest, held = s._short_rounds(np.array(fastest))
+    speed = 0.0
+    for j, rate in enumerate(fastest, 1):
+        speed += rate
+        short = max(budget / speed, min_samples / rate)
+        sizes = [(s._training_size(r * short), r) for r in fastest[:j]]
+        assert shorts[j - 1] == short
+        assert longest[j - 1] == max(n / r for n, r in sizes)
+        assert held[j - 1] == sum(n for n, _ in sizes)
