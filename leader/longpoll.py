@@ -102,12 +102,7 @@ class LongPolls(Generic[Ask, Answer]):
         """On the loop, right after the event the answers followed (counted in ``generation``)."""
         for poll, answer in zip(polls, answers, strict=True):
             self._waiting.pop(poll, None)
-            if poll.answer.done():  # timed out, cancelled, or answered by ``ask_many``
-                continue
-            if isinstance(answer, BaseException):
-                poll.answer.set_exception(answer)
-            else:
-                poll.answer.set_result((answer, self.generation))
+            _settle(poll, answer, self.generation)
 
     def _answer_soon(self) -> None:
         if not self._waiting:
@@ -133,15 +128,21 @@ class LongPolls(Generic[Ask, Answer]):
                             poll.answer.set_exception(exc)
                     return
                 for poll, answer in zip(polls, answers, strict=True):
-                    if poll.answer.done():
-                        continue
-                    if isinstance(answer, BaseException):
-                        poll.answer.set_exception(answer)
-                    else:
-                        poll.answer.set_result((answer, generation))
+                    _settle(poll, answer, generation)
                 if not self._again:
                     break
                 # Let the answered calls reply, or wait again, before the next command.
                 await asyncio.sleep(0)
         finally:
             self._answering = None
+
+
+def _settle(poll: _Poll[Ask, Answer], answer: Answer | BaseException, generation: int) -> None:
+    """Give ``poll`` its answer (an exception: its refusal), unless it already has one (timed
+    out, cancelled, or answered the other way)."""
+    if poll.answer.done():
+        return
+    if isinstance(answer, BaseException):
+        poll.answer.set_exception(answer)
+    else:
+        poll.answer.set_result((answer, generation))
