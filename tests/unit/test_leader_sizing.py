@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.sizing import rounds_one_by_one
 from eddl.leader.sizing import Busy, RoundTarget, TaskSizer
 from tests.unit.test_leader_support import Clock
 
@@ -181,12 +182,7 @@ def test_all_short_rounds_at_once_match_each_round_on_its_own(
     # all-at-once form: the same training times, longest tasks and samples, to the bit.
     s = sizer(Clock(), round_samples=budget, granularity=granularity, min_samples=min_samples)
     fastest = sorted(rates, reverse=True)
-    shorts, longest, held = s._short_rounds(np.array(fastest))
-    speed = 0.0
-    for j, rate in enumerate(fastest, 1):
-        speed += rate
-        short = max(budget / speed, min_samples / rate)
-        sizes = [(s._training_size(r * short), r) for r in fastest[:j]]
-        assert shorts[j - 1] == short
-        assert longest[j - 1] == max(n / r for n, r in sizes)
-        assert held[j - 1] == sum(n for n, _ in sizes)
+    at_once = s._short_rounds(np.array(fastest))
+    one_by_one = rounds_one_by_one(s, fastest)
+    for got, want in zip(at_once, one_by_one, strict=True):
+        assert [float(v) for v in got] == want
