@@ -13,7 +13,6 @@ docs/leader-logic.md#scheduling-dynamic-distribution and #time-to-accuracy for w
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +28,8 @@ __all__ = ["Busy", "EstimatorFactory", "RoundTarget", "TaskSizer", "ThroughputEs
 #: Workers take part in short sync rounds as long as their rounds make at least this share less
 #: progress per second than the best choice (see :meth:`TaskSizer.round_target`).
 SIT_OUT_TOLERANCE = 0.1
+#: Cells (worker x round) that rating the short rounds works on at once: ~8 MB per array.
+_BLOCK_CELLS = 1 << 20
 
 
 class ThroughputEstimator(Protocol):
@@ -250,12 +251,16 @@ class TaskSizer:
         does, over ``sps_i``) and the samples they hold. All ``j`` at once (``n × n`` in numpy,
         not ``n²`` Python steps: a leader of many workers sizes a task per update)."""
         shorts = np.maximum(self.round_samples / np.cumsum(rates), self.min_samples / rates)
-        g = self.granularity
-        shares = np.floor(np.outer(rates, shorts) / g + 0.5) * g
-        sizes = np.minimum(np.maximum(shares, self.min_samples), self.max_samples)
-        member = _members(len(rates))
-        longest = np.where(member, sizes / rates[:, None], -np.inf).max(axis=0)
-        held = np.where(member, sizes, 0.0).sum(axis=0)
+        n, g = len(rates), self.granularity
+        longest, held = np.empty(n), np.empty(n)
+        step = max(1, _BLOCK_CELLS // n)  # rounds per block: bounded memory for many workers
+        for lo in range(0, n, step):
+            rounds = np.arange(lo, min(n, lo + step))
+            shares = np.floor(np.outer(rates, shorts[rounds]) / g + 0.5) * g
+            sizes = np.minimum(np.maximum(shares, self.min_samples), self.max_samples)
+            member = np.arange(n)[:, None] <= rounds  # worker i takes part in round j: i <= j
+            longest[rounds] = np.where(member, sizes / rates[:, None], -np.inf).max(axis=0)
+            held[rounds] = np.where(member, sizes, 0.0).sum(axis=0)
         return shorts, longest, held
 
     def tail(
@@ -303,12 +308,3 @@ class TaskSizer:
     def _round_down(self, samples: float) -> int:
         # The small epsilon keeps 49.999... from becoming 49.
         return math.floor(samples / self.granularity + 1e-6) * self.granularity
-
-
-@functools.lru_cache(maxsize=64)
-def _members(n: int) -> np.ndarray:
-    """``[i, j]``: whether the ``i``-th fastest worker takes part in the round of the ``j + 1``
-    fastest (``i <= j``)."""
-    members = np.triu(np.ones((n, n), dtype=bool))
-    members.flags.writeable = False  # shared by every call
-    return members

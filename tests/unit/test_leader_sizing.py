@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.sizing import rounds_one_by_one
+from eddl.leader import sizing
 from eddl.leader.sizing import Busy, RoundTarget, TaskSizer
 from tests.unit.test_leader_support import Clock
 
@@ -186,3 +187,18 @@ def test_all_short_rounds_at_once_match_each_round_on_its_own(
     one_by_one = rounds_one_by_one(s, fastest)
     for got, want in zip(at_once, one_by_one, strict=True):
         assert [float(v) for v in got] == want
+
+
+def test_rounds_rated_in_blocks_of_bounded_memory_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(0)
+    s = sizer(Clock(), round_samples=256, granularity=32)
+    for n in (1, 5, 33):
+        rates = np.array(sorted(rng.uniform(1.0, 2000.0, n), reverse=True))
+        whole = s._short_rounds(rates)
+        monkeypatch.setattr(sizing, "_BLOCK_CELLS", 7)  # blocks of 1-7 rounds
+        blocks = s._short_rounds(rates)
+        monkeypatch.undo()
+        assert [a.tolist() for a in blocks] == [a.tolist() for a in whole]
+        assert [a.tolist() for a in whole] == [list(v) for v in rounds_one_by_one(s, list(rates))]
