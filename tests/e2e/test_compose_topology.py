@@ -150,6 +150,8 @@ def test_the_compose_topology_trains_a_job_through_a_failover_as_processes(
         pytest.skip(f"cannot build the MCU simulator: {exc}")
     if shutil.which("etcd") is None:
         pytest.skip("etcd is not installed (apt etcd-server)")
+    if shutil.which("etcdctl") is None:  # the etcd service's healthcheck in compose.yaml
+        pytest.skip("etcdctl is not installed (apt etcd-client)")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "eddl-mcu-sim").symlink_to(sim)
