@@ -12,6 +12,7 @@ speeds against the rule's definition, one round at a time in Python (:func:`roun
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 
@@ -31,12 +32,17 @@ def rounds_one_by_one(
 ) -> tuple[list[float], list[float], list[float]]:
     """For ``rates`` (fastest first), each short round of the ``j`` fastest as the rule defines
     it: its training time, the longest of its tasks, the samples they hold."""
+    g = sizer.granularity
+
+    def task(share: float) -> int:  # the share to the nearest mini-batch, clamped
+        return max(sizer.min_samples, min(sizer.max_samples, math.floor(share / g + 0.5) * g))
+
     shorts, longest, held = [], [], []
     speed = 0.0
     for j, rate in enumerate(rates, 1):
         speed += rate
         short = max(sizer.round_samples / speed, sizer.min_samples / rate)
-        sizes = [(sizer._training_size(r * short), r) for r in rates[:j]]
+        sizes = [(task(r * short), r) for r in rates[:j]]
         shorts.append(short)
         longest.append(max(n / r for n, r in sizes))
         held.append(float(sum(n for n, _ in sizes)))
@@ -74,11 +80,11 @@ def measure(sizes: Sequence[int], calls: int) -> str:
         sizer, workers = _sizer(n)
         rates = sorted((sizer.samples_per_second(w) or 0.0 for w in workers), reverse=True)
         ref = rounds_one_by_one(sizer, rates)
-        got = sizer._short_rounds(np.array(rates))
+        got = sizer.short_rounds(np.array(rates))
         same = all(list(map(float, a)) == list(b) for a, b in zip(got, ref, strict=True))
         whole = _per_call(lambda s=sizer, w=workers: s.round_target(w), calls)
         reference = _per_call(lambda s=sizer, r=rates: rounds_one_by_one(s, r), calls)
-        fast = _per_call(lambda s=sizer, r=rates: s._short_rounds(np.array(r)), calls)
+        fast = _per_call(lambda s=sizer, r=rates: s.short_rounds(np.array(r)), calls)
         rows.append(
             (
                 n,
@@ -106,9 +112,9 @@ def measure(sizes: Sequence[int], calls: int) -> str:
         f"of {MIN_SAMPLES}-{MAX_SAMPLES} samples, a budget of {BUDGET} samples (the scale "
         "benchmark's job). 'Rounds one by one' is the rule's definition in Python "
         "(`bench.sizing.rounds_one_by_one`, n² steps); 'all rounds at once' is "
-        "`TaskSizer._short_rounds` (n x n in numpy); the whole `round_target` call adds reading "
-        "each worker's speed and choosing the round. 'Same rounds': both give the same "
-        "training times, longest tasks and samples, to the bit.\n\n" + table
+        "`TaskSizer.short_rounds` (n x n in numpy, in blocks); the whole `round_target` call "
+        "adds reading each worker's speed and choosing the round. 'Same rounds': both give the "
+        "same training times, longest tasks and samples, to the bit.\n\n" + table
     )
 
 

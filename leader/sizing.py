@@ -231,7 +231,7 @@ class TaskSizer:
         # rounds make within SIT_OUT_TOLERANCE of the best progress per second take part; the
         # slower ones sit short rounds out (a worker whose smallest task alone outlasts the
         # others' whole budget would hold every round back).
-        shorts, longest, held = self._short_rounds(np.array([r for _, r in fastest]))
+        shorts, longest, held = self.short_rounds(np.array([r for _, r in fastest]))
         options = progress_per_second(longest, held, np.arange(1.0, len(fastest) + 1))
         near_best = options >= (1 - SIT_OUT_TOLERANCE) * options.max()
         j = int(np.flatnonzero(near_best)[-1]) + 1
@@ -244,7 +244,7 @@ class TaskSizer:
             return RoundTarget(short, training=True, sit_out=sit_out)
         return whole
 
-    def _short_rounds(self, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def short_rounds(self, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For ``rates`` (samples/s, fastest first), the short round of the ``j`` fastest for
         each ``j``: its training time ``t_j = max(B / Σ_j sps, min_samples / sps_j)``, the
         longest of its tasks (each share ``sps_i · t_j`` rounded as :meth:`_training_size`

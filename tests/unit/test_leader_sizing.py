@@ -183,7 +183,7 @@ def test_all_short_rounds_at_once_match_each_round_on_its_own(
     # all-at-once form: the same training times, longest tasks and samples, to the bit.
     s = sizer(Clock(), round_samples=budget, granularity=granularity, min_samples=min_samples)
     fastest = sorted(rates, reverse=True)
-    at_once = s._short_rounds(np.array(fastest))
+    at_once = s.short_rounds(np.array(fastest))
     one_by_one = rounds_one_by_one(s, fastest)
     for got, want in zip(at_once, one_by_one, strict=True):
         assert [float(v) for v in got] == want
@@ -196,9 +196,9 @@ def test_rounds_rated_in_blocks_of_bounded_memory_are_the_same(
     s = sizer(Clock(), round_samples=256, granularity=32)
     for n in (1, 5, 33):
         rates = np.array(sorted(rng.uniform(1.0, 2000.0, n), reverse=True))
-        whole = s._short_rounds(rates)
+        whole = s.short_rounds(rates)
         monkeypatch.setattr(sizing, "_BLOCK_CELLS", 7)  # blocks of 1-7 rounds
-        blocks = s._short_rounds(rates)
+        blocks = s.short_rounds(rates)
         monkeypatch.undo()
         assert [a.tolist() for a in blocks] == [a.tolist() for a in whole]
         assert [a.tolist() for a in whole] == [list(v) for v in rounds_one_by_one(s, list(rates))]
