@@ -187,6 +187,10 @@ def test_all_short_rounds_at_once_match_each_round_on_its_own(
     one_by_one = rounds_one_by_one(s, fastest)
     for got, want in zip(at_once, one_by_one, strict=True):
         assert [float(v) for v in got] == want
+    # ... and the rounds hold the tasks the sizer really hands out for those shares.
+    shorts, _, held = at_once
+    for j, short in enumerate(shorts):
+        assert held[j] == sum(s._training_size(r * short) for r in fastest[: j + 1])
 
 
 def test_rounds_rated_in_blocks_of_bounded_memory_are_the_same(
