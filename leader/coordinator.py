@@ -96,7 +96,8 @@ class Coordinator(JobCommands, Queries):
         )
         self.membership = membership if membership is not None else Membership(now=now)
         self.membership.on_gone(self._on_gone)
-        self._now = now
+        self._clock = now
+        self._instant: float | None = None  # the time of the command in progress
         self._link_capacity = link_capacity_bps
         self._lock = threading.RLock()
         self._depth = 0
@@ -111,7 +112,7 @@ class Coordinator(JobCommands, Queries):
             self._outbox,  # the jobs' writes too leave with their command's batch
             runtime_factory=runtime_factory,
             estimator_factory=estimator_factory,
-            now=now,
+            now=self._now,
             workers=self._workers,
             task_prefix=lambda job_id: f"{job_id}:{self.term}.{incarnation}.",
             on_event=self.event_sink.emit,
@@ -121,19 +122,32 @@ class Coordinator(JobCommands, Queries):
     def term(self) -> int:
         return self.leadership.term
 
+    def _now(self) -> float:
+        """The time of the command in progress (one instant for all it does), else now."""
+        return self._clock() if self._instant is None else self._instant
+
     @contextlib.contextmanager
     def _op(self) -> Iterator[None]:
-        """One command: serialised, and its store writes committed in one transaction."""
+        """One command: serialised, at one instant (the jobs' clock: the task sizer reads the
+        speeds once per instant), and its store writes committed in one transaction."""
         with self._lock:
+            if self._depth == 0:
+                self._instant = self._clock()
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
+                    self._instant = None
                     commit = self._outbox.flush()
                     if commit is not None:
                         self._commit = commit
+
+    def together(self) -> contextlib.AbstractContextManager[None]:
+        """Several calls as one command: one instant and one transaction (the hand-outs that
+        answer every waiting long-poll at once)."""
+        return self._op()
 
     def take_commit(self) -> Future[None] | None:
         """The commit of the writes made since the last call (None: nothing written)."""

@@ -199,11 +199,12 @@ class LeaderService:
 
     def _hand_out_many(self, asks: Sequence[_Ask]) -> list[TaskOut | Wait | BaseException]:
         answers: list[TaskOut | Wait | BaseException] = []
-        for ask in asks:
-            try:
-                answers.append(self._hand_out(*ask))
-            except Exception as exc:  # this call's own refusal, mapped to its status code
-                answers.append(exc)
+        with self._c.together():  # one instant: the cluster's speeds are read once
+            for ask in asks:
+                try:
+                    answers.append(self._hand_out(*ask))
+                except Exception as exc:  # this call's own refusal, mapped to its status code
+                    answers.append(exc)
         return answers
 
     def _kept(self, outcome: TaskOut | Wait) -> TaskOut | Wait:

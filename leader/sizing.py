@@ -108,9 +108,17 @@ class TaskSizer:
         self._priors: dict[str, float] = {}
         self._overheads: dict[str, float] = {}
         self._links: dict[str, float] = {}  # leader-seen cost per task beyond training (s)
+        # What the rules read of the cluster, kept for one instant of the clock and one state
+        # of the estimates (``_changes`` counts each change): a leader's command runs at one
+        # instant, and its hand-outs read every worker's speed (the round target, the tail).
+        self._changes = 0
+        self._seen: tuple[int, float] | None = None
+        self._speeds: dict[str, tuple[float | None, float | None]] = {}
+        self._targets: dict[tuple[str, ...], RoundTarget] = {}
 
     # -- what is known of a node -------------------------------------------------------------
     def estimator(self, node_id: str) -> ThroughputEstimator:
+        self._changes += 1  # the caller may feed it
         est = self._estimators.get(node_id)
         if est is None:
             est = self._estimators[node_id] = self._estimator_factory()
@@ -120,11 +128,11 @@ class TaskSizer:
         """The node's micro-benchmark result (samples/s); ignored when absent or absurd."""
         if samples_per_second is not None and 0 < samples_per_second < float("inf"):
             self._priors[node_id] = float(samples_per_second)
+            self._changes += 1
 
     def measured(self, node_id: str) -> bool:
         """Whether a finished task of ``node_id`` has been observed."""
-        est = self._estimators.get(node_id)
-        return est is not None and est.samples_per_second(self._now()) is not None
+        return self._read(node_id)[0] is not None
 
     def samples_per_second(self, node_id: str) -> float | None:
         """Measured speed once the node finished a task, else its micro-benchmark (or None).
@@ -133,9 +141,18 @@ class TaskSizer:
         and data path) says more, so the first observation replaces it rather than being
         averaged with it; later ones are smoothed by the estimator's EWMA.
         """
-        est = self._estimators.get(node_id)
-        measured = None if est is None else est.samples_per_second(self._now())
-        return measured if measured is not None else self._priors.get(node_id)
+        measured, prior = self._read(node_id)
+        return measured if measured is not None else prior
+
+    def _read(self, node_id: str) -> tuple[float | None, float | None]:
+        """The node's measured speed now and its benchmark, read once per instant."""
+        now = self._instant()
+        known = self._speeds.get(node_id)
+        if known is None:
+            est = self._estimators.get(node_id)
+            measured = None if est is None else est.samples_per_second(now)
+            known = self._speeds[node_id] = (measured, self._priors.get(node_id))
+        return known
 
     def overhead(self, node_id: str) -> float:
         """The node's fixed cost per task in seconds (0 until it reported one)."""
@@ -157,6 +174,16 @@ class TaskSizer:
         if math.isfinite(overhead) and overhead >= 0:
             old = self._overheads.get(node_id)
             self._overheads[node_id] = overhead if old is None else 0.7 * old + 0.3 * overhead
+        self._changes += 1
+
+    def _instant(self) -> float:
+        """The clock's time; what the rules read is forgotten when it or an estimate moved."""
+        now = self._now()
+        if self._seen != (self._changes, now):
+            self._seen = (self._changes, now)
+            self._speeds.clear()
+            self._targets.clear()
+        return now
 
     # -- the rules ---------------------------------------------------------------------------
     def size_for(
@@ -211,7 +238,14 @@ class TaskSizer:
         whole = RoundTarget(self.task_seconds)
         if not self.round_samples:
             return whole
-        ids = set(workers)
+        key = tuple(workers)
+        self._instant()
+        kept = self._targets.get(key)
+        if kept is None:
+            kept = self._targets[key] = self._round_target(set(key), whole)
+        return kept
+
+    def _round_target(self, ids: set[str], whole: RoundTarget) -> RoundTarget:
         speeds = {w: r for w in ids if (r := self.samples_per_second(w)) is not None and r > 0}
         if not speeds:
             return whole

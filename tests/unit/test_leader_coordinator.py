@@ -754,3 +754,29 @@ def test_the_tick_forgets_nodes_long_gone_in_memory_and_in_the_store() -> None:
     c.tick()
     assert [n.node_id for n in c.membership.nodes()] == ["w1"]
     assert [m.node_id for m in store.members()] == ["w1"]
+
+
+class _TickingClock(Clock):
+    """A clock that moves a millisecond at every read."""
+
+    def __call__(self) -> float:
+        self.t += 0.001
+        return self.t
+
+
+def test_calls_made_together_are_one_command_at_one_instant() -> None:
+    clock = _TickingClock()
+    c = coordinator(clock)
+    nodes = join(c, 40, 40, 20, 20)
+    c.submit_job(spec(rounds=12, aggregation="async"))
+    c.take_commit()
+    alone = [task(c, n) for n in nodes[:2]]
+    assert alone[0].issued_at != alone[1].issued_at  # each call is its own instant
+    with c.together():
+        first, second = task(c, nodes[2]), task(c, nodes[3])
+        again = c.next_task(nodes[0])
+    # One instant for every call made together (the sizer reads the speeds once for all of
+    # them).
+    assert first.issued_at == second.issued_at
+    assert again == alone[0]  # a node holding a task gets the same task again
+    assert clock.t > first.issued_at  # the clock still moves outside a command

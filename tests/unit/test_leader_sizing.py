@@ -206,3 +206,58 @@ def test_rounds_rated_in_blocks_of_bounded_memory_are_the_same(
         monkeypatch.undo()
         assert [a.tolist() for a in blocks] == [a.tolist() for a in whole]
         assert [a.tolist() for a in whole] == [list(v) for v in rounds_one_by_one(s, list(rates))]
+
+
+class _CountingEstimator:
+    """A speed that decays with the clock, counting its reads."""
+
+    reads = 0
+
+    def __init__(self) -> None:
+        self.sps: float | None = None
+        self.since = 0.0
+
+    def observe(self, amount: float, seconds: float, at: float) -> None:
+        self.sps, self.since = amount / seconds, at
+
+    def samples_per_second(self, now: float) -> float | None:
+        _CountingEstimator.reads += 1
+        return None if self.sps is None else self.sps / (1.0 + (now - self.since))
+
+
+def test_speeds_and_the_round_target_are_read_once_per_instant_and_estimate() -> None:
+    clock = Clock()
+    s = TaskSizer(now=clock, round_samples=256, granularity=8, estimator_factory=_CountingEstimator)
+    workers = [f"w{i}" for i in range(6)]
+    for i, w in enumerate(workers):
+        s.observe(w, 100 * (i + 1), 1.0, overhead=0.01)
+    _CountingEstimator.reads = 0
+    first = s.round_target(workers)
+    assert _CountingEstimator.reads == len(workers)
+    # The same instant, the same estimates: the hand-outs of one command reuse both.
+    for w in workers:
+        assert s.round_target(workers) is first
+        s.tail(w, 64, 10**9, [], workers)
+        s.size_for(w, training=True)
+    assert _CountingEstimator.reads == len(workers)
+
+    def fresh(among: list[str] = workers) -> RoundTarget:  # a sizer that never kept anything
+        again = TaskSizer(now=clock, round_samples=256, granularity=8)
+        again._estimators, again._overheads, again._links = (
+            s._estimators,
+            s._overheads,
+            s._links,
+        )
+        return again.round_target(among)
+
+    # A new estimate is read at once, in the same instant...
+    s.observe("w0", 5000, 1.0, overhead=0.01)
+    assert s.samples_per_second("w0") == 5000.0
+    assert s.round_target(workers) == fresh() != first
+    # ... and so is the clock's next instant (this estimator decays with time).
+    before = s.samples_per_second("w1")
+    clock.advance(1.0)
+    assert s.samples_per_second("w1") == pytest.approx(before / 2)  # type: ignore[operator]
+    assert s.round_target(workers) == fresh()
+    # Another set of workers is another target.
+    assert s.round_target(workers[:2]) == fresh(workers[:2]) != s.round_target(workers)
