@@ -176,6 +176,17 @@ class TaskSizer:
             self._overheads[node_id] = overhead if old is None else 0.7 * old + 0.3 * overhead
         self._changes += 1
 
+    def _speeds_of(self, ids: Iterable[str]) -> dict[str, float]:
+        """The known speeds of ``ids`` (as :meth:`samples_per_second`), in one pass."""
+        self._instant()
+        speeds: dict[str, float] = {}
+        for node_id in ids:
+            measured, prior = self._speeds.get(node_id) or self._read(node_id)
+            sps = measured if measured is not None else prior
+            if sps is not None:
+                speeds[node_id] = sps
+        return speeds
+
     def _instant(self) -> float:
         """The clock's time; what the rules read is forgotten when it or an estimate moved."""
         now = self._now()
@@ -246,7 +257,7 @@ class TaskSizer:
         return kept
 
     def _round_target(self, ids: set[str], whole: RoundTarget) -> RoundTarget:
-        speeds = {w: r for w in ids if (r := self.samples_per_second(w)) is not None and r > 0}
+        speeds = {w: r for w, r in self._speeds_of(ids).items() if r > 0}
         if not speeds:
             return whole
         costs = {**self._overheads, **self._links}
@@ -313,11 +324,7 @@ class TaskSizer:
         if own is None:
             return size
         now = self._now()
-        speeds: dict[str, float] = {}
-        for worker in set(workers) - {node_id}:
-            sps = self.samples_per_second(worker)
-            if sps is not None:
-                speeds[worker] = sps
+        speeds = self._speeds_of(set(workers) - {node_id})
         total_rate = own + sum(speeds.values())
         if own * left >= size * total_rate:
             return size  # far from the end: tasks in flight only add to ``want`` below
