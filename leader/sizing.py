@@ -113,7 +113,7 @@ class TaskSizer:
         # instant, and its hand-outs read every worker's speed (the round target, the tail).
         self._changes = 0
         self._seen: tuple[int, float] | None = None
-        self._speeds: dict[str, tuple[float | None, float | None]] = {}
+        self._speeds: dict[str, tuple[float | None, float | None]] = {}  # (measured, speed)
         self._targets: dict[tuple[str, ...], RoundTarget] = {}
 
     # -- what is known of a node -------------------------------------------------------------
@@ -141,17 +141,18 @@ class TaskSizer:
         and data path) says more, so the first observation replaces it rather than being
         averaged with it; later ones are smoothed by the estimator's EWMA.
         """
-        measured, prior = self._read(node_id)
-        return measured if measured is not None else prior
+        return self._read(node_id)[1]
 
     def _read(self, node_id: str) -> tuple[float | None, float | None]:
-        """The node's measured speed now and its benchmark, read once per instant."""
+        """The node's measured speed now and its speed (measured, else the benchmark), read
+        once per instant."""
         now = self._instant()
         known = self._speeds.get(node_id)
         if known is None:
             est = self._estimators.get(node_id)
             measured = None if est is None else est.samples_per_second(now)
-            known = self._speeds[node_id] = (measured, self._priors.get(node_id))
+            speed = measured if measured is not None else self._priors.get(node_id)
+            known = self._speeds[node_id] = (measured, speed)
         return known
 
     def overhead(self, node_id: str) -> float:
@@ -181,8 +182,7 @@ class TaskSizer:
         self._instant()
         speeds: dict[str, float] = {}
         for node_id in ids:
-            measured, prior = self._speeds.get(node_id) or self._read(node_id)
-            sps = measured if measured is not None else prior
+            sps = (self._speeds.get(node_id) or self._read(node_id))[1]
             if sps is not None:
                 speeds[node_id] = sps
         return speeds
