@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+
+from tests.ports import free_port
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:\?|:-)(?P<arg>[^}]*))?\}")
 _LOCAL = re.compile(r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)\b")
@@ -58,12 +59,6 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
 def load_compose(path: Path, env: dict[str, str]) -> dict[str, Any]:
     raw = YAML(typ="safe").load(path.read_text())
     return dict(interpolate(raw, env))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

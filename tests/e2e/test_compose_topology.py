@@ -77,10 +77,12 @@ def test_the_image_makes_the_mount_points_of_its_services_volumes() -> None:
     assert targets and targets <= folders, targets - folders
 
 
-def _healthy(p: ServiceProcess) -> bool:
+def _healthy(p: ServiceProcess, logs: Path) -> bool:
     """Run the service's healthcheck as Compose would, in the service's environment."""
     assert p.healthcheck is not None and p.popen is not None
-    assert p.popen.poll() is None, f"{p.replica} exited with {p.popen.returncode}"
+    if p.popen.poll() is not None:
+        tail = (logs / f"{p.replica}.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{p.replica} exited with {p.popen.returncode}:\n{tail}")
     argv = [shutil.which(p.healthcheck[0], path=p.env["PATH"]) or "", *p.healthcheck[1:]]
     done = subprocess.run(argv, env=p.env, capture_output=True, timeout=30, check=False)
     return done.returncode == 0
@@ -182,7 +184,7 @@ def test_the_compose_topology_trains_a_job_through_a_failover_as_processes(
             if wait.get(p.service) == completed:  # the one-shot certificate service
                 assert p.popen.wait(timeout=60) == 0, (tmp_path / f"{p.replica}.log").read_text()
             elif wait.get(p.service) == healthy:
-                wait_for(lambda p=p: _healthy(p), 60, f"{p.replica}'s healthcheck")
+                wait_for(lambda p=p: _healthy(p, tmp_path), 60, f"{p.replica}'s healthcheck")
             if p.replica == "leader-1-1":
                 _enrol_admin(topo, addresses[0])
         # The candidates share the cluster CA the one-shot service made.
@@ -191,7 +193,7 @@ def test_the_compose_topology_trains_a_job_through_a_failover_as_processes(
         assert len(ca) == 1
         for p in procs:
             if p.healthcheck is not None:
-                wait_for(lambda p=p: _healthy(p), 90, f"{p.replica}'s healthcheck")
+                wait_for(lambda p=p: _healthy(p, tmp_path), 90, f"{p.replica}'s healthcheck")
         gateway = by_replica["gateway-1"]
         assert gateway.popen is not None
         children = psutil.Process(gateway.popen.pid).children()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from eddl.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.e2e.procs import Proc, eddl, spawn, start_leader, start_worker, wait_done, wait_for
+from tests.ports import free_port
 
 JOB = """
 [job]
@@ -36,12 +36,6 @@ loss = "bce"
 lr = 0.2
 batch_size = 8
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> str:

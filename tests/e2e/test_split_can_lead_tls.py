@@ -9,7 +9,6 @@ its group, and the job completes with every sample counted once."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,13 @@ from tests.e2e.procs import Proc, eddl, start_leader, start_worker, token, wait_
 from tests.e2e.test_split_can_lead_e2e import LEADS, promoted_groups, wait_groups_served
 from tests.e2e.test_split_demote_e2e import SPLIT, THROTTLE, submit_plain
 from tests.e2e.test_subleader_e2e import procs
+from tests.ports import free_port
 
 __all__ = ["procs"]  # the fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 EPOCHS = 120.0  # long enough to split whatever the load: the workers train 40x slowed down
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_can_lead_workers_over_mtls_get_a_sub_leader_certificate_only_when_promoted(
@@ -49,7 +43,7 @@ def test_can_lead_workers_over_mtls_get_a_sub_leader_certificate_only_when_promo
     assert done.returncode == 0, done.stderr
 
     workers: dict[str, Proc] = {}
-    lead_at = {w: f"127.0.0.1:{_free_port()}" for w in LEADS}
+    lead_at = {w: f"127.0.0.1:{free_port()}" for w in LEADS}
     for i in range(8):
         name = f"w{i}"
         extra = [

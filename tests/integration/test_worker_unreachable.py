@@ -6,7 +6,6 @@ Real gRPC: the worker daemon dials a port nothing listens on, then a leader star
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from structlog.testing import capture_logs
 
 from eddl.worker.config import WorkerConfig
 from eddl.worker.daemon import WorkerDaemon
+from tests.ports import free_port
 
 from .cluster_support import TOKEN, running_cluster, wait_until
 
@@ -49,15 +49,8 @@ async def _stopped(worker: WorkerDaemon, task: asyncio.Task[None]) -> None:
             await asyncio.gather(task, return_exceptions=True)
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_a_worker_reports_the_address_it_cannot_reach_then_joins(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     worker = _worker("w-late", address)
     with capture_logs() as logs:
         task = asyncio.create_task(worker.run())

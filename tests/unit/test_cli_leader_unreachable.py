@@ -3,7 +3,6 @@ them elsewhere (``--leader``, ``$EDDL_CLI_LEADER``). Real gRPC calls to a closed
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import grpc
@@ -11,17 +10,15 @@ import pytest
 
 from eddl.cli import main
 from eddl.cli.admin_client import DEFAULT_LEADER, LEADER_ENV, leader_error
+from tests.ports import free_port
 
 HINT = f"--leader HOST:PORT or {LEADER_ENV}=HOST:PORT"
 
 
 @pytest.fixture
 def closed_address() -> str:
-    """127.0.0.1 and a port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    """127.0.0.1 and a port nothing listens on."""
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture
