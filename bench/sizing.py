@@ -12,9 +12,10 @@ speeds against the rule's definition, one round at a time in Python (:func:`roun
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -65,8 +66,11 @@ def _sizer(n: int) -> tuple[TaskSizer, list[str]]:
     return sizer, workers
 
 
-def _per_call(fn: object, calls: int) -> float:
-    assert callable(fn)
+def _short_rounds(sizer: TaskSizer, rates: list[float]) -> object:
+    return sizer.short_rounds(np.array(rates))
+
+
+def _per_call(fn: Callable[[], object], calls: int) -> float:
     fn()  # warm (numpy's first call, caches)
     start = time.perf_counter()
     for _ in range(calls):
@@ -82,9 +86,9 @@ def measure(sizes: Sequence[int], calls: int) -> str:
         ref = rounds_one_by_one(sizer, rates)
         got = sizer.short_rounds(np.array(rates))
         same = all(list(map(float, a)) == list(b) for a, b in zip(got, ref, strict=True))
-        whole = _per_call(lambda s=sizer, w=workers: s.round_target(w), calls)
-        reference = _per_call(lambda s=sizer, r=rates: rounds_one_by_one(s, r), calls)
-        fast = _per_call(lambda s=sizer, r=rates: s.short_rounds(np.array(r)), calls)
+        whole = _per_call(functools.partial(sizer.round_target, workers), calls)
+        reference = _per_call(functools.partial(rounds_one_by_one, sizer, rates), calls)
+        fast = _per_call(functools.partial(_short_rounds, sizer, rates), calls)
         rows.append(
             (
                 n,
