@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["WorkerTimeline", "mean_timeline", "read_timelines", "worker_timeline"]
+__all__ = [
+    "TaskSpan",
+    "WorkerTimeline",
+    "mean_timeline",
+    "read_timelines",
+    "stamp",
+    "task_spans",
+    "worker_timeline",
+]
 
 
 @dataclass(frozen=True)
@@ -40,14 +48,36 @@ class WorkerTimeline:
     waiting: float
 
 
-def _stamp(text: str) -> float:
+def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def worker_timeline(worker: str, lines: Iterable[str], job_id: str) -> WorkerTimeline | None:
-    """The timeline of ``worker`` in ``job_id`` from its JSON log ``lines`` (None: no task)."""
-    started: dict[str, float] = {}
-    done: list[tuple[float, float, float, float, int]] = []  # start, end, busy, transfer, n
+@dataclass(frozen=True)
+class TaskSpan:
+    """One finished task of one worker, from its log: taken at ``start``, its update
+    acknowledged at ``end``."""
+
+    worker: str
+    job_id: str
+    version: int  # the model version the task started from (-1: not logged)
+    start: float
+    end: float
+    busy_s: float
+    pull_s: float
+    fetch_s: float
+    push_s: float
+    samples: int
+
+    @property
+    def transfer_s(self) -> float:
+        return self.pull_s + self.fetch_s + self.push_s
+
+
+def task_spans(worker: str, lines: Iterable[str]) -> list[TaskSpan]:
+    """The finished tasks in ``worker``'s JSON log ``lines`` (``task``, then ``update
+    pushed``), in the order their updates were acknowledged."""
+    started: dict[str, tuple[float, int]] = {}
+    spans: list[TaskSpan] = []
     for line in lines:
         if not line.startswith("{"):
             continue
@@ -56,33 +86,47 @@ def worker_timeline(worker: str, lines: Iterable[str], job_id: str) -> WorkerTim
         except json.JSONDecodeError:
             continue
         task = str(row.get("task", ""))
-        if not task.startswith(f"{job_id}:"):
+        if ":" not in task:
             continue
         if row.get("event") == "task":
-            started[task] = _stamp(row["timestamp"])
+            started[task] = (stamp(row["timestamp"]), int(row.get("version", -1)))
         elif row.get("event") == "update pushed" and task in started:
-            transfer = sum(float(row.get(k, 0.0)) for k in ("pull_s", "fetch_s", "push_s"))
-            done.append(
-                (
-                    started[task],
-                    _stamp(row["timestamp"]),
-                    float(row.get("busy_s", 0.0)),
-                    transfer,
+            begun, version = started.pop(task)
+            busy, pull, fetch, push = (
+                float(row.get(k, 0.0)) for k in ("busy_s", "pull_s", "fetch_s", "push_s")
+            )
+            spans.append(
+                TaskSpan(
+                    worker,
+                    task.split(":", 1)[0],
+                    version,
+                    begun,
+                    stamp(row["timestamp"]),
+                    busy,
+                    pull,
+                    fetch,
+                    push,
                     int(row.get("samples", 0)),
                 )
             )
+    return spans
+
+
+def worker_timeline(worker: str, lines: Iterable[str], job_id: str) -> WorkerTimeline | None:
+    """The timeline of ``worker`` in ``job_id`` from its JSON log ``lines`` (None: no task)."""
+    done = [s for s in task_spans(worker, lines) if s.job_id == job_id]
     if not done:
         return None
-    span = done[-1][1] - done[0][0]
+    span = done[-1].end - done[0].start
     if span <= 0:
         return None
-    wall = sum(end - start for start, end, *_ in done)
-    busy = sum(d[2] for d in done)
-    transfer = sum(d[3] for d in done)
+    wall = sum(s.end - s.start for s in done)
+    busy = sum(s.busy_s for s in done)
+    transfer = sum(s.transfer_s for s in done)
     return WorkerTimeline(
         worker,
         len(done),
-        sum(d[4] for d in done),
+        sum(s.samples for s in done),
         span,
         busy / span,
         transfer / span,
