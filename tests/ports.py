@@ -5,19 +5,19 @@ range every ``connect()`` on the machine draws its source port from. Between the
 socket closing and the daemon binding the port, any outgoing connection (an etcd client, a
 gRPC channel between two daemons already up) can take it, and the daemon exits with
 "address in use". Ports below the ephemeral range are never source ports: this hands those
-out, each at most once per test run, after checking that each one binds now.
+out at random, each at most once per test run, after checking that each one binds now.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
+import random
 import socket
 from pathlib import Path
 
 _RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _SPAN = 8000  # ports tried below the ephemeral range
-_given: set[int] = set()
+_given: set[int] = set()  # handed out, with the port after each
+_pick = random.Random()  # seeded from the OS: two runs side by side pick apart
 
 
 def _ephemeral_low() -> int:
@@ -37,17 +37,18 @@ def _binds(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A port nothing listens on and no outgoing connection can take as its source port."""
+    """A port nothing listens on and no outgoing connection can take as its source port.
+
+    The port after it is free too and never handed out: a leader serves its certificate
+    bootstrap on its port + 1 unless told otherwise, so two daemons on neighbouring ports
+    would share one (gRPC binds with SO_REUSEPORT, so the second bind does not fail)."""
     high = _ephemeral_low()
     low = max(1024, high - _SPAN)
     if high - low >= 100:
-        # Start each pytest process somewhere else in the span: two runs side by side
-        # (a developer's and a fresh clone's) rarely walk the same ports.
-        start = os.getpid() % (high - low)
-        for offset in itertools.islice(itertools.count(), high - low):
-            port = low + (start + offset) % (high - low)
-            if port not in _given and _binds(port):
-                _given.add(port)
+        for _ in range(1000):
+            port = _pick.randrange(low, high - 1)
+            if _given.isdisjoint((port - 1, port, port + 1)) and _binds(port) and _binds(port + 1):
+                _given.update((port, port + 1))
                 return port
     with socket.socket() as s:  # no room below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
