@@ -146,7 +146,10 @@ class TaskSizer:
     def _read(self, node_id: str) -> tuple[float | None, float | None]:
         """The node's measured speed now and its speed (measured, else the benchmark), read
         once per instant."""
-        now = self._instant()
+        return self._known(node_id, self._instant())
+
+    def _known(self, node_id: str, now: float) -> tuple[float | None, float | None]:
+        """:meth:`_read` at ``now``, the instant :meth:`_instant` just checked."""
         known = self._speeds.get(node_id)
         if known is None:
             est = self._estimators.get(node_id)
@@ -179,10 +182,10 @@ class TaskSizer:
 
     def _speeds_of(self, ids: Iterable[str]) -> dict[str, float]:
         """The known speeds of ``ids`` (as :meth:`samples_per_second`), in one pass."""
-        self._instant()
+        now = self._instant()
         speeds: dict[str, float] = {}
         for node_id in ids:
-            sps = (self._speeds.get(node_id) or self._read(node_id))[1]
+            sps = self._known(node_id, now)[1]
             if sps is not None:
                 speeds[node_id] = sps
         return speeds
